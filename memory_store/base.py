@@ -1,0 +1,146 @@
+"""Ports of the projection stores: GraphStore, VectorStore, KeywordIndex, each checkpointed by offset."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from schemas.envelope import Position
+from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
+from schemas.ops import AnyOp
+
+__all__ = ["GraphStore", "KeywordIndex", "Projection", "VectorStore"]
+
+logger = logging.getLogger(__name__)
+
+
+class Projection(ABC):
+    """A store derived from the log; applies ops idempotently and records the last applied offset.
+
+    Checkpoints are kept per (projection name, topic, partition). ``apply`` skips a position at or
+    below the checkpoint; otherwise it writes the ops and the checkpoint atomically (embedded, Cypher
+    transactions) or writes ops with deterministic ids and then the checkpoint (Weaviate).
+    """
+
+    name: str = "projection"
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open the store, create schema and indexes. Idempotent. Raises StoreUnavailable."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Flush and close. Idempotent."""
+
+    @abstractmethod
+    async def apply(self, ops: Sequence[AnyOp], position: Position, *, replay: bool = False) -> bool:
+        """Apply ``ops`` produced from the record at ``position``.
+
+        Returns False without writing when ``position.offset`` <= the checkpoint of its partition.
+        With ``replay=True`` the ops are applied regardless and the checkpoint is left unchanged (used
+        to rebuild one cube while the live checkpoint stays where it is). Ops are applied in order;
+        every op is idempotent, so applying the same position twice leaves the same state.
+        Raises StoreUnavailable (retryable) or StoreError.
+        """
+
+    @abstractmethod
+    async def checkpoint(self, topic: str, partition: int) -> int | None:
+        """Offset of the last record applied from that partition, or None."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class GraphStore(Projection):
+    """Memories as nodes with their full record, and typed edges between them."""
+
+    name = "graph"
+
+    @abstractmethod
+    async def get(self, memory_ids: Sequence[str], *, cube_id: str | None = None) -> list[MemoryRecord]:
+        """Records of these ids (retired ones included), in the order asked; unknown ids are left out.
+
+        With ``cube_id`` only memories of that cube are returned (deletes and reads are cube-scoped).
+        """
+
+    @abstractmethod
+    async def list_memories(
+        self,
+        cube_id: str,
+        *,
+        include_retired: bool = False,
+        memory_types: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """Memories of a cube ordered by (created_at, id); retired ones only when asked."""
+
+    @abstractmethod
+    async def count(self, cube_id: str, *, include_retired: bool = False) -> int:
+        """Number of memories in a cube."""
+
+    @abstractmethod
+    async def relations(self, cube_id: str) -> list[RelationRecord]:
+        """Every edge of a cube, ordered by id."""
+
+    @abstractmethod
+    async def neighbors(
+        self, memory_ids: Sequence[str], *, relations: Sequence[str] | None = None, limit: int = 50
+    ) -> list[RelationRecord]:
+        """Edges touching any of ``memory_ids`` (either direction), optionally of given types."""
+
+    @abstractmethod
+    async def cubes(self) -> list[str]:
+        """Ids of cubes that hold at least one memory."""
+
+
+class VectorStore(Projection):
+    """Embeddings of current memories, searchable by cosine similarity per cube."""
+
+    name = "vector"
+
+    @abstractmethod
+    async def search(
+        self,
+        cube_id: str,
+        vector: Sequence[float],
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[ScoredMemory]:
+        """Top ``k`` memories by cosine similarity (score in [-1, 1], best first).
+
+        Raises DimensionMismatch when ``vector`` does not fit the cube's dimension.
+        """
+
+    @abstractmethod
+    async def dimension(self, cube_id: str) -> int | None:
+        """Dimension of the cube's vectors, or None when it has none."""
+
+
+class KeywordIndex(Projection):
+    """BM25 keyword search over current memories, per cube."""
+
+    name = "keyword"
+
+    @abstractmethod
+    async def search(
+        self,
+        cube_id: str,
+        query: str,
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[ScoredMemory]:
+        """Top ``k`` memories by BM25 (higher is better). A query with no usable terms returns []."""

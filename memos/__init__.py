@@ -1,0 +1,1 @@
+"""memos package."""

@@ -1,0 +1,193 @@
+"""Events <-> Avro single-object encoding (fastavro), with schema fingerprints, history and upcasters."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import struct
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+from pydantic import ValidationError
+
+from schemas.avro_gen import AVRO_DIR, JSON_PROP, avro_schema
+from schemas.errors import EventDecodeError, SchemaError
+from schemas.events import EVENT_TYPES, AnyEvent, Event, any_event_adapter
+
+__all__ = [
+    "HISTORY_DIR",
+    "MAGIC",
+    "UPCASTERS",
+    "decode",
+    "decode_dict",
+    "encode",
+    "fingerprint_of",
+    "known_fingerprints",
+]
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"\xc3\x01"
+"""Avro single-object encoding marker."""
+HISTORY_DIR = AVRO_DIR / "history"
+"""Every schema version ever released, named ``<EventType>.v<N>.avsc``; used to read old payloads."""
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+"""(event_type, from_version) -> pure function lifting a decoded dict one version up."""
+
+_BY_NAME: dict[str, type[Event]] = {cls.__name__: cls for cls in EVENT_TYPES}
+
+
+def _fp(schema: dict[str, Any]) -> bytes:
+    parsed = parse_schema(schema, _write_hint=False, _force=True)
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
+
+
+class _Entry:
+    __slots__ = ("name", "parsed", "raw", "version")
+
+    def __init__(self, name: str, raw: dict[str, Any], version: int) -> None:
+        self.name = name
+        self.raw = raw
+        self.version = version
+        self.parsed = parse_schema(raw, _force=True)
+
+
+@lru_cache(maxsize=1)
+def _registry() -> tuple[dict[str, tuple[bytes, _Entry]], dict[bytes, _Entry]]:
+    current: dict[str, tuple[bytes, _Entry]] = {}
+    by_fp: dict[bytes, _Entry] = {}
+    for cls in EVENT_TYPES:
+        raw = avro_schema(cls)
+        version = int(cls.model_fields["schema_version"].default)
+        entry = _Entry(cls.__name__, raw, version)
+        fp = _fp(raw)
+        current[cls.__name__] = (fp, entry)
+        by_fp[fp] = entry
+    if HISTORY_DIR.is_dir():
+        for path in sorted(HISTORY_DIR.glob("*.avsc")):
+            name, version_tag = path.stem.split(".", 1)
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            fp = _fp(raw)
+            by_fp.setdefault(fp, _Entry(name, raw, int(version_tag.lstrip("v"))))
+    return current, by_fp
+
+
+def known_fingerprints() -> dict[bytes, str]:
+    """Fingerprints this reader can decode, mapped to their event type names."""
+    return {fp: entry.name for fp, entry in _registry()[1].items()}
+
+
+def fingerprint_of(event_type: str) -> bytes:
+    """Current 8-byte CRC-64-AVRO fingerprint of an event type's schema."""
+    return _registry()[0][event_type][0]
+
+
+def _to_avro(schema: Any, value: Any) -> Any:
+    if isinstance(schema, list):
+        if value is None:
+            return None
+        branch = next(s for s in schema if s != "null")
+        return _to_avro(branch, value)
+    if isinstance(schema, dict):
+        kind = schema["type"]
+        if schema.get(JSON_PROP):
+            return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        if kind == "record":
+            return {f["name"]: _to_avro(f["type"], value.get(f["name"])) for f in schema["fields"]}
+        if kind == "array":
+            return [_to_avro(schema["items"], v) for v in value]
+        if kind == "map":
+            return {k: _to_avro(schema["values"], v) for k, v in value.items()}
+    return value
+
+
+def _from_avro(schema: Any, value: Any, names: dict[str, Any]) -> Any:
+    if isinstance(schema, str) and schema in names:
+        schema = names[schema]
+    if isinstance(schema, list):
+        if value is None:
+            return None
+        branch = next(s for s in schema if s != "null")
+        return _from_avro(branch, value, names)
+    if isinstance(schema, dict):
+        kind = schema["type"]
+        if schema.get(JSON_PROP):
+            return json.loads(value)
+        if kind == "record":
+            names.setdefault(schema["name"], schema)
+            return {f["name"]: _from_avro(f["type"], value.get(f["name"]), names) for f in schema["fields"]}
+        if kind == "array":
+            return [_from_avro(schema["items"], v, names) for v in value]
+        if kind == "map":
+            return {k: _from_avro(schema["values"], v, names) for k, v in value.items()}
+    return value
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event as Avro single-object bytes: marker, fingerprint, body."""
+    name = type(event).__name__
+    try:
+        fp, entry = _registry()[0][name]
+    except KeyError as exc:
+        raise SchemaError(f"no Avro schema for event type {name!r}") from exc
+    data = _to_avro(entry.raw, event.model_dump(mode="python"))
+    buf = io.BytesIO()
+    buf.write(MAGIC)
+    buf.write(fp)
+    try:
+        fastavro.schemaless_writer(buf, entry.parsed, data)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"cannot encode {name}: {exc}") from exc
+    return buf.getvalue()
+
+
+def decode_dict(payload: bytes) -> dict[str, Any]:
+    """Decode single-object bytes into the current version's dict (schema resolution + upcasters)."""
+    if len(payload) < 10 or payload[:2] != MAGIC:
+        raise EventDecodeError(f"not an Avro single-object payload (starts with {payload[:2]!r})")
+    fp = payload[2:10]
+    current, by_fp = _registry()
+    writer = by_fp.get(fp)
+    if writer is None:
+        raise EventDecodeError(f"unknown schema fingerprint {fp.hex()!r}")
+    reader = current.get(writer.name)
+    if reader is None:
+        raise EventDecodeError(f"event type {writer.name!r} is no longer known")
+    try:
+        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, reader[1].parsed)
+    except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError) as exc:
+        raise EventDecodeError(f"corrupt {writer.name} payload: {exc}") from exc
+    try:
+        data = _from_avro(reader[1].raw, raw, {})
+    except (ValueError, TypeError) as exc:
+        raise EventDecodeError(f"corrupt JSON field in {writer.name}: {exc}") from exc
+    version = writer.version
+    target = reader[1].version
+    while version < target:
+        up = UPCASTERS.get((writer.name, version))
+        if up is not None:
+            data = up(data)
+        version += 1
+    data["schema_version"] = target
+    return data
+
+
+def decode(payload: bytes) -> AnyEvent:
+    """Decode single-object bytes into an event; EventDecodeError for poison payloads."""
+    data = decode_dict(payload)
+    try:
+        return any_event_adapter.validate_python(data)
+    except ValidationError as exc:
+        raise EventDecodeError(f"payload does not validate: {exc.errors()[:3]}") from exc
+
+
+def schema_path(event_type: str) -> Path:
+    """Path of the checked-in current schema of an event type."""
+    return AVRO_DIR / f"{event_type}.avsc"

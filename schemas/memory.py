@@ -1,0 +1,73 @@
+"""Read models of the projections: a memory and an edge as the stores hold and return them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.events import JsonDict, MemoryType, RelationType, SourceRef
+
+__all__ = ["MemoryRecord", "MemoryStatus", "RelationRecord", "ScoredMemory"]
+
+logger = logging.getLogger(__name__)
+
+MemoryStatus = Literal["activated", "retired"]
+
+
+class MemoryRecord(BaseModel):
+    """One memory as projected: current text, provenance, history markers and embedding."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    cube_id: str
+    user_id: str
+    session_id: str = "default_session"
+    memory: str
+    memory_type: MemoryType = "LongTermMemory"
+    key: str = ""
+    tags: tuple[str, ...] = ()
+    background: str = ""
+    sources: tuple[SourceRef, ...] = ()
+    metadata: JsonDict = Field(default_factory=dict)
+    embedding: tuple[float, ...] = ()
+    embedding_model: str = ""
+    extractor: str = "fast"
+    status: MemoryStatus = "activated"
+    retire_reason: str | None = None
+    successor_ids: tuple[str, ...] = ()
+    revision: int = 0
+    confidence: float = 1.0
+    origin_event_id: str | None = None
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    valid_from: AwareDatetime | None = None
+    valid_to: AwareDatetime | None = None
+
+
+class RelationRecord(BaseModel):
+    """One edge between memories."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    cube_id: str
+    source_id: str
+    target_id: str
+    relation: RelationType
+    weight: float = 1.0
+    metadata: JsonDict = Field(default_factory=dict)
+    created_at: AwareDatetime
+
+
+class ScoredMemory(BaseModel):
+    """A memory id with a score from one retriever (vector, keyword, graph) or from fusion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory_id: str
+    cube_id: str
+    score: float
+    retriever: str = ""

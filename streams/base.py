@@ -1,0 +1,169 @@
+"""The EventLog port: topics, partitions, offsets, consumer groups; adapters keep Kafka semantics."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Literal, Self
+
+from schemas.envelope import Header, Position, Record
+
+__all__ = [
+    "Consumer",
+    "EventLog",
+    "OutgoingRecord",
+    "StartFrom",
+    "TopicPartition",
+    "partition_for",
+]
+
+logger = logging.getLogger(__name__)
+
+TopicPartition = tuple[str, int]
+StartFrom = Literal["committed", "earliest", "latest"]
+
+
+def partition_for(key: bytes | None, partitions: int) -> int:
+    """Partition of a key: CRC32 of the key bytes modulo the partition count (None -> 0).
+
+    Both adapters use this same function, so a key lands on the same partition number on either log.
+    """
+    if key is None or partitions <= 1:
+        return 0
+    return zlib.crc32(key) % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    """A record to append: topic, key, value and headers."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[Header, ...] = ()
+
+
+class Consumer(ABC):
+    """A consumer (optionally in a group) over one or more topics.
+
+    In a group, partitions are spread over the group's live members; a member that stops is replaced by
+    the others (rebalance). Reading starts at the group's committed offset, else at ``start_from``.
+    """
+
+    @abstractmethod
+    async def poll(self, *, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
+        """Return up to ``max_records`` records in offset order per partition; [] after ``timeout_s``.
+
+        Records not yet committed are delivered again after a restart or a rebalance (at-least-once).
+        Raises BrokerUnavailable when the log cannot be reached.
+        """
+
+    @abstractmethod
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit, per partition, the offset of the next record to read (last processed + 1).
+
+        With no argument, commits the positions after the last records returned by ``poll``.
+        Idempotent; committing a lower offset than the committed one moves the group back.
+        """
+
+    @abstractmethod
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Make the next poll of that partition start at ``offset``."""
+
+    @abstractmethod
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions this consumer currently reads."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Leave the group (triggering a rebalance) and release resources. Does not commit."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class EventLog(ABC):
+    """An ordered, partitioned, durable log of records (Kafka semantics)."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Open connections or files. Idempotent. Raises BrokerUnavailable."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Flush and close. Idempotent."""
+
+    @abstractmethod
+    async def create_topic(self, topic: str, *, partitions: int) -> None:
+        """Create a topic with that many partitions; no-op when it exists (its partition count stays)."""
+
+    @abstractmethod
+    async def partitions(self, topic: str) -> int:
+        """Partition count of a topic; 0 when the topic does not exist."""
+
+    @abstractmethod
+    async def append(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()) -> Position:
+        """Append one record; returns only once the record is durable (acks=all / fsync policy).
+
+        The partition is ``partition_for(key, partitions)``; offsets grow by one per partition.
+        Creates the topic with the default partition count when it does not exist.
+        """
+
+    @abstractmethod
+    async def append_batch(self, records: Sequence[OutgoingRecord]) -> list[Position]:
+        """Append several records, durable together on return; positions in input order.
+
+        Per-key order follows input order. On failure no record of the batch is acknowledged.
+        """
+
+    @abstractmethod
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        """Per partition, the offset the next appended record will get (high watermark)."""
+
+    @abstractmethod
+    async def committed(self, group_id: str, topic: str) -> dict[int, int]:
+        """Per partition, the group's committed offset (absent partitions have none)."""
+
+    @abstractmethod
+    async def read(self, topic: str, partition: int, offset: int, *, limit: int = 500) -> list[Record]:
+        """Read records of one partition from ``offset`` without any group (for replay and feeds)."""
+
+    @abstractmethod
+    async def forget_key(self, topic: str, key: bytes) -> int:
+        """Make every record of ``key`` on ``topic`` unreadable; returns how many were removed.
+
+        The embedded log deletes the rows. Kafka cannot delete single records: its adapter raises
+        TransportError unless the deployment uses per-key encryption (see infra/README.md).
+        """
+
+    @abstractmethod
+    def consumer(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None = None,
+        start_from: StartFrom = "committed",
+    ) -> Consumer:
+        """A consumer over ``topics``; with ``group_id`` it joins that group and reads its commits.
+
+        ``start_from='committed'`` resumes at the group's commits, else the earliest offset;
+        'earliest' and 'latest' apply where no commit exists (and always when there is no group).
+        """
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,91 @@
+"""Memory-change feeds: ordered, resumable subscriptions to memory events of some or all cubes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Literal
+
+from schemas.codec import decode
+from schemas.envelope import Envelope
+from schemas.errors import EventDecodeError, ValidationFailed
+from schemas.events import AnyEvent
+from schemas.topics import MEMORIES
+from streams.base import EventLog, partition_for
+
+__all__ = ["Cursor", "format_cursor", "parse_cursor", "subscribe"]
+
+logger = logging.getLogger(__name__)
+
+Cursor = dict[int, int]
+"""Per partition, the offset of the next event to deliver."""
+
+
+def format_cursor(cursor: Cursor) -> str:
+    """A cursor as text, e.g. '0:12,3:40' (partition:next offset); used as SSE Last-Event-ID."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(cursor.items()))
+
+
+def parse_cursor(text: str) -> Cursor:
+    """Parse '0:12,3:40'; ValidationFailed on malformed text."""
+    cursor: Cursor = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        partition, sep, offset = part.partition(":")
+        if not sep or not partition.isdigit() or not offset.isdigit():
+            raise ValidationFailed(f"malformed cursor part {part!r}; expected 'partition:offset'", field="cursor")
+        cursor[int(partition)] = int(offset)
+    return cursor
+
+
+async def subscribe(
+    log: EventLog,
+    *,
+    cube_ids: Sequence[str] | None = None,
+    start: Literal["beginning", "now"] | int | Cursor = "beginning",
+    topic: str = MEMORIES,
+    follow: bool = True,
+    poll_interval_s: float = 0.1,
+) -> AsyncIterator[tuple[Envelope[AnyEvent], Cursor]]:
+    """Yield (envelope, cursor after it) for memory events, in log order per partition.
+
+    ``start``: 'beginning', 'now', an offset applied to every partition read, or a cursor from an
+    earlier subscription (exact resume). With cube ids only their partitions are read and events of
+    other cubes are filtered out. With ``follow=False`` the iterator ends at the current end.
+    """
+    partitions = await log.partitions(topic)
+    keys = {c.encode() for c in cube_ids} if cube_ids else None
+    wanted = sorted({partition_for(k, partitions) for k in keys}) if keys else list(range(partitions))
+    ends = await log.end_offsets(topic)
+    cursor: Cursor = {}
+    for p in wanted:
+        if start == "beginning":
+            cursor[p] = 0
+        elif start == "now":
+            cursor[p] = ends.get(p, 0)
+        elif isinstance(start, int):
+            cursor[p] = start
+        else:
+            cursor[p] = start.get(p, 0)
+    while True:
+        delivered = False
+        for p in wanted:
+            records = await log.read(topic, p, cursor[p], limit=500)
+            for record in records:
+                cursor[p] = record.position.offset + 1
+                if keys is not None and record.key not in keys:
+                    continue
+                try:
+                    event = decode(record.value)
+                except EventDecodeError as exc:
+                    logger.warning("feed skipped poison record position=%s error=%s", record.position, exc)
+                    continue
+                delivered = True
+                yield Envelope(record.position, event, record.headers), dict(cursor)
+        if not delivered:
+            if not follow:
+                ends = await log.end_offsets(topic)
+                if all(cursor[p] >= ends.get(p, 0) for p in wanted):
+                    return
+                continue
+            await asyncio.sleep(poll_interval_s)

