@@ -1,0 +1,198 @@
+"""Kafka consumers over aiokafka, the lazy aiokafka import and the aiokafka -> error tree mapping."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from schemas.envelope import Position, Record
+from schemas.errors import BrokerUnavailable, PayloadTooLarge, TransportError
+from streams.base import Consumer, StartFrom, TopicPartition
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
+
+__all__ = ["INSTALL_HINT", "KafkaConsumer", "load_aiokafka", "map_kafka_errors", "to_record"]
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = 'the Kafka event log needs aiokafka: pip install "memos-stream[kafka]"'
+
+
+def load_aiokafka() -> ModuleType:
+    """Import aiokafka on first use; ImportError with the install hint when it is missing."""
+    try:
+        import aiokafka
+        import aiokafka.admin  # noqa: F401
+        import aiokafka.errors  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(INSTALL_HINT) from exc
+    module: ModuleType = aiokafka
+    return module
+
+
+@contextmanager
+def map_kafka_errors(action: str, servers: str) -> Iterator[None]:
+    """Translate aiokafka errors: retriable ones -> BrokerUnavailable, too large -> PayloadTooLarge,
+    the rest -> TransportError (always ``from`` the original)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise BrokerUnavailable(f"kafka {servers!r}: {action} timed out") from exc
+    except Exception as exc:
+        errors = sys.modules.get("aiokafka.errors")
+        if errors is None:
+            raise
+        if isinstance(exc, errors.ConsumerStoppedError):
+            raise TransportError(f"kafka {servers!r}: {action} failed: the consumer is stopped") from exc
+        if not isinstance(exc, errors.KafkaError):
+            raise
+        text = f"kafka {servers!r}: {action} failed: {exc!r}"
+        if isinstance(exc, errors.MessageSizeTooLargeError | errors.RecordTooLargeError):
+            raise PayloadTooLarge(text) from exc
+        unavailable = (
+            errors.KafkaTimeoutError,
+            errors.KafkaUnavailableError,
+            errors.BrokerNotAvailableError,
+            errors.KafkaConnectionError,
+            errors.NoBrokersAvailable,
+        )
+        if getattr(exc, "retriable", False) or isinstance(exc, unavailable):
+            raise BrokerUnavailable(text) from exc
+        raise TransportError(text) from exc
+
+
+def to_record(raw: Any) -> Record:
+    """An aiokafka ConsumerRecord as our Record."""
+    headers = tuple((str(k), bytes(v)) for k, v in (raw.headers or ()))
+    return Record(
+        Position(raw.topic, raw.partition, raw.offset), raw.key, raw.value, headers, int(raw.timestamp)
+    )
+
+
+class KafkaConsumer(Consumer):
+    """An aiokafka consumer (auto-commit off); started at the first call that needs it.
+
+    Before starting it creates missing topics with the log's partition count, so the broker never
+    auto-creates them with its own default.
+    """
+
+    def __init__(
+        self,
+        topics: Sequence[str],
+        *,
+        group_id: str | None,
+        start_from: StartFrom,
+        servers: str,
+        options: Mapping[str, Any],
+        ensure_topic: Callable[[str], Awaitable[int]],
+    ) -> None:
+        if not topics:
+            raise TransportError("a consumer needs at least one topic")
+        self._topics = tuple(dict.fromkeys(topics))
+        self._group = group_id
+        self._start_from = start_from
+        self._servers = servers
+        self._options = dict(options)
+        self._ensure_topic = ensure_topic
+        self._consumer: AIOKafkaConsumer | None = None
+        self._consumed: dict[TopicPartition, int] = {}
+        self._positioned: set[Any] = set()
+        self._closed = False
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._closed:
+            raise TransportError("consumer is closed")
+        if self._consumer is not None:
+            return self._consumer
+        aiokafka = load_aiokafka()
+        for topic in self._topics:
+            await self._ensure_topic(topic)
+        consumer = aiokafka.AIOKafkaConsumer(
+            *self._topics,
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="latest" if self._start_from == "latest" else "earliest",
+            **self._options,
+        )
+        with map_kafka_errors("start consumer", self._servers):
+            await consumer.start()
+        self._consumer = consumer
+        return consumer
+
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions assigned now (empty before the first poll)."""
+        if self._consumer is None or self._closed:
+            return set()
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    async def poll(self, *, max_records: int = 500, timeout_s: float = 1.0) -> list[Record]:
+        """Records in offset order per partition; [] after ``timeout_s``."""
+        consumer = await self._started()
+        with map_kafka_errors("poll", self._servers):
+            batch = await consumer.getmany(
+                timeout_ms=max(0, int(timeout_s * 1000)), max_records=max(1, max_records)
+            )
+            # Pin the start position of new partitions now, so 'latest' means "latest when assigned".
+            assigned = set(consumer.assignment())
+            for tp in assigned - self._positioned:
+                await consumer.position(tp)
+            self._positioned = assigned
+        out: list[Record] = []
+        for tp, raws in batch.items():
+            out.extend(to_record(raw) for raw in raws)
+            if raws:
+                self._consumed[(tp.topic, tp.partition)] = raws[-1].offset + 1
+        return out
+
+    async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
+        """Commit next-offsets; partitions no longer assigned (rebalanced away) are skipped with a warning."""
+        if self._group is None:
+            raise TransportError("commit needs a consumer with a group_id")
+        consumer = await self._started()
+        aiokafka = load_aiokafka()
+        todo = dict(self._consumed if offsets is None else offsets)
+        assigned = self.assignment()
+        for topic, partition in sorted(set(todo) - assigned):
+            logger.warning(
+                "commit skipped, partition not assigned group=%s topic=%s partition=%s offset=%s",
+                self._group,
+                topic,
+                partition,
+                todo[(topic, partition)],
+            )
+        keep = {aiokafka.TopicPartition(t, p): int(o) for (t, p), o in todo.items() if (t, p) in assigned}
+        if not keep:
+            return
+        with map_kafka_errors("commit", self._servers):
+            try:
+                await consumer.commit(keep)
+            except aiokafka.errors.CommitFailedError as exc:
+                logger.warning("commit failed after a rebalance group=%s error=%s", self._group, exc)
+
+    async def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Next poll of that partition starts at ``offset``; TransportError when it is not assigned."""
+        consumer = await self._started()
+        if (topic, partition) not in self.assignment():
+            raise TransportError(f"partition {topic!r}/{partition} is not assigned to this consumer")
+        tp = load_aiokafka().TopicPartition(topic, partition)
+        with map_kafka_errors("seek", self._servers):
+            consumer.seek(tp, max(0, offset))
+        self._positioned.add(tp)
+
+    async def aclose(self) -> None:
+        """Leave the group and close the connections; does not commit. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            try:
+                with map_kafka_errors("close consumer", self._servers):
+                    await consumer.stop()
+            except TransportError as exc:
+                logger.warning("consumer close failed group=%s error=%s", self._group, exc)
