@@ -221,7 +221,7 @@ class MemoryService:
         from streams.search import SearchQuery
 
         result: dict[str, Any] = await self.rt.search_service.search(
-            SearchQuery(query=query, cube_ids=list(cube_ids), user_id=user_id, **params))
+            SearchQuery(query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id, **params))
         return result
 
     async def get_memory(self, user_id: str, cube_id: str, memory_id: str) -> dict[str, Any]:
@@ -261,6 +261,50 @@ class MemoryService:
         self.check_read(user_id, cube_id)
         ids = [r.id for r in await self.rt.graph.list_memories(cube_id)]
         return await self.delete(user_id, cube_id, ids) if ids else []
+
+    async def export_memories(self, user_id: str, cube_id: str, *, include_retired: bool = False
+                              ) -> list[dict[str, Any]]:
+        """Every memory of a cube as a full record (JSON-ready, embedding included), in creation order."""
+        self.check_read(user_id, cube_id)
+        records = await self.rt.graph.list_memories(cube_id, include_retired=include_retired)
+        return [r.model_dump(mode="json") for r in records]
+
+    async def import_memories(self, user_id: str, cube_id: str, drafts: Sequence[dict[str, Any]], *,
+                              producer: str = "import") -> list[str]:
+        """Append one MemoryAdded per draft (MemoryAdded fields, ``memory_id`` required); returns ids added.
+
+        Idempotent by memory id: ids the cube already holds (current or retired) are skipped; an id another
+        cube holds is re-keyed to ``derive_id("import:<cube>", id)`` (never moved). Embeddings are kept
+        when they come from this runtime's embedder, else computed. Waits until searchable.
+        """
+        from pydantic import ValidationError
+
+        from schemas.events import MemoryAdded, derive_id
+
+        await self.check_write(user_id, cube_id, auto_create=False)
+        unique = {str(d["memory_id"]): d for d in drafts if str(d.get("memory") or "").strip()}
+        rekeyed = {i: str(derive_id(f"import:{cube_id}", i)) for i in unique}
+        owner = {r.id: r.cube_id for r in await self.rt.graph.get([*unique, *rekeyed.values()])} if unique else {}
+        fresh = []
+        for i, d in unique.items():
+            new_id = i if owner.get(i, cube_id) == cube_id else rekeyed[i]
+            if owner.get(new_id) != cube_id:
+                fresh.append({**d, "memory_id": new_id})
+        model_id = getattr(self.rt.embedder, "model_id", "")
+        stale = [n for n, d in enumerate(fresh) if not d.get("embedding") or d.get("embedding_model") != model_id]
+        if stale:
+            embedded = await self.rt.embedder.embed([str(fresh[n]["memory"]) for n in stale], kind="passage")
+            for n, vector in zip(stale, embedded.vectors, strict=True):
+                fresh[n] = {**fresh[n], "embedding": vector, "embedding_model": embedded.model_id}
+        try:
+            events = [MemoryAdded(**self._event_base(cube_id, producer), **{"user_id": user_id, **d,
+                                                                          "cube_id": cube_id})
+                      for d in fresh]
+        except ValidationError as exc:
+            raise ValidationFailed(f"memories to import into cube {cube_id!r} are invalid: {exc}",
+                                   field="memories") from exc
+        await self.rt.settle(await self.rt.publish(events))
+        return [e.memory_id for e in events]
 
     # --- tasks ------------------------------------------------------------------------------------------
 

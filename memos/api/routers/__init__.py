@@ -1,0 +1,1 @@
+"""MemOS-compatible router modules (in-process functions at the seed's import paths)."""
