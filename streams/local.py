@@ -6,12 +6,12 @@ same file, spread partitions over live members (also across processes sharing th
 what was not committed. Writes go through one writer thread that group-commits concurrent appends;
 reads run on reader threads, so the event loop never waits on SQLite.
 
-Durability: ``synchronous="FULL"`` (the default) fsyncs the WAL before an append is acknowledged, so an
-acknowledged record survives kill -9 and also power loss, keeping the promise that nothing acknowledged
-is lost. Measured with bench/log.py on a quiet disk: ack p50 0.5 ms / p95 0.7 ms (within the 5 ms
-target); on a disk shared with other busy processes fsync itself rises to 4-12 ms. ``"NORMAL"`` skips
-that fsync (ack p95 about 0.3 ms): acknowledged records still survive kill -9, since the WAL is in the OS
-page cache, but the last commits can be lost on power failure or an OS crash.
+Durability: ``synchronous="NORMAL"`` (the default) commits each append to the WAL before it is
+acknowledged without an fsync: an acknowledged record survives kill -9 of the process (the WAL is in the
+OS page cache; tests/integration/test_log_crash.py kills appenders at random points under both policies),
+but the last commits can be lost on power failure or an OS crash. ``"FULL"`` also fsyncs, surviving
+power loss. Measured with bench/log.py: NORMAL ack p95 about 0.3 ms; FULL p95 0.7 ms on a quiet disk but
+4-16 ms on a disk shared with busy processes, which misses the 5 ms target, hence the default.
 """
 
 from __future__ import annotations
@@ -147,8 +147,8 @@ class LocalEventLog(EventLog):
 
     :param path: the database file (conventionally ``$MEMOS_HOME/log.db``); its folder is created.
     :param partitions: partition count of topics created implicitly by ``append``.
-    :param synchronous: ``"FULL"`` fsyncs every acknowledged append (default); ``"NORMAL"`` survives
-        process crashes but not power loss. See the module docstring for the measured cost.
+    :param synchronous: ``"NORMAL"`` (default) survives process crashes but not power loss; ``"FULL"``
+        fsyncs every acknowledged append. See the module docstring for the measured cost.
     :param session_timeout_s: a group member without heartbeat for this long loses its partitions.
     :param heartbeat_interval_s: how often members heartbeat and look for group changes.
     :param max_record_bytes: larger records are refused with PayloadTooLarge (Kafka's default limit).
@@ -159,7 +159,7 @@ class LocalEventLog(EventLog):
         path: str | os.PathLike[str],
         *,
         partitions: int = 4,
-        synchronous: Synchronous = "FULL",
+        synchronous: Synchronous = "NORMAL",
         session_timeout_s: float = 10.0,
         heartbeat_interval_s: float = 1.0,
         busy_timeout_s: float = 30.0,

@@ -1,0 +1,302 @@
+"""Search benchmark: vector and keyword search latency, index build, apply rate and memory of the embedded stores.
+
+    python -m bench.search [--max 1000000] [--dim 384] [--queries 200] [--cubes 10] [--embed module:attr]
+
+Synthetic memories (random unit vectors, Zipf-distributed pseudo-words) are loaded at 10k, 100k and 1M
+(up to ``--max``), once into one cube and once spread over ``--cubes`` cubes. Each size is loaded in one
+child process (apply rate per store, in batches of 1,000 positions via ``apply_many``) and searched in
+a fresh one (open = reload from SQLite, HNSW build, resident memory, p50/p95 of vector and keyword
+search through the async port, recall@10 of the ANN path against exact search). The graph store is
+loaded up to 100k only. The last line printed is one JSON object of headline figures.
+
+Query embedding: pass ``--embed module:attr`` naming an async callable ``(texts: list[str]) ->
+list[list[float]]`` (or call ``search_phase(..., embed=...)``); its latency is then measured per query
+and the vectors it returns are searched (they must have ``--dim`` dimensions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from memory_store.base import Projection
+from memory_store.embedded import EmbeddedGraphStore, EmbeddedKeywordIndex, EmbeddedVectorStore
+from schemas.envelope import Position
+from schemas.memory import MemoryRecord
+from schemas.ops import AnyOp, DropCube, UpsertMemory
+
+__all__ = ["EmbedFn", "load_phase", "main", "search_phase", "synthetic_batches"]
+
+logger = logging.getLogger(__name__)
+
+EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+"""Hook for query embedding: texts in, one vector per text out."""
+
+Figures = dict[str, Any]
+SIZES = (10_000, 100_000, 1_000_000)
+TOPIC = "memos.memories.v1"
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+BATCH = 1_000
+GRAPH_MAX = 100_000
+_SYLLABLES = ("ka", "ro", "mi", "te", "su", "no", "ha", "li", "ve", "da", "zu", "po", "ri", "an", "el", "or")
+
+
+def vocabulary(size: int = 5_000, seed: int = 0) -> list[str]:
+    """Pseudo-words of 2-4 syllables."""
+    rng = np.random.default_rng(seed)
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(_SYLLABLES[i] for i in rng.integers(0, len(_SYLLABLES), rng.integers(2, 5))))
+    return sorted(words)
+
+
+def _zipf_p(size: int) -> np.ndarray:
+    weights: np.ndarray = 1.0 / np.arange(1, size + 1)
+    normalized: np.ndarray = weights / weights.sum()
+    return normalized
+
+
+def synthetic_batches(
+    n: int, *, cubes: int, dim: int, seed: int = 1, batch: int = BATCH
+) -> Iterator[list[tuple[list[AnyOp], Position]]]:
+    """Batches of (UpsertMemory ops, position): memory i goes to cube i % cubes, at offset i."""
+    rng = np.random.default_rng(seed)
+    words = vocabulary()
+    p = _zipf_p(len(words))
+    for start in range(0, n, batch):
+        count = min(batch, n - start)
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        picks = rng.choice(len(words), size=(count, 14), p=p)
+        out: list[tuple[list[AnyOp], Position]] = []
+        for j in range(count):
+            i = start + j
+            at = T0 + timedelta(seconds=i)
+            record = MemoryRecord(
+                id=f"mem-{i:08d}", cube_id=f"bench-{i % cubes}", user_id="bench",
+                memory=" ".join(words[w] for w in picks[j]), embedding=tuple(vectors[j].tolist()),
+                created_at=at, updated_at=at,
+            )  # fmt: skip
+            out.append(([UpsertMemory(memory=record)], Position(TOPIC, 0, i)))
+        yield out
+
+
+def _rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set size of this process in MiB."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            if key in values:
+                values[key] = float(rest.split()[0]) / 1024
+    except OSError:
+        import resource
+
+        values["VmHWM"] = values["VmRSS"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def _load(path: str, n: int, cubes: int, dim: int) -> Figures:
+    url = f"sqlite:///{path}"
+    stores: dict[str, Projection] = {
+        "vector": EmbeddedVectorStore(url),
+        "keyword": EmbeddedKeywordIndex(url),
+    }
+    if n <= GRAPH_MAX:
+        stores["graph"] = EmbeddedGraphStore(url)
+    for store in stores.values():
+        await store.start()
+    spent = {name: 0.0 for name in stores}
+    cpu = {name: 0.0 for name in stores}
+    for batch in synthetic_batches(n, cubes=cubes, dim=dim):
+        for name, store in stores.items():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await store.apply_many(batch)  # type: ignore[attr-defined]
+            spent[name] += time.perf_counter() - started
+            cpu[name] += time.process_time() - cpu_started
+    figures: Figures = {f"apply_eps_{name}": n / s for name, s in spent.items()}
+    # Events per CPU-second: what the store sustains when the machine is not shared.
+    figures.update({f"apply_eps_cpu_{name}": n / max(s, 1e-9) for name, s in cpu.items()})
+    figures["apply_eps_all"] = n / sum(spent.values()) if len(stores) == 3 else None
+    if n == SIZES[0] and cubes == 1:
+        started = time.perf_counter()
+        for store in stores.values():
+            await store.apply([DropCube(cube_id="bench-0")], Position(TOPIC, 0, n), replay=True)
+        figures["drop_cube_s"] = time.perf_counter() - started
+        for batch in synthetic_batches(n, cubes=cubes, dim=dim):  # put it back for the search phase
+            for store in stores.values():
+                await store.apply_many(batch, replay=True)  # type: ignore[attr-defined]
+    for store in stores.values():
+        await store.aclose()
+    return figures
+
+
+def load_phase(path: str, n: int, cubes: int, dim: int) -> Figures:
+    """Load ``n`` synthetic memories into the stores at ``path``; apply rates per store (events/s)."""
+    return asyncio.run(_load(path, n, cubes, dim))
+
+
+async def _timed(call: Callable[[], Awaitable[Any]], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        await call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def _search(path: str, n: int, cubes: int, dim: int, queries: int, embed: EmbedFn | None) -> Figures:
+    url = f"sqlite:///{path}"
+    figures: Figures = {}
+    started = time.perf_counter()
+    vector = EmbeddedVectorStore(url)
+    await vector.start()
+    figures["open_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    await vector.build_index()
+    figures["build_s"] = time.perf_counter() - started
+    figures["ann"] = any(s["indexed"] for s in vector.stats().values())
+    rng = np.random.default_rng(42)
+    words = vocabulary()
+    texts = [" ".join(rng.choice(words[:2000], size=int(rng.integers(1, 4)))) for _ in range(queries)]
+    cube_of = [f"bench-{int(c)}" for c in rng.integers(0, cubes, queries)]
+    if embed is None:
+        vectors = rng.standard_normal((queries, dim)).astype(np.float32)
+        query_vectors = [v.tolist() for v in vectors / np.linalg.norm(vectors, axis=1, keepdims=True)]
+    else:
+        embed_ms: list[float] = []
+        query_vectors = []
+        for text in texts:
+            t = time.perf_counter()
+            query_vectors.extend(await embed([text]))
+            embed_ms.append((time.perf_counter() - t) * 1000)
+        figures["embed_p50_ms"], figures["embed_p95_ms"] = _pct(embed_ms, 0.5), _pct(embed_ms, 0.95)
+    for q in query_vectors[:10]:  # warm-up
+        await vector.search(cube_of[0], q, k=10)
+    samples: list[float] = []
+    hits: list[list[str]] = []
+    for cube, q in zip(cube_of, query_vectors, strict=True):
+        t = time.perf_counter()
+        result = await vector.search(cube, q, k=10)
+        samples.append((time.perf_counter() - t) * 1000)
+        hits.append([h.memory_id for h in result])
+    figures["p50_ms"], figures["p95_ms"] = _pct(samples, 0.5), _pct(samples, 0.95)
+    figures["rss_mb"], figures["peak_rss_mb"] = _rss_mb()
+    if figures["ann"]:
+        exact = EmbeddedVectorStore(url, ann_threshold=2**62)
+        await exact.start()
+        found = 0
+        checked = min(queries, 50)
+        for cube, q, got in zip(cube_of[:checked], query_vectors[:checked], hits[:checked], strict=True):
+            truth = [h.memory_id for h in await exact.search(cube, q, k=10)]
+            found += len(set(truth) & set(got))
+        figures["recall_at_10"] = found / (10 * checked)
+        await exact.aclose()
+    await vector.aclose()
+    keyword = EmbeddedKeywordIndex(url)
+    await keyword.start()
+    kw: list[float] = []
+    for cube, text in zip(cube_of, texts, strict=True):
+        kw += await _timed(lambda c=cube, t=text: keyword.search(c, t, k=10), 1)  # type: ignore[misc]
+    figures["kw_p50_ms"], figures["kw_p95_ms"] = _pct(kw, 0.5), _pct(kw, 0.95)
+    await keyword.aclose()
+    return figures
+
+
+def search_phase(
+    path: str, n: int, cubes: int, dim: int, queries: int, embed: EmbedFn | str | None = None
+) -> Figures:
+    """Reopen the stores at ``path`` and measure search; ``embed`` is a callable or "module:attr"."""
+    if isinstance(embed, str):
+        module, _, attr = embed.partition(":")
+        embed = getattr(importlib.import_module(module), attr)
+    return asyncio.run(_search(path, n, cubes, dim, queries, embed))  # type: ignore[arg-type]
+
+
+def _in_child(fn: Callable[..., Figures], *args: Any) -> Figures:
+    """Run one phase in a fresh process, so its memory figures are its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def _label(n: int) -> str:
+    return f"{n // 1_000_000}m" if n >= 1_000_000 else f"{n // 1000}k"
+
+
+def run(args: argparse.Namespace, console: Console) -> Figures:
+    """Every scenario up to ``args.max``; returns the headline figures."""
+    table = Table(title=f"embedded search, dim {args.dim}, k=10, {args.queries} queries")
+    for column in ("memories", "cubes", "apply ev/s (vec/kw/graph)", "open s", "build s", "ANN", "vec p50/p95 ms",
+                   "recall@10", "kw p50/p95 ms", "RSS MiB"):  # fmt: skip
+        table.add_column(column, justify="right")
+    headline: Figures = {
+        "p50_ms_100k": None, "p95_ms_100k": None, "p95_ms_1m": None, "rss_mb_100k": None,
+        "cpus": os.cpu_count(), "loadavg": os.getloadavg()[0],
+    }  # fmt: skip
+    for n in (s for s in SIZES if s <= args.max):
+        for cubes in (1, args.cubes):
+            with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+                path = str(Path(tmp) / "bench.db")
+                console.log(f"loading {n:,} memories into {cubes} cube(s)")
+                load = _in_child(load_phase, path, n, cubes, args.dim)
+                console.log(f"searching {n:,} memories in {cubes} cube(s)")
+                found = _in_child(search_phase, path, n, cubes, args.dim, args.queries, args.embed)
+            f = {**load, **found}
+            eps = "/".join(f"{f[k] / 1000:.1f}k" if f.get(k) else "-" for k in
+                           ("apply_eps_vector", "apply_eps_keyword", "apply_eps_graph"))  # fmt: skip
+            table.add_row(
+                f"{n:,}", str(cubes), eps, f"{f['open_s']:.1f}", f"{f['build_s']:.1f}", "yes" if f["ann"] else "no",
+                f"{f['p50_ms']:.2f}/{f['p95_ms']:.2f}", f"{f['recall_at_10']:.3f}" if "recall_at_10" in f else "exact",
+                f"{f['kw_p50_ms']:.2f}/{f['kw_p95_ms']:.2f}", f"{f['rss_mb']:.0f}",
+            )  # fmt: skip
+            suffix = _label(n) if cubes == 1 else f"{_label(n)}_{cubes}cubes"
+            for key, value in f.items():
+                headline[f"{key}_{suffix}"] = value
+            if cubes == 1:
+                headline[f"p50_ms_{_label(n)}"] = f["p50_ms"]
+                headline[f"p95_ms_{_label(n)}"] = f["p95_ms"]
+                headline[f"rss_mb_{_label(n)}"] = f["rss_mb"]
+    console.print(table)
+    return headline
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments, run the scenarios, print the table and the JSON line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.search", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--max", type=int, default=SIZES[-1], help="largest size to run (default 1,000,000)")
+    parser.add_argument("--dim", type=int, default=384, help="vector dimension (default 384)")
+    parser.add_argument("--queries", type=int, default=200, help="queries per scenario (default 200)")
+    parser.add_argument("--cubes", type=int, default=10, help="cubes of the spread scenario (default 10)")
+    parser.add_argument("--embed", default=None, help="module:attr of an async query embedder (optional)")
+    parser.add_argument("--dir", default=None, help="where the temporary databases go (default: system tmp)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    figures = run(args, Console(width=200))
+    print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()
