@@ -244,6 +244,39 @@ def demo(config: str | None = CONFIG) -> None:
             console.print(f"  {m['metadata'].get('relativity', 0):.3f} {m['memory']}", markup=False)
 
 
+@app.command()
+def worker(config: str | None = CONFIG,
+           engine: str = typer.Option("runner", help="runner (our runner) or faust (faust-streaming app)."),
+           stages: str = typer.Option("all", help="Comma list of stages to host (all: every stage)."),
+           group_prefix: str = typer.Option("", help="Prefix of the consumer groups (faust engine).")) -> None:
+    """Host the processors over the configured log until interrupted (scaled mode: one of many workers)."""
+    settings = _settings(config)
+    wanted = None if stages == "all" else {s.strip() for s in stages.split(",") if s.strip()}
+    if engine == "faust":
+        from streams.faust_app import run_faust_worker
+
+        try:
+            run_faust_worker(settings, stage_names=wanted, group_prefix=group_prefix)
+        except MemorySystemError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        return
+
+    async def go() -> None:
+        import signal
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with Runtime(settings, stage_names=wanted):
+            console.print(f"worker running on {settings.log_url()} (Ctrl-C to stop)")
+            await stop.wait()
+
+    _run(go())
+    console.print("worker stopped: batches finished and committed")
+
+
 @models_app.command("make-tiny")
 def make_tiny(directory: Path = typer.Argument(..., help="Where to write the model."),
               arch: str = typer.Option("llama", help="llama or qwen2")) -> None:
