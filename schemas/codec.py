@@ -165,7 +165,7 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
     except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"corrupt {writer.name} payload: {exc}") from exc
     try:
-        data = _from_avro(reader[1].raw, raw, {})
+        data: dict[str, Any] = _from_avro(reader[1].raw, raw, {})
     except (ValueError, TypeError) as exc:
         raise EventDecodeError(f"corrupt JSON field in {writer.name}: {exc}") from exc
     version = writer.version

@@ -179,6 +179,8 @@ class MemoryRevised(Event):
     embedding_model: str = Field(default="", description="Model of the new embedding.")
     reason: Literal["duplicate", "update", "merge", "edit"] = Field(default="update", description="Why.")
     origin_event_id: uuid.UUID | None = Field(default=None, description="Event that caused the revision.")
+    schema_version: int = Field(default=2, description="v2 added `usage`.")
+    usage: list[ModelUsage] = Field(default_factory=list, description="Model calls spent on the revision.")
 
 
 class MemoryRetired(Event):

@@ -14,9 +14,11 @@ from schemas.envelope import Envelope, Position
 from schemas.events import (
     AnyEvent,
     ConversationRecorded,
+    DerivationFailed,
     Event,
     MemoryAdded,
     MemoryRetired,
+    MemoryRevised,
     TaskStatusChanged,
     TaskSubmitted,
     derive_id,
@@ -76,28 +78,34 @@ class DerivationStage(Stage):
         return "fine" if refine_later else None
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        out: list[Event] = []
+        by_phase: dict[str, list[ConversationRecorded]] = {}
         for envelope in batch:
             event = envelope.event
-            if not isinstance(event, ConversationRecorded):
-                continue
-            phase = self._phase_for(event)
-            if phase is None:
-                continue
-            derived = await self.deriver.derive(event, phase=phase)
-            out.extend(derived)
-            final = self.phase == "refine" or not (event.mode == "fine" and event.async_mode == "async")
-            failures = [e for e in derived if type(e).__name__ == "DerivationFailed"]
-            added = [e.memory_id for e in derived if isinstance(e, MemoryAdded)]
-            retired = [e.memory_id for e in derived if isinstance(e, MemoryRetired)]
-            revised = [getattr(e, "memory_id") for e in derived if type(e).__name__ == "MemoryRevised"]
-            result = {"memory_ids": added, "revised_ids": revised, "retired_ids": retired, "phase": phase,
-                      "errors": [getattr(f, "error", "") for f in failures]}
-            status = "completed" if final else "in_progress"
-            out.append(_status(event, task_id=event.task_id, cube_id=event.cube_id, status=status,
-                               label="add", key=event.key, result=result,
-                               error="; ".join(result["errors"]) or None))
+            if isinstance(event, ConversationRecorded):
+                phase = self._phase_for(event)
+                if phase is not None:
+                    by_phase.setdefault(phase, []).append(event)
+        out: list[Event] = []
+        for phase, events in by_phase.items():
+            derived_all = await self.deriver.derive_many(events, phase=phase)
+            for event, derived in zip(events, derived_all, strict=True):
+                out.extend(derived)
+                out.append(self._task_status(event, derived, phase))
         return out
+
+    def _task_status(self, event: ConversationRecorded, derived: list[Event], phase: str) -> TaskStatusChanged:
+        final = self.phase == "refine" or not (event.mode == "fine" and event.async_mode == "async")
+        errors = [e.error for e in derived if isinstance(e, DerivationFailed)]
+        result = {
+            "memory_ids": [e.memory_id for e in derived if isinstance(e, MemoryAdded)],
+            "revised_ids": [e.memory_id for e in derived if isinstance(e, MemoryRevised)],
+            "retired_ids": [e.memory_id for e in derived if isinstance(e, MemoryRetired)],
+            "phase": phase,
+            "errors": errors,
+        }
+        return _status(event, task_id=event.task_id, cube_id=event.cube_id,
+                       status="completed" if final else "in_progress", label="add", key=event.key,
+                       result=result, error="; ".join(errors) or None)
 
 
 class ProjectionStage(Stage):

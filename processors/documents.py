@@ -1,0 +1,244 @@
+"""Pure file parsing: bytes + name + mime type -> structured text (md, txt, html, json, pdf, docx)."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from schemas.errors import FetchFailed
+
+__all__ = ["DocumentKind", "ParsedDocument", "detect_kind", "parse_document"]
+
+logger = logging.getLogger(__name__)
+
+DocumentKind = Literal["markdown", "text", "html", "json", "pdf", "docx"]
+
+_DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+_BY_MIME: dict[str, DocumentKind] = {
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/plain": "text",
+    "text/csv": "text",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/json": "json",
+    "application/pdf": "pdf",
+    _DOCX_MIME: "docx",
+}
+_BY_EXT: dict[str, DocumentKind] = {
+    "md": "markdown",
+    "markdown": "markdown",
+    "txt": "text",
+    "text": "text",
+    "log": "text",
+    "csv": "text",
+    "html": "html",
+    "htm": "html",
+    "json": "json",
+    "pdf": "pdf",
+    "docx": "docx",
+}
+_GENERIC_MIME = {"", "application/octet-stream", "binary/octet-stream", "application/x-download"}
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedDocument:
+    """Text of a document with its structure kept as markdown (headings, lists, tables)."""
+
+    text: str
+    kind: DocumentKind
+    name: str
+    pages: int = 0
+
+
+def detect_kind(data: bytes, *, name: str = "", mime: str | None = None) -> DocumentKind | None:
+    """Kind of a document from its bytes' magic, its mime type and its file name; None when unsupported.
+
+    Magic bytes win for pdf and docx (a server may send a pdf as octet-stream, or a file may be misnamed);
+    then a specific mime type, then the file extension; other text that decodes as UTF-8 is read as text.
+    """
+    if data.startswith(b"%PDF-"):
+        return "pdf"
+    if data.startswith(b"PK\x03\x04") and b"word/" in data[:65536]:
+        return "docx"
+    base = (mime or "").split(";", 1)[0].strip().lower()
+    if base in _BY_MIME:
+        return _BY_MIME[base]
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if ext in _BY_EXT:
+        return _BY_EXT[ext]
+    if (base in _GENERIC_MIME or base.startswith("text/")) and _looks_like_text(data):
+        return "text"
+    return None
+
+
+def parse_document(data: bytes, *, name: str = "", mime: str | None = None) -> ParsedDocument:
+    """Parse ``data`` into structured text. Raises FetchFailed when the type is unsupported or unreadable."""
+    kind = detect_kind(data, name=name, mime=mime)
+    if kind is None:
+        raise FetchFailed(f"unsupported document type {mime or 'unknown'!r} for file {name!r}")
+    try:
+        if kind == "pdf":
+            text, pages = _pdf(data)
+            return ParsedDocument(_tidy(text), kind, name, pages)
+        if kind == "docx":
+            return ParsedDocument(_tidy(_docx(data)), kind, name)
+        raw = _decode(data, mime)
+        if kind == "html":
+            return ParsedDocument(_tidy(_html(raw)), kind, name)
+        if kind == "json":
+            return ParsedDocument(_tidy(_json(raw)), kind, name)
+        return ParsedDocument(_tidy(raw), kind, name)
+    except FetchFailed:
+        raise
+    except Exception as exc:  # parsers raise many unrelated types on corrupt input; name them all here
+        raise FetchFailed(f"could not parse {kind} file {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _looks_like_text(data: bytes) -> bool:
+    sample = data[:4096]
+    if b"\x00" in sample:
+        return False
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(sample) - 4  # a multi-byte character cut by the sample
+    return True
+
+
+def _decode(data: bytes, mime: str | None) -> str:
+    charset = "utf-8"
+    match = re.search(r"charset=([\w.-]+)", mime or "", re.IGNORECASE)
+    if match:
+        charset = match.group(1)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode(charset)
+    except (LookupError, UnicodeDecodeError):
+        return data.decode("utf-8", errors="replace")
+
+
+def _tidy(text: str) -> str:
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def _json(raw: str) -> str:
+    try:
+        return json.dumps(json.loads(raw), ensure_ascii=False, indent=2)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _pdf(data: bytes) -> tuple[str, int]:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    pages = [page.extract_text() or "" for page in reader.pages]
+    return "\n\n".join(p.strip() for p in pages if p.strip()), len(pages)
+
+
+def _docx(data: bytes) -> str:
+    import docx
+
+    document = docx.Document(io.BytesIO(data))
+    out: list[str] = []
+    body = document.element.body
+    paragraphs = {id(p._element): p for p in document.paragraphs}
+    tables = {id(t._element): t for t in document.tables}
+    for child in body.iterchildren():
+        if id(child) in paragraphs:
+            line = _docx_paragraph(paragraphs[id(child)])
+            if line:
+                out.append(line)
+        elif id(child) in tables:
+            out.append(_docx_table(tables[id(child)]))
+    return "\n\n".join(out)
+
+
+def _docx_paragraph(paragraph: Any) -> str:
+    text = str(paragraph.text).strip()
+    if not text:
+        return ""
+    style = str(getattr(paragraph.style, "name", "") or "").lower()
+    if style == "title":
+        return f"# {text}"
+    heading = re.match(r"heading (\d)", style)
+    if heading:
+        return f"{'#' * min(6, int(heading.group(1)))} {text}"
+    if "list number" in style:
+        return f"1. {text}"
+    if "list" in style:
+        return f"- {text}"
+    return text
+
+
+def _docx_table(table: Any) -> str:
+    rows = [[cell.text.strip() for cell in row.cells] for row in table.rows]
+    return _markdown_table(rows)
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    if not rows:
+        return ""
+    width = max(len(r) for r in rows)
+    rows = [r + [""] * (width - len(r)) for r in rows]
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * width]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+_BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "blockquote", "pre", "br", "tr"}
+
+
+def _html(raw: str) -> str:
+    from bs4 import BeautifulSoup
+    from bs4.element import NavigableString, Tag
+
+    soup = BeautifulSoup(raw, "html.parser")
+    for tag in soup(["script", "style", "noscript", "template", "head"]):
+        tag.decompose()
+    out: list[str] = []
+
+    def walk(node: Tag, depth: int) -> None:
+        for child in node.children:
+            if isinstance(child, NavigableString):
+                text = " ".join(str(child).split())
+                if text:
+                    out.append(text + " ")
+                continue
+            if not isinstance(child, Tag):
+                continue
+            name = child.name.lower()
+            if re.fullmatch(r"h[1-6]", name):
+                out.append(f"\n\n{'#' * int(name[1])} {' '.join(child.get_text(' ').split())}\n\n")
+            elif name == "li":
+                marker = "1." if child.parent is not None and child.parent.name == "ol" else "-"
+                out.append(f"\n{'  ' * depth}{marker} ")
+                walk(child, depth + 1)
+            elif name in ("ul", "ol"):
+                walk(child, depth)
+                out.append("\n")
+            elif name == "table":
+                rows = [
+                    [" ".join(c.get_text(" ").split()) for c in tr.find_all(["td", "th"])]
+                    for tr in child.find_all("tr")
+                ]
+                out.append("\n\n" + _markdown_table(rows) + "\n\n")
+            elif name in _BLOCKS:
+                out.append("\n\n")
+                walk(child, depth)
+                out.append("\n\n")
+            else:
+                walk(child, depth)
+
+    walk(soup, 0)
+    text = "".join(out)
+    return "\n".join(
+        line.strip() if not line.lstrip().startswith("-") else line.rstrip() for line in text.split("\n")
+    )

@@ -1,0 +1,372 @@
+"""Offline rule-based extractor (no LLM): third-person user facts, explicit preferences, assistant statements.
+
+Every memory it makes says so: ``extractor="rules"`` and ``metadata["extractor"] == "rules"``, and
+its usage names the ``rules`` pseudo-model, so nobody mistakes it for LLM output.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from processors.chunking import Window, count_tokens, render_line, truncate_tokens
+from processors.fast import FastSettings, MemoryDraft
+from processors.reader import Item
+from schemas.events import JsonDict, MemoryType, ModelUsage, SourceRef
+
+__all__ = ["RULES_MODEL", "extract_rules", "parse_chat_time", "resolve_relative_times", "third_person"]
+
+logger = logging.getLogger(__name__)
+
+RULES_MODEL = "rules/v1"
+"""Pseudo model id recorded in the usage of every rule-based memory."""
+
+_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_MARKER = re.compile(r"\[(?:file|image|audio)(?::[^\]\n]*)?\]")
+_CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)")
+_FILLER = re.compile(
+    r"^(ok(ay)?|sure|thanks?|thank you|you're welcome|glad|no problem|feel free|great|cool)\b", re.I
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pref:
+    pattern: re.Pattern[str]
+    verb: str
+    polarity: str
+
+
+_PREFS = (
+    _Pref(
+        re.compile(r"\bI (?:do not|don't|never) (?:really )?(like|enjoy|love)\s+(?P<obj>.+)", re.I),
+        "does not like",
+        "negative",
+    ),
+    _Pref(re.compile(r"\bI (?:do not|don't) want\s+(?P<obj>.+)", re.I), "does not want", "negative"),
+    _Pref(
+        re.compile(r"\bI (?:really |also )?(?:hate|dislike|can't stand|cannot stand)\s+(?P<obj>.+)", re.I),
+        "dislikes",
+        "negative",
+    ),
+    _Pref(
+        re.compile(r"\bI(?:'d| would)? (?:really |also |much )?prefer\s+(?P<obj>.+)", re.I),
+        "prefers",
+        "positive",
+    ),
+    _Pref(
+        re.compile(
+            r"\bI(?:'ll| will|'m going to| am going to) (?:choose|pick|go with|take)\s+(?P<obj>.+)", re.I
+        ),
+        "will choose",
+        "positive",
+    ),
+    _Pref(re.compile(r"\bI (?:choose|chose|pick|picked)\s+(?P<obj>.+)", re.I), "chooses", "positive"),
+    _Pref(re.compile(r"\bI (?:really |also |do )?love\s+(?P<obj>.+)", re.I), "loves", "positive"),
+    _Pref(re.compile(r"\bI (?:really |also |do )?(?:like|enjoy)\s+(?P<obj>.+)", re.I), "likes", "positive"),
+)
+
+_LEAD = (
+    (re.compile(r"^I(?:'ve| have)? planned to\b", re.I), "The user plans to"),
+    (re.compile(r"^I(?:'m| am) planning to\b", re.I), "The user plans to"),
+    (re.compile(r"^I(?:'m| am)\b", re.I), "The user is"),
+    (re.compile(r"^I was\b", re.I), "The user was"),
+    (re.compile(r"^I(?:'ve| have)\b", re.I), "The user has"),
+    (re.compile(r"^I(?:'ll| will)\b", re.I), "The user will"),
+    (re.compile(r"^I(?:'d| would)\b", re.I), "The user would"),
+    (re.compile(r"^I (?:don't|do not)\b", re.I), "The user does not"),
+    (re.compile(r"^I (?:didn't|did not)\b", re.I), "The user did not"),
+    (re.compile(r"^I (?:can't|cannot)\b", re.I), "The user cannot"),
+    (re.compile(r"^I (can|could|should|must|might|may|had|did|need to|want to)\b", re.I), r"The user \1"),
+)
+_ASK = re.compile(r"^(?:please\s+|(?:can|could|would|will) you (?:please\s+)?)(?P<rest>.+)", re.I)
+_WORDS = (
+    (re.compile(r"\bmy\b", re.I), "the user's"),
+    (re.compile(r"\bmine\b", re.I), "the user's"),
+    (re.compile(r"\bmyself\b", re.I), "the user"),
+    (re.compile(r"\bme\b", re.I), "the user"),
+    (re.compile(r"\byour\b", re.I), "the assistant's"),
+    (re.compile(r"\byou\b", re.I), "the assistant"),
+)
+_MONTHS = "january february march april may june july august september october november december".split()
+
+
+def third_person(sentence: str) -> tuple[str, str]:
+    """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
+    text = sentence.strip().replace("’", "'").replace("‘", "'")
+    asked = _ASK.match(text)
+    if asked:
+        rest = _pronouns(asked.group("rest").rstrip("?.! "))
+        return f"The user asked the assistant to {rest}.", "request: " + _key_words(rest)
+    for pattern, repl in _LEAD:
+        if pattern.search(text):
+            body = _strip_subject(pattern.sub(repl, text, count=1))
+            return _finish("The user " + _pronouns(body)), _key_words(body)
+    verb = re.match(r"^I (\w+)\b(.*)$", text, re.I | re.S)
+    if verb:
+        body = f"The user {_conjugate(verb.group(1))}{_pronouns(verb.group(2))}"
+        return _finish(body), _key_words(_strip_subject(body))
+    if text.endswith("?"):
+        return f"The user asked: {_pronouns(text)}", "question: " + _key_words(text)
+    return f"The user said: {_finish(_pronouns(text))}", "statement: " + _key_words(text)
+
+
+def _finish(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if text[-1:] in ".!?" else text + "."
+
+
+def _pronouns(text: str) -> str:
+    for pattern, repl in _WORDS:
+        text = pattern.sub(repl, text)
+    return re.sub(r"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>[A-Za-z]+)\b|(?=\W|$))", _inner_i, text)
+
+
+_CONTRACTIONS = {"m": "is", "ve": "has", "ll": "will", "d": "would"}
+_KEEP_AFTER_I = {
+    "can",
+    "could",
+    "will",
+    "would",
+    "should",
+    "must",
+    "might",
+    "may",
+    "had",
+    "did",
+    "was",
+    "also",
+    "really",
+    "never",
+    "always",
+    "just",
+    "still",
+    "often",
+    "usually",
+    "sometimes",
+    "and",
+    "or",
+}
+
+
+def _inner_i(match: re.Match[str]) -> str:
+    """ "I" inside a sentence as "the user", with the verb that follows in the third person."""
+    if match.group("c"):
+        return f"the user {_CONTRACTIONS[match.group('c').lower()]}"
+    verb = match.group("v")
+    if verb is None:
+        return "the user"
+    lowered = verb.lower()
+    if lowered == "am":
+        return "the user is"
+    if lowered in _KEEP_AFTER_I:
+        return f"the user {verb}"
+    return f"the user {_conjugate(verb)}"
+
+
+def _strip_subject(text: str) -> str:
+    return re.sub(r"^The user\s+", "", text)
+
+
+def _key_words(text: str, limit: int = 4) -> str:
+    """The predicate without its object: words up to the first name or number, at most ``limit``."""
+    out: list[str] = []
+    for word in re.findall(r"[\w'-]+", text):
+        if out and (word[:1].isupper() or word[:1].isdigit()):
+            break
+        out.append(word.lower())
+        if len(out) >= limit:
+            break
+    return " ".join(out)
+
+
+def _conjugate(verb: str) -> str:
+    lowered = verb.lower()
+    past = lowered.endswith("ed") and not (lowered.endswith("eed") and lowered not in {"agreed", "freed"})
+    if past or lowered in {"went", "saw", "got", "made", "took", "met", "bought", "ran", "ate"}:
+        return verb
+    if lowered == "have":
+        return "has"
+    if lowered == "do":
+        return "does"
+    if lowered == "go":
+        return "goes"
+    if re.search(r"[^aeiou]y$", lowered):
+        return verb[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
+        return verb + "es"
+    return verb + "s"
+
+
+def parse_chat_time(value: str | None) -> date | None:
+    """The date of a chat time given as ISO ("2024-07-20T10:00") or "1:56 pm on 8 May, 2023"; else None."""
+    if not value:
+        return None
+    iso = re.match(r"(\d{4})-(\d{2})-(\d{2})", value)
+    if iso:
+        try:
+            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        except ValueError:
+            return None
+    words = re.search(r"(\d{1,2})\s+([A-Za-z]+),?\s+(\d{4})", value)
+    if words and words.group(2).lower() in _MONTHS:
+        try:
+            return date(int(words.group(3)), _MONTHS.index(words.group(2).lower()) + 1, int(words.group(1)))
+        except ValueError:
+            return None
+    return None
+
+
+def _fmt(day: date) -> str:
+    return f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
+
+
+def resolve_relative_times(text: str, chat_time: str | None) -> str:
+    """Annotate "yesterday", "last week", "next year"... with the date they mean, from ``chat_time``."""
+    day = parse_chat_time(chat_time)
+    if day is None:
+        return text
+    table = {
+        "today": _fmt(day),
+        "tonight": _fmt(day),
+        "this morning": _fmt(day),
+        "yesterday": _fmt(day - timedelta(days=1)),
+        "last night": _fmt(day - timedelta(days=1)),
+        "tomorrow": _fmt(day + timedelta(days=1)),
+        "last week": f"the week before {_fmt(day)}",
+        "next week": f"the week after {_fmt(day)}",
+        "last month": f"{_MONTHS[(day.month - 2) % 12].capitalize()} {day.year - (day.month == 1)}",
+        "next month": f"{_MONTHS[day.month % 12].capitalize()} {day.year + (day.month == 12)}",
+        "last year": str(day.year - 1),
+        "this year": str(day.year),
+        "next year": str(day.year + 1),
+    }
+    pattern = re.compile(r"\b(" + "|".join(sorted(table, key=len, reverse=True)) + r")\b", re.I)
+    return pattern.sub(lambda m: f"{m.group(0)} ({table[m.group(0).lower()]})", text)
+
+
+def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[MemoryDraft]:
+    """Rule-based drafts for each window: facts and preferences from user sentences, assistant statements.
+
+    A message shared by two overlapping windows is read only in the first, so nothing is extracted twice.
+    Drafts are keyed ``rules:<window>:<n>`` and refine the fast draft of their window.
+    """
+    out: list[MemoryDraft] = []
+    seen: set[int] = set()
+    for window in windows:
+        owned = [i for i in window.items if i.message_index not in seen and i.kind == "chat"]
+        seen.update(i.message_index for i in window.items)
+        drafts: list[MemoryDraft] = []
+        for item in owned:
+            if item.role == "user":
+                drafts += _user_drafts(item, window)
+            elif item.role == "assistant":
+                drafts += _assistant_drafts(item, settings)
+        out += [
+            MemoryDraft(
+                key=f"rules:{window.index}:{n}",
+                memory=d.memory,
+                memory_type=d.memory_type,
+                title=d.title,
+                sources=d.sources,
+                extractor="rules",
+                tags=d.tags,
+                background=d.background,
+                metadata=d.metadata,
+                refines=f"window:{window.index}",
+                confidence=d.confidence,
+                usage=(ModelUsage(model_id=RULES_MODEL, kind="rules"),),
+            )
+            for n, d in enumerate(drafts)
+        ]
+    return out
+
+
+def _sentences(text: str) -> list[str]:
+    """Sentences, with first-person clauses joined by a comma, semicolon or "and" taken apart."""
+    out: list[str] = []
+    for sentence in _SENTENCE.split(text):
+        out += [c.strip() for c in _CLAUSE.split(sentence or "") if c and c.strip()]
+    return out
+
+
+def _user_drafts(item: Item, window: Window) -> list[MemoryDraft]:
+    drafts: list[MemoryDraft] = []
+    for sentence in _sentences(_MARKER.sub("", item.text)):
+        if count_tokens(sentence) < 3 or _FILLER.match(sentence):
+            continue
+        source = item.source.model_copy(update={"content": sentence})
+        pref = _preference(sentence)
+        if pref is not None:
+            verb, obj, polarity = pref
+            obj_3p = _pronouns(obj)
+            text = resolve_relative_times(f"The user {verb} {obj_3p}.", item.source.chat_time)
+            meta: JsonDict = {
+                "extractor": "rules",
+                "preference_type": "explicit",
+                "preference": f"{verb} {obj_3p}",
+                "polarity": polarity,
+                "topic": obj_3p.lower(),
+                "context_summary": _context(window, item),
+                "reasoning": f"The user said: {sentence!r}",
+                "message_index": item.message_index,
+            }
+            drafts.append(
+                _draft(text, "PreferenceMemory", f"preference: {obj_3p.lower()}", source, meta, 0.8)
+            )
+            continue
+        text, key = third_person(sentence)
+        text = resolve_relative_times(text, item.source.chat_time)
+        meta = {"extractor": "rules", "sentence": sentence, "message_index": item.message_index}
+        confidence = 0.5 if key.startswith(("question:", "statement:")) else 0.7
+        drafts.append(_draft(text, "UserMemory", key, source, meta, confidence))
+    return drafts
+
+
+def _preference(sentence: str) -> tuple[str, str, str] | None:
+    text = sentence.replace("’", "'")
+    for pref in _PREFS:
+        match = pref.pattern.search(text)
+        if match:
+            obj = re.split(r"[,;]| because | but ", match.group("obj"), maxsplit=1)[0].strip().rstrip(".!?")
+            if obj:
+                return pref.verb, obj, pref.polarity
+    return None
+
+
+def _context(window: Window, item: Item) -> str:
+    before = [
+        render_line(i) for i in window.items if i.message_index < item.message_index and i.kind == "chat"
+    ]
+    return " / ".join(before[-2:])[:300]
+
+
+def _assistant_drafts(item: Item, settings: FastSettings) -> list[MemoryDraft]:
+    text = item.text.strip()
+    if count_tokens(text) < 8 or _FILLER.match(text.replace("’", "'")):
+        return []
+    body = truncate_tokens(text, settings.max_memory_tokens)
+    source = item.source
+    meta: JsonDict = {"extractor": "rules", "message_index": item.message_index}
+    memory = resolve_relative_times(f"The assistant said: {body}", item.source.chat_time)
+    title = "assistant: " + _key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
+    return [_draft(memory, "LongTermMemory", title, source, meta, 0.6)]
+
+
+def _draft(
+    text: str, memory_type: MemoryType, title: str, source: SourceRef, meta: JsonDict, confidence: float
+) -> MemoryDraft:
+    tags = ("mode:fine", "rules") + (("preference",) if memory_type == "PreferenceMemory" else ())
+    return MemoryDraft(
+        key="",
+        memory=text,
+        memory_type=memory_type,
+        title=title,
+        sources=(source,),
+        extractor="rules",
+        tags=tags,
+        metadata=meta,
+        confidence=confidence,
+    )

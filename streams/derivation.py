@@ -1,0 +1,453 @@
+"""The derivation step (shell): fetch, extract, embed once, dedup -> the memory events of one conversation.
+
+All I/O happens here (fetches, model calls, similarity look-ups); every decision is made by the pure
+processors. Ids and times come from the input event, so deriving the same event twice gives the
+same events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+from memory_store.embedding.base import Embedder, Embeddings
+from memory_store.fetch import Fetcher
+from memory_store.llm.base import ChatModel
+from processors.chunking import Window, plan_windows
+from processors.dedup import DedupSettings, resolve_candidates
+from processors.extraction import (
+    drafts_from_output,
+    extraction_messages,
+    image_draft,
+    merge_phases,
+    reference_time,
+    retry_messages,
+    vision_messages,
+)
+from processors.fast import FastSettings, MemoryDraft, build_memory_events, plan_fast
+from processors.reader import Item, attach_fetched, read_messages
+from processors.rules import extract_rules
+from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelError, ModelOutputInvalid
+from schemas.events import (
+    ConversationRecorded,
+    DerivationFailed,
+    Event,
+    MemoryAdded,
+    MemoryRetired,
+    ModelUsage,
+    derive_id,
+)
+from schemas.memory import MemoryRecord
+from streams.settings import DerivationSettings
+
+__all__ = ["Deriver", "DeriverSettings", "Phase", "SimilarFn"]
+
+logger = logging.getLogger(__name__)
+
+Phase = Literal["fast", "fine", "both"]
+SimilarFn = Callable[[str, Sequence[float], int], Awaitable[list[tuple[MemoryRecord, float]]]]
+"""``async (cube_id, vector, k) -> [(record, cosine similarity)]``: the dedup view from the vector store."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeriverSettings:
+    """Knobs of derivation; sizes are in tokens of the simple tokenizer (processors.chunking)."""
+
+    fast: FastSettings = FastSettings()
+    dedup: DedupSettings = DedupSettings()
+    dedup_k: int = 5
+    llm_retries: int = 2
+    llm_max_tokens: int = 1024
+    llm_concurrency: int = 4
+    fetch_concurrency: int = 4
+    fetch_images: bool = True
+    describe_images: bool = True
+
+    @classmethod
+    def from_config(cls, config: DerivationSettings) -> DeriverSettings:
+        """Settings from the ``derivation`` section of the app config."""
+        return cls(
+            fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap)
+        )
+
+
+class Deriver:
+    """Derives memory events from ``ConversationRecorded`` events.
+
+    Built with an embedder, an optional chat model (None: the offline rule-based extractor), a fetcher
+    (None: references are recorded as unfetched), settings, and ``similar`` for write-time dedup
+    (None: dedup only within one add). The caller owns the adapters and closes them.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        *,
+        chat_model: ChatModel | None = None,
+        fetcher: Fetcher | None = None,
+        settings: DeriverSettings | None = None,
+        similar: SimilarFn | None = None,
+        expected_dimension: int | None = None,
+    ) -> None:
+        self.embedder = embedder
+        self.chat_model = chat_model
+        self.fetcher = fetcher
+        self.settings = settings or DeriverSettings()
+        self.similar = similar
+        self.expected_dimension = expected_dimension
+
+    async def start(self) -> None:
+        """Check the embedder's real vector size against ``expected_dimension``. Raises DimensionMismatch."""
+        probe = await self.embedder.embed(["dimension probe"], kind="passage")
+        size = len(probe.vectors[0]) if probe.vectors else 0
+        if self.expected_dimension is not None and size != self.expected_dimension:
+            raise DimensionMismatch(
+                f"embedder {self.embedder.model_id!r} makes {size}-dimensional vectors but the stores expect "
+                f"{self.expected_dimension}; use the embedder the stores were built with, or rebuild them"
+            )
+        logger.info("deriver embedder=%s dimension=%d llm=%s", probe.model_id, size, self._llm_name())
+
+    def _llm_name(self) -> str:
+        return self.chat_model.model_id if self.chat_model is not None else "rules"
+
+    async def derive(
+        self, event: ConversationRecorded, *, phase: Phase = "fast", after_fast: bool | None = None
+    ) -> list[Event]:
+        """The events to append for ``event``.
+
+        ``fast``: fast memories only. ``fine``: extracted memories (LLM or rules), plus what extraction
+        does not refine (file chunks, tool schemas, placeholders, windows whose extraction failed).
+        With ``after_fast`` (default: the event's async_mode is "async") the fast memories are taken
+        to be on the log already: they are retired as "refined" naming their successors instead of
+        being written. ``both``: fast memories and fine ones, retiring the refined fast ones.
+        Raises ModelUnavailable (retryable) when the embedder does not answer.
+        """
+        return (await self.derive_many([event], phase=phase, after_fast=after_fast))[0]
+
+    async def derive_many(
+        self, events: Sequence[ConversationRecorded], *, phase: Phase = "fast", after_fast: bool | None = None
+    ) -> list[list[Event]]:
+        """``derive`` for a batch of events (a runner's poll): the events to append for each, in order.
+
+        Every memory text of the whole batch goes to the embedder in one call, so small adds still
+        embed at full batch speed; a memory that duplicates one from an earlier event of the batch is
+        merged as if that one were already stored.
+        """
+        started = time.perf_counter()
+        plans = await asyncio.gather(*(self._plan(e, phase, after_fast) for e in events))
+        drafts = [d for plan in plans for d in plan.drafts]
+        embedded = await self._embed(drafts)
+        total_chars = sum(len(d.memory) for d in drafts) or 1
+        out: list[list[Event]] = []
+        earlier: list[MemoryAdded] = []
+        offset = 0
+        for plan in plans:
+            produced: list[Event] = []
+            if plan.drafts:
+                vectors = embedded.vectors[offset : offset + len(plan.drafts)]
+                offset += len(plan.drafts)
+                share = sum(len(d.memory) for d in plan.drafts) / total_chars
+                usage = ModelUsage(
+                    model_id=embedded.model_id,
+                    kind="embedding",
+                    latency_ms=embedded.latency_ms * share,
+                    prompt_tokens=round(embedded.tokens * share),
+                )
+                produced = await self._memories(plan, vectors, embedded.model_id, usage, earlier)
+                earlier += [e for e in produced if isinstance(e, MemoryAdded)]
+            produced += [plan.nothing] if plan.nothing is not None else []
+            out.append([*produced, *plan.failures])
+        logger.info(
+            "derived events=%d phase=%s memories=%d out=%d ms=%.0f",
+            len(events),
+            phase,
+            len(drafts),
+            sum(len(o) for o in out),
+            (time.perf_counter() - started) * 1000,
+        )
+        return out
+
+    async def _plan(self, event: ConversationRecorded, phase: Phase, after_fast: bool | None) -> _Plan:
+        """Fetch, then draft the memories of one event (fine mode: LLM or rules); no embedding yet."""
+        items = await self._read(event)
+        fs = self.settings.fast
+        readable = plan_fast(items, fs)
+        nothing = None if readable else self._nothing_read(event, items)
+        if phase == "fast":
+            return _Plan(event, readable, {}, [], nothing)
+        windows = plan_windows(items, window_tokens=fs.window_tokens, overlap=fs.window_overlap)
+        after = phase == "both" or (after_fast if after_fast is not None else event.async_mode == "async")
+        fast = plan_fast(items, fs, tool_extractor="fast" if phase == "both" else "rules")
+        fine, failures, empty = await self._fine(event, items, windows)
+        fast = [replace(d, usage=d.usage + empty[d.group]) if d.group in empty else d for d in fast]
+        drafts, retire = merge_phases(fast, fine, after_fast=after)
+        if phase == "both":
+            drafts = fast + drafts
+        return _Plan(event, drafts, retire, failures, nothing)
+
+    async def _embed(self, drafts: Sequence[MemoryDraft]) -> Embeddings:
+        """One embedder call for every draft text; checks the count."""
+        if not drafts:
+            return Embeddings([], self.embedder.model_id, self.embedder.dimension)
+        embedded = await self.embedder.embed([d.memory for d in drafts], kind="passage")
+        if len(embedded.vectors) != len(drafts):
+            raise ModelOutputInvalid(
+                f"embedder returned {len(embedded.vectors)} vectors for {len(drafts)} texts"
+            )
+        return embedded
+
+    async def _read(self, event: ConversationRecorded) -> tuple[Item, ...]:
+        read = read_messages(event.messages)
+        requests = [r for r in read.fetches if r.purpose == "file" or self.settings.fetch_images]
+        gate = asyncio.Semaphore(self.settings.fetch_concurrency)
+
+        async def one(
+            ref: str, purpose: Literal["file", "image"]
+        ) -> tuple[bytes, str | None] | BaseException:
+            if self.fetcher is None:
+                return FetchFailed(f"no fetcher is configured to fetch {ref!r}")
+            async with gate:
+                try:
+                    got = await self.fetcher.fetch(ref, purpose=purpose)
+                except MemorySystemError as exc:
+                    logger.info("fetch failed ref=%s error=%s", ref, exc)
+                    return exc
+            return got.data, got.content_type
+
+        results = await asyncio.gather(*(one(r.ref, r.purpose) for r in requests))
+        return attach_fetched(read, {r.item_index: res for r, res in zip(requests, results, strict=True)})
+
+    async def _fine(
+        self, event: ConversationRecorded, items: Sequence[Item], windows: Sequence[Window]
+    ) -> tuple[list[MemoryDraft], list[DerivationFailed], dict[str, tuple[ModelUsage, ...]]]:
+        """Fine drafts, failures, and LLM usage of windows whose extraction found nothing (by group)."""
+        if self.chat_model is None:
+            return extract_rules(windows, self.settings.fast), [], {}
+        gate = asyncio.Semaphore(self.settings.llm_concurrency)
+
+        async def guarded(window: Window) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
+            async with gate:
+                return await self._extract(event, window)
+
+        results = await asyncio.gather(*(guarded(w) for w in windows))
+        drafts: list[MemoryDraft] = []
+        failures: list[DerivationFailed] = []
+        empty: dict[str, tuple[ModelUsage, ...]] = {}
+        for window, (found, failure, usage) in zip(windows, results, strict=True):
+            drafts += found
+            if failure is not None:
+                failures.append(failure)
+            elif not found:
+                empty[f"window:{window.index}"] = (usage,)
+        if self.chat_model.supports_vision and self.settings.describe_images:
+            images = [i for i in items if i.kind == "image" and i.ok and (i.data is not None or i.source.url)]
+            described = await asyncio.gather(
+                *(self._describe(event, image, n) for n, image in enumerate(images))
+            )
+            for draft, failure in described:
+                drafts += [draft] if draft is not None else []
+                failures += [failure] if failure is not None else []
+        return drafts, failures, empty
+
+    async def _extract(
+        self, event: ConversationRecorded, window: Window
+    ) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
+        """One window through the LLM with retries; on final failure, a DerivationFailed saying why."""
+        assert self.chat_model is not None
+        model = self.chat_model
+        base = extraction_messages(
+            window,
+            reference_time=reference_time(window, event.occurred_at.isoformat()),
+            user_id=event.user_id,
+        )
+        messages = base
+        usage = ModelUsage(model_id=model.model_id, kind="llm", attempts=0)
+        error = ""
+        for _ in range(1 + max(0, self.settings.llm_retries)):
+            started = time.perf_counter()
+            try:
+                answer = await model.complete(
+                    messages, max_tokens=self.settings.llm_max_tokens, json_mode=True
+                )
+            except ModelError as exc:
+                usage = _add(usage, None, (time.perf_counter() - started) * 1000)
+                error = f"{type(exc).__name__}: {exc}"
+                logger.warning("llm call failed window=%d error=%s", window.index, error)
+                continue
+            usage = _add(usage, answer, answer.latency_ms)
+            try:
+                return (
+                    drafts_from_output(answer.text, window, model_id=model.model_id, usage=usage),
+                    None,
+                    usage,
+                )
+            except ModelOutputInvalid as exc:
+                error = f"ModelOutputInvalid: {exc}"
+                logger.warning(
+                    "llm output invalid window=%d attempt=%d error=%s", window.index, usage.attempts, exc
+                )
+                messages = retry_messages(base, answer.text, str(exc))
+        why = f"extraction of window {window.index} failed after {usage.attempts} attempts: {error}"
+        return [], _failed(event, f"llm:window:{window.index}", "llm", why, "fast", [usage]), usage
+
+    async def _describe(
+        self, event: ConversationRecorded, image: Item, index: int
+    ) -> tuple[MemoryDraft | None, DerivationFailed | None]:
+        assert self.chat_model is not None
+        try:
+            answer = await self.chat_model.complete(vision_messages(image), max_tokens=300)
+        except ModelError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            if answer.text.strip():
+                usage = ModelUsage(
+                    model_id=self.chat_model.model_id,
+                    kind="vision",
+                    latency_ms=answer.latency_ms,
+                    prompt_tokens=answer.prompt_tokens,
+                    completion_tokens=answer.completion_tokens,
+                )
+                return image_draft(
+                    image, answer.text, model_id=self.chat_model.model_id, usage=usage, index=index
+                ), None
+            error = "the vision model returned an empty description"
+        why = f"image {image.source.url or image.name!r} could not be described: {error}"
+        return None, _failed(event, f"vision:{index}", "vision", why, "reference", [])
+
+    async def _memories(
+        self,
+        plan: _Plan,
+        vectors: Sequence[Sequence[float]],
+        model_id: str,
+        usage: ModelUsage,
+        earlier: Sequence[MemoryAdded],
+    ) -> list[Event]:
+        """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
+        event = plan.event
+        added = build_memory_events(event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage)
+        views: dict[str, list[tuple[MemoryRecord, float]]] = {m.memory_id: [] for m in added}
+        if self.similar is not None:
+            k = self.settings.dedup_k
+            found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in added))
+            views = {m.memory_id: list(f) for m, f in zip(added, found, strict=True)}
+        _add_batch_view(views, added, earlier, self.settings.dedup_k)
+        result = resolve_candidates(event, added, views, self.settings.dedup)
+        events: list[Event] = list(result.events)
+        for fast_key, successor_keys in plan.retire.items():
+            ids = [str(derive_id(event.event_id, k)) for k in successor_keys]
+            successors = list(dict.fromkeys(result.resolved.get(i, i) for i in ids))
+            events.append(
+                MemoryRetired(
+                    event_id=derive_id(event.event_id, f"{fast_key}:refined"),
+                    occurred_at=event.occurred_at,
+                    key=event.key,
+                    producer="derivation",
+                    trace_id=event.trace_id,
+                    memory_id=str(derive_id(event.event_id, fast_key)),
+                    cube_id=event.cube_id,
+                    reason="refined",
+                    successor_ids=successors,
+                )
+            )
+        return events
+
+    def _nothing_read(self, event: ConversationRecorded, items: Sequence[Item]) -> DerivationFailed:
+        reasons = (
+            "; ".join(dict.fromkeys(i.source.error or i.text for i in items if not i.ok)) or "no messages"
+        )
+        why = f"no readable content in the conversation: {reasons}"[:2000]
+        return _failed(event, "read", "read", why, "none", [])
+
+
+def _add(usage: ModelUsage, answer: object, latency_ms: float) -> ModelUsage:
+    prompt = getattr(answer, "prompt_tokens", 0)
+    completion = getattr(answer, "completion_tokens", 0)
+    return usage.model_copy(
+        update={
+            "attempts": usage.attempts + 1,
+            "latency_ms": usage.latency_ms + latency_ms,
+            "prompt_tokens": usage.prompt_tokens + int(prompt),
+            "completion_tokens": usage.completion_tokens + int(completion),
+        }
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one event will produce, before embedding."""
+
+    event: ConversationRecorded
+    drafts: list[MemoryDraft]
+    retire: dict[str, list[str]]
+    failures: list[DerivationFailed]
+    nothing: DerivationFailed | None
+
+
+def _add_batch_view(
+    views: dict[str, list[tuple[MemoryRecord, float]]],
+    added: Sequence[MemoryAdded],
+    earlier: Sequence[MemoryAdded],
+    k: int,
+) -> None:
+    """Add memories of earlier events of the same batch (not yet in any store) to each candidate's view."""
+    same_cube = [m for m in earlier if added and m.cube_id == added[0].cube_id and m.embedding]
+    if not same_cube or not added:
+        return
+    dims = {len(m.embedding) for m in (*same_cube, *added)}
+    if len(dims) != 1:
+        return
+    known = np.asarray([m.embedding for m in same_cube], dtype=np.float32)
+    known /= np.maximum(np.linalg.norm(known, axis=1, keepdims=True), 1e-12)
+    fresh = np.asarray([m.embedding for m in added], dtype=np.float32)
+    fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
+    sims = fresh @ known.T
+    for row, candidate in enumerate(added):
+        extra = [(_record(same_cube[j]), float(sims[row, j])) for j in np.argsort(-sims[row])[:k]]
+        views[candidate.memory_id] = sorted([*views[candidate.memory_id], *extra], key=lambda p: -p[1])[:k]
+
+
+def _record(m: MemoryAdded) -> MemoryRecord:
+    return MemoryRecord(
+        id=m.memory_id,
+        cube_id=m.cube_id,
+        user_id=m.user_id,
+        session_id=m.session_id,
+        memory=m.memory,
+        memory_type=m.memory_type,
+        key=m.title,
+        tags=tuple(m.tags),
+        sources=tuple(m.sources),
+        metadata=m.metadata,
+        embedding=tuple(m.embedding),
+        embedding_model=m.embedding_model,
+        extractor=m.extractor,
+        origin_event_id=str(m.origin_event_id) if m.origin_event_id else None,
+        created_at=m.occurred_at,
+        updated_at=m.occurred_at,
+        valid_from=m.valid_from,
+    )
+
+
+def _failed(
+    event: ConversationRecorded, key: str, stage: str, error: str, fallback: str, usage: list[ModelUsage]
+) -> DerivationFailed:
+    return DerivationFailed(
+        event_id=derive_id(event.event_id, f"failed:{key}"),
+        occurred_at=event.occurred_at,
+        key=event.key,
+        producer="derivation",
+        trace_id=event.trace_id,
+        cube_id=event.cube_id,
+        origin_event_id=event.event_id,
+        task_id=event.task_id,
+        stage=stage,
+        error=error,
+        fallback=fallback,
+        usage=usage,
+    )

@@ -1,0 +1,164 @@
+"""Write-time dedup and conflicts: duplicates become revisions, conflicts supersede, history stays."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from processors.dedup import DedupSettings, conflict_key, cosine, resolve_candidates, token_overlap
+from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised, RelationAdded, SourceRef
+from schemas.memory import MemoryRecord
+from tests.support.examples import conversation
+
+EVENT = conversation([{"role": "user", "content": "x"}])
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def candidate(
+    memory_id: str,
+    text: str,
+    *,
+    title: str = "",
+    mtype: str = "UserMemory",
+    extractor: str = "rules",
+    vector: list[float] | None = None,
+) -> MemoryAdded:
+    return MemoryAdded(
+        event_id=uuid.uuid4(),
+        occurred_at=EVENT.occurred_at,
+        key="cube_test",
+        memory_id=memory_id,
+        cube_id="cube_test",
+        user_id="u",
+        memory=text,
+        memory_type=mtype,
+        title=title,  # type: ignore[arg-type]
+        extractor=extractor,
+        embedding=vector or [1.0, 0.0],
+        sources=[SourceRef(content=text)],
+        tags=["new"],
+    )
+
+
+def record(
+    memory_id: str,
+    text: str,
+    *,
+    key: str = "",
+    mtype: str = "UserMemory",
+    extractor: str = "rules",
+    revision: int = 0,
+    status: str = "activated",
+    origin: str | None = None,
+) -> MemoryRecord:
+    return MemoryRecord(
+        id=memory_id,
+        cube_id="cube_test",
+        user_id="u",
+        memory=text,
+        memory_type=mtype,
+        key=key,  # type: ignore[arg-type]
+        extractor=extractor,
+        revision=revision,
+        status=status,
+        origin_event_id=origin,  # type: ignore[arg-type]
+        created_at=T0,
+        updated_at=T0,
+        tags=("old",),
+    )
+
+
+def test_helpers() -> None:
+    assert (
+        cosine([1.0, 0.0], [1.0, 0.0]) == 1.0
+        and cosine([1.0, 0.0], [0.0, 1.0]) == 0.0
+        and cosine([], [1.0]) == 0.0
+    )
+    assert token_overlap("The user likes tea.", "the user likes tea") == 1.0
+    assert token_overlap("a b", "c d") == 0.0
+    assert conflict_key("PreferenceMemory", "preference: Tea", "rules") == "preference|preference: tea"
+    assert conflict_key("UserMemory", "lives in", "fast") is None
+    assert conflict_key("UserMemory", "question: what", "rules") is None
+    assert conflict_key("ToolSchemaMemory", "search", "rules") is None
+
+
+def test_new_memory_without_neighbours_is_added() -> None:
+    new = candidate("n1", "The user lives in Berlin.", title="lives in")
+    result = resolve_candidates(EVENT, [new], {})
+    assert result.events == [new] and result.resolved == {"n1": "n1"}
+
+
+def test_duplicate_becomes_revision_with_sources_appended() -> None:
+    new = candidate("n1", "The user lives in Berlin now.", title="lives in")
+    old = record("o1", "The user lives in Berlin now!", key="lives in", revision=2)
+    result = resolve_candidates(EVENT, [new], {"n1": [(old, 0.97)]})
+    [revised] = result.events
+    assert isinstance(revised, MemoryRevised)
+    assert revised.memory_id == "o1" and revised.reason == "duplicate" and revised.revision == 3
+    assert revised.memory == old.memory and revised.sources == new.sources
+    assert revised.tags == ["old", "new"] and revised.metadata["duplicate_count"] == 1
+    assert result.resolved == {"n1": "o1"}
+
+
+def test_similar_but_different_text_is_not_a_duplicate() -> None:
+    new = candidate("n1", "The user bought a red bicycle for commuting.", title="bought a red")
+    old = record("o1", "The user repaired an old car last winter.", key="repaired an old")
+    result = resolve_candidates(EVENT, [new], {"n1": [(old, 0.95)]})
+    assert result.events == [new]
+    loose = DedupSettings(duplicate_cosine=0.9, duplicate_overlap=0.1)
+    assert isinstance(resolve_candidates(EVENT, [new], {"n1": [(old, 0.95)]}, loose).events[0], MemoryRevised)
+
+
+def test_conflicting_fact_supersedes_the_old_one() -> None:
+    new = candidate("n1", "The user lives in Paris.", title="lives in")
+    old = record("o1", "The user lives in Berlin.", key="lives in")
+    result = resolve_candidates(EVENT, [new], {"n1": [(old, 0.8)]})
+    added, retired, relation = result.events
+    assert isinstance(added, MemoryAdded) and added.valid_from == EVENT.occurred_at
+    assert added.metadata["supersedes"] == "o1"
+    assert isinstance(retired, MemoryRetired)
+    assert (retired.memory_id, retired.reason, retired.successor_ids, retired.valid_to) == (
+        "o1",
+        "superseded",
+        ["n1"],
+        EVENT.occurred_at,
+    )
+    assert isinstance(relation, RelationAdded)
+    assert (relation.source_id, relation.target_id, relation.relation) == ("n1", "o1", "SUPERSEDES")
+    again = resolve_candidates(EVENT, [new], {"n1": [(old, 0.8)]})
+    assert [e.event_id for e in again.events] == [e.event_id for e in result.events]
+
+
+def test_conflicting_preference_supersedes_but_fast_memories_never_conflict() -> None:
+    new = candidate("n1", "The user dislikes coffee.", title="preference: coffee", mtype="PreferenceMemory")
+    old = record("o1", "The user likes coffee.", key="preference: coffee", mtype="PreferenceMemory")
+    assert isinstance(resolve_candidates(EVENT, [new], {"n1": [(old, 0.9)]}).events[1], MemoryRetired)
+    fast = candidate("n2", "user: I moved to Paris", title="I moved to Paris", extractor="fast")
+    fast_old = record("o2", "user: I moved to Berlin", key="I moved to Paris", extractor="fast")
+    assert resolve_candidates(EVENT, [fast], {"n2": [(fast_old, 0.9)]}).events == [fast]
+
+
+def test_own_retired_and_foreign_records_are_ignored() -> None:
+    new = candidate("n1", "The user lives in Paris.", title="lives in")
+    own = record("o1", "The user lives in Paris.", key="lives in", origin=str(EVENT.event_id))
+    gone = record("o2", "The user lives in Paris.", key="lives in", status="retired")
+    result = resolve_candidates(EVENT, [new], {"n1": [(own, 1.0), (gone, 1.0)]})
+    assert result.events == [new]
+
+
+def test_duplicates_within_one_add_are_merged() -> None:
+    a = candidate("n1", "The user likes tea.", vector=[1.0, 0.0])
+    b = candidate("n2", "The user likes tea.", vector=[1.0, 0.0])
+    c = candidate("n3", "The user owns a boat.", vector=[0.0, 1.0])
+    result = resolve_candidates(EVENT, [a, b, c], {})
+    assert [e.memory_id for e in result.events] == ["n1", "n3"]  # type: ignore[attr-defined]
+    assert len(result.events[0].sources) == 1  # type: ignore[attr-defined]  (same source, not doubled)
+    assert result.resolved == {"n1": "n1", "n2": "n1", "n3": "n3"}
+
+
+def test_two_duplicates_of_one_memory_get_consecutive_revisions() -> None:
+    old = record("o1", "The user likes tea.", revision=4)
+    a = candidate("n1", "The user likes tea.", vector=[1.0, 0.0], mtype="PreferenceMemory")
+    b = candidate("n2", "The user likes tea.", vector=[1.0, 0.0])
+    result = resolve_candidates(EVENT, [a, b], {"n1": [(old, 0.99)], "n2": [(old, 0.99)]})
+    assert [e.revision for e in result.events] == [5, 6]  # type: ignore[attr-defined]

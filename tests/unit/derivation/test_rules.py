@@ -1,0 +1,107 @@
+"""The offline rule-based extractor: third-person facts, explicit preferences, clearly labelled as rules."""
+
+from __future__ import annotations
+
+from processors.chunking import plan_windows
+from processors.fast import FastSettings
+from processors.reader import read_messages
+from processors.rules import RULES_MODEL, extract_rules, parse_chat_time, resolve_relative_times, third_person
+from tests.support.examples import EXAMPLE_1, EXAMPLE_3_LOVE
+
+
+def rules(messages: list[dict[str, object]], **window: int) -> list[tuple[str, str, str]]:
+    items = read_messages(messages).items
+    settings = FastSettings(**window)
+    drafts = extract_rules(
+        plan_windows(items, window_tokens=settings.window_tokens, overlap=settings.window_overlap), settings
+    )
+    for draft in drafts:
+        assert draft.extractor == "rules" and draft.metadata["extractor"] == "rules"
+        assert [u.model_id for u in draft.usage] == [RULES_MODEL] and draft.usage[0].kind == "rules"
+    return [(d.memory_type, d.title, d.memory) for d in drafts]
+
+
+def test_example_1() -> None:
+    assert rules(EXAMPLE_1) == [
+        (
+            "UserMemory",
+            "plans to travel to",
+            "The user plans to travel to Guangzhou during the summer vacation.",
+        ),
+        (
+            "UserMemory",
+            "question: what chain hotels are",
+            "The user asked: What chain hotels are available for accommodation?",
+        ),
+        (
+            "LongTermMemory",
+            "assistant: you can consider",
+            "The assistant said: You can consider [7 Days Inn, Ji Hotel, Hilton], etc.",
+        ),
+        ("PreferenceMemory", "preference: 7 days inn", "The user will choose 7 Days Inn."),
+    ]
+
+
+def test_example_1_preference_metadata() -> None:
+    items = read_messages(EXAMPLE_1).items
+    drafts = extract_rules(plan_windows(items), FastSettings())
+    pref = next(d for d in drafts if d.memory_type == "PreferenceMemory")
+    assert pref.metadata["preference_type"] == "explicit"
+    assert pref.metadata["preference"] == "will choose 7 Days Inn"
+    assert pref.metadata["topic"] == "7 days inn"
+    assert "7 Days Inn, Ji Hotel, Hilton" in pref.metadata["context_summary"]
+    assert pref.metadata["reasoning"] == "The user said: 'I’ll choose 7 Days Inn.'"
+    assert pref.refines == "window:0" and pref.key == "rules:0:3"
+    assert pref.sources[0].content == "I’ll choose 7 Days Inn."
+
+
+def test_example_3_love_is_a_preference_about_the_assistant() -> None:
+    assert rules(EXAMPLE_3_LOVE) == [
+        ("PreferenceMemory", "preference: the assistant", "The user loves the assistant."),
+        ("UserMemory", "needs the assistant", "The user needs the assistant."),
+    ]
+
+
+def test_negative_preferences_and_requests() -> None:
+    found = rules(
+        [
+            {
+                "role": "user",
+                "content": "I don't like spicy food. I hate waiting in lines! Can you book a table for two?",
+            },
+            {"role": "user", "content": "I prefer window seats because of the view."},
+        ]
+    )
+    assert found == [
+        ("PreferenceMemory", "preference: spicy food", "The user does not like spicy food."),
+        ("PreferenceMemory", "preference: waiting in lines", "The user dislikes waiting in lines."),
+        ("UserMemory", "request: book a table for", "The user asked the assistant to book a table for two."),
+        ("PreferenceMemory", "preference: window seats", "The user prefers window seats."),
+    ]
+
+
+def test_overlapping_windows_extract_each_message_once() -> None:
+    messages = [{"role": "user", "content": f"I live in city number {i} with my {i} cats."} for i in range(6)]
+    found = rules(messages, window_tokens=25, window_overlap=1)
+    assert [m for _, _, m in found] == [
+        f"The user lives in city number {i} with the user's {i} cats." for i in range(6)
+    ]
+
+
+def test_third_person_forms() -> None:
+    assert third_person("I am a teacher.") == ("The user is a teacher.", "is a teacher")
+    assert third_person("I live in Berlin.") == ("The user lives in Berlin.", "lives in")
+    assert third_person("I need a break") == ("The user needs a break.", "needs a break")
+    assert third_person("Yesterday I went to Paris and I think I'm happy.")[0] == (
+        "The user said: Yesterday the user went to Paris and the user thinks the user is happy."
+    )
+
+
+def test_relative_times_resolve_against_chat_time() -> None:
+    assert parse_chat_time("1:56 pm on 8 May, 2023").isoformat() == "2023-05-08"  # type: ignore[union-attr]
+    assert parse_chat_time("2024-07-20T10:00:00Z").isoformat() == "2024-07-20"  # type: ignore[union-attr]
+    assert parse_chat_time("sometime") is None
+    text = resolve_relative_times("I went there yesterday and go again next month.", "1:56 pm on 8 May, 2023")
+    assert text == "I went there yesterday (7 May 2023) and go again next month (June 2023)."
+    found = rules([{"role": "user", "content": "I visited my mom yesterday.", "chat_time": "2023-03-01"}])
+    assert found[0][2] == "The user visited the user's mom yesterday (28 February 2023)."
