@@ -6,7 +6,7 @@ import asyncio
 import atexit
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from streams.app import Runtime
@@ -75,13 +75,22 @@ _default: SyncClient | None = None
 _lock = threading.Lock()
 
 
+def _at_exit(fn: Callable[[], None]) -> None:
+    """Run ``fn`` at interpreter exit *before* executors shut down (threading's exit hooks run first,
+    newest first), so closing the runtime can still use ``run_in_executor``; atexit as a fallback."""
+    try:
+        threading._register_atexit(fn)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):
+        atexit.register(fn)
+
+
 def default_client() -> SyncClient:
     """The process-wide client behind the MemOS-style functions; created on first use, closed at exit."""
     global _default
     with _lock:
         if _default is None:
             _default = SyncClient()
-            atexit.register(reset_default_client)
+            _at_exit(reset_default_client)
         return _default
 
 
