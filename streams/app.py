@@ -33,9 +33,11 @@ class Runtime:
     while workers (``memos worker``) host the stages over Kafka.
     """
 
-    def __init__(self, settings: AppSettings, *, run_stages: bool = True) -> None:
+    def __init__(self, settings: AppSettings, *, run_stages: bool = True,
+                 stage_names: set[str] | None = None) -> None:
         self.settings = settings
         self.run_stages = run_stages
+        self.stage_names = stage_names
         self.log: EventLog = event_log_from_url(settings.log_url(), **self._log_options())
         self.graph: GraphStore = graph_store_from_url(settings.store_url("graph"), namespace=settings.stores.namespace)
         self.vector: VectorStore = vector_store_from_url(settings.store_url("vector"))
@@ -85,6 +87,8 @@ class Runtime:
         self._started = True
         if self.run_stages:
             for stage in self._stages():
+                if self.stage_names is not None and stage.name not in self.stage_names:
+                    continue
                 await self._load_progress(stage)
                 runner = Runner(self.log, stage, on_commit=self._on_commit)
                 self._runners.append(runner)
@@ -93,7 +97,7 @@ class Runtime:
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
         from memory_store.fetch import HttpxFetcher
-        from streams.derivation import Deriver
+        from streams.derivation import Deriver, DeriverSettings
         from streams.search import SearchService
 
         d = self.settings.derivation
@@ -104,8 +108,8 @@ class Runtime:
             self.llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
         fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s)
         self.deriver = Deriver(
-            embedder=self.embedder, llm=self.llm, fetcher=fetcher, similar=self._similar if d.dedup else None,
-            window_tokens=d.window_tokens, window_overlap=d.window_overlap,
+            self.embedder, chat_model=self.llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
+            similar=self._similar if d.dedup else None,
         )
         self.search_service = SearchService(self.graph, self.vector, self.keyword, self.embedder)
 
