@@ -1,0 +1,101 @@
+"""The embedded runtime end to end: DLQ, redelivery, replay equality, graceful shutdown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from schemas.topics import CONVERSATIONS, DLQ, MEMORIES
+from streams.app import Runtime
+from streams.base import OutgoingRecord
+from streams.replay import replay_cube
+from streams.service import MemoryService
+from streams.settings import AppSettings
+
+CONVERSATION = [
+    {"role": "user", "content": "I adopted a border collie named Pixel last spring.", "chat_time": "2025-05-02"},
+    {"role": "assistant", "content": "Pixel sounds energetic! Do you go hiking together?"},
+    {"role": "user", "content": "Yes, we hike in the Sintra hills every Saturday. I prefer early mornings."},
+]
+
+
+def _settings(home: Path) -> AppSettings:
+    return AppSettings(home=home)
+
+
+async def _snapshot(rt: Runtime, cube: str) -> dict[str, Any]:
+    memories = await rt.graph.list_memories(cube, include_retired=True)
+    first = memories[0]
+    vector_hits = await rt.vector.search(cube, list(first.embedding), k=20, include_retired=True)
+    keyword_hits = await rt.keyword.search(cube, "Pixel hiking Sintra", k=20)
+    return {
+        "memories": [m.model_dump() for m in memories],
+        "relations": [r.model_dump() for r in await rt.graph.relations(cube)],
+        "vector": [(h.memory_id, round(h.score, 5)) for h in vector_hits],
+        "keyword": [(h.memory_id, round(h.score, 5)) for h in keyword_hits],
+    }
+
+
+async def _add_some(service: MemoryService, cube: str) -> None:
+    await service.add("ann", [cube], CONVERSATION, mode="fast")
+    await service.add("ann", [cube], CONVERSATION, mode="fast")  # duplicates become revisions
+    await service.add("ann", [cube], CONVERSATION, mode="fine")
+    await service.add("ann", [cube], [{"role": "user", "content": "Pixel turned two today."}], mode="fine")
+
+
+async def test_poison_record_is_dead_lettered_and_processing_continues(tmp_path: Path) -> None:
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        await rt.log.append_batch([OutgoingRecord(CONVERSATIONS, b"cube_p", b"not avro at all",
+                                                  (("origin", b"test"),))])
+        result = await service.add("ann", ["cube_p"], CONVERSATION, mode="fast")
+        assert result[0]["status"] == "completed" and result[0]["memories"]
+        dead = []
+        for partition in range(await rt.log.partitions(DLQ)):
+            dead += await rt.log.read(DLQ, partition, 0)
+        assert len(dead) == 2  # the deriver and the refiner groups both saw it
+        for record in dead:
+            assert record.value == b"not avro at all" and record.key == b"cube_p"
+            assert record.header("origin") == b"test"
+            assert b"Avro" in (record.header("memos.error") or b"")
+            assert (record.header("memos.origin") or b"").startswith(CONVERSATIONS.encode())
+
+
+async def test_redelivery_of_every_memory_event_leaves_projections_unchanged(tmp_path: Path) -> None:
+    async with Runtime(_settings(tmp_path)) as rt:
+        await _add_some(MemoryService(rt), "cube_r")
+        before = await _snapshot(rt, "cube_r")
+        ends = await rt.log.end_offsets(MEMORIES)
+    async with Runtime(_settings(tmp_path), run_stages=False) as rt:
+        consumer = rt.log.consumer([MEMORIES], group_id="projector")
+        await consumer.poll(timeout_s=0.5)
+        await consumer.commit({(MEMORIES, p): 0 for p in ends})
+        await consumer.aclose()
+        assert all(v == 0 for v in (await rt.log.committed("projector", MEMORIES)).values())
+    async with Runtime(_settings(tmp_path)) as rt:
+        await rt.wait_for("projector", {(MEMORIES, p): end for p, end in ends.items() if end}, timeout_s=120)
+        projector = next(r for r in rt._runners if r.stage.name == "projector")
+        assert projector.processed >= sum(ends.values())
+        assert await _snapshot(rt, "cube_r") == before
+
+
+async def test_replay_gives_exactly_the_incrementally_built_state(tmp_path: Path) -> None:
+    async with Runtime(_settings(tmp_path)) as rt:
+        await _add_some(MemoryService(rt), "cube_x")
+        await MemoryService(rt).add("bob", ["cube_y"], [{"role": "user", "content": "Bob likes chess."}])
+        before = await _snapshot(rt, "cube_x")
+        other = await rt.graph.list_memories("cube_y", include_retired=True)
+        assert any(m.revision > 0 for m in await rt.graph.list_memories("cube_x", include_retired=True))
+        applied = await replay_cube(rt, "cube_x")
+        assert applied > 0
+        assert await _snapshot(rt, "cube_x") == before
+        assert await rt.graph.list_memories("cube_y", include_retired=True) == other
+
+
+async def test_shutdown_commits_what_was_processed(tmp_path: Path) -> None:
+    async with Runtime(_settings(tmp_path)) as rt:
+        await MemoryService(rt).add("ann", ["cube_s"], CONVERSATION, mode="fast")
+    async with Runtime(_settings(tmp_path), run_stages=False) as rt:
+        ends = await rt.log.end_offsets(CONVERSATIONS)
+        committed = await rt.log.committed("deriver", CONVERSATIONS)
+        assert {p: o for p, o in ends.items() if o} == {p: committed.get(p) for p, o in ends.items() if o}
