@@ -80,6 +80,7 @@ class KVSettings(_Section):
     model: str = Field(default="tiny://llama", description="Chat/cache model path or tiny://<arch>.")
     budget_bytes: int = Field(default=512 * 1024 * 1024, description="Byte budget shared by all cubes.")
     prefix_tokens: int = Field(default=1024, description="Memory prefix budget per cube in tokens.")
+    device: str = Field(default="", description="Device of the KV worker's model (cpu, cuda, cuda:1); empty: CUDA when present.")
 
 
 class ServerSettings(_Section):

@@ -1,0 +1,327 @@
+"""Retrieval benchmark: LoCoMo evidence recall within a 1,000-word budget, through the MemOS-compatible API.
+
+    python -m bench.retrieval ../shared/data/locomo-dev.json [--limit-conversations N] [--limit-questions N]
+        [--top-k 50] [--relativity default,0] [--roles pair|user] [--details out.jsonl]
+
+Each conversation goes into its own cube of a fresh data directory (a temp dir as $MEMOS_HOME): one
+``add_memories`` call per session (fast mode, sync: the API turns async adds into fine ones), every
+turn a message "Speaker: text" (image turns add "[shares an image: caption]") with the session date
+as ``chat_time`` and its ``dia_id`` as ``message_id``; speaker_a speaks as ``user`` and speaker_b as
+``assistant`` (``--roles user`` makes both ``user``). Then every question is one ``search_memories``
+call per relativity setting (the first is the headline; ``default`` is the API's own threshold).
+
+Metric (../shared/data/README.md): the returned ``text_mem`` memories in rank order until their text
+reaches the budget (words split on whitespace; the memory that crosses it is cut there); a memory
+covers the turns named by the ``message_id`` of its sources, and a memory that was cut (or is one part
+of a split window) only those whose text it still holds verbatim. Recall of a question is the covered
+fraction of its evidence turns; ids naming no turn are skipped, and so are questions left without any.
+The last line printed is one JSON object of headline figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from memos.api.product_models import APIADDRequest, APISearchRequest
+from memos.api.routers.server_router import add_memories, search_memories
+from memos.client import default_client, reset_default_client
+from schemas.errors import MemorySystemError
+
+__all__ = [
+    "CATEGORIES",
+    "Coverage",
+    "Turn",
+    "budget_coverage",
+    "evidence_of",
+    "main",
+    "session_messages",
+    "turns_of",
+]
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
+_SESSION = re.compile(r"session_(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One LoCoMo turn as it is added: its id, session, date and message text."""
+
+    dia_id: str
+    session: int
+    chat_time: str
+    speaker: str
+    content: str
+
+
+def turns_of(conversation: Mapping[str, Any]) -> list[Turn]:
+    """Every turn of a LoCoMo ``conversation`` dict in session order (sessions without a body are skipped)."""
+    sessions = sorted(int(m.group(1)) for k in conversation if (m := _SESSION.fullmatch(k)))
+    out: list[Turn] = []
+    for n in sessions:
+        when = str(conversation.get(f"session_{n}_date_time") or "")
+        for turn in conversation[f"session_{n}"] or []:
+            content = f"{turn['speaker']}: {turn['text']}"
+            if turn.get("blip_caption"):
+                content += f" [shares an image: {turn['blip_caption']}]"
+            out.append(Turn(str(turn["dia_id"]), n, when, str(turn["speaker"]), content))
+    return out
+
+
+def session_messages(turns: Sequence[Turn], speaker_a: str, *, roles: str = "pair") -> list[dict[str, Any]]:
+    """OpenAI-style messages of some turns: speaker_a is ``user``, the other ``assistant`` (roles "pair")."""
+    return [
+        {
+            "role": "user" if roles == "user" or t.speaker == speaker_a else "assistant",
+            "content": t.content,
+            "chat_time": t.chat_time,
+            "message_id": t.dia_id,
+        }
+        for t in turns
+    ]
+
+
+def evidence_of(qa: Mapping[str, Any], known: Iterable[str]) -> list[str]:
+    """The question's evidence ids that name a turn of the conversation (malformed ids are skipped)."""
+    ids = set(known)
+    return list(dict.fromkeys(str(e) for e in qa.get("evidence") or [] if str(e) in ids))
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+@dataclass(slots=True)
+class Coverage:
+    """What the budgeted head of a result list covers."""
+
+    covered: set[str] = field(default_factory=set)
+    words: int = 0
+    memories: int = 0
+
+
+def budget_coverage(memories: Sequence[Mapping[str, Any]], contents: Mapping[str, str], *,
+                    budget_words: int = 1000) -> Coverage:
+    """Turns covered by ``memories`` (rank order) within ``budget_words`` words; ``contents``: dia_id -> text."""
+    out = Coverage()
+    for item in memories:
+        left = budget_words - out.words
+        if left <= 0:
+            break
+        words = str(item.get("memory") or "").split()
+        if not words:
+            continue
+        cut = len(words) > left
+        kept = " ".join(words[:left])
+        meta = item.get("metadata") or {}
+        verbatim = cut or "part" in meta
+        for source in meta.get("sources") or []:
+            turn = source.get("message_id")
+            if turn in contents and (not verbatim or _norm(contents[turn]) in kept):
+                out.covered.add(turn)
+        out.words += min(len(words), left)
+        out.memories += 1
+    return out
+
+
+def _ranks(memories: Sequence[Mapping[str, Any]], evidence: Sequence[str]) -> dict[str, int | None]:
+    """For the analysis: 1-based rank of the first memory (budget ignored) whose sources name each turn."""
+    ranks: dict[str, int | None] = dict.fromkeys(evidence)
+    for n, item in enumerate(memories, 1):
+        for source in (item.get("metadata") or {}).get("sources") or []:
+            turn = source.get("message_id")
+            if turn in ranks and ranks[turn] is None:
+                ranks[turn] = n
+    return ranks
+
+
+def _ingest(sample: Mapping[str, Any], turns: Sequence[Turn], *, user_id: str, cube_id: str, roles: str) -> int:
+    """Add every session with ``add_memories`` (fast, sync); returns the number of memories reported."""
+    speaker_a = str(sample["conversation"]["speaker_a"])
+    added = 0
+    for session in sorted({t.session for t in turns}):
+        part = [t for t in turns if t.session == session]
+        response = add_memories(APIADDRequest(
+            user_id=user_id, writable_cube_ids=[cube_id], session_id=f"{cube_id}:session_{session}",
+            async_mode="sync", mode="fast", messages=session_messages(part, speaker_a, roles=roles),
+        ))
+        if response.code != 200:
+            raise MemorySystemError(f"add of {cube_id!r} session {session} failed: {response.message}")
+        added += len(response.data or [])
+    return added
+
+
+def _search(question: str, *, user_id: str, cube_id: str, top_k: int, relativity: float | None
+            ) -> tuple[list[dict[str, Any]], float]:
+    extra = {} if relativity is None else {"relativity": relativity}
+    request = APISearchRequest(query=question, user_id=user_id, readable_cube_ids=[cube_id], top_k=top_k, **extra)
+    started = time.perf_counter()
+    response = search_memories(request)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if response.code != 200 or response.data is None:
+        raise MemorySystemError(f"search {question!r} failed: {response.message}")
+    memories = [m for bucket in response.data.get("text_mem", []) for m in bucket["memories"]]
+    return memories, elapsed_ms
+
+
+def _pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+@dataclass(slots=True)
+class _Run:
+    """Results of one relativity setting."""
+
+    label: str
+    relativity: float | None
+    recalls: dict[int, list[float]] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    words: list[int] = field(default_factory=list)
+    returned: list[int] = field(default_factory=list)
+
+    def recall(self, category: int | None = None) -> float:
+        values = [r for c, rs in self.recalls.items() if category in (None, c) for r in rs]
+        return statistics.fmean(values) if values else 0.0
+
+
+def _parse_relativities(text: str) -> list[tuple[str, float | None]]:
+    out: list[tuple[str, float | None]] = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        out.append((part, None) if part == "default" else (f"rel={float(part):g}", float(part)))
+    return out or [("default", None)]
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    """Ingest and ask every conversation; print the table, return the headline figures."""
+    samples = json.loads(Path(args.path).read_text(encoding="utf-8"))[: args.limit_conversations or None]
+    runs = [_Run(label, rel) for label, rel in _parse_relativities(args.relativity)]
+    details = open(args.details, "w", encoding="utf-8") if args.details else None  # noqa: SIM115
+    user_id, ingest_s, n_turns, n_memories, skipped = "locomo", 0.0, 0, 0, 0
+    try:
+        for sample in samples:
+            conversation = sample["conversation"]
+            cube_id = str(sample.get("sample_id") or f"conv-{samples.index(sample)}")
+            turns = turns_of(conversation)
+            contents = {t.dia_id: t.content for t in turns}
+            started = time.perf_counter()
+            n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
+            ingest_s += time.perf_counter() - started
+            n_turns += len(turns)
+            for qa in sample["qa"][: args.limit_questions or None]:
+                evidence = evidence_of(qa, contents)
+                if not evidence:
+                    skipped += 1
+                    continue
+                category = int(qa["category"])
+                record: dict[str, Any] = {"cube": cube_id, "category": category, "question": qa["question"],
+                                          "evidence": evidence}
+                for run in runs:
+                    memories, ms = _search(qa["question"], user_id=user_id, cube_id=cube_id, top_k=args.top_k,
+                                           relativity=run.relativity)
+                    cov = budget_coverage(memories, contents, budget_words=args.budget_words)
+                    recall = len(cov.covered & set(evidence)) / len(evidence)
+                    run.recalls.setdefault(category, []).append(recall)
+                    run.latencies.append(ms)
+                    run.words.append(cov.words)
+                    run.returned.append(len(memories))
+                    record[run.label] = {"recall": recall, "covered": sorted(cov.covered & set(evidence)),
+                                         "words": cov.words, "in_budget": cov.memories, "returned": len(memories),
+                                         "ranks": _ranks(memories, evidence)}
+                if details is not None:
+                    details.write(json.dumps(record) + "\n")
+            logger.info("conversation %s done turns=%d", cube_id, len(turns))
+    finally:
+        if details is not None:
+            details.close()
+    _print(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped, args=args)
+    return _figures(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
+
+
+def _print(runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int,
+           args: argparse.Namespace) -> None:
+    table = Table(title=f"LoCoMo evidence recall within {args.budget_words} words (top_k={args.top_k}, "
+                        f"roles={args.roles})")
+    table.add_column("category")
+    table.add_column("questions", justify="right")
+    for run in runs:
+        table.add_column(f"recall {run.label}", justify="right")
+    head = runs[0]
+    for category, name in CATEGORIES.items():
+        count = len(head.recalls.get(category, []))
+        table.add_row(f"{category} {name}", str(count), *(f"{r.recall(category):.3f}" for r in runs))
+    table.add_row("all", str(sum(len(v) for v in head.recalls.values())), *(f"{r.recall():.3f}" for r in runs))
+    table.add_row("search p50 / p95 ms", "", *(f"{_pct(r.latencies, .5):.1f} / {_pct(r.latencies, .95):.1f}"
+                                                for r in runs))
+    table.add_row("mean words / returned", "", *(f"{statistics.fmean(r.words or [0]):.0f} / "
+                                                  f"{statistics.fmean(r.returned or [0]):.1f}" for r in runs))
+    console = Console(width=120)
+    console.print(table)
+    console.print(f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
+                  f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
+                  f"questions skipped (no valid evidence): {skipped}")
+
+
+def _figures(runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for n, run in enumerate(runs):
+        suffix = "" if n == 0 else "_" + run.label.replace("rel=", "rel").replace("default", "default")
+        out[f"recall_at_1000w{suffix}"] = round(run.recall(), 4)
+        for category, name in CATEGORIES.items():
+            out[f"recall_{name}{suffix}"] = round(run.recall(category), 4)
+        out[f"search_p50_ms{suffix}"] = round(_pct(run.latencies, 0.5), 2)
+        out[f"search_p95_ms{suffix}"] = round(_pct(run.latencies, 0.95), 2)
+        out[f"mean_words{suffix}"] = round(statistics.fmean(run.words or [0]), 1)
+    out["relativity"] = runs[0].label
+    out["questions"] = sum(len(v) for v in runs[0].recalls.values())
+    out["questions_skipped"] = skipped
+    out["turns"] = turns
+    out["memories"] = memories
+    out["ingest_s"] = round(ingest_s, 2)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.retrieval", description=__doc__.splitlines()[0])
+    parser.add_argument("path", help="LoCoMo JSON file (e.g. ../shared/data/locomo-dev.json)")
+    parser.add_argument("--limit-conversations", type=int, default=0, help="first N conversations (0: all)")
+    parser.add_argument("--limit-questions", type=int, default=0, help="first N questions per conversation")
+    parser.add_argument("--top-k", type=int, default=50, help="top_k of every search (enough for 1,000 words)")
+    parser.add_argument("--budget-words", type=int, default=1000, help="word budget of the returned memories")
+    parser.add_argument("--relativity", default="default,0",
+                        help="comma list: 'default' (the API's threshold) or numbers; the first is the headline")
+    parser.add_argument("--roles", choices=("pair", "user"), default="pair",
+                        help="pair: speaker_a user, speaker_b assistant; user: both user")
+    parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
+    parser.add_argument("--home", default="", help="data directory (default: a fresh temp dir)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
+        os.environ["MEMOS_HOME"] = args.home or tmp
+        reset_default_client()
+        try:
+            default_client()
+            figures = evaluate(args)
+        finally:
+            reset_default_client()
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""The in-memory search structure of one cube: a normalized float32 matrix plus an optional HNSW index."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import hnswlib
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["CubeVectors", "Hnsw", "IndexBuild"]
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+Rows = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Hnsw:
+    """HNSW parameters (hnswlib, inner product over normalized vectors = cosine)."""
+
+    m: int = 16
+    ef_construction: int = 100
+    ef_search: int = 96
+    threads: int = -1
+    seed: int = 100
+
+
+def _normalized(vectors: F32) -> F32:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    norms[norms == 0] = 1.0
+    normalized: F32 = (vectors / norms).astype(np.float32, copy=False)
+    return normalized
+
+
+def _top(rows: Rows, scores: F32, k: int) -> tuple[Rows, F32]:
+    """The k best (rows, scores), plus any rows tied with the k-th score (the caller breaks ties by id)."""
+    if len(rows) > k:
+        part = np.argpartition(-scores, k - 1)[:k]
+        keep = scores >= scores[part].min()
+        return rows[keep], scores[keep]
+    return rows, scores
+
+
+@dataclass(frozen=True, slots=True)
+class IndexBuild:
+    """Rows (and a copy of their vectors) to build a fresh HNSW index from, outside any lock."""
+
+    generation: int
+    upto: int
+    rows: Rows
+    vectors: F32
+    dim: int
+    hnsw: Hnsw
+
+    def build(self) -> hnswlib.Index:
+        """The new index (labels = rows); seconds to minutes for large cubes."""
+        started = time.perf_counter()
+        capacity = self.upto + 1024
+        index = hnswlib.Index(space="ip", dim=self.dim)
+        index.init_index(max_elements=capacity + capacity // 4, ef_construction=self.hnsw.ef_construction,
+                         M=self.hnsw.m, random_seed=self.hnsw.seed)  # fmt: skip
+        if len(self.rows):
+            index.add_items(self.vectors, self.rows, num_threads=self.hnsw.threads)
+        logger.info("built index vectors=%d seconds=%.2f", len(self.rows), time.perf_counter() - started)
+        return index
+
+
+class CubeVectors:
+    """Rows of one cube: append-only with tombstones, compacted when half the rows are dead.
+
+    Row numbers are the HNSW labels. The index covers the live rows below ``indexed_rows``; rows above
+    it are searched exactly until ``catch_up`` or a fresh ``IndexBuild`` covers them. Not thread-safe: the owner holds a lock.
+    """
+
+    def __init__(self, dim: int, *, hnsw: Hnsw) -> None:
+        self.dim = dim
+        self.hnsw = hnsw
+        self.n = 0
+        self.live = 0
+        self.ids: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self._matrix: F32 = np.zeros((0, dim), dtype=np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._active = np.zeros(0, dtype=bool)
+        self._types = np.zeros(0, dtype=np.int32)
+        self._in_index = np.zeros(0, dtype=bool)
+        self._index: hnswlib.Index | None = None
+        self.indexed_rows = 0
+        self.indexed = 0
+        self.generation = 0
+        """Bumped whenever rows are renumbered, which voids an index built from an older plan."""
+        self.building = False
+        """Set while an ``IndexBuild`` for this cube runs outside the lock."""
+
+    @property
+    def pending(self) -> int:
+        """Live vectors not in the ANN index."""
+        return self.live - self.indexed
+
+    def _reserve(self, extra: int) -> None:
+        need = self.n + extra
+        cap = len(self._alive)
+        if need <= cap:
+            return
+        cap = max(need, cap * 2, 64)
+        matrix = np.zeros((cap, self.dim), dtype=np.float32)
+        matrix[: self.n] = self._matrix[: self.n]
+        self._matrix = matrix
+        for name in ("_alive", "_active", "_types", "_in_index"):
+            old = getattr(self, name)
+            new = np.zeros(cap, dtype=old.dtype)
+            new[: self.n] = old[: self.n]
+            setattr(self, name, new)
+
+    def append(
+        self, ids: Sequence[str], vectors: F32, active: npt.NDArray[np.bool_], types: npt.NDArray[np.int32]
+    ) -> None:
+        """Add vectors (raw; normalized here) for these ids; an id already present loses its old row."""
+        count = len(ids)
+        if count == 0:
+            return
+        self._reserve(count)
+        start = self.n
+        self._matrix[start : start + count] = _normalized(vectors)
+        self._alive[start : start + count] = True
+        self._active[start : start + count] = active
+        self._types[start : start + count] = types
+        self._in_index[start : start + count] = False
+        self.n += count
+        self.live += count
+        self.ids.extend(ids)
+        for offset, memory_id in enumerate(ids):
+            old = self.row_of.get(memory_id)
+            if old is not None:
+                self._kill(old)
+            self.row_of[memory_id] = start + offset
+        self._maybe_compact()
+
+    def put(self, memory_id: str, vector: F32, active: bool, type_code: int) -> None:
+        """Set one memory's vector, status and type; an unchanged vector keeps its row (and index entry)."""
+        row = self.row_of.get(memory_id)
+        if row is not None and np.array_equal(self._matrix[row], _normalized(vector)):
+            self._active[row] = active
+            self._types[row] = type_code
+            return
+        self.append(
+            [memory_id], vector.reshape(1, -1), np.array([active]), np.array([type_code], dtype=np.int32)
+        )
+
+    def set_active(self, memory_id: str, active: bool) -> None:
+        """Mark a memory activated (True) or retired (False)."""
+        row = self.row_of.get(memory_id)
+        if row is not None:
+            self._active[row] = active
+
+    def remove(self, memory_id: str) -> None:
+        """Forget a memory's vector."""
+        row = self.row_of.pop(memory_id, None)
+        if row is not None:
+            self._kill(row)
+            self._maybe_compact()
+
+    def _kill(self, row: int) -> None:
+        self._alive[row] = False
+        self.live -= 1
+        if self._in_index[row]:
+            assert self._index is not None
+            self._index.mark_deleted(row)
+            self._in_index[row] = False
+            self.indexed -= 1
+
+    def _maybe_compact(self) -> None:
+        dead = self.n - self.live
+        if dead <= max(1024, self.live):
+            return
+        rows = np.flatnonzero(self._alive[: self.n])
+        self._matrix = self._matrix[rows].copy()
+        self._alive = np.ones(len(rows), dtype=bool)
+        self._active = self._active[rows].copy()
+        self._types = self._types[rows].copy()
+        self._in_index = np.zeros(len(rows), dtype=bool)
+        self.ids = [self.ids[r] for r in rows]
+        self.row_of = {memory_id: i for i, memory_id in enumerate(self.ids)}
+        self.n = self.live = len(rows)
+        self._index = None
+        self.indexed_rows = self.indexed = 0
+        self.generation += 1
+        logger.debug("compacted cube vectors dead=%d live=%d", dead, self.live)
+
+    @property
+    def has_index(self) -> bool:
+        """Whether an HNSW index exists (it may lag behind: see ``pending``)."""
+        return self._index is not None
+
+    def catch_up(self) -> None:
+        """Add the live rows not yet indexed to the existing index, in place (caller holds the lock)."""
+        if self._index is None:
+            build = self.plan()
+            self.install(build, build.build())
+            return
+        started = time.perf_counter()
+        need = self.n + 1024
+        if self._index.get_max_elements() < need:
+            self._index.resize_index(need + need // 4)
+        rows = np.flatnonzero(self._alive[self.indexed_rows : self.n]) + self.indexed_rows
+        self._index.add_items(self._matrix[rows], rows, num_threads=self.hnsw.threads)
+        self._in_index[rows] = True
+        self.indexed += len(rows)
+        self.indexed_rows = self.n
+        logger.info("indexed vectors=%d total=%d seconds=%.2f", len(rows), self.indexed,
+                    time.perf_counter() - started)  # fmt: skip
+
+    def plan(self) -> IndexBuild:
+        """A copy of the live rows, from which ``IndexBuild.build`` makes a fresh index without the lock."""
+        rows = np.flatnonzero(self._alive[: self.n])
+        return IndexBuild(self.generation, self.n, rows, self._matrix[rows].copy(), self.dim, self.hnsw)
+
+    def install(self, build: IndexBuild, index: hnswlib.Index) -> bool:
+        """Swap in an index built from ``build``; rows removed meanwhile are tombstoned, rows added
+        meanwhile stay pending. False (index dropped) if the rows were renumbered since."""
+        if build.generation != self.generation:
+            return False
+        gone = build.rows[~self._alive[build.rows]]
+        for row in gone.tolist():
+            index.mark_deleted(row)
+        kept = build.rows[self._alive[build.rows]]
+        self._in_index[:] = False
+        self._in_index[kept] = True
+        self._index = index
+        self.indexed = len(kept)
+        self.indexed_rows = build.upto
+        return True
+
+    def search(
+        self, query: F32, k: int, *, codes: Sequence[int] | None, include_retired: bool, use_index: bool
+    ) -> list[tuple[str, float]]:
+        """Top k (memory id, cosine) among live rows passing the filters, best first, ties by id."""
+        q = _normalized(query)
+        n = self.n
+        mask = self._alive[:n] if include_retired else self._alive[:n] & self._active[:n]
+        if codes is not None:
+            mask = mask & np.isin(self._types[:n], codes)
+        split = self.indexed_rows if use_index and self._index is not None and self.indexed else 0
+        parts: list[tuple[Rows, F32]] = []
+        if split:
+            parts.append(self._search_index(q, k, mask[:split]))
+        tail = np.flatnonzero(mask[split:]) + split
+        if len(tail):
+            parts.append(_top(tail, (self._matrix[split:n] @ q)[tail - split], k))
+        if not parts:
+            return []
+        rows = np.concatenate([p[0] for p in parts])
+        scores = np.clip(np.concatenate([p[1] for p in parts]), -1.0, 1.0)
+        ranked = sorted(
+            zip(rows.tolist(), scores.tolist(), strict=True), key=lambda t: (-t[1], self.ids[t[0]])
+        )
+        return [(self.ids[row], score) for row, score in ranked[:k]]
+
+    def _search_index(self, q: F32, k: int, allowed: npt.NDArray[np.bool_]) -> tuple[Rows, F32]:
+        """Candidates from the index: oversampled by the filter's selectivity, exact when very selective."""
+        assert self._index is not None
+        n_allowed = int(allowed.sum())
+        if n_allowed == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        if n_allowed <= k or n_allowed * 20 < self.indexed:
+            rows = np.flatnonzero(allowed)
+            return _top(rows, self._matrix[rows] @ q, k)
+        want = min(self.indexed, max(k, int(k * self.indexed / n_allowed * 1.5) + 10))
+        while True:
+            self._index.set_ef(max(self.hnsw.ef_search, want))
+            try:
+                labels, _ = self._index.knn_query(q, k=want, num_threads=1)
+            except RuntimeError:  # fewer reachable elements than asked: answer exactly instead
+                rows = np.flatnonzero(allowed)
+                return _top(rows, self._matrix[rows] @ q, k)
+            found = labels[0].astype(np.int64)
+            rows = found[allowed[found]]
+            if len(rows) >= k or want >= self.indexed:
+                return rows, self._matrix[rows] @ q
+            want = min(self.indexed, want * 4)

@@ -1,0 +1,284 @@
+"""EmbeddedGraphStore: memories (full records, JSON columns) and edges in SQLite tables."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import sqlite3
+import struct
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from memory_store.base import GraphStore
+from memory_store.embedded.db import EmbeddedProjection
+from schemas.events import SourceRef
+from schemas.memory import MemoryRecord, RelationRecord
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
+
+__all__ = ["EmbeddedGraphStore", "pack_embedding", "unpack_embedding"]
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS graph_memories (
+    id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, user_id TEXT NOT NULL, session_id TEXT NOT NULL,
+    memory TEXT NOT NULL, memory_type TEXT NOT NULL, key TEXT NOT NULL, tags TEXT NOT NULL,
+    background TEXT NOT NULL, sources TEXT NOT NULL, metadata TEXT NOT NULL, embedding BLOB,
+    embedding_model TEXT NOT NULL, extractor TEXT NOT NULL, status TEXT NOT NULL, retire_reason TEXT,
+    successor_ids TEXT NOT NULL, revision INTEGER NOT NULL, confidence REAL NOT NULL, origin_event_id TEXT,
+    created_at TEXT NOT NULL, created_us INTEGER NOT NULL, updated_at TEXT NOT NULL,
+    valid_from TEXT, valid_to TEXT);
+CREATE INDEX IF NOT EXISTS graph_memories_cube ON graph_memories (cube_id, created_us, id);
+CREATE TABLE IF NOT EXISTS graph_edges (
+    id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL,
+    relation TEXT NOT NULL, weight REAL NOT NULL, metadata TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS graph_edges_cube ON graph_edges (cube_id);
+CREATE INDEX IF NOT EXISTS graph_edges_source ON graph_edges (source_id);
+CREATE INDEX IF NOT EXISTS graph_edges_target ON graph_edges (target_id);
+"""
+
+_COLUMNS = (
+    "id, cube_id, user_id, session_id, memory, memory_type, key, tags, background, sources, metadata, "
+    "embedding, embedding_model, extractor, status, retire_reason, successor_ids, revision, confidence, "
+    "origin_event_id, created_at, created_us, updated_at, valid_from, valid_to"
+)
+_INSERT = f"INSERT OR REPLACE INTO graph_memories ({_COLUMNS}) VALUES ({', '.join('?' * 25)})"
+_SELECT = f"SELECT {_COLUMNS} FROM graph_memories"
+_EDGE_COLUMNS = "id, cube_id, source_id, target_id, relation, weight, metadata, created_at"
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _json(value: Any) -> str:
+    if not value:
+        return "{}" if isinstance(value, dict) else "[]"
+    return _ENCODER.encode(value)
+
+
+@functools.lru_cache(maxsize=32)
+def _packer(code: str, n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}{code}")
+
+
+def pack_embedding(values: Sequence[float]) -> bytes | None:
+    """Embedding as a tagged blob: b"f" + float32 when that is lossless (it is for float32 models), else
+    b"d" + float64; None when empty. Either way the record reads back exactly."""
+    if not values:
+        return None
+    exact = _packer("d", len(values)).pack(*values)
+    as64 = np.frombuffer(exact, dtype="<f8")
+    with np.errstate(over="ignore", invalid="ignore"):
+        as32 = as64.astype("<f4")
+    if (as32 == as64).all():
+        return b"f" + as32.tobytes()
+    return b"d" + exact
+
+
+def unpack_embedding(blob: bytes | None) -> tuple[float, ...]:
+    """Inverse of ``pack_embedding``."""
+    if not blob:
+        return ()
+    dtype = "<f4" if blob[:1] == b"f" else "<f8"
+    return tuple(np.frombuffer(blob, dtype=dtype, offset=1).tolist())
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _sources(sources: Sequence[SourceRef]) -> list[dict[str, Any]]:
+    return [s.model_dump(mode="json") for s in sources]
+
+
+def _row(m: MemoryRecord) -> tuple[Any, ...]:
+    return (
+        m.id, m.cube_id, m.user_id, m.session_id, m.memory, m.memory_type, m.key, _json(list(m.tags)),
+        m.background, _json(_sources(m.sources)), _json(m.metadata), pack_embedding(m.embedding), m.embedding_model, m.extractor,
+        m.status, m.retire_reason, _json(list(m.successor_ids)), m.revision, m.confidence, m.origin_event_id,
+        m.created_at.isoformat(), _micros(m.created_at), m.updated_at.isoformat(), _time(m.valid_from),
+        _time(m.valid_to),
+    )  # fmt: skip
+
+
+def _record(r: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
+    return MemoryRecord(
+        id=r[0], cube_id=r[1], user_id=r[2], session_id=r[3], memory=r[4], memory_type=r[5], key=r[6],
+        tags=json.loads(r[7]), background=r[8], sources=json.loads(r[9]), metadata=json.loads(r[10]),
+        embedding=unpack_embedding(r[11]),
+        embedding_model=r[12], extractor=r[13], status=r[14], retire_reason=r[15],
+        successor_ids=json.loads(r[16]), revision=r[17], confidence=r[18], origin_event_id=r[19],
+        created_at=datetime.fromisoformat(r[20]), updated_at=datetime.fromisoformat(r[22]),
+        valid_from=datetime.fromisoformat(r[23]) if r[23] else None,
+        valid_to=datetime.fromisoformat(r[24]) if r[24] else None,
+    )  # fmt: skip
+
+
+def _relation(r: tuple[Any, ...]) -> RelationRecord:
+    return RelationRecord(
+        id=r[0], cube_id=r[1], source_id=r[2], target_id=r[3], relation=r[4], weight=r[5],
+        metadata=json.loads(r[6]), created_at=datetime.fromisoformat(r[7]),
+    )  # fmt: skip
+
+
+class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
+    """GraphStore over SQLite: ``graph_memories`` holds every MemoryRecord field, ``graph_edges`` the edges.
+
+    Embeddings are kept as float64 blobs, so a record reads back exactly as it was written.
+    """
+
+    name = "graph"
+
+    def _schema(self) -> str:
+        return _SCHEMA
+
+    # -- writes (inside the batch transaction) ----------------------------------------------------------
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
+        for op in ops:
+            match op:
+                case UpsertMemory():
+                    conn.execute(_INSERT, _row(op.memory))
+                case ReviseMemory():
+                    self._revise(conn, op)
+                case RetireMemory():
+                    conn.execute(
+                        "UPDATE graph_memories SET status='retired', retire_reason=?, successor_ids=?,"
+                        " valid_to=?, updated_at=? WHERE id=? AND cube_id=?",
+                        (op.reason, _json(list(op.successor_ids)), _time(op.valid_to), op.updated_at.isoformat(),
+                         op.memory_id, op.cube_id),
+                    )  # fmt: skip
+                case UpsertRelation():
+                    e = op.relation
+                    conn.execute(
+                        f"INSERT OR REPLACE INTO graph_edges ({_EDGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                        (e.id, e.cube_id, e.source_id, e.target_id, e.relation, e.weight, _json(e.metadata),
+                         e.created_at.isoformat()),
+                    )  # fmt: skip
+                case DropCube():
+                    conn.execute("DELETE FROM graph_memories WHERE cube_id=?", (op.cube_id,))
+                    conn.execute("DELETE FROM graph_edges WHERE cube_id=?", (op.cube_id,))
+
+    @staticmethod
+    def _revise(conn: sqlite3.Connection, op: ReviseMemory) -> None:
+        row = conn.execute(
+            "SELECT memory, tags, metadata, sources, embedding, embedding_model FROM graph_memories"
+            " WHERE id=? AND cube_id=?",
+            (op.memory_id, op.cube_id),
+        ).fetchone()
+        if row is None:
+            logger.debug("revise of unknown memory id=%s cube=%s ignored", op.memory_id, op.cube_id)
+            return
+        metadata = {**json.loads(row[2]), **op.metadata}
+        sources = json.loads(row[3])
+        for source in _sources(op.sources):
+            if source not in sources:
+                sources.append(source)
+        conn.execute(
+            "UPDATE graph_memories SET memory=?, tags=?, metadata=?, sources=?, embedding=?, embedding_model=?,"
+            " revision=?, updated_at=? WHERE id=?",
+            (
+                op.memory or row[0],
+                _json(list(op.tags)) if op.tags else row[1],
+                _json(metadata),
+                _json(sources),
+                pack_embedding(op.embedding) if op.embedding else row[4],
+                (op.embedding_model or row[5]) if op.embedding else row[5],
+                op.revision,
+                op.updated_at.isoformat(),
+                op.memory_id,
+            ),
+        )
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.db.read() as conn:
+            return conn.execute(sql, tuple(args)).fetchall()
+
+    async def get(self, memory_ids: Sequence[str], *, cube_id: str | None = None) -> list[MemoryRecord]:
+        """Records of these ids (retired ones included), in the order asked; unknown ids left out."""
+        wanted = list(dict.fromkeys(memory_ids))
+        if not wanted:
+            return []
+        sql = f"{_SELECT} WHERE id IN (SELECT value FROM json_each(?))"
+        args: list[Any] = [_json(wanted)]
+        if cube_id is not None:
+            sql += " AND cube_id=?"
+            args.append(cube_id)
+        rows = await asyncio.to_thread(self._query, sql, args)
+        found = {r.id: r for r in map(_record, rows)}
+        return [found[i] for i in wanted if i in found]
+
+    async def list_memories(
+        self,
+        cube_id: str,
+        *,
+        include_retired: bool = False,
+        memory_types: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """Memories of a cube ordered by (created_at, id); retired ones only when asked."""
+        sql = f"{_SELECT} WHERE cube_id=?"
+        args: list[Any] = [cube_id]
+        if not include_retired:
+            sql += " AND status='activated'"
+        if memory_types is not None:
+            sql += " AND memory_type IN (SELECT value FROM json_each(?))"
+            args.append(_json(list(memory_types)))
+        sql += " ORDER BY created_us, id LIMIT ? OFFSET ?"
+        args += [-1 if limit is None else limit, offset]
+        rows = await asyncio.to_thread(self._query, sql, args)
+        return [_record(r) for r in rows]
+
+    async def count(self, cube_id: str, *, include_retired: bool = False) -> int:
+        """Number of memories in a cube."""
+        sql = "SELECT count(*) FROM graph_memories WHERE cube_id=?"
+        if not include_retired:
+            sql += " AND status='activated'"
+        rows = await asyncio.to_thread(self._query, sql, [cube_id])
+        return int(rows[0][0])
+
+    async def relations(self, cube_id: str) -> list[RelationRecord]:
+        """Every edge of a cube, ordered by id."""
+        sql = f"SELECT {_EDGE_COLUMNS} FROM graph_edges WHERE cube_id=? ORDER BY id"
+        return [_relation(r) for r in await asyncio.to_thread(self._query, sql, [cube_id])]
+
+    async def neighbors(
+        self, memory_ids: Sequence[str], *, relations: Sequence[str] | None = None, limit: int = 50
+    ) -> list[RelationRecord]:
+        """Edges touching any of ``memory_ids`` (either direction), optionally of given types, by id."""
+        if not memory_ids or limit <= 0:
+            return []
+        ids = _json(list(dict.fromkeys(memory_ids)))
+        sql = (
+            f"SELECT {_EDGE_COLUMNS} FROM graph_edges WHERE (source_id IN (SELECT value FROM json_each(?))"
+            " OR target_id IN (SELECT value FROM json_each(?)))"
+        )
+        args: list[Any] = [ids, ids]
+        if relations is not None:
+            sql += " AND relation IN (SELECT value FROM json_each(?))"
+            args.append(_json(list(relations)))
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit)
+        return [_relation(r) for r in await asyncio.to_thread(self._query, sql, args)]
+
+    async def cubes(self) -> list[str]:
+        """Ids of cubes that hold at least one memory, sorted."""
+        rows = await asyncio.to_thread(
+            self._query, "SELECT DISTINCT cube_id FROM graph_memories ORDER BY cube_id"
+        )
+        return [r[0] for r in rows]

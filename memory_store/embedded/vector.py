@@ -1,0 +1,386 @@
+"""EmbeddedVectorStore: float32 blobs in SQLite, per-cube normalized matrices in memory, HNSW for big cubes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sqlite3
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from memory_store.base import VectorStore
+from memory_store.embedded.ann import CubeVectors, Hnsw
+from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from schemas.errors import DimensionMismatch, StoreError
+from schemas.memory import ScoredMemory
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
+
+__all__ = ["EmbeddedVectorStore"]
+
+logger = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vector_items (
+    memory_id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, memory_type TEXT NOT NULL, status TEXT NOT NULL,
+    embedding BLOB);
+CREATE INDEX IF NOT EXISTS vector_items_cube ON vector_items (cube_id);
+"""
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, slots=True)
+class _Put:
+    """Staged change: memory ``memory_id`` now has this vector (None: no vector) in ``cube_id``."""
+
+    memory_id: str
+    cube_id: str
+    vector: F32 | None
+    memory_type: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Status:
+    memory_id: str
+    cube_id: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Drop:
+    cube_id: str
+
+
+_Change = _Put | _Status | _Drop
+
+
+@functools.lru_cache(maxsize=16)
+def _floats(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}f")
+
+
+def _vector(values: Sequence[float]) -> F32:
+    """float32 array of ``values`` (struct is several times faster than numpy on a tuple of floats)."""
+    try:
+        return np.frombuffer(_floats(len(values)).pack(*values), dtype="<f4")
+    except (OverflowError, struct.error):
+        return np.asarray(values, dtype=np.float32)
+
+
+class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
+    """VectorStore over SQLite (``vector_items``) with the search structures held in memory.
+
+    Every cube keeps a normalized float32 matrix of its current vectors; searches below
+    ``ann_threshold`` vectors are exact (one matrix product). Above it, an hnswlib index answers,
+    built by the first search that finds more than ``ann_pending_limit`` vectors unindexed (or by
+    ``build_index``), on a copy and off the lock; vectors not yet indexed are searched exactly, so
+    results never lag the writes.
+    In-memory state changes only after the SQLite transaction committed.
+    """
+
+    name = "vector"
+
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        ann_threshold: int = 20_000,
+        ann_pending_limit: int = 2_048,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 100,
+        hnsw_ef_search: int = 96,
+        index_threads: int = -1,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_s: float = 30.0,
+        namespace: str = "",
+    ) -> None:
+        super().__init__(url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace)
+        self.ann_threshold = ann_threshold
+        self.ann_pending_limit = ann_pending_limit
+        self.hnsw = Hnsw(m=hnsw_m, ef_construction=hnsw_ef_construction, ef_search=hnsw_ef_search,
+                         threads=index_threads)  # fmt: skip
+        self._cubes: dict[str, CubeVectors] = {}
+        self._where: dict[str, str] = {}
+        """Cube of every memory that has a vector in memory (ids are global)."""
+        self._types: dict[str, int] = {}
+        self._state_lock = threading.RLock()
+        self._staged: list[_Change] = []
+        self._staged_dims: dict[str, int | None] = {}
+
+    def _schema(self) -> str:
+        return _SCHEMA
+
+    # -- in-memory state -----------------------------------------------------------------------------
+
+    def _type_code(self, memory_type: str) -> int:
+        code = self._types.get(memory_type)
+        if code is None:
+            code = self._types[memory_type] = len(self._types)
+        return code
+
+    def _cube(self, cube_id: str, dim: int) -> CubeVectors:
+        cube = self._cubes.get(cube_id)
+        if cube is None or (cube.dim != dim and cube.live == 0):
+            cube = self._cubes[cube_id] = CubeVectors(dim, hnsw=self.hnsw)
+        return cube
+
+    def _on_open(self) -> None:
+        with self._state_lock:
+            self._cubes.clear()
+            self._where.clear()
+        with self.db.read() as conn:
+            cursor = conn.execute(
+                "SELECT memory_id, cube_id, memory_type, status, embedding FROM vector_items"
+                " WHERE embedding IS NOT NULL ORDER BY cube_id, rowid"
+            )
+            batch: list[tuple[Any, ...]] = []
+            loaded = 0
+            for row in cursor:
+                if batch and row[1] != batch[-1][1]:
+                    loaded += self._load_cube(batch)
+                    batch = []
+                batch.append(row)
+            if batch:
+                loaded += self._load_cube(batch)
+        logger.info("loaded vectors path=%s cubes=%d vectors=%d", self.db.path, len(self._cubes), loaded)
+
+    def _load_cube(self, rows: list[tuple[Any, ...]]) -> int:
+        cube_id = rows[0][1]
+        sizes = {len(r[4]) for r in rows}
+        if len(sizes) != 1:
+            raise StoreError(f"cube {cube_id!r} holds vectors of several dimensions in {self.db.path!r}")
+        dim = sizes.pop() // 4
+        matrix = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+        cube = self._cube(cube_id, dim)
+        self._where.update((r[0], cube_id) for r in rows)
+        cube.append([r[0] for r in rows], matrix, np.array([r[3] == "activated" for r in rows]),
+                    np.array([self._type_code(r[2]) for r in rows], dtype=np.int32))  # fmt: skip
+        return len(rows)
+
+    # -- writes (inside the batch transaction) ----------------------------------------------------------
+
+    def _begin_batch(self) -> None:
+        self._staged = []
+        self._staged_dims = {}
+
+    def _abort_batch(self) -> None:
+        self._staged = []
+        self._staged_dims = {}
+
+    def _commit_batch(self) -> None:
+        with self._state_lock:
+            fresh: dict[str, list[_Put]] = {}  # new vectors per cube, appended in bulk
+            for change in self._staged:
+                if (
+                    isinstance(change, _Put)
+                    and change.vector is not None
+                    and change.memory_id not in self._where
+                ):
+                    fresh.setdefault(change.cube_id, []).append(change)
+                    self._where[change.memory_id] = change.cube_id
+                    continue
+                for puts in fresh.values():
+                    self._append(puts)
+                fresh = {}
+                self._publish(change)
+            for puts in fresh.values():
+                self._append(puts)
+        self._staged = []
+        self._staged_dims = {}
+
+    def _append(self, puts: list[_Put]) -> None:
+        """Bulk append of vectors of memories new to the in-memory state (the replay fast path)."""
+        vectors = np.stack([p.vector for p in puts if p.vector is not None])
+        cube = self._cube(puts[0].cube_id, vectors.shape[1])
+        cube.append([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
+                    np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
+
+    def _publish(self, change: _Change) -> None:
+        match change:
+            case _Drop():
+                dropped = self._cubes.pop(change.cube_id, None)
+                if dropped is not None:
+                    for memory_id in dropped.row_of:
+                        self._where.pop(memory_id, None)
+            case _Status():
+                cube = self._cubes.get(change.cube_id)
+                if cube is not None:
+                    cube.set_active(change.memory_id, change.active)
+            case _Put():
+                old_cube_id = self._where.get(change.memory_id)
+                if old_cube_id is not None and (old_cube_id != change.cube_id or change.vector is None):
+                    old = self._cubes.get(old_cube_id)
+                    if old is not None:
+                        old.remove(change.memory_id)
+                    del self._where[change.memory_id]
+                if change.vector is not None:
+                    cube = self._cube(change.cube_id, len(change.vector))
+                    cube.put(
+                        change.memory_id, change.vector, change.active, self._type_code(change.memory_type)
+                    )
+                    self._where[change.memory_id] = change.cube_id
+
+    def _dim_for(self, cube_id: str) -> int | None:
+        if cube_id in self._staged_dims:
+            return self._staged_dims[cube_id]
+        with self._state_lock:
+            cube = self._cubes.get(cube_id)
+            return cube.dim if cube is not None and cube.live > 0 else None
+
+    def _check_dim(self, cube_id: str, vector: F32, memory_id: str) -> None:
+        dim = self._dim_for(cube_id)
+        if dim is None:
+            self._staged_dims[cube_id] = len(vector)
+        elif dim != len(vector):
+            raise DimensionMismatch(
+                f"embedding of memory {memory_id!r} has dimension {len(vector)}, cube {cube_id!r} holds {dim}"
+            )
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
+        for op in ops:
+            match op:
+                case UpsertMemory():
+                    self._upsert(conn, op)
+                case ReviseMemory():
+                    if op.embedding:
+                        self._revise(conn, op)
+                case RetireMemory():
+                    cur = conn.execute(
+                        "UPDATE vector_items SET status='retired' WHERE memory_id=? AND cube_id=?",
+                        (op.memory_id, op.cube_id),
+                    )
+                    if cur.rowcount:
+                        self._staged.append(_Status(op.memory_id, op.cube_id, False))
+                case DropCube():
+                    conn.execute("DELETE FROM vector_items WHERE cube_id=?", (op.cube_id,))
+                    self._staged.append(_Drop(op.cube_id))
+                    self._staged_dims[op.cube_id] = None
+                case UpsertRelation():
+                    pass
+
+    def _upsert(self, conn: sqlite3.Connection, op: UpsertMemory) -> None:
+        m = op.memory
+        vector = _vector(m.embedding) if m.embedding else None
+        if vector is not None:
+            self._check_dim(m.cube_id, vector, m.id)
+        conn.execute(
+            "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
+            " VALUES (?,?,?,?,?)",
+            (m.id, m.cube_id, m.memory_type, m.status, None if vector is None else vector.tobytes()),
+        )
+        self._staged.append(_Put(m.id, m.cube_id, vector, m.memory_type, m.status == "activated"))
+
+    def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
+        row = conn.execute(
+            "SELECT memory_type, status FROM vector_items WHERE memory_id=? AND cube_id=?",
+            (op.memory_id, op.cube_id),
+        ).fetchone()
+        if row is None:
+            return
+        vector = _vector(op.embedding)
+        self._check_dim(op.cube_id, vector, op.memory_id)
+        conn.execute(
+            "UPDATE vector_items SET embedding=? WHERE memory_id=?", (vector.tobytes(), op.memory_id)
+        )
+        self._staged.append(_Put(op.memory_id, op.cube_id, vector, row[0], row[1] == "activated"))
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def _ensure_index(self, cube_id: str, *, force: bool = False) -> None:
+        """Bring the cube's HNSW index up to date when it is due (always, with ``force``).
+
+        A first build, or one far behind, runs on a copy of the vectors without holding the state
+        lock, so writes and other searches carry on (exactly) meanwhile; a small catch-up is done in
+        place under the lock.
+        """
+        with self._state_lock:
+            cube = self._cubes.get(cube_id)
+            if cube is None or cube.building or cube.live <= self.ann_threshold or cube.pending == 0:
+                return
+            if not force and cube.pending <= self.ann_pending_limit:
+                return
+            if cube.has_index and cube.pending <= max(self.ann_pending_limit, cube.indexed // 4):
+                cube.catch_up()
+                return
+            build = cube.plan()
+            cube.building = True
+        index = None
+        try:
+            index = build.build()
+        finally:
+            with self._state_lock:
+                cube.building = False
+                if index is not None and self._cubes.get(cube_id) is cube:
+                    cube.install(build, index)
+
+    def _search_sync(
+        self, cube_id: str, query: F32, k: int, memory_types: Sequence[str] | None, include_retired: bool
+    ) -> list[ScoredMemory]:
+        self._ensure_index(cube_id)
+        with self._state_lock:
+            cube = self._cubes.get(cube_id)
+            if cube is None or cube.live == 0:
+                return []
+            if len(query) != cube.dim:
+                raise DimensionMismatch(
+                    f"query vector has dimension {len(query)}, cube {cube_id!r} holds {cube.dim}"
+                )
+            codes = None
+            if memory_types is not None:
+                codes = [self._types[t] for t in memory_types if t in self._types]
+                if not codes:
+                    return []
+            hits = cube.search(query, k, codes=codes, include_retired=include_retired,
+                               use_index=cube.live > self.ann_threshold)  # fmt: skip
+        return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="vector") for i, s in hits]
+
+    async def search(
+        self,
+        cube_id: str,
+        vector: Sequence[float],
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[ScoredMemory]:
+        """Top ``k`` memories by cosine similarity (best first, ties by id); [] for a cube without vectors.
+
+        Raises DimensionMismatch when ``vector`` does not fit the cube's dimension.
+        """
+        if k <= 0:
+            return []
+        query = _vector(vector)
+        return await asyncio.to_thread(self._search_sync, cube_id, query, k, memory_types, include_retired)
+
+    async def dimension(self, cube_id: str) -> int | None:
+        """Dimension of the cube's vectors, or None when it has none."""
+        cube = self._cubes.get(cube_id)  # no lock: must not block the event loop behind an index build
+        return cube.dim if cube is not None and cube.live > 0 else None
+
+    async def build_index(self, cube_id: str | None = None) -> None:
+        """Index every unindexed vector of cubes above ``ann_threshold`` now (else the next search does)."""
+
+        def build() -> None:
+            with self._state_lock:
+                cube_ids = [cube_id] if cube_id is not None else list(self._cubes)
+            for cid in cube_ids:
+                self._ensure_index(cid, force=True)
+
+        await asyncio.to_thread(build)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per cube: live vectors, vectors in the ANN index, vectors waiting to be indexed."""
+        with self._state_lock:
+            return {
+                cid: {"live": c.live, "indexed": c.indexed, "pending": c.pending}
+                for cid, c in self._cubes.items()
+            }

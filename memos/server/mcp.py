@@ -1,0 +1,201 @@
+"""The MCP server: add, search and delete tools over stdio or streamable HTTP, backed by the memory service.
+
+Identity: over stdio, the user of the configured API key (or ``--user``). Over HTTP, every request
+must carry an API key (``Authorization: Bearer`` or ``X-API-Key``) and tools act as its user, unless
+the server runs local-only on a loopback address, where the configured user is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from pydantic import Field
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from memos.server.auth import KeyAuthenticator, is_loopback
+from schemas.errors import ConfigError, MemorySystemError
+from streams.app import Runtime
+from streams.service import MemoryService
+from streams.settings import AppSettings
+
+__all__ = ["KeyGate", "build_mcp_server", "serve_mcp"]
+
+logger = logging.getLogger(__name__)
+
+Transport = Literal["stdio", "http"]
+
+
+def _header_key(headers: Mapping[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if lowered.get("x-api-key", "").strip():
+        return lowered["x-api-key"].strip()
+    scheme, _, token = lowered.get("authorization", "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def build_mcp_server(
+    service: MemoryService, auth: KeyAuthenticator, *, default_user: str | None
+) -> MCPServer:
+    """An MCPServer whose tools act as the request's key's user, else as ``default_user``."""
+    server: MCPServer = MCPServer(
+        "memos",
+        instructions="Long-term memory: add, search and delete memories in "
+        "cubes you own or that were shared with you.",
+    )
+
+    async def user_of(ctx: Context) -> str:
+        key = _header_key(ctx.headers)
+        if key is not None:
+            caller = await auth.authenticate(key)
+            if caller is None or caller.user_id is None:
+                raise ToolError("invalid or revoked API key")
+            return caller.user_id
+        if default_user is None:
+            raise ToolError("an API key is required (Authorization: Bearer mk_... or X-API-Key)")
+        return default_user
+
+    @server.tool(
+        name="add", description="Remember text (or chat messages) in a cube; returns the new memories."
+    )
+    async def add(
+        ctx: Context,
+        content: Annotated[
+            str | list[dict[str, Any]], Field(description="Text, or OpenAI-style chat messages.")
+        ],
+        cube_id: Annotated[str, Field(min_length=1, max_length=256, description="Cube to write to.")],
+        mode: Annotated[
+            Literal["fast", "fine"], Field(description="fast: chunks; fine: extraction.")
+        ] = "fast",
+        session_id: Annotated[
+            str, Field(max_length=256, description="Conversation session.")
+        ] = "default_session",
+    ) -> dict[str, Any]:
+        user = await user_of(ctx)
+        messages = [{"role": "user", "content": content}] if isinstance(content, str) else content
+        try:
+            results = await service.add(
+                user,
+                [cube_id],
+                messages,
+                mode=mode,
+                session_id=session_id,
+                async_mode="sync",
+                auto_create=False,
+            )
+        except MemorySystemError as exc:
+            raise ToolError(str(exc)) from exc
+        entry = results[0]
+        return {
+            "cube_id": cube_id,
+            "task_id": entry["task_id"],
+            "status": entry["status"],
+            "error": entry.get("error"),
+            "memories": entry["memories"],
+        }
+
+    @server.tool(name="search", description="Search memories of one or more cubes by meaning.")
+    async def search(
+        ctx: Context,
+        query: Annotated[str, Field(min_length=1, description="What to look for.")],
+        cube_ids: Annotated[list[str], Field(min_length=1, description="Cubes to search.")],
+        top_k: Annotated[int, Field(ge=1, le=100, description="Memories to return.")] = 10,
+    ) -> dict[str, Any]:
+        user = await user_of(ctx)
+        try:
+            result: dict[str, Any] = await service.search(user, cube_ids, query, top_k=top_k)
+        except MemorySystemError as exc:
+            raise ToolError(str(exc)) from exc
+        return result
+
+    @server.tool(
+        name="delete", description="Delete memories of one cube by id (ids of other cubes are errors)."
+    )
+    async def delete(
+        ctx: Context,
+        cube_id: Annotated[str, Field(min_length=1, max_length=256, description="Cube the memories are in.")],
+        memory_ids: Annotated[list[str], Field(min_length=1, description="Memory ids to delete.")],
+    ) -> dict[str, Any]:
+        user = await user_of(ctx)
+        try:
+            deleted = await service.delete(user, cube_id, memory_ids)
+        except MemorySystemError as exc:
+            raise ToolError(str(exc)) from exc
+        return {"cube_id": cube_id, "deleted_ids": deleted}
+
+    return server
+
+
+class KeyGate:
+    """ASGI guard of the MCP HTTP endpoint: 401 unless the request carries a valid API key."""
+
+    def __init__(self, app: ASGIApp, auth: KeyAuthenticator, *, required: bool) -> None:
+        self.app = app
+        self.auth = auth
+        self.required = required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+            key = _header_key(headers)
+            ok = (await self.auth.authenticate(key)) is not None if key else not self.required
+            if not ok:
+                from fastapi.responses import JSONResponse
+
+                message = (
+                    "invalid or revoked API key" if key else "missing API key (Authorization: Bearer mk_...)"
+                )
+                response = JSONResponse(
+                    {"code": 401, "message": message, "data": None},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def serve_mcp(
+    settings: AppSettings,
+    *,
+    transport: Transport = "stdio",
+    user_id: str | None = None,
+    api_key: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    local_only: bool = False,
+) -> None:
+    """Run the MCP server until it is stopped (stdin closes, or the HTTP server exits)."""
+    if transport == "http" and local_only and not is_loopback(host):
+        raise ConfigError(f"local-only MCP over HTTP is refused on the non-loopback address {host!r}")
+    async with Runtime(settings) as rt:
+        service = MemoryService(rt)
+        auth = KeyAuthenticator(service)
+        default_user: str | None = None
+        if api_key:
+            caller = await auth.authenticate(api_key)
+            if caller is None:
+                raise ConfigError("the MCP server's API key is invalid or revoked")
+            default_user = caller.user_id
+        elif user_id:
+            if not service.control.user_exists(user_id):
+                raise ConfigError(f"user {user_id!r} does not exist (create it with `memos users create`)")
+            default_user = user_id
+        if transport == "stdio":
+            if default_user is None:
+                raise ConfigError("the stdio MCP server needs --api-key (or $MEMOS_API_KEY) or --user")
+            await build_mcp_server(service, auth, default_user=default_user).run_stdio_async()
+            return
+        import uvicorn
+
+        server = build_mcp_server(service, auth, default_user=default_user if local_only else None)
+        app = KeyGate(server.streamable_http_app(host=host), auth, required=not local_only)
+        logger.info("mcp server listening host=%s port=%d local_only=%s", host, port, local_only)
+        await uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", loop="asyncio")
+        ).serve()

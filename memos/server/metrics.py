@@ -1,0 +1,147 @@
+"""Prometheus metrics of the HTTP server: requests and latency per route, processor lag, tasks, model tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from schemas.errors import MemorySystemError
+from schemas.topics import ALL_TOPICS, MEMORIES
+from streams.app import Runtime
+from streams.feed import subscribe
+
+__all__ = ["CONTENT_TYPE", "PROCESSOR_GROUPS", "Metrics", "MetricsMiddleware"]
+
+logger = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROCESSOR_GROUPS = ("deriver", "refiner", "projector", "control", "scheduler", "kv-warmer")
+"""Consumer groups whose lag is reported (groups without commits are left out)."""
+
+_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Metrics:
+    """One registry per app (so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "memos_http_requests_total",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "memos_http_request_duration_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "memos_processor_lag_records",
+            "Records not yet committed by a processor (consumer group).",
+            ["group", "topic"],
+            registry=self.registry,
+        )
+        self.tasks = Gauge(
+            "memos_tasks", "Tasks by status (control projection).", ["status"], registry=self.registry
+        )
+        self.tokens = Counter(
+            "memos_model_tokens_total",
+            "Model tokens recorded in memory events since this server started.",
+            ["model", "kind", "direction"],
+            registry=self.registry,
+        )
+        self._token_task: asyncio.Task[None] | None = None
+
+    # --- scrape ---------------------------------------------------------------------------------------
+
+    async def render(self, runtime: Runtime) -> bytes:
+        """Refresh the gauges read from the log and the control store, then render the text format."""
+        self.lag.clear()
+        for topic in ALL_TOPICS:
+            ends = await runtime.log.end_offsets(topic)
+            for group in PROCESSOR_GROUPS:
+                committed = await runtime.log.committed(group, topic)
+                if committed:
+                    lag = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+                    self.lag.labels(group=group, topic=topic).set(lag)
+        self.tasks.clear()
+        for status, count in runtime.control.task_counts().items():
+            self.tasks.labels(status=status).set(count)
+        return generate_latest(self.registry)
+
+    # --- model tokens from memory events -------------------------------------------------------------
+
+    def start_token_watch(self, runtime: Runtime, *, poll_interval_s: float = 1.0) -> None:
+        """Follow the memories topic from now on and count the model usage the events record."""
+        if self._token_task is None:
+            self._token_task = asyncio.create_task(
+                self._watch_tokens(runtime, poll_interval_s), name="metrics:tokens"
+            )
+
+    async def stop(self) -> None:
+        """Stop the token watcher. Idempotent."""
+        task, self._token_task = self._token_task, None
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch_tokens(self, runtime: Runtime, poll_interval_s: float) -> None:
+        while True:
+            try:
+                async for envelope, _ in subscribe(
+                    runtime.log, start="now", topic=MEMORIES, poll_interval_s=poll_interval_s
+                ):
+                    self.count_usage(getattr(envelope.event, "usage", None) or [])
+            except MemorySystemError as exc:
+                logger.warning("token metrics watcher restarting error=%r", exc)
+                await asyncio.sleep(poll_interval_s)
+
+    def count_usage(self, usage: list[Any]) -> None:
+        """Add the tokens of ``ModelUsage`` records."""
+        for u in usage:
+            if u.prompt_tokens:
+                self.tokens.labels(model=u.model_id, kind=u.kind, direction="prompt").inc(u.prompt_tokens)
+            if u.completion_tokens:
+                self.tokens.labels(model=u.model_id, kind=u.kind, direction="completion").inc(
+                    u.completion_tokens
+                )
+
+
+class MetricsMiddleware:
+    """Counts requests and observes latency per route template (never per raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(method=method, route=route, status=str(status)).inc()
+            self.metrics.latency.labels(method=method, route=route).observe(time.perf_counter() - started)

@@ -1,0 +1,182 @@
+"""Routes beyond MemOS: the memory-change feed (SSE), cube replay, health and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from sse_starlette import EventSourceResponse
+
+from memos.api.product_models import BaseResponse
+from memos.server.auth import Caller, acting_user, get_caller
+from memos.server.metrics import CONTENT_TYPE, Metrics
+from schemas.errors import NotFound, PermissionDenied, ValidationFailed
+from streams.app import Runtime
+from streams.feed import Cursor, format_cursor, parse_cursor, subscribe
+from streams.replay import replay_cube
+from streams.service import MemoryService
+
+__all__ = ["feed_start", "router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter()
+CallerDep = Annotated[Caller, Depends(get_caller)]
+UserQuery = Annotated[str | None, Query(max_length=256, description="User (defaults to the API key's user).")]
+
+
+def _service(request: Request) -> MemoryService:
+    service: MemoryService = request.app.state.service
+    return service
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+@router.get("/healthz", tags=["ops"], summary="Liveness (no authentication)")
+async def healthz(request: Request) -> dict[str, Any]:
+    """200 once the runtime is up."""
+    return {
+        "code": 200,
+        "message": "ok",
+        "data": {"status": "ok", "started": hasattr(request.app.state, "runtime")},
+    }
+
+
+@router.get(
+    "/metrics",
+    tags=["ops"],
+    summary="Prometheus metrics (admin key, or local-only mode)",
+    response_class=Response,
+)
+async def metrics(request: Request, caller: CallerDep) -> Response:
+    """Requests and latency per route, processor lag, tasks by status, model tokens (text format 0.0.4)."""
+    if caller.user_id is not None and not caller.is_admin:
+        raise PermissionDenied("metrics are for admin keys (`memos users create NAME --admin`)")
+    registry: Metrics = request.app.state.metrics
+    return Response(await registry.render(_runtime(request)), media_type=CONTENT_TYPE)
+
+
+def feed_start(start: str, cursor_text: str | None) -> Literal["beginning", "now"] | int | Cursor:
+    """Where a feed starts: a cursor (Last-Event-ID or ``cursor``) wins over ``from``."""
+    if cursor_text:
+        return parse_cursor(cursor_text)
+    if start in ("beginning", "now"):
+        return start  # type: ignore[return-value]
+    if start.isdigit():
+        return int(start)
+    raise ValidationFailed(f"from must be 'beginning', 'now' or an offset, not {start!r}", field="from")
+
+
+@router.get(
+    "/v1/feed",
+    tags=["feed"],
+    summary="Memory-change feed (SSE, resumable with Last-Event-ID)",
+    response_class=EventSourceResponse,
+)
+async def feed(
+    request: Request,
+    caller: CallerDep,
+    user_id: UserQuery = None,
+    cube: Annotated[
+        list[str] | None, Query(description="Cubes to follow (repeatable); default: all readable.")
+    ] = None,
+    start: Annotated[
+        str,
+        Query(
+            alias="from",
+            max_length=20,
+            pattern=r"^(beginning|now|\d+)$",
+            description="'beginning', 'now' or an offset per partition.",
+        ),
+    ] = "now",
+    cursor: Annotated[
+        str | None, Query(max_length=4096, description="Resume exactly (as Last-Event-ID).")
+    ] = None,
+    follow: Annotated[
+        bool, Query(description="Keep waiting for new events; false ends at the current end.")
+    ] = True,
+    limit: Annotated[int | None, Query(ge=1, description="Stop after this many events.")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=4096)] = None,
+) -> EventSourceResponse:
+    """Server-sent events, one per memory event: ``event`` is the event type, ``id`` the cursor after it.
+
+    Reconnecting with ``Last-Event-ID`` resumes exactly after the last event delivered, for the same
+    set of cubes. Embeddings are left out of the payloads.
+    """
+    service, rt = _service(request), _runtime(request)
+    user = acting_user(caller, user_id)
+    begin = feed_start(start, last_event_id or cursor)
+    cube_ids: list[str] | None
+    if cube:
+        cube_ids = list(dict.fromkeys(cube))
+        for c in cube_ids:
+            service.check_read(user, c)
+    else:
+        cube_ids = [c["cube_id"] for c in service.control.cubes_of(user)]
+        if not cube_ids:
+            if not caller.is_admin:
+                raise NotFound(f"user {user!r} cannot read any cube", field="cube")
+            cube_ids = None
+    watch_access = not caller.is_admin
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        count = 0
+        async for envelope, after in subscribe(rt.log, cube_ids=cube_ids, start=begin, follow=follow):
+            event = envelope.event
+            if watch_access and not _may_read(service, user, event.key):
+                logger.info("feed closed: access withdrawn user=%s cube=%s", user, event.key)
+                return
+            payload = {
+                "position": {
+                    "topic": envelope.position.topic,
+                    "partition": envelope.position.partition,
+                    "offset": envelope.position.offset,
+                },
+                "event": event.model_dump(mode="json", exclude={"embedding"}),
+            }
+            yield {
+                "id": format_cursor(after),
+                "event": event.event_type,
+                "data": json.dumps(payload, ensure_ascii=False),
+            }
+            count += 1
+            if limit is not None and count >= limit:
+                return
+
+    return EventSourceResponse(events(), ping=15)
+
+
+def _may_read(service: MemoryService, user: str, cube_id: str) -> bool:
+    try:
+        service.check_read(user, cube_id)
+    except (NotFound, PermissionDenied):
+        return False
+    return True
+
+
+@router.post(
+    "/v1/cubes/{cube_id}/replay",
+    tags=["cubes"],
+    summary="Rebuild a cube's projections from the log",
+    response_model=BaseResponse[dict[str, Any]],
+)
+async def replay(
+    request: Request,
+    caller: CallerDep,
+    cube_id: Annotated[str, Path(min_length=1, max_length=256, description="Cube to rebuild.")],
+    user_id: UserQuery = None,
+) -> BaseResponse[dict[str, Any]]:
+    """Drop the cube from every projection and rebuild it from the memories topic (needs write access)."""
+    service = _service(request)
+    user = acting_user(caller, user_id)
+    await service.check_write(user, cube_id, auto_create=False)
+    applied = await replay_cube(_runtime(request), cube_id)
+    return BaseResponse[dict[str, Any]](
+        message="Cube replayed", data={"cube_id": cube_id, "events_applied": applied}
+    )

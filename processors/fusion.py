@@ -1,0 +1,207 @@
+"""Ranking maths for search: keyword-query cleanup, weighted reciprocal-rank fusion, calibration, MMR."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "STOPWORDS",
+    "calibrate",
+    "cosine",
+    "cosine_to",
+    "keyword_query",
+    "mmr_select",
+    "normalised",
+    "query_terms",
+    "reciprocal_rank_fusion",
+    "similarity_matrix",
+    "term_coverage",
+    "term_patterns",
+]
+
+logger = logging.getLogger(__name__)
+
+STOPWORDS: frozenset[str] = frozenset(
+    """
+    a about above after again against all am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have
+    having he her here hers herself him himself his how i if in into is it its itself just me more most
+    my myself no nor not now of off on once only or other our ours ourselves out over own same she should
+    so some such than that the their theirs them themselves then there these they this those through to
+    too under until up very was we were what when where which while who whom whose why will with would
+    you your yours yourself yourselves s t d ll m re ve
+    please tell kind sort thing things something anything ever also yet still many much
+    """.split()
+)
+"""Function words and question words dropped from keyword queries (never from the dense query)."""
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+def query_terms(text: str, *, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
+    """Content terms of a query, lower-cased, in first-seen order, without stopwords or duplicates.
+
+    Possessives and contractions split on the apostrophe ("Caroline's" -> "caroline"). When every
+    term is a stopword the terms are kept, so a query such as "who am I" still searches for something.
+    """
+    tokens = [t for t in _TOKEN.findall(text.lower()) if t != "_"]
+    content = [t for t in tokens if t not in stopwords and len(t) > 1 or t.isdigit()]
+    chosen = content or tokens
+    return list(dict.fromkeys(chosen))
+
+
+def keyword_query(text: str, *, strip_stopwords: bool = True) -> str:
+    """The text handed to the keyword index: content terms joined by spaces (no operators)."""
+    if not strip_stopwords:
+        return " ".join(dict.fromkeys(t for t in _TOKEN.findall(text.lower()) if t != "_"))
+    return " ".join(query_terms(text))
+
+
+def term_patterns(terms: Sequence[str]) -> list[re.Pattern[str]]:
+    """One pattern per term for :func:`term_coverage`: the whole word, or for a term of 4+ characters
+    any word starting with all but its last character ("hotels" finds "hotel", "travel" "travelling")."""
+    patterns = []
+    for term in terms:
+        body = re.escape(term[:-1]) if len(term) >= 4 else re.escape(term) + r"\b"
+        patterns.append(re.compile(r"\b" + body, re.IGNORECASE))
+    return patterns
+
+
+def term_coverage(patterns: Sequence[re.Pattern[str]], text: str) -> float:
+    """Fraction of the query terms (as :func:`term_patterns`) found in ``text``."""
+    if not patterns:
+        return 0.0
+    return sum(1 for p in patterns if p.search(text)) / len(patterns)
+
+
+def reciprocal_rank_fusion(
+    rankings: Mapping[str, Sequence[str]], *, weights: Mapping[str, float], k: float
+) -> dict[str, float]:
+    """Weighted RRF: score(d) = sum over retrievers r of weights[r] / (k + rank_r(d)), ranks from 1.
+
+    A retriever without a weight counts with weight 1.0. An id listed twice by one retriever keeps its
+    best rank. Larger ``k`` flattens the curve (Cormack et al. 2009 use 60).
+    """
+    fused: dict[str, float] = {}
+    for name, ids in rankings.items():
+        weight = weights.get(name, 1.0)
+        if weight == 0.0:
+            continue
+        seen: set[str] = set()
+        for rank, memory_id in enumerate(ids, start=1):
+            if memory_id in seen:
+                continue
+            seen.add(memory_id)
+            fused[memory_id] = fused.get(memory_id, 0.0) + weight / (k + rank)
+    return fused
+
+
+def normalised(vector: Sequence[float]) -> NDArray[np.float64] | None:
+    """``vector`` scaled to unit length, or None when it is empty or zero."""
+    if len(vector) == 0:
+        return None
+    arr = np.asarray(vector, dtype=np.float64)
+    norm = float(np.linalg.norm(arr))
+    return None if norm == 0.0 else arr / norm
+
+
+def cosine(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Cosine similarity of two vectors; None when either is empty or zero, or the sizes differ."""
+    na, nb = normalised(a), normalised(b)
+    if na is None or nb is None or na.shape != nb.shape:
+        return None
+    return float(na @ nb)
+
+
+def cosine_to(query: NDArray[np.float64] | None, vectors: Sequence[Sequence[float]]) -> list[float | None]:
+    """Cosine of a unit ``query`` with each vector; None where a vector is missing, zero or of another size."""
+    out: list[float | None] = [None] * len(vectors)
+    if query is None:
+        return out
+    rows = [i for i, v in enumerate(vectors) if len(v) == query.shape[0]]
+    if not rows:
+        return out
+    mat = np.asarray([vectors[i] for i in rows], dtype=np.float64)
+    norms = np.linalg.norm(mat, axis=1)
+    dots = mat @ query
+    for i, dot, norm in zip(rows, dots.tolist(), norms.tolist(), strict=True):
+        if norm > 0.0:
+            out[i] = dot / norm
+    return out
+
+
+def similarity_matrix(vectors: Sequence[Sequence[float]]) -> NDArray[np.float64]:
+    """Pairwise cosine similarities; rows of missing, zero or odd-sized vectors are 0 (1 on the diagonal)."""
+    n = len(vectors)
+    sizes = [len(v) for v in vectors if len(v)]
+    dim = max(set(sizes), key=sizes.count) if sizes else 0
+    sims: NDArray[np.float64] = np.zeros((n, n))
+    rows = [i for i, v in enumerate(vectors) if dim and len(v) == dim]
+    if rows:
+        mat = np.asarray([vectors[i] for i in rows], dtype=np.float64)
+        norms = np.linalg.norm(mat, axis=1, keepdims=True)
+        mat = np.divide(mat, norms, out=np.zeros_like(mat), where=norms > 0)
+        sims[np.ix_(rows, rows)] = mat @ mat.T
+    np.fill_diagonal(sims, 1.0)
+    return sims
+
+
+def calibrate(value: float, floor: float, ceiling: float) -> float:
+    """Map ``value`` linearly from [floor, ceiling] onto [0, 1], clamped."""
+    if ceiling <= floor:
+        return 1.0 if value >= ceiling else 0.0
+    return min(1.0, max(0.0, (value - floor) / (ceiling - floor)))
+
+
+def mmr_select(
+    relevance: Sequence[float] | NDArray[np.float64],
+    similarity: Sequence[Sequence[float]] | NDArray[np.float64],
+    *,
+    lambda_: float,
+    limit: int,
+    groups: Sequence[str] | None = None,
+    per_group: int | None = None,
+    prefill: int = 0,
+    duplicate_threshold: float | None = None,
+) -> list[int]:
+    """Maximal marginal relevance: indices picked greedily by lambda*rel - (1-lambda)*max sim to picked.
+
+    ``relevance`` should be in [0, 1] like ``similarity`` (a square matrix). The first ``prefill`` picks
+    go by relevance alone (as MemOS does for its top 5). With ``groups`` and ``per_group``, at most
+    ``per_group`` items are picked per group (one group per cube). A candidate whose similarity to an
+    already picked item is at or above ``duplicate_threshold`` is dropped as a near duplicate.
+    Ties break on the lower index, so equal input gives equal output.
+    """
+    rel = np.asarray(relevance, dtype=np.float64)
+    n = rel.shape[0]
+    if n == 0 or limit <= 0:
+        return []
+    sims = np.asarray(similarity, dtype=np.float64).reshape(n, n)
+    open_ = np.ones(n, dtype=bool)
+    max_sim = np.zeros(n, dtype=np.float64)
+    group_ids = np.zeros(n, dtype=np.int64)
+    if groups is not None:
+        names = {name: i for i, name in enumerate(dict.fromkeys(groups))}
+        group_ids = np.asarray([names[g] for g in groups], dtype=np.int64)
+    counts = np.zeros(int(group_ids.max()) + 1, dtype=np.int64)
+    cap = per_group if groups is not None and per_group is not None else None
+    picked: list[int] = []
+    while len(picked) < limit:
+        allowed = open_ if cap is None else open_ & (counts[group_ids] < cap)
+        if not allowed.any():
+            break
+        score = rel if len(picked) < prefill else lambda_ * rel - (1.0 - lambda_) * max_sim
+        best = int(np.argmax(np.where(allowed, score, -np.inf)))
+        picked.append(best)
+        open_[best] = False
+        counts[group_ids[best]] += 1
+        row = sims[best]
+        if duplicate_threshold is not None:
+            open_ &= row < duplicate_threshold
+        np.maximum(max_sim, row, out=max_sim)
+    return picked

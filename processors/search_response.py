@@ -1,0 +1,137 @@
+"""MemOS search response shaping (pure): memory items, per-cube buckets, ``pref_string`` and ``pref_note``.
+
+The shapes are MemOS's; ``processors.retrieval`` names the files they were read from.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from processors.retrieval import Bucket, Hit, SearchQuery
+from schemas.memory import MemoryRecord
+
+__all__ = ["PREF_NOTE", "build_response", "memory_item", "preference_strings"]
+
+logger = logging.getLogger(__name__)
+
+PREF_NOTE = (
+    "# Note:\n"
+    "Plaintext memories summarise facts; preference memories summarise what the user prefers.\n"
+    "Do not contradict any of the user's preferences, explicit or implicit, and say briefly how the answer "
+    "respects them. When they conflict: explicit preference > implicit preference > plaintext memory.\n"
+)
+"""Instruction that follows the preference list in ``pref_string`` (returned alone as ``pref_note``)."""
+
+_BUCKET_KEYS: dict[Bucket, str] = {
+    "text": "text_mem",
+    "pref": "pref_mem",
+    "tool": "tool_mem",
+    "skill": "skill_mem",
+}
+
+
+def _iso(value: object) -> str | None:
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else None
+
+
+def memory_item(hit: Hit, *, include_embedding: bool = False) -> dict[str, Any]:
+    """One memory as MemOS returns it: ``{id, memory, ref_id, metadata{...}}`` (embedding [] unless asked)."""
+    record: MemoryRecord = hit.record
+    ref_id = f"[{record.id.split('-')[0]}]"
+    extra = dict(record.metadata)
+    info = extra.get("info")
+    metadata: dict[str, Any] = {
+        "user_id": record.user_id,
+        "session_id": record.session_id,
+        "status": record.status,
+        "type": extra.get("type", "fact"),
+        "key": record.key,
+        "confidence": record.confidence,
+        "source": extra.get("source"),
+        "tags": list(record.tags),
+        "visibility": extra.get("visibility"),
+        "updated_at": _iso(record.updated_at),
+        "info": info if isinstance(info, dict) else None,
+        "covered_history": list(record.successor_ids) if record.status == "retired" else None,
+        "memory_type": record.memory_type,
+        "sources": [s.model_dump(mode="json", exclude_none=True) for s in record.sources],
+        "embedding": list(record.embedding) if include_embedding else [],
+        "created_at": _iso(record.created_at),
+        "usage": [],
+        "background": record.background,
+        "file_ids": [s.file_id for s in record.sources if s.file_id],
+        "relativity": hit.relativity,
+        "ref_id": ref_id,
+        "id": record.id,
+        "memory": record.memory,
+        "cube_id": record.cube_id,
+        "revision": record.revision,
+        "extractor": record.extractor,
+        "retire_reason": record.retire_reason,
+        "successor_ids": list(record.successor_ids),
+        "valid_from": _iso(record.valid_from),
+        "valid_to": _iso(record.valid_to),
+        "origin_event_id": record.origin_event_id,
+        "embedding_model": record.embedding_model,
+    }
+    for key, value in extra.items():
+        if key not in metadata and key != "embedding":
+            metadata[key] = value
+    return {"id": record.id, "memory": record.memory, "ref_id": ref_id, "metadata": metadata}
+
+
+def preference_strings(items: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """``(pref_string, pref_note)`` for preference items: numbered explicit then implicit preferences.
+
+    A preference's text is ``metadata["preference"]`` when set, else the memory text; its kind is
+    ``metadata["preference_type"]`` (``explicit_preference`` unless it says ``implicit_preference``).
+    No preferences give ``("", "")``.
+    """
+    explicit: list[str] = []
+    implicit: list[str] = []
+    for item in items:
+        meta = item.get("metadata", {})
+        text = str(meta.get("preference") or item.get("memory") or "").strip()
+        if not text:
+            continue
+        (implicit if meta.get("preference_type") == "implicit_preference" else explicit).append(text)
+    if not explicit and not implicit:
+        return "", ""
+    parts = []
+    if explicit:
+        parts.append("Explicit Preference:\n" + "\n".join(f"{n}. {p}" for n, p in enumerate(explicit, 1)))
+    if implicit:
+        parts.append("Implicit Preference:\n" + "\n".join(f"{n}. {p}" for n, p in enumerate(implicit, 1)))
+    return "\n".join(parts) + "\n" + PREF_NOTE, PREF_NOTE
+
+
+def build_response(
+    query: SearchQuery, selected: Mapping[Bucket, Mapping[str, Sequence[Hit]]]
+) -> dict[str, Any]:
+    """The MemOS ``data`` dict: one bucket per readable cube in text_mem, tool_mem, skill_mem and (when
+    preferences are asked for) pref_mem; act_mem and para_mem empty; pref_string and pref_note."""
+    data: dict[str, Any] = {
+        "text_mem": [],
+        "act_mem": [],
+        "para_mem": [],
+        "pref_mem": [],
+        "pref_note": "",
+        "pref_string": "",
+        "tool_mem": [],
+        "skill_mem": [],
+    }
+    for bucket, key in _BUCKET_KEYS.items():
+        if bucket == "pref" and not query.include_preference:
+            continue
+        per_cube = selected.get(bucket, {})
+        for cube in query.readable_cube_ids:
+            memories = [
+                memory_item(h, include_embedding=query.include_embedding) for h in per_cube.get(cube, ())
+            ]
+            data[key].append({"cube_id": cube, "memories": memories, "total_nodes": len(memories)})
+    prefs = [m for b in data["pref_mem"] for m in b["memories"]]
+    data["pref_string"], data["pref_note"] = preference_strings(prefs)
+    return data

@@ -1,0 +1,100 @@
+"""Both benchmarks end to end on tiny inputs: a synthesised LoCoMo-shaped conversation and a few dozen turns."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.retrieval import budget_coverage, evidence_of, turns_of
+
+pytestmark = pytest.mark.timeout(600)
+
+ROOT = Path(__file__).resolve().parents[2]
+CATEGORY_KEYS = ("recall_multi_hop", "recall_temporal", "recall_open_domain", "recall_single_hop",
+                 "recall_adversarial")
+LINES = [
+    ("Ada", "I adopted a grey kitten called Pixel from the shelter yesterday."),
+    ("Ben", "Congratulations! I started learning the cello last week."),
+    ("Ada", "Pixel already sleeps on my keyboard every afternoon."),
+    ("Ben", "My teacher says my bowing improved a lot."),
+    ("Ada", "I am running the Oslo half marathon in September."),
+    ("Ben", "Good luck, I will cheer for you from the finish line."),
+]
+
+
+def _conversation() -> dict[str, Any]:
+    """Three sessions of six short turns; one image turn; questions with bad and missing evidence."""
+    conversation: dict[str, Any] = {"speaker_a": "Ada", "speaker_b": "Ben"}
+    for s in (1, 2, 3):
+        conversation[f"session_{s}_date_time"] = f"10:0{s} am on {s} May, 2023"
+        conversation[f"session_{s}"] = [
+            {"speaker": who, "dia_id": f"D{s}:{t}", "text": f"{text} (session {s})"}
+            for t, (who, text) in enumerate(LINES, 1)
+        ]
+    conversation["session_2"][0]["blip_caption"] = "a photo of a grey kitten on a laptop"
+    conversation["session_4_date_time"] = "9:00 am on 9 May, 2023"  # a date without a body, as in conv-26
+    qa = [
+        {"question": "What is the name of Ada's kitten?", "answer": "Pixel", "evidence": ["D1:1"], "category": 4},
+        {"question": "When is Ada's half marathon?", "answer": "September", "evidence": ["D3:5"], "category": 2},
+        {"question": "What instrument and pet are mentioned?", "answer": "cello, kitten",
+         "evidence": ["D1:1", "D2:2", "D", "D9:99"], "category": 1},
+        {"question": "What does Ben think of the marathon?", "answer": "cheer", "evidence": ["D2:6"], "category": 3},
+        {"question": "What did Ben adopt?", "adversarial_answer": "a kitten", "evidence": ["D1:1"], "category": 5},
+        {"question": "Which question has no valid evidence?", "answer": "-", "evidence": ["D:1:2"], "category": 4},
+    ]
+    return {"sample_id": "conv-smoke", "conversation": conversation, "qa": qa}
+
+
+def _run(args: list[str], home: Path) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEMOS_HOME": str(home)}
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=540, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    figures: dict[str, Any] = json.loads(last)
+    return figures
+
+
+def test_retrieval_benchmark_on_a_synthesised_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    figures = _run(["bench.retrieval", str(path), "--relativity", "default,0"], tmp_path / "home")
+    for key in ("recall_at_1000w", "search_p50_ms", "search_p95_ms", *CATEGORY_KEYS, "recall_at_1000w_rel0"):
+        assert key in figures, key
+    assert figures["turns"] == 18
+    assert figures["questions"] == 5 and figures["questions_skipped"] == 1
+    assert 0 < figures["search_p50_ms"] <= figures["search_p95_ms"]
+    # the whole conversation fits in 1,000 words, so without a threshold every evidence turn is covered
+    assert figures["recall_at_1000w_rel0"] == 1.0
+    assert 0.0 <= figures["recall_at_1000w"] <= 1.0
+    assert figures["mean_words_rel0"] <= 1000
+
+
+def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
+    figures = _run(["bench.ingest", "--turns", "36", "--session-turns", "12", "--sessions", "3"], tmp_path / "h")
+    for key in ("ingest_turns_per_s", "embedder_raw_per_s", "ratio"):
+        assert figures[key] > 0, key
+    assert figures["turns"] == 36
+    assert figures["turns_not_searchable"] == 0
+    assert figures["texts_embedded"] >= figures["memories"] > 0
+    assert figures["ratio"] < 2.0  # the pipeline cannot beat its own embedder by much
+
+
+def test_budget_cuts_the_last_memory_and_skips_malformed_evidence() -> None:
+    turns = turns_of(_conversation()["conversation"])
+    contents = {t.dia_id: t.content for t in turns}
+    assert len(turns) == 18 and turns[6].content.endswith("[shares an image: a photo of a grey kitten on a laptop]")
+    first = {"memory": f"[t] user: {contents['D1:1']}", "metadata": {"sources": [{"message_id": "D1:1"}]}}
+    both = {"memory": f"{contents['D1:2']}\n{contents['D1:3']}",
+            "metadata": {"sources": [{"message_id": "D1:2"}, {"message_id": "D1:3"}]}}
+    words = len(first["memory"].split())
+    cut = budget_coverage([first, both], contents, budget_words=words + len(contents["D1:2"].split()))
+    assert cut.covered == {"D1:1", "D1:2"}  # D1:3 was cut off by the budget
+    assert budget_coverage([first, both], contents, budget_words=words - 1).covered == set()
+    assert evidence_of({"evidence": ["D1:1", "D", "D9:99", "D1:1"]}, contents) == ["D1:1"]

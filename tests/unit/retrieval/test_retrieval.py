@@ -1,0 +1,228 @@
+"""Candidate scoring and selection: fusion, graph expansion, session priority, thresholds, dedup, caps."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from processors.filters import compile_filter
+from processors.fusion import term_patterns
+from processors.retrieval import (
+    Hit,
+    SearchQuery,
+    SearchSettings,
+    apply_rerank,
+    bucket_limit,
+    bucket_types,
+    candidate_k,
+    expansion_seeds,
+    graph_ranking,
+    relativity,
+    score_hits,
+    select_hits,
+)
+from tests.unit.retrieval.records import edge, record
+
+SETTINGS = SearchSettings()
+Q = SearchQuery(query="hotel in Guangzhou", readable_cube_ids=("cube-a",))
+
+
+def hit(
+    memory_id: str, score: float, rel: float = 0.5, cube: str = "cube-a", emb: tuple[float, ...] = ()
+) -> Hit:
+    return Hit(record=record(memory_id, cube_id=cube, embedding=emb), score=score, relativity=rel)
+
+
+def test_search_query_memos_compatibility() -> None:
+    q = SearchQuery(query="x", mem_cube_id="c1")
+    assert q.readable_cube_ids == ("c1",)
+    q = SearchQuery(query="x", readable_cube_ids=("c2", "c1", "c2"), mem_cube_id="c1")
+    assert q.readable_cube_ids == ("c2", "c1")
+    q = SearchQuery.from_memos(
+        {"query": "x", "user_id": "u", "readable_cube_ids": ["a"], "moscube": False, "chat_history": None},
+        include_history=True,
+    )
+    assert q.readable_cube_ids == ("a",) and q.include_history and q.top_k == 10 and q.dedup == "mmr"
+    with pytest.raises(ValidationError):
+        SearchQuery(query="x", top_k=0)
+    with pytest.raises(ValidationError):
+        SearchQuery(query="x", relativity=1.5)
+
+
+def test_bucket_limits_and_types() -> None:
+    q = SearchQuery(query="x", top_k=7, pref_top_k=2, tool_mem_top_k=3, skill_mem_top_k=1)
+    assert [bucket_limit(b, q) for b in ("text", "pref", "tool", "skill")] == [7, 2, 3, 1]
+    off = SearchQuery(
+        query="x", include_preference=False, search_tool_memory=False, include_skill_memory=False
+    )
+    assert [bucket_limit(b, off) for b in ("pref", "tool", "skill")] == [0, 0, 0]
+    assert bucket_types("tool", q) == ("ToolSchemaMemory", "ToolTrajectoryMemory")
+    narrow = SearchQuery(query="x", search_memory_type="UserMemory")
+    assert bucket_types("text", narrow) == ("UserMemory",)
+    assert bucket_limit("text", SearchQuery(query="x", search_memory_type="SkillMemory")) == 0
+
+
+def test_candidate_k() -> None:
+    assert candidate_k(10, SETTINGS, filtered=False) == max(
+        SETTINGS.candidate_min, 10 * SETTINGS.candidate_multiplier
+    )
+    assert candidate_k(10, SETTINGS, filtered=True) > candidate_k(10, SETTINGS, filtered=False)
+    assert candidate_k(10_000, SETTINGS, filtered=False) == 10_000
+
+
+def test_score_hits_fuses_and_drops_what_may_not_be_returned() -> None:
+    records = {
+        "a": record("a", "hotel Guangzhou 7 Days Inn", embedding=(1.0, 0.0)),
+        "b": record("b", "unrelated", embedding=(0.0, 1.0)),
+        "old": record("old", "hotel Guangzhou old", status="retired", embedding=(1.0, 0.0)),
+        "pref": record("pref", "likes hotels", memory_type="PreferenceMemory", embedding=(1.0, 0.0)),
+        "other": record("other", "hotel", cube_id="cube-b", memory_type="LongTermMemory"),
+    }
+    rankings = {"dense": ["old", "pref", "b", "a", "ghost"], "keyword": ["a", "old"]}
+    hits = score_hits(
+        "text",
+        rankings,
+        records,
+        query=Q,
+        query_vector=[1.0, 0.0],
+        terms=["hotel"],
+        flt=None,
+        settings=SETTINGS,
+    )
+    assert [h.record.id for h in hits] == ["a", "b", "other"][:2]
+    assert hits[0].retrievers == ("dense", "keyword")
+    assert all(0.0 <= h.relativity <= 1.0 for h in hits)
+    assert hits[0].relativity > hits[1].relativity
+    with_history = score_hits(
+        "text",
+        rankings,
+        records,
+        query=Q.model_copy(update={"include_history": True}),
+        query_vector=[1.0, 0.0],
+        terms=["hotel"],
+        flt=None,
+        settings=SETTINGS,
+    )
+    assert "old" in [h.record.id for h in with_history]
+    prefs = score_hits(
+        "pref", rankings, records, query=Q, query_vector=[1.0, 0.0], terms=[], flt=None, settings=SETTINGS
+    )
+    assert [h.record.id for h in prefs] == ["pref"]
+
+
+def test_score_hits_applies_filters_and_recounts_ranks() -> None:
+    records = {i: record(i, tags=("keep",) if i != "x" else ()) for i in ("x", "y", "z")}
+    rankings = {"dense": ["x", "y", "z"]}
+    flt = compile_filter({"tags": {"contains": "keep"}})
+    hits = score_hits(
+        "text", rankings, records, query=Q, query_vector=[], terms=[], flt=flt, settings=SETTINGS
+    )
+    assert [h.record.id for h in hits] == ["y", "z"]
+    assert hits[0].score == pytest.approx(SETTINGS.weight_dense / (SETTINGS.rrf_k + 1))
+
+
+def test_session_priority_boosts_the_requests_session() -> None:
+    records = {"a": record("a", session_id="s1"), "b": record("b", session_id="s2")}
+    rankings = {"dense": ["a", "b"]}
+    plain = score_hits(
+        "text", rankings, records, query=Q, query_vector=[], terms=[], flt=None, settings=SETTINGS
+    )
+    assert [h.record.id for h in plain] == ["a", "b"]
+    boosted = score_hits(
+        "text",
+        rankings,
+        records,
+        query=Q.model_copy(update={"session_id": "s2"}),
+        query_vector=[],
+        terms=[],
+        flt=None,
+        settings=SETTINGS.model_copy(update={"session_boost": 0.5}),
+    )
+    assert [h.record.id for h in boosted] == ["b", "a"]
+    assert boosted[0].score == pytest.approx(plain[1].score * 1.5)
+
+
+def test_relativity_is_calibrated_cosine_raised_by_term_coverage() -> None:
+    r = record("a", "the hotel is nice")
+    s = SETTINGS.model_copy(update={"dense_floor": 0.5, "dense_ceiling": 1.0, "lexical_relativity": 0.5})
+    hotel, pool = term_patterns(["hotel"]), term_patterns(["pool"])
+    assert relativity(0.75, r, [], s) == pytest.approx(0.5)
+    assert relativity(None, r, hotel, s) == pytest.approx(0.5)
+    assert relativity(0.75, r, hotel, s) == pytest.approx(0.75)
+    assert relativity(0.2, r, pool, s) == 0.0
+    assert relativity(1.0, r, hotel, s) == 1.0
+
+
+def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
+    rankings = {"dense": ["a", "b"], "keyword": ["a"]}
+    relations = [
+        edge("a", "n1", "FOLLOWS"),
+        edge("n2", "b", "FOLLOWS"),
+        edge("a", "n3", "RELATES"),
+        edge("a", "n4", "SUPERSEDES"),
+        edge("far1", "far2", "FOLLOWS"),
+    ]
+    assert expansion_seeds(rankings, SETTINGS) == ["a", "b"]
+    ranked = graph_ranking(rankings, relations, SETTINGS)
+    assert ranked[0] == "n1"  # the best seed, strongest relation
+    assert set(ranked) == {"n1", "n2", "n3"}
+    assert "n4" not in ranked and "far1" not in ranked
+    assert graph_ranking(rankings, relations, SETTINGS.model_copy(update={"expansion_seeds": 0})) == []
+
+
+def test_relativity_threshold_and_per_cube_caps() -> None:
+    hits = {
+        "cube-a": [hit("a1", 0.9, 0.9), hit("a2", 0.8, 0.2), hit("a3", 0.7, 0.7)],
+        "cube-b": [hit("b1", 0.95, 0.95, cube="cube-b")],
+        "cube-c": [],
+    }
+    out = select_hits(hits, limit=5, dedup="no", min_relativity=0.5, settings=SETTINGS)
+    assert [h.record.id for h in out["cube-a"]] == ["a1", "a3"]
+    assert [h.record.id for h in out["cube-b"]] == ["b1"]
+    assert out["cube-c"] == []
+    capped = select_hits(hits, limit=1, dedup="no", min_relativity=0.0, settings=SETTINGS)
+    assert [h.record.id for h in capped["cube-a"]] == ["a1"]
+    assert select_hits(hits, limit=0, dedup="no", min_relativity=0.0, settings=SETTINGS)["cube-a"] == []
+
+
+def test_dedup_modes() -> None:
+    same = (1.0, 0.0)
+    hits = {
+        "cube-a": [
+            Hit(record("a", "same text", embedding=same), 0.9, 0.9),
+            Hit(record("b", "same text", embedding=(0.999, 0.04)), 0.8, 0.9),
+            Hit(record("c", "other text", embedding=(0.0, 1.0)), 0.7, 0.9),
+        ]
+    }
+    picked = {
+        mode: [
+            h.record.id
+            for h in select_hits(hits, limit=3, dedup=mode, min_relativity=0, settings=SETTINGS)["cube-a"]
+        ]
+        for mode in ("no", "sim", "mmr", None)
+    }
+    assert picked["no"] == ["a", "b", "c"]
+    assert picked["sim"] == ["a", "c"]
+    assert picked["mmr"] == ["a", "c"]  # b is a near duplicate of a
+    assert picked[None] == ["a", "c"]  # exact-text dedup
+
+
+def test_mmr_spreads_over_cubes_with_per_cube_caps() -> None:
+    hits = {
+        "cube-a": [hit(f"a{i}", 1.0 - i / 10, emb=(1.0, float(i))) for i in range(4)],
+        "cube-b": [hit(f"b{i}", 0.5 - i / 10, cube="cube-b", emb=(float(i), 1.0)) for i in range(4)],
+    }
+    out = select_hits(hits, limit=2, dedup="mmr", min_relativity=0.0, settings=SETTINGS)
+    # cube-b's hits score lower than all of cube-a's, yet each cube still fills its own cap of 2
+    assert [h.record.id for h in out["cube-a"]][0] == "a0" and len(out["cube-a"]) == 2
+    assert [h.record.id for h in out["cube-b"]][0] == "b0" and len(out["cube-b"]) == 2
+
+
+def test_apply_rerank_blends_and_reorders() -> None:
+    hits = [hit("a", 0.04, 0.4), hit("b", 0.03, 0.6), hit("c", 0.01, 0.2)]
+    out = apply_rerank(hits, [0.1, 0.9], SETTINGS.model_copy(update={"rerank_weight": 0.5}))
+    assert [h.record.id for h in out] == ["b", "a", "c"]
+    assert out[0].score == pytest.approx(0.5 * 0.9 + 0.5 * 0.75)
+    assert out[0].relativity == pytest.approx(0.75)
+    assert out[2].score == pytest.approx(0.5 * 0.25)
+    assert apply_rerank([], [], SETTINGS) == []
