@@ -38,22 +38,102 @@ __all__ = ["EmbedRecorder", "conversations", "main", "measure", "wait_searchable
 
 logger = logging.getLogger(__name__)
 
-_NAMES = ("Avery", "Jordan", "Priya", "Mateo", "Hannah", "Kenji", "Lucia", "Omar", "Sofia", "Tobias", "Nia", "Felix")
+_NAMES = (
+    "Avery",
+    "Jordan",
+    "Priya",
+    "Mateo",
+    "Hannah",
+    "Kenji",
+    "Lucia",
+    "Omar",
+    "Sofia",
+    "Tobias",
+    "Nia",
+    "Felix",
+)
 _SLOTS: dict[str, tuple[str, ...]] = {
-    "place": ("Lisbon", "the farmers market", "Denver", "grandma's cabin", "the climbing gym", "Osaka", "the library",
-              "Lake Tahoe", "the new ramen place", "Montreal", "the community garden", "Berlin", "the science museum",
-              "Cape Cod", "the bowling alley", "Vancouver", "the old train station", "Marrakesh"),
-    "thing": ("pottery class", "half marathon", "sourdough starter", "guitar lessons", "book club", "road trip",
-              "job interview", "volunteer shift", "photography course", "kitchen renovation", "chess tournament",
-              "camping weekend", "salsa workshop", "charity bake sale", "coding bootcamp", "birdwatching walk"),
-    "person": ("my sister", "my manager", "our neighbour", "my dad", "an old college friend", "my cousin",
-               "my partner", "the kids", "my mentor", "my roommate", "my grandmother", "a coworker named Sam"),
-    "feeling": ("exhausting but worth it", "honestly a lot of fun", "harder than I expected", "really calming",
-                "a bit nerve-wracking", "the highlight of my month", "surprisingly emotional", "pure chaos"),
-    "day": ("last Tuesday", "over the weekend", "yesterday", "two weeks ago", "this morning", "on Friday night",
-            "last month", "on my birthday"),
+    "place": (
+        "Lisbon",
+        "the farmers market",
+        "Denver",
+        "grandma's cabin",
+        "the climbing gym",
+        "Osaka",
+        "the library",
+        "Lake Tahoe",
+        "the new ramen place",
+        "Montreal",
+        "the community garden",
+        "Berlin",
+        "the science museum",
+        "Cape Cod",
+        "the bowling alley",
+        "Vancouver",
+        "the old train station",
+        "Marrakesh",
+    ),
+    "thing": (
+        "pottery class",
+        "half marathon",
+        "sourdough starter",
+        "guitar lessons",
+        "book club",
+        "road trip",
+        "job interview",
+        "volunteer shift",
+        "photography course",
+        "kitchen renovation",
+        "chess tournament",
+        "camping weekend",
+        "salsa workshop",
+        "charity bake sale",
+        "coding bootcamp",
+        "birdwatching walk",
+    ),
+    "person": (
+        "my sister",
+        "my manager",
+        "our neighbour",
+        "my dad",
+        "an old college friend",
+        "my cousin",
+        "my partner",
+        "the kids",
+        "my mentor",
+        "my roommate",
+        "my grandmother",
+        "a coworker named Sam",
+    ),
+    "feeling": (
+        "exhausting but worth it",
+        "honestly a lot of fun",
+        "harder than I expected",
+        "really calming",
+        "a bit nerve-wracking",
+        "the highlight of my month",
+        "surprisingly emotional",
+        "pure chaos",
+    ),
+    "day": (
+        "last Tuesday",
+        "over the weekend",
+        "yesterday",
+        "two weeks ago",
+        "this morning",
+        "on Friday night",
+        "last month",
+        "on my birthday",
+    ),
     "month": ("January", "March", "May", "July", "September", "November"),
-    "food": ("spicy noodles", "lemon cake", "grilled peaches", "mushroom risotto", "fish tacos", "banana bread"),
+    "food": (
+        "spicy noodles",
+        "lemon cake",
+        "grilled peaches",
+        "mushroom risotto",
+        "fish tacos",
+        "banana bread",
+    ),
     "pet": ("dog Biscuit", "cat Miso", "parrot Kiwi", "rabbit Pepper"),
 }
 _TEMPLATES = (
@@ -87,8 +167,9 @@ def _turn(rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def conversations(turns: int, *, session_turns: int = 20, sessions: int = 10, seed: int = 7
-                  ) -> list[list[list[dict[str, Any]]]]:
+def conversations(
+    turns: int, *, session_turns: int = 20, sessions: int = 10, seed: int = 7
+) -> list[list[list[dict[str, Any]]]]:
     """Conversations -> sessions -> messages ("Name: text", chat_time, message_id), ``turns`` in all."""
     rng = random.Random(seed)
     out: list[list[list[dict[str, Any]]]] = []
@@ -102,8 +183,14 @@ def conversations(turns: int, *, session_turns: int = 20, sessions: int = 10, se
             session = []
             for t in range(min(session_turns, turns - made)):
                 speaker, role = (a, "user") if t % 2 == 0 else (b, "assistant")
-                session.append({"role": role, "content": f"{speaker}: {_turn(rng)}", "chat_time": when,
-                                "message_id": f"C{len(out)}:D{s + 1}:{t + 1}"})
+                session.append(
+                    {
+                        "role": role,
+                        "content": f"{speaker}: {_turn(rng)}",
+                        "chat_time": when,
+                        "message_id": f"C{len(out)}:D{s + 1}:{t + 1}",
+                    }
+                )
             made += len(session)
             if session:
                 conversation.append(session)
@@ -147,7 +234,9 @@ class EmbedRecorder:
 async def wait_searchable(rt: Runtime, *, timeout_s: float = 1800.0) -> None:
     """Wait until the deriver has read every recorded conversation and the projections hold its output."""
     ends = await rt.log.end_offsets(CONVERSATIONS)
-    await rt.wait_for("deriver", {(CONVERSATIONS, p): e for p, e in ends.items() if e > 0}, timeout_s=timeout_s)
+    await rt.wait_for(
+        "deriver", {(CONVERSATIONS, p): e for p, e in ends.items() if e > 0}, timeout_s=timeout_s
+    )
     await rt.settle([], timeout_s=timeout_s)
 
 
@@ -179,8 +268,14 @@ async def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         started = time.perf_counter()
         for n, conversation in enumerate(convs):
             for s, session in enumerate(conversation):
-                await service.add("bench", [cubes[n]], session, session_id=f"{cubes[n]}:{s}", mode="fast",
-                                  async_mode="async")
+                await service.add(
+                    "bench",
+                    [cubes[n]],
+                    session,
+                    session_id=f"{cubes[n]}:{s}",
+                    mode="fast",
+                    async_mode="async",
+                )
         await wait_searchable(rt)
         pipeline_s = time.perf_counter() - started
         if profiler is not None:
@@ -214,7 +309,9 @@ def _print(f: dict[str, Any], embedder: str) -> None:
     table = Table(title=f"fast-mode ingest ({embedder}, async adds then settle)")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    table.add_row("turns / memories / texts embedded", f"{f['turns']} / {f['memories']} / {f['texts_embedded']}")
+    table.add_row(
+        "turns / memories / texts embedded", f"{f['turns']} / {f['memories']} / {f['texts_embedded']}"
+    )
     table.add_row("embed calls (batches)", str(f["embed_calls"]))
     table.add_row("pipeline: first add -> searchable (s)", f"{f['pipeline_s']:.2f}")
     table.add_row("  of which inside embedder calls (s)", f"{f['pipeline_embed_s']:.2f}")

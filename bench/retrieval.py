@@ -115,8 +115,9 @@ class Coverage:
     memories: int = 0
 
 
-def budget_coverage(memories: Sequence[Mapping[str, Any]], contents: Mapping[str, str], *,
-                    budget_words: int = 1000) -> Coverage:
+def budget_coverage(
+    memories: Sequence[Mapping[str, Any]], contents: Mapping[str, str], *, budget_words: int = 1000
+) -> Coverage:
     """Turns covered by ``memories`` (rank order) within ``budget_words`` words; ``contents``: dia_id -> text."""
     out = Coverage()
     for item in memories:
@@ -150,26 +151,37 @@ def _ranks(memories: Sequence[Mapping[str, Any]], evidence: Sequence[str]) -> di
     return ranks
 
 
-def _ingest(sample: Mapping[str, Any], turns: Sequence[Turn], *, user_id: str, cube_id: str, roles: str) -> int:
+def _ingest(
+    sample: Mapping[str, Any], turns: Sequence[Turn], *, user_id: str, cube_id: str, roles: str
+) -> int:
     """Add every session with ``add_memories`` (fast, sync); returns the number of memories reported."""
     speaker_a = str(sample["conversation"]["speaker_a"])
     added = 0
     for session in sorted({t.session for t in turns}):
         part = [t for t in turns if t.session == session]
-        response = add_memories(APIADDRequest(
-            user_id=user_id, writable_cube_ids=[cube_id], session_id=f"{cube_id}:session_{session}",
-            async_mode="sync", mode="fast", messages=session_messages(part, speaker_a, roles=roles),
-        ))
+        response = add_memories(
+            APIADDRequest(
+                user_id=user_id,
+                writable_cube_ids=[cube_id],
+                session_id=f"{cube_id}:session_{session}",
+                async_mode="sync",
+                mode="fast",
+                messages=session_messages(part, speaker_a, roles=roles),
+            )
+        )
         if response.code != 200:
             raise MemorySystemError(f"add of {cube_id!r} session {session} failed: {response.message}")
         added += len(response.data or [])
     return added
 
 
-def _search(question: str, *, user_id: str, cube_id: str, top_k: int, relativity: float | None
-            ) -> tuple[list[dict[str, Any]], float]:
+def _search(
+    question: str, *, user_id: str, cube_id: str, top_k: int, relativity: float | None
+) -> tuple[list[dict[str, Any]], float]:
     extra = {} if relativity is None else {"relativity": relativity}
-    request = APISearchRequest(query=question, user_id=user_id, readable_cube_ids=[cube_id], top_k=top_k, **extra)
+    request = APISearchRequest(
+        query=question, user_id=user_id, readable_cube_ids=[cube_id], top_k=top_k, **extra
+    )
     started = time.perf_counter()
     response = search_memories(request)
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -214,9 +226,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     details = open(args.details, "w", encoding="utf-8") if args.details else None  # noqa: SIM115
     user_id, ingest_s, n_turns, n_memories, skipped = "locomo", 0.0, 0, 0, 0
     try:
-        for sample in samples:
+        for number, sample in enumerate(samples):
             conversation = sample["conversation"]
-            cube_id = str(sample.get("sample_id") or f"conv-{samples.index(sample)}")
+            cube_id = str(sample.get("sample_id") or f"conv-{number}")
             turns = turns_of(conversation)
             contents = {t.dia_id: t.content for t in turns}
             started = time.perf_counter()
@@ -229,20 +241,34 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                     skipped += 1
                     continue
                 category = int(qa["category"])
-                record: dict[str, Any] = {"cube": cube_id, "category": category, "question": qa["question"],
-                                          "evidence": evidence}
+                record: dict[str, Any] = {
+                    "cube": cube_id,
+                    "category": category,
+                    "question": qa["question"],
+                    "evidence": evidence,
+                }
                 for run in runs:
-                    memories, ms = _search(qa["question"], user_id=user_id, cube_id=cube_id, top_k=args.top_k,
-                                           relativity=run.relativity)
+                    memories, ms = _search(
+                        qa["question"],
+                        user_id=user_id,
+                        cube_id=cube_id,
+                        top_k=args.top_k,
+                        relativity=run.relativity,
+                    )
                     cov = budget_coverage(memories, contents, budget_words=args.budget_words)
                     recall = len(cov.covered & set(evidence)) / len(evidence)
                     run.recalls.setdefault(category, []).append(recall)
                     run.latencies.append(ms)
                     run.words.append(cov.words)
                     run.returned.append(len(memories))
-                    record[run.label] = {"recall": recall, "covered": sorted(cov.covered & set(evidence)),
-                                         "words": cov.words, "in_budget": cov.memories, "returned": len(memories),
-                                         "ranks": _ranks(memories, evidence)}
+                    record[run.label] = {
+                        "recall": recall,
+                        "covered": sorted(cov.covered & set(evidence)),
+                        "words": cov.words,
+                        "in_budget": cov.memories,
+                        "returned": len(memories),
+                        "ranks": _ranks(memories, evidence),
+                    }
                 if details is not None:
                     details.write(json.dumps(record) + "\n")
             logger.info("conversation %s done turns=%d", cube_id, len(turns))
@@ -253,10 +279,19 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     return _figures(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
 
 
-def _print(runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int,
-           args: argparse.Namespace) -> None:
-    table = Table(title=f"LoCoMo evidence recall within {args.budget_words} words (top_k={args.top_k}, "
-                        f"roles={args.roles})")
+def _print(
+    runs: Sequence[_Run],
+    *,
+    ingest_s: float,
+    turns: int,
+    memories: int,
+    skipped: int,
+    args: argparse.Namespace,
+) -> None:
+    table = Table(
+        title=f"LoCoMo evidence recall within {args.budget_words} words (top_k={args.top_k}, "
+        f"roles={args.roles})"
+    )
     table.add_column("category")
     table.add_column("questions", justify="right")
     for run in runs:
@@ -265,22 +300,37 @@ def _print(runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, 
     for category, name in CATEGORIES.items():
         count = len(head.recalls.get(category, []))
         table.add_row(f"{category} {name}", str(count), *(f"{r.recall(category):.3f}" for r in runs))
-    table.add_row("all", str(sum(len(v) for v in head.recalls.values())), *(f"{r.recall():.3f}" for r in runs))
-    table.add_row("search p50 / p95 ms", "", *(f"{_pct(r.latencies, .5):.1f} / {_pct(r.latencies, .95):.1f}"
-                                                for r in runs))
-    table.add_row("mean words / returned", "", *(f"{statistics.fmean(r.words or [0]):.0f} / "
-                                                  f"{statistics.fmean(r.returned or [0]):.1f}" for r in runs))
+    table.add_row(
+        "all", str(sum(len(v) for v in head.recalls.values())), *(f"{r.recall():.3f}" for r in runs)
+    )
+    table.add_row(
+        "search p50 / p95 ms",
+        "",
+        *(f"{_pct(r.latencies, 0.5):.1f} / {_pct(r.latencies, 0.95):.1f}" for r in runs),
+    )
+    table.add_row(
+        "mean words / returned",
+        "",
+        *(
+            f"{statistics.fmean(r.words or [0]):.0f} / {statistics.fmean(r.returned or [0]):.1f}"
+            for r in runs
+        ),
+    )
     console = Console(width=120)
     console.print(table)
-    console.print(f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
-                  f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
-                  f"questions skipped (no valid evidence): {skipped}")
+    console.print(
+        f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
+        f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
+        f"questions skipped (no valid evidence): {skipped}"
+    )
 
 
-def _figures(runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int) -> dict[str, Any]:
+def _figures(
+    runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n, run in enumerate(runs):
-        suffix = "" if n == 0 else "_" + run.label.replace("rel=", "rel").replace("default", "default")
+        suffix = "" if n == 0 else "_" + run.label.replace("=", "")
         out[f"recall_at_1000w{suffix}"] = round(run.recall(), 4)
         for category, name in CATEGORIES.items():
             out[f"recall_{name}{suffix}"] = round(run.recall(category), 4)
@@ -302,12 +352,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("path", help="LoCoMo JSON file (e.g. ../shared/data/locomo-dev.json)")
     parser.add_argument("--limit-conversations", type=int, default=0, help="first N conversations (0: all)")
     parser.add_argument("--limit-questions", type=int, default=0, help="first N questions per conversation")
-    parser.add_argument("--top-k", type=int, default=50, help="top_k of every search (enough for 1,000 words)")
+    parser.add_argument(
+        "--top-k", type=int, default=50, help="top_k of every search (enough for 1,000 words)"
+    )
     parser.add_argument("--budget-words", type=int, default=1000, help="word budget of the returned memories")
-    parser.add_argument("--relativity", default="default,0",
-                        help="comma list: 'default' (the API's threshold) or numbers; the first is the headline")
-    parser.add_argument("--roles", choices=("pair", "user"), default="pair",
-                        help="pair: speaker_a user, speaker_b assistant; user: both user")
+    parser.add_argument(
+        "--relativity",
+        default="default,0",
+        help="comma list: 'default' (the API's threshold) or numbers; the first is the headline",
+    )
+    parser.add_argument(
+        "--roles",
+        choices=("pair", "user"),
+        default="pair",
+        help="pair: speaker_a user, speaker_b assistant; user: both user",
+    )
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
     parser.add_argument("--home", default="", help="data directory (default: a fresh temp dir)")
     args = parser.parse_args(argv)

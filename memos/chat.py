@@ -1,6 +1,7 @@
 """Chat with memories: the core MOS.chat and the in-process ``chat_complete`` share.
 
-A local transformers model answers with the memories as a system-message prefix. When a cube's
+A local transformers model answers with the memories as a system-message prefix. When the runtime's
+kv-warmer keeps a warm cache of the cube for the same model (``Runtime.warm_cache``), or else the cube's
 activation memory (``KVCacheMemory``) holds caches built by the same model, that warm prefix cache is
 decoded on directly (``generate_with_memories(prefix=...)``: the query tokens only are run), and
 retrieved memories the cache does not hold go in the user turn. Otherwise, or with an OpenAI-compatible
@@ -115,17 +116,24 @@ def _local_answer(
     cube_id: str | None,
     max_tokens: int | None,
     temperature: float | None,
+    runtime_warm: Any = None,
 ) -> str:
     from memory_store.llm.huggingface import PrefixCache
 
     cached = _cached_texts(warm) if warm is not None and warm.llm.model_id == model.model_id else []
-    if warm is not None and cached:
+    if runtime_warm is not None:  # the kv-warmer's cache of this cube and model wins over act_mem
+        cached = list(runtime_warm.texts)
+    if cached:
         extra = [m for m in memories if m not in cached]
         turn = query
         if extra:
             turn = "Other relevant memories:\n" + "\n".join(f"- {m}" for m in extra) + f"\n\n{query}"
-        entry, _ = warm.warm(cached, cube_id=cube_id)
-        prefix = PrefixCache(entry.cache, entry.prefix_ids, entry.prefix_text, entry.build_ms)
+        if runtime_warm is not None:
+            prefix = runtime_warm.prefix_cache()
+        else:
+            assert warm is not None
+            entry, _ = warm.warm(cached, cube_id=cube_id)
+            prefix = PrefixCache(entry.cache, entry.prefix_ids, entry.prefix_text, entry.build_ms)
         out = model.generate_with_memories(
             compose_memory_text(cached),
             [*messages, {"role": "user", "content": turn}],
@@ -134,8 +142,9 @@ def _local_answer(
             temperature=temperature,
         )
         logger.info(
-            "chat path=warm_cache model=%s cached_tokens=%d memories=%d extra=%d ttft_ms=%.1f",
-            model.model_id, out.cached_tokens, len(cached), len(extra), out.ttft_s * 1000,
+            "chat path=warm_cache source=%s model=%s cached_tokens=%d memories=%d extra=%d ttft_ms=%.1f",
+            "kv-warmer" if runtime_warm is not None else "act_mem", model.model_id, out.cached_tokens,
+            len(cached), len(extra), out.ttft_s * 1000,
         )  # fmt: skip
         return model.finish_text(out.text)
     messages = [*messages, {"role": "user", "content": query}]
@@ -165,13 +174,16 @@ def generate_answer(
 ) -> str:
     """Answer ``query`` with ``memories`` as context; see the module doc for the warm-cache path.
 
-    ``warm`` is used only when ``model`` is a local model with the same id as the cache's model.
+    A warm cache is used only when ``model`` is a local model with the same id as the cache's model:
+    the runtime's kv-warmer cache of ``cube_id`` first (``Runtime.warm_cache``), else ``warm``.
     """
     messages = [{"role": str(m.get("role", "user")), "content": _text(m.get("content"))} for m in history]
     if hasattr(model, "generate_with_memories"):  # a local transformers model (torch is imported then)
+        local = cast("HuggingFaceChatModel", model)
+        runtime_warm = client.runtime.warm_cache(cube_id, local.model_id) if cube_id is not None else None
         return _local_answer(
-            cast("HuggingFaceChatModel", model), query, memories, messages, system_prompt=system_prompt,
-            warm=warm, cube_id=cube_id, max_tokens=max_tokens, temperature=temperature,
+            local, query, memories, messages, system_prompt=system_prompt, warm=warm, cube_id=cube_id,
+            max_tokens=max_tokens, temperature=temperature, runtime_warm=runtime_warm,
         )  # fmt: skip
     system = system_prompt or BASE_PROMPT
     if memories:

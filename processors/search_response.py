@@ -1,4 +1,4 @@
-"""MemOS search response shaping (pure): memory items, per-cube buckets, ``pref_string`` and ``pref_note``.
+"""The end of a search (pure): per-cube selection (threshold, dedup, caps) and MemOS response shaping.
 
 The shapes are MemOS's; ``processors.retrieval`` names the files they were read from.
 """
@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-from processors.retrieval import Bucket, Hit, SearchQuery
+import numpy as np
+from numpy.typing import NDArray
+
+from processors.fusion import mmr_select, similarity_matrix
+from processors.retrieval import Bucket, Hit, SearchQuery, SearchSettings
 from schemas.memory import MemoryRecord
 
-__all__ = ["PREF_NOTE", "build_response", "memory_item", "preference_strings"]
+__all__ = ["PREF_NOTE", "build_response", "memory_item", "preference_strings", "select_hits"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,3 +139,75 @@ def build_response(
     prefs = [m for b in data["pref_mem"] for m in b["memories"]]
     data["pref_string"], data["pref_note"] = preference_strings(prefs)
     return data
+
+
+def select_hits(
+    hits_by_cube: Mapping[str, Sequence[Hit]],
+    *,
+    limit: int,
+    dedup: Literal["no", "sim", "mmr"] | None,
+    min_relativity: float,
+    settings: SearchSettings,
+) -> dict[str, list[Hit]]:
+    """Per cube, the hits to return: above the relativity threshold, deduplicated, at most ``limit``.
+
+    Dedup runs over all cubes together (as MemOS does) with a cap of ``limit`` per cube:
+    ``"mmr"`` maximal marginal relevance over the stored embeddings, ``"sim"`` drops any hit whose cosine
+    to a better one is above ``sim_dedup_threshold``, ``"no"`` keeps everything, None drops exact
+    duplicate texts. Each cube's list keeps the order of selection.
+    """
+    result: dict[str, list[Hit]] = {cube: [] for cube in hits_by_cube}
+    if limit <= 0:
+        return result
+    pool: list[Hit] = []
+    groups: list[str] = []
+    for cube, hits in hits_by_cube.items():
+        kept = [h for h in hits if h.relativity >= min_relativity]
+        kept = kept[: limit * settings.dedup_pool] if dedup in ("mmr", "sim") else kept
+        pool.extend(kept)
+        groups.extend([cube] * len(kept))
+    if not pool:
+        return result
+    if dedup == "mmr":
+        top = max(h.score for h in pool) or 1.0
+        relevance = np.asarray([h.score / top for h in pool])
+        raw = similarity_matrix([h.record.embedding for h in pool])
+        penalty = np.clip((raw - settings.mmr_sim_floor) / max(1e-9, 1.0 - settings.mmr_sim_floor), 0.0, 1.0)
+        # near duplicates (raw cosine) go first, in relevance order, so MMR trades off only the rest
+        unique = _greedy_unique(
+            list(np.argsort(-relevance, kind="stable")), raw >= settings.duplicate_threshold
+        )
+        index = sorted(unique)
+        picked = mmr_select(
+            relevance[index],
+            penalty[np.ix_(index, index)],
+            lambda_=settings.mmr_lambda,
+            limit=limit * len(hits_by_cube),
+            groups=[groups[i] for i in index],
+            per_group=limit,
+            prefill=settings.mmr_prefill,
+        )
+        order = [index[p] for p in picked]
+    else:
+        order = sorted(range(len(pool)), key=lambda i: (-pool[i].score, pool[i].record.id))
+        if dedup == "sim":
+            raw = similarity_matrix([h.record.embedding for h in pool])
+            order = _greedy_unique(order, raw > settings.sim_dedup_threshold)
+        elif dedup is None:
+            texts = [h.record.memory.strip() for h in pool]
+            same = np.asarray([[a == b for b in texts] for a in texts], dtype=bool)
+            order = _greedy_unique(order, same)
+    for i in order:
+        bucket = result[groups[i]]
+        if len(bucket) < limit:
+            bucket.append(pool[i])
+    return result
+
+
+def _greedy_unique(order: Sequence[int], same: NDArray[np.bool_]) -> list[int]:
+    """Indices in ``order`` that are not ``same`` as an index kept before them."""
+    kept: list[int] = []
+    for i in order:
+        if not kept or not bool(same[int(i), kept].any()):
+            kept.append(int(i))
+    return kept

@@ -89,7 +89,24 @@ def fingerprint_of(event_type: str) -> bytes:
     return _registry()[0][event_type][0]
 
 
+_NEEDS_CONVERSION: dict[int, bool] = {}
+
+
+def _needs_conversion(schema: Any) -> bool:
+    """Whether a (sub)schema holds a JSON-carrying string anywhere; cached per schema object."""
+    if isinstance(schema, str):
+        return False
+    key = id(schema)
+    found = _NEEDS_CONVERSION.get(key)
+    if found is None:
+        found = JSON_PROP in json.dumps(schema)
+        _NEEDS_CONVERSION[key] = found
+    return found
+
+
 def _to_avro(schema: Any, value: Any) -> Any:
+    if not _needs_conversion(schema):
+        return value
     if isinstance(schema, list):
         if value is None:
             return None
@@ -111,6 +128,10 @@ def _to_avro(schema: Any, value: Any) -> Any:
 def _from_avro(schema: Any, value: Any, names: dict[str, Any]) -> Any:
     if isinstance(schema, str) and schema in names:
         schema = names[schema]
+    if not _needs_conversion(schema):
+        if isinstance(schema, dict) and schema.get("type") == "record":
+            _register_names(schema, names)
+        return value
     if isinstance(schema, list):
         if value is None:
             return None
@@ -128,6 +149,22 @@ def _from_avro(schema: Any, value: Any, names: dict[str, Any]) -> Any:
         if kind == "map":
             return {k: _from_avro(schema["values"], v, names) for k, v in value.items()}
     return value
+
+
+def _register_names(schema: Any, names: dict[str, Any]) -> None:
+    """Record every named record defined inside ``schema`` so later references resolve."""
+    if isinstance(schema, list):
+        for branch in schema:
+            _register_names(branch, names)
+    elif isinstance(schema, dict):
+        if schema.get("type") == "record":
+            names.setdefault(schema["name"], schema)
+            for f in schema["fields"]:
+                _register_names(f["type"], names)
+        elif schema.get("type") == "array":
+            _register_names(schema["items"], names)
+        elif schema.get("type") == "map":
+            _register_names(schema["values"], names)
 
 
 def encode(event: Event) -> bytes:
@@ -161,7 +198,8 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
     if reader is None:
         raise EventDecodeError(f"event type {writer.name!r} is no longer known")
     try:
-        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, reader[1].parsed)
+        resolve = None if writer is reader[1] else reader[1].parsed
+        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, resolve)
     except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"corrupt {writer.name} payload: {exc}") from exc
     try:

@@ -49,6 +49,8 @@ class Runtime:
         self.search_service: Any = None
         self.task_handlers: dict[str, TaskHandler] = {}
         self.projection_stage = ProjectionStage(self.stores)
+        self.kv_warmer: Any = None
+        """The KV warmer stage (``streams.kv_worker.KVWarmerStage``) when this runtime hosts it."""
         self._runners: list[Runner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._progress: dict[str, dict[TopicPartition, int]] = {}
@@ -119,13 +121,29 @@ class Runtime:
         return [(records[h.memory_id], h.score) for h in hits if h.memory_id in records]
 
     def _stages(self) -> list[Stage]:
-        return [
+        stages: list[Stage] = [
             ControlStage(self.control),
             self.projection_stage,
             DerivationStage(self.deriver, phase="first"),
             DerivationStage(self.deriver, phase="refine"),
             DispatchStage(self.task_handlers, self.publish),
         ]
+        if self.settings.kv.enabled and (self.stage_names is None or "kv-warmer" in self.stage_names):
+            from streams.kv_worker import KVWarmerStage  # imports torch: only when KV caches are on
+
+            self.kv_warmer = KVWarmerStage(self)
+            stages.append(self.kv_warmer)
+        return stages
+
+    @property
+    def kv_caches(self) -> Any:
+        """The shared store of warm KV caches (``LocalKVCacheStore``) when this runtime warms them, else None."""
+        return self.kv_warmer.store if self.kv_warmer is not None else None
+
+    def warm_cache(self, cube_id: str, model_id: str | None = None) -> Any:
+        """The cube's warm KV cache for ``model_id`` (``streams.kv_handoff.WarmHandle``), or None when this
+        runtime keeps none. Safe from any thread."""
+        return self.kv_warmer.warm_cache(cube_id, model_id) if self.kv_warmer is not None else None
 
     async def _load_progress(self, stage: Stage) -> None:
         progress = self._progress.setdefault(stage.name, {})

@@ -214,7 +214,11 @@ async def latest_warmed(log: EventLog, cube_id: str, *, model_id: str | None = N
                 continue
             if isinstance(event, KVCacheWarmed) and (model_id is None or event.model_id == model_id):
                 latest = event
-            elif isinstance(event, KVCacheEvicted) and latest is not None and event.cache_key == latest.cache_key:
+            elif (
+                isinstance(event, KVCacheEvicted)
+                and latest is not None
+                and event.cache_key == latest.cache_key
+            ):
                 latest = None
 
 

