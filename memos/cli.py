@@ -293,3 +293,5 @@ def main() -> None:
 
 
 from memos import cli_data as _cli_data  # noqa: E402,F401  (registers the data commands)
+from memos import cli_kv as _cli_kv  # noqa: E402,F401  (registers kv-worker)
+from memos import cli_server as _cli_server  # noqa: E402,F401  (registers serve and mcp)

@@ -140,3 +140,47 @@ def forget(user: str | None = typer.Option(None, "--user"), cube: str | None = t
         assert user is not None
         cubes = _with_service(config, lambda s: s.forget_user(user), stages=False)
         console.print(f"forgot user {user!r} and cubes {cubes} in {time.perf_counter() - started:.3f}s")
+
+
+@app.command("export")
+def export_cube(directory: str, user: str = typer.Option(..., "--user"), cube: str = typer.Option(..., "--cube"),
+                include_retired: bool = typer.Option(False, help="Also export retired memories (history)."),
+                config: str | None = CONFIG) -> None:
+    """Export a cube as a MemCube directory (config.json plus textual_memory.jsonl, embeddings included)."""
+    from pathlib import Path
+
+    folder = Path(directory)
+    if folder.exists() and any(folder.iterdir()):
+        console.print(f"[red]directory {directory!r} is not empty[/red]")
+        raise typer.Exit(2)
+    records = _with_service(config, lambda s: s.export_memories(user, cube, include_retired=include_retired),
+                            stages=False)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"cube_id": cube, "user_id": user, "exported_by": "memos"},
+                                                   indent=2) + "\n")
+    with (folder / "textual_memory.jsonl").open("w", encoding="utf-8") as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    console.print(f"exported {len(records)} memories of {cube!r} to {directory}")
+
+
+@app.command("import")
+def import_cube(directory: str, user: str = typer.Option(..., "--user"), cube: str = typer.Option(..., "--cube"),
+                config: str | None = CONFIG) -> None:
+    """Import a MemCube directory's memories into a cube (idempotent by memory id)."""
+    from pathlib import Path
+
+    path = Path(directory) / "textual_memory.jsonl"
+    if not path.is_file():
+        console.print(f"[red]{str(path)!r} does not exist[/red]")
+        raise typer.Exit(2)
+    from memos.memories.textual.cube_memory import memory_draft
+
+    drafts = [memory_draft(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    async def run(s: MemoryService) -> list[str]:
+        await s.check_write(user, cube)
+        return await s.import_memories(user, cube, drafts)
+
+    added = _with_service(config, run)
+    console.print(f"imported {len(added)} memories into {cube!r} ({len(drafts) - len(added)} already there)")

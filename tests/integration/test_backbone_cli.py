@@ -100,3 +100,17 @@ def test_publish_refuses_a_bad_file_naming_the_field_and_writes_nothing(publishe
     assert "line 2" in proc.stderr and "cube_id" in proc.stderr
     after = json.loads(_run(["status", "--json"], published).stdout)["topics"]
     assert after == before
+
+
+def test_export_then_import_is_idempotent(published: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "cube_a_export"
+    _run(["export", str(folder), "--user", "ann", "--cube", "cube_a"], published)
+    lines = (folder / "textual_memory.jsonl").read_text().splitlines()
+    assert lines and (folder / "config.json").is_file()
+    first = _run(["import", str(folder), "--user", "ann", "--cube", "cube_a_copy"], published)
+    assert f"imported {len(lines)} memories" in first.stdout
+    again = _run(["import", str(folder), "--user", "ann", "--cube", "cube_a_copy"], published)
+    assert "imported 0 memories" in again.stdout
+    copied = json.loads(_run(["get", "--user", "ann", "--cube", "cube_a_copy", "--json"], published).stdout)
+    original = json.loads(_run(["get", "--user", "ann", "--cube", "cube_a", "--json"], published).stdout)
+    assert sorted(m["memory"] for m in copied) == sorted(m["memory"] for m in original)
