@@ -87,6 +87,10 @@ class Runner:
         self.on_commit = on_commit
         self._queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=queue_size)
         self._stopping = asyncio.Event()
+        self._pending = 0
+        """Batches handed to the queue and not yet committed (counted by the poller, so no race)."""
+        self._last_idle_commit = 0.0
+        self.idle_commit_interval_s = 2.0
         self.processed = 0
         self.dead_lettered = 0
 
@@ -110,13 +114,34 @@ class Runner:
         while not self._stopping.is_set():
             records = await consumer.poll(max_records=self.max_batch, timeout_s=self.poll_timeout_s)
             if not records:
+                await self._idle_commit(consumer)
                 continue
+            self._pending += 1
             put = asyncio.ensure_future(self._queue.put(records))
             stop = asyncio.ensure_future(self._stopping.wait())
             done, _ = await asyncio.wait({put, stop}, return_when=asyncio.FIRST_COMPLETED)
             if put not in done:
                 put.cancel()
+                self._pending -= 1
             stop.cancel()
+
+    async def _idle_commit(self, consumer: Consumer) -> None:
+        """When nothing is queued or in flight, commit the consumer's positions.
+
+        Positions can be ahead of the last processed record only by records that no longer exist
+        (forgotten keys leave gaps); committing them lets watermark waits see the stage caught up.
+        """
+        now = time.monotonic()
+        if self._pending or now - self._last_idle_commit < self.idle_commit_interval_s:
+            return
+        self._last_idle_commit = now
+        await consumer.commit()
+        if self.on_commit is not None:
+            offsets: dict[TopicPartition, int] = {}
+            for topic in self.stage.topics:
+                for partition, offset in (await self.log.committed(self.stage.name, topic)).items():
+                    offsets[(topic, partition)] = offset
+            await self.on_commit(self.stage.name, offsets)
 
     async def _process(self, consumer: Consumer) -> None:
         while True:
@@ -132,6 +157,7 @@ class Runner:
                 tp = (record.position.topic, record.position.partition)
                 offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
             await consumer.commit(offsets)
+            self._pending -= 1
             self.processed += len(records)
             if self.on_commit is not None:
                 await self.on_commit(self.stage.name, offsets)

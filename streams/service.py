@@ -333,6 +333,10 @@ class MemoryService:
             raise PermissionDenied(f"only the owner may forget cube {cube_id!r}", field="cube_id")
         event = CubeForgotten(**self._event_base(cube_id), cube_id=cube_id, requested_by=requested_by or "")
         await self._registry([event])
+        if self.rt.run_stages:
+            # let every stage consume the cube's records first: a consumer commits only records it saw,
+            # so deleting unconsumed records at a partition's tail would stall later settles
+            await self.rt.settle([])
         key = cube_id.encode()
         async with self.rt.projection_stage.lock:
             for topic in (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION, REGISTRY):
@@ -351,6 +355,8 @@ class MemoryService:
         for cube_id in owned:
             await self.forget_cube(cube_id)
         await self._registry([UserForgotten(**self._event_base(user_id), user_id=user_id)])
+        if self.rt.run_stages:
+            await self.rt.settle([])  # see forget_cube: consume before deleting
         await self.rt.log.forget_key(REGISTRY, user_id.encode())
         return owned
 

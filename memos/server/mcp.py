@@ -45,6 +45,7 @@ def build_mcp_server(
     """An MCPServer whose tools act as the request's key's user, else as ``default_user``."""
     server: MCPServer = MCPServer(
         "memos",
+        log_level="WARNING",
         instructions="Long-term memory: add, search and delete memories in "
         "cubes you own or that were shared with you.",
     )
@@ -86,7 +87,7 @@ def build_mcp_server(
                 mode=mode,
                 session_id=session_id,
                 async_mode="sync",
-                auto_create=False,
+                auto_create=service.rt.settings.server.auto_create_cubes,
             )
         except MemorySystemError as exc:
             raise ToolError(str(exc)) from exc

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -339,6 +340,8 @@ def test_health_docs_and_admin_metrics(server: BackgroundServer, ac: httpx.Clien
         assert health.status_code == 200 and health.json()["data"]["status"] == "ok"
         assert anonymous.get("/docs").status_code == 200
         assert "/product/add" in anonymous.get("/openapi.json").json()["paths"]
+    create_cube(ac, f"metrics_{unique}")
+    add_fast(ac, f"metrics_{unique}", "I count my steps every day.")
     assert ac.get("/metrics").status_code == 403
     admin = make_user(server, f"root_{unique}", admin=True)
     with client_for(server, admin) as root:
@@ -349,6 +352,12 @@ def test_health_docs_and_admin_metrics(server: BackgroundServer, ac: httpx.Clien
     assert 'memos_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/healthz"}' in text
     assert 'memos_processor_lag_records{group="projector"' in text
     assert 'memos_tasks{status="completed"}' in text
+    deadline = time.monotonic() + 30
+    while 'memos_model_tokens_total{direction="prompt",kind="embedding"' not in text:
+        assert time.monotonic() < deadline, "no model tokens counted from the memory events"
+        time.sleep(0.2)
+        with client_for(server, admin) as root:
+            text = root.get("/metrics").text
 
 
 def test_local_only_mode_takes_the_user_from_the_request(tmp_path: Path, unique: str) -> None:

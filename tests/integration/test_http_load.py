@@ -121,8 +121,8 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
     server = subprocess.Popen(
         [
             sys.executable,
-            "-c",
-            "from memos.cli_server import main; main()",
+            "-m",
+            "memos",
             "serve",
             "--port",
             str(port),

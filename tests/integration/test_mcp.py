@@ -24,7 +24,7 @@ from streams.settings import load_settings
 pytestmark = pytest.mark.timeout(600)
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = ["-c", "from memos.cli_server import main; main()"]
+CLI = ["-m", "memos"]
 
 
 @pytest.fixture(scope="module")
