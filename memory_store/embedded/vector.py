@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import sqlite3
 import struct
@@ -17,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memory_store.base import VectorStore
-from memory_store.embedded.ann import CubeVectors, Hnsw
+from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
@@ -83,7 +84,8 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     ``ann_threshold`` vectors are exact (one matrix product). Above it, an hnswlib index answers,
     built by the first search that finds more than ``ann_pending_limit`` vectors unindexed (or by
     ``build_index``), on a copy and off the lock; vectors not yet indexed are searched exactly, so
-    results never lag the writes.
+    results never lag the writes. Indexes are saved next to the database (``<db>.hnsw/``) after a
+    build and on close, and reused (checked, then topped up) when the store starts again.
     In-memory state changes only after the SQLite transaction committed.
     """
 
@@ -96,8 +98,8 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         ann_threshold: int = 20_000,
         ann_pending_limit: int = 2_048,
         hnsw_m: int = 16,
-        hnsw_ef_construction: int = 100,
-        hnsw_ef_search: int = 96,
+        hnsw_ef_construction: int = 64,
+        hnsw_ef_search: int = 128,
         index_threads: int = -1,
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 30.0,
@@ -115,6 +117,8 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         self._state_lock = threading.RLock()
         self._staged: list[_Change] = []
         self._staged_dims: dict[str, int | None] = {}
+        self._unsaved: set[str] = set()
+        """Cubes whose index changed since it was last saved."""
 
     def _schema(self) -> str:
         return _SCHEMA
@@ -152,6 +156,59 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             if batch:
                 loaded += self._load_cube(batch)
         logger.info("loaded vectors path=%s cubes=%d vectors=%d", self.db.path, len(self._cubes), loaded)
+        with self._state_lock:
+            self._unsaved.clear()
+            for cube_id, cube in self._cubes.items():
+                if cube.live > self.ann_threshold:
+                    self._load_index(cube_id, cube)
+
+    # -- saved indexes -------------------------------------------------------------------------------
+
+    def _saved(self, cube_id: str) -> SavedIndex | None:
+        """Files of the cube's saved index (None for an in-memory database)."""
+        if self.db.path == ":memory:":
+            return None
+        digest = hashlib.sha256(cube_id.encode()).hexdigest()[:32]
+        return SavedIndex(Path(f"{self.db.path}.hnsw") / digest)
+
+    def _load_index(self, cube_id: str, cube: CubeVectors) -> None:
+        saved = self._saved(cube_id)
+        loaded = saved.load(cube) if saved is not None else None
+        if loaded is None:
+            return
+        index, labels, meta = loaded
+        reused = cube.adopt(index, labels)
+        logger.info("reused saved index cube=%s vectors=%d of=%d pending=%d saved_at=%s", cube_id, reused,
+                    len(labels), cube.pending, meta.get("applied"))  # fmt: skip
+        if reused and cube.pending:
+            self._unsaved.add(cube_id)
+
+    def _applied(self) -> dict[str, int]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                "SELECT topic, partition, offset FROM checkpoints WHERE projection=?", (self.name,)
+            ).fetchall()
+        return {f"{topic}/{partition}": offset for topic, partition, offset in rows}
+
+    def _save_index(self, cube_id: str) -> None:
+        """Save the cube's index now (caller holds the state lock); failures are logged, not raised."""
+        cube = self._cubes.get(cube_id)
+        saved = self._saved(cube_id)
+        index = cube.index if cube is not None else None
+        if saved is None or cube is None or index is None:
+            return
+        try:
+            saved.save(cube, index, self._applied())
+            self._unsaved.discard(cube_id)
+        except (OSError, RuntimeError, StoreError) as exc:
+            logger.warning("could not save index cube=%s path=%s: %s", cube_id, saved.index_path, exc)
+
+    def _save_all(self) -> None:
+        if not self.db.is_open:
+            return
+        with self._state_lock:
+            for cube_id in sorted(self._unsaved):
+                self._save_index(cube_id)
 
     def _load_cube(self, rows: list[tuple[Any, ...]]) -> int:
         cube_id = rows[0][1]
@@ -208,6 +265,10 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         match change:
             case _Drop():
                 dropped = self._cubes.pop(change.cube_id, None)
+                self._unsaved.discard(change.cube_id)
+                saved = self._saved(change.cube_id)
+                if saved is not None:
+                    saved.discard()
                 if dropped is not None:
                     for memory_id in dropped.row_of:
                         self._where.pop(memory_id, None)
@@ -310,6 +371,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                 return
             if cube.has_index and cube.pending <= max(self.ann_pending_limit, cube.indexed // 4):
                 cube.catch_up()
+                self._unsaved.add(cube_id)
                 return
             build = cube.plan()
             cube.building = True
@@ -319,8 +381,8 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         finally:
             with self._state_lock:
                 cube.building = False
-                if index is not None and self._cubes.get(cube_id) is cube:
-                    cube.install(build, index)
+                if index is not None and self._cubes.get(cube_id) is cube and cube.install(build, index):
+                    self._save_index(cube_id)
 
     def _search_sync(
         self, cube_id: str, query: F32, k: int, memory_types: Sequence[str] | None, include_retired: bool
@@ -360,6 +422,11 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             return []
         query = _vector(vector)
         return await asyncio.to_thread(self._search_sync, cube_id, query, k, memory_types, include_retired)
+
+    async def aclose(self) -> None:
+        """Save the indexes changed since their last save, then close the database."""
+        await asyncio.to_thread(self._save_all)
+        await super().aclose()
 
     async def dimension(self, cube_id: str) -> int | None:
         """Dimension of the cube's vectors, or None when it has none."""
