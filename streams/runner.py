@@ -35,10 +35,10 @@ class Stage(ABC):
     topics: tuple[str, ...] = ()
     start_from: StartFrom = "committed"
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release resources. Idempotent."""
 
     @abstractmethod

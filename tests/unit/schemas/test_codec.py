@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.avro_gen import AVRO_DIR, avro_schema
-from schemas.codec import HISTORY_DIR, UPCASTERS, decode, decode_dict, encode, fingerprint_of
+from schemas.codec import HISTORY_DIR, UPCASTERS, decode, encode, fingerprint_of
 from schemas.errors import EventDecodeError
 from schemas.events import EVENT_TYPES, ConversationRecorded, MemoryAdded, SourceRef, derive_id
 from schemas.topics import ALL_TOPICS, topic_for
