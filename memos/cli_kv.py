@@ -13,7 +13,7 @@ from schemas.errors import ConfigError
 from streams.app import Runtime
 from streams.settings import AppSettings
 
-__all__ = ["kv_worker", "kv_worker_settings", "main"]
+__all__ = ["kv_worker", "kv_worker_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,12 +75,3 @@ def kv_worker(
     except KeyboardInterrupt:  # pragma: no cover - the signal handler normally catches it
         pass
     console.print("kv-worker stopped: batches finished and committed")
-
-
-def main() -> None:
-    """Entry point of ``python -m memos.cli_kv`` (the `memos` CLI with the KV commands registered)."""
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from safetensors import SafetensorError
+
 from memory_store.kv.cache import load_caches, save_caches
 from memory_store.kv.store import CacheKey, WarmCache
 from memory_store.llm.huggingface import PrefixCache
@@ -91,10 +93,15 @@ def kv_root(home: str | Path) -> Path:
 
 
 def cube_dir(home: str | Path, cube_id: str) -> Path:
-    """The folder of a cube's dumps (the cube id made safe as one path segment)."""
+    """The folder of a cube's dumps (the cube id made safe as one path segment).
+
+    Raises ValueError for an empty cube id.
+    """
+    if not cube_id:
+        raise ValueError("cube id must not be empty")
     name = quote(cube_id, safe="-_.")
-    if not name or name.startswith("."):
-        name = "%2E" + name[1:] if name else "%00"
+    if name.startswith("."):  # never '.', '..' or a hidden folder
+        name = "%2E" + name[1:]
     return kv_root(home) / name
 
 
@@ -174,7 +181,7 @@ def load_warm_cache(
         cache = load_caches(folder / _TENSORS, {"cache": manifest["layout"]}, device=device)["cache"]
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
         if not (folder / MANIFEST).is_file():  # evicted while we read it
             return None
         raise StoreError(f"cannot load the warm cache dumped in {str(folder)!r}: {exc}") from exc

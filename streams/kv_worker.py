@@ -165,7 +165,8 @@ class KVWarmerStage(Stage):
         )  # fmt: skip
 
     async def aclose(self) -> None:
-        """Stop the debounce loop (pending rebuilds are redone on restart: restored cubes are re-planned)."""
+        """Stop the debounce loop and release the model. Idempotent. Pending debounced rebuilds are not
+        lost: a restarted worker re-plans every cube it restores."""
         task, self._loop_task = self._loop_task, None
         if task is not None:
             task.cancel()
@@ -173,6 +174,9 @@ class KVWarmerStage(Stage):
                 await task
             except asyncio.CancelledError:
                 pass
+        llm, self.keeper.llm = self.keeper.llm, None
+        if llm is not None:
+            await llm.aclose()
 
     # --- consuming ------------------------------------------------------------------------------------
 

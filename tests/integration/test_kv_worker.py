@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -168,7 +169,9 @@ async def test_a_burst_of_memory_changes_gives_one_rebuild(memos_home: Path, tin
                         memory=text, embedding=vector, embedding_model=rt.embedder.model_id)
             for n, (text, vector) in enumerate(zip(texts, vectors, strict=True))
         ]  # fmt: skip
-        burst.append(MemoryRetired(**base, event_id=uuid.uuid4(), memory_id=ids["tea"], cube_id="c1", reason="deleted"))
+        burst.append(
+            MemoryRetired(**base, event_id=uuid.uuid4(), memory_id=ids["tea"], cube_id="c1", reason="deleted")
+        )
         await rt.publish(burst)
 
         first_key, second = first.cache_key, (await _warmed(rt, "c1", count=2))[1]
@@ -177,13 +180,19 @@ async def test_a_burst_of_memory_changes_gives_one_rebuild(memos_home: Path, tin
         events = await _activation(rt, "c1")
         assert [type(e).__name__ for e in events] == ["KVCacheWarmed", "KVCacheEvicted", "KVCacheWarmed"]
         evicted = events[1]
-        assert isinstance(evicted, KVCacheEvicted) and evicted.reason == "stale" and evicted.cache_key == first_key
+        assert (
+            isinstance(evicted, KVCacheEvicted)
+            and evicted.reason == "stale"
+            and evicted.cache_key == first_key
+        )
         assert set(second.memory_ids) == (set(ids.values()) - {ids["tea"]}) | {"c1-new0", "c1-new1"}
         assert not cache_dir(memos_home, "c1", first_key).exists()
         assert (cache_dir(memos_home, "c1", second.cache_key) / "manifest.json").is_file()
 
 
-async def test_the_shared_budget_evicts_the_least_recently_used_cube(memos_home: Path, tiny_model: str) -> None:
+async def test_the_shared_budget_evicts_the_least_recently_used_cube(
+    memos_home: Path, tiny_model: str
+) -> None:
     # Tiny llama: 1 KiB of keys and values per token; a cache of these facts (~40 tokens + 256 spare
     # slots) takes ~300 KB, so two caches fit in 800 KB and three do not.
     budget = 800_000
@@ -208,7 +217,11 @@ async def test_the_shared_budget_evicts_the_least_recently_used_cube(memos_home:
 
         (evicted,) = await _until(eviction, what="a budget eviction")
         assert (evicted.cube_id, evicted.cache_key, evicted.reason) == ("cb", b.cache_key, "budget")
-        assert rt.warm_cache("cb") is None and rt.warm_cache("ca") is not None and rt.warm_cache("cc") is not None
+        assert (
+            rt.warm_cache("cb") is None
+            and rt.warm_cache("ca") is not None
+            and rt.warm_cache("cc") is not None
+        )
         assert rt.kv_caches.used_bytes <= budget
         assert not cache_dir(memos_home, "cb", b.cache_key).exists()
 
@@ -308,7 +321,7 @@ async def test_a_separate_chat_process_decodes_on_the_dumped_cache(memos_home: P
 async def test_memos_kv_worker_warms_caches_as_its_own_process(memos_home: Path, tiny_model: str) -> None:
     env = {**os.environ, "MEMOS_HOME": str(memos_home), "MEMOS_KV__MODEL": tiny_model, "OMP_NUM_THREADS": "1"}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "memos.cli_kv", "kv-worker"], cwd=ROOT, env=env,
+        [sys.executable, "-m", "memos", "kv-worker"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
@@ -325,3 +338,64 @@ async def test_memos_kv_worker_warms_caches_as_its_own_process(memos_home: Path,
         output, _ = worker.communicate(timeout=120)
     assert worker.returncode == 0, output[-3000:]
     assert "kv-worker running" in output and "kv-worker stopped" in output
+
+
+def test_chat_decodes_on_the_runtime_warm_cache(
+    memos_home: Path, tiny_model: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from memory_store.llm.huggingface import HuggingFaceChatModel
+    from memos.chat import generate_answer
+    from memos.client import SyncClient
+
+    with SyncClient(_settings(memos_home, tiny_model)) as client:
+        client.call(_ready(client.runtime))
+        client.call(_cube_with(client.service, "c1", FACTS))
+        client.call(_mem_update(client.service, "c1"))
+        (warmed,) = client.call(_warmed(client.runtime, "c1"))
+        texts = [r.memory for r in client.call(client.runtime.graph.get(warmed.memory_ids))]
+        model = HuggingFaceChatModel(tiny_model, max_tokens=12)
+        with caplog.at_level(logging.INFO, logger="memos.chat"):
+            warm = generate_answer(model, QUERY, texts, client=client, cube_id="c1")
+        assert "path=warm_cache source=kv-warmer" in caplog.text
+        assert f"cached_tokens={warmed.tokens}" in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="memos.chat"):
+            prompt = generate_answer(model, QUERY, texts, client=client, cube_id=None)
+        assert "path=prompt" in caplog.text
+        assert warm == prompt  # greedy: the warm cache answers exactly as the memories in the prompt
+
+
+def test_dumps_are_kept_per_cube_and_loaded_only_whole(memos_home: Path) -> None:
+    import torch
+
+    from memory_store.kv.cache import cache_from_layers, layer_tensors
+    from memory_store.kv.store import CacheKey, WarmCache
+    from processors.kv_warmer import prefix_hash
+    from schemas.errors import StoreError
+    from streams.kv_handoff import dump_warm_cache, load_warm_cache, remove_dump
+
+    for odd in ("../up", "a/b", ".hidden", "..", "ü cube"):
+        folder = cube_dir(memos_home, odd)
+        assert folder.parent == memos_home / "kv" and not folder.name.startswith(".")
+    with pytest.raises(ValueError):
+        cube_dir(memos_home, "")
+
+    texts = ("first memory", "second memory")
+    key = CacheKey("some-model", prefix_hash("some-model", texts))
+    layers = [(torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)) for _ in range(2)]
+    entry = WarmCache(key, cache_from_layers(layers), tuple(range(5)), ("m1", "m2"), "prefix", 1.5)
+    folder = dump_warm_cache(memos_home, "../up", entry, texts)
+    assert folder == cache_dir(memos_home, "../up", str(key))
+    loaded = load_warm_cache(memos_home, "../up", str(key))
+    assert loaded is not None and loaded.texts == texts and loaded.memory_ids == ("m1", "m2")
+    pairs = zip(layer_tensors(loaded.entry.cache), layers, strict=True)
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in pairs)
+    assert load_warm_cache(memos_home, "other", str(key)) is None
+
+    (folder / "cache.safetensors").write_bytes(b"not a tensor file")
+    with pytest.raises(StoreError):
+        load_warm_cache(memos_home, "../up", str(key))
+    remove_dump(memos_home, "../up", str(key))
+    assert load_warm_cache(memos_home, "../up", str(key)) is None and cube_dir(memos_home, "../up").is_dir()
+    remove_dump(memos_home, "../up")
+    assert not cube_dir(memos_home, "../up").exists() and (memos_home / "kv").is_dir()
