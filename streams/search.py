@@ -33,9 +33,8 @@ from processors.retrieval import (
     expansion_seeds,
     graph_expansion,
     score_hits,
-    select_hits,
 )
-from processors.search_response import build_response
+from processors.search_response import build_response, select_hits
 from schemas.errors import DimensionMismatch, ModelOutputInvalid, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 

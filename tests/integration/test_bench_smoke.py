@@ -135,12 +135,13 @@ def test_budget_cuts_the_last_memory_and_skips_malformed_evidence() -> None:
     assert len(turns) == 18 and turns[6].content.endswith(
         "[shares an image: a photo of a grey kitten on a laptop]"
     )
-    first = {"memory": f"[t] user: {contents['D1:1']}", "metadata": {"sources": [{"message_id": "D1:1"}]}}
-    both = {
+    first_text = f"[t] user: {contents['D1:1']}"
+    first: dict[str, Any] = {"memory": first_text, "metadata": {"sources": [{"message_id": "D1:1"}]}}
+    both: dict[str, Any] = {
         "memory": f"{contents['D1:2']}\n{contents['D1:3']}",
         "metadata": {"sources": [{"message_id": "D1:2"}, {"message_id": "D1:3"}]},
     }
-    words = len(first["memory"].split())
+    words = len(first_text.split())
     cut = budget_coverage([first, both], contents, budget_words=words + len(contents["D1:2"].split()))
     assert cut.covered == {"D1:1", "D1:2"}  # D1:3 was cut off by the budget
     assert budget_coverage([first, both], contents, budget_words=words - 1).covered == set()

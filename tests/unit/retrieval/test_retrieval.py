@@ -19,8 +19,8 @@ from processors.retrieval import (
     graph_expansion,
     relativity,
     score_hits,
-    select_hits,
 )
+from processors.search_response import select_hits
 from tests.unit.retrieval.records import edge, record
 
 SETTINGS = SearchSettings()
@@ -89,7 +89,7 @@ def test_score_hits_fuses_and_drops_what_may_not_be_returned() -> None:
         flt=None,
         settings=SETTINGS,
     )
-    assert [h.record.id for h in hits] == ["a", "b", "other"][:2]
+    assert [h.record.id for h in hits] == ["a", "b"]  # not: retired, preference, unknown
     assert hits[0].retrievers == ("dense", "keyword")
     assert all(0.0 <= h.relativity <= 1.0 for h in hits)
     assert hits[0].relativity > hits[1].relativity
