@@ -28,7 +28,7 @@ from schemas.events import (
     UserForgotten,
 )
 
-__all__ = ["AccessStore", "ControlStore", "CubeInfo", "TaskInfo", "hash_api_key", "verify_api_key"]
+__all__ = ["ControlStore", "CubeInfo", "TaskInfo", "hash_api_key", "verify_api_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -314,10 +314,6 @@ class ControlStore:
     def task_counts(self) -> dict[str, int]:
         """Number of tasks per status."""
         return {r[0]: int(r[1]) for r in self._query("SELECT status, COUNT(*) FROM tasks GROUP BY status")}
-
-
-AccessStore = ControlStore
-"""The access projection is the same store; the alias names the role at call sites."""
 
 
 def _task(row: sqlite3.Row) -> TaskInfo:

@@ -218,8 +218,3 @@ class Runner:
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
-
-
-def monotonic_ms() -> float:
-    """Milliseconds from a monotonic clock (for latency accounting in the shell)."""
-    return time.monotonic() * 1000.0
