@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processors.filters import compile_filter, matches
+from processors.filters import compile_filter, matches, referenced_fields
 from schemas.errors import ValidationFailed
 from tests.unit.retrieval.records import T0, record
 
@@ -138,3 +138,39 @@ def test_unparsable_stored_time_never_matches() -> None:
     assert not matches(compile_filter({"seen_at": {"gt": "2020-01-01"}}), odd)
     good = record("m4", metadata={"seen_at": "2024-05-01"})
     assert matches(compile_filter({"seen_at": {"gt": "2020-01-01"}}), good)
+
+
+def test_value_types_and_list_equality() -> None:
+    r = record(
+        "m5",
+        tags=("a", "b"),
+        metadata={
+            "level": "7",
+            "flag": True,
+            "count": 3,
+            "names": ["x", "y"],
+            "seen_at": "2025-01-02T00:00:00Z",
+        },
+    )
+
+    def ok(flt: dict[str, Any]) -> bool:
+        return matches(compile_filter(flt), r)
+
+    assert ok({"tags": {"=": ["a", "b"]}}) and not ok({"tags": {"=": ["b", "a"]}})
+    assert ok({"level": {"gt": 5}})  # a numeric string compares as a number
+    assert not ok({"level": {"gt": "8"}})  # string with string: lexicographic
+    assert ok({"flag": True}) and not ok({"flag": 1}) and not ok({"count": True})
+    assert not ok({"flag": {"gt": 0}})
+    assert ok({"names": {"like": "x%"}}) and ok({"names": {"in": ["y", "z"]}})
+    assert ok({"names": {"gte": "y"}})  # any element
+    assert ok({"seen_at": "2025-01-02"}) and ok({"seen_at": {"in": ["2025-01-02", "2026-01-01"]}})
+    assert not ok({"count": {"contains": 3}})  # contains needs a list or a string
+    assert not ok({"metadata.nothing.here": 1})
+
+
+def test_referenced_fields() -> None:
+    flt = compile_filter(
+        {"and": [{"tags": "x"}, {"or": [{"create_time": {"gt": "2025-01-01"}}, {"agent_id": "a"}]}]}
+    )
+    assert referenced_fields(flt) == ("tags", "created_at", "agent_id")
+    assert referenced_fields(None) == ()
