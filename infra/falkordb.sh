@@ -12,6 +12,9 @@
 #         'server.also_propagate.numops == 0' in blocked.c, seen with FalkorDB 4.16.3 / redis 8.2.3) and
 #         (b) once query text plus parameters pass about 4 KB; it also reports every error as unknown and
 #         ignores rollback (DESIGN section 8). A crash there must not take the native suite down with it.
+# The main instance replicates writes to its AOF as queries, never as effects (EFFECTS_THRESHOLD at its
+# maximum): with effects, FalkorDB 4.16.3 crashes (SIGSEGV in AttributeSet_Update while replaying
+# GRAPH.EFFECT) on the first restart after the GraphStore contract suite, so the server could not come back.
 # Writes the test exports into .infra/env.falkordb; `source` it to set MEMOS_TEST_{FALKORDB,BOLT}_URL.
 # Ports: FALKORDB_PORT, FALKORDB_BOLT_REDIS_PORT, FALKORDB_BOLT_PORT; interpreter: PYTHON.
 set -euo pipefail
@@ -155,7 +158,7 @@ start_instance() { # instance server module
     )
     if [[ "$name" == main ]]; then
         args+=(--appendonly yes --appendfilename appendonly.aof --dbfilename dump.rdb)
-        args+=(--loadmodule "$module")
+        args+=(--loadmodule "$module" EFFECTS_THRESHOLD 4294967295)
     else
         args+=(--appendonly no --save "")
         args+=(--loadmodule "$module" BOLT_PORT "$BOLT_PORT")

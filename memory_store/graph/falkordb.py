@@ -18,11 +18,11 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from memory_store.base import GraphStore
 from memory_store.graph import cypher, properties
+from memory_store.graph.cypher_store import CypherGraphStore
 from schemas.envelope import Position
 from schemas.errors import ConfigError, StoreError, StoreUnavailable
-from schemas.memory import MemoryRecord, RelationRecord
+from schemas.memory import MemoryRecord
 from schemas.ops import AnyOp
 
 __all__ = ["FalkorDBGraphStore", "map_falkordb_errors"]
@@ -62,7 +62,7 @@ def _import_client() -> Any:
     return FalkorDB
 
 
-class FalkorDBGraphStore(GraphStore):
+class FalkorDBGraphStore(CypherGraphStore):
     """Graph projection in a FalkorDB graph, isolated by a ``namespace`` property.
 
     ``url``: ``falkordb://[user:password@]host:port[/graph]`` (``falkor://`` and ``redis://`` too).
@@ -185,40 +185,6 @@ class FalkorDBGraphStore(GraphStore):
         rows = await self._read(cypher.get_query(wanted, cube_id), "get")
         found = {record.id: record for record in (properties.memory_from_props(row["m"]) for row in rows)}
         return [found[memory_id] for memory_id in wanted if memory_id in found]
-
-    async def list_memories(
-        self,
-        cube_id: str,
-        *,
-        include_retired: bool = False,
-        memory_types: Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[MemoryRecord]:
-        query = cypher.list_query(
-            cube_id, include_retired=include_retired, memory_types=memory_types, limit=limit, offset=offset
-        )
-        return [properties.memory_from_props(row["m"]) for row in await self._read(query, "list_memories")]
-
-    async def count(self, cube_id: str, *, include_retired: bool = False) -> int:
-        rows = await self._read(cypher.count_query(cube_id, include_retired=include_retired), "count")
-        return int(rows[0]["n"]) if rows else 0
-
-    async def relations(self, cube_id: str) -> list[RelationRecord]:
-        rows = await self._read(cypher.relations_query(cube_id), "relations")
-        return [properties.relation_from_row(row) for row in rows]
-
-    async def neighbors(
-        self, memory_ids: Sequence[str], *, relations: Sequence[str] | None = None, limit: int = 50
-    ) -> list[RelationRecord]:
-        if not memory_ids or limit <= 0:
-            return []
-        rows = await self._read(cypher.neighbors_query(memory_ids, relations, limit), "neighbors")
-        return [properties.relation_from_row(row) for row in rows]
-
-    async def cubes(self) -> list[str]:
-        rows = await self._read(cypher.cubes_query(), "cubes")
-        return [row["cube_id"] for row in rows if row["cube_id"] is not None]
 
     # --- maintenance ----------------------------------------------------------------------------------
 

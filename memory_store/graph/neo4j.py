@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from memory_store.base import GraphStore
 from memory_store.graph import cypher, properties
+from memory_store.graph.cypher_store import CypherGraphStore
 from schemas.envelope import Position
 from schemas.errors import ConfigError, StoreError, StoreUnavailable
-from schemas.memory import MemoryRecord, RelationRecord
+from schemas.memory import MemoryRecord
 from schemas.ops import AnyOp
 
 __all__ = ["Neo4jGraphStore", "map_neo4j_errors"]
@@ -72,7 +72,7 @@ def _import_driver() -> Any:
     return AsyncGraphDatabase
 
 
-class Neo4jGraphStore(GraphStore):
+class Neo4jGraphStore(CypherGraphStore):
     """Graph projection in Neo4j (or anything speaking Bolt and this Cypher), isolated by ``namespace``.
 
     ``url``: ``neo4j://``, ``neo4j+s://``, ``bolt://`` ...; credentials come from ``user``/``password``
@@ -234,40 +234,6 @@ class Neo4jGraphStore(GraphStore):
                 record = properties.memory_from_props(row["m"])
                 found[record.id] = record
         return [found[memory_id] for memory_id in dict.fromkeys(memory_ids) if memory_id in found]
-
-    async def list_memories(
-        self,
-        cube_id: str,
-        *,
-        include_retired: bool = False,
-        memory_types: Sequence[str] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> list[MemoryRecord]:
-        query = cypher.list_query(
-            cube_id, include_retired=include_retired, memory_types=memory_types, limit=limit, offset=offset
-        )
-        return [properties.memory_from_props(row["m"]) for row in await self._read(query, "list_memories")]
-
-    async def count(self, cube_id: str, *, include_retired: bool = False) -> int:
-        rows = await self._read(cypher.count_query(cube_id, include_retired=include_retired), "count")
-        return int(rows[0]["n"]) if rows else 0
-
-    async def relations(self, cube_id: str) -> list[RelationRecord]:
-        rows = await self._read(cypher.relations_query(cube_id), "relations")
-        return [properties.relation_from_row(row) for row in rows]
-
-    async def neighbors(
-        self, memory_ids: Sequence[str], *, relations: Sequence[str] | None = None, limit: int = 50
-    ) -> list[RelationRecord]:
-        if not memory_ids or limit <= 0:
-            return []
-        rows = await self._read(cypher.neighbors_query(memory_ids, relations, limit), "neighbors")
-        return [properties.relation_from_row(row) for row in rows]
-
-    async def cubes(self) -> list[str]:
-        rows = await self._read(cypher.cubes_query(), "cubes")
-        return [row["cube_id"] for row in rows if row["cube_id"] is not None]
 
     # --- maintenance ----------------------------------------------------------------------------------
 
