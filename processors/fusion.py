@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+from bisect import bisect_left
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
     "STOPWORDS",
+    "TermPattern",
     "calibrate",
     "cosine",
     "cosine_to",
@@ -62,21 +68,43 @@ def keyword_query(text: str, *, strip_stopwords: bool = True) -> str:
     return " ".join(query_terms(text))
 
 
-def term_patterns(terms: Sequence[str]) -> list[re.Pattern[str]]:
+@dataclass(frozen=True, slots=True)
+class TermPattern:
+    """One query term as :func:`term_coverage` matches it: a whole word, or a word prefix."""
+
+    text: str
+    prefix: bool
+
+
+def term_patterns(terms: Sequence[str]) -> list[TermPattern]:
     """One pattern per term for :func:`term_coverage`: the whole word, or for a term of 4+ characters
     any word starting with all but its last character ("hotels" finds "hotel", "travel" "travelling")."""
     patterns = []
     for term in terms:
-        body = re.escape(term[:-1]) if len(term) >= 4 else re.escape(term) + r"\b"
-        patterns.append(re.compile(r"\b" + body, re.IGNORECASE))
+        term = term.lower()
+        patterns.append(TermPattern(term[:-1], True) if len(term) >= 4 else TermPattern(term, False))
     return patterns
 
 
-def term_coverage(patterns: Sequence[re.Pattern[str]], text: str) -> float:
-    """Fraction of the query terms (as :func:`term_patterns`) found in ``text``."""
+@lru_cache(maxsize=32_768)
+def _words(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
+    """The distinct lower-cased words of ``text``: as a set, and sorted (for prefix lookups)."""
+    words = frozenset(_TOKEN.findall(text.lower()))
+    return words, tuple(sorted(words))
+
+
+def _has_prefix(ordered: tuple[str, ...], stem: str) -> bool:
+    at = bisect_left(ordered, stem)
+    return at < len(ordered) and ordered[at].startswith(stem)
+
+
+def term_coverage(patterns: Sequence[TermPattern], text: str) -> float:
+    """Fraction of the query terms (as :func:`term_patterns`) found in ``text`` (words tokenised once)."""
     if not patterns:
         return 0.0
-    return sum(1 for p in patterns if p.search(text)) / len(patterns)
+    words, ordered = _words(text)
+    found = sum(1 for p in patterns if (_has_prefix(ordered, p.text) if p.prefix else p.text in words))
+    return found / len(patterns)
 
 
 def reciprocal_rank_fusion(
@@ -118,6 +146,33 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float(na @ nb)
 
 
+_ROWS: OrderedDict[int, tuple[Sequence[float], NDArray[np.float64]]] = OrderedDict()
+_ROWS_SIZE = 8192
+_ROWS_LOCK = threading.Lock()
+
+
+def _stack(vectors: Sequence[Sequence[float]]) -> NDArray[np.float64]:
+    """``vectors`` as a float64 matrix; rows of vectors seen before come from a conversion memo.
+
+    The memo is keyed by object identity and holds the vector itself, so an id cannot be reused while
+    its entry lives; stores that hand out the same record objects again (a decode cache) make repeated
+    searches skip the float-by-float conversion.
+    """
+    out = np.empty((len(vectors), len(vectors[0]) if vectors else 0), dtype=np.float64)
+    with _ROWS_LOCK:
+        for n, vector in enumerate(vectors):
+            entry = _ROWS.get(id(vector))
+            if entry is not None and entry[0] is vector:
+                out[n] = entry[1]
+                continue
+            row = np.asarray(vector, dtype=np.float64)
+            out[n] = row
+            _ROWS[id(vector)] = (vector, row)
+            if len(_ROWS) > _ROWS_SIZE:
+                _ROWS.popitem(last=False)
+    return out
+
+
 def cosine_to(query: NDArray[np.float64] | None, vectors: Sequence[Sequence[float]]) -> list[float | None]:
     """Cosine of a unit ``query`` with each vector; None where a vector is missing, zero or of another size."""
     out: list[float | None] = [None] * len(vectors)
@@ -126,7 +181,7 @@ def cosine_to(query: NDArray[np.float64] | None, vectors: Sequence[Sequence[floa
     rows = [i for i, v in enumerate(vectors) if len(v) == query.shape[0]]
     if not rows:
         return out
-    mat = np.asarray([vectors[i] for i in rows], dtype=np.float64)
+    mat = _stack([vectors[i] for i in rows])
     norms = np.linalg.norm(mat, axis=1)
     dots = mat @ query
     for i, dot, norm in zip(rows, dots.tolist(), norms.tolist(), strict=True):
@@ -143,7 +198,7 @@ def similarity_matrix(vectors: Sequence[Sequence[float]]) -> NDArray[np.float64]
     sims: NDArray[np.float64] = np.zeros((n, n))
     rows = [i for i, v in enumerate(vectors) if dim and len(v) == dim]
     if rows:
-        mat = np.asarray([vectors[i] for i in rows], dtype=np.float64)
+        mat = _stack([vectors[i] for i in rows])
         norms = np.linalg.norm(mat, axis=1, keepdims=True)
         mat = np.divide(mat, norms, out=np.zeros_like(mat), where=norms > 0)
         sims[np.ix_(rows, rows)] = mat @ mat.T

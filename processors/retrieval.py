@@ -38,7 +38,6 @@ threshold, dedup (MMR over the stored embeddings by default), the per-cube caps 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -47,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from processors.filters import Filter, matches
 from processors.fusion import (
+    TermPattern,
     calibrate,
     cosine_to,
     normalised,
@@ -394,7 +394,7 @@ def _same_model(record: MemoryRecord, query_model: str) -> bool:
 
 
 def relativity(
-    cos: float | None, record: MemoryRecord, patterns: Sequence[re.Pattern[str]], settings: SearchSettings
+    cos: float | None, record: MemoryRecord, patterns: Sequence[TermPattern], settings: SearchSettings
 ) -> float:
     """Absolute relevance in [0, 1]: calibrated cosine, raised by query-term coverage (probabilistic or)."""
     dense = 0.0 if cos is None else calibrate(cos, settings.dense_floor, settings.dense_ceiling)

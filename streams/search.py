@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memory_store.base import GraphStore, KeywordIndex, VectorStore
-from memory_store.embedding.base import Embedder
+from memory_store.embedding.base import Embedder, Embeddings
 from memory_store.rerank import Reranker
 from processors.filters import Filter, compile_filter
 from processors.fusion import keyword_query, query_terms
@@ -43,6 +43,12 @@ __all__ = ["SearchService"]
 logger = logging.getLogger(__name__)
 
 _BUCKETS: tuple[Bucket, ...] = ("text", "pref", "tool", "skill")
+
+
+def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a caller should see from a failed task group: its first leaf (a store or model error)."""
+    first = error.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 class SearchService:
@@ -87,15 +93,18 @@ class SearchService:
         }
         if not query.readable_cube_ids or not buckets:
             return build_response(query, selected)
-        embeddings = await self.embedder.embed([query.query], kind="query")
-        if len(embeddings.vectors) != 1:
-            raise ModelOutputInvalid(f"embedder returned {len(embeddings.vectors)!r} vectors for one query")
-        vector = embeddings.vectors[0]
-        tasks: dict[tuple[str, Bucket], asyncio.Task[list[Hit]]] = {}
-        async with asyncio.TaskGroup() as group:
-            for cube in query.readable_cube_ids:
-                for bucket in buckets:
-                    tasks[cube, bucket] = group.create_task(self._bucket(cube, bucket, query, vector, flt))
+        # The query is embedded while the keyword searches (which do not need its vector) already run.
+        try:
+            async with asyncio.TaskGroup() as group:
+                embedding = group.create_task(self._embed(query.query))
+                tasks = {
+                    (cube, bucket): group.create_task(self._bucket(cube, bucket, query, embedding, flt))
+                    for cube in query.readable_cube_ids
+                    for bucket in buckets
+                }
+        except BaseExceptionGroup as group_error:
+            raise _first_leaf(group_error) from None
+        embeddings = embedding.result()
         for bucket in buckets:
             per_cube = {cube: tasks[cube, bucket].result() for cube in query.readable_cube_ids}
             is_text = bucket == "text"
@@ -117,19 +126,31 @@ class SearchService:
         )
         return data
 
+    async def _embed(self, text: str) -> Embeddings:
+        embeddings = await self.embedder.embed([text], kind="query")
+        if len(embeddings.vectors) != 1:
+            raise ModelOutputInvalid(f"embedder returned {len(embeddings.vectors)!r} vectors for one query")
+        return embeddings
+
     async def _bucket(
-        self, cube: str, bucket: Bucket, query: SearchQuery, vector: Sequence[float], flt: Filter | None
+        self,
+        cube: str,
+        bucket: Bucket,
+        query: SearchQuery,
+        embedding: asyncio.Task[Embeddings],
+        flt: Filter | None,
     ) -> list[Hit]:
         types = list(bucket_types(bucket, query))
         k = candidate_k(bucket_limit(bucket, query), self.settings, filtered=flt is not None)
         text = keyword_query(query.query, strip_stopwords=self.settings.strip_stopwords)
         async with asyncio.TaskGroup() as group:
-            dense_task = group.create_task(self._dense(cube, vector, k, types, query.include_history))
             keyword_task = group.create_task(
                 self.keyword.search(
                     cube, text, k=k, memory_types=types, include_retired=query.include_history
                 )
             )
+            vector = (await asyncio.shield(embedding)).vectors[0]
+            dense_task = group.create_task(self._dense(cube, vector, k, types, query.include_history))
         rankings: dict[str, list[str]] = {
             "dense": [m.memory_id for m in dense_task.result()],
             "keyword": [m.memory_id for m in keyword_task.result()],

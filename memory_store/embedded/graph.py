@@ -8,6 +8,8 @@ import json
 import logging
 import sqlite3
 import struct
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,6 +128,36 @@ def _record(r: sqlite3.Row | tuple[Any, ...]) -> MemoryRecord:
     )  # fmt: skip
 
 
+class _DecodedRecords:
+    """Bounded LRU of decoded records, each kept with the exact row it came from.
+
+    A hit requires the row read now to equal the cached row (every column, the embedding blob
+    included), so a record changed by any writer, in this process or another, is decoded afresh:
+    the cache can be stale only in memory use, never in content.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple[tuple[Any, ...], MemoryRecord]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, row: tuple[Any, ...]) -> MemoryRecord:
+        key = row[0]
+        with self._lock:
+            cached = self._items.get(key)
+            if cached is not None and cached[0] == row:
+                self._items.move_to_end(key)
+                return cached[1]
+        record = _record(row)
+        if self.size > 0:
+            with self._lock:
+                self._items[key] = (tuple(row), record)
+                self._items.move_to_end(key)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return record
+
+
 def _relation(r: tuple[Any, ...]) -> RelationRecord:
     return RelationRecord(
         id=r[0], cube_id=r[1], source_id=r[2], target_id=r[3], relation=r[4], weight=r[5],
@@ -140,6 +172,12 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
     """
 
     name = "graph"
+    decoded_cache_size = 4096
+    """Decoded records kept for repeated reads (search reads the same candidates again and again)."""
+
+    @functools.cached_property
+    def _decoded(self) -> _DecodedRecords:
+        return _DecodedRecords(self.decoded_cache_size)
 
     def _schema(self) -> str:
         return _SCHEMA
@@ -219,7 +257,7 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
             sql += " AND cube_id=?"
             args.append(cube_id)
         rows = await asyncio.to_thread(self._query, sql, args)
-        found = {r.id: r for r in map(_record, rows)}
+        found = {r.id: r for r in map(self._decoded.decode, rows)}
         return [found[i] for i in wanted if i in found]
 
     async def list_memories(

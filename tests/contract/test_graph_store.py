@@ -45,6 +45,20 @@ async def test_state_and_checkpoint_survive_a_restart(tmp_path: Path, unique: st
         assert not await store.apply([UpsertMemory(memory=record)], position(unique, 4))
 
 
+async def test_a_record_changed_by_another_writer_is_read_fresh(tmp_path: Path, unique: str) -> None:
+    # the reader keeps decoded records for repeated searches; a write through another connection (as a
+    # worker process would make) must still be seen on the next read
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    record = make_memory(f"c-{unique}", f"m-{unique}")
+    async with EmbeddedGraphStore(url) as reader, EmbeddedGraphStore(url) as writer:
+        assert await writer.apply([UpsertMemory(memory=record)], position(unique, 1))
+        assert await reader.get([record.id]) == [record]
+        changed = record.model_copy(update={"memory": "changed by another writer", "revision": 2})
+        assert await writer.apply([UpsertMemory(memory=changed)], position(unique, 2))
+        assert await reader.get([record.id]) == [changed]
+        assert (await reader.get([record.id]))[0] is (await reader.get([record.id]))[0]
+
+
 async def test_apply_many_is_one_transaction_with_per_position_results(
     graph_store: EmbeddedGraphStore, unique: str
 ) -> None:

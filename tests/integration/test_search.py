@@ -17,7 +17,7 @@ from memory_store.registry import graph_store_from_url, keyword_index_from_url, 
 from memory_store.rerank import LexicalReranker
 from processors.retrieval import SearchQuery, SearchSettings
 from schemas.envelope import Position
-from schemas.errors import ValidationFailed
+from schemas.errors import ModelUnavailable, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord
 from schemas.ops import AnyOp, RetireMemory, UpsertMemory, UpsertRelation
 from streams.search import SearchService
@@ -316,3 +316,12 @@ async def test_empty_query_is_rejected(world: World) -> None:
     with pytest.raises(ValidationFailed) as info:
         await world.service.search(SearchQuery(query="  ", readable_cube_ids=(TRAVEL,)))
     assert info.value.field == "query"
+
+
+async def test_an_unreachable_embedder_fails_the_search_with_its_own_error(world: World) -> None:
+    # nothing listens on port 1: the embedder's error must reach the caller as itself, not wrapped in
+    # the ExceptionGroup of the task group that runs the keyword searches beside the embedding
+    offline = embedder_from_url("openai+http://127.0.0.1:1/v1?model=e5&timeout=5")
+    service = SearchService(world.graph, world.vector, world.keyword, offline)
+    with pytest.raises(ModelUnavailable, match="cannot connect"):
+        await service.search(SearchQuery(query="chain hotels", readable_cube_ids=(TRAVEL, LOVE)))
