@@ -24,6 +24,7 @@ from schemas.events import (
     MemoryAdded,
     MemoryType,
     ModelUsage,
+    RelationAdded,
     SourceRef,
     derive_id,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "FastSettings",
     "MemoryDraft",
     "build_memory_events",
+    "follows_relations",
     "file_drafts",
     "placeholder_drafts",
     "plan_fast",
@@ -412,6 +414,36 @@ def _shares(usage: ModelUsage | None, weights: Sequence[int]) -> list[ModelUsage
         out.append(
             usage.model_copy(
                 update={"latency_ms": usage.latency_ms * weight / total, "prompt_tokens": tokens}
+            )
+        )
+    return out
+
+
+def follows_relations(
+    event: ConversationRecorded, drafts: Sequence[MemoryDraft], resolved: dict[str, str]
+) -> list[RelationAdded]:
+    """FOLLOWS edges between consecutive windows of one add: later window -> earlier window.
+
+    ``resolved`` maps each draft's memory id to the memory that stands for it after dedup (itself, an
+    earlier draft of the add, or an existing memory). Search expands its best hits over these edges,
+    so a question whose evidence spans two windows finds the neighbour too.
+    """
+    ids = [str(derive_id(event.event_id, d.key)) for d in drafts if (d.group or "").startswith("window:")]
+    chain = list(dict.fromkeys(resolved.get(i, i) for i in ids))
+    out = []
+    for earlier, later in zip(chain, chain[1:], strict=False):
+        out.append(
+            RelationAdded(
+                event_id=derive_id(event.event_id, f"follows:{later}:{earlier}"),
+                occurred_at=event.occurred_at,
+                key=event.key,
+                producer="derivation",
+                trace_id=event.trace_id,
+                relation_id=str(derive_id(event.event_id, f"follows:{later}:{earlier}:relation")),
+                cube_id=event.cube_id,
+                source_id=later,
+                target_id=earlier,
+                relation="FOLLOWS",
             )
         )
     return out

@@ -30,7 +30,7 @@ from processors.extraction import (
     retry_messages,
     vision_messages,
 )
-from processors.fast import FastSettings, MemoryDraft, build_memory_events, plan_fast
+from processors.fast import FastSettings, MemoryDraft, build_memory_events, follows_relations, plan_fast
 from processors.reader import Item, attach_fetched, read_messages
 from processors.rules import extract_rules
 from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelError, ModelOutputInvalid
@@ -339,6 +339,7 @@ class Deriver:
         _add_batch_view(views, added, earlier, self.settings.dedup_k)
         result = resolve_candidates(event, added, views, self.settings.dedup)
         events: list[Event] = list(result.events)
+        events += follows_relations(event, plan.drafts, result.resolved)
         for fast_key, successor_keys in plan.retire.items():
             ids = [str(derive_id(event.event_id, k)) for k in successor_keys]
             successors = list(dict.fromkeys(result.resolved.get(i, i) for i in ids))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from processors.fast import FastSettings, build_memory_events, plan_fast
+from processors.fast import FastSettings, build_memory_events, follows_relations, plan_fast
 from processors.reader import attach_fetched, read_messages
 from schemas.errors import FetchFailed
 from schemas.events import ModelUsage, derive_id
@@ -50,14 +50,16 @@ def test_user_only_windows_are_user_memory_with_chat_time_and_names() -> None:
             "chat_time": "8 May 2023",
         },
         {"role": "user", "name": "Caroline", "content": "It was powerful.", "chat_time": "8 May 2023"},
+        {"role": "user", "name": "Caroline", "content": "Then I slept.", "chat_time": "9 May 2023"},
     ]
     [draft] = plan_fast(read_messages(messages).items, FastSettings())
     assert draft.memory_type == "UserMemory"
-    assert draft.memory == (
+    assert draft.memory == (  # the time is written where it changes, not repeated on every line
         "[8 May 2023] user (Caroline): I went to a LGBTQ support group.\n"
-        "[8 May 2023] user (Caroline): It was powerful."
+        "user (Caroline): It was powerful.\n"
+        "[9 May 2023] user (Caroline): Then I slept."
     )
-    assert {s.chat_time for s in draft.sources} == {"8 May 2023"}
+    assert [s.chat_time for s in draft.sources] == ["8 May 2023", "8 May 2023", "9 May 2023"]
 
 
 def test_long_conversations_are_windowed_with_overlap() -> None:
@@ -69,6 +71,27 @@ def test_long_conversations_are_windowed_with_overlap() -> None:
     windows = [d.metadata["messages"] for d in drafts]
     assert windows == [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6], [6, 7]]
     assert [d.key for d in drafts] == [f"fast:{n}" for n in range(7)]
+
+
+def test_consecutive_windows_are_linked_by_follows_edges_after_dedup() -> None:
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " + "word " * 20}
+        for i in range(4)
+    ]
+    drafts = plan_fast(read_messages(messages).items, FastSettings(window_tokens=60, window_overlap=1))
+    event = conversation(messages)
+    ids = [str(derive_id(event.event_id, d.key)) for d in drafts]
+    assert len(ids) == 3
+    edges = follows_relations(event, drafts, {i: i for i in ids})
+    assert [(e.source_id, e.target_id, e.relation) for e in edges] == [
+        (ids[1], ids[0], "FOLLOWS"),
+        (ids[2], ids[1], "FOLLOWS"),
+    ]
+    assert follows_relations(event, drafts, {i: i for i in ids}) == edges  # deterministic ids
+    # the middle window was a duplicate of a stored memory: the chain runs through that one instead
+    edges = follows_relations(event, drafts, {ids[0]: ids[0], ids[1]: "stored", ids[2]: ids[2]})
+    assert [(e.source_id, e.target_id) for e in edges] == [("stored", ids[0]), (ids[2], "stored")]
+    assert {e.cube_id for e in edges} == {event.cube_id}
 
 
 def test_usage_shares_sum_to_the_call() -> None:
