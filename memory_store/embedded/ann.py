@@ -29,7 +29,7 @@ class Hnsw:
 
     m: int = 16
     ef_construction: int = 64
-    ef_search: int = 128
+    ef_search: int = 256
     threads: int = -1
     seed: int = 100
     chunk: int = 10_000

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS keyword_docs (
     doc_id INTEGER PRIMARY KEY, memory_id TEXT NOT NULL UNIQUE, cube_id TEXT NOT NULL,
     memory_type TEXT NOT NULL, status TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS keyword_docs_cube ON keyword_docs (cube_id);
+CREATE INDEX IF NOT EXISTS keyword_docs_cube_type ON keyword_docs (cube_id, memory_type, status);
 CREATE VIRTUAL TABLE IF NOT EXISTS keyword_fts USING fts5(
     cube, body, title, tokenize = 'porter unicode61 remove_diacritics 2');
 """
@@ -155,6 +156,21 @@ class EmbeddedKeywordIndex(EmbeddedProjection, KeywordIndex):
         with self.db.read() as conn:
             return conn.execute(sql, tuple(args)).fetchall()
 
+    def _search_sync(
+        self, sql: str, args: Sequence[Any], cube_id: str, types: str | None, include_retired: bool
+    ) -> list[tuple[Any, ...]]:
+        with self.db.read() as conn:
+            if types is not None:  # most cubes hold no memories of most types: skip the BM25 scan then
+                probe = (
+                    "SELECT 1 FROM keyword_docs WHERE cube_id = ?"
+                    " AND memory_type IN (SELECT value FROM json_each(?))"
+                )
+                if not include_retired:
+                    probe += " AND status = 'activated'"
+                if conn.execute(probe + " LIMIT 1", (cube_id, types)).fetchone() is None:
+                    return []
+            return conn.execute(sql, tuple(args)).fetchall()
+
     async def search(
         self,
         cube_id: str,
@@ -177,12 +193,13 @@ class EmbeddedKeywordIndex(EmbeddedProjection, KeywordIndex):
         args: list[Any] = [expression, cube_id]
         if not include_retired:
             sql += " AND d.status = 'activated'"
-        if memory_types is not None:
+        types = None if memory_types is None else json.dumps(list(memory_types))
+        if types is not None:
             sql += " AND d.memory_type IN (SELECT value FROM json_each(?))"
-            args.append(json.dumps(list(memory_types)))
+            args.append(types)
         sql += " ORDER BY score DESC, d.memory_id LIMIT ?"
         args.append(k)
-        rows = await asyncio.to_thread(self._query, sql, args)
+        rows = await asyncio.to_thread(self._search_sync, sql, args, cube_id, types, include_retired)
         return [
             ScoredMemory(memory_id=r[0], cube_id=cube_id, score=float(r[1]), retriever="keyword")
             for r in rows

@@ -99,7 +99,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         ann_pending_limit: int = 2_048,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 64,
-        hnsw_ef_search: int = 128,
+        hnsw_ef_search: int = 256,
         index_threads: int = -1,
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 30.0,
