@@ -254,7 +254,8 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
         sql = f"{_SELECT} WHERE id IN (SELECT value FROM json_each(?))"
         args: list[Any] = [_json(wanted)]
         if cube_id is not None:
-            sql += " AND cube_id=?"
+            # "+" keeps the planner on the primary key: with the cube index it scanned the whole cube
+            sql += " AND +cube_id=?"
             args.append(cube_id)
         rows = await asyncio.to_thread(self._query, sql, args)
         found = {r.id: r for r in map(self._decoded.decode, rows)}
