@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 
 from schemas.events import EVENT_TYPES
 
-__all__ = ["AVRO_DIR", "AVRO_NAMESPACE", "JSON_PROP", "avro_schema", "write_schemas"]
+__all__ = ["AVRO_DIR", "AVRO_NAMESPACE", "F32_PROP", "JSON_PROP", "avro_schema", "write_schemas"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,11 @@ AVRO_NAMESPACE = "io.memos.events"
 AVRO_DIR = Path(__file__).parent / "avro"
 JSON_PROP = "memos.json"
 """Custom property marking a string field that carries JSON."""
+F32_PROP = "memos.float32"
+"""Custom property marking a bytes field that carries a list of floats as little-endian float32.
+
+Reading 384 Avro doubles cost fastavro about 180 us per event, the bytes about 7 us: replay is
+bound by decoding. Every bundled embedder produces float32, so nothing is lost for them."""
 
 
 def _is_json(tp: Any) -> bool:
@@ -92,11 +97,15 @@ def _default(info: FieldInfo, avro_type: Any) -> tuple[bool, Any]:
 def _record(model: type[BaseModel], named: set[str]) -> dict[str, Any]:
     fields = []
     for name, info in model.model_fields.items():
-        avro_type = _type(info.annotation, named)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        packed = extra.get("avro") == "float32"
+        avro_type = {"type": "bytes", F32_PROP: True} if packed else _type(info.annotation, named)
         field: dict[str, Any] = {"name": name, "type": avro_type}
         if info.description:
             field["doc"] = info.description
         has_default, default = _default(info, avro_type)
+        if packed and has_default:
+            default = ""  # an empty float32 vector: Avro writes bytes defaults as strings
         if has_default:
             if isinstance(avro_type, list) and default is not None:
                 avro_type = [avro_type[1], "null"]

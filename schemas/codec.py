@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import numpy as np
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from pydantic import ValidationError
 
-from schemas.avro_gen import AVRO_DIR, JSON_PROP, avro_schema
+from schemas.avro_gen import AVRO_DIR, F32_PROP, JSON_PROP, avro_schema
 from schemas.errors import EventDecodeError, SchemaError
 from schemas.events import EVENT_TYPES, AnyEvent, Event, any_event_adapter
 
@@ -89,18 +90,20 @@ def fingerprint_of(event_type: str) -> bytes:
     return _registry()[0][event_type][0]
 
 
-_NEEDS_CONVERSION: dict[int, bool] = {}
+_NEEDS_CONVERSION: dict[int, tuple[Any, bool]] = {}
+"""id(subschema) -> (that subschema, answer); holding the subschema keeps its id from being reused."""
 
 
 def _needs_conversion(schema: Any) -> bool:
-    """Whether a (sub)schema holds a JSON-carrying string anywhere; cached per schema object."""
+    """Whether a (sub)schema holds a JSON or float32 field anywhere; cached per schema object."""
     if isinstance(schema, str):
         return False
-    key = id(schema)
-    found = _NEEDS_CONVERSION.get(key)
-    if found is None:
-        found = JSON_PROP in json.dumps(schema)
-        _NEEDS_CONVERSION[key] = found
+    cached = _NEEDS_CONVERSION.get(id(schema))
+    if cached is not None and cached[0] is schema:
+        return bool(cached[1])
+    text = json.dumps(schema)
+    found = JSON_PROP in text or F32_PROP in text
+    _NEEDS_CONVERSION[id(schema)] = (schema, found)
     return found
 
 
@@ -116,6 +119,8 @@ def _to_avro(schema: Any, value: Any) -> Any:
         kind = schema["type"]
         if schema.get(JSON_PROP):
             return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+        if schema.get(F32_PROP):
+            return np.asarray(value, dtype="<f4").tobytes()
         if kind == "record":
             return {f["name"]: _to_avro(f["type"], value.get(f["name"])) for f in schema["fields"]}
         if kind == "array":
@@ -141,6 +146,10 @@ def _from_avro(schema: Any, value: Any, names: dict[str, Any]) -> Any:
         kind = schema["type"]
         if schema.get(JSON_PROP):
             return json.loads(value)
+        if schema.get(F32_PROP):
+            if len(value) % 4:
+                raise ValueError(f"float32 field of {len(value)} bytes")
+            return np.frombuffer(value, dtype="<f4").tolist()
         if kind == "record":
             names.setdefault(schema["name"], schema)
             return {f["name"]: _from_avro(f["type"], value.get(f["name"]), names) for f in schema["fields"]}
@@ -186,7 +195,12 @@ def encode(event: Event) -> bytes:
 
 
 def decode_dict(payload: bytes) -> dict[str, Any]:
-    """Decode single-object bytes into the current version's dict (schema resolution + upcasters)."""
+    """Decode single-object bytes into the current version's dict.
+
+    The payload is read with the schema it was written with (its own representation, e.g. v1's
+    embedding as doubles, v2's as float32 bytes), lifted by the upcasters one version at a time, and
+    trimmed to the current fields; fields added since take the model's defaults on validation.
+    """
     if len(payload) < 10 or payload[:2] != MAGIC:
         raise EventDecodeError(f"not an Avro single-object payload (starts with {payload[:2]!r})")
     fp = payload[2:10]
@@ -198,14 +212,13 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
     if reader is None:
         raise EventDecodeError(f"event type {writer.name!r} is no longer known")
     try:
-        resolve = None if writer is reader[1] else reader[1].parsed
-        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, resolve)
+        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, None)
     except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"corrupt {writer.name} payload: {exc}") from exc
     try:
-        data: dict[str, Any] = _from_avro(reader[1].raw, raw, {})
+        data: dict[str, Any] = _from_avro(writer.raw, raw, {})
     except (ValueError, TypeError) as exc:
-        raise EventDecodeError(f"corrupt JSON field in {writer.name}: {exc}") from exc
+        raise EventDecodeError(f"corrupt field in {writer.name}: {exc}") from exc
     version = writer.version
     target = reader[1].version
     while version < target:
@@ -213,6 +226,9 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
         if up is not None:
             data = up(data)
         version += 1
+    if writer is not reader[1]:  # fields the current version dropped; new ones take the model's defaults
+        known = {f["name"] for f in reader[1].raw["fields"]}
+        data = {k: v for k, v in data.items() if k in known}
     data["schema_version"] = target
     return data
 

@@ -153,7 +153,11 @@ class MemoryAdded(Event):
     background: str = Field(default="", description="Context summary around the memory.")
     sources: list[SourceRef] = Field(default_factory=list, description="Messages and parts it was made from.")
     metadata: JsonDict = Field(default_factory=dict, description="Extra metadata (preference fields, tool info).")
-    embedding: list[float] = Field(default_factory=list, description="Embedding vector of the memory text.")
+    embedding: list[float] = Field(
+        default_factory=list,
+        description="Embedding vector of the memory text (on the log: little-endian float32 bytes).",
+        json_schema_extra={"avro": "float32"},
+    )
     embedding_model: str = Field(default="", description="Model id that produced the embedding.")
     extractor: str = Field(default="fast", description="'fast', 'rules' or 'llm:<model>'.")
     origin_event_id: uuid.UUID | None = Field(default=None, description="Event the memory was derived from.")
@@ -161,6 +165,7 @@ class MemoryAdded(Event):
     valid_from: AwareDatetime | None = Field(default=None, description="When the fact became true.")
     confidence: float = Field(default=1.0, description="Extractor confidence in [0, 1].")
     usage: list[ModelUsage] = Field(default_factory=list, description="Model calls spent on this memory.")
+    schema_version: int = Field(default=2, description="v2 carries the embedding as float32 bytes.")
 
 
 class MemoryRevised(Event):
@@ -175,11 +180,15 @@ class MemoryRevised(Event):
     tags: list[str] = Field(default_factory=list, description="New tags.")
     metadata: JsonDict = Field(default_factory=dict, description="Metadata to merge into the old.")
     sources: list[SourceRef] = Field(default_factory=list, description="Sources added by this revision.")
-    embedding: list[float] = Field(default_factory=list, description="New embedding (empty: unchanged).")
+    embedding: list[float] = Field(
+        default_factory=list,
+        description="New embedding, empty: unchanged (on the log: little-endian float32 bytes).",
+        json_schema_extra={"avro": "float32"},
+    )
     embedding_model: str = Field(default="", description="Model of the new embedding.")
     reason: Literal["duplicate", "update", "merge", "edit"] = Field(default="update", description="Why.")
     origin_event_id: uuid.UUID | None = Field(default=None, description="Event that caused the revision.")
-    schema_version: int = Field(default=2, description="v2 added `usage`.")
+    schema_version: int = Field(default=3, description="v2 added `usage`; v3 packs the embedding as float32.")
     usage: list[ModelUsage] = Field(default_factory=list, description="Model calls spent on the revision.")
 
 

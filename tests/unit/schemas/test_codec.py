@@ -132,3 +132,30 @@ def test_event_names_are_past_tense_and_topics_known() -> None:
     for cls in EVENT_TYPES:
         assert cls.__name__.endswith(("ed", "en")), cls.__name__
         assert topic_for(cls.__name__) in ALL_TOPICS
+
+
+def test_embeddings_travel_as_float32_bytes() -> None:
+    import numpy as np
+
+    vector = np.random.default_rng(3).standard_normal(384).tolist()
+    now = datetime(2025, 1, 2, tzinfo=UTC)
+    fields = dict(event_id=uuid.uuid4(), occurred_at=now, key="c", memory_id="m", cube_id="c", user_id="u",
+                  memory="x", embedding=vector)  # fmt: skip
+    payload = encode(MemoryAdded(**fields))
+    assert len(payload) < 384 * 4 + 200  # doubles would take 384 * 8 bytes
+    got = decode(payload).embedding
+    assert got == np.asarray(vector, dtype=np.float32).tolist()  # float32 precision, bit for bit
+    assert max(abs(a - b) for a, b in zip(got, vector, strict=True)) < 1e-6
+    import io
+
+    import fastavro
+
+    from schemas import codec
+
+    fp, entry = codec._registry()[0]["MemoryAdded"]
+    data = codec._to_avro(entry.raw, MemoryAdded(**fields).model_dump(mode="python"))
+    data["embedding"] = b"\x00" * 6  # not a whole number of float32s
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, entry.parsed, data)
+    with pytest.raises(EventDecodeError, match="float32 field of 6 bytes"):
+        decode(codec.MAGIC + fp + body.getvalue())
