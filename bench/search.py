@@ -423,6 +423,8 @@ def run(args: argparse.Namespace, console: Console) -> Figures:
                 headline[f"rss_mb_{_label(n)}"] = f["rss_mb"]
     if args.max < SIZES[-1] and headline["p95_ms_1m"] is None:
         headline["p95_ms_1m_reason"] = f"not run: --max {args.max}"
+    elif SIZES[-1] not in sizes:
+        headline["p95_ms_1m_reason"] = f"not run: --sizes {args.sizes}"
     console.print(table)
     return headline
 

@@ -129,6 +129,20 @@ def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
     assert figures["ratio"] < 2.0  # the pipeline cannot beat its own embedder by much
 
 
+def test_search_benchmark_at_a_small_size(tmp_path: Path) -> None:
+    # 25k in one cube crosses the ANN threshold (20k), so the HNSW path, its recall and the saved
+    # index are exercised; the spread scenario stays exact
+    figures = _run(
+        ["bench.search", "--sizes", "25000", "--queries", "12", "--cubes", "5", "--dir", str(tmp_path)],
+        tmp_path / "h",
+    )
+    assert figures["ann_25k"] is True and figures["ann_25k_5cubes"] is False
+    assert figures["recall_at_10_25k"] >= 0.8  # structured vectors: HNSW must find most true neighbours
+    assert 0 < figures["search_p50_ms_25k"] <= figures["p50_ms_25k"]  # embedding is part of the latency
+    assert 0 < figures["full_p50_ms_25k"] <= figures["full_p95_ms_25k"]
+    assert figures["p95_ms_1m"] is None and "not run" in figures["p95_ms_1m_reason"]
+
+
 def test_budget_cuts_the_last_memory_and_skips_malformed_evidence() -> None:
     turns = turns_of(_conversation()["conversation"])
     contents = {t.dia_id: t.content for t in turns}
