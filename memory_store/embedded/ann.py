@@ -30,6 +30,11 @@ class Hnsw:
     m: int = 16
     ef_construction: int = 64
     ef_search: int = 256
+    ef_reference: int = 100_000
+    """Index size at which ``ef_search`` applies; larger indexes search with ef x sqrt(size / this).
+
+    Measured on bench.search's structured vectors (M 16, ef_construction 64): at 100k, ef 256 gives
+    recall@10 0.95; at 1M it gives 0.74, ef 768 gives 0.94 (9.4 ms per query on one core)."""
     threads: int = -1
     seed: int = 100
     chunk: int = 10_000
@@ -342,8 +347,9 @@ class CubeVectors:
             rows = np.flatnonzero(allowed)
             return _top(rows, self._matrix[rows] @ q, k)
         want = min(self.indexed, max(k, int(k * self.indexed / n_allowed * 1.5) + 10))
+        ef = int(self.hnsw.ef_search * max(1.0, (self.indexed / self.hnsw.ef_reference) ** 0.5))
         while True:
-            self._index.set_ef(max(self.hnsw.ef_search, want))
+            self._index.set_ef(max(ef, want))
             try:
                 labels, _ = self._index.knn_query(q, k=want, num_threads=1)
             except RuntimeError:  # fewer reachable elements than asked: answer exactly instead
