@@ -155,12 +155,15 @@ def _stack(vectors: Sequence[Sequence[float]]) -> NDArray[np.float64]:
     """``vectors`` as a float64 matrix; rows of vectors seen before come from a conversion memo.
 
     The memo is keyed by object identity and holds the vector itself, so an id cannot be reused while
-    its entry lives; stores that hand out the same record objects again (a decode cache) make repeated
-    searches skip the float-by-float conversion.
+    its entry lives; only tuples (immutable) are memoised. Stores that hand out the same record objects
+    again (a decode cache) make repeated searches skip the float-by-float conversion.
     """
     out = np.empty((len(vectors), len(vectors[0]) if vectors else 0), dtype=np.float64)
     with _ROWS_LOCK:
         for n, vector in enumerate(vectors):
+            if not isinstance(vector, tuple):
+                out[n] = np.asarray(vector, dtype=np.float64)
+                continue
             entry = _ROWS.get(id(vector))
             if entry is not None and entry[0] is vector:
                 out[n] = entry[1]

@@ -108,3 +108,13 @@ def test_mmr_group_caps_and_duplicates() -> None:
     picked = mmr_select(relevance, sims, lambda_=0.8, limit=4, duplicate_threshold=0.98)
     assert picked == [0, 1, 2]  # 3 is a near duplicate of 0
     assert mmr_select([], [], lambda_=0.5, limit=3) == []
+
+
+def test_cosines_follow_the_vectors_they_are_given_not_a_memo() -> None:
+    query = normalised([1.0, 0.0])
+    vector = [1.0, 0.0]
+    frozen = (0.0, 1.0)
+    assert cosine_to(query, [vector, frozen]) == [1.0, 0.0]
+    vector[0], vector[1] = 0.0, 1.0  # a list changed in place is read afresh
+    assert cosine_to(query, [vector, frozen]) == [0.0, 0.0]
+    assert cosine_to(query, [(1.0, 0.0), frozen]) == [1.0, 0.0]  # equal tuples, other objects
