@@ -218,9 +218,13 @@ class ControlStore:
                 )
             case TaskStatusChanged():
                 conn.execute(
+                    # the two phases of an async fine add run in separate consumer groups, so the
+                    # refiner's "completed" can reach the log before the first phase's "in_progress":
+                    # a finished task never goes back to an unfinished state
                     "INSERT INTO tasks VALUES (?,?,'',?,?,?,?,?,'',?,?) ON CONFLICT (task_id) DO UPDATE SET "
                     "status=excluded.status, error=excluded.error, result=excluded.result, "
-                    "updated_at=excluded.updated_at",
+                    "updated_at=excluded.updated_at WHERE NOT (tasks.status IN ('completed', 'failed', "
+                    "'cancelled') AND excluded.status IN ('waiting', 'in_progress'))",
                     (event.task_id, event.cube_id, event.label, event.business_task_id, event.status,
                      event.error, json.dumps(event.result), at, at),
                 )
