@@ -23,6 +23,7 @@ from schemas.events import (
     MemoryRevised,
     RelationAdded,
     derive_id,
+    derived_header,
 )
 from schemas.memory import MemoryRecord
 
@@ -204,11 +205,7 @@ def _revision(
 ) -> MemoryRevised:
     count = existing.metadata.get("duplicate_count", 0)
     return MemoryRevised(
-        event_id=derive_id(event.event_id, f"{candidate.memory_id}:duplicate"),
-        occurred_at=event.occurred_at,
-        key=event.key,
-        producer="derivation",
-        trace_id=event.trace_id,
+        **derived_header(event, f"{candidate.memory_id}:duplicate"),
         memory_id=existing.id,
         cube_id=existing.cube_id,
         revision=revision,
@@ -228,11 +225,7 @@ def _revision(
 def _supersede(event: ConversationRecorded, new: MemoryAdded, old: MemoryRecord) -> list[Event]:
     return [
         MemoryRetired(
-            event_id=derive_id(event.event_id, f"{new.memory_id}:supersedes:{old.id}:retired"),
-            occurred_at=event.occurred_at,
-            key=event.key,
-            producer="derivation",
-            trace_id=event.trace_id,
+            **derived_header(event, f"{new.memory_id}:supersedes:{old.id}:retired"),
             memory_id=old.id,
             cube_id=old.cube_id,
             reason="superseded",
@@ -240,11 +233,7 @@ def _supersede(event: ConversationRecorded, new: MemoryAdded, old: MemoryRecord)
             valid_to=event.occurred_at,
         ),
         RelationAdded(
-            event_id=derive_id(event.event_id, f"{new.memory_id}:supersedes:{old.id}:relation"),
-            occurred_at=event.occurred_at,
-            key=event.key,
-            producer="derivation",
-            trace_id=event.trace_id,
+            **derived_header(event, f"{new.memory_id}:supersedes:{old.id}:relation"),
             relation_id=str(derive_id(event.event_id, f"{new.memory_id}:supersedes:{old.id}")),
             cube_id=new.cube_id,
             source_id=new.memory_id,

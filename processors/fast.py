@@ -27,6 +27,7 @@ from schemas.events import (
     RelationAdded,
     SourceRef,
     derive_id,
+    derived_header,
 )
 
 __all__ = [
@@ -372,11 +373,7 @@ def build_memory_events(
         tags = list(dict.fromkeys([*draft.tags, *event.custom_tags]))
         out.append(
             MemoryAdded(
-                event_id=derive_id(event.event_id, f"{draft.key}:added"),
-                occurred_at=event.occurred_at,
-                key=event.key,
-                producer="derivation",
-                trace_id=event.trace_id,
+                **derived_header(event, f"{draft.key}:added"),
                 memory_id=memory_id,
                 cube_id=event.cube_id,
                 user_id=event.user_id,
@@ -434,11 +431,7 @@ def follows_relations(
     for earlier, later in zip(chain, chain[1:], strict=False):
         out.append(
             RelationAdded(
-                event_id=derive_id(event.event_id, f"follows:{later}:{earlier}"),
-                occurred_at=event.occurred_at,
-                key=event.key,
-                producer="derivation",
-                trace_id=event.trace_id,
+                **derived_header(event, f"follows:{later}:{earlier}"),
                 relation_id=str(derive_id(event.event_id, f"follows:{later}:{earlier}:relation")),
                 cube_id=event.cube_id,
                 source_id=later,

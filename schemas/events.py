@@ -38,6 +38,7 @@ __all__ = [
     "UserForgotten",
     "any_event_adapter",
     "derive_id",
+    "derived_header",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,17 @@ TaskStatus = Literal["waiting", "in_progress", "completed", "failed", "cancelled
 def derive_id(parent: uuid.UUID | str, key: str | int) -> uuid.UUID:
     """Deterministic child id: uuid5 of the parent event id and a key, so replays yield the same ids."""
     return uuid.uuid5(NAMESPACE, f"{parent}:{key}")
+
+
+def derived_header(origin: Event, key: str) -> dict[str, Any]:
+    """Envelope fields of an event derived from ``origin``: id uuid5(origin id, key), its time, key, trace."""
+    return {
+        "event_id": derive_id(origin.event_id, key),
+        "occurred_at": origin.occurred_at,
+        "key": origin.key,
+        "producer": "derivation",
+        "trace_id": origin.trace_id,
+    }
 
 
 class _Frozen(BaseModel):

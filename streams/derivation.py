@@ -42,6 +42,7 @@ from schemas.events import (
     MemoryRetired,
     ModelUsage,
     derive_id,
+    derived_header,
 )
 from schemas.memory import MemoryRecord
 from streams.settings import DerivationSettings
@@ -345,11 +346,7 @@ class Deriver:
             successors = list(dict.fromkeys(result.resolved.get(i, i) for i in ids))
             events.append(
                 MemoryRetired(
-                    event_id=derive_id(event.event_id, f"{fast_key}:refined"),
-                    occurred_at=event.occurred_at,
-                    key=event.key,
-                    producer="derivation",
-                    trace_id=event.trace_id,
+                    **derived_header(event, f"{fast_key}:refined"),
                     memory_id=str(derive_id(event.event_id, fast_key)),
                     cube_id=event.cube_id,
                     reason="refined",
@@ -439,11 +436,7 @@ def _failed(
     event: ConversationRecorded, key: str, stage: str, error: str, fallback: str, usage: list[ModelUsage]
 ) -> DerivationFailed:
     return DerivationFailed(
-        event_id=derive_id(event.event_id, f"failed:{key}"),
-        occurred_at=event.occurred_at,
-        key=event.key,
-        producer="derivation",
-        trace_id=event.trace_id,
+        **derived_header(event, f"failed:{key}"),
         cube_id=event.cube_id,
         origin_event_id=event.event_id,
         task_id=event.task_id,
