@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.topics import CONVERSATIONS
-from streams.app import Runtime
-from streams.service import MemoryService
 from streams.settings import load_settings
 
 __all__ = ["EmbedRecorder", "conversations", "main", "measure", "wait_searchable"]

@@ -42,12 +42,12 @@ from memory_store.kv.generation import build_prefix_cache, generate_from_prompt,
 from memory_store.kv.store import CacheKey, LocalKVCacheStore, WarmCache
 from memory_store.kv.tiny import make_tiny_model
 from memory_store.llm.huggingface import WARM_ROOM_TOKENS, HuggingFaceChatModel, memos_models_dir
+from memos.runtime import Runtime
 from processors.kv_warmer import compose_memory_text, prefix_hash
 from schemas.codec import decode
 from schemas.events import Event, KVCacheWarmed, MemoryAdded, TaskSubmitted
 from schemas.topics import ACTIVATION, TASKS
-from streams.app import Runtime
-from streams.base import partition_for
+from streams.log.base import partition_for
 from streams.settings import AppSettings, KVSettings
 
 __all__ = ["main"]

@@ -29,9 +29,9 @@ from rich.table import Table
 from schemas.codec import encode
 from schemas.errors import MemorySystemError
 from schemas.events import MemoryAdded
-from streams.base import EventLog, OutgoingRecord
-from streams.local import LocalEventLog
-from streams.log_registry import event_log_from_url
+from streams.log.base import EventLog, OutgoingRecord
+from streams.log.local.log import LocalEventLog
+from streams.log.registry import event_log_from_url
 
 __all__ = ["LogFigures", "main", "measure_log", "memory_values"]
 

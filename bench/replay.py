@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 from rich.table import Table
 
+from memos.runtime import Runtime
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
-from streams.app import Runtime
+from streams.pipeline.runner import event_record
 from streams.replay import replay_cube
-from streams.runner import event_record
 from streams.settings import AppSettings
 
 __all__ = ["replay_figures"]

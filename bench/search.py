@@ -283,8 +283,8 @@ async def _full_search(url: str, texts: Sequence[str], cube_of: Sequence[str]) -
     """The whole search a user calls (SearchService: embed, k-NN + BM25 + graph expansion in every
     bucket, fusion, MMR, MemOS shaping) with top_k=10 over one cube, with the bundled embedder."""
     from memory_store.embedding import embedder_from_url
+    from memos.application.search import SearchService
     from processors.retrieval import SearchQuery
-    from streams.search import SearchService
 
     stores = (EmbeddedGraphStore(url), EmbeddedVectorStore(url), EmbeddedKeywordIndex(url))
     for store in stores:

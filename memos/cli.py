@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.errors import MemorySystemError
 from schemas.topics import ALL_TOPICS
-from streams.app import Runtime
 from streams.feed import format_cursor, parse_cursor, subscribe
 from streams.replay import replay_cube
-from streams.service import MemoryService
 from streams.settings import AppSettings, load_settings
 
 __all__ = ["app"]
@@ -253,7 +253,7 @@ def worker(config: str | None = CONFIG,
     settings = _settings(config)
     wanted = None if stages == "all" else {s.strip() for s in stages.split(",") if s.strip()}
     if engine == "faust":
-        from streams.faust_app import run_faust_worker
+        from streams.pipeline.faust_app import run_faust_worker
 
         try:
             run_faust_worker(settings, stage_names=wanted, group_prefix=group_prefix)

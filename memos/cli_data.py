@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import typer
 
+from memos.application.service import MemoryService
 from memos.cli import CONFIG, _run, _settings, app, console
-from streams.app import Runtime
-from streams.service import MemoryService
+from memos.runtime import Runtime
 
 __all__ = ["cubes_app", "keys_app", "users_app"]
 

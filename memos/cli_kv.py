@@ -9,8 +9,8 @@ import signal
 import typer
 
 from memos.cli import CONFIG, _run, _settings, app, console
+from memos.runtime import Runtime
 from schemas.errors import ConfigError
-from streams.app import Runtime
 from streams.settings import AppSettings
 
 __all__ = ["kv_worker", "kv_worker_settings"]

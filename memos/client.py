@@ -9,8 +9,8 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from streams.app import Runtime
-from streams.service import MemoryService
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from streams.settings import AppSettings, load_settings
 
 __all__ = ["SyncClient", "default_client", "reset_default_client"]

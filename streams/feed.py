@@ -12,7 +12,7 @@ from schemas.envelope import Envelope
 from schemas.errors import EventDecodeError, ValidationFailed
 from schemas.events import AnyEvent
 from schemas.topics import MEMORIES
-from streams.base import EventLog, partition_for
+from streams.log.base import EventLog, partition_for
 
 __all__ = ["Cursor", "format_cursor", "parse_cursor", "subscribe"]
 

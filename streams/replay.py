@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from memos.runtime import Runtime
 from processors.projection import project
 from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import EventDecodeError
 from schemas.ops import AnyOp, DropCube
 from schemas.topics import MEMORIES
-from streams.app import Runtime
-from streams.base import partition_for
-from streams.stages import apply_planned
+from streams.log.base import partition_for
+from streams.pipeline.stages import apply_planned
 
 __all__ = ["Progress", "replay_cube"]
 

@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from memos.server.auth import AuthMiddleware, KeyAuthenticator, is_loopback
 from memos.server.metrics import Metrics, MetricsMiddleware
 from memos.server.routes_product import ChatFn
@@ -33,8 +35,6 @@ from schemas.errors import (
     StoreUnavailable,
     ValidationFailed,
 )
-from streams.app import Runtime
-from streams.service import MemoryService
 from streams.settings import AppSettings, load_settings
 
 __all__ = ["BackgroundServer", "BodyLimitMiddleware", "create_app", "error_body"]

@@ -15,8 +15,8 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from memos.application.service import MemoryService
 from schemas.errors import PermissionDenied, ValidationFailed
-from streams.service import MemoryService
 
 __all__ = [
     "PUBLIC_PATHS",

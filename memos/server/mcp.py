@@ -16,10 +16,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from memos.server.auth import KeyAuthenticator, is_loopback
 from schemas.errors import ConfigError, MemorySystemError
-from streams.app import Runtime
-from streams.service import MemoryService
 from streams.settings import AppSettings
 
 __all__ = ["KeyGate", "build_mcp_server", "serve_mcp"]

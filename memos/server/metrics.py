@@ -11,9 +11,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memos.runtime import Runtime
 from schemas.errors import MemorySystemError
 from schemas.topics import ALL_TOPICS, MEMORIES
-from streams.app import Runtime
 from streams.feed import subscribe
 
 __all__ = ["CONTENT_TYPE", "PROCESSOR_GROUPS", "Metrics", "MetricsMiddleware"]

@@ -27,12 +27,12 @@ from memos.api.product_models import (
     MemoryResponse,
     SearchResponse,
 )
+from memos.application.service import MemoryService, memory_view
+from memos.runtime import Runtime
 from memos.server.auth import Caller, acting_user, get_caller
 from processors.filters import compile_filter, matches
 from schemas.errors import NotFound
 from schemas.memory import MemoryRecord
-from streams.app import Runtime
-from streams.service import MemoryService, memory_view
 
 __all__ = ["ChatFn", "CreateCubeRequest", "ShareCubeRequest", "router"]
 

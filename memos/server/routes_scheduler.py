@@ -18,9 +18,9 @@ from memos.api.product_models import (
     StatusResponseItem,
     TaskSummary,
 )
+from memos.application.service import MemoryService
 from memos.server.auth import Caller, acting_user, get_caller
 from schemas.errors import NotFound, PermissionDenied
-from streams.service import MemoryService
 
 __all__ = ["TERMINAL", "router"]
 

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from memos.api.product_models import BaseResponse
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from memos.server.auth import Caller, acting_user, get_caller
 from memos.server.metrics import CONTENT_TYPE, Metrics
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
-from streams.app import Runtime
 from streams.feed import Cursor, format_cursor, parse_cursor, subscribe
 from streams.replay import replay_cube
-from streams.service import MemoryService
 
 __all__ = ["feed_start", "router"]
 

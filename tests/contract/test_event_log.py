@@ -12,8 +12,8 @@ import pytest
 
 from schemas.envelope import Record
 from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.base import Consumer, EventLog, OutgoingRecord, partition_for
-from streams.log_registry import event_log_from_url
+from streams.log.base import Consumer, EventLog, OutgoingRecord, partition_for
+from streams.log.registry import event_log_from_url
 from tests.engines import engine_url
 
 PARTITIONS = 4

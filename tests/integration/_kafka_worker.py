@@ -19,8 +19,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from streams.base import OutgoingRecord
-from streams.kafka import KafkaEventLog
+from streams.log.base import OutgoingRecord
+from streams.log.kafka.log import KafkaEventLog
 
 __all__ = ["BATCH", "PARTITIONS", "SESSION_TIMEOUT_MS", "main", "run"]
 

@@ -17,8 +17,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from streams.base import OutgoingRecord
-from streams.local import LocalEventLog
+from streams.log.base import OutgoingRecord
+from streams.log.local.log import LocalEventLog
 
 __all__ = ["BATCH", "TOPIC", "main", "run"]
 

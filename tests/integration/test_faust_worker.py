@@ -15,11 +15,11 @@ from typing import TypeVar
 import pytest
 
 from memory_store.control import TaskInfo
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.envelope import Record
 from schemas.topics import CONVERSATIONS, DLQ
-from streams.app import Runtime
-from streams.faust_app import STAGE_TOPICS
-from streams.service import MemoryService
+from streams.pipeline.faust_app import STAGE_TOPICS
 from streams.settings import load_settings
 from tests.engines import engine_url
 
@@ -35,7 +35,7 @@ class FaustWorker:
     def __init__(self, log_path: Path, group_prefix: str) -> None:
         self.log_path = log_path
         code = (
-            "from streams.faust_app import run_faust_worker\n"
+            "from streams.pipeline.faust_app import run_faust_worker\n"
             "from streams.settings import load_settings\n"
             f"run_faust_worker(load_settings(), group_prefix={group_prefix!r})\n"
         )

@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
+from memos.application.service import MemoryService
 from memos.server.app import BackgroundServer, create_app
 from memos.server.routes_product import ChatFn
 from schemas.errors import ConfigError
-from streams.service import MemoryService
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.timeout(600)

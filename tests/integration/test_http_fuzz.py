@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from memos.application.service import MemoryService
 from memos.server.app import BackgroundServer
-from streams.service import MemoryService
 from tests.integration.test_http_api import add_fast, client_for, create_cube, live_server, make_user
 
 pytestmark = pytest.mark.timeout(1800)

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from streams.app import Runtime
-from streams.service import MemoryService
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from streams.settings import load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from schemas.envelope import Record
-from streams.base import OutgoingRecord
-from streams.kafka import KafkaEventLog
+from streams.log.base import OutgoingRecord
+from streams.log.kafka.log import KafkaEventLog
 from tests.engines import engine_url
 from tests.integration import _kafka_worker
 from tests.integration._kafka_worker import PARTITIONS

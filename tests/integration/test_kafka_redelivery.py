@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.topics import MEMORIES
-from streams.app import Runtime
-from streams.service import MemoryService
 from streams.settings import AppSettings, LogSettings
 from tests.engines import engine_url
 

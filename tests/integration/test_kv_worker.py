@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 import pytest
 
 from memory_store.kv.tiny import make_tiny_model
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.codec import decode
 from schemas.events import CubeForgotten, Event, KVCacheEvicted, KVCacheWarmed, MemoryAdded, MemoryRetired
 from schemas.topics import ACTIVATION, TASKS
-from streams.app import Runtime
-from streams.kv_handoff import cache_dir, cube_dir, latest_warmed, load_latest_warm_cache, parse_cache_key
-from streams.service import MemoryService
+from streams.kv.handoff import cache_dir, cube_dir, latest_warmed, load_latest_warm_cache, parse_cache_key
 from streams.settings import AppSettings, KVSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -262,8 +262,8 @@ _CHAT_PROCESS = """
 import asyncio, json, sys
 from memory_store.llm.huggingface import HuggingFaceChatModel
 from processors.kv_warmer import compose_memory_text
-from streams.kv_handoff import load_latest_warm_cache
-from streams.log_registry import event_log_from_url
+from streams.kv.handoff import load_latest_warm_cache
+from streams.log.registry import event_log_from_url
 
 home, cube, model_dir, query, texts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 
@@ -372,7 +372,7 @@ def test_dumps_are_kept_per_cube_and_loaded_only_whole(memos_home: Path) -> None
     from memory_store.kv.store import CacheKey, WarmCache
     from processors.kv_warmer import prefix_hash
     from schemas.errors import StoreError
-    from streams.kv_handoff import dump_warm_cache, load_warm_cache, remove_dump
+    from streams.kv.handoff import dump_warm_cache, load_warm_cache, remove_dump
 
     for odd in ("../up", "a/b", ".hidden", "..", "ü cube"):
         folder = cube_dir(memos_home, odd)

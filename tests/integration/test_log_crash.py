@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from schemas.envelope import Record
-from streams.base import OutgoingRecord
-from streams.local import LocalEventLog
+from streams.log.base import OutgoingRecord
+from streams.log.local.log import LocalEventLog
 from tests.integration import _log_worker
 from tests.integration._log_worker import BATCH, TOPIC
 

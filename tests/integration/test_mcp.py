@@ -17,8 +17,8 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from streams.app import Runtime
-from streams.service import MemoryService
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from streams.settings import load_settings
 
 pytestmark = pytest.mark.timeout(600)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
 from schemas.topics import CONVERSATIONS, DLQ, MEMORIES
-from streams.app import Runtime
-from streams.base import OutgoingRecord
+from streams.log.base import OutgoingRecord
 from streams.replay import replay_cube
-from streams.service import MemoryService
 from streams.settings import AppSettings
 
 CONVERSATION = [

@@ -15,12 +15,12 @@ from memory_store.base import GraphStore, KeywordIndex, VectorStore
 from memory_store.embedding import Embedder, embedder_from_url
 from memory_store.registry import graph_store_from_url, keyword_index_from_url, vector_store_from_url
 from memory_store.rerank import LexicalReranker
+from memos.application.search import SearchService
 from processors.retrieval import SearchQuery, SearchSettings
 from schemas.envelope import Position
 from schemas.errors import ModelUnavailable, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord
 from schemas.ops import AnyOp, RetireMemory, UpsertMemory, UpsertRelation
-from streams.search import SearchService
 
 T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 TRAVEL, LOVE, EMPTY = "cube_travel", "cube_love", "cube_empty"

@@ -1,7 +1,7 @@
 """The plaintext memory of one cube (``mem_cube.text_mem``): a view over the memory service, data on the log.
 
 Nothing is stored in the object: ``add`` appends MemoryAdded events, ``delete`` MemoryRetired events,
-and reads go to the projections, all through :class:`streams.service.MemoryService` with the access
+and reads go to the projections, all through :class:`memos.application.service.MemoryService` with the access
 checks of the user the cube was registered for. A cube's id is known once a MOS registers it
 (:meth:`CubeTextMemory.bind`); before that, reads and writes raise NotFound, and memories loaded from a
 dumped cube folder wait to be imported (as events, idempotent by memory id) when it is bound.

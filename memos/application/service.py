@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from memos.runtime import Runtime
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 from schemas.events import (
     ApiKeyIssued,
@@ -25,8 +26,7 @@ from schemas.events import (
 from schemas.memory import MemoryRecord
 from schemas.ops import DropCube
 from schemas.topics import ACTIVATION, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.app import Runtime
-from streams.stages import apply_planned
+from streams.pipeline.stages import apply_planned
 
 __all__ = ["MemoryService", "memory_view"]
 
@@ -218,7 +218,7 @@ class MemoryService:
             raise ValidationFailed("readable_cube_ids must name at least one cube", field="readable_cube_ids")
         for cube_id in cube_ids:
             self.check_read(user_id, cube_id)
-        from streams.search import SearchQuery
+        from memos.application.search import SearchQuery
 
         result: dict[str, Any] = await self.rt.search_service.search(
             SearchQuery(query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id, **params))

@@ -4,7 +4,7 @@
 cube's current memories, it asks the pure planner (``processors.kv_warmer.plan_warm_cache``) what the
 cube's cache should hold, builds it with the worker's model unless the shared ``LocalKVCacheStore`` already
 holds that (model id, prefix hash) key, stores it (evicting least recently used caches past the byte
-budget), dumps it (``streams.kv_handoff``) before its event is returned, removes the dumps of what was
+budget), dumps it (``streams.kv.handoff``) before its event is returned, removes the dumps of what was
 evicted, and saves the cube's scoring state. It never touches the log: callers append the events.
 """
 
@@ -31,8 +31,8 @@ from processors.kv_warmer import (
 from schemas.errors import StoreError
 from schemas.events import Event, KVCacheEvicted, KVCacheWarmed, derive_id
 from schemas.memory import MemoryRecord
-from streams.kv_handoff import WarmHandle, dump_warm_cache, load_warm_cache, remove_dump, write_cube_state
-from streams.kv_scoring import (
+from streams.kv.handoff import WarmHandle, dump_warm_cache, load_warm_cache, remove_dump, write_cube_state
+from streams.kv.scoring import (
     QueryMemory,
     cube_state_from_json,
     cube_state_to_json,

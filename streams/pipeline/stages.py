@@ -25,7 +25,7 @@ from schemas.events import (
 )
 from schemas.ops import AnyOp
 from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.runner import Stage
+from streams.pipeline.runner import Stage
 
 __all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler"]
 

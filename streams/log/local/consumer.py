@@ -1,4 +1,4 @@
-"""Consumers of the embedded log: fetch, wake-ups, commits; groups through streams.local_group."""
+"""Consumers of the embedded log: fetch, wake-ups, commits; groups through streams.log.local.group."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from pathlib import Path
 
 from schemas.envelope import Position, Record
 from schemas.errors import TransportError
-from streams.base import Consumer, StartFrom, TopicPartition
-from streams.local_group import GroupView, commit_offsets, heartbeat, leave_group, sync_member, topic_state
-from streams.local_sqlite import Notifier, SqliteReader, SqliteWriter, map_sqlite_errors, unpack_headers
+from streams.log.base import Consumer, StartFrom, TopicPartition
+from streams.log.local.group import (
+    GroupView,
+    commit_offsets,
+    heartbeat,
+    leave_group,
+    sync_member,
+    topic_state,
+)
+from streams.log.local.sqlite import Notifier, SqliteReader, SqliteWriter, map_sqlite_errors, unpack_headers
 
 __all__ = ["LocalConsumer", "LogContext"]
 

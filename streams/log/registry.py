@@ -9,16 +9,16 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from schemas.errors import ConfigError
-from streams.base import EventLog
+from streams.log.base import EventLog
 
 __all__ = ["EVENT_LOGS", "event_log_from_url"]
 
 logger = logging.getLogger(__name__)
 
 EVENT_LOGS: dict[str, str] = {
-    "sqlite": "streams.local:LocalEventLog",
-    "local": "streams.local:LocalEventLog",
-    "kafka": "streams.kafka:KafkaEventLog",
+    "sqlite": "streams.log.local.log:LocalEventLog",
+    "local": "streams.log.local.log:LocalEventLog",
+    "kafka": "streams.log.kafka.log:KafkaEventLog",
 }
 """URL scheme -> "module:Class" of the adapter."""
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from schemas.envelope import Header, Position, Record
 from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
-from streams.local_consumer import LocalConsumer, LogContext
-from streams.local_sqlite import (
+from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
+from streams.log.local.consumer import LocalConsumer, LogContext
+from streams.log.local.sqlite import (
     SCHEMA,
     SqliteReader,
     SqliteWriter,

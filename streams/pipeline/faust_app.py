@@ -21,15 +21,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
+from memos.runtime import Runtime
 from schemas.codec import decode
 from schemas.envelope import Envelope, Position, Record
 from schemas.errors import ConfigError, EventDecodeError, ProcessingError, is_retryable
 from schemas.events import AnyEvent, Event
-from streams.app import Runtime
-from streams.base import OutgoingRecord
-from streams.runner import Stage, dead_letter_record, event_record
+from streams.log.base import OutgoingRecord
+from streams.pipeline.runner import Stage, dead_letter_record, event_record
+from streams.pipeline.stages import ControlStage, DerivationStage, ProjectionStage
 from streams.settings import AppSettings
-from streams.stages import ControlStage, DerivationStage, ProjectionStage
 
 INSTALL_HINT = 'the faust worker needs faust-streaming: pip install "memos-stream[kafka]"'
 

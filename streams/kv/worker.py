@@ -8,10 +8,10 @@ each memory was retrieved for them (the ``retrieval_k`` memories most similar to
 cube's current memories from the Runtime's GraphStore, and lets the pure planner
 (``processors.kv_warmer``: 0.5 relevance + 0.3 frequency + 0.2 recency, within ``settings.kv.prefix_tokens``)
 choose and order what the cache holds. Relevance is the cosine of a query and the embedding already stored
-on a memory (``streams.kv_scoring``). Caches are built from the composed memory text by the worker's own
+on a memory (``streams.kv.scoring``). Caches are built from the composed memory text by the worker's own
 model (``settings.kv.model`` on ``settings.kv.device``: CUDA when present, else CPU) and kept in one
 ``LocalKVCacheStore`` whose byte budget (``settings.kv.budget_bytes``) all cubes share, least recently used
-first out (``streams.kv_keeper``).
+first out (``streams.kv.keeper``).
 
 - A ``mem_update`` re-plans its cube at once (once per cube per batch); the stage returns the events.
 - Memory changes of a warm cube are debounced: the cube is re-planned once no change came for ``quiet_s``
@@ -31,7 +31,7 @@ Handoff to chat: in this process, ``Runtime.warm_cache(cube_id, model_id)`` retu
 under ``$MEMOS_HOME/kv/<cube>/<prefix hash>/`` (safetensors + JSON) before its ``KVCacheWarmed`` is
 appended, and its dump is deleted when it is evicted: a chat process elsewhere follows
 ``memos.activation.v1`` and loads the cache named by its cube's latest ``KVCacheWarmed``
-(``streams.kv_handoff.load_latest_warm_cache``). On start the stage reloads its dumps and scoring state.
+(``streams.kv.handoff.load_latest_warm_cache``). On start the stage reloads its dumps and scoring state.
 """
 
 from __future__ import annotations
@@ -55,15 +55,15 @@ from schemas.events import (
     TaskSubmitted,
 )
 from schemas.topics import MEMORIES, REGISTRY, TASKS
-from streams.base import partition_for
-from streams.kv_handoff import WarmHandle
-from streams.kv_keeper import WarmCacheKeeper
-from streams.kv_scoring import QueryMemory, top_matches
-from streams.runner import Stage
+from streams.kv.handoff import WarmHandle
+from streams.kv.keeper import WarmCacheKeeper
+from streams.kv.scoring import QueryMemory, top_matches
+from streams.log.base import partition_for
+from streams.pipeline.runner import Stage
 
 if TYPE_CHECKING:
     from memory_store.llm.huggingface import HuggingFaceChatModel
-    from streams.app import Runtime
+    from memos.runtime import Runtime
 
 __all__ = ["MEM_UPDATE_LABEL", "KVWarmerStage"]
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from streams.base import TopicPartition
+from streams.log.base import TopicPartition
 
 __all__ = [
     "GroupView",

@@ -2,7 +2,7 @@
 
 Similarity is the cosine of a query's embedding and the embedding stored on a memory record; a memory
 whose embedding comes from another model, or has another length, has no similarity to the query (0).
-The saved state (``warmer_state.json`` per cube, see ``streams.kv_handoff``) is what a restarted worker
+The saved state (``warmer_state.json`` per cube, see ``streams.kv.handoff``) is what a restarted worker
 needs to score as before: recent queries with their embeddings, retrieval counts, the warm composition.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from processors.kv_warmer import QuerySignal, WarmComposition
 from schemas.memory import MemoryRecord
-from streams.kv_handoff import kv_root, read_cube_state
+from streams.kv.handoff import kv_root, read_cube_state
 
 __all__ = [
     "QueryMemory",

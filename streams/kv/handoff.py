@@ -41,7 +41,7 @@ from schemas.codec import decode
 from schemas.errors import EventDecodeError, StoreError
 from schemas.events import KVCacheEvicted, KVCacheWarmed
 from schemas.topics import ACTIVATION
-from streams.base import EventLog, partition_for
+from streams.log.base import EventLog, partition_for
 
 __all__ = [
     "MANIFEST",

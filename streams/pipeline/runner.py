@@ -13,7 +13,7 @@ from schemas.envelope import Envelope, Header, Record
 from schemas.errors import EventDecodeError, is_retryable
 from schemas.events import AnyEvent, Event
 from schemas.topics import DLQ
-from streams.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition
+from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record"]
 

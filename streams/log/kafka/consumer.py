@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Position, Record
 from schemas.errors import BrokerUnavailable, PayloadTooLarge, TransportError
-from streams.base import Consumer, StartFrom, TopicPartition
+from streams.log.base import Consumer, StartFrom, TopicPartition
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer

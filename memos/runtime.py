@@ -15,11 +15,11 @@ from memory_store.registry import graph_store_from_url, keyword_index_from_url, 
 from schemas.envelope import Position
 from schemas.events import Event
 from schemas.topics import ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.base import EventLog, TopicPartition
-from streams.log_registry import event_log_from_url
-from streams.runner import Runner, Stage, event_record
+from streams.log.base import EventLog, TopicPartition
+from streams.log.registry import event_log_from_url
+from streams.pipeline.runner import Runner, Stage, event_record
+from streams.pipeline.stages import ControlStage, DerivationStage, DispatchStage, ProjectionStage, TaskHandler
 from streams.settings import AppSettings
-from streams.stages import ControlStage, DerivationStage, DispatchStage, ProjectionStage, TaskHandler
 
 __all__ = ["Runtime"]
 
@@ -50,7 +50,7 @@ class Runtime:
         self.task_handlers: dict[str, TaskHandler] = {}
         self.projection_stage = ProjectionStage(self.stores)
         self.kv_warmer: Any = None
-        """The KV warmer stage (``streams.kv_worker.KVWarmerStage``) when this runtime hosts it."""
+        """The KV warmer stage (``streams.kv.worker.KVWarmerStage``) when this runtime hosts it."""
         self._runners: list[Runner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._progress: dict[str, dict[TopicPartition, int]] = {}
@@ -99,8 +99,8 @@ class Runtime:
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
         from memory_store.fetch import HttpxFetcher
-        from streams.derivation import Deriver, DeriverSettings
-        from streams.search import SearchService
+        from memos.application.search import SearchService
+        from streams.pipeline.derivation import Deriver, DeriverSettings
 
         d = self.settings.derivation
         self.embedder = embedder_from_url(d.embedder_url)
@@ -129,7 +129,7 @@ class Runtime:
             DispatchStage(self.task_handlers, self.publish),
         ]
         if self.settings.kv.enabled and (self.stage_names is None or "kv-warmer" in self.stage_names):
-            from streams.kv_worker import KVWarmerStage  # imports torch: only when KV caches are on
+            from streams.kv.worker import KVWarmerStage  # imports torch: only when KV caches are on
 
             self.kv_warmer = KVWarmerStage(self)
             stages.append(self.kv_warmer)
@@ -141,7 +141,7 @@ class Runtime:
         return self.kv_warmer.store if self.kv_warmer is not None else None
 
     def warm_cache(self, cube_id: str, model_id: str | None = None) -> Any:
-        """The cube's warm KV cache for ``model_id`` (``streams.kv_handoff.WarmHandle``), or None when this
+        """The cube's warm KV cache for ``model_id`` (``streams.kv.handoff.WarmHandle``), or None when this
         runtime keeps none. Safe from any thread."""
         return self.kv_warmer.warm_cache(cube_id, model_id) if self.kv_warmer is not None else None
 

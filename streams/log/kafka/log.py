@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Header, Position, Record
 from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
-from streams.kafka_consumer import KafkaConsumer, load_aiokafka, map_kafka_errors, to_record
+from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
+from streams.log.kafka.consumer import KafkaConsumer, load_aiokafka, map_kafka_errors, to_record
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
