@@ -144,6 +144,12 @@ class ConversationRecorded(Event):
     mode: Literal["fast", "fine"] = Field(default="fine", description="Derivation mode.")
     async_mode: Literal["sync", "async"] = Field(default="sync", description="Whether the add waited.")
     task_id: str = Field(description="Task id the add was acknowledged with.")
+    origin: Literal["remote", "local"] = Field(
+        default="remote",
+        description="Where the add came from: 'remote' (HTTP, MCP: no local files, public URLs only) or "
+        "'local' (the in-process API: files under the configured roots). Old payloads read as 'remote'.",
+    )
+    schema_version: int = Field(default=2, description="v2 added `origin`.")
 
 
 # --- memos.memories.v1 ------------------------------------------------------------------------------------
