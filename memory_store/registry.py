@@ -1,4 +1,4 @@
-"""Pick a projection store adapter by URL scheme; adapter modules are imported on first use."""
+"""Pick a projection or control store adapter by URL scheme; adapter modules are imported on first use."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from memory_store.base import GraphStore, KeywordIndex, VectorStore
+from memory_store.control.base import ControlStore
 from schemas.errors import ConfigError
 
 __all__ = [
+    "CONTROL_STORES",
     "GRAPH_STORES",
     "KEYWORD_INDEXES",
     "VECTOR_STORES",
+    "control_store_from_url",
     "graph_store_from_url",
     "keyword_index_from_url",
     "vector_store_from_url",
@@ -56,6 +59,16 @@ KEYWORD_INDEXES: dict[str, str] = {
     "https": _WEAVIATE_KEYWORD,
 }
 """URL scheme -> "module:Class" of KeywordIndex adapters."""
+
+
+CONTROL_STORES: dict[str, str] = {
+    "sqlite": "memory_store.control.sqlite:SQLiteControlStore",
+    "embedded": "memory_store.control.sqlite:SQLiteControlStore",
+    "falkordb": "memory_store.control.falkordb:FalkorDBControlStore",
+    "falkor": "memory_store.control.falkordb:FalkorDBControlStore",
+    "redis": "memory_store.control.falkordb:FalkorDBControlStore",
+}
+"""URL scheme -> "module:Class" of ControlStore adapters."""
 
 
 def _load(target: str, url: str) -> type[Any]:
@@ -114,4 +127,12 @@ def keyword_index_from_url(url: str, **opts: Any) -> KeywordIndex:
     store = _build(url, KEYWORD_INDEXES, "keyword index", opts)
     if not isinstance(store, KeywordIndex):
         raise _wrong(store, "KeywordIndex")
+    return store
+
+
+def control_store_from_url(url: str, **opts: Any) -> ControlStore:
+    """A ControlStore for ``url`` (sqlite:///abs/control.db, falkordb://host:port[/namespace]), not started."""
+    store = _build(url, CONTROL_STORES, "control store", opts)
+    if not isinstance(store, ControlStore):
+        raise _wrong(store, "ControlStore")
     return store

@@ -1,64 +1,101 @@
-"""Composition root: builds the log, stores, models and stages from settings, and runs them (the Runtime)."""
+"""Composition root: builds the log, stores, models and stages from settings, and runs them (the Runtime).
+
+Nothing below the front ends imports this module. Stages and services get typed dependencies from it
+(stores, the log, models, callables such as ``publish`` and ``wait_for``), never the Runtime itself; the
+application layer sees it only through its own ports (``memos.application.ports``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory_store.base import GraphStore, KeywordIndex, Projection, VectorStore
-from memory_store.control import ControlStore
-from memory_store.registry import graph_store_from_url, keyword_index_from_url, vector_store_from_url
+from memory_store.control.base import ControlStore
+from memory_store.embedding.base import Embedder
+from memory_store.llm.base import ChatModel
+from memory_store.registry import (
+    control_store_from_url,
+    graph_store_from_url,
+    keyword_index_from_url,
+    vector_store_from_url,
+)
 from schemas.envelope import Position
+from schemas.errors import ConfigError
 from schemas.events import Event
-from schemas.topics import ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
+from schemas.memory import MemoryRecord
+from schemas.ops import DropCube
+from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.log.base import EventLog, TopicPartition
 from streams.log.registry import event_log_from_url
+from streams.pipeline.derivation import Deriver
 from streams.pipeline.runner import Runner, Stage, event_record
-from streams.pipeline.stages import ControlStage, DerivationStage, DispatchStage, ProjectionStage, TaskHandler
+from streams.pipeline.stages import (
+    ControlStage,
+    DerivationStage,
+    DispatchStage,
+    ProjectionStage,
+    TaskHandler,
+    apply_planned,
+)
+from streams.replay import catch_up_control, replay_cube
 from streams.settings import AppSettings
+
+if TYPE_CHECKING:
+    from memory_store.kv.store import LocalKVCacheStore
+    from memos.application.search import SearchService
+    from streams.kv.handoff import WarmHandle
+    from streams.kv.worker import KVWarmerStage
+    from streams.replay import Progress
 
 __all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
+
+_CUBE_TOPICS = (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION)
+"""Topics keyed by cube id (the registry is keyed by kind: ``user:<id>`` / ``cube:<id>``)."""
 
 
 class Runtime:
     """One process's view of the system: publishes events, hosts stages, waits on watermarks.
 
     Embedded: every stage runs here. Scaled: API processes run with ``run_stages=False`` and publish,
-    while workers (``memos worker``) host the stages over Kafka.
+    while workers (``memos worker``) host the stages over Kafka. ``task_handlers`` are the dispatch
+    stage's handlers per task label (the application layer's; more can be registered later).
     """
 
-    def __init__(self, settings: AppSettings, *, run_stages: bool = True,
-                 stage_names: set[str] | None = None) -> None:
+    def __init__(self, settings: AppSettings, *, run_stages: bool = True, stage_names: set[str] | None = None,
+                 task_handlers: Mapping[str, TaskHandler] | None = None) -> None:
         self.settings = settings
         self.run_stages = run_stages
         self.stage_names = stage_names
         self.log: EventLog = event_log_from_url(settings.log_url(), **self._log_options())
-        self.graph: GraphStore = graph_store_from_url(settings.store_url("graph"), namespace=settings.stores.namespace)
+        self.graph: GraphStore = graph_store_from_url(settings.store_url("graph"), **settings.graph_store_options())
         self.vector: VectorStore = vector_store_from_url(settings.store_url("vector"))
         self.keyword: KeywordIndex = keyword_index_from_url(settings.store_url("keyword"))
-        self.control = ControlStore(settings.home / "control.db")
-        self.embedder: Any = None
-        self.llm: Any = None
-        self.deriver: Any = None
-        self.search_service: Any = None
-        self.task_handlers: dict[str, TaskHandler] = {}
+        self.control: ControlStore = control_store_from_url(settings.control_url(),
+                                                            namespace=settings.stores.namespace)
+        self.task_handlers: dict[str, TaskHandler] = dict(task_handlers or {})
         self.projection_stage = ProjectionStage(self.stores)
-        self.kv_warmer: Any = None
-        """The KV warmer stage (``streams.kv.worker.KVWarmerStage``) when this runtime hosts it."""
+        self.kv_warmer: KVWarmerStage | None = None
+        """The KV warmer stage when this runtime hosts it."""
+        self._embedder: Embedder | None = None
+        self._llm: ChatModel | None = None
+        self._deriver: Deriver | None = None
+        self._search: SearchService | None = None
         self._runners: list[Runner] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._hosted: set[str] = set()
         self._progress: dict[str, dict[TopicPartition, int]] = {}
         self._changed = asyncio.Condition()
         self._started = False
 
-    def _log_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"partitions": self.settings.log.partitions}
+    def _log_options(self) -> dict[str, object]:
+        options: dict[str, object] = {"partitions": self.settings.log.partitions}
         if self.settings.log_url().startswith(("sqlite:", "local:")):
             options["synchronous"] = self.settings.log.synchronous
         return options
@@ -72,6 +109,34 @@ class Runtime:
                 unique.append(store)
         return unique
 
+    def _built(self, value: Any, what: str) -> Any:
+        if value is None:
+            raise ConfigError(f"the runtime's {what} exists once the runtime is started (await start())")
+        return value
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model (after ``start``)."""
+        embedder: Embedder = self._built(self._embedder, "embedder")
+        return embedder
+
+    @property
+    def llm(self) -> ChatModel | None:
+        """The chat model of fine extraction and chat, or None when none is configured."""
+        return self._llm
+
+    @property
+    def deriver(self) -> Deriver:
+        """The derivation shell the derivation stages run (after ``start``)."""
+        deriver: Deriver = self._built(self._deriver, "deriver")
+        return deriver
+
+    @property
+    def search_service(self) -> SearchService:
+        """Multi-cube search over the projections (after ``start``)."""
+        search: SearchService = self._built(self._search, "search service")
+        return search
+
     # --- lifecycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -84,43 +149,49 @@ class Runtime:
             await self.log.create_topic(topic, partitions=self.settings.log.partitions)
         for store in self.stores:
             await store.start()
-        self.control.start()
+        await self.control.start()
         await self._build_models()
         self._started = True
         if self.run_stages:
-            for stage in self._stages():
+            for stage in self.stages():
                 if self.stage_names is not None and stage.name not in self.stage_names:
                     continue
+                if isinstance(stage, ControlStage):
+                    # the control projection is rebuilt from the log wherever it is behind its own
+                    # checkpoints (a new or deleted store), whatever the group has committed
+                    await catch_up_control(self.log, self.control)
                 await self._load_progress(stage)
                 runner = Runner(self.log, stage, on_commit=self._on_commit)
                 self._runners.append(runner)
+                self._hosted.add(stage.name)
                 self._tasks.append(asyncio.create_task(runner.run(), name=f"runner:{stage.name}"))
 
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
         from memory_store.fetch import HttpxFetcher
         from memos.application.search import SearchService
-        from streams.pipeline.derivation import Deriver, DeriverSettings
+        from streams.pipeline.derivation import DeriverSettings
 
         d = self.settings.derivation
-        self.embedder = embedder_from_url(d.embedder_url)
+        self._embedder = embedder_from_url(d.embedder_url)
         if d.llm_url:
             from memory_store.llm import chat_model_from_url
 
-            self.llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
+            self._llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
         fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s)
-        self.deriver = Deriver(
-            self.embedder, chat_model=self.llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
+        self._deriver = Deriver(
+            self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
             similar=self._similar if d.dedup else None,
         )
-        self.search_service = SearchService(self.graph, self.vector, self.keyword, self.embedder)
+        self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder)
 
-    async def _similar(self, cube_id: str, vector: Sequence[float], k: int) -> list[tuple[Any, float]]:
+    async def _similar(self, cube_id: str, vector: Sequence[float], k: int) -> list[tuple[MemoryRecord, float]]:
         hits = await self.vector.search(cube_id, vector, k=k)
         records = {r.id: r for r in await self.graph.get([h.memory_id for h in hits], cube_id=cube_id)}
         return [(records[h.memory_id], h.score) for h in hits if h.memory_id in records]
 
-    def _stages(self) -> list[Stage]:
+    def stages(self) -> list[Stage]:
+        """The stages this runtime can host (each with typed dependencies), in start order."""
         stages: list[Stage] = [
             ControlStage(self.control),
             self.projection_stage,
@@ -129,20 +200,30 @@ class Runtime:
             DispatchStage(self.task_handlers, self.publish),
         ]
         if self.settings.kv.enabled and (self.stage_names is None or "kv-warmer" in self.stage_names):
-            from streams.kv.worker import KVWarmerStage  # imports torch: only when KV caches are on
+            from streams.kv.worker import KVWarmerDeps, KVWarmerStage  # imports torch: only when KV is on
 
-            self.kv_warmer = KVWarmerStage(self)
+            self.kv_warmer = KVWarmerStage(KVWarmerDeps(
+                settings=self.settings.kv, home=self.settings.home, graph=self.graph, embedder=self.embedder,
+                log=self.log, cube_exists=self.control.cube_exists, publish=self.publish,
+                wait_for=self.wait_for, now=self.now,
+            ))
             stages.append(self.kv_warmer)
         return stages
 
+    def register_task_handler(self, label: str, handler: TaskHandler | None) -> None:
+        """Install (None: remove) the handler the dispatch stage runs for a task label."""
+        if handler is None:
+            self.task_handlers.pop(label, None)
+        else:
+            self.task_handlers[label] = handler
+
     @property
-    def kv_caches(self) -> Any:
-        """The shared store of warm KV caches (``LocalKVCacheStore``) when this runtime warms them, else None."""
+    def kv_caches(self) -> LocalKVCacheStore | None:
+        """The shared store of warm KV caches when this runtime warms them, else None."""
         return self.kv_warmer.store if self.kv_warmer is not None else None
 
-    def warm_cache(self, cube_id: str, model_id: str | None = None) -> Any:
-        """The cube's warm KV cache for ``model_id`` (``streams.kv.handoff.WarmHandle``), or None when this
-        runtime keeps none. Safe from any thread."""
+    def warm_cache(self, cube_id: str, model_id: str | None = None) -> WarmHandle | None:
+        """The cube's warm KV cache for ``model_id``, or None when this runtime keeps none. Safe from any thread."""
         return self.kv_warmer.warm_cache(cube_id, model_id) if self.kv_warmer is not None else None
 
     async def _load_progress(self, stage: Stage) -> None:
@@ -160,12 +241,14 @@ class Runtime:
                 await task
         self._runners.clear()
         self._tasks.clear()
-        for closer in (getattr(self.embedder, "aclose", None), getattr(self.llm, "aclose", None)):
-            if closer is not None:
-                await closer()
+        self._hosted.clear()
+        if self._embedder is not None:
+            await self._embedder.aclose()
+        if self._llm is not None:
+            await self._llm.aclose()
         for store in self.stores:
             await store.aclose()
-        self.control.close()
+        await self.control.aclose()
         await self.log.aclose()
         self._started = False
 
@@ -191,20 +274,24 @@ class Runtime:
         async with self._changed:
             self._changed.notify_all()
 
-    def _reached(self, group: str, targets: dict[TopicPartition, int]) -> bool:
+    def _reached(self, group: str, targets: Mapping[TopicPartition, int]) -> bool:
         progress = self._progress.get(group, {})
         return all(progress.get(tp, 0) >= offset for tp, offset in targets.items())
 
-    async def wait_for(self, group: str, targets: dict[TopicPartition, int], *, timeout_s: float = 120.0) -> None:
-        """Wait until a stage has committed past every (topic, partition) -> offset target."""
-        if not self.run_stages:
+    async def wait_for(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float = 120.0) -> None:
+        """Wait until a stage has committed past every (topic, partition) -> offset target.
+
+        A stage hosted here is followed through its commits; one hosted elsewhere through the log's
+        committed offsets. Raises TimeoutError after ``timeout_s``.
+        """
+        if group not in self._hosted:
             await self._wait_external(group, targets, timeout_s=timeout_s)
             return
         async with asyncio.timeout(timeout_s):
             async with self._changed:
                 await self._changed.wait_for(lambda: self._reached(group, targets))
 
-    async def _wait_external(self, group: str, targets: dict[TopicPartition, int], *, timeout_s: float) -> None:
+    async def _wait_external(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
         topics = {tp[0] for tp in targets}
         while True:
@@ -215,7 +302,7 @@ class Runtime:
             if self._reached(group, targets):
                 return
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"stage {group!r} did not reach {targets!r} in {timeout_s}s")
+                raise TimeoutError(f"stage {group!r} did not reach {dict(targets)!r} in {timeout_s}s")
             await asyncio.sleep(0.05)
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0) -> None:
@@ -230,6 +317,57 @@ class Runtime:
                     if end > 0:
                         targets[(topic, partition)] = end
             await self.wait_for(group, targets, timeout_s=timeout_s)
+
+    async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:
+        """Read-your-writes for the control projection: wait until it applied these registry/task records."""
+        targets: dict[TopicPartition, int] = {}
+        for p in positions:
+            if p.topic in (REGISTRY, TASKS):
+                targets[(p.topic, p.partition)] = max(targets.get((p.topic, p.partition), 0), p.offset + 1)
+        if targets:
+            await self.wait_for("control", targets, timeout_s=timeout_s)
+
+    async def derivation_backlog(self) -> int:
+        """Conversation records on the log that the first derivation phase has not committed yet."""
+        ends = await self.log.end_offsets(CONVERSATIONS)
+        committed = await self.log.committed("deriver", CONVERSATIONS)
+        return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+
+    # --- forget and replay ----------------------------------------------------------------------------
+
+    async def forget_records(self, cube_id: str | None = None, *, registry_key: str | None = None) -> None:
+        """Delete a cube's records from every cube-keyed topic and its memories from every projection,
+        and/or every registry record under ``registry_key`` (``user:<id>`` or ``cube:<id>``).
+
+        Stages hosted here first consume what is on the log (a consumer commits only records it saw, so
+        deleting unconsumed records at a partition's tail would stall later settles).
+        """
+        if self.run_stages:
+            await self.settle([])
+        async with self.projection_stage.lock:
+            if cube_id is not None:
+                key = cube_id.encode()
+                for topic in _CUBE_TOPICS:
+                    await self.log.forget_key(topic, key)
+                await self._drop_cube(cube_id)
+            if registry_key is not None:
+                await self.log.forget_key(REGISTRY, registry_key.encode())
+        if self.run_stages and cube_id is not None:
+            await self.settle([])
+            async with self.projection_stage.lock:  # a record applied while we deleted is dropped too
+                await self._drop_cube(cube_id)
+
+    async def _drop_cube(self, cube_id: str) -> None:
+        await apply_planned(self.stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, -1, -1))], replay=True)
+
+    async def replay_cube(self, cube_id: str, *, progress: Progress | None = None) -> int:
+        """Rebuild one cube in every projection from the memories topic (live projection paused)."""
+        return await replay_cube(self.log, self.stores, self.projection_stage.lock, cube_id, progress=progress)
+
+    async def rebuild_control(self) -> int:
+        """Empty the control projection and rebuild it from the registry and tasks topics."""
+        await self.control.reset()
+        return await catch_up_control(self.log, self.control)
 
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""

@@ -1,21 +1,23 @@
-"""Replay: drop one cube's projections and rebuild them from the log, identical to the incremental state."""
+"""Replay: rebuild one cube's projections, or the control projection, from the log (identical to the live state)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-from memos.runtime import Runtime
+from memory_store.base import Projection
+from memory_store.control.base import CONTROL_TOPICS, ControlStore
 from processors.projection import project
 from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import EventDecodeError
 from schemas.ops import AnyOp, DropCube
 from schemas.topics import MEMORIES
-from streams.log.base import partition_for
+from streams.log.base import EventLog, partition_for
 from streams.pipeline.stages import apply_planned
 
-__all__ = ["Progress", "replay_cube"]
+__all__ = ["Progress", "catch_up_control", "replay_cube"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,23 +25,25 @@ Progress = Callable[[int, int], None]
 """Called with (records read, records to read) as the replay advances."""
 
 
-async def replay_cube(rt: Runtime, cube_id: str, *, progress: Progress | None = None, batch: int = 2000) -> int:
+async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: asyncio.Lock, cube_id: str, *,
+                      progress: Progress | None = None, batch: int = 2000) -> int:
     """Rebuild ``cube_id`` in every projection from the memories topic; returns events applied.
 
-    The live projection is paused (its lock) for the duration, so no record of the cube is applied
-    out of order; the live checkpoints are left where they are (ops are applied with ``replay=True``).
+    The live projection is paused (``live_lock``, the projection stage's) for the duration, so no record
+    of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
+    with ``replay=True``).
     """
     key = cube_id.encode()
-    partitions = await rt.log.partitions(MEMORIES)
+    partitions = await log.partitions(MEMORIES)
     partition = partition_for(key, partitions)
     applied = 0
-    async with rt.projection_stage.lock:
-        end = (await rt.log.end_offsets(MEMORIES)).get(partition, 0)
-        await apply_planned(rt.stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))],
+    async with live_lock:
+        end = (await log.end_offsets(MEMORIES)).get(partition, 0)
+        await apply_planned(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))],
                             replay=True)
         offset = 0
         while offset < end:
-            records = await rt.log.read(MEMORIES, partition, offset, limit=batch)
+            records = await log.read(MEMORIES, partition, offset, limit=batch)
             if not records:
                 break
             planned: list[tuple[Sequence[AnyOp], Position]] = []
@@ -58,9 +62,42 @@ async def replay_cube(rt: Runtime, cube_id: str, *, progress: Progress | None = 
                     planned.append((ops, record.position))
             offset = records[-1].position.offset + 1
             if planned:
-                await apply_planned(rt.stores, planned, replay=True)
+                await apply_planned(stores, planned, replay=True)
                 applied += len(planned)
             if progress is not None:
                 progress(min(offset, end), end)
     logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
+    return applied
+
+
+async def catch_up_control(log: EventLog, control: ControlStore, *, batch: int = 2000) -> int:
+    """Apply every registry and task record past the control store's own checkpoints; returns records applied.
+
+    A new or emptied control store is rebuilt this way from the log alone (its only writer is the log),
+    whatever offsets the control consumer group has committed. Poison records are skipped (the live
+    stage dead-letters them).
+    """
+    applied = 0
+    for topic in CONTROL_TOPICS:
+        for partition, end in sorted((await log.end_offsets(topic)).items()):
+            mark = await control.checkpoint(topic, partition)
+            offset = 0 if mark is None else mark + 1
+            while offset < end:
+                records = await log.read(topic, partition, offset, limit=batch)
+                if not records:
+                    break
+                todo = []
+                for record in records:
+                    if record.position.offset >= end:
+                        break
+                    try:
+                        todo.append((decode(record.value), record.position))
+                    except EventDecodeError as exc:
+                        logger.warning("control catch-up skipped poison record position=%s error=%s",
+                                       record.position, exc)
+                if todo:
+                    applied += await control.apply(todo)
+                offset = records[-1].position.offset + 1
+    if applied:
+        logger.info("control projection caught up from the log records=%d", applied)
     return applied

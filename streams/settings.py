@@ -55,6 +55,9 @@ class StoreSettings(_Section):
     graph_url: str = Field(default="", description="sqlite:///..., falkordb://..., neo4j://...; empty: embedded.")
     vector_url: str = Field(default="", description="sqlite:///... or a Weaviate http(s) URL; empty: embedded.")
     keyword_url: str = Field(default="", description="sqlite:///... or a Weaviate URL; empty: embedded.")
+    control_url: str = Field(
+        default="", description="Control store (users, keys, cubes, shares, tasks): sqlite:///... or "
+        "falkordb://host:port; empty: $MEMOS_HOME/control.db.")
     namespace: str = Field(default="memos", description="Namespace inside shared graph databases.")
     neo4j_user: str = Field(default="neo4j", description="Neo4j user.")
     neo4j_password: SecretStr = Field(default=SecretStr(""), description="Neo4j password (env only).")
@@ -121,6 +124,21 @@ class AppSettings(BaseSettings):
     def log_url(self) -> str:
         """The log URL, defaulting to the embedded log in the data directory."""
         return self.log.url or f"sqlite:///{self.home / 'log.db'}"
+
+    def control_url(self) -> str:
+        """The control store URL, defaulting to the embedded control file in the data directory."""
+        return self.stores.control_url or f"sqlite:///{self.home / 'control.db'}"
+
+    def graph_store_options(self) -> dict[str, Any]:
+        """Keyword options of the graph store adapter: the namespace and, for a Neo4j or Bolt URL with a
+        password set (``MEMOS_STORES__NEO4J_PASSWORD``), ``stores.neo4j_user`` and that password (with no
+        password set, credentials in the URL apply, else the driver connects without auth)."""
+        options: dict[str, Any] = {"namespace": self.stores.namespace}
+        scheme = self.store_url("graph").split(":", 1)[0].lower()
+        password = self.stores.neo4j_password.get_secret_value()
+        if scheme.startswith(("neo4j", "bolt")) and password:
+            options.update(user=self.stores.neo4j_user, password=password)
+        return options
 
     def store_url(self, which: Literal["graph", "vector", "keyword"]) -> str:
         """A store URL, defaulting to the embedded store file in the data directory."""

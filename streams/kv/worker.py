@@ -38,9 +38,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+from memory_store.base import GraphStore
+from memory_store.embedding.base import Embedder
 from memory_store.kv.store import LocalKVCacheStore
 from processors.kv_warmer import WarmPolicy
 from schemas.envelope import Envelope, Position
@@ -58,19 +63,43 @@ from schemas.topics import MEMORIES, REGISTRY, TASKS
 from streams.kv.handoff import WarmHandle
 from streams.kv.keeper import WarmCacheKeeper
 from streams.kv.scoring import QueryMemory, top_matches
-from streams.log.base import partition_for
+from streams.log.base import EventLog, TopicPartition, partition_for
 from streams.pipeline.runner import Stage
+from streams.settings import KVSettings
 
 if TYPE_CHECKING:
     from memory_store.llm.huggingface import HuggingFaceChatModel
-    from memos.runtime import Runtime
 
-__all__ = ["MEM_UPDATE_LABEL", "KVWarmerStage"]
+__all__ = ["MEM_UPDATE_LABEL", "KVWarmerDeps", "KVWarmerStage", "WaitFor"]
 
 logger = logging.getLogger(__name__)
 
 MEM_UPDATE_LABEL = "mem_update"
 """Task label whose content is a query to warm the cube's cache for."""
+
+
+class WaitFor(Protocol):
+    """Waits until a consumer group committed past targets ((topic, partition) -> next offset)."""
+
+    def __call__(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float = ...
+                 ) -> Awaitable[None]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KVWarmerDeps:
+    """What the KV warmer needs from the system (the composition root provides it)."""
+
+    settings: KVSettings
+    home: Path
+    """Data directory: warm caches are dumped under ``home/kv``."""
+    graph: GraphStore
+    embedder: Embedder
+    log: EventLog
+    cube_exists: Callable[[str], Awaitable[bool]]
+    publish: Callable[[Sequence[Event]], Awaitable[list[Position]]]
+    wait_for: WaitFor
+    """Waits for the projector group; follows commits wherever the projector runs."""
+    now: Callable[[], datetime]
 
 
 class KVWarmerStage(Stage):
@@ -81,7 +110,7 @@ class KVWarmerStage(Stage):
 
     def __init__(
         self,
-        runtime: Runtime,
+        deps: KVWarmerDeps,
         *,
         quiet_s: float = 0.2,
         max_delay_s: float = 2.0,
@@ -91,8 +120,8 @@ class KVWarmerStage(Stage):
         projector_group: str = "projector",
         projector_timeout_s: float = 10.0,
     ) -> None:
-        kv = runtime.settings.kv
-        self.rt = runtime
+        kv = deps.settings
+        self.deps = deps
         self.quiet_s, self.max_delay_s, self.sweep_s = quiet_s, max_delay_s, sweep_s
         self.retrieval_k = retrieval_k
         self.projector_group, self.projector_timeout_s = projector_group, projector_timeout_s
@@ -100,8 +129,8 @@ class KVWarmerStage(Stage):
         self.keeper = WarmCacheKeeper(
             self.store,
             WarmPolicy(token_budget=kv.prefix_tokens),
-            home=runtime.settings.home,
-            now=runtime.now,
+            home=deps.home,
+            now=deps.now,
             max_queries=max_queries,
             producer=self.name,
         )
@@ -120,7 +149,7 @@ class KVWarmerStage(Stage):
     @property
     def model_id(self) -> str:
         """Id of the model caches are built for (the configured ``kv.model``)."""
-        return self.rt.settings.kv.model if self.keeper.llm is None else self.keeper.llm.model_id
+        return self.deps.settings.model if self.keeper.llm is None else self.keeper.llm.model_id
 
     @property
     def builds(self) -> int:
@@ -145,13 +174,13 @@ class KVWarmerStage(Stage):
             if self.keeper.llm is None:
                 from memory_store.llm.huggingface import HuggingFaceChatModel
 
-                kv = self.rt.settings.kv
+                kv = self.deps.settings
                 self.keeper.llm = await asyncio.to_thread(
                     HuggingFaceChatModel, kv.model, device=kv.device or None
                 )
             restored = await self.keeper.restore(asyncio.get_running_loop().time())
             if restored:
-                await self.rt.publish(restored)
+                await self.deps.publish(restored)
         except BaseException as exc:
             self.failure = exc
             self.ready.set()
@@ -215,8 +244,8 @@ class KVWarmerStage(Stage):
         state = self.keeper.state(cube_id)
         async with self._lock:
             await self._wait_projected(cube_id, None)
-            records = await self.rt.graph.list_memories(cube_id)
-            embedded = await self.rt.embedder.embed([t.content for t in tasks], kind="query")
+            records = await self.deps.graph.list_memories(cube_id)
+            embedded = await self.deps.embedder.embed([t.content for t in tasks], kind="query")
             for task, vector in zip(tasks, embedded.vectors, strict=True):
                 query = QueryMemory(task.content, task.occurred_at, tuple(vector), embedded.model_id)
                 state.queries.append(query)
@@ -230,22 +259,14 @@ class KVWarmerStage(Stage):
         """Wait (at most ``projector_timeout_s``) until the projector applied the cube's memory events up
         to ``targets`` (partition -> next offset; None: the memories topic's end on the cube's partition)."""
         if targets is None:
-            partition = partition_for(cube_id.encode(), await self.rt.log.partitions(MEMORIES))
-            targets = {partition: (await self.rt.log.end_offsets(MEMORIES)).get(partition, 0)}
+            partition = partition_for(cube_id.encode(), await self.deps.log.partitions(MEMORIES))
+            targets = {partition: (await self.deps.log.end_offsets(MEMORIES)).get(partition, 0)}
         wanted = {(MEMORIES, p): o for p, o in targets.items() if o > 0}
         if not wanted:
             return
         group = self.projector_group
         try:
-            if self.rt.run_stages and (self.rt.stage_names is None or group in self.rt.stage_names):
-                await self.rt.wait_for(group, wanted, timeout_s=self.projector_timeout_s)
-                return
-            async with asyncio.timeout(self.projector_timeout_s):  # the projector runs elsewhere
-                while True:
-                    committed = await self.rt.log.committed(group, MEMORIES)
-                    if all(committed.get(p, 0) >= o for (_, p), o in wanted.items()):
-                        return
-                    await asyncio.sleep(0.02)
+            await self.deps.wait_for(group, wanted, timeout_s=self.projector_timeout_s)
         except TimeoutError:
             logger.warning(
                 "kv_warmer_projector_behind cube=%s group=%s targets=%s timeout_s=%.1f",
@@ -296,19 +317,19 @@ class KVWarmerStage(Stage):
         state.dirty_first = state.dirty_last = None
         async with self._lock:
             await self._wait_projected(cube_id, targets)
-            records = await self.rt.graph.list_memories(cube_id)
+            records = await self.deps.graph.list_memories(cube_id)
             events = await self.keeper.refresh(cube_id, state, records)
         if events:
-            await self.rt.publish(events)
+            await self.deps.publish(events)
 
     async def _sweep(self) -> None:
         """Forget kept cubes that are gone from the graph store and the registry."""
         events: list[Event] = []
         for cube_id in list(self.keeper.cubes):
-            if await self.rt.graph.count(cube_id, include_retired=True):
+            if await self.deps.graph.count(cube_id, include_retired=True):
                 continue
-            if not self.rt.control.cube_exists(cube_id):
+            if not await self.deps.cube_exists(cube_id):
                 async with self._lock:
                     events += await self.keeper.forget(cube_id)
         if events:
-            await self.rt.publish(events)
+            await self.deps.publish(events)

@@ -70,6 +70,15 @@ class Consumer(ABC):
         Idempotent; committing a lower offset than the committed one moves the group back.
         """
 
+    async def record_attempt(self, topic: str, partition: int, offset: int) -> int:
+        """Durably count one more attempt at processing the group's record at ``offset``; returns the count.
+
+        Kept with the group's committed offsets, so it survives the process: a record that was being
+        processed each time the process died is recognised on restart. 0 where the adapter keeps no
+        count (then poison records are not recognised).
+        """
+        return 0
+
     @abstractmethod
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Make the next poll of that partition start at ``offset``."""

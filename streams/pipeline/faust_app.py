@@ -3,12 +3,12 @@
 Each stage gets its own faust app whose id is the stage's consumer group (``deriver``, ``refiner``,
 ``projector``, ``control``, optionally prefixed), so committed offsets mean the same as with our runner
 and ``Runtime.wait_for`` in API processes works against either engine. The apps share one
-``Runtime(run_stages=False)`` (log, stores, deriver, control store) that a ``StageHost`` service opens
-before any app consumes and closes after every app has stopped. An agent body is short: record ->
-decode -> ``stage.handle`` -> append the produced events (``partition_for``, acks=all) -> ack; faust
-commits acked offsets only (at-least-once; the stores are idempotent by position). Poison records and
-records a stage cannot process go to ``memos.dlq.v1``; a failure that survives the retries stops the
-worker without acking, so nothing after it is committed. This module fails fast without the ``kafka``
+:class:`StageSource` (the composition root's ``Runtime(run_stages=False)``: log, stores, deriver, control
+store) that a ``StageHost`` service opens before any app consumes and closes after every app has
+stopped. An agent body is short: record -> ``delivery.deliver`` (decode, ``stage.handle``, retries,
+dead-lettering: the same code as our runner) -> append the produced events (acks=all) -> ack; faust
+commits acked offsets only (at-least-once; the stores are idempotent by position). A failure that
+survives the retries stops the worker without acking, so nothing after it is committed. This module fails fast without the ``kafka``
 extra; ``memos worker --engine faust`` imports it only when asked.
 """
 
@@ -17,17 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from memos.runtime import Runtime
-from schemas.codec import decode
-from schemas.envelope import Envelope, Position, Record
-from schemas.errors import ConfigError, EventDecodeError, ProcessingError, is_retryable
-from schemas.events import AnyEvent, Event
-from streams.log.base import OutgoingRecord
-from streams.pipeline.runner import Stage, dead_letter_record, event_record
+from schemas.envelope import Position, Record
+from schemas.errors import ConfigError, ProcessingError
+from streams.log.base import EventLog, OutgoingRecord
+from streams.pipeline.delivery import deliver, event_record, retrying
+from streams.pipeline.runner import Stage
 from streams.pipeline.stages import ControlStage, DerivationStage, ProjectionStage
 from streams.settings import AppSettings
 
@@ -43,6 +41,7 @@ __all__ = [
     "INSTALL_HINT",
     "STAGE_TOPICS",
     "StageHost",
+    "StageSource",
     "build_faust_app",
     "faust_brokers",
     "run_faust_worker",
@@ -50,7 +49,27 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+
+class StageSource(Protocol):
+    """What hosts the stages: the log and the stages with their dependencies (the composition root's
+    ``Runtime(run_stages=False)``)."""
+
+    log: EventLog
+
+    async def start(self) -> None:
+        """Open the log, stores and models (creates the topics)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close everything."""
+        ...
+
+    def stages(self) -> list[Stage]:
+        """Every stage it can host."""
+        ...
+
+
+SourceFactory = Callable[[], StageSource]
 
 STAGE_TOPICS: dict[str, tuple[str, ...]] = {
     "control": ControlStage.topics,
@@ -85,32 +104,30 @@ class StageHost(Service):
     """
 
     def __init__(
-        self, settings: AppSettings, *, group_prefix: str = "", max_retries: int = 5, **kwargs: Any
+        self, settings: AppSettings, source: SourceFactory, *, group_prefix: str = "", max_retries: int = 5,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.source_factory = source
         self.group_prefix = group_prefix
         self.max_retries = max_retries
-        self.runtime: Runtime | None = None
+        self.runtime: StageSource | None = None
         self.stages: dict[str, Stage] = {}
         self.failure: BaseException | None = None
         self.processed = 0
         self.dead_lettered = 0
 
     async def on_start(self) -> None:
-        """Open the Runtime (creates the topics, so faust never sees them missing) and build the stages."""
-        runtime = Runtime(self.settings, run_stages=False)
+        """Open the source (creates the topics, so faust never sees them missing) and take its stages."""
+        runtime = self.source_factory()
         await runtime.start()
         self.runtime = runtime
-        self.stages = {
-            "control": ControlStage(runtime.control),
-            "projector": runtime.projection_stage,
-            "deriver": DerivationStage(runtime.deriver, phase="first"),
-            "refiner": DerivationStage(runtime.deriver, phase="refine"),
-        }
-        for name, stage in self.stages.items():
-            if stage.name != name:  # the group names must match the runner's, or watermarks break
-                raise ConfigError(f"stage {type(stage).__name__} is named {stage.name!r}, expected {name!r}")
+        self.stages = {stage.name: stage for stage in runtime.stages() if stage.name in STAGE_TOPICS}
+        missing = sorted(set(STAGE_TOPICS) - set(self.stages))
+        if missing:  # the group names must match the runner's, or watermarks break
+            raise ConfigError(f"the stage source has no stages named {missing!r}")
+        for stage in self.stages.values():
             await stage.start()
         logger.info("faust stage host ready log=%s home=%s", self.settings.log_url(), self.settings.home)
 
@@ -139,49 +156,21 @@ class StageHost(Service):
         Retryable errors are retried with backoff; raises only when they outlive ``max_retries``.
         """
         stage, where = self.stages[stage_name], self._where(stage_name, record)
-        try:
-            envelope: Envelope[AnyEvent] = Envelope(record.position, decode(record.value), record.headers)
-        except EventDecodeError as exc:
-            await self._dead_letter(stage_name, record, exc)
-            return
-        try:
-            produced: list[Event] = await self._retrying(lambda: stage.handle([envelope]), where)
-        except Exception as exc:  # noqa: BLE001 - a record the stage cannot process must not stop the partition
-            if is_retryable(exc):
-                raise
-            await self._dead_letter(stage_name, record, exc)
-            return
-        if produced:
-            await self._append([event_record(event) for event in produced], where)
-        self.processed += 1
-
-    async def _dead_letter(self, stage_name: str, record: Record, exc: BaseException) -> None:
-        where = self._where(stage_name, record)
-        logger.warning("record sent to DLQ %s error=%r", where, exc)
-        await self._append([dead_letter_record(record, exc, group=self.group(stage_name))], where)
-        self.dead_lettered += 1
+        delivered = await deliver(stage.handle, [record], group=self.group(stage_name), max_retries=self.max_retries)
+        if delivered.produced:
+            await self._append([event_record(event) for event in delivered.produced], where)
+        if delivered.dead:
+            logger.warning("record sent to DLQ %s", where)
+            await self._append(delivered.dead, where)
+            self.dead_lettered += len(delivered.dead)
+        else:
+            self.processed += 1
 
     async def _append(self, records: Sequence[OutgoingRecord], where: str) -> None:
         if self.runtime is None:
             raise ProcessingError("the faust stage host is not started")
         log = self.runtime.log
-        await self._retrying(lambda: log.append_batch(records), where)
-
-    async def _retrying(self, call: Callable[[], Awaitable[T]], where: str) -> T:
-        delay = 0.05
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await call()
-            except Exception as exc:
-                if not is_retryable(exc) or attempt == self.max_retries:
-                    raise
-                wait = float(getattr(exc, "retry_after", None) or delay)
-                logger.warning(
-                    "retryable error %s attempt=%d wait_s=%.2f error=%r", where, attempt + 1, wait, exc
-                )
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        await retrying(lambda: log.append_batch(records), max_retries=self.max_retries, where=where)
 
     async def fail(self, stage_name: str, record: Record, exc: BaseException) -> None:
         """Stop the worker after an unrecoverable failure; the record stays unacked (never committed)."""
@@ -231,24 +220,25 @@ def _stage_app(settings: AppSettings, host: StageHost, stage_name: str) -> faust
 
 
 def build_faust_app(
-    settings: AppSettings, *, stage_names: Sequence[str] | None = None, group_prefix: str = ""
+    settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None = None,
+    group_prefix: str = "",
 ) -> faust.App:
     """The worker's faust app: one app per stage (app id = consumer group), nested under the first.
 
     The returned app starts, in order, the StageHost (the shared Runtime), the other stage apps, then
     itself; it stops in the reverse order. ``group_prefix`` isolates consumer groups (tests, canaries).
     """
-    return _build(settings, stage_names=stage_names, group_prefix=group_prefix)[0]
+    return _build(settings, source, stage_names=stage_names, group_prefix=group_prefix)[0]
 
 
 def _build(
-    settings: AppSettings, *, stage_names: Sequence[str] | None, group_prefix: str
+    settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None, group_prefix: str
 ) -> tuple[faust.App, StageHost]:
     names = list(STAGE_TOPICS) if stage_names is None else list(dict.fromkeys(stage_names))
     unknown = sorted(set(names) - set(STAGE_TOPICS))
     if unknown or not names:
         raise ConfigError(f"unknown or no faust stages {unknown or names!r}; known: {sorted(STAGE_TOPICS)}")
-    host = StageHost(settings, group_prefix=group_prefix)
+    host = StageHost(settings, source, group_prefix=group_prefix)
     apps = [_stage_app(settings, host, name) for name in names]
     main = apps[0]
     main.add_dependency(host)
@@ -259,13 +249,14 @@ def _build(
 
 def run_faust_worker(
     settings: AppSettings,
+    source: SourceFactory,
     *,
     stage_names: Sequence[str] | None = None,
     group_prefix: str = "",
     loglevel: str = "INFO",
 ) -> None:
     """Run the faust worker until SIGTERM/SIGINT; ProcessingError when a stage failed and stopped it."""
-    app, host = _build(settings, stage_names=stage_names, group_prefix=group_prefix)
+    app, host = _build(settings, source, stage_names=stage_names, group_prefix=group_prefix)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     worker = faust.Worker(app, loop=loop, loglevel=loglevel)

@@ -1,4 +1,5 @@
-"""The runner: poll -> decode -> process -> append produced events -> apply stores -> commit, with a DLQ."""
+"""The runner: poll -> decode -> process -> append produced events -> commit, with retries, a DLQ and
+poison-record detection across crashes (``streams.pipeline.delivery``, shared with the faust app)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
-from schemas.codec import decode, encode
-from schemas.envelope import Envelope, Header, Record
-from schemas.errors import EventDecodeError, is_retryable
+from schemas.envelope import Envelope, Record
 from schemas.events import AnyEvent, Event
-from schemas.topics import DLQ
 from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition
+from streams.pipeline.delivery import dead_letter_record, deliver, event_record, poison_error
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record"]
+# dead_letter_record and event_record live in streams.pipeline.delivery; re-exported for callers.
 
 logger = logging.getLogger(__name__)
 
@@ -46,25 +46,6 @@ class Stage(ABC):
         """Process a batch; return events to append. Raise a retryable error to have it retried."""
 
 
-def event_record(event: Event) -> OutgoingRecord:
-    """The log record of an event: Avro bytes keyed by the event's key, with routing headers."""
-    headers: list[Header] = [("event_type", type(event).__name__.encode()), ("producer", event.producer.encode())]
-    if event.trace_id:
-        headers.append(("trace_id", event.trace_id.encode()))
-    return OutgoingRecord(topic=event.topic, key=event.key.encode(), value=encode(event), headers=tuple(headers))
-
-
-def dead_letter_record(record: Record, error: BaseException, *, group: str) -> OutgoingRecord:
-    """The DLQ copy of a record: original bytes and headers plus the error and where it came from."""
-    headers = tuple(record.headers) + (
-        ("memos.error", str(error)[:2000].encode()),
-        ("memos.error_type", type(error).__name__.encode()),
-        ("memos.origin", str(record.position).encode()),
-        ("memos.group", group.encode()),
-    )
-    return OutgoingRecord(topic=DLQ, key=record.key, value=record.value, headers=headers)
-
-
 class Runner:
     """Hosts one stage over a consumer group with bounded queues, retries, a DLQ and graceful shutdown."""
 
@@ -77,6 +58,7 @@ class Runner:
         queue_size: int = 4,
         poll_timeout_s: float = 0.2,
         max_retries: int = 5,
+        max_attempts: int = 3,
         on_commit: CommitListener | None = None,
     ) -> None:
         self.log = log
@@ -84,6 +66,9 @@ class Runner:
         self.max_batch = max_batch
         self.poll_timeout_s = poll_timeout_s
         self.max_retries = max_retries
+        self.max_attempts = max_attempts
+        """Process deaths while a record was in flight before it is dead-lettered (0: never)."""
+        self._attempts: dict[tuple[str, int, int], int] = {}
         self.on_commit = on_commit
         self._queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=queue_size)
         self._stopping = asyncio.Event()
@@ -151,7 +136,7 @@ class Runner:
                 records = await asyncio.wait_for(self._queue.get(), timeout=self.poll_timeout_s)
             except TimeoutError:
                 continue
-            await self._handle_records(records)
+            await self._handle_records(consumer, records)
             offsets: dict[TopicPartition, int] = {}
             for record in records:
                 tp = (record.position.topic, record.position.partition)
@@ -162,59 +147,51 @@ class Runner:
             if self.on_commit is not None:
                 await self.on_commit(self.stage.name, offsets)
 
-    async def _handle_records(self, records: Sequence[Record]) -> None:
-        envelopes: list[Envelope[AnyEvent]] = []
-        dead: list[OutgoingRecord] = []
-        for record in records:
-            try:
-                envelopes.append(Envelope(record.position, decode(record.value), record.headers))
-            except EventDecodeError as exc:
-                logger.warning("poison record sent to DLQ group=%s position=%s error=%s", self.stage.name,
-                               record.position, exc)
-                dead.append(dead_letter_record(record, exc, group=self.stage.name))
-        if envelopes:
-            produced = await self._handle_with_retries(envelopes, records, dead)
-            if produced:
-                await self.log.append_batch([event_record(e) for e in produced])
+    async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
+        if self.max_attempts and await self._suspect(consumer, records):
+            await self._one_by_one(consumer, records)
+            return
+        await self._deliver(records)
+
+    async def _deliver(self, records: Sequence[Record]) -> None:
+        delivered = await deliver(self.stage.handle, records, group=self.stage.name, max_retries=self.max_retries)
+        await self._append(delivered.produced, delivered.dead)
+
+    async def _append(self, produced: Sequence[Event], dead: Sequence[OutgoingRecord]) -> None:
+        if produced:
+            await self.log.append_batch([event_record(e) for e in produced])
         if dead:
-            await self.log.append_batch(dead)
+            await self.log.append_batch(list(dead))
             self.dead_lettered += len(dead)
 
-    async def _handle_with_retries(
-        self, envelopes: list[Envelope[AnyEvent]], records: Sequence[Record], dead: list[OutgoingRecord]
-    ) -> list[Event]:
-        try:
-            return await self._retrying(envelopes)
-        except Exception as exc:  # noqa: BLE001 - isolate the failing record, then dead-letter it
-            if is_retryable(exc):
-                raise
-            logger.warning("batch failed group=%s size=%d error=%r; retrying one by one", self.stage.name,
-                           len(envelopes), exc)
-        by_position = {r.position: r for r in records}
-        produced: list[Event] = []
-        for envelope in envelopes:
-            try:
-                produced.extend(await self._retrying([envelope]))
-            except Exception as exc:  # noqa: BLE001 - a failing record must not stop the partition
-                if is_retryable(exc):
-                    raise
-                logger.warning("record sent to DLQ group=%s position=%s error=%r", self.stage.name,
-                               envelope.position, exc)
-                dead.append(dead_letter_record(by_position[envelope.position], exc, group=self.stage.name))
-        return produced
+    async def _suspect(self, consumer: Consumer, records: Sequence[Record]) -> bool:
+        """Count an attempt at the first record of each partition in the batch (durably, before any work);
+        True when one of them was being processed before (the process died, or lost the partition)."""
+        firsts: dict[TopicPartition, int] = {}
+        for record in records:
+            firsts.setdefault((record.position.topic, record.position.partition), record.position.offset)
+        self._attempts = {}
+        for (topic, partition), offset in firsts.items():
+            self._attempts[(topic, partition, offset)] = await consumer.record_attempt(topic, partition, offset)
+        return any(n > 1 for n in self._attempts.values())
 
-    async def _retrying(self, envelopes: list[Envelope[AnyEvent]]) -> list[Event]:
-        delay = 0.05
-        for attempt in range(self.max_retries + 1):
-            try:
-                return await self.stage.handle(envelopes)
-            except Exception as exc:
-                if not is_retryable(exc) or attempt == self.max_retries:
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
-                wait = float(retry_after) if retry_after else delay
-                logger.warning("retryable error group=%s attempt=%d wait_s=%.2f error=%r", self.stage.name,
-                               attempt + 1, wait, exc)
-                await asyncio.sleep(wait)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+    async def _one_by_one(self, consumer: Consumer, records: Sequence[Record]) -> None:
+        """After a crash: each record on its own, counted and committed, so the one that kills the
+        process is found; past ``max_attempts`` it is dead-lettered with the reason instead of run."""
+        logger.warning("group=%s resumes after an unfinished batch: records one by one", self.stage.name)
+        for record in records:
+            p = record.position
+            attempts = self._attempts.pop((p.topic, p.partition, p.offset), None)
+            if attempts is None:
+                attempts = await consumer.record_attempt(p.topic, p.partition, p.offset)
+            if attempts > self.max_attempts:
+                error = poison_error(record, attempts - 1)
+                logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.stage.name, p,
+                             attempts - 1)
+                await self._append([], [dead_letter_record(record, error, group=self.stage.name)])
+            else:
+                await self._deliver([record])
+            offsets = {(p.topic, p.partition): p.offset + 1}
+            await consumer.commit(offsets)
+            if self.on_commit is not None:
+                await self.on_commit(self.stage.name, offsets)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from memory_store.base import Projection
-from memory_store.control import ControlStore
+from memory_store.control.base import ControlStore
 from processors.projection import project
 from schemas.envelope import Envelope, Position
 from schemas.events import (
@@ -139,7 +139,7 @@ async def apply_planned(stores: Sequence[Projection], planned: Sequence[tuple[Se
 
 
 class ControlStage(Stage):
-    """Registry and task events -> the control store (access rules, task status)."""
+    """Registry and task events -> the control store (access rules, task status): its one writer."""
 
     name = "control"
     topics = (REGISTRY, TASKS)
@@ -148,9 +148,7 @@ class ControlStage(Stage):
         self.control = control
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        for envelope in batch:
-            projection = "tasks" if envelope.position.topic == TASKS else "access"
-            self.control.apply(projection, envelope.event, envelope.position)
+        await self.control.apply([(envelope.event, envelope.position) for envelope in batch])
         return []
 
 

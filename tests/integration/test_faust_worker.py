@@ -35,9 +35,12 @@ class FaustWorker:
     def __init__(self, log_path: Path, group_prefix: str) -> None:
         self.log_path = log_path
         code = (
+            "from memos.runtime import Runtime\n"
             "from streams.pipeline.faust_app import run_faust_worker\n"
             "from streams.settings import load_settings\n"
-            f"run_faust_worker(load_settings(), group_prefix={group_prefix!r})\n"
+            "settings = load_settings()\n"
+            "run_faust_worker(settings, lambda: Runtime(settings, run_stages=False), "
+            f"group_prefix={group_prefix!r})\n"
         )
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         with log_path.open("wb") as out:
@@ -143,7 +146,7 @@ async def test_faust_worker_derives_projects_dead_letters_and_stops_cleanly(
         service = MemoryService(rt)
 
         async def completed(task_id: str) -> TaskInfo | None:
-            info = rt.control.task(task_id)
+            info = await rt.control.task(task_id)
             return info if info is not None and info.status == "completed" else None
 
         # 1. A fast async add: the worker derives, projects into this home's stores, completes the task.

@@ -9,7 +9,6 @@ from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from schemas.topics import CONVERSATIONS, DLQ, MEMORIES
 from streams.log.base import OutgoingRecord
-from streams.replay import replay_cube
 from streams.settings import AppSettings
 
 CONVERSATION = [
@@ -86,7 +85,7 @@ async def test_replay_gives_exactly_the_incrementally_built_state(tmp_path: Path
         before = await _snapshot(rt, "cube_x")
         other = await rt.graph.list_memories("cube_y", include_retired=True)
         assert any(m.revision > 0 for m in await rt.graph.list_memories("cube_x", include_retired=True))
-        applied = await replay_cube(rt, "cube_x")
+        applied = await rt.replay_cube("cube_x")
         assert applied > 0
         assert await _snapshot(rt, "cube_x") == before
         assert await rt.graph.list_memories("cube_y", include_retired=True) == other

@@ -17,6 +17,7 @@ from streams.log.base import Consumer, StartFrom, TopicPartition
 from streams.log.local.group import (
     GroupView,
     commit_offsets,
+    count_attempt,
     heartbeat,
     leave_group,
     sync_member,
@@ -187,6 +188,17 @@ class LocalConsumer(Consumer):
                 partition,
                 todo[(topic, partition)],
             )
+
+    async def record_attempt(self, topic: str, partition: int, offset: int) -> int:
+        """Durably count an attempt at the record at ``offset`` (kept beside the group's offsets)."""
+        self._check_open()
+        if self._group is None:
+            return 0
+        group = self._group
+        with map_sqlite_errors("record attempt", self._ctx.path):
+            count: int = await self._ctx.writer.submit(
+                lambda conn: count_attempt(conn, group, topic, partition, offset))
+        return count
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Next poll of that partition starts at ``offset``; TransportError when it is not assigned."""

@@ -17,6 +17,7 @@ __all__ = [
     "GroupView",
     "assign_partitions",
     "commit_offsets",
+    "count_attempt",
     "heartbeat",
     "leave_group",
     "sync_member",
@@ -210,3 +211,22 @@ def commit_offsets(
             (group, topic, partition, int(offset)),
         )
     return skipped
+
+
+def count_attempt(conn: sqlite3.Connection, group: str, topic: str, partition: int, offset: int) -> int:
+    """Count one more attempt at the group's record at ``offset`` of a partition; returns the count.
+
+    One row per (group, partition): a new offset starts again at 1, so the table never grows with the log.
+    """
+    row = conn.execute(
+        "SELECT offset, attempts FROM log_group_attempts WHERE group_id = ? AND topic = ? AND partition = ?",
+        (group, topic, partition),
+    ).fetchone()
+    attempts = int(row[1]) + 1 if row is not None and int(row[0]) == offset else 1
+    conn.execute(
+        "INSERT INTO log_group_attempts (group_id, topic, partition, offset, attempts) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (group_id, topic, partition) DO UPDATE SET offset = excluded.offset, "
+        "attempts = excluded.attempts",
+        (group, topic, partition, int(offset), attempts),
+    )
+    return attempts

@@ -59,9 +59,13 @@ CREATE TABLE IF NOT EXISTS log_owners (
 CREATE TABLE IF NOT EXISTS log_group_offsets (
     group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic, partition)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_group_attempts (
+    group_id TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    attempts INTEGER NOT NULL, PRIMARY KEY (group_id, topic, partition)) WITHOUT ROWID;
 """
 """Tables of the embedded log. ``log_partitions.next_offset`` is the high watermark, so deleting rows
-(forget_key) never lets an offset be handed out twice. There is no index on keys: a key lives on one
+(forget_key) never lets an offset be handed out twice. ``log_group_attempts`` counts, per group and
+partition, the attempts at processing the record at ``offset`` (poison records that kill the process). There is no index on keys: a key lives on one
 partition (``partition_for``), so forgetting it scans that partition only, and appends stay fast."""
 
 _HEADER = struct.Struct(">HI")

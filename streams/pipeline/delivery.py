@@ -1,0 +1,139 @@
+"""Delivery, shared by both stage hosts (our runner and the faust app): decode, retry with backoff,
+isolate a failing record, dead-letter it with the reason, and count attempts across crashes.
+
+Retryable errors (``schemas.errors.is_retryable``) are retried with exponential backoff (or the error's
+``retry_after``) up to ``max_retries``; a retryable error that outlives them propagates (the host stops
+without committing). A non-retryable failure of a batch is retried record by record, so only the
+records that fail on their own go to ``memos.dlq.v1``; the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from schemas.codec import decode, encode
+from schemas.envelope import Envelope, Header, Record
+from schemas.errors import EventDecodeError, ProcessingError, is_retryable
+from schemas.events import AnyEvent, Event
+from schemas.topics import DLQ
+from streams.log.base import OutgoingRecord
+
+__all__ = [
+    "Delivered",
+    "Handler",
+    "dead_letter_record",
+    "deliver",
+    "event_record",
+    "retrying",
+]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+Handler = Callable[[Sequence[Envelope[AnyEvent]]], Awaitable[list[Event]]]
+"""A stage's ``handle``: decoded envelopes in -> events to append out."""
+
+
+def event_record(event: Event) -> OutgoingRecord:
+    """The log record of an event: Avro bytes keyed by the event's key, with routing headers."""
+    headers: list[Header] = [("event_type", type(event).__name__.encode()), ("producer", event.producer.encode())]
+    if event.trace_id:
+        headers.append(("trace_id", event.trace_id.encode()))
+    return OutgoingRecord(topic=event.topic, key=event.key.encode(), value=encode(event), headers=tuple(headers))
+
+
+def dead_letter_record(record: Record, error: BaseException, *, group: str) -> OutgoingRecord:
+    """The DLQ copy of a record: original bytes and headers plus the error and where it came from."""
+    headers = tuple(record.headers) + (
+        ("memos.error", str(error)[:2000].encode()),
+        ("memos.error_type", type(error).__name__.encode()),
+        ("memos.origin", str(record.position).encode()),
+        ("memos.group", group.encode()),
+    )
+    return OutgoingRecord(topic=DLQ, key=record.key, value=record.value, headers=headers)
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, max_retries: int, where: str) -> T:
+    """``await call()``, retrying retryable errors with exponential backoff (50 ms doubling to 2 s, or the
+    error's ``retry_after``); re-raises the last error after ``max_retries`` retries or at once when
+    the error is not retryable."""
+    delay = 0.05
+    for attempt in range(max_retries + 1):
+        try:
+            return await call()
+        except Exception as exc:
+            if not is_retryable(exc) or attempt == max_retries:
+                raise
+            retry_after = getattr(exc, "retry_after", None)
+            wait = float(retry_after) if retry_after else delay
+            logger.warning("retryable error %s attempt=%d wait_s=%.2f error=%r", where, attempt + 1, wait, exc)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 2.0)
+    raise AssertionError("unreachable")
+
+
+@dataclass(slots=True)
+class Delivered:
+    """What processing some records gave: events to append and DLQ records to append."""
+
+    produced: list[Event] = field(default_factory=list)
+    dead: list[OutgoingRecord] = field(default_factory=list)
+
+
+def poison_error(record: Record, attempts: int) -> ProcessingError:
+    """Why a record that was being processed whenever the process died is dead-lettered."""
+    return ProcessingError(
+        f"record {record.position} was being processed when the worker died, {attempts} times; "
+        "dead-lettered without another try"
+    )
+
+
+async def deliver(handle: Handler, records: Sequence[Record], *, group: str, max_retries: int) -> Delivered:
+    """Decode ``records`` and hand them to ``handle`` as one batch, with retries; a batch that fails for
+    good is retried record by record and only the failing records are dead-lettered.
+
+    Raises only a retryable error that outlived ``max_retries`` (nothing may be committed then).
+    """
+    out = Delivered()
+    envelopes: list[Envelope[AnyEvent]] = []
+    for record in records:
+        try:
+            envelopes.append(Envelope(record.position, decode(record.value), record.headers))
+        except EventDecodeError as exc:
+            logger.warning("poison record sent to DLQ group=%s position=%s error=%s", group, record.position, exc)
+            out.dead.append(dead_letter_record(record, exc, group=group))
+    if not envelopes:
+        return out
+    where = f"group={group}"
+    try:
+        out.produced = await retrying(lambda: handle(envelopes), max_retries=max_retries, where=where)
+        return out
+    except Exception as exc:  # noqa: BLE001 - isolate the failing record, then dead-letter it
+        if is_retryable(exc):
+            raise
+        if len(envelopes) == 1:
+            failed: Exception | None = exc
+        else:
+            failed = None
+            logger.warning("batch failed group=%s size=%d error=%r; retrying one by one", group,
+                           len(envelopes), exc)
+    by_position = {r.position: r for r in records}
+    for envelope in envelopes:
+        error = failed
+        if error is None:
+            try:
+                out.produced.extend(await retrying(lambda e=envelope: handle([e]), max_retries=max_retries,
+                                                   where=f"{where} position={envelope.position}"))
+                continue
+            except Exception as exc:  # noqa: BLE001 - a failing record must not stop the partition
+                if is_retryable(exc):
+                    raise
+                error = exc
+        logger.warning("record sent to DLQ group=%s position=%s error=%r", group, envelope.position, error)
+        out.dead.append(dead_letter_record(by_position[envelope.position], error, group=group))
+    return out
