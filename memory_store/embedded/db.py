@@ -207,7 +207,8 @@ class EmbeddedProjection(Projection):
 
     @abstractmethod
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
-        """Write ``ops`` in order inside the open transaction; every op must be idempotent."""
+        """Write ``ops`` (those of every position of a batch, in order) inside the open transaction, with
+        the effect of applying them one by one; every op must be idempotent."""
 
     def _on_open(self) -> None:
         """Load in-memory state after the database opened (runs in a worker thread)."""
@@ -277,9 +278,10 @@ class EmbeddedProjection(Projection):
                 self._begin_batch()
                 marks: dict[tuple[str, int], int | None] = {}
                 dirty: set[tuple[str, int]] = set()
+                todo: list[AnyOp] = []  # the ops of every position applied, in order: one call, runs batched
                 for ops, position in batch:
                     if replay:
-                        self._apply_ops(conn, ops)
+                        todo.extend(ops)
                         applied.append(True)
                         continue
                     key = (position.topic, position.partition)
@@ -289,10 +291,11 @@ class EmbeddedProjection(Projection):
                     if mark is not None and position.offset <= mark:
                         applied.append(False)
                         continue
-                    self._apply_ops(conn, ops)
+                    todo.extend(ops)
                     marks[key] = position.offset
                     dirty.add(key)
                     applied.append(True)
+                self._apply_ops(conn, todo)
                 for key in dirty:
                     offset = marks[key]
                     assert offset is not None

@@ -42,7 +42,28 @@ CREATE TABLE IF NOT EXISTS graph_edges (
 CREATE INDEX IF NOT EXISTS graph_edges_cube ON graph_edges (cube_id);
 CREATE INDEX IF NOT EXISTS graph_edges_source ON graph_edges (source_id);
 CREATE INDEX IF NOT EXISTS graph_edges_target ON graph_edges (target_id);
+CREATE TABLE IF NOT EXISTS graph_retirements (
+    id TEXT NOT NULL, cube_id TEXT NOT NULL, reason TEXT, successor_ids TEXT NOT NULL, valid_to TEXT,
+    updated_at TEXT NOT NULL, PRIMARY KEY (id, cube_id));
+CREATE INDEX IF NOT EXISTS graph_retirements_cube ON graph_retirements (cube_id);
 """
+"""``graph_retirements`` remembers every retirement, also one that arrived before its memory: an upsert
+lands retired when its (id, cube) has one, as if the retirement came right after it."""
+
+_RETIRE = (
+    "UPDATE graph_memories SET status='retired', retire_reason=?, successor_ids=?, valid_to=?, updated_at=?"
+    " WHERE id=? AND cube_id=?"
+)
+_REMEMBER_RETIREMENT = (
+    "INSERT OR REPLACE INTO graph_retirements (reason, successor_ids, valid_to, updated_at, id, cube_id)"
+    " VALUES (?,?,?,?,?,?)"
+)
+_APPLY_RETIREMENTS = (
+    "UPDATE graph_memories SET status='retired', retire_reason=t.reason, successor_ids=t.successor_ids,"
+    " valid_to=t.valid_to, updated_at=t.updated_at FROM graph_retirements t"
+    " WHERE t.id = graph_memories.id AND t.cube_id = graph_memories.cube_id"
+    " AND graph_memories.id IN (SELECT value FROM json_each(?))"
+)
 
 _COLUMNS = (
     "id, cube_id, user_id, session_id, memory, memory_type, key, tags, background, sources, metadata, "
@@ -185,29 +206,48 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
     # -- writes (inside the batch transaction) ----------------------------------------------------------
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
-        for op in ops:
-            match op:
-                case UpsertMemory():
-                    conn.execute(_INSERT, _row(op.memory))
-                case ReviseMemory():
-                    self._revise(conn, op)
-                case RetireMemory():
-                    conn.execute(
-                        "UPDATE graph_memories SET status='retired', retire_reason=?, successor_ids=?,"
-                        " valid_to=?, updated_at=? WHERE id=? AND cube_id=?",
-                        (op.reason, _json(list(op.successor_ids)), _time(op.valid_to), op.updated_at.isoformat(),
-                         op.memory_id, op.cube_id),
-                    )  # fmt: skip
-                case UpsertRelation():
-                    e = op.relation
-                    conn.execute(
-                        f"INSERT OR REPLACE INTO graph_edges ({_EDGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
-                        (e.id, e.cube_id, e.source_id, e.target_id, e.relation, e.weight, _json(e.metadata),
-                         e.created_at.isoformat()),
-                    )  # fmt: skip
-                case DropCube():
-                    conn.execute("DELETE FROM graph_memories WHERE cube_id=?", (op.cube_id,))
-                    conn.execute("DELETE FROM graph_edges WHERE cube_id=?", (op.cube_id,))
+        """Runs of consecutive ops of one kind go to SQLite as one executemany each, in order."""
+        start = 0
+        while start < len(ops):
+            kind = type(ops[start])
+            end = start + 1
+            while end < len(ops) and type(ops[end]) is kind:
+                end += 1
+            self._apply_run(conn, ops[start:end])
+            start = end
+
+    def _apply_run(self, conn: sqlite3.Connection, run: Sequence[AnyOp]) -> None:
+        first = run[0]
+        if isinstance(first, UpsertMemory):
+            upserts = [op.memory for op in run if isinstance(op, UpsertMemory)]
+            conn.executemany(_INSERT, [_row(m) for m in upserts])
+            conn.execute(_APPLY_RETIREMENTS, (_json(list(dict.fromkeys(m.id for m in upserts))),))
+        elif isinstance(first, RetireMemory):
+            rows = [
+                (op.reason, _json(list(op.successor_ids)), _time(op.valid_to), op.updated_at.isoformat(),
+                 op.memory_id, op.cube_id)
+                for op in run if isinstance(op, RetireMemory)
+            ]  # fmt: skip
+            conn.executemany(_REMEMBER_RETIREMENT, rows)
+            conn.executemany(_RETIRE, rows)
+        elif isinstance(first, UpsertRelation):
+            conn.executemany(
+                f"INSERT OR REPLACE INTO graph_edges ({_EDGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                [
+                    (e.id, e.cube_id, e.source_id, e.target_id, e.relation, e.weight, _json(e.metadata),
+                     e.created_at.isoformat())
+                    for e in (op.relation for op in run if isinstance(op, UpsertRelation))
+                ],
+            )  # fmt: skip
+        else:
+            for op in run:
+                match op:
+                    case ReviseMemory():
+                        self._revise(conn, op)
+                    case DropCube():
+                        conn.execute("DELETE FROM graph_memories WHERE cube_id=?", (op.cube_id,))
+                        conn.execute("DELETE FROM graph_edges WHERE cube_id=?", (op.cube_id,))
+                        conn.execute("DELETE FROM graph_retirements WHERE cube_id=?", (op.cube_id,))
 
     @staticmethod
     def _revise(conn: sqlite3.Connection, op: ReviseMemory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import sqlite3
 import struct
@@ -22,7 +23,7 @@ from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
-from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
 
 __all__ = ["EmbeddedVectorStore"]
 
@@ -307,16 +308,27 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             )
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
+        run: list[UpsertMemory] = []
         for op in ops:
+            if isinstance(op, UpsertMemory):
+                if run and run[-1].memory.cube_id != op.memory.cube_id:
+                    self._upsert_run(conn, run)
+                    run = []
+                run.append(op)
+                continue
+            if run:
+                self._upsert_run(conn, run)
+                run = []
             match op:
-                case UpsertMemory():
-                    self._upsert(conn, op)
                 case ReviseMemory():
                     if op.embedding:
                         self._revise(conn, op)
                 case RetireMemory():
+                    # a retirement before its memory leaves a tombstone row (no vector): the memory lands retired
                     cur = conn.execute(
-                        "UPDATE vector_items SET status='retired' WHERE memory_id=? AND cube_id=?",
+                        "INSERT INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
+                        " VALUES (?, ?, '', 'retired', NULL) ON CONFLICT (memory_id) DO UPDATE SET status='retired'"
+                        " WHERE cube_id=excluded.cube_id AND status<>'retired'",
                         (op.memory_id, op.cube_id),
                     )
                     if cur.rowcount:
@@ -325,20 +337,36 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                     conn.execute("DELETE FROM vector_items WHERE cube_id=?", (op.cube_id,))
                     self._staged.append(_Drop(op.cube_id))
                     self._staged_dims[op.cube_id] = None
-                case UpsertRelation():
+                case _:
                     pass
+        if run:
+            self._upsert_run(conn, run)
 
-    def _upsert(self, conn: sqlite3.Connection, op: UpsertMemory) -> None:
-        m = op.memory
-        vector = _vector(m.embedding) if m.embedding else None
-        if vector is not None:
-            self._check_dim(m.cube_id, vector, m.id)
-        conn.execute(
+    def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
+        """Upserts of one cube in one executemany; a memory already retired there stays retired."""
+        cube_id = run[0].memory.cube_id
+        retired = {
+            r[0]
+            for r in conn.execute(
+                "SELECT memory_id FROM vector_items WHERE memory_id IN (SELECT value FROM json_each(?))"
+                " AND cube_id=? AND status='retired'",
+                (json.dumps([op.memory.id for op in run]), cube_id),
+            )
+        }
+        rows = []
+        for op in run:
+            m = op.memory
+            vector = _vector(m.embedding) if m.embedding else None
+            if vector is not None:
+                self._check_dim(cube_id, vector, m.id)
+            status = "retired" if m.id in retired else m.status
+            rows.append((m.id, cube_id, m.memory_type, status, None if vector is None else vector.tobytes()))
+            self._staged.append(_Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
+        conn.executemany(
             "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
             " VALUES (?,?,?,?,?)",
-            (m.id, m.cube_id, m.memory_type, m.status, None if vector is None else vector.tobytes()),
+            rows,
         )
-        self._staged.append(_Put(m.id, m.cube_id, vector, m.memory_type, m.status == "activated"))
 
     def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
         row = conn.execute(

@@ -94,9 +94,22 @@ class Query:
 
 # --- write statements ---------------------------------------------------------------------------------
 
+# A Retirement node remembers a retirement (also one that arrived before its memory): an upsert lands
+# retired when one exists, as if the retirement came right after it. Retirement is terminal.
 _UPSERT_MEMORY = """UNWIND $p.rows AS row
 MERGE (m:Memory {namespace: $ns, id: row.id})
-SET m = row.props"""
+SET m = row.props
+WITH m, row
+OPTIONAL MATCH (t:Retirement {namespace: $ns, id: row.id, cube_id: row.props.cube_id})
+WITH m, t
+WHERE t IS NOT NULL
+SET m.status = 'retired',
+    m.retire_reason = t.reason,
+    m.successor_ids = t.successor_ids,
+    m.valid_to = coalesce(t.valid_to, m.valid_to),
+    m.valid_to_us = coalesce(t.valid_to_us, m.valid_to_us),
+    m.updated_at = t.updated_at,
+    m.updated_at_us = t.updated_at_us"""
 
 _REVISE_MEMORY = """UNWIND $p.rows AS row
 MATCH (m:Memory {namespace: $ns, id: row.id})
@@ -115,6 +128,14 @@ SET m.memory = row.memory,
     m.updated_at_us = row.updated_at_us"""
 
 _RETIRE_MEMORY = """UNWIND $p.rows AS row
+MERGE (t:Retirement {namespace: $ns, id: row.id, cube_id: row.cube_id})
+SET t.reason = row.reason,
+    t.successor_ids = row.successor_ids,
+    t.valid_to = row.valid_to,
+    t.valid_to_us = row.valid_to_us,
+    t.updated_at = row.updated_at,
+    t.updated_at_us = row.updated_at_us
+WITH row
 MATCH (m:Memory {namespace: $ns, id: row.id})
 WHERE m.cube_id = row.cube_id AND m.status IS NOT NULL
 SET m.status = 'retired',
@@ -141,6 +162,9 @@ MERGE (s)-[r:%(type)s {id: row.id}]->(t)
 SET r = row.props"""
 
 _DROP_CUBE = """UNWIND $p.rows AS row
+OPTIONAL MATCH (t:Retirement {namespace: $ns, cube_id: row.cube_id})
+DELETE t
+WITH DISTINCT row
 MATCH (m:Memory {namespace: $ns, cube_id: row.cube_id})
 DETACH DELETE m"""
 
@@ -407,5 +431,5 @@ def drop_namespace_statements(*, batch: int = 5000) -> list[Query]:
             f"MATCH (n:{label} {{namespace: $ns}})\nWITH n LIMIT $batch\nDETACH DELETE n\nRETURN count(*) AS deleted",
             {"batch": batch},
         )
-        for label in ("Memory", "Checkpoint")
+        for label in ("Memory", "Retirement", "Checkpoint")
     ]

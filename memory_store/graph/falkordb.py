@@ -34,6 +34,7 @@ _DELETE_BATCH = 5000
 _INDEXES = (
     "CREATE INDEX FOR (m:Memory) ON (m.id, m.namespace, m.cube_id)",
     "CREATE INDEX FOR (c:Checkpoint) ON (c.namespace, c.topic)",
+    "CREATE INDEX FOR (t:Retirement) ON (t.id, t.namespace, t.cube_id)",
 )
 
 

@@ -36,6 +36,7 @@ _INDEXES = (
     "CREATE INDEX memos_memory_key IF NOT EXISTS FOR (m:Memory) ON (m.namespace, m.id)",
     "CREATE INDEX memos_memory_cube IF NOT EXISTS FOR (m:Memory) ON (m.namespace, m.cube_id)",
     "CREATE INDEX memos_checkpoint_key IF NOT EXISTS FOR (c:Checkpoint) ON (c.namespace, c.projection, c.topic)",
+    "CREATE INDEX memos_retirement_key IF NOT EXISTS FOR (t:Retirement) ON (t.namespace, t.id)",
 )
 _DELETE_BATCH = 5000
 _READ_CHUNK = 1000

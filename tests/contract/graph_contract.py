@@ -240,6 +240,26 @@ class GraphStoreContract:
         assert await graph_store.apply([retire], position(unique, 2))
         assert await graph_store.get([old.id]) == [got]
 
+    async def test_a_retirement_before_its_memory_is_not_lost(
+        self, graph_store: GraphStore, unique: str, cube: str
+    ) -> None:
+        """The fine phase of an async add can log its retirement before the fast phase logs the memory."""
+        early, new = make_memory(cube, f"early-{unique}"), make_memory(cube, f"new-{unique}", minute=1)
+        retire = RetireMemory(memory_id=early.id, cube_id=cube, reason="refined", successor_ids=(new.id,),
+                              valid_to=T0 + timedelta(hours=1), updated_at=T0 + timedelta(hours=2))  # fmt: skip
+        assert await graph_store.apply([retire], position(unique, 0))
+        assert await graph_store.get([early.id]) == []
+        await self._upsert(graph_store, unique, 1, new)
+        await self._upsert(graph_store, unique, 2, early)
+        (got,) = await graph_store.get([early.id])
+        assert (got.status, got.retire_reason, got.successor_ids) == ("retired", "refined", (new.id,))
+        assert (got.valid_to, got.updated_at) == (T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+        assert got.memory == early.memory
+        assert [r.id for r in await graph_store.list_memories(cube)] == [new.id]
+        await self._upsert(graph_store, unique, 3, early)  # redelivered: retirement is terminal
+        assert await graph_store.get([early.id]) == [got]
+        assert await graph_store.count(cube) == 1
+
     async def test_ops_of_one_position_apply_in_order(
         self, graph_store: GraphStore, unique: str, cube: str
     ) -> None:

@@ -151,6 +151,21 @@ class KeywordIndexContract:
             [old.id, new.id]
         )
 
+    async def test_a_retirement_before_its_memory_is_not_lost(
+        self, keyword_index: KeywordIndex, unique: str, cube: str
+    ) -> None:
+        early, new = self._docs(cube, unique, ["Dana flies to Lisbon", "Dana flies to Lisbon on Monday"])
+        retire = RetireMemory(memory_id=early.id, cube_id=cube, reason="refined", updated_at=T0)
+        assert await keyword_index.apply([retire], position(unique, 0))
+        assert await self._ids(keyword_index, cube, "Lisbon", include_retired=True) == []
+        await self._load(keyword_index, unique, [new, early], offset=1)
+        assert await self._ids(keyword_index, cube, "Lisbon") == [new.id]
+        assert sorted(await self._ids(keyword_index, cube, "Lisbon", include_retired=True)) == sorted(
+            [early.id, new.id]
+        )
+        await self._load(keyword_index, unique, [early], offset=2)
+        assert await self._ids(keyword_index, cube, "Lisbon") == [new.id]
+
     async def test_memory_type_filter(self, keyword_index: KeywordIndex, unique: str, cube: str) -> None:
         pref = make_memory(cube, f"p-{unique}", memory="prefers jasmine tea", memory_type="PreferenceMemory")
         fact = make_memory(cube, f"f-{unique}", memory="bought jasmine tea", memory_type="LongTermMemory")

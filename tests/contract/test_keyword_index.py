@@ -30,12 +30,12 @@ class TestEmbeddedKeywordIndex(KeywordIndexContract):
     """The contract on SQLite FTS5."""
 
 
-def test_fts_query_quotes_words_and_splits_cjk() -> None:
-    assert fts_query('green "tea" AND (honey)*') == '"green" OR "tea" OR "AND" OR "honey"'
-    assert fts_query("喝咖啡 iPhone手机") == '"喝 咖 啡" OR "iPhone 手 机"'
+def test_fts_query_quotes_tokens_and_uses_cjk_bigrams() -> None:
+    assert fts_query('green "tea" AND (honey)*') == '"green" OR "tea" OR "and" OR "honey"'
+    assert fts_query("喝咖啡 iPhone手机") == '"喝咖" OR "咖啡" OR "iphone" OR "手机"'
     assert fts_query("🙂 :: ** ()") == ""
-    assert fts_query("tea tea TEA") == '"tea" OR "TEA"'
-    assert fts_text("我喜欢coffee") == " 我  喜  欢 coffee"
+    assert fts_query("tea tea TEA") == '"tea"'
+    assert fts_text("我喜欢coffee") == "我喜 喜欢 coffee"
 
 
 @settings(max_examples=300, deadline=None)
@@ -84,3 +84,46 @@ async def test_drop_cube_of_ten_thousand_documents(keyword_index: EmbeddedKeywor
     assert len(await keyword_index.search(cube, "note", k=20)) == 20
     await keyword_index.apply([DropCube(cube_id=cube)], position(unique, 10_000))
     assert await keyword_index.search(cube, "note") == []
+
+
+async def test_a_cubes_ranking_does_not_depend_on_other_cubes(
+    keyword_index: EmbeddedKeywordIndex, unique: str
+) -> None:
+    """BM25 statistics are per cube: 10k memories added to cube B, then B dropped, leave A's results as they were."""
+    mine, theirs = f"a-{unique}", f"b-{unique}"
+    texts = ["green tea with honey", "Alice drinks green tea every morning", "black coffee, no sugar",
+             "tea ceremony in Kyoto", "the green door of the tea house"]  # fmt: skip
+    await keyword_index.apply_many(
+        [([UpsertMemory(memory=make_memory(mine, f"a{i}-{unique}", memory=t, key="", minute=i))], position(unique, i))
+         for i, t in enumerate(texts)]
+    )  # fmt: skip
+    queries = ("green tea", "tea", "coffee honey", "Kyoto door")
+    before = [await keyword_index.search(mine, q, k=10) for q in queries]
+    assert all(before)
+    flood = [
+        ([UpsertMemory(memory=make_memory(theirs, f"b{i}-{unique}", memory=f"tea {i} and more tea, green {i % 7}"))],
+         position(unique, 100 + i))
+        for i in range(10_000)
+    ]  # fmt: skip
+    await keyword_index.apply_many(flood)
+    assert len(await keyword_index.search(theirs, "green tea", k=50)) == 50
+    assert [await keyword_index.search(mine, q, k=10) for q in queries] == before
+    await keyword_index.apply([DropCube(cube_id=theirs)], position(unique, 20_000))
+    assert [await keyword_index.search(mine, q, k=10) for q in queries] == before
+
+
+async def test_dropping_a_cube_drops_its_own_tables_only(
+    keyword_index: EmbeddedKeywordIndex, unique: str, tmp_path: Path
+) -> None:
+    mine, theirs = f"a-{unique}", f"b-{unique}"
+    await keyword_index.apply(
+        [UpsertMemory(memory=make_memory(c, f"{c}-m", memory="shared words")) for c in (mine, theirs)],
+        position(unique, 0),
+    )
+    conn = sqlite3.connect(tmp_path / "store.db")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'kw_docs_%'")}
+    assert len(tables) == 2
+    await keyword_index.apply([DropCube(cube_id=theirs)], position(unique, 1))
+    left = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'kw_docs_%'")}
+    assert len(left) == 1 and left < tables
+    assert [h.memory_id for h in await keyword_index.search(mine, "shared")] == [f"{mine}-m"]

