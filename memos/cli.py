@@ -1,210 +1,270 @@
-"""The `memos` command line: publish, tail, replay, status, worker, serve, models and data commands."""
+"""The `memos` command line: publish, tail, replay, status, worker, demo and models (the data, access, KV
+and server commands register from ``memos.cli_data``, ``memos.cli_kv`` and ``memos.cli_server``).
+
+Importing this module is cheap: typer and the standard library only. The application layer, the runtime,
+rich and the models are imported inside the commands that use them, so ``memos --help`` starts at once.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
-from memos.application.service import MemoryService
-from memos.runtime import Runtime
-from schemas.errors import MemorySystemError
-from schemas.topics import ALL_TOPICS
-from streams.feed import format_cursor, parse_cursor, subscribe
-from streams.replay import replay_cube
-from streams.settings import AppSettings, load_settings
+if TYPE_CHECKING:
+    from rich.console import Console
 
-__all__ = ["app"]
+    from memos.application.service import MemoryService
+    from memos.runtime import Runtime
+    from streams.settings import AppSettings
+
+__all__ = ["CONFIG", "PLAIN", "app", "console", "err", "fail", "main", "run", "service", "settings"]
 
 logger = logging.getLogger(__name__)
 
-app = typer.Typer(help="An event-sourced memory OS for LLM agents (MemOS-compatible).", no_args_is_help=True)
-models_app = typer.Typer(help="Local models for offline use.")
+PLAIN: dict[str, Any] = {"rich_markup_mode": None, "pretty_exceptions_enable": False, "no_args_is_help": True}
+"""Typer options of every command group: plain click help (rich is not imported for --help, which keeps
+startup fast) and standard tracebacks (rich's show local variables, secrets included)."""
+
+app = typer.Typer(help="An event-sourced memory OS for LLM agents (MemOS-compatible).", **PLAIN)
+models_app = typer.Typer(help="Local models for offline use.", **PLAIN)
 app.add_typer(models_app, name="models")
-console = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 CONFIG = typer.Option(None, "--config", "-c", help="Config name in configs/ or a YAML path (default: default).")
+EXIT_ERROR = 2
+"""Exit status of a refused or failed command (bad input, unknown or unreadable cube, engine error)."""
 
 
-def _settings(config: str | None) -> AppSettings:
-    return load_settings(config)
+@cache
+def console() -> Console:
+    """Standard output, through rich (imported on first use)."""
+    from rich.console import Console
+
+    return Console()
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+@cache
+def err() -> Console:
+    """Standard error, through rich (imported on first use)."""
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error to stderr; returns the Exit to raise."""
+    err().print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(EXIT_ERROR)
+
+
+def settings(config: str | None) -> AppSettings:
+    """The settings of ``--config`` (ConfigError becomes a one-line error)."""
+    from schemas.errors import ConfigError
+    from streams.settings import load_settings
+
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; errors of the system's error tree become a one-line error and exit 2."""
+    import asyncio
+
+    from schemas.errors import MemorySystemError
+
     try:
         return asyncio.run(coro)
     except MemorySystemError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
+    except TimeoutError as exc:
+        raise fail(f"timed out: {exc or 'the stages did not catch up in time'}") from exc
 
 
-class PublishLine(BaseModel):
-    """One line of a publish file: a conversation to record for a cube."""
+@asynccontextmanager
+async def service(config: str | None, *, stages: bool = False,
+                  stage_names: set[str] | None = None) -> AsyncIterator[MemoryService]:
+    """The application layer over a started runtime (``stages``: this process hosts the processors)."""
+    from memos.application.service import MemoryService
+    from memos.runtime import Runtime
 
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: str = Field(min_length=1)
-    cube_id: str = Field(min_length=1)
-    messages: list[dict[str, Any]] | str = Field(min_length=1)
-    session_id: str = "default_session"
-    mode: str = Field(default="fast", pattern="^(fast|fine)$")
-    info: dict[str, Any] = Field(default_factory=dict)
-    custom_tags: list[str] = Field(default_factory=list)
-    task_id: str | None = None
+    async with Runtime(settings(config), run_stages=stages, stage_names=stage_names) as rt:
+        yield MemoryService(rt)
 
 
-def _read_publish_file(path: Path) -> list[PublishLine]:
-    lines: list[PublishLine] = []
-    problems: list[str] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            lines.append(PublishLine.model_validate_json(raw))
-        except ValidationError as exc:
-            for e in exc.errors():
-                where = ".".join(str(p) for p in e["loc"]) or "line"
-                problems.append(f"line {number}: field {where!r}: {e['msg']}")
-    if problems:
-        for problem in problems:
-            err.print(f"[red]refused:[/red] {problem}")
-        raise typer.Exit(2)
-    return lines
+def runtime_of(svc: MemoryService) -> Runtime:
+    """The runtime a service was built on (the CLI is a composition root: it built it)."""
+    rt: Runtime = svc.rt  # type: ignore[assignment]
+    return rt
+
+
+# --- publish ----------------------------------------------------------------------------------------------
 
 
 @app.command()
-def publish(file: Path = typer.Argument(..., exists=True, readable=True, help="JSON lines, one conversation each."),
-            config: str | None = CONFIG, wait: bool = typer.Option(False, help="Wait until memories are derived.")
-            ) -> None:
-    """Publish conversation events from a JSONL file (all lines are validated before any is published)."""
-    lines = _read_publish_file(file)
+def publish(
+    file: Path = typer.Argument(..., help="JSON lines, one conversation each: user_id, cube_id, messages."),
+    config: str | None = CONFIG,
+    wait: bool = typer.Option(
+        False, "--wait", help="Host the processors here and wait until each line's memories are searchable."
+    ),
+) -> None:
+    """Publish conversation events from a JSONL file. Every line is checked first (JSON shape, identifiers,
+    text, size against the add limit, UTF-8); one bad line and nothing is published."""
+    from memos.cli_publish import PublishFileInvalid, read_publish_file
+
+    try:
+        lines = read_publish_file(file)
+    except PublishFileInvalid as exc:
+        for problem in exc.problems:
+            err().print(f"[red]refused:[/red] {problem}", highlight=False, soft_wrap=True)
+        err().print(f"nothing published: {len(exc.problems)} problem(s) in {str(file)!r}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from exc
 
     async def go() -> list[dict[str, Any]]:
-        async with Runtime(_settings(config), run_stages=wait) as rt:
-            service = MemoryService(rt)
-            out = []
+        # without --wait only the control stage runs here (a new cube is registered before its first add)
+        async with service(config, stages=True, stage_names=None if wait else {"control"}) as svc:
+            out: list[dict[str, Any]] = []
             for line in lines:
-                messages = [{"role": "user", "content": line.messages}] if isinstance(line.messages, str) \
-                    else line.messages
-                out.extend(await service.add(line.user_id, [line.cube_id], messages, session_id=line.session_id,
-                                             mode=line.mode, async_mode="sync" if wait else "async",  # type: ignore[arg-type]
-                                             info=line.info, custom_tags=line.custom_tags, task_id=line.task_id))
+                out.extend(await svc.add(
+                    line.user_id, [line.cube_id], line.message_list(), session_id=line.session_id,
+                    mode=line.mode, async_mode="sync" if wait else "async", info=line.info,  # type: ignore[arg-type]
+                    custom_tags=line.custom_tags, task_id=line.task_id))
             return out
 
-    results = _run(go())
-    console.print(f"published {len(results)} conversation event(s)")
+    results = run(go())
+    out = console()
+    out.print(f"published {len(results)} conversation event(s)", highlight=False)
     for r in results:
-        console.print(f"  cube={r['cube_id']} task={r['task_id']} status={r['status']} memories={len(r['memories'])}")
+        out.print(f"  cube={r['cube_id']} task={r['task_id']} status={r['status']} memories={len(r['memories'])}",
+                  highlight=False, markup=False, soft_wrap=True)
+    if not wait and results:
+        out.print("memories are derived by the next process that hosts the processors "
+                  "(memos worker, memos serve, or publish --wait)", highlight=False)
+
+
+# --- replay, tail, status ----------------------------------------------------------------------------------
+
+USER = typer.Option(None, "--user", help="Act as this user (access checked); default: operator, every cube.")
 
 
 @app.command()
-def replay(cube: str = typer.Option(..., "--cube", help="Cube to rebuild."), config: str | None = CONFIG) -> None:
-    """Drop a cube's projections and rebuild them from the log."""
+def replay(cube: str = typer.Option(..., "--cube", help="Cube to rebuild."), user: str | None = USER,
+           config: str | None = CONFIG) -> None:
+    """Drop a cube's projections and rebuild them from the log (an unknown cube is an error)."""
 
     async def go() -> int:
-        async with Runtime(_settings(config), run_stages=False) as rt:
-            with Progress(console=console, transient=False) as bar:
-                task = bar.add_task(f"replaying {cube}", total=None)
+        async with service(config) as svc:
+            with console().status(f"replaying cube {cube!r}"):
+                applied: int = await svc.replay(cube, user_id=user)
+            return applied
 
-                def advance(done: int, total: int) -> None:
-                    bar.update(task, completed=done, total=total)
-
-                return await replay_cube(rt, cube, progress=advance)
-
-    applied = _run(go())
-    console.print(f"replayed cube {cube!r}: {applied} memory event(s) applied")
+    applied = run(go())
+    console().print(f"replayed cube {cube!r}: {applied} memory event(s) applied", highlight=False)
 
 
 @app.command()
-def tail(cube: list[str] = typer.Option(None, "--cube", help="Only these cubes (repeatable)."),
-         from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at offset 0."),
-         from_offset: int | None = typer.Option(None, "--from-offset", help="Start at this offset per partition."),
-         cursor: str | None = typer.Option(None, "--cursor", help="Resume exactly: 'partition:offset,...'."),
-         as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
-         limit: int | None = typer.Option(None, "--limit", help="Stop after N events."),
-         follow: bool = typer.Option(True, "--follow/--no-follow", help="Wait for new events."),
-         config: str | None = CONFIG) -> None:
-    """Print memory-change events with their positions (resumable with --cursor)."""
+def tail(
+    cube: list[str] = typer.Option(None, "--cube", help="Only these cubes (repeatable); unknown cubes are an error."),
+    user: str | None = USER,
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Start at offset 0."),
+    from_offset: int | None = typer.Option(None, "--from-offset", min=0, help="Start at this offset per partition."),
+    cursor: str | None = typer.Option(None, "--cursor", help="Resume exactly: 'partition:offset,...'."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Stop after N events."),
+    follow: bool | None = typer.Option(
+        None, "--follow/--no-follow",
+        help="Wait for new events at the end of the log (default: follow, unless --limit is given).",
+    ),
+    config: str | None = CONFIG,
+) -> None:
+    """Print memory-change events with their positions (resumable with --cursor).
+
+    Without --limit it follows the log until Ctrl-C; with --limit it stops after N events or at the
+    current end of the log, whichever comes first (add --follow to wait for N events).
+    """
+    from memos.application.feeds import format_cursor, parse_cursor
+
     start: Any = "now"
     if from_beginning:
         start = "beginning"
     if from_offset is not None:
         start = from_offset
-    if cursor:
-        start = parse_cursor(cursor)
-    if limit is not None and limit <= 0:
-        return
+    keep_following = limit is None if follow is None else follow
 
     async def go() -> None:
-        async with Runtime(_settings(config), run_stages=False) as rt:
+        begin = parse_cursor(cursor) if cursor else start
+        async with service(config) as svc:
             count = 0
-            async for envelope, after in subscribe(rt.log, cube_ids=cube or None, start=start, follow=follow):
-                event = envelope.event
-                if as_json:
-                    sys.stdout.write(json.dumps({"position": {"topic": envelope.position.topic,
-                                                              "partition": envelope.position.partition,
-                                                              "offset": envelope.position.offset},
-                                                 "cursor": format_cursor(after),
-                                                 "event": event.model_dump(mode="json", exclude={"embedding"})},
-                                                ensure_ascii=False) + "\n")
-                    sys.stdout.flush()
-                else:
-                    text = getattr(event, "memory", "") or getattr(event, "reason", "")
-                    console.print(f"{envelope.position} {event.event_type} cube={event.key} "
-                                  f"{getattr(event, 'memory_id', '')} {text[:80]!r}", markup=False)
+            events = await svc.feed(user, cube or None, start=begin, follow=keep_following)
+            async for envelope, after in events:
+                position = envelope.position
+                item = {"position": {"topic": position.topic, "partition": position.partition,
+                                     "offset": position.offset},
+                        "cursor": format_cursor(after),
+                        "event": envelope.event.model_dump(mode="json", exclude={"embedding"})}
+                _print_feed_item(item, as_json)
                 count += 1
                 if limit is not None and count >= limit:
                     return
 
     try:
-        _run(go())
+        run(go())
     except KeyboardInterrupt:
         pass
 
 
+def _print_feed_item(item: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    event, pos = item["event"], item["position"]
+    text = event.get("memory") or event.get("reason") or ""
+    console().print(f"{pos['topic']}[{pos['partition']}]@{pos['offset']} {event['event_type']} "
+                    f"cube={event.get('cube_id', '')} {event.get('memory_id', '')} {text[:80]!r}",
+                    markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command()
 def status(config: str | None = CONFIG, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Topics, end offsets and consumer lag per processor."""
-    groups = ("deriver", "refiner", "projector", "control", "scheduler", "kv-warmer")
+    """Topics, end offsets and consumer lag per processor, cubes and tasks."""
+    from schemas.topics import ALL_TOPICS
 
     async def go() -> dict[str, Any]:
-        async with Runtime(_settings(config), run_stages=False) as rt:
+        async with service(config) as svc:
+            rt = runtime_of(svc)
             report: dict[str, Any] = {"log": rt.settings.log_url(), "topics": {}, "lag": {}}
             for topic in ALL_TOPICS:
                 ends = await rt.log.end_offsets(topic)
                 report["topics"][topic] = {str(p): o for p, o in sorted(ends.items())}
-                for group in groups:
-                    committed = await rt.log.committed(group, topic)
-                    if committed:
-                        lag = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
-                        report["lag"].setdefault(group, {})[topic] = lag
-            report["tasks"] = rt.control.task_counts()
-            report["cubes"] = len(rt.control.all_cubes())
+            for (group, topic), lag in (await svc.processor_lag()).items():
+                report["lag"].setdefault(group, {})[topic] = lag
+            report["tasks"] = await svc.task_counts()
+            report["cubes"] = len(await svc.all_cube_ids())
             return report
 
-    report = _run(go())
+    report = run(go())
     if as_json:
         sys.stdout.write(json.dumps(report) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=f"log {report['log']}")
     table.add_column("topic")
     table.add_column("end offsets (partition: offset)")
     for topic, ends in report["topics"].items():
         table.add_row(topic, ", ".join(f"{p}:{o}" for p, o in ends.items()))
-    console.print(table)
+    console().print(table)
     lag = Table(title="consumer lag per processor")
     lag.add_column("processor")
     lag.add_column("topic")
@@ -212,13 +272,18 @@ def status(config: str | None = CONFIG, as_json: bool = typer.Option(False, "--j
     for group, topics in report["lag"].items():
         for topic, value in topics.items():
             lag.add_row(group, topic, str(value))
-    console.print(lag)
-    console.print(f"cubes: {report['cubes']}  tasks: {report['tasks']}")
+    console().print(lag)
+    console().print(f"cubes: {report['cubes']}  tasks: {report['tasks']}", highlight=False)
+
+
+# --- demo, worker, models ----------------------------------------------------------------------------------
 
 
 @app.command()
 def demo(config: str | None = CONFIG) -> None:
     """Add a short conversation on the embedded default and search it."""
+    import uuid
+
     messages = [
         {"role": "user", "content": "I'm planning a trip to Guangzhou this summer. Which chain hotels are there?"},
         {"role": "assistant", "content": "You could consider 7 Days Inn, Ji Hotel or Hilton."},
@@ -226,22 +291,24 @@ def demo(config: str | None = CONFIG) -> None:
     ]
 
     async def go() -> dict[str, Any]:
-        async with Runtime(_settings(config)) as rt:
-            service = MemoryService(rt)
+        async with service(config, stages=True) as svc:
             cube = f"demo_cube_{uuid.uuid4().hex[:6]}"
-            added = await service.add("demo_user", [cube], messages, mode="fine")
-            found = await service.search("demo_user", [cube], "Which hotel did I pick?", top_k=3)
+            added = await svc.add("demo_user", [cube], messages, mode="fine")
+            found = await svc.search("demo_user", [cube], "Which hotel did I pick?", top_k=3)
             return {"added": added, "found": found}
 
-    result = _run(go())
+    result = run(go())
+    out = console()
     for entry in result["added"]:
-        console.print(f"[bold]added[/bold] {len(entry['memories'])} memories to {entry['cube_id']}")
+        out.print(f"[bold]added[/bold] {len(entry['memories'])} memories to {entry['cube_id']}")
         for m in entry["memories"]:
-            console.print(f"  - [{m['memory_type']}] {m['memory']}", markup=False)
-    console.print("[bold]search[/bold] 'Which hotel did I pick?'")
-    for bucket in result["found"].get("text_mem", []):
-        for m in bucket["memories"]:
-            console.print(f"  {m['metadata'].get('relativity', 0):.3f} {m['memory']}", markup=False)
+            out.print(f"  - [{m['memory_type']}] {m['memory']}", markup=False)
+    out.print("[bold]search[/bold] 'Which hotel did I pick?'")
+    for bucket in ("text_mem", "pref_mem", "tool_mem", "skill_mem"):
+        for group in result["found"].get(bucket) or []:
+            for m in group.get("memories", []):
+                relativity = m.get("metadata", {}).get("relativity", 0)
+                out.print(f"  {relativity:.3f} [{bucket}] {m['memory']}", markup=False)
 
 
 @app.command()
@@ -250,31 +317,36 @@ def worker(config: str | None = CONFIG,
            stages: str = typer.Option("all", help="Comma list of stages to host (all: every stage)."),
            group_prefix: str = typer.Option("", help="Prefix of the consumer groups (faust engine).")) -> None:
     """Host the processors over the configured log until interrupted (scaled mode: one of many workers)."""
-    settings = _settings(config)
     wanted = None if stages == "all" else {s.strip() for s in stages.split(",") if s.strip()}
+    if engine not in ("runner", "faust"):
+        raise fail(f"--engine must be runner or faust, not {engine!r}")
+    loaded = settings(config)
     if engine == "faust":
+        from memos.runtime import Runtime
+        from schemas.errors import MemorySystemError
         from streams.pipeline.faust_app import run_faust_worker
 
         try:
-            run_faust_worker(settings, stage_names=wanted, group_prefix=group_prefix)
+            run_faust_worker(loaded, lambda: Runtime(loaded, run_stages=False), stage_names=wanted,
+                             group_prefix=group_prefix)
         except MemorySystemError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from exc
+            raise fail(str(exc)) from exc
         return
 
     async def go() -> None:
+        import asyncio
         import signal
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, stage_names=wanted):
-            console.print(f"worker running on {settings.log_url()} (Ctrl-C to stop)")
+        async with service(config, stages=True, stage_names=wanted):
+            console().print(f"worker running on {loaded.log_url()} (Ctrl-C to stop)", highlight=False)
             await stop.wait()
 
-    _run(go())
-    console.print("worker stopped: batches finished and committed")
+    run(go())
+    console().print("worker stopped: batches finished and committed")
 
 
 @models_app.command("make-tiny")
@@ -284,7 +356,7 @@ def make_tiny(directory: Path = typer.Argument(..., help="Where to write the mod
     from memory_store.kv.tiny import make_tiny_model
 
     path = make_tiny_model(directory, arch=arch)  # type: ignore[arg-type]
-    console.print(f"wrote tiny {arch} model to {path}")
+    console().print(f"wrote tiny {arch} model to {path}", highlight=False)
 
 
 def main() -> None:

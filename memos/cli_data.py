@@ -1,4 +1,5 @@
-"""Data and access commands of the `memos` CLI: users, keys, cubes, add, search, get, delete, forget."""
+"""Data and access commands of the `memos` CLI: users, keys, cubes, add, search, get, delete, forget, export,
+import. Each is one call of the application layer (``memos.application``), imported when the command runs."""
 
 from __future__ import annotations
 
@@ -7,96 +8,149 @@ import logging
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from memos.application.service import MemoryService
-from memos.cli import CONFIG, _run, _settings, app, console
-from memos.runtime import Runtime
+from memos.cli import CONFIG, PLAIN, app, console, fail, run, service
+
+if TYPE_CHECKING:
+    from memos.application.service import MemoryService
 
 __all__ = ["cubes_app", "keys_app", "users_app"]
 
 logger = logging.getLogger(__name__)
 
-users_app = typer.Typer(help="Users.")
-keys_app = typer.Typer(help="API keys (stored hashed).")
-cubes_app = typer.Typer(help="Cubes.")
+users_app = typer.Typer(help="Users.", **PLAIN)
+keys_app = typer.Typer(help="API keys (stored hashed).", **PLAIN)
+cubes_app = typer.Typer(help="Cubes: create, list, share.", **PLAIN)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
 app.add_typer(cubes_app, name="cubes")
 T = TypeVar("T")
-JSON = typer.Option(False, "--json", help="Machine-readable output.")
+JSON = typer.Option(False, "--json", help="Machine-readable output (one JSON document).")
 
 
-def _with_service(config: str | None, fn: Callable[[MemoryService], Awaitable[T]], *, stages: bool = True) -> T:
+CONTROL = frozenset({"control"})
+"""Stages a registry write hosts: the control stage projects users, keys, cubes and shares from the log."""
+
+
+def _call(config: str | None, fn: Callable[[MemoryService], Awaitable[T]], *,
+          stages: bool | frozenset[str] = False) -> T:
+    """Run one use case on a fresh runtime. ``stages``: host every processor (True, for writes that wait
+    for derived memories) or the named ones (registry writes wait for the control stage only)."""
+
     async def go() -> T:
-        async with Runtime(_settings(config), run_stages=stages) as rt:
-            return await fn(MemoryService(rt))
+        names = set(stages) if isinstance(stages, frozenset) else None
+        async with service(config, stages=bool(stages), stage_names=names) as svc:
+            return await fn(svc)
 
-    return _run(go())
+    return run(go())
+
+
+def _plain(data: Any) -> Any:
+    if is_dataclass(data) and not isinstance(data, type):
+        return asdict(data)
+    if isinstance(data, list | tuple):
+        return [_plain(d) for d in data]
+    return data
 
 
 def _emit(data: Any, as_json: bool) -> None:
+    text = json.dumps(_plain(data), ensure_ascii=False, default=str)
     if as_json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+        sys.stdout.write(text + "\n")
     else:
-        console.print_json(json.dumps(data, ensure_ascii=False, default=str))
+        console().print_json(text)
+
+
+# --- users and keys ---------------------------------------------------------------------------------------
 
 
 @users_app.command("create")
 def users_create(user_id: str, name: str = "", admin: bool = False, config: str | None = CONFIG) -> None:
     """Register a user."""
-    created = _with_service(config, lambda s: s.create_user(user_id, user_name=name,
-                                                             role="admin" if admin else "user"), stages=False)
-    console.print(f"user {user_id!r} {'created' if created else 'already exists'}")
+    created = _call(config, lambda s: s.create_user(user_id, user_name=name, role="admin" if admin else "user"),
+                    stages=CONTROL)
+    console().print(f"user {user_id!r} {'created' if created else 'already exists'}", highlight=False)
 
 
 @users_app.command("list")
 def users_list(config: str | None = CONFIG, as_json: bool = JSON) -> None:
     """List users."""
-    async def fn(s: MemoryService) -> Any:
-        return s.control.users()
-
-    _emit(_with_service(config, fn, stages=False), as_json)
+    _emit(_call(config, lambda s: s.list_users()), as_json)
 
 
 @keys_app.command("issue")
 def keys_issue(user_id: str, name: str = "", config: str | None = CONFIG) -> None:
-    """Issue an API key for a user; the key is printed once."""
-    key = _with_service(config, lambda s: s.issue_key(user_id, name=name), stages=False)
+    """Issue an API key for a user; the key is printed once (only its hash is stored)."""
+    key = _call(config, lambda s: s.issue_key(user_id, name=name), stages=CONTROL)
     sys.stdout.write(key + "\n")
 
 
 @keys_app.command("revoke")
 def keys_revoke(user_id: str, key_id: str, config: str | None = CONFIG) -> None:
     """Revoke an API key by its id (the part after 'mk_')."""
-    _with_service(config, lambda s: s.revoke_key(key_id, user_id=user_id), stages=False)
-    console.print(f"revoked {key_id}")
+    _call(config, lambda s: s.revoke_key(key_id, user_id=user_id), stages=CONTROL)
+    console().print(f"revoked {key_id}", highlight=False)
+
+
+# --- cubes ------------------------------------------------------------------------------------------------
 
 
 @cubes_app.command("create")
 def cubes_create(cube_id: str, owner: str = typer.Option(..., "--owner"), config: str | None = CONFIG) -> None:
     """Create a cube owned by a user."""
-    created = _with_service(config, lambda s: s.create_cube(cube_id, owner_id=owner), stages=False)
-    console.print(f"cube {cube_id!r} {'created' if created else 'already exists'}")
+    created = _call(config, lambda s: s.create_cube(cube_id, owner_id=owner), stages=CONTROL)
+    console().print(f"cube {cube_id!r} {'created' if created else 'already exists'}", highlight=False)
+
+
+@cubes_app.command("list")
+def cubes_list(user: str = typer.Option(..., "--user", help="Whose cubes: owned, or shared with them."),
+               config: str | None = CONFIG, as_json: bool = JSON) -> None:
+    """List the cubes a user owns or that are shared with them, with the user's access."""
+    cubes = _call(config, lambda s: s.list_cubes(user))
+    if as_json:
+        _emit(cubes, True)
+        return
+    if not cubes:
+        console().print(f"user {user!r} has no cubes", highlight=False)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"cubes of {user}")
+    for column in ("cube", "name", "owner", "access"):
+        table.add_column(column)
+    for c in cubes:
+        table.add_row(c.cube_id, c.cube_name, c.owner_id, c.access)
+    console().print(table)
 
 
 @cubes_app.command("share")
 def cubes_share(cube_id: str, owner: str = typer.Option(..., "--owner"), user: str = typer.Option(..., "--user"),
-                access: str = typer.Option("read", help="read, write or none"), config: str | None = CONFIG) -> None:
+                access: str = typer.Option("read", help="read, write or none (none withdraws the share)"),
+                config: str | None = CONFIG) -> None:
     """Share a cube with another user."""
-    _with_service(config, lambda s: s.share_cube(cube_id, owner_id=owner, user_id=user,
-                                                 access=access), stages=False)  # type: ignore[arg-type]
-    console.print(f"cube {cube_id!r} shared with {user!r} ({access})")
+    if access not in ("read", "write", "none"):
+        raise fail(f"--access must be read, write or none, not {access!r}")
+    _call(config, lambda s: s.share_cube(cube_id, owner_id=owner, user_id=user, access=access),  # type: ignore[arg-type]
+          stages=CONTROL)
+    console().print(f"cube {cube_id!r} shared with {user!r} ({access})", highlight=False)
+
+
+# --- memories ---------------------------------------------------------------------------------------------
 
 
 @app.command()
 def add(text: str, user: str = typer.Option(..., "--user"), cube: str = typer.Option(..., "--cube"),
-        mode: str = typer.Option("fine", help="fast or fine"), config: str | None = CONFIG, as_json: bool = JSON) -> None:
+        mode: str = typer.Option("fine", help="fast or fine"), config: str | None = CONFIG,
+        as_json: bool = JSON) -> None:
     """Add a message (sync: returns once its memories are searchable)."""
-    result = _with_service(config, lambda s: s.add(user, [cube], [{"role": "user", "content": text}],
-                                                   mode=mode))  # type: ignore[arg-type]
+    if mode not in ("fast", "fine"):
+        raise fail(f"--mode must be fast or fine, not {mode!r}")
+    result = _call(config, lambda s: s.add(user, [cube], [{"role": "user", "content": text}], mode=mode),  # type: ignore[arg-type]
+                    stages=True)
     _emit(result, as_json)
 
 
@@ -104,7 +158,7 @@ def add(text: str, user: str = typer.Option(..., "--user"), cube: str = typer.Op
 def search(query: str, user: str = typer.Option(..., "--user"), cube: list[str] = typer.Option(..., "--cube"),
            top_k: int = 10, config: str | None = CONFIG, as_json: bool = JSON) -> None:
     """Search cubes the user may read."""
-    _emit(_with_service(config, lambda s: s.search(user, cube, query, top_k=top_k), stages=False), as_json)
+    _emit(_call(config, lambda s: s.search(user, cube, query, top_k=top_k)), as_json)
 
 
 @app.command()
@@ -112,17 +166,17 @@ def get(user: str = typer.Option(..., "--user"), cube: str = typer.Option(..., "
         memory_id: str | None = typer.Option(None, "--id"), config: str | None = CONFIG, as_json: bool = JSON) -> None:
     """Get one memory by id, or every memory of a cube."""
     if memory_id:
-        _emit(_with_service(config, lambda s: s.get_memory(user, cube, memory_id), stages=False), as_json)
+        _emit(_call(config, lambda s: s.get_memory(user, cube, memory_id)), as_json)
     else:
-        _emit(_with_service(config, lambda s: s.get_all(user, cube), stages=False), as_json)
+        _emit(_call(config, lambda s: s.get_all(user, cube)), as_json)
 
 
 @app.command()
 def delete(user: str = typer.Option(..., "--user"), cube: str = typer.Option(..., "--cube"),
            memory_id: list[str] = typer.Option(..., "--id"), config: str | None = CONFIG) -> None:
     """Delete (retire) memories of one cube."""
-    done = _with_service(config, lambda s: s.delete(user, cube, memory_id))
-    console.print(f"deleted {len(done)} memories")
+    done = _call(config, lambda s: s.delete(user, cube, memory_id), stages=True)
+    console().print(f"deleted {len(done)} memories", highlight=False)
 
 
 @app.command()
@@ -130,16 +184,16 @@ def forget(user: str | None = typer.Option(None, "--user"), cube: str | None = t
            config: str | None = CONFIG) -> None:
     """Remove every trace of a user (and its cubes) or of a cube, from every projection and the log."""
     if bool(user) == bool(cube):
-        console.print("[red]give exactly one of --user or --cube[/red]")
-        raise typer.Exit(2)
+        raise fail("give exactly one of --user or --cube")
     started = time.perf_counter()
     if cube:
-        _with_service(config, lambda s: s.forget_cube(cube), stages=False)
-        console.print(f"forgot cube {cube!r} in {time.perf_counter() - started:.3f}s")
+        _call(config, lambda s: s.forget_cube(cube), stages=True)
+        console().print(f"forgot cube {cube!r} in {time.perf_counter() - started:.3f}s", highlight=False)
     else:
         assert user is not None
-        cubes = _with_service(config, lambda s: s.forget_user(user), stages=False)
-        console.print(f"forgot user {user!r} and cubes {cubes} in {time.perf_counter() - started:.3f}s")
+        cubes = _call(config, lambda s: s.forget_user(user), stages=True)
+        console().print(f"forgot user {user!r} and cubes {cubes} in {time.perf_counter() - started:.3f}s",
+                        highlight=False)
 
 
 @app.command("export")
@@ -151,17 +205,15 @@ def export_cube(directory: str, user: str = typer.Option(..., "--user"), cube: s
 
     folder = Path(directory)
     if folder.exists() and any(folder.iterdir()):
-        console.print(f"[red]directory {directory!r} is not empty[/red]")
-        raise typer.Exit(2)
-    records = _with_service(config, lambda s: s.export_memories(user, cube, include_retired=include_retired),
-                            stages=False)
+        raise fail(f"directory {directory!r} is not empty")
+    records = _call(config, lambda s: s.export_memories(user, cube, include_retired=include_retired))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"cube_id": cube, "user_id": user, "exported_by": "memos"},
-                                                   indent=2) + "\n")
+                                                   indent=2) + "\n", encoding="utf-8")
     with (folder / "textual_memory.jsonl").open("w", encoding="utf-8") as out:
         for record in records:
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
-    console.print(f"exported {len(records)} memories of {cube!r} to {directory}")
+    console().print(f"exported {len(records)} memories of {cube!r} to {directory}", highlight=False)
 
 
 @app.command("import")
@@ -172,15 +224,23 @@ def import_cube(directory: str, user: str = typer.Option(..., "--user"), cube: s
 
     path = Path(directory) / "textual_memory.jsonl"
     if not path.is_file():
-        console.print(f"[red]{str(path)!r} does not exist[/red]")
-        raise typer.Exit(2)
+        raise fail(f"{str(path)!r} does not exist")
     from memos.memories.textual.cube_memory import memory_draft
 
-    drafts = [memory_draft(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    drafts = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            drafts.append(memory_draft(json.loads(line)))
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise fail(f"{str(path)!r} line {number}: {exc}") from exc
 
-    async def run(s: MemoryService) -> list[str]:
+    async def go(s: MemoryService) -> list[str]:
         await s.check_write(user, cube)
-        return await s.import_memories(user, cube, drafts)
+        added: list[str] = await s.import_memories(user, cube, drafts)
+        return added
 
-    added = _with_service(config, run)
-    console.print(f"imported {len(added)} memories into {cube!r} ({len(drafts) - len(added)} already there)")
+    added = _call(config, go, stages=True)
+    console().print(f"imported {len(added)} memories into {cube!r} ({len(drafts) - len(added)} already there)",
+                    highlight=False)

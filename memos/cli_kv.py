@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 import typer
 
-from memos.cli import CONFIG, _run, _settings, app, console
-from memos.runtime import Runtime
-from schemas.errors import ConfigError
-from streams.settings import AppSettings
+from memos.cli import CONFIG, app, console, run, settings
+
+if TYPE_CHECKING:
+    from streams.settings import AppSettings
 
 __all__ = ["kv_worker", "kv_worker_settings"]
 
@@ -48,30 +49,34 @@ def kv_worker(
     memos.activation.v1 and dumps every warm cache under $MEMOS_HOME/kv/<cube>/ for chat processes.
     Runs until interrupted; the batch in flight is finished and committed.
     """
-    settings = kv_worker_settings(
-        _settings(config), model=model, device=device, budget_bytes=budget_bytes, prefix_tokens=prefix_tokens
+    loaded = kv_worker_settings(
+        settings(config), model=model, device=device, budget_bytes=budget_bytes, prefix_tokens=prefix_tokens
     )
 
     async def go() -> None:
+        from memos.runtime import Runtime
+        from schemas.errors import ConfigError
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with Runtime(settings, stage_names={KV_STAGE}) as rt:
+        async with Runtime(loaded, stage_names={KV_STAGE}) as rt:
             stage = rt.kv_warmer
             if stage is None:  # pragma: no cover - kv is enabled above
                 raise ConfigError("the kv-warmer stage was not started")
             await stage.ready.wait()
             if stage.failure is not None:
                 raise stage.failure
-            console.print(
-                f"kv-worker running on {settings.log_url()}: model={stage.model_id} device={stage.llm.device} "
-                f"budget_bytes={settings.kv.budget_bytes} prefix_tokens={settings.kv.prefix_tokens} (Ctrl-C to stop)"
+            console().print(
+                f"kv-worker running on {loaded.log_url()}: model={stage.model_id} device={stage.llm.device} "
+                f"budget_bytes={loaded.kv.budget_bytes} prefix_tokens={loaded.kv.prefix_tokens} (Ctrl-C to stop)",
+                highlight=False,
             )
             await stop.wait()
 
     try:
-        _run(go())
+        run(go())
     except KeyboardInterrupt:  # pragma: no cover - the signal handler normally catches it
         pass
-    console.print("kv-worker stopped: batches finished and committed")
+    console().print("kv-worker stopped: batches finished and committed")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from typing import TYPE_CHECKING
 
 import typer
 
-from memos.cli import CONFIG, _settings, app, err
-from memos.server.auth import is_loopback
-from schemas.errors import ConfigError, MemorySystemError
-from streams.settings import AppSettings
+from memos.cli import CONFIG, app, fail, settings
+
+if TYPE_CHECKING:
+    from streams.settings import AppSettings
 
 __all__ = ["main", "mcp", "serve"]
 
@@ -19,9 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 def _server_settings(config: str | None, **changes: object) -> AppSettings:
-    settings = _settings(config)
-    server = settings.server.model_copy(update={k: v for k, v in changes.items() if v is not None})
-    return settings.model_copy(update={"server": server})
+    loaded = settings(config)
+    server = loaded.server.model_copy(update={k: v for k, v in changes.items() if v is not None})
+    return loaded.model_copy(update={"server": server})
 
 
 @app.command()
@@ -38,20 +39,20 @@ def serve(
     import uvicorn
 
     from memos.server.app import create_app
+    from memos.server.auth import is_loopback
+    from schemas.errors import ConfigError
 
-    settings = _server_settings(config, host=host, port=port, local_only=True if local_only else None)
-    if settings.server.local_only and not is_loopback(settings.server.host):
-        err.print(f"[red]refused:[/red] --local-only needs a loopback address, not {settings.server.host!r}")
-        raise typer.Exit(2)
+    loaded = _server_settings(config, host=host, port=port, local_only=True if local_only else None)
+    if loaded.server.local_only and not is_loopback(loaded.server.host):
+        raise fail(f"--local-only needs a loopback address, not {loaded.server.host!r}")
     try:
-        api = create_app(settings)
+        api = create_app(loaded)
     except ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     uvicorn.run(
         api,
-        host=settings.server.host,
-        port=settings.server.port,
+        host=loaded.server.host,
+        port=loaded.server.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
         loop="asyncio",
@@ -70,15 +71,15 @@ def mcp(
 ) -> None:
     """Run the MCP server with add, search and delete tools."""
     from memos.server.mcp import serve_mcp
+    from schemas.errors import MemorySystemError
 
     if transport not in ("stdio", "http"):
-        err.print(f"[red]error:[/red] --transport must be stdio or http, not {transport!r}")
-        raise typer.Exit(2)
+        raise fail(f"--transport must be stdio or http, not {transport!r}")
     key = api_key or os.environ.get("MEMOS_API_KEY") or None
     try:
         asyncio.run(
             serve_mcp(
-                _settings(config),
+                settings(config),
                 transport=transport,  # type: ignore[arg-type]
                 user_id=user,
                 api_key=key,
@@ -88,8 +89,7 @@ def mcp(
             )
         )
     except MemorySystemError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt:
         pass
 
