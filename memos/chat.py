@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from memos.client import SyncClient
     from memos.memories.activation.kv import KVCacheMemory
 
-__all__ = ["BASE_PROMPT", "answer", "chat_model_for", "generate_answer", "local_model", "model_from_name"]
+__all__ = ["BASE_PROMPT", "ChatModel", "answer", "chat_model_for", "generate_answer", "local_model", "model_from_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ def answer(client: SyncClient, req: APIChatCompleteRequest) -> str:
                 session_id=req.session_id or "default_session",
                 async_mode="async",
                 mode="fine",
+                origin="local",
             )
         )
     return text

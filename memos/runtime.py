@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from memory_store.base import GraphStore, KeywordIndex, Projection, VectorStore
-from memory_store.control.base import ControlStore
+from memory_store.control.base import ControlStore, cube_key, registry_key_of, user_key
 from memory_store.embedding.base import Embedder
 from memory_store.llm.base import ChatModel
 from memory_store.registry import (
@@ -217,6 +217,10 @@ class Runtime:
         else:
             self.task_handlers[label] = handler
 
+    def task_handler(self, label: str) -> TaskHandler | None:
+        """The handler installed for a task label, if any."""
+        return self.task_handlers.get(label)
+
     @property
     def kv_caches(self) -> LocalKVCacheStore | None:
         """The shared store of warm KV caches when this runtime warms them, else None."""
@@ -262,10 +266,15 @@ class Runtime:
     # --- publishing and watermarks --------------------------------------------------------------------
 
     async def publish(self, events: Sequence[Event]) -> list[Position]:
-        """Append events (durable on return); positions in input order."""
+        """Append events (durable on return); positions in input order.
+
+        Registry events are keyed by kind here, whatever key the caller gave (``user:<id>``,
+        ``cube:<id>``: see ``memory_store.control.base.registry_key_of``), so a cube and a user of the
+        same id never share log records.
+        """
         if not events:
             return []
-        return await self.log.append_batch([event_record(e) for e in events])
+        return await self.log.append_batch([event_record(_keyed(e)) for e in events])
 
     async def _on_commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         progress = self._progress.setdefault(group, {})
@@ -336,12 +345,25 @@ class Runtime:
     # --- forget and replay ----------------------------------------------------------------------------
 
     async def forget_records(self, cube_id: str | None = None, *, registry_key: str | None = None) -> None:
-        """Delete a cube's records from every cube-keyed topic and its memories from every projection,
-        and/or every registry record under ``registry_key`` (``user:<id>`` or ``cube:<id>``).
+        """Delete a cube's records from every cube-keyed topic, its registry records (``cube:<id>``) and
+        its memories from every projection; and/or every registry record under ``registry_key``
+        (``user:<id>`` or ``cube:<id>``; a bare id is a user's). Registry records of the other kind are
+        never touched, whatever the ids.
 
         Stages hosted here first consume what is on the log (a consumer commits only records it saw, so
         deleting unconsumed records at a partition's tail would stall later settles).
         """
+        registry: list[str] = []
+        if cube_id is not None:
+            registry.append(cube_key(cube_id))
+            if not await self.control.user_exists(cube_id):
+                registry.append(cube_id)  # records of logs written before keys carried their kind
+        if registry_key is not None:
+            if not registry_key.startswith(("user:", "cube:")):  # a bare id names a user
+                if not await self.control.cube_exists(registry_key):
+                    registry.append(registry_key)
+                registry_key = user_key(registry_key)
+            registry.append(registry_key)
         if self.run_stages:
             await self.settle([])
         async with self.projection_stage.lock:
@@ -350,8 +372,8 @@ class Runtime:
                 for topic in _CUBE_TOPICS:
                     await self.log.forget_key(topic, key)
                 await self._drop_cube(cube_id)
-            if registry_key is not None:
-                await self.log.forget_key(REGISTRY, registry_key.encode())
+            for name in registry:
+                await self.log.forget_key(REGISTRY, name.encode())
         if self.run_stages and cube_id is not None:
             await self.settle([])
             async with self.projection_stage.lock:  # a record applied while we deleted is dropped too
@@ -372,3 +394,8 @@ class Runtime:
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""
         return datetime.now(UTC)
+
+
+def _keyed(event: Event) -> Event:
+    key = registry_key_of(event)
+    return event if key is None or key == event.key else event.model_copy(update={"key": key})

@@ -46,6 +46,8 @@ from memos.api.responses import (
     UserRegisterResponse,
     UserResponse,
 )
+from memos.application.ids import ID_GRAMMAR, MAX_ID_CHARS
+from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
 
 __all__ = [
     "APIADDRequest",
@@ -89,8 +91,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CubeId = Annotated[str, Field(min_length=1, max_length=256, description="A memory cube id.")]
-"""A cube id: a non-empty string (existence and access are checked by the runtime)."""
+CubeId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, description=f"A memory cube id: {ID_GRAMMAR}.")]
+"""A cube id (its grammar, existence and access are checked by the application layer)."""
 
 _FILTER_DOC = 'Metadata filter, e.g. {"and": [{"id": "uuid-xxx"}, {"created_at": {"gt": "2024-01-01"}}]}.'
 
@@ -204,12 +206,12 @@ class APIADDRequest(BaseRequest):
 class APISearchRequest(BaseRequest):
     """Search memories across readable cubes (``POST /product/search``)."""
 
-    query: str = Field(..., description="Search query.")
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="Search query.")
     user_id: str = Field(..., description="User ID.")
     readable_cube_ids: list[CubeId] | None = Field(default=None, description="Cubes to search.")
     mode: SearchMode = Field(default=SearchMode.FAST, description="Search mode: fast, fine or mixture.")
     session_id: str | None = Field(default=None, description="Session used to weight results (not a filter).")
-    top_k: int = Field(default=10, ge=1, description="Number of text memories to return.")
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="Number of text memories to return.")
     relativity: float = Field(
         default=0.45,
         ge=0,
@@ -218,12 +220,12 @@ class APISearchRequest(BaseRequest):
     dedup: Literal["no", "sim", "mmr"] | None = Field(
         default="mmr", description="Deduplication of text memories."
     )
-    pref_top_k: int = Field(default=6, ge=0, description="Number of preference memories to return.")
+    pref_top_k: int = Field(default=6, ge=0, le=MAX_TOP_K, description="Number of preference memories to return.")
     include_preference: bool = Field(default=True, description="Whether to return preference memories.")
     search_tool_memory: bool = Field(default=True, description="Whether to return tool memories.")
-    tool_mem_top_k: int = Field(default=6, ge=0, description="Number of tool memories to return.")
+    tool_mem_top_k: int = Field(default=6, ge=0, le=MAX_TOP_K, description="Number of tool memories to return.")
     include_skill_memory: bool = Field(default=True, description="Whether to return skill memories.")
-    skill_mem_top_k: int = Field(default=3, ge=0, description="Number of skill memories to return.")
+    skill_mem_top_k: int = Field(default=3, ge=0, le=MAX_TOP_K, description="Number of skill memories to return.")
     filter: dict[str, Any] | None = Field(default=None, description=_FILTER_DOC)
     internet_search: bool = Field(default=False, description="Whether to also search the internet.")
     threshold: float | None = Field(default=None, description="(Internal) Similarity threshold.")
@@ -250,16 +252,16 @@ class _ChatFields(BaseRequest):
     """Fields shared by MemOS's chat requests."""
 
     user_id: str = Field(..., description="User ID.")
-    query: str = Field(..., description="Chat query.")
+    query: str = Field(..., min_length=1, max_length=MAX_QUERY_CHARS, description="Chat query.")
     readable_cube_ids: list[CubeId] | None = Field(default=None, description="Cubes to read memories from.")
     writable_cube_ids: list[CubeId] | None = Field(default=None, description="Cubes to add the dialogue to.")
     history: MessageList | None = Field(default=None, description="Chat history.")
     mode: SearchMode = Field(default=SearchMode.FAST, description="Search mode: fast, fine or mixture.")
     system_prompt: str | None = Field(default=None, description="Base system prompt.")
-    top_k: int = Field(default=10, ge=1, description="Number of memories to retrieve.")
+    top_k: int = Field(default=10, ge=1, le=MAX_TOP_K, description="Number of memories to retrieve.")
     session_id: str | None = Field(default=None, description="Session ID.")
     include_preference: bool = Field(default=True, description="Whether to use preference memories.")
-    pref_top_k: int = Field(default=6, ge=0, description="Number of preference memories.")
+    pref_top_k: int = Field(default=6, ge=0, le=MAX_TOP_K, description="Number of preference memories.")
     model_name_or_path: str | None = Field(default=None, description="Chat model to use.")
     max_tokens: int | None = Field(default=None, ge=1, description="Max tokens to generate.")
     temperature: float | None = Field(default=None, ge=0, description="Sampling temperature.")
@@ -339,8 +341,8 @@ class GetMemoryRequest(BaseRequest):
     include_tool_memory: bool = Field(default=True, description="Whether to return tool memories.")
     include_skill_memory: bool = Field(default=True, description="Whether to return skill memories.")
     filter: dict[str, Any] | None = Field(default=None, description=_FILTER_DOC)
-    page: int | None = Field(default=None, ge=1, description="Page number from 1; None exports everything.")
-    page_size: int | None = Field(default=None, ge=1, description="Items per page; None exports everything.")
+    page: int | None = Field(default=None, ge=1, le=1_000_000, description="Page number from 1; None exports everything.")
+    page_size: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description="Items per page; None exports everything.")
 
 
 class DeleteMemoryRequest(BaseRequest):

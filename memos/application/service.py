@@ -1,32 +1,32 @@
-"""The memory service: every user-facing operation, with access checks, on top of the Runtime."""
+"""The memory service: every use case behind the one door (access checks, ids, bounds), on a Platform."""
 
 from __future__ import annotations
 
 import logging
-import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from memos.runtime import Runtime
-from schemas.errors import NotFound, PermissionDenied, ValidationFailed
+from memos.application.access import AccessUseCases, cube_key, user_key
+from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
+from memos.application.errors import AddTimedOut, BacklogFull
+from memos.application.ids import check_id, check_ids
+from memos.application.limits import DoorLimits, check_add_size, check_query, check_strings, check_text
+from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
+from memos.application.operations import OperationsUseCases
+from memos.application.ports import Platform
+from memos.application.tasks import TaskUseCases
+from memos.application.views import memory_view
+from schemas.errors import NotFound, ValidationFailed
 from schemas.events import (
-    ApiKeyIssued,
-    ApiKeyRevoked,
     ConversationRecorded,
-    CubeCreated,
     CubeForgotten,
-    CubeShared,
     Event,
+    MemoryRetired,
     TaskStatusChanged,
-    TaskSubmitted,
-    UserCreated,
     UserForgotten,
 )
 from schemas.memory import MemoryRecord
-from schemas.ops import DropCube
-from schemas.topics import ACTIVATION, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.pipeline.stages import apply_planned
 
 __all__ = ["MemoryService", "memory_view"]
 
@@ -35,198 +35,128 @@ logger = logging.getLogger(__name__)
 Mode = Literal["fast", "fine"]
 
 
-def memory_view(record: MemoryRecord) -> dict[str, Any]:
-    """A memory in MemOS's item shape: id, memory and metadata (embedding stripped)."""
-    metadata = {
-        "user_id": record.user_id,
-        "session_id": record.session_id,
-        "status": record.status,
-        "type": record.metadata.get("type", "fact"),
-        "key": record.key,
-        "tags": list(record.tags),
-        "background": record.background,
-        "memory_type": record.memory_type,
-        "sources": [s.model_dump(exclude_none=True) for s in record.sources],
-        "confidence": record.confidence,
-        "extractor": record.extractor,
-        "embedding_model": record.embedding_model,
-        "created_at": record.created_at.isoformat(),
-        "updated_at": record.updated_at.isoformat(),
-        "valid_from": record.valid_from.isoformat() if record.valid_from else None,
-        "valid_to": record.valid_to.isoformat() if record.valid_to else None,
-        "revision": record.revision,
-        "successor_ids": list(record.successor_ids),
-        "cube_id": record.cube_id,
-        "id": record.id,
-        "embedding": [],
-        **{k: v for k, v in record.metadata.items() if k not in {"embedding"}},
-    }
-    return {"id": record.id, "memory": record.memory, "metadata": metadata}
+class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases):
+    """User-facing use cases. Every read and write is checked by ``authorize``; ids by ``check_id``."""
 
-
-class MemoryService:
-    """User-facing operations. Every read and write is checked against the access projection."""
-
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:
         self.rt = runtime
-        self.control = runtime.control
+        self.limits = limits or DoorLimits()
 
-    # --- registry ---------------------------------------------------------------------------------------
-
-    def _event_base(self, key: str, producer: str = "api") -> dict[str, Any]:
-        return {"event_id": uuid.uuid4(), "occurred_at": self.rt.now(), "key": key, "producer": producer}
-
-    async def _registry(self, events: Sequence[Event]) -> None:
-        await self.rt.publish(events)
-        for event in events:
-            self.control.apply("access", event, None)
-
-    async def create_user(self, user_id: str, *, user_name: str = "", role: Literal["user", "admin"] = "user") -> bool:
-        """Register a user; False when it already exists."""
-        _check_id(user_id, "user_id")
-        if self.control.user_exists(user_id):
-            return False
-        await self._registry([UserCreated(**self._event_base(user_id), user_id=user_id, user_name=user_name,
-                                          role=role)])
-        return True
-
-    async def ensure_user(self, user_id: str) -> None:
-        """Create the user when unknown and auto-creation is on; NotFound otherwise."""
-        if self.control.user_exists(user_id):
-            return
-        if not self.rt.settings.auto_create_users:
-            raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        await self.create_user(user_id)
-
-    async def create_cube(self, cube_id: str, *, owner_id: str, cube_name: str = "",
-                          config: dict[str, Any] | None = None) -> bool:
-        """Create a cube owned by ``owner_id``; False when the owner already has it, error if another does."""
-        _check_id(cube_id, "cube_id")
-        await self.ensure_user(owner_id)
-        if self.control.cube_exists(cube_id):
-            if self.control.cube(cube_id).owner_id != owner_id:
-                raise PermissionDenied(f"cube {cube_id!r} belongs to another user", field="cube_id")
-            return False
-        await self._registry([CubeCreated(**self._event_base(cube_id), cube_id=cube_id, owner_id=owner_id,
-                                          cube_name=cube_name or cube_id, config=config or {})])
-        return True
-
-    async def share_cube(self, cube_id: str, *, owner_id: str, user_id: str,
-                         access: Literal["read", "write", "none"] = "read") -> None:
-        """Share a cube the caller owns with another user (access 'none' withdraws it)."""
-        if self.control.access(owner_id, cube_id) != "owner":
-            raise PermissionDenied(f"only the owner may share cube {cube_id!r}", field="cube_id")
-        if not self.control.user_exists(user_id):
-            raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        await self._registry([CubeShared(**self._event_base(cube_id), cube_id=cube_id, user_id=user_id,
-                                         access=access, granted_by=owner_id)])
-
-    async def issue_key(self, user_id: str, *, name: str = "") -> str:
-        """Issue an API key for a user; the secret is returned once and stored only hashed."""
-        from memory_store.control import hash_api_key
-
-        if not self.control.user_exists(user_id):
-            raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(24)
-        key_hash = hash_api_key(secret, salt=secrets.token_bytes(16))
-        await self._registry([ApiKeyIssued(**self._event_base(user_id), key_id=key_id, user_id=user_id,
-                                           key_hash=key_hash, name=name)])
-        return f"mk_{key_id}_{secret}"
-
-    async def revoke_key(self, key_id: str, *, user_id: str) -> None:
-        """Revoke an API key."""
-        await self._registry([ApiKeyRevoked(**self._event_base(user_id), key_id=key_id, user_id=user_id)])
-
-    def authenticate(self, api_key: str) -> str | None:
-        """The user id of a valid API key, else None."""
-        parts = api_key.split("_", 2)
-        if len(parts) != 3 or parts[0] != "mk":
-            return None
-        return self.control.key_user(parts[1], parts[2])
-
-    def check_read(self, user_id: str, cube_id: str) -> None:
-        """NotFound for unknown cubes, PermissionDenied when the user may not read."""
-        if self.control.access(user_id, cube_id) == "none":
-            raise PermissionDenied(f"user {user_id!r} may not read cube {cube_id!r}", field="cube_id")
-
-    async def check_write(self, user_id: str, cube_id: str, *, auto_create: bool | None = None) -> None:
-        """NotFound for unknown cubes (unless auto-created for the user), PermissionDenied without write access."""
-        create = self.rt.settings.auto_create_cubes if auto_create is None else auto_create
-        if not self.control.cube_exists(cube_id):
-            if not create:
-                raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
-            await self.create_cube(cube_id, owner_id=user_id)
-        if self.control.access(user_id, cube_id) not in ("owner", "write"):
-            raise PermissionDenied(f"user {user_id!r} may not write cube {cube_id!r}", field="cube_id")
-
-    # --- memories ---------------------------------------------------------------------------------------
+    # --- add ----------------------------------------------------------------------------------------
 
     async def add(self, user_id: str, cube_ids: Sequence[str], messages: list[dict[str, Any]], *,
                   session_id: str = "default_session", mode: Mode = "fine",
                   async_mode: Literal["sync", "async"] = "sync", info: dict[str, Any] | None = None,
                   custom_tags: Sequence[str] = (), task_id: str | None = None, trace_id: str | None = None,
-                  auto_create: bool | None = None) -> list[dict[str, Any]]:
-        """Record messages for each cube; sync waits until the memories are searchable.
-
-        Returns one entry per cube: task id, status and (sync) the memories added.
-        """
+                  auto_create: bool | None = None, origin: Literal["remote", "local"] = "remote"
+                  ) -> list[dict[str, Any]]:
+        """Record messages for each cube; sync waits until the memories are searchable (dict results)."""
         if not cube_ids:
             raise ValidationFailed("writable_cube_ids must name at least one cube", field="writable_cube_ids")
-        if not messages:
-            raise ValidationFailed("messages must not be empty", field="messages")
-        await self.ensure_user(user_id)
+        request = build(AddRequest, user_id=user_id, cube_ids=tuple(cube_ids), messages=messages,
+                        session_id=session_id, mode=mode, async_mode=async_mode, info=info or {},
+                        custom_tags=tuple(custom_tags), task_id=task_id, trace_id=trace_id, origin=origin,
+                        auto_create=auto_create)
+        return [r.as_dict() for r in await self.add_memories(request)]
+
+    async def add_memories(self, request: AddRequest) -> list[CubeAdd]:
+        """The add use case: check, record on the log (one record per cube), and for sync wait."""
+        user_id = await self.ensure_user(request.user_id)
+        cube_ids = check_ids(list(request.cube_ids), "writable_cube_ids") if request.cube_ids else [user_id]
+        check_strings(request.messages, "messages")
+        check_strings(request.info, "info")
+        check_strings(list(request.custom_tags), "custom_tags")
+        check_text(request.session_id, "session_id")
+        if request.task_id is not None:
+            check_text(request.task_id, "task_id")
         for cube_id in cube_ids:
-            await self.check_write(user_id, cube_id, auto_create=auto_create)
-        base_task = task_id or uuid.uuid4().hex
+            await self.check_write(user_id, cube_id, auto_create=request.auto_create)
+        if request.async_mode == "sync":
+            backlog = await self.rt.derivation_backlog()
+            if backlog >= self.limits.max_backlog:
+                raise BacklogFull(
+                    f"{backlog} conversation records are waiting for derivation (limit "
+                    f"{self.limits.max_backlog}); retry later or add with async_mode='async'",
+                    retry_after=self.limits.backlog_retry_after_s,
+                )
+        from streams.pipeline.runner import event_record
+
         events: list[Event] = []
         tasks: list[tuple[str, str]] = []
         for cube_id in cube_ids:
-            tid = base_task if len(cube_ids) == 1 else f"{base_task}:{cube_id}"
+            tid = uuid.uuid4().hex
+            base = request.task_id or tid
             recorded = ConversationRecorded(
-                **self._event_base(cube_id), trace_id=trace_id, user_id=user_id, cube_id=cube_id,
-                session_id=session_id, messages=messages, info=info or {}, custom_tags=list(custom_tags),
-                mode=mode, async_mode=async_mode, task_id=tid,
+                **self._event_base(cube_id), trace_id=request.trace_id, user_id=user_id, cube_id=cube_id,
+                session_id=request.session_id, messages=request.messages, info=request.info,
+                custom_tags=list(request.custom_tags), mode=request.mode, async_mode=request.async_mode,
+                task_id=tid, origin=request.origin,
             )
+            check_add_size(len(event_record(recorded).value), self.limits.max_add_record_bytes, cube_id)
             waiting = TaskStatusChanged(**self._event_base(cube_id), task_id=tid, cube_id=cube_id,
-                                        status="waiting", label="add", business_task_id=base_task)
+                                        status="waiting", label="add", business_task_id=base)
             events.extend([recorded, waiting])
             tasks.append((cube_id, tid))
         positions = await self.rt.publish(events)
-        if async_mode == "async":
-            return [{"cube_id": c, "task_id": t, "status": "waiting", "memories": []} for c, t in tasks]
-        await self.rt.settle(positions)
+        if request.async_mode == "async":
+            return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
+        try:
+            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s)
+        except TimeoutError:
+            ids = [t for _, t in tasks]
+            raise AddTimedOut(
+                f"the add is on the log but its memories were not ready within {self.limits.sync_timeout_s:g}s; "
+                f"it will still complete: follow tasks {ids!r}", task_ids=ids,
+            ) from None
         out = []
         for cube_id, tid in tasks:
-            info_ = self.control.task(tid)
-            ids = list(info_.result.get("memory_ids", [])) if info_ else []
-            ids += list(info_.result.get("revised_ids", [])) if info_ else []
+            info = await self.rt.control.task(tid)
+            ids = [*info.result.get("memory_ids", []), *info.result.get("revised_ids", [])] if info else []
             records = await self.rt.graph.get(ids, cube_id=cube_id)
-            out.append({
-                "cube_id": cube_id, "task_id": tid, "status": info_.status if info_ else "unknown",
-                "error": info_.error if info_ else None,
-                "memories": [{"memory_id": r.id, "memory": r.memory, "memory_type": r.memory_type,
-                              "cube_id": r.cube_id} for r in records],
-            })
+            out.append(CubeAdd(
+                cube_id=cube_id, task_id=tid, status=info.status if info else "unknown",
+                error=info.error if info else None,
+                memories=[{"memory_id": r.id, "memory": r.memory, "memory_type": r.memory_type,
+                           "cube_id": r.cube_id} for r in records],
+            ))
         return out
 
-    async def search(self, user_id: str, cube_ids: Sequence[str], query: str, **params: Any) -> dict[str, Any]:
-        """Search the cubes the user may read; MemOS's ``data`` shape."""
-        if not query or not query.strip():
-            raise ValidationFailed("query must not be empty", field="query")
-        if not cube_ids:
-            raise ValidationFailed("readable_cube_ids must name at least one cube", field="readable_cube_ids")
-        for cube_id in cube_ids:
-            self.check_read(user_id, cube_id)
-        from memos.application.search import SearchQuery
+    # --- search and reads ---------------------------------------------------------------------------
 
-        result: dict[str, Any] = await self.rt.search_service.search(
-            SearchQuery(query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id, **params))
+    async def search(self, user_id: str, cube_ids: Sequence[str], query: str, **params: Any) -> dict[str, Any]:
+        """Search the cubes the user may read (all must be readable); MemOS's ``data`` shape."""
+        counts = {k: params.pop(k) for k in ("top_k", "pref_top_k", "tool_mem_top_k", "skill_mem_top_k")
+                  if params.get(k) is not None}
+        for k in [k for k, v in params.items() if v is None]:
+            params.pop(k)
+        request = build(SearchRequest, user_id=user_id, cube_ids=tuple(cube_ids), query=query, options=params,
+                        **counts)
+        return await self.search_memories(request)
+
+    async def search_memories(self, request: SearchRequest) -> dict[str, Any]:
+        """The search use case."""
+        from processors.retrieval import SearchQuery
+
+        user_id = check_id(request.user_id, "user_id")
+        cube_ids = check_ids(list(request.cube_ids), "readable_cube_ids") if request.cube_ids else [user_id]
+        query = check_query(request.query)
+        check_strings(request.options, "filter" if "filter" in request.options else "options")
+        for cube_id in cube_ids:
+            await self.authorize(user_id, cube_id, "read")
+        known = set(SearchQuery.model_fields) - {"query", "readable_cube_ids", "user_id", "mem_cube_id"}
+        unknown = sorted(set(request.options) - known)
+        if unknown:
+            raise ValidationFailed(f"unknown search option {unknown[0]!r}", field=unknown[0])
+        counts = request.model_dump(include={"top_k", "pref_top_k", "tool_mem_top_k", "skill_mem_top_k"})
+        search_query = build(SearchQuery, query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id,
+                             **counts, **request.options)
+        result: dict[str, Any] = await self.rt.search_service.search(search_query)
         return result
 
     async def get_memory(self, user_id: str, cube_id: str, memory_id: str) -> dict[str, Any]:
         """One memory of a cube (retired ones resolve too); NotFound otherwise."""
-        self.check_read(user_id, cube_id)
+        await self.check_read(user_id, cube_id)
+        check_text(memory_id, "memory_id")
         records = await self.rt.graph.get([memory_id], cube_id=cube_id)
         if not records:
             raise NotFound(f"memory {memory_id!r} not found in cube {cube_id!r}", field="memory_id")
@@ -236,36 +166,102 @@ class MemoryService:
                       include_retired: bool = False, limit: int | None = None, offset: int = 0
                       ) -> list[dict[str, Any]]:
         """Memories of a cube in creation order."""
-        self.check_read(user_id, cube_id)
+        await self.check_read(user_id, cube_id)
         records = await self.rt.graph.list_memories(cube_id, include_retired=include_retired,
                                                     memory_types=memory_types, limit=limit, offset=offset)
         return [memory_view(r) for r in records]
 
+    async def get_memories(self, request: MemoriesQuery) -> dict[str, Any]:
+        """The memories of one cube by bucket (text, preference, tool, skill), filtered and paged."""
+        from processors.filters import compile_filter, matches
+
+        await self.check_read(request.user_id, request.cube_id)
+        cube_id = check_id(request.cube_id, "mem_cube_id")
+        types = types_for(preference=request.include_preference, tool=request.include_tool_memory,
+                          skill=request.include_skill_memory)
+        flt = compile_filter(request.filter) if request.filter else None
+        records = [r for r in await self.rt.graph.list_memories(cube_id, memory_types=types) if matches(flt, r)]
+        total = len(records)
+        if request.page is not None or request.page_size is not None:
+            size = request.page_size or 50
+            start = ((request.page or 1) - 1) * size
+            records = records[start:start + size]
+        groups: dict[str, list[dict[str, Any]]] = {key: [] for key in BUCKET_KEYS.values()}
+        for record in records:
+            groups[bucket_of(record.memory_type)].append(memory_view(record))
+        data: dict[str, Any] = {key: [{"cube_id": cube_id, "memories": items, "total_nodes": len(items)}]
+                                for key, items in groups.items()}
+        data["total"] = total
+        return data
+
+    # --- delete -------------------------------------------------------------------------------------
+
     async def delete(self, user_id: str, cube_id: str, memory_ids: Sequence[str]) -> list[str]:
         """Retire memories of one cube (scoped: ids of other cubes are NotFound). Returns ids retired."""
-        from schemas.events import MemoryRetired
-
         await self.check_write(user_id, cube_id, auto_create=False)
-        found = {r.id: r for r in await self.rt.graph.get(list(memory_ids), cube_id=cube_id)}
-        missing = [m for m in memory_ids if m not in found]
+        wanted = list(dict.fromkeys(memory_ids))
+        found = {r.id: r for r in await self.rt.graph.get(wanted, cube_id=cube_id)}
+        missing = [m for m in wanted if m not in found]
         if missing:
             raise NotFound(f"memories {missing!r} not found in cube {cube_id!r}", field="memory_ids")
-        events = [MemoryRetired(**self._event_base(cube_id), memory_id=m, cube_id=cube_id, reason="deleted",
+        return await self._retire(user_id, cube_id, [found[m] for m in wanted])
+
+    async def _retire(self, user_id: str, cube_id: str, records: Sequence[MemoryRecord]) -> list[str]:
+        events = [MemoryRetired(**self._event_base(cube_id), memory_id=r.id, cube_id=cube_id, reason="deleted",
                                 requested_by=user_id, valid_to=self.rt.now())
-                  for m in memory_ids if found[m].status == "activated"]
+                  for r in records if r.status == "activated"]
         await self.rt.settle(await self.rt.publish(events))
         return [e.memory_id for e in events]
 
+    async def delete_memories(self, request: DeleteRequest) -> list[str]:
+        """Retire memories by id, file id or filter, only inside the named cubes; unknown ids are NotFound."""
+        from processors.filters import compile_filter, matches
+
+        user_id = check_id(request.user_id, "user_id")
+        cubes = check_ids(list(request.cube_ids), "writable_cube_ids")
+        for cube in cubes:
+            await self.check_write(user_id, cube, auto_create=False)
+        if not (request.memory_ids or request.file_ids or request.filter):
+            raise ValidationFailed("name memory_ids, file_ids or a filter", field="memory_ids")
+        plan: dict[str, dict[str, MemoryRecord]] = {cube: {} for cube in cubes}
+        if request.memory_ids:
+            wanted = list(dict.fromkeys(request.memory_ids))
+            seen: set[str] = set()
+            for cube in cubes:
+                for record in await self.rt.graph.get(wanted, cube_id=cube):
+                    plan[cube][record.id] = record
+                    seen.add(record.id)
+            missing = [m for m in wanted if m not in seen]
+            if missing:
+                raise NotFound(f"memories {missing!r} not found in cubes {cubes!r}", field="memory_ids")
+        selectors: list[dict[str, Any]] = []
+        if request.file_ids:
+            selectors.append({"file_ids": {"in": list(request.file_ids)}})
+        if request.filter:
+            selectors.append(request.filter)
+        if selectors:
+            flt = compile_filter(selectors[0] if len(selectors) == 1 else {"and": selectors})
+            for cube in cubes:
+                for record in await self.rt.graph.list_memories(cube):
+                    if matches(flt, record):
+                        plan[cube][record.id] = record
+        deleted: list[str] = []
+        for cube, records in plan.items():
+            if records:
+                deleted += await self._retire(user_id, cube, list(records.values()))
+        return deleted
+
     async def delete_all(self, user_id: str, cube_id: str) -> list[str]:
         """Retire every current memory of a cube."""
-        self.check_read(user_id, cube_id)
-        ids = [r.id for r in await self.rt.graph.list_memories(cube_id)]
-        return await self.delete(user_id, cube_id, ids) if ids else []
+        await self.check_write(user_id, cube_id, auto_create=False)
+        return await self._retire(user_id, cube_id, await self.rt.graph.list_memories(cube_id))
+
+    # --- export, import, feed, replay ---------------------------------------------------------------
 
     async def export_memories(self, user_id: str, cube_id: str, *, include_retired: bool = False
                               ) -> list[dict[str, Any]]:
         """Every memory of a cube as a full record (JSON-ready, embedding included), in creation order."""
-        self.check_read(user_id, cube_id)
+        await self.check_read(user_id, cube_id)
         records = await self.rt.graph.list_memories(cube_id, include_retired=include_retired)
         return [r.model_dump(mode="json") for r in records]
 
@@ -277,98 +273,85 @@ class MemoryService:
         cube holds is re-keyed to ``derive_id("import:<cube>", id)`` (never moved). Embeddings are kept
         when they come from this runtime's embedder, else computed. Waits until searchable.
         """
-        from pydantic import ValidationError
-
-        from schemas.events import MemoryAdded, derive_id
+        from memos.application.transfer import import_events
 
         await self.check_write(user_id, cube_id, auto_create=False)
-        unique = {str(d["memory_id"]): d for d in drafts if str(d.get("memory") or "").strip()}
-        rekeyed = {i: str(derive_id(f"import:{cube_id}", i)) for i in unique}
-        owner = {r.id: r.cube_id for r in await self.rt.graph.get([*unique, *rekeyed.values()])} if unique else {}
-        fresh = []
-        for i, d in unique.items():
-            new_id = i if owner.get(i, cube_id) == cube_id else rekeyed[i]
-            if owner.get(new_id) != cube_id:
-                fresh.append({**d, "memory_id": new_id})
-        model_id = getattr(self.rt.embedder, "model_id", "")
-        stale = [n for n, d in enumerate(fresh) if not d.get("embedding") or d.get("embedding_model") != model_id]
-        if stale:
-            embedded = await self.rt.embedder.embed([str(fresh[n]["memory"]) for n in stale], kind="passage")
-            for n, vector in zip(stale, embedded.vectors, strict=True):
-                fresh[n] = {**fresh[n], "embedding": vector, "embedding_model": embedded.model_id}
-        try:
-            events = [MemoryAdded(**self._event_base(cube_id, producer), **{"user_id": user_id, **d,
-                                                                          "cube_id": cube_id})
-                      for d in fresh]
-        except ValidationError as exc:
-            raise ValidationFailed(f"memories to import into cube {cube_id!r} are invalid: {exc}",
-                                   field="memories") from exc
+        check_strings(list(drafts), "memories")
+        events = await import_events(self.rt, self._event_base, user_id, cube_id, drafts, producer=producer)
         await self.rt.settle(await self.rt.publish(events))
         return [e.memory_id for e in events]
 
-    # --- tasks ------------------------------------------------------------------------------------------
+    async def feed(self, user_id: str | None, cube_ids: Sequence[str] | None, *, start: Any = "now",
+                   follow: bool = True, everything: bool = False) -> AsyncIterator[tuple[Any, Any]]:
+        """Memory-change events of readable cubes as (envelope, cursor after it); access is checked now,
+        and the iterator ends when the user's access to a cube it delivers from is withdrawn.
 
-    async def submit_tasks(self, items: Sequence[dict[str, Any]]) -> list[str]:
-        """Append TaskSubmitted events (user_id, cube_id, label, content, ...); returns task ids."""
-        events = []
-        for item in items:
-            cube_id = item["cube_id"]
-            task_id = item.get("task_id") or uuid.uuid4().hex
-            events.append(TaskSubmitted(**self._event_base(cube_id, "scheduler"), task_id=task_id,
-                                        user_id=item["user_id"], cube_id=cube_id, label=item["label"],
-                                        content=item.get("content", ""),
-                                        business_task_id=item.get("business_task_id"),
-                                        session_id=item.get("session_id") or "default_session",
-                                        payload=item.get("payload", {})))
-        for event in events:
-            self.control.apply("tasks", event, None)
-        await self.rt.publish(events)
-        return [e.task_id for e in events]
+        ``cube_ids`` None: every cube the user may read (``everything``: all cubes, for operators).
+        ``start``: 'beginning', 'now', an offset or a cursor (``memos.application.feeds``).
+        ``user_id`` None: an operator (the CLI on the data directory): every cube, or the named ones,
+        which must exist (NotFound otherwise).
+        """
+        if user_id is None:
+            named = check_ids(list(cube_ids), "cube") if cube_ids else None
+            for cube in named or []:
+                if not await self.control.cube_exists(cube):
+                    raise NotFound(f"cube {cube!r} does not exist", field="cube")
+            return self._feed("", named, start, follow, True)
+        user_id = check_id(user_id, "user_id")
+        cubes: list[str] | None
+        if cube_ids:
+            cubes = check_ids(list(cube_ids), "cube")
+            for cube in cubes:
+                await self.authorize(user_id, cube, "read")
+        else:
+            cubes = [c.cube_id for c in await self.control.cubes_of(user_id)]
+            if not cubes and not everything:
+                raise NotFound(f"user {user_id!r} cannot read any cube", field="cube")
+            cubes = cubes or None
+        return self._feed(user_id, cubes, start, follow, everything)
 
-    # --- forget -----------------------------------------------------------------------------------------
+    async def _feed(self, user_id: str, cubes: list[str] | None, start: Any, follow: bool, everything: bool
+                    ) -> AsyncIterator[tuple[Any, Any]]:
+        from streams.feed import subscribe
+
+        async for envelope, after in subscribe(self.rt.log, cube_ids=cubes, start=start, follow=follow):
+            if not everything and not await self.may_read(user_id, envelope.event.key):
+                logger.info("feed closed: access withdrawn user=%s cube=%s", user_id, envelope.event.key)
+                return
+            yield envelope, after
+
+    async def replay(self, cube_id: str, *, user_id: str | None = None) -> int:
+        """Rebuild a cube's projections from the log (the user needs write access; None: operator).
+        NotFound for unknown cubes. Returns the events applied."""
+        cube_id = check_id(cube_id, "cube_id")
+        if user_id is not None:
+            await self.check_write(user_id, cube_id, auto_create=False)
+        elif not await self.control.cube_exists(cube_id):
+            raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
+        applied: int = await self.rt.replay_cube(cube_id)
+        return applied
+
+    # --- forget -------------------------------------------------------------------------------------
 
     async def forget_cube(self, cube_id: str, *, requested_by: str | None = None) -> None:
-        """Remove every trace of a cube from every projection and from the log."""
-        if requested_by is not None and self.control.access(requested_by, cube_id) != "owner":
-            raise PermissionDenied(f"only the owner may forget cube {cube_id!r}", field="cube_id")
-        event = CubeForgotten(**self._event_base(cube_id), cube_id=cube_id, requested_by=requested_by or "")
-        await self._registry([event])
-        if self.rt.run_stages:
-            # let every stage consume the cube's records first: a consumer commits only records it saw,
-            # so deleting unconsumed records at a partition's tail would stall later settles
-            await self.rt.settle([])
-        key = cube_id.encode()
-        async with self.rt.projection_stage.lock:
-            for topic in (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION, REGISTRY):
-                await self.rt.log.forget_key(topic, key)
-            await apply_planned(self.rt.stores, [([DropCube(cube_id=cube_id)], _no_position())], replay=True)
-        if self.rt.run_stages:
-            await self.rt.settle([])
-            async with self.rt.projection_stage.lock:
-                await apply_planned(self.rt.stores, [([DropCube(cube_id=cube_id)], _no_position())], replay=True)
+        """Remove every trace of a cube from every projection and from the log (owner, or an operator)."""
+        cube_id = check_id(cube_id, "cube_id")
+        if requested_by is not None:
+            await self.authorize(requested_by, cube_id, "owner")
+        elif not await self.control.cube_exists(cube_id):
+            raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
+        await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
+                                            requested_by=requested_by or "")])
+        await self.rt.forget_records(cube_id, registry_key=cube_key(cube_id))
 
     async def forget_user(self, user_id: str) -> list[str]:
         """Forget a user and every cube it owns; returns the cubes forgotten."""
-        if not self.control.user_exists(user_id):
+        user_id = check_id(user_id, "user_id")
+        if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        owned = [c["cube_id"] for c in self.control.cubes_of(user_id) if c["access"] == "owner"]
+        owned = [c.cube_id for c in await self.control.cubes_of(user_id) if c.access == "owner"]
         for cube_id in owned:
             await self.forget_cube(cube_id)
-        await self._registry([UserForgotten(**self._event_base(user_id), user_id=user_id)])
-        if self.rt.run_stages:
-            await self.rt.settle([])  # see forget_cube: consume before deleting
-        await self.rt.log.forget_key(REGISTRY, user_id.encode())
+        await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
+        await self.rt.forget_records(registry_key=user_key(user_id))
         return owned
-
-
-def _no_position() -> Any:
-    from schemas.envelope import Position
-
-    return Position(MEMORIES, -1, -1)
-
-
-def _check_id(value: str, field: str) -> None:
-    if not value or not value.strip():
-        raise ValidationFailed(f"{field} must not be empty", field=field)
-    if len(value) > 256:
-        raise ValidationFailed(f"{field} is longer than 256 characters", field=field)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import asdict
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal
 
-from memory_store.llm import ChatModel
-from memos.chat import BASE_PROMPT, chat_model_for, generate_answer
+from memos.application.buckets import PREFERENCE_TYPES, TEXT_TYPES
+from memos.chat import BASE_PROMPT, ChatModel, chat_model_for, generate_answer
 from memos.client import SyncClient, default_client
 from memos.configs.mem_cube import GeneralMemCubeConfig
 from memos.configs.mem_os import MOSConfig
@@ -26,7 +27,6 @@ from memos.mem_cube.general import GeneralMemCube
 from memos.mem_scheduler.general_scheduler import GeneralScheduler
 from memos.mem_scheduler.schemas.message_schemas import ScheduleMessageItem
 from memos.mem_scheduler.schemas.task_schemas import ANSWER_TASK_LABEL, QUERY_TASK_LABEL
-from memos.memories.textual.cube_memory import PREFERENCE_TYPES, TEXT_TYPES
 from memos.memories.textual.item import TextualMemoryItem
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 
@@ -106,12 +106,12 @@ class MOS:
 
     def _user(self, user_id: str | None) -> str:
         target = user_id if user_id is not None else self.user_id
-        if not self.service.control.user_exists(target):
+        if not self._call(self.service.user_exists(target)):
             raise NotFound(f"user {target!r} does not exist; create it with MOS.create_user", field="user_id")
         return target
 
     def _readable(self, user_id: str) -> list[str]:
-        return [c["cube_id"] for c in self.service.control.cubes_of(user_id)]
+        return [c.cube_id for c in self._call(self.service.list_cubes(user_id))]
 
     def _cube_for(self, user_id: str, mem_cube_id: str | None) -> str:
         if mem_cube_id is not None:
@@ -129,14 +129,14 @@ class MOS:
 
     def list_users(self) -> list[dict[str, Any]]:
         """Every registered user."""
-        return [{**u, "is_active": True} for u in self.service.control.users()]
+        return [{**asdict(u), "is_active": True} for u in self._call(self.service.list_users())]
 
     def get_user_info(self, user_id: str | None = None) -> dict[str, Any]:
         """A user and the cubes it may use (``is_loaded``: registered in this MOS)."""
         target = self._user(user_id)
-        user = next(u for u in self.service.control.users() if u["user_id"] == target)
+        user = asdict(self._call(self.service.get_user(target)))
         cubes = [
-            {**c, "is_loaded": c["cube_id"] in self.mem_cubes} for c in self.service.control.cubes_of(target)
+            {**asdict(c), "is_loaded": c.cube_id in self.mem_cubes} for c in self._call(self.service.list_cubes(target))
         ]
         return {**user, "accessible_cubes": cubes}
 
@@ -164,7 +164,7 @@ class MOS:
         access: Literal["read", "write", "none"] = "read",
     ) -> bool:
         """Let ``target_user_id`` read (or, ``access='write'``, write) a cube; acts as its owner by default."""
-        owner = owner_id or self.service.control.cube(cube_id).owner_id
+        owner = owner_id or self._call(self.service.owner_of(cube_id))
         self._call(self.service.share_cube(cube_id, owner_id=owner, user_id=target_user_id, access=access))
         return True
 
@@ -184,9 +184,8 @@ class MOS:
         source = mem_cube_name_or_path
         name = source.cube_id if isinstance(source, GeneralMemCube) else source
         cube_id = mem_cube_id or name
-        control = self.service.control
-        exists = control.cube_exists(cube_id)
-        if exists and control.access(target, cube_id) == "none":
+        exists = self._call(self.service.cube_exists(cube_id))
+        if exists and self._call(self.service.access_of(target, cube_id)) == "none":
             raise PermissionDenied(f"user {target!r} may not use cube {cube_id!r}", field="mem_cube_id")
         cube = self.mem_cubes.get(cube_id)
         if cube is None:
@@ -257,7 +256,8 @@ class MOS:
         for batch in batches:
             results = self._call(
                 self.service.add(
-                    target, [cube_id], batch, session_id=session_id or self.session_id, auto_create=False
+                    target, [cube_id], batch, session_id=session_id or self.session_id, auto_create=False,
+                    origin="local",
                 )
             )
             added += [m for r in results for m in r["memories"]]

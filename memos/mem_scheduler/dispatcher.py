@@ -81,9 +81,9 @@ class SchedulerDispatcher:
         """Stop handling ``label`` (its tasks then fail as having no handler); False if none was set."""
         found = self.handlers.pop(label, None) is not None
         wrapper = self._installed.pop(label, None)
-        task_handlers = self.scheduler.client.runtime.task_handlers
-        if wrapper is not None and task_handlers.get(label) is wrapper:
-            task_handlers.pop(label, None)
+        service = self.scheduler.client.service
+        if wrapper is not None and service.task_handler(label) is wrapper:
+            service.register_task_handler(label, None)
         return found
 
     def unregister_handlers(self, labels: Sequence[str]) -> dict[str, bool]:
@@ -97,16 +97,16 @@ class SchedulerDispatcher:
 
     def uninstall(self) -> None:
         """Remove this dispatcher's wrappers from the runtime; registrations are kept for ``install``."""
-        task_handlers = self.scheduler.client.runtime.task_handlers
+        service = self.scheduler.client.service
         for label, wrapper in list(self._installed.items()):
-            if task_handlers.get(label) is wrapper:
-                task_handlers.pop(label, None)
+            if service.task_handler(label) is wrapper:
+                service.register_task_handler(label, None)
         self._installed.clear()
 
     def _install(self, label: str) -> None:
         wrapper = self._wrapper(label)
         self._installed[label] = wrapper
-        self.scheduler.client.runtime.task_handlers[label] = wrapper
+        self.scheduler.client.service.register_task_handler(label, wrapper)
 
     def _wrapper(self, label: str) -> Callable[[list[TaskSubmitted]], Any]:
         async def run(tasks: list[TaskSubmitted]) -> dict[str, Any]:

@@ -137,7 +137,7 @@ class GeneralScheduler:
         service = self.client.service
         items = []
         for msg in batch:
-            service.check_read(msg.user_id, msg.mem_cube_id)
+            self.client.call(service.check_read(msg.user_id, msg.mem_cube_id))
             items.append({
                 "task_id": task_id_of(msg), "user_id": msg.user_id, "cube_id": msg.mem_cube_id,
                 "label": msg.label, "content": msg.content, "business_task_id": msg.task_id,
@@ -185,12 +185,8 @@ class GeneralScheduler:
     ) -> list[dict[str, Any]]:
         """Tasks with their status (waiting, in_progress, completed, failed): one task, a business id's
         tasks, or a user's, newest first."""
-        control = self.client.runtime.control
-        if task_id is not None:
-            info = control.task(task_id)
-            infos = [info] if info is not None else []
-        else:
-            infos = control.tasks(business_task_id=business_task_id, user_id=user_id)
+        infos = self.client.call(self.client.service.task_records(
+            task_id=task_id, business_task_id=business_task_id, user_id=user_id))
         return [
             {
                 "task_id": i.task_id,

@@ -17,24 +17,14 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memos.application.errors import describe, retry_after, status_of
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from memos.server.auth import AuthMiddleware, KeyAuthenticator, is_loopback
+from memos.server.docs import install_docs
 from memos.server.metrics import Metrics, MetricsMiddleware
 from memos.server.routes_product import ChatFn
-from schemas.errors import (
-    BrokerUnavailable,
-    ConfigError,
-    FetchFailed,
-    MemorySystemError,
-    ModelUnavailable,
-    NotFound,
-    PayloadTooLarge,
-    PermissionDenied,
-    StoreBackpressure,
-    StoreUnavailable,
-    ValidationFailed,
-)
+from schemas.errors import ConfigError, MemorySystemError
 from streams.settings import AppSettings, load_settings
 
 __all__ = ["BackgroundServer", "BodyLimitMiddleware", "create_app", "error_body"]
@@ -76,21 +66,15 @@ def _pydantic_message(errors: list[Any]) -> str:
     return "invalid request: " + "; ".join(problems) + more
 
 
-def _status_of(exc: MemorySystemError) -> int:
-    for cls, status in (
-        (NotFound, 404),
-        (PermissionDenied, 403),
-        (PayloadTooLarge, 413),
-        (ValidationFailed, 422),
-        (FetchFailed, 422),
-        (StoreBackpressure, 503),
-        (StoreUnavailable, 503),
-        (BrokerUnavailable, 503),
-        (ModelUnavailable, 503),
-    ):
-        if isinstance(exc, cls):
-            return status
-    return 500
+def _failure(exc: BaseException) -> JSONResponse:
+    """An error of the tree as ``{code, message, data}`` with the one status map of the application layer."""
+    status = status_of(exc)
+    if status >= 500 and status not in (503, 504):
+        logger.error("request failed error_type=%s error=%s", type(exc).__name__, exc)
+    wait = retry_after(exc)
+    body = error_body(status, describe(exc) if str(exc) else "timed out waiting for the pipeline")
+    body["data"] = getattr(exc, "data", None)
+    return JSONResponse(body, status_code=status, headers={"Retry-After": str(wait)} if wait else None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -110,23 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MemorySystemError)
     async def _domain(_: Request, exc: MemorySystemError) -> JSONResponse:
-        status = _status_of(exc)
-        message = str(exc)
-        field = getattr(exc, "field", None)
-        if field and field not in message:
-            message = f"{field}: {message}"
-        headers = (
-            {"Retry-After": str(max(1, round(exc.retry_after)))}
-            if isinstance(exc, StoreBackpressure)
-            else None
-        )
-        if status >= 500:
-            logger.error("request failed error_type=%s error=%s", type(exc).__name__, exc)
-        return _error(status, message, headers=headers)
+        return _failure(exc)
 
     @app.exception_handler(TimeoutError)
     async def _timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        return _error(504, f"timed out: {exc}" if str(exc) else "timed out waiting for the pipeline")
+        return _failure(exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
@@ -195,6 +167,7 @@ def create_app(
     left open. ``chat`` answers ``/product/chat/*`` (without it they answer 501); it can also be set
     later as ``app.state.chat``. Local-only mode is refused unless ``settings.server.host`` is loopback.
     """
+    from memos.console import router as console_router
     from memos.server.routes_product import router as product_router
     from memos.server.routes_scheduler import router as scheduler_router
     from memos.server.routes_v1 import router as v1_router
@@ -215,7 +188,7 @@ def create_app(
         app.state.service = MemoryService(rt)
         app.state.auth = KeyAuthenticator(app.state.service)
         app.state.loop = asyncio.get_running_loop()
-        metrics.start_token_watch(rt)
+        metrics.start_token_watch(app.state.service)
         logger.info("server started home=%s local_only=%s", settings.home, settings.server.local_only)
         try:
             yield
@@ -228,9 +201,12 @@ def create_app(
         title="memos",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
         description="MemOS-compatible memory API over an event-sourced log. Authenticate with "
         "'Authorization: Bearer mk_...' or 'X-API-Key'.",
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.chat = chat
@@ -238,6 +214,7 @@ def create_app(
     app.include_router(product_router)
     app.include_router(scheduler_router)
     app.include_router(v1_router)
+    app.include_router(console_router)  # the web console: /console pages, /v1/console data
     # outermost last: metrics see every request, auth runs before any body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     app.add_middleware(AuthMiddleware)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -15,11 +14,13 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from memos.application.ids import check_id
 from memos.application.service import MemoryService
 from schemas.errors import PermissionDenied, ValidationFailed
 
 __all__ = [
     "PUBLIC_PATHS",
+    "PUBLIC_PREFIXES",
     "AuthMiddleware",
     "Caller",
     "KeyAuthenticator",
@@ -108,38 +109,35 @@ class KeyAuthenticator:
         cached = self._cache.get(digest)
         now = time.monotonic()
         if cached is not None and now - cached.checked_at < self.ttl_s:
-            if self._still_active(cached.caller):
+            if await self._still_active(cached.caller):
                 return cached.caller
             self._cache.pop(digest, None)
             return None
         parts = api_key.split("_", 2)
         if len(parts) != 3 or parts[0] != "mk" or not parts[1] or not parts[2]:
             return None
-        user_id = await asyncio.to_thread(self.service.authenticate, api_key)
+        user_id = await self.service.authenticate(api_key)
         if user_id is None:
             return None
-        caller = Caller(user_id=user_id, key_id=parts[1], role=self._role(user_id))
+        caller = Caller(user_id=user_id, key_id=parts[1], role=await self._role(user_id))
         if len(self._cache) >= self.max_entries:
             self._cache.clear()
         self._cache[digest] = _Cached(caller, now)
         return caller
 
-    def _still_active(self, caller: Caller) -> bool:
-        assert caller.user_id is not None
-        return any(
-            k["key_id"] == caller.key_id and not k["revoked"]
-            for k in self.service.control.keys_of(caller.user_id)
-        )
+    async def _still_active(self, caller: Caller) -> bool:
+        assert caller.user_id is not None and caller.key_id is not None
+        return await self.service.key_active(caller.user_id, caller.key_id)
 
-    def _role(self, user_id: str) -> Literal["user", "admin"]:
-        for user in self.service.control.users():
-            if user["user_id"] == user_id:
-                return "admin" if user.get("role") == "admin" else "user"
-        return "user"
+    async def _role(self, user_id: str) -> Literal["user", "admin"]:
+        return "admin" if await self.service.is_admin(user_id) else "user"
 
 
-PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/console"})
 """Paths served without a key: liveness and the API's documentation (no data)."""
+PUBLIC_PREFIXES = ("/console/", "/docs/assets/")
+"""Path prefixes served without a key: the console's page shell and assets (no data; its data is under
+/v1/console and needs a key like every other route)."""
 
 
 async def resolve_caller(state: Any, headers: Mapping[str, str], client_host: str | None) -> Caller:
@@ -165,7 +163,8 @@ class AuthMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in PUBLIC_PATHS:
+        path = scope.get("path") or ""
+        if scope["type"] != "http" or path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
@@ -205,7 +204,7 @@ async def get_caller(request: Request) -> Caller:
 
 def acting_user(caller: Caller, user_id: str | None, *, field: str = "user_id") -> str:
     """The user a request acts as: the key's user (an admin may name another), or the named user locally."""
-    named = user_id.strip() if user_id else None
+    named = check_id(user_id, field) if user_id else None
     if caller.user_id is None:
         if not named:
             raise ValidationFailed(

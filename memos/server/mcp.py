@@ -16,13 +16,17 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from memos.application.errors import describe, status_of
+from memos.application.ids import MAX_ID_CHARS
+from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
+from memos.application.models import AddRequest, SearchRequest, build
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from memos.server.auth import KeyAuthenticator, is_loopback
 from schemas.errors import ConfigError, MemorySystemError
 from streams.settings import AppSettings
 
-__all__ = ["KeyGate", "build_mcp_server", "serve_mcp"]
+__all__ = ["KeyGate", "build_mcp_server", "serve_mcp", "tool_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +41,11 @@ def _header_key(headers: Mapping[str, str] | None) -> str | None:
         return lowered["x-api-key"].strip()
     scheme, _, token = lowered.get("authorization", "").strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def tool_error(exc: MemorySystemError) -> ToolError:
+    """A tool error that carries the status of the one error map, e.g. '404: cube ... not found'."""
+    return ToolError(f"{status_of(exc)}: {describe(exc)}")
 
 
 def build_mcp_server(
@@ -69,7 +78,7 @@ def build_mcp_server(
         content: Annotated[
             str | list[dict[str, Any]], Field(description="Text, or OpenAI-style chat messages.")
         ],
-        cube_id: Annotated[str, Field(min_length=1, max_length=256, description="Cube to write to.")],
+        cube_id: Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, description="Cube to write to.")],
         mode: Annotated[
             Literal["fast", "fine"], Field(description="fast: chunks; fine: extraction.")
         ] = "fast",
@@ -80,38 +89,27 @@ def build_mcp_server(
         user = await user_of(ctx)
         messages = [{"role": "user", "content": content}] if isinstance(content, str) else content
         try:
-            results = await service.add(
-                user,
-                [cube_id],
-                messages,
-                mode=mode,
-                session_id=session_id,
-                async_mode="sync",
-                auto_create=service.rt.settings.server.auto_create_cubes,
-            )
+            request = build(AddRequest, user_id=user, cube_ids=(cube_id,), messages=messages, mode=mode,
+                            session_id=session_id, async_mode="sync", origin="remote")
+            [entry] = await service.add_memories(request)
         except MemorySystemError as exc:
-            raise ToolError(str(exc)) from exc
-        entry = results[0]
-        return {
-            "cube_id": cube_id,
-            "task_id": entry["task_id"],
-            "status": entry["status"],
-            "error": entry.get("error"),
-            "memories": entry["memories"],
-        }
+            raise tool_error(exc) from exc
+        return {"cube_id": entry.cube_id, "task_id": entry.task_id, "status": entry.status, "error": entry.error,
+                "memories": entry.memories}
 
     @server.tool(name="search", description="Search memories of one or more cubes by meaning.")
     async def search(
         ctx: Context,
-        query: Annotated[str, Field(min_length=1, description="What to look for.")],
+        query: Annotated[str, Field(min_length=1, max_length=MAX_QUERY_CHARS, description="What to look for.")],
         cube_ids: Annotated[list[str], Field(min_length=1, description="Cubes to search.")],
-        top_k: Annotated[int, Field(ge=1, le=100, description="Memories to return.")] = 10,
+        top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K, description="Memories to return.")] = 10,
     ) -> dict[str, Any]:
         user = await user_of(ctx)
         try:
-            result: dict[str, Any] = await service.search(user, cube_ids, query, top_k=top_k)
+            request = build(SearchRequest, user_id=user, cube_ids=tuple(cube_ids), query=query, top_k=top_k)
+            result: dict[str, Any] = await service.search_memories(request)
         except MemorySystemError as exc:
-            raise ToolError(str(exc)) from exc
+            raise tool_error(exc) from exc
         return result
 
     @server.tool(
@@ -119,14 +117,16 @@ def build_mcp_server(
     )
     async def delete(
         ctx: Context,
-        cube_id: Annotated[str, Field(min_length=1, max_length=256, description="Cube the memories are in.")],
+        cube_id: Annotated[
+            str, Field(min_length=1, max_length=MAX_ID_CHARS, description="Cube the memories are in.")
+        ],
         memory_ids: Annotated[list[str], Field(min_length=1, description="Memory ids to delete.")],
     ) -> dict[str, Any]:
         user = await user_of(ctx)
         try:
             deleted = await service.delete(user, cube_id, memory_ids)
         except MemorySystemError as exc:
-            raise ToolError(str(exc)) from exc
+            raise tool_error(exc) from exc
         return {"cube_id": cube_id, "deleted_ids": deleted}
 
     return server
@@ -184,7 +184,7 @@ async def serve_mcp(
                 raise ConfigError("the MCP server's API key is invalid or revoked")
             default_user = caller.user_id
         elif user_id:
-            if not service.control.user_exists(user_id):
+            if not await service.user_exists(user_id):
                 raise ConfigError(f"user {user_id!r} does not exist (create it with `memos users create`)")
             default_user = user_id
         if transport == "stdio":

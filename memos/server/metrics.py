@@ -11,18 +11,15 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memos.runtime import Runtime
+from memos.application.operations import PROCESSOR_GROUPS
+from memos.application.service import MemoryService
 from schemas.errors import MemorySystemError
-from schemas.topics import ALL_TOPICS, MEMORIES
-from streams.feed import subscribe
 
 __all__ = ["CONTENT_TYPE", "PROCESSOR_GROUPS", "Metrics", "MetricsMiddleware"]
 
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROCESSOR_GROUPS = ("deriver", "refiner", "projector", "control", "scheduler", "kv-warmer")
-"""Consumer groups whose lag is reported (groups without commits are left out)."""
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
@@ -64,28 +61,23 @@ class Metrics:
 
     # --- scrape ---------------------------------------------------------------------------------------
 
-    async def render(self, runtime: Runtime) -> bytes:
+    async def render(self, service: MemoryService) -> bytes:
         """Refresh the gauges read from the log and the control store, then render the text format."""
         self.lag.clear()
-        for topic in ALL_TOPICS:
-            ends = await runtime.log.end_offsets(topic)
-            for group in PROCESSOR_GROUPS:
-                committed = await runtime.log.committed(group, topic)
-                if committed:
-                    lag = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
-                    self.lag.labels(group=group, topic=topic).set(lag)
+        for (group, topic), lag in (await service.processor_lag(PROCESSOR_GROUPS)).items():
+            self.lag.labels(group=group, topic=topic).set(lag)
         self.tasks.clear()
-        for status, count in runtime.control.task_counts().items():
+        for status, count in (await service.task_counts()).items():
             self.tasks.labels(status=status).set(count)
         return generate_latest(self.registry)
 
     # --- model tokens from memory events -------------------------------------------------------------
 
-    def start_token_watch(self, runtime: Runtime, *, poll_interval_s: float = 1.0) -> None:
+    def start_token_watch(self, service: MemoryService, *, poll_interval_s: float = 1.0) -> None:
         """Follow the memories topic from now on and count the model usage the events record."""
         if self._token_task is None:
             self._token_task = asyncio.create_task(
-                self._watch_tokens(runtime, poll_interval_s), name="metrics:tokens"
+                self._watch_tokens(service, poll_interval_s), name="metrics:tokens"
             )
 
     async def stop(self) -> None:
@@ -96,13 +88,11 @@ class Metrics:
             with suppress(asyncio.CancelledError):
                 await task
 
-    async def _watch_tokens(self, runtime: Runtime, poll_interval_s: float) -> None:
+    async def _watch_tokens(self, service: MemoryService, poll_interval_s: float) -> None:
         while True:
             try:
-                async for envelope, _ in subscribe(
-                    runtime.log, start="now", topic=MEMORIES, poll_interval_s=poll_interval_s
-                ):
-                    self.count_usage(getattr(envelope.event, "usage", None) or [])
+                async for event in service.memory_events(poll_interval_s=poll_interval_s):
+                    self.count_usage(getattr(event, "usage", None) or [])
             except MemorySystemError as exc:
                 logger.warning("token metrics watcher restarting error=%r", exc)
                 await asyncio.sleep(poll_interval_s)

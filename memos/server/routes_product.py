@@ -27,12 +27,9 @@ from memos.api.product_models import (
     MemoryResponse,
     SearchResponse,
 )
-from memos.application.service import MemoryService, memory_view
-from memos.runtime import Runtime
+from memos.application.models import AddRequest, DeleteRequest, MemoriesQuery, SearchRequest
+from memos.application.service import MemoryService
 from memos.server.auth import Caller, acting_user, get_caller
-from processors.filters import compile_filter, matches
-from schemas.errors import NotFound
-from schemas.memory import MemoryRecord
 
 __all__ = ["ChatFn", "CreateCubeRequest", "ShareCubeRequest", "router"]
 
@@ -40,12 +37,6 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/product", tags=["product"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
-
-PREF_TYPES = ("PreferenceMemory",)
-TOOL_TYPES = ("ToolSchemaMemory", "ToolTrajectoryMemory")
-SKILL_TYPES = ("SkillMemory",)
-TEXT_TYPES = ("WorkingMemory", "LongTermMemory", "UserMemory", "OuterMemory")
-
 
 class ChatFn(Protocol):
     """What answers ``/product/chat/*``: yields the answer's text chunks (joined for chat/complete).
@@ -87,11 +78,6 @@ def _service(request: Request) -> MemoryService:
     return service
 
 
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
-
-
 def _trace_id(request: Request) -> str | None:
     value = request.headers.get("x-trace-id") or request.headers.get("x-request-id")
     return value[:128] if value else None
@@ -106,62 +92,41 @@ def _unique(ids: Sequence[str]) -> list[str]:
 
 @router.post("/add", summary="Add memories", response_model=MemoryResponse)
 async def add_memories(body: APIADDRequest, request: Request, caller: CallerDep) -> MemoryResponse:
-    """Record messages for each writable cube; ``sync`` returns the memories, ``async`` the task ids."""
-    service = _service(request)
+    """Record messages for each writable cube (none named: the user's own cube, created for it like an
+    unknown cube the user names); ``sync`` returns the memories, ``async`` the task ids."""
     user = acting_user(caller, body.user_id)
-    cube_ids = _unique(body.writable_cube_ids or [user])
     messages = body.messages
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     info = dict(body.info or {})
     if body.is_feedback:
         info.setdefault("is_feedback", True)
-    results = await service.add(
-        user,
-        cube_ids,
-        list(messages or []),
-        session_id=body.session_id or "default_session",
-        mode=body.mode or "fine",
-        async_mode=body.async_mode,
-        info=info,
-        custom_tags=body.custom_tags or (),
-        task_id=body.task_id,
-        trace_id=_trace_id(request),
-        auto_create=request.app.state.settings.server.auto_create_cubes,
-    )
+    results = await _service(request).add_memories(AddRequest(
+        user_id=user, cube_ids=tuple(body.writable_cube_ids or ()), messages=list(messages or []),
+        session_id=body.session_id or "default_session", mode=body.mode or "fine", async_mode=body.async_mode,
+        info=info, custom_tags=tuple(body.custom_tags or ()), task_id=body.task_id, trace_id=_trace_id(request),
+        origin="remote",
+    ))
     if body.async_mode == "async":
-        data: list[Any] = [
-            {"cube_id": r["cube_id"], "task_id": r["task_id"], "status": r["status"]} for r in results
-        ]
+        data: list[Any] = [{"cube_id": r.cube_id, "task_id": r.task_id, "status": r.status} for r in results]
         return MemoryResponse(message="Memory add accepted; poll /product/scheduler/status", data=data)
-    data = [{**m, "task_id": r["task_id"]} for r in results for m in r["memories"]]
-    failed = [r for r in results if r["status"] == "failed" or r.get("error")]
+    data = [{**m, "task_id": r.task_id} for r in results for m in r.memories]
+    failed = [r for r in results if r.status == "failed" or r.error]
     if failed:
-        problems = "; ".join(
-            f"cube {r['cube_id']!r} (task {r['task_id']}): {r.get('error') or r['status']}" for r in failed
-        )
-        return MemoryResponse(
-            message=f"Memory recorded, but derivation reported errors: {problems}", data=data
-        )
+        problems = "; ".join(f"cube {r.cube_id!r} (task {r.task_id}): {r.error or r.status}" for r in failed)
+        return MemoryResponse(message=f"Memory recorded, but derivation reported errors: {problems}", data=data)
     return MemoryResponse(message="Memory added successfully", data=data)
 
 
 @router.post("/search", summary="Search memories", response_model=SearchResponse)
 async def search_memories(body: APISearchRequest, request: Request, caller: CallerDep) -> SearchResponse:
-    """Search the readable cubes (all must be readable by the user)."""
+    """Search the readable cubes (all must be readable by the user; none named: the user's own cube)."""
     user = acting_user(caller, body.user_id)
-    cube_ids = _unique(body.readable_cube_ids or [user])
-    params = body.model_dump(exclude={"query", "user_id", "readable_cube_ids", "mem_cube_id"})
-    params["mode"] = body.mode.value
-    result = await _service(request).search(user, cube_ids, body.query, **_search_params(params))
+    fields = body.model_dump()
+    fields["mode"] = body.mode.value
+    cubes = body.readable_cube_ids or ([body.mem_cube_id] if body.mem_cube_id else [])
+    result = await _service(request).search_memories(SearchRequest.from_memos(user, cubes, body.query, fields))
     return SearchResponse(message="Search completed successfully", data=result)
-
-
-def _search_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Keep the request fields the search query model knows (it rejects the others)."""
-    from processors.retrieval import SearchQuery
-
-    return {k: v for k, v in params.items() if k in SearchQuery.model_fields}
 
 
 # --- get and delete -----------------------------------------------------------------------------------------
@@ -170,47 +135,13 @@ def _search_params(params: dict[str, Any]) -> dict[str, Any]:
 @router.post("/get_memory", summary="Export the memories of a cube", response_model=GetMemoryResponse)
 async def get_memories(body: GetMemoryRequest, request: Request, caller: CallerDep) -> GetMemoryResponse:
     """Memories of one cube by kind (text, preference, tool, skill), optionally filtered and paged."""
-    service, rt = _service(request), _runtime(request)
     user = acting_user(caller, body.user_id)
-    cube = body.mem_cube_id
-    service.check_read(user, cube)
-    types = list(TEXT_TYPES)
-    types += list(PREF_TYPES) if body.include_preference else []
-    types += list(TOOL_TYPES) if body.include_tool_memory else []
-    types += list(SKILL_TYPES) if body.include_skill_memory else []
-    flt = compile_filter(body.filter) if body.filter else None
-    records = await rt.graph.list_memories(cube, memory_types=types)
-    if flt is not None:
-        records = [r for r in records if matches(flt, r)]
-    total = len(records)
-    if body.page is not None or body.page_size is not None:
-        size = body.page_size or 50
-        start = ((body.page or 1) - 1) * size
-        records = records[start : start + size]
-    buckets: dict[str, list[dict[str, Any]]] = {
-        "text_mem": [],
-        "pref_mem": [],
-        "tool_mem": [],
-        "skill_mem": [],
-    }
-    for record in records:
-        buckets[_bucket(record)].append(memory_view(record))
-    data: dict[str, Any] = {
-        name: [{"cube_id": cube, "memories": items, "total_nodes": len(items)}]
-        for name, items in buckets.items()
-    }
-    data["total"] = total
+    data = await _service(request).get_memories(MemoriesQuery(
+        user_id=user, cube_id=body.mem_cube_id, include_preference=body.include_preference,
+        include_tool_memory=body.include_tool_memory, include_skill_memory=body.include_skill_memory,
+        filter=body.filter, page=body.page, page_size=body.page_size,
+    ))
     return GetMemoryResponse(message="Memories retrieved successfully", data=data)
-
-
-def _bucket(record: MemoryRecord) -> str:
-    if record.memory_type in PREF_TYPES:
-        return "pref_mem"
-    if record.memory_type in TOOL_TYPES:
-        return "tool_mem"
-    if record.memory_type in SKILL_TYPES:
-        return "skill_mem"
-    return "text_mem"
 
 
 @router.get("/get_memory/{memory_id}", summary="Get one memory", response_model=GetMemoryResponse)
@@ -234,36 +165,11 @@ async def delete_memories(
     body: DeleteMemoryRequest, request: Request, caller: CallerDep
 ) -> DeleteMemoryResponse:
     """Retire memories by id, file id or filter, only inside ``writable_cube_ids``; unknown ids are 404."""
-    service, rt = _service(request), _runtime(request)
     user = acting_user(caller, body.user_id)
-    cubes = _unique(body.writable_cube_ids)
-    for cube in cubes:
-        await service.check_write(user, cube, auto_create=False)
-    plan: dict[str, list[str]] = {}
-    if body.memory_ids:
-        wanted = _unique(body.memory_ids)
-        seen: set[str] = set()
-        for cube in cubes:
-            found = [r.id for r in await rt.graph.get(wanted, cube_id=cube)]
-            plan[cube] = found
-            seen.update(found)
-        missing = [m for m in wanted if m not in seen]
-        if missing:
-            raise NotFound(f"memories {missing!r} not found in cubes {cubes!r}", field="memory_ids")
-    selectors: list[dict[str, Any]] = []
-    if body.file_ids:
-        selectors.append({"file_ids": {"in": list(body.file_ids)}})
-    if body.filter:
-        selectors.append(body.filter)
-    if selectors:
-        flt = compile_filter(selectors[0] if len(selectors) == 1 else {"and": selectors})
-        for cube in cubes:
-            current = await rt.graph.list_memories(cube)
-            plan[cube] = _unique(plan.get(cube, []) + [r.id for r in current if matches(flt, r)])
-    deleted: list[str] = []
-    for cube, ids in plan.items():
-        if ids:
-            deleted += await service.delete(user, cube, ids)
+    deleted = await _service(request).delete_memories(DeleteRequest(
+        user_id=user, cube_ids=tuple(body.writable_cube_ids), memory_ids=tuple(body.memory_ids or ()),
+        file_ids=tuple(body.file_ids or ()), filter=body.filter,
+    ))
     return DeleteMemoryResponse(
         message="Memories deleted successfully", data={"status": "success", "deleted_ids": deleted}
     )
@@ -312,12 +218,10 @@ async def _chat_ready(
     service = _service(request)
     user = acting_user(caller, body.user_id)
     for cube in _unique(body.readable_cube_ids or []):
-        service.check_read(user, cube)
+        await service.check_read(user, cube)
     if body.add_message_on_answer:
         for cube in _unique(body.writable_cube_ids or []):
-            await service.check_write(
-                user, cube, auto_create=request.app.state.settings.server.auto_create_cubes
-            )
+            await service.check_write(user, cube)
     if chat is None:
         raise HTTPException(
             501,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from memory_store.control import TaskInfo
 from memos.api.product_models import (
     AllStatusResponse,
     AllStatusResponseData,
@@ -19,8 +16,8 @@ from memos.api.product_models import (
     TaskSummary,
 )
 from memos.application.service import MemoryService
+from memos.application.tasks import TERMINAL, task_view
 from memos.server.auth import Caller, acting_user, get_caller
-from schemas.errors import NotFound, PermissionDenied
 
 __all__ = ["TERMINAL", "router"]
 
@@ -30,73 +27,17 @@ router = APIRouter(prefix="/product/scheduler", tags=["scheduler"])
 CallerDep = Annotated[Caller, Depends(get_caller)]
 UserQuery = Annotated[str | None, Query(max_length=256, description="User (defaults to the API key's user).")]
 
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
-"""Statuses after which a task never changes again."""
-_GRACE_S = 3.0
-"""How long a named task may be unknown (its status event not yet projected) before it is a 404."""
-
-
 def _service(request: Request) -> MemoryService:
     service: MemoryService = request.app.state.service
     return service
 
 
-def _user_tasks(service: MemoryService, user: str) -> list[TaskInfo]:
-    tasks: list[TaskInfo] = []
-    for cube in service.control.cubes_of(user):
-        tasks += service.control.tasks(cube_id=cube["cube_id"])
-    return tasks
-
-
-def _readable(service: MemoryService, user: str, task: TaskInfo) -> bool:
-    try:
-        service.check_read(user, task.cube_id)
-    except (NotFound, PermissionDenied):
-        return False
-    return True
-
-
-def _selected(
-    service: MemoryService, user: str, task_id: str | None, business_task_id: str | None
-) -> list[TaskInfo] | None:
-    """The tasks a request names (None: a named task is unknown), only those of readable cubes."""
-    if task_id:
-        task = service.control.task(task_id)
-        if task is None:
-            return None
-        if not _readable(service, user, task):
-            raise PermissionDenied(f"user {user!r} may not read task {task_id!r}", field="task_id")
-        return [task]
-    if business_task_id:
-        found = service.control.tasks(business_task_id=business_task_id)
-        readable = [t for t in found if _readable(service, user, t)]
-        if found and not readable:
-            raise PermissionDenied(
-                f"user {user!r} may not read task {business_task_id!r}", field="business_task_id"
-            )
-        return readable or None
-    return _user_tasks(service, user)
-
-
-def _summary(tasks: list[TaskInfo]) -> TaskSummary:
+def _summary(tasks: list[Any]) -> TaskSummary:
     counts: dict[str, int] = {}
     for task in tasks:
         counts[task.status] = counts.get(task.status, 0) + 1
     known = {k: v for k, v in counts.items() if k in TaskSummary.model_fields}
     return TaskSummary(**known, total=len(tasks))
-
-
-def _task_view(task: TaskInfo) -> dict[str, Any]:
-    return {
-        "task_id": task.task_id,
-        "status": task.status,
-        "label": task.label,
-        "cube_id": task.cube_id,
-        "business_task_id": task.business_task_id,
-        "error": task.error,
-        "result": task.result,
-        "updated_at": task.updated_at,
-    }
 
 
 @router.get("/status", summary="Status of the user's tasks (or of one task)", response_model=StatusResponse)
@@ -109,9 +50,7 @@ async def scheduler_status(
     """Task ids and statuses of the cubes the user can read; a named task that is unknown is 404."""
     service = _service(request)
     user = acting_user(caller, user_id)
-    tasks = _selected(service, user, task_id, None)
-    if tasks is None:
-        raise NotFound(f"task {task_id!r} not found", field="task_id")
+    tasks = await service.task_status(user, task_id) if task_id else await service.all_tasks(user)
     items = [StatusResponseItem(task_id=t.task_id, status=t.status) for t in tasks]  # type: ignore[arg-type]
     return StatusResponse(data=items)
 
@@ -122,10 +61,8 @@ async def scheduler_allstatus(
 ) -> AllStatusResponse:
     """Counts of the user's tasks (every task for an admin without user_id): scheduler tasks and all."""
     service = _service(request)
-    if caller.is_admin and not user_id:
-        tasks = service.control.tasks(limit=1_000_000)
-    else:
-        tasks = _user_tasks(service, acting_user(caller, user_id))
+    everyone = caller.is_admin and not user_id
+    tasks = await service.all_tasks(None if everyone else acting_user(caller, user_id))
     scheduled = [t for t in tasks if t.label != "add"]
     return AllStatusResponse(
         data=AllStatusResponseData(scheduler_summary=_summary(scheduled), all_tasks_summary=_summary(tasks))
@@ -151,28 +88,22 @@ async def scheduler_wait(
     Answers 200 either way: ``data.done`` says whether everything finished, ``data.timed_out`` whether
     the timeout ran out first. A named task that stays unknown for a few seconds is a 404.
     """
-    service = _service(request)
     user = acting_user(caller, user_id or user_name)
-    started = time.monotonic()
-    while True:
-        tasks = _selected(service, user, task_id, business_task_id)
-        waited = time.monotonic() - started
-        if tasks is None:
-            if waited >= min(_GRACE_S, timeout_seconds):
-                field = "task_id" if task_id else "business_task_id"
-                raise NotFound(f"{field} {task_id or business_task_id!r} not found", field=field)
-        else:
-            pending = [t for t in tasks if t.status not in TERMINAL]
-            if not pending or waited >= timeout_seconds:
-                timed_out = bool(pending)
-                return BaseResponse[dict[str, Any]](
-                    message="timeout" if timed_out else "completed",
-                    data={
-                        "done": not pending,
-                        "timed_out": timed_out,
-                        "waited_seconds": round(waited, 3),
-                        "tasks": [_task_view(t) for t in tasks[:1000]],
-                    },
-                )
-        limit = timeout_seconds if tasks is not None else min(_GRACE_S, timeout_seconds)
-        await asyncio.sleep(max(0.0, min(poll_interval, limit - waited)))
+    waited = await _service(request).wait_tasks(
+        user, task_id=task_id, business_task_id=business_task_id, timeout_s=timeout_seconds, poll_s=poll_interval
+    )
+    return BaseResponse[dict[str, Any]](
+        message="timeout" if waited.timed_out else "completed",
+        data={
+            "done": waited.done,
+            "timed_out": waited.timed_out,
+            "waited_seconds": waited.waited_seconds,
+            "tasks": [_view(t) for t in waited.tasks[:1000]],
+        },
+    )
+
+
+def _view(task: Any) -> dict[str, Any]:
+    view = task_view(task)
+    return {k: view[k] for k in ("task_id", "status", "label", "cube_id", "business_task_id", "error", "result",
+                                 "updated_at")}

@@ -11,13 +11,11 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from memos.api.product_models import BaseResponse
+from memos.application.feeds import Cursor, format_cursor, parse_cursor
 from memos.application.service import MemoryService
-from memos.runtime import Runtime
 from memos.server.auth import Caller, acting_user, get_caller
 from memos.server.metrics import CONTENT_TYPE, Metrics
-from schemas.errors import NotFound, PermissionDenied, ValidationFailed
-from streams.feed import Cursor, format_cursor, parse_cursor, subscribe
-from streams.replay import replay_cube
+from schemas.errors import PermissionDenied, ValidationFailed
 
 __all__ = ["feed_start", "router"]
 
@@ -31,11 +29,6 @@ UserQuery = Annotated[str | None, Query(max_length=256, description="User (defau
 def _service(request: Request) -> MemoryService:
     service: MemoryService = request.app.state.service
     return service
-
-
-def _runtime(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 @router.get("/healthz", tags=["ops"], summary="Liveness (no authentication)")
@@ -59,7 +52,7 @@ async def metrics(request: Request, caller: CallerDep) -> Response:
     if caller.user_id is not None and not caller.is_admin:
         raise PermissionDenied("metrics are for admin keys (`memos users create NAME --admin`)")
     registry: Metrics = request.app.state.metrics
-    return Response(await registry.render(_runtime(request)), media_type=CONTENT_TYPE)
+    return Response(await registry.render(_service(request)), media_type=CONTENT_TYPE)
 
 
 def feed_start(start: str, cursor_text: str | None) -> Literal["beginning", "now"] | int | Cursor:
@@ -109,40 +102,25 @@ async def feed(
     Reconnecting with ``Last-Event-ID`` resumes exactly after the last event delivered, for the same
     set of cubes. Embeddings are left out of the payloads.
     """
-    service, rt = _service(request), _runtime(request)
+    service = _service(request)
     user = acting_user(caller, user_id)
     begin = feed_start(start, last_event_id or cursor)
-    cube_ids: list[str] | None
-    if cube:
-        cube_ids = list(dict.fromkeys(cube))
-        for c in cube_ids:
-            service.check_read(user, c)
-    else:
-        cube_ids = [c["cube_id"] for c in service.control.cubes_of(user)]
-        if not cube_ids:
-            if not caller.is_admin:
-                raise NotFound(f"user {user!r} cannot read any cube", field="cube")
-            cube_ids = None
-    watch_access = not caller.is_admin
+    changes = await service.feed(user, cube, start=begin, follow=follow, everything=caller.is_admin)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         count = 0
-        async for envelope, after in subscribe(rt.log, cube_ids=cube_ids, start=begin, follow=follow):
-            event = envelope.event
-            if watch_access and not _may_read(service, user, event.key):
-                logger.info("feed closed: access withdrawn user=%s cube=%s", user, event.key)
-                return
+        async for envelope, after in changes:
             payload = {
                 "position": {
                     "topic": envelope.position.topic,
                     "partition": envelope.position.partition,
                     "offset": envelope.position.offset,
                 },
-                "event": event.model_dump(mode="json", exclude={"embedding"}),
+                "event": envelope.event.model_dump(mode="json", exclude={"embedding"}),
             }
             yield {
                 "id": format_cursor(after),
-                "event": event.event_type,
+                "event": envelope.event.event_type,
                 "data": json.dumps(payload, ensure_ascii=False),
             }
             count += 1
@@ -150,14 +128,6 @@ async def feed(
                 return
 
     return EventSourceResponse(events(), ping=15)
-
-
-def _may_read(service: MemoryService, user: str, cube_id: str) -> bool:
-    try:
-        service.check_read(user, cube_id)
-    except (NotFound, PermissionDenied):
-        return False
-    return True
 
 
 @router.post(
@@ -173,10 +143,8 @@ async def replay(
     user_id: UserQuery = None,
 ) -> BaseResponse[dict[str, Any]]:
     """Drop the cube from every projection and rebuild it from the memories topic (needs write access)."""
-    service = _service(request)
     user = acting_user(caller, user_id)
-    await service.check_write(user, cube_id, auto_create=False)
-    applied = await replay_cube(_runtime(request), cube_id)
+    applied = await _service(request).replay(cube_id, user_id=user)
     return BaseResponse[dict[str, Any]](
         message="Cube replayed", data={"cube_id": cube_id, "events_applied": applied}
     )

@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 
 from pydantic import ValidationError
 
+from memos.application.buckets import PREFERENCE_TYPES, TEXT_TYPES
 from memos.client import SyncClient
 from memos.memories.textual.item import TextualMemoryItem
 from schemas.errors import NotFound, StoreError
@@ -30,9 +31,6 @@ __all__ = ["PREFERENCE_TYPES", "TEXT_TYPES", "CubeTextMemory", "memory_draft"]
 
 logger = logging.getLogger(__name__)
 
-TEXT_TYPES = ("WorkingMemory", "LongTermMemory", "UserMemory", "OuterMemory")
-"""Memory types a cube's ``text_mem`` holds (tool, skill and preference memories are other views)."""
-PREFERENCE_TYPES = ("PreferenceMemory",)
 
 _MEMORY_TYPES = set(get_args(MemoryType))
 _NOT_METADATA = {

@@ -1,0 +1,87 @@
+"""The one map from the error tree to HTTP-like status codes, used by every front end (HTTP, MCP, router)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.errors import (
+    BrokerUnavailable,
+    FetchFailed,
+    MemorySystemError,
+    ModelUnavailable,
+    NotFound,
+    PayloadTooLarge,
+    PermissionDenied,
+    SchemaError,
+    StoreBackpressure,
+    StoreUnavailable,
+    ValidationFailed,
+)
+
+__all__ = ["AddTimedOut", "BacklogFull", "describe", "retry_after", "status_of"]
+
+logger = logging.getLogger(__name__)
+
+
+class BacklogFull(StoreBackpressure):
+    """The derivation backlog is full: a sync add is refused (HTTP 429) and may be retried later."""
+
+
+class AddTimedOut(MemorySystemError):
+    """A sync add was recorded on the log but not derived in time (HTTP 504).
+
+    The add will still complete: its conversation is on the log and its tasks (``task_ids``) can be
+    followed with the task-status use case.
+    """
+
+    def __init__(self, message: str, *, task_ids: list[str], will_complete: bool = True) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids
+        self.will_complete = will_complete
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What a front end reports beside the message."""
+        return {"task_ids": self.task_ids, "will_complete": self.will_complete}
+
+
+_STATUS: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, 404),
+    (PermissionDenied, 403),
+    (PayloadTooLarge, 413),
+    (ValidationFailed, 422),
+    (SchemaError, 422),
+    (FetchFailed, 422),
+    (BacklogFull, 429),
+    (AddTimedOut, 504),
+    (StoreBackpressure, 503),
+    (StoreUnavailable, 503),
+    (BrokerUnavailable, 503),
+    (ModelUnavailable, 503),
+    (TimeoutError, 504),
+)
+
+
+def status_of(exc: BaseException) -> int:
+    """HTTP-like status of an error: 4xx for what the caller got wrong, 429/503/504 for load, else 500."""
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def retry_after(exc: BaseException) -> int | None:
+    """Seconds a caller should wait before retrying (the Retry-After header), when the error says."""
+    if isinstance(exc, StoreBackpressure):
+        return max(1, round(exc.retry_after))
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """The message of an error, prefixed with the field it names when the message does not say it."""
+    message = str(exc) or type(exc).__name__
+    field = getattr(exc, "field", None)
+    if field and field not in message:
+        message = f"{field}: {message}"
+    return message

@@ -1,0 +1,68 @@
+"""The identifier grammar of user and cube ids, checked at the door by every use case."""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from typing import Final
+
+from schemas.errors import ValidationFailed
+
+__all__ = ["ID_GRAMMAR", "MAX_ID_CHARS", "check_id", "check_ids", "is_valid_id"]
+
+logger = logging.getLogger(__name__)
+
+MAX_ID_CHARS: Final = 128
+"""Longest user or cube id, in characters (after NFC normalisation)."""
+
+ID_GRAMMAR: Final = (
+    f"1-{MAX_ID_CHARS} characters of letters, digits and '.', '_', ':', '@', '-' (Unicode NFC; "
+    "no whitespace, control, format or bidirectional characters)"
+)
+"""The grammar in words, as errors and the README state it."""
+
+_PUNCTUATION: Final = frozenset("._:@-")
+
+
+def _allowed(char: str) -> bool:
+    if char in _PUNCTUATION or (char.isascii() and char.isalnum()):
+        return True
+    category = unicodedata.category(char)
+    return category.startswith("L") or category == "Nd"
+
+
+def is_valid_id(value: object) -> bool:
+    """Whether ``value`` is already a valid, NFC-normalised identifier."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID_CHARS
+        and unicodedata.is_normalized("NFC", value)
+        and all(_allowed(c) for c in value)
+    )
+
+
+def check_id(value: object, field: str) -> str:
+    """The NFC form of a user or cube id; ValidationFailed naming ``field`` when it breaks the grammar."""
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{field} must be a string, not {type(value).__name__}", field=field)
+    normalized = unicodedata.normalize("NFC", value)
+    if not normalized:
+        raise ValidationFailed(f"{field} must not be empty", field=field)
+    if len(normalized) > MAX_ID_CHARS:
+        raise ValidationFailed(
+            f"{field} is {len(normalized)} characters long; the limit is {MAX_ID_CHARS}", field=field
+        )
+    bad = next((c for c in normalized if not _allowed(c)), None)
+    if bad is not None:
+        raise ValidationFailed(
+            f"{field} {value!r} contains the character {bad!r} (U+{ord(bad):04X}); an id is {ID_GRAMMAR}",
+            field=field,
+        )
+    return normalized
+
+
+def check_ids(values: object, field: str) -> list[str]:
+    """Each id checked (``field.N`` names the bad one), duplicates dropped, order kept."""
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValidationFailed(f"{field} must be a list of ids", field=field)
+    return list(dict.fromkeys(check_id(v, f"{field}.{n}") for n, v in enumerate(values)))

@@ -1,0 +1,113 @@
+"""Bounds at the door: sizes, counts, query length, text well-formedness and the derivation backlog."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from schemas.errors import PayloadTooLarge, ValidationFailed
+
+__all__ = [
+    "MAX_ADD_RECORD_BYTES",
+    "MAX_MEMORY_IDS",
+    "MAX_MESSAGES",
+    "MAX_QUERY_CHARS",
+    "MAX_TASK_ID_CHARS",
+    "MAX_TOP_K",
+    "DoorLimits",
+    "check_add_size",
+    "check_count",
+    "check_query",
+    "check_strings",
+    "check_text",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_TOP_K: Final = 1000
+"""Largest ``top_k`` (and ``pref_top_k``, ``tool_mem_top_k``, ``skill_mem_top_k``, page sizes)."""
+MAX_QUERY_CHARS: Final = 8192
+"""Longest search or chat query, in characters."""
+MAX_MESSAGES: Final = 10_000
+"""Most messages in one add."""
+MAX_MEMORY_IDS: Final = 10_000
+"""Most memory ids in one get or delete."""
+MAX_TASK_ID_CHARS: Final = 256
+"""Longest caller task id."""
+MAX_ADD_RECORD_BYTES: Final = 1_048_576
+"""Largest add, per cube, as the encoded log record: the log's record limit (Kafka's default 1 MiB).
+
+HTTP bodies are refused earlier above ``server.max_body_bytes``; the in-process API, HTTP and MCP all
+refuse an add whose record is over this limit with PayloadTooLarge (HTTP 413) before anything is written."""
+
+
+@dataclass(frozen=True, slots=True)
+class DoorLimits:
+    """Limits of the application layer that a deployment may tune."""
+
+    max_add_record_bytes: int = MAX_ADD_RECORD_BYTES
+    max_backlog: int = 2000
+    """Conversation records waiting for derivation above which a sync add is refused (429)."""
+    backlog_retry_after_s: float = 5.0
+    """Retry-After of a refused sync add."""
+    sync_timeout_s: float = 300.0
+    """How long a sync add waits for its memories before answering that it will still complete."""
+
+
+def check_text(value: str, field: str) -> None:
+    """ValidationFailed naming ``field`` for NUL characters and lone UTF-16 surrogates."""
+    if "\x00" in value:
+        raise ValidationFailed(f"{field} contains a NUL character", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValidationFailed(
+            f"{field} contains a lone UTF-16 surrogate (U+{ord(value[exc.start]):04X}) at character {exc.start}",
+            field=field,
+        ) from None
+
+
+def check_strings(value: Any, field: str) -> None:
+    """``check_text`` on every string (keys too) of a JSON-like structure; the field names the path."""
+    if isinstance(value, str):
+        check_text(value, field)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                check_text(key, f"{field}.{key!r}" if key else field)
+            check_strings(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for n, item in enumerate(value):
+            check_strings(item, f"{field}.{n}")
+
+
+def check_query(query: object, field: str = "query") -> str:
+    """A non-empty, bounded, well-formed query."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValidationFailed(f"{field} must not be empty", field=field)
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValidationFailed(
+            f"{field} is {len(query)} characters long; the limit is {MAX_QUERY_CHARS}", field=field
+        )
+    check_text(query, field)
+    return query
+
+
+def check_count(value: int | None, field: str, *, low: int = 0, high: int = MAX_TOP_K) -> None:
+    """ValidationFailed naming ``field`` when an integer parameter is outside [low, high]."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValidationFailed(f"{field} must be an integer from {low} to {high}, not {value!r}", field=field)
+
+
+def check_add_size(size: int, limit: int, cube_id: str) -> None:
+    """PayloadTooLarge naming the limit when one cube's add record is over it."""
+    if size > limit:
+        raise PayloadTooLarge(
+            f"the add for cube {cube_id!r} is {size} bytes once recorded; the limit is {limit} bytes "
+            "per add (split the messages over several adds)",
+            field="messages",
+        )

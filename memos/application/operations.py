@@ -1,0 +1,43 @@
+"""Operator use cases: processor lag per topic, derivation backlog, and the raw memory-event stream."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from memos.application.ports import Platform
+from schemas.topics import ALL_TOPICS, MEMORIES
+
+__all__ = ["OperationsUseCases", "PROCESSOR_GROUPS"]
+
+logger = logging.getLogger(__name__)
+
+PROCESSOR_GROUPS = ("deriver", "refiner", "projector", "control", "scheduler", "kv-warmer")
+"""Consumer groups of the stages."""
+
+
+class OperationsUseCases:
+    """Read-only views for operators (metrics, status); mixed into the memory service."""
+
+    rt: Platform
+
+    async def processor_lag(self, groups: Sequence[str] = PROCESSOR_GROUPS) -> dict[tuple[str, str], int]:
+        """Records each group has not committed yet, per (group, topic) it consumes."""
+        log: Any = self.rt.log
+        lag: dict[tuple[str, str], int] = {}
+        for topic in ALL_TOPICS:
+            ends = await log.end_offsets(topic)
+            for group in groups:
+                committed = await log.committed(group, topic)
+                if committed:
+                    lag[(group, topic)] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+        return lag
+
+    async def memory_events(self, *, poll_interval_s: float = 1.0) -> AsyncIterator[Any]:
+        """Every memory event from now on, for operators (metrics count model usage from them)."""
+        from streams.feed import subscribe
+
+        async for envelope, _ in subscribe(self.rt.log, start="now", topic=MEMORIES,
+                                           poll_interval_s=poll_interval_s):
+            yield envelope.event
