@@ -12,7 +12,16 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from schemas.envelope import Position
-from schemas.events import Event
+from schemas.events import (
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    CubeCreated,
+    CubeForgotten,
+    CubeShared,
+    Event,
+    UserCreated,
+    UserForgotten,
+)
 from schemas.topics import REGISTRY, TASKS
 
 __all__ = [
@@ -26,8 +35,11 @@ __all__ = [
     "ShareInfo",
     "TaskInfo",
     "UserInfo",
+    "cube_key",
     "hash_api_key",
     "projection_of",
+    "registry_key_of",
+    "user_key",
     "verify_api_key",
 ]
 
@@ -42,6 +54,27 @@ CONTROL_TOPICS = (REGISTRY, TASKS)
 def projection_of(topic: str) -> Literal["access", "tasks"]:
     """Checkpoint name of a control topic: registry records feed 'access', task records 'tasks'."""
     return "tasks" if topic == TASKS else "access"
+
+
+def user_key(user_id: str) -> str:
+    """Log key of a user's registry records (users and their API keys): ``user:<id>``."""
+    return f"user:{user_id}"
+
+
+def cube_key(cube_id: str) -> str:
+    """Log key of a cube's registry records (the cube and its shares): ``cube:<id>``."""
+    return f"cube:{cube_id}"
+
+
+def registry_key_of(event: Event) -> str | None:
+    """The log key a registry event must have (keyed by kind, so forgetting cube ``bob`` never touches
+    user ``bob``'s records); None for events of other topics."""
+    match event:
+        case UserCreated() | UserForgotten() | ApiKeyIssued() | ApiKeyRevoked():
+            return user_key(event.user_id)
+        case CubeCreated() | CubeShared() | CubeForgotten():
+            return cube_key(event.cube_id)
+    return None
 
 
 def hash_api_key(secret: str, *, salt: bytes) -> str:

@@ -2,6 +2,10 @@
 
     python -m tests.integration._log_worker produce LOG_DB ROUND
     python -m tests.integration._log_worker consume LOG_DB APPLY_DB GROUP
+    python -m tests.integration._log_worker poison LOG_DB GROUP
+
+``poison`` hosts a real Runner whose stage completes every ``TaskSubmitted`` of the tasks topic and
+SIGKILLs its own process on the one whose content is ``poison``.
 
 Each line goes out with one unbuffered write: ``ready``, ``ack <partition> <offset> <seq>`` (after the
 append was acknowledged), ``skipped <n>``. The tests run ``run()`` in forkserver children (started in
@@ -87,6 +91,42 @@ def _apply(conn: sqlite3.Connection, topic: str, partition: int, offset: int, se
     return True
 
 
+POISON = "poison"
+
+
+async def poison(db: Path, group: str) -> None:
+    """A runner over the tasks topic whose stage kills the process on the poison task (see the module doc)."""
+    import signal
+    from collections.abc import Sequence
+
+    from schemas.envelope import Envelope
+    from schemas.events import AnyEvent, Event, TaskStatusChanged, TaskSubmitted, derive_id
+    from schemas.topics import TASKS
+    from streams.pipeline.runner import Runner, Stage
+
+    class KillOnPoison(Stage):
+        name = group
+        topics = (TASKS,)
+
+        async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+            out: list[Event] = []
+            for envelope in batch:
+                event = envelope.event
+                if not isinstance(event, TaskSubmitted):
+                    continue
+                if event.content == POISON:
+                    os.kill(os.getpid(), signal.SIGKILL)
+                out.append(TaskStatusChanged(
+                    event_id=derive_id(event.event_id, "done"), occurred_at=event.occurred_at, key=event.key,
+                    producer=group, task_id=event.task_id, cube_id=event.cube_id, status="completed",
+                    label=event.label))
+            return out
+
+    async with LocalEventLog(db, partitions=2, heartbeat_interval_s=0.2) as log:
+        say("ready")
+        await Runner(log, KillOnPoison(), max_batch=8, max_attempts=3).run()
+
+
 async def consume(db: Path, store: Path, group: str) -> None:
     """Apply records idempotently, committing the group offset only every few batches (a wide crash window)."""
     conn = _open_store(store)
@@ -117,6 +157,8 @@ def run(out: str, argv: list[str]) -> None:
     mode = argv[0]
     if mode == "produce":
         asyncio.run(produce(Path(argv[1]), int(argv[2])))
+    elif mode == "poison":
+        asyncio.run(poison(Path(argv[1]), argv[2]))
     elif mode == "consume":
         asyncio.run(consume(Path(argv[1]), Path(argv[2]), argv[3]))
     else:

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from memory_store.control import hash_api_key
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
+from schemas.events import (
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    ConversationRecorded,
+    CubeCreated,
+    CubeForgotten,
+    CubeShared,
+    Event,
+    TaskStatusChanged,
+    TaskSubmitted,
+    UserCreated,
+)
 from schemas.topics import CONVERSATIONS, DLQ, MEMORIES
 from streams.log.base import OutgoingRecord
 from streams.settings import AppSettings
+from tests.contract.control_contract import snapshot
 
 CONVERSATION = [
     {"role": "user", "content": "I adopted a border collie named Pixel last spring.", "chat_time": "2025-05-02"},
@@ -98,3 +114,48 @@ async def test_shutdown_commits_what_was_processed(tmp_path: Path) -> None:
         ends = await rt.log.end_offsets(CONVERSATIONS)
         committed = await rt.log.committed("deriver", CONVERSATIONS)
         assert {p: o for p, o in ends.items() if o} == {p: committed.get(p) for p, o in ends.items() if o}
+
+
+def _ev(cls: type[Event], key: str, **fields: Any) -> Event:
+    return cls(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key=key, producer="test", **fields)
+
+
+async def test_the_control_projection_rebuilds_from_the_log_alone(tmp_path: Path) -> None:
+    """Delete the control projection, replay the registry and tasks topics: the same users, key hashes,
+    cubes, shares and task states (the control stage is its only writer)."""
+    secret_hash = hash_api_key("s3cret", salt=b"0123456789abcdef")
+    async with Runtime(_settings(tmp_path)) as rt:
+        positions = await rt.publish([
+            _ev(UserCreated, "ann", user_id="ann", user_name="Ann"),
+            _ev(UserCreated, "bob", user_id="bob"),
+            _ev(ApiKeyIssued, "ann", key_id="k1", user_id="ann", key_hash=secret_hash, name="laptop"),
+            _ev(ApiKeyIssued, "bob", key_id="k2", user_id="bob", key_hash=secret_hash),
+            _ev(ApiKeyRevoked, "bob", key_id="k2", user_id="bob"),
+            _ev(CubeCreated, "ann_cube", cube_id="ann_cube", owner_id="ann"),
+            _ev(CubeCreated, "bob", cube_id="bob", owner_id="ann"),  # a cube named like a user
+            _ev(CubeShared, "ann_cube", cube_id="ann_cube", user_id="bob", access="write"),
+            _ev(TaskSubmitted, "ann_cube", task_id="t-q", user_id="ann", cube_id="ann_cube", label="query",
+                content="where?"),
+            _ev(ConversationRecorded, "ann_cube", user_id="ann", cube_id="ann_cube", messages=CONVERSATION,
+                mode="fast", task_id="t-add"),
+            _ev(TaskStatusChanged, "ann_cube", task_id="t-add", cube_id="ann_cube", status="waiting",
+                label="add"),
+        ])
+        await rt.settle(positions)
+        # forgetting the cube "bob" leaves user bob's registry records on the log
+        await rt.publish([_ev(CubeForgotten, "bob", cube_id="bob")])
+        await rt.forget_records("bob")
+        await rt.settle([])
+        before = await snapshot(rt.control)
+        assert [u.user_id for u in before["users"]] == ["ann", "bob"]
+        assert [c.cube_id for c in before["cubes"]] == ["ann_cube"]
+        assert {t.task_id: t.status for t in before["tasks"]} == {"t-q": "failed", "t-add": "completed"}
+        assert await rt.rebuild_control() > 0
+        assert await snapshot(rt.control) == before
+    (tmp_path / "control.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"control.db{suffix}").unlink(missing_ok=True)
+    async with Runtime(_settings(tmp_path)) as rt:  # a deleted projection is rebuilt from the log on start
+        assert await snapshot(rt.control) == before
+        assert await rt.control.key_user("k1", "s3cret") == "ann"
+        assert await rt.control.key_user("k2", "s3cret") is None
