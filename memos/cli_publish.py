@@ -15,6 +15,10 @@ logger = logging.getLogger(__name__)
 
 MAX_PROBLEMS = 50
 """Problems reported before the rest are summarised in one line."""
+RECORD_OVERHEAD_BYTES = 1024
+"""Room for what the log record adds to a line's content (event and task ids, times, mode, schema header:
+about 130 bytes measured); a line whose compact JSON plus this is over the add limit is refused up front,
+so no add of the file can be refused after others were published."""
 
 
 class PublishFileInvalid(Exception):
@@ -52,9 +56,10 @@ def _line_problems(number: int, raw: bytes, limit: int) -> tuple[PublishLine | N
     from schemas.errors import ValidationFailed
 
     where = f"line {number}"
-    if len(raw) > limit:
-        return None, [f"{where}: {len(raw):,} bytes, over the add limit of {limit:,} bytes per conversation "
-                      "(split its messages over several lines)"]
+    too_big = (f"{where}: {{size:,}} bytes, over the add limit of {limit:,} bytes per conversation once "
+               "recorded (split its messages over several lines)")
+    if len(raw) > 8 * limit:  # not worth parsing: even without whitespace it cannot fit
+        return None, [too_big.format(size=len(raw))]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -74,6 +79,9 @@ def _line_problems(number: int, raw: bytes, limit: int) -> tuple[PublishLine | N
             field = ".".join(str(p) for p in error["loc"]) or "line"
             problems.append(f"{where}: field {field!r}: {error['msg']}")
         return None, problems
+    size = len(json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    if size + RECORD_OVERHEAD_BYTES > limit:
+        return None, [too_big.format(size=size + RECORD_OVERHEAD_BYTES)]
     problems = []
     for field in ("user_id", "cube_id"):
         try:
