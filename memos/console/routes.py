@@ -1,0 +1,228 @@
+"""The web console's routes: a public page shell and assets at /console, key-checked fragments at /v1/console.
+
+The shell holds no data: the browser keeps the API key (sessionStorage, or localStorage when asked)
+and fetches every fragment with ``Authorization: Bearer``, so the key never appears in a URL and the
+fragments pass the same authentication middleware and the same application-layer checks as the API.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from importlib import resources
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from memos.application.inspect import CONTEXT_WORDS, Inspector
+from memos.application.service import MemoryService
+from memos.server.auth import Caller, acting_user, get_caller
+from schemas.errors import NotFound
+from schemas.events import MemoryType
+
+__all__ = ["CONSOLE_PREFIX", "router"]
+
+logger = logging.getLogger(__name__)
+
+CONSOLE_PREFIX = "/console"
+"""Pages (public shell) and static assets live under this path; their data under ``/v1/console``."""
+
+router = APIRouter(include_in_schema=False)
+CallerDep = Annotated[Caller, Depends(get_caller)]
+CubeId = Annotated[str, Path(min_length=1, max_length=256)]
+MemoryId = Annotated[str, Path(min_length=1, max_length=256)]
+
+_ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
+_STATIC = resources.files("memos.console") / "static"
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return str(value or "")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "" if value is None else f"{float(value):.{digits}f}"
+
+
+_env = Environment(loader=PackageLoader("memos.console", "templates"), autoescape=select_autoescape(["html"]),
+                   trim_blocks=True, lstrip_blocks=True)
+_env.filters["when"] = _when
+_env.filters["num"] = _num
+_env.filters["seg"] = lambda value: quote(str(value), safe="")
+
+
+def _render(name: str, **context: Any) -> HTMLResponse:
+    return HTMLResponse(_env.get_template(name).render(**context),
+                        headers={"Cache-Control": "no-store"})
+
+
+def _inspector(request: Request) -> Inspector:
+    """The app's Inspector, made on first use over the app's MemoryService."""
+    service: MemoryService = request.app.state.service
+    inspector: Inspector | None = getattr(request.app.state, "console_inspector", None)
+    if inspector is None or inspector.service is not service:
+        inspector = Inspector(service)
+        request.app.state.console_inspector = inspector
+    return inspector
+
+
+# --- public: the shell and its assets (no data) -------------------------------------------------------
+
+
+@router.get(CONSOLE_PREFIX + "/static/{name}")
+async def asset(name: str) -> Response:
+    """A vendored asset of the console (served by the package; no CDN)."""
+    if name not in _ASSETS:
+        raise NotFound(f"no console asset {name!r}", field="name")
+    return Response((_STATIC / name).read_bytes(), media_type=_ASSETS[name],
+                    headers={"Cache-Control": "no-cache"})
+
+
+@router.get(CONSOLE_PREFIX)
+@router.get(CONSOLE_PREFIX + "/{page:path}")
+async def shell(page: str = "") -> HTMLResponse:
+    """The page shell of every console URL; its script fetches the page's fragment with the key."""
+    return _render("shell.html")
+
+
+# --- key-checked fragments and actions --------------------------------------------------------------
+
+
+@router.get("/v1/console/whoami")
+async def whoami(caller: CallerDep) -> dict[str, Any]:
+    """Who the key belongs to."""
+    return {"user_id": acting_user(caller, None), "role": caller.role}
+
+
+@router.get("/v1/console/cubes", response_class=HTMLResponse)
+async def cubes(request: Request, caller: CallerDep) -> HTMLResponse:
+    """Cubes the caller may read."""
+    user = acting_user(caller, None)
+    return _render("cubes.html", user=user, cubes=await _inspector(request).cubes(user))
+
+
+@router.get("/v1/console/cubes/{cube_id}/memories", response_class=HTMLResponse)
+async def memories(
+    request: Request, caller: CallerDep, cube_id: CubeId,
+    page: Annotated[int, Query(ge=1)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    memory_type: Annotated[str, Query(alias="type", max_length=64)] = "",
+    status: Literal["activated", "retired", "all"] = "activated",
+    q: Annotated[str, Query(max_length=500)] = "",
+    extractor: Annotated[str, Query(max_length=128)] = "",
+) -> HTMLResponse:
+    """A page of a cube's memories."""
+    user = acting_user(caller, None)
+    result = await _inspector(request).memories(user, cube_id, page=page, page_size=page_size,
+                                                memory_type=memory_type or None, status=status, text=q,
+                                                extractor=extractor)
+    filters = {"type": memory_type, "status": status, "q": q, "extractor": extractor}
+    return _render("memories.html", cube_id=cube_id, result=result, filters=filters,
+                   types=_MEMORY_TYPES, access=await _inspector(request).access(user, cube_id))
+
+
+@router.get("/v1/console/cubes/{cube_id}/memories/{memory_id}", response_class=HTMLResponse)
+async def memory(request: Request, caller: CallerDep, cube_id: CubeId, memory_id: MemoryId) -> HTMLResponse:
+    """One memory and its lineage."""
+    user = acting_user(caller, None)
+    lineage = await _inspector(request).lineage(user, cube_id, memory_id)
+    return _render("memory.html", cube_id=cube_id, lineage=lineage, access=await _inspector(request).access(user, cube_id))
+
+
+@router.get("/v1/console/cubes/{cube_id}/graph", response_class=HTMLResponse)
+async def graph(request: Request, caller: CallerDep, cube_id: CubeId,
+                limit: Annotated[int, Query(ge=1, le=2000)] = 300) -> HTMLResponse:
+    """The cube's graph, drawn by the page script from the embedded JSON."""
+    user = acting_user(caller, None)
+    data = await _inspector(request).graph(user, cube_id, limit=limit)
+    payload = {"nodes": data.nodes, "edges": data.edges}
+    return _render("graph.html", cube_id=cube_id, graph=data, payload=payload)
+
+
+@router.get("/v1/console/search", response_class=HTMLResponse)
+async def search(request: Request, caller: CallerDep,
+                 q: Annotated[str, Query(max_length=2000)] = "",
+                 cube: Annotated[list[str] | None, Query()] = None,
+                 top_k: Annotated[int, Query(ge=1, le=50)] = 10) -> HTMLResponse:
+    """The search playground: results with relativity and score parts, and the model context."""
+    user = acting_user(caller, None)
+    inspector = _inspector(request)
+    readable = [c.cube_id for c in await inspector.readable(user)]
+    chosen = list(dict.fromkeys(cube or readable))
+    result = await inspector.playground(user, chosen, q, top_k=top_k) if q.strip() and chosen else None
+    return _render("search.html", q=q, readable=readable, chosen=chosen, top_k=top_k, result=result,
+                   budget=CONTEXT_WORDS)
+
+
+@router.get("/v1/console/feed", response_class=HTMLResponse)
+async def feed(request: Request, caller: CallerDep) -> HTMLResponse:
+    """The live feed page; the script follows /v1/feed from the cursor (kept across reloads)."""
+    user = acting_user(caller, None)
+    inspector = _inspector(request)
+    cubes = [c.cube_id for c in await inspector.readable(user)]
+    return _render("feed.html", cubes=cubes, cursor=await inspector.feed_cursor(user) if cubes else "")
+
+
+@router.get("/v1/console/tasks", response_class=HTMLResponse)
+async def tasks(request: Request, caller: CallerDep,
+                cube: Annotated[str, Query(max_length=256)] = "") -> HTMLResponse:
+    """Tasks of the readable cubes and their status."""
+    user = acting_user(caller, None)
+    rows = await _inspector(request).tasks(user, cube_id=cube or None)
+    return _render("tasks.html", tasks=rows, cube=cube)
+
+
+@router.get("/v1/console/usage", response_class=HTMLResponse)
+async def usage(request: Request, caller: CallerDep) -> HTMLResponse:
+    """Model calls and tokens per model and per cube, from the log."""
+    user = acting_user(caller, None)
+    rows = await _inspector(request).usage(user)
+    per_model: dict[tuple[str, str], dict[str, int]] = {}
+    for r in rows:
+        total = per_model.setdefault((r.model_id, r.kind), {"calls": 0, "prompt": 0, "completion": 0})
+        total["calls"] += r.calls
+        total["prompt"] += r.prompt_tokens
+        total["completion"] += r.completion_tokens
+    return _render("usage.html", rows=rows, per_model=per_model)
+
+
+@router.post("/v1/console/cubes/{cube_id}/memories/{memory_id}/delete")
+async def delete(request: Request, caller: CallerDep, cube_id: CubeId, memory_id: MemoryId) -> dict[str, Any]:
+    """Retire one memory."""
+    user = acting_user(caller, None)
+    retired = await _inspector(request).delete(user, cube_id, memory_id)
+    return {"retired": retired}
+
+
+@router.post("/v1/console/cubes/{cube_id}/replay")
+async def replay(request: Request, caller: CallerDep, cube_id: CubeId) -> JSONResponse:
+    """Start a replay of the cube; poll /v1/console/jobs/{job_id} for progress."""
+    user = acting_user(caller, None)
+    job = await _inspector(request).start_replay(user, cube_id)
+    return JSONResponse({"job_id": job.job_id, "status": job.status}, status_code=202)
+
+
+@router.get("/v1/console/jobs/{job_id}")
+async def job(request: Request, caller: CallerDep, job_id: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
+    """Progress of a job the caller started."""
+    user = acting_user(caller, None)
+    j = _inspector(request).job(user, job_id)
+    return {"job_id": j.job_id, "kind": j.kind, "cube_id": j.cube_id, "status": j.status, "done": j.done,
+            "total": j.total, "result": j.result, "error": j.error}
+
+
+@router.post("/v1/console/cubes/{cube_id}/forget")
+async def forget(request: Request, caller: CallerDep, cube_id: CubeId) -> dict[str, Any]:
+    """Forget a cube: every trace, from every projection and the log (owner only)."""
+    user = acting_user(caller, None)
+    await _inspector(request).forget(user, cube_id)
+    return {"forgotten": cube_id}
+
+
+_MEMORY_TYPES: tuple[str, ...] = get_args(MemoryType)
+
