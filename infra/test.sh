@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export MEMOS_REQUIRE_ENGINES="${MEMOS_REQUIRE_ENGINES:-kafka,falkordb,bolt}"
+export MEMOS_REQUIRE_ENGINES="${MEMOS_REQUIRE_ENGINES:-kafka,falkordb,bolt,browser}"
 PY="${PYTHON:-.venv/bin/python}"
 bash infra/up.sh
 trap 'bash infra/down.sh' EXIT
