@@ -36,9 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.retrieval_loo import (
+    Candidates,
+    EmbeddingCache,
+    LooResult,
+    collect,
+    leave_one_out,
+    mean,
+    ranked,
+    settings_grid,
+)
 from memos.api.product_models import APIADDRequest, APISearchRequest
 from memos.api.routers.server_router import add_memories, search_memories
 from memos.client import default_client, reset_default_client
@@ -59,6 +70,8 @@ logger = logging.getLogger(__name__)
 
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
 _SESSION = re.compile(r"session_(\d+)")
+DEFAULT_GRID = "rrf_k=5,10,20;weight_dense=0.8,1.2,1.6;weight_graph=0.5,1.0"
+"""Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +253,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     runs = [_Run(label, rel) for label, rel in _parse_relativities(args.relativity)]
     details = open(args.details, "w", encoding="utf-8") if args.details else None  # noqa: SIM115
     user_id, ingest_s, n_turns, n_memories, skipped = "locomo", 0.0, 0, 0, 0
+    runtime = default_client().runtime
+    cands: list[Candidates] = []
+    contents_of: dict[str, dict[str, str]] = {}
     try:
         for number, sample in enumerate(samples):
             conversation = sample["conversation"]
@@ -250,12 +266,26 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
             ingest_s += time.perf_counter() - started
             n_turns += len(turns)
+            contents_of[cube_id] = contents
             for qa in sample["qa"][: args.limit_questions or None]:
                 evidence = evidence_of(qa, contents)
                 if not evidence:
                     skipped += 1
                     continue
                 category = int(qa["category"])
+                if args.loo:
+                    cands.append(
+                        default_client().call(
+                            collect(
+                                runtime,
+                                cube_id,
+                                qa["question"],
+                                category=category,
+                                evidence=evidence,
+                                k=args.loo_k,
+                            )
+                        )
+                    )
                 record: dict[str, Any] = {
                     "cube": cube_id,
                     "category": category,
@@ -292,7 +322,74 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         if details is not None:
             details.close()
     _print(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped, args=args)
-    return _figures(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
+    figures = _figures(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
+    if cands:
+        figures.update(_loo(cands, contents_of, runtime, args))
+    return figures
+
+
+def _parse_grid(text: str) -> dict[str, list[Any]]:
+    """``name=v1,v2;name2=v3`` -> {name: [values]} (numbers parsed as floats, ints kept whole)."""
+    grid: dict[str, list[Any]] = {}
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        name, _, values = part.partition("=")
+        grid[name.strip()] = [json.loads(v) for v in values.split(",") if v.strip()]
+    return grid
+
+
+def _loo(
+    cands: Sequence[Candidates],
+    contents_of: Mapping[str, Mapping[str, str]],
+    runtime: Any,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Score every setting of the grid on the read candidates; print LOO, in-sample and base figures."""
+    base = runtime.search_service.settings
+    settings = settings_grid(base, _parse_grid(args.grid))
+    scores = np.zeros((len(settings), len(cands)))
+    started = time.perf_counter()
+    for s, setting in enumerate(settings):
+        for q, cand in enumerate(cands):
+            memories = ranked(cand, setting, top_k=args.top_k, query_model=runtime.embedder.model_id)
+            cov = budget_coverage(memories, contents_of[cand.cube], budget_words=args.budget_words)
+            scores[s, q] = len(cov.covered & set(cand.evidence)) / len(cand.evidence)
+    elapsed = time.perf_counter() - started
+    result = leave_one_out(scores, [c.cube for c in cands], [c.category for c in cands], settings)
+    _print_loo(result, len(settings), elapsed)
+    out: dict[str, Any] = {
+        "loo_recall": round(mean(result.loo), 4),
+        "in_sample_recall": round(mean(result.in_sample), 4),
+        "base_recall": round(mean(result.base), 4),
+    }
+    for category, name in CATEGORIES.items():
+        out[f"loo_{name}"] = round(mean(result.loo, category), 4)
+        out[f"in_sample_{name}"] = round(mean(result.in_sample, category), 4)
+    out["settings_scored"] = len(settings)
+    return out
+
+
+def _print_loo(result: LooResult, n_settings: int, elapsed: float) -> None:
+    table = Table(title=f"Leave-one-conversation-out over {n_settings} settings ({elapsed:.0f} s to score)")
+    table.add_column("category")
+    table.add_column("questions", justify="right")
+    for name in ("leave-one-out", "in-sample best", "base (defaults)"):
+        table.add_column(name, justify="right")
+    for category, name in CATEGORIES.items():
+        table.add_row(
+            f"{category} {name}",
+            str(len(result.base.get(category, []))),
+            *(f"{mean(v, category):.3f}" for v in (result.loo, result.in_sample, result.base)),
+        )
+    table.add_row(
+        "all",
+        str(sum(len(v) for v in result.base.values())),
+        *(f"{mean(v):.3f}" for v in (result.loo, result.in_sample, result.base)),
+    )
+    console = Console(width=120)
+    console.print(table)
+    console.print(f"in-sample best differs from the defaults in: {result.best or 'nothing'}")
+    for cube, diff in result.chosen.items():
+        console.print(f"  held out {cube}: chose {diff or 'the defaults'}")
 
 
 def _print(
@@ -387,13 +484,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
     parser.add_argument("--home", default="", help="data directory (default: a fresh temp dir)")
+    parser.add_argument(
+        "--no-loo", dest="loo", action="store_false", help="skip the leave-one-conversation-out tuning"
+    )
+    parser.add_argument("--loo-k", type=int, default=150, help="candidates read per retriever for tuning")
+    parser.add_argument("--grid", default=DEFAULT_GRID, help="settings tried: 'name=v1,v2;name2=v3'")
+    parser.add_argument(
+        "--no-cache", dest="cache", action="store_false", help="do not cache embeddings under /tmp"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
         os.environ["MEMOS_HOME"] = args.home or tmp
         reset_default_client()
         try:
-            default_client()
+            client = default_client()
+            if args.cache:
+                EmbeddingCache(client.runtime.embedder).install()
             figures = evaluate(args)
         finally:
             reset_default_client()

@@ -17,6 +17,7 @@ from datetime import datetime
 from processors.chunking import Window, chunk_text, count_tokens, plan_windows, truncate_tokens
 from processors.documents import parse_document
 from processors.reader import EXCERPT_CHARS, Item
+from processors.timeparse import parse_chat_time, relative_spans
 from schemas.errors import FetchFailed
 from schemas.events import (
     ConversationRecorded,
@@ -40,6 +41,7 @@ __all__ = [
     "plan_fast",
     "short_title",
     "tool_drafts",
+    "window_times",
 ]
 
 logger = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ def _window_parts(window: Window, settings: FastSettings) -> list[MemoryDraft]:
     drafts = []
     for n, part in enumerate(parts):
         meta: JsonDict = {"window": window.index, "messages": sorted({i.message_index for i in window.items})}
+        meta.update(window_times(window))
         if len(parts) > 1:
             meta["part"] = n
         drafts.append(
@@ -156,6 +159,32 @@ def _window_parts(window: Window, settings: FastSettings) -> list[MemoryDraft]:
     return drafts
 
 
+def window_times(window: Window) -> JsonDict:
+    """Absolute times of a window: its session dates and the days its relative expressions mean.
+
+    ``{"dates": ["2023-05-08"], "times": ["2023-05-07"], "time_expressions": ["yesterday"]}``; keys are
+    left out when empty. Each message's expressions resolve against that message's own chat time.
+    """
+    dates: list[str] = []
+    times: list[str] = []
+    exprs: list[str] = []
+    for item in window.items:
+        anchor = parse_chat_time(item.source.chat_time)
+        if anchor is None:
+            continue
+        dates.append(anchor.isoformat())
+        for expr, span in relative_spans(item.text, anchor):
+            times.append(span.iso())
+            exprs.append(expr.lower())
+    out: JsonDict = {}
+    if dates:
+        out["dates"] = list(dict.fromkeys(dates))
+    if times:
+        out["times"] = list(dict.fromkeys(times))
+        out["time_expressions"] = list(dict.fromkeys(exprs))
+    return out
+
+
 def file_drafts(items: Sequence[Item], settings: FastSettings, *, extractor: str) -> list[MemoryDraft]:
     """Chunks of every fetched file, or a placeholder when the file cannot be parsed."""
     out: list[MemoryDraft] = []
@@ -166,7 +195,7 @@ def file_drafts(items: Sequence[Item], settings: FastSettings, *, extractor: str
             out.append(_placeholder(item, "unfetched", f"file {item.name!r} was not fetched", extractor))
             continue
         try:
-            doc = parse_document(item.data, name=item.name, mime=item.mime)
+            doc = item.document or parse_document(item.data, name=item.name, mime=item.mime)
         except FetchFailed as exc:
             out.append(_placeholder(item, "unparsed", str(exc), extractor))
             continue
@@ -230,7 +259,7 @@ def _placeholder(item: Item, status: str, error: str, extractor: str) -> MemoryD
         sources=(source,),
         extractor=extractor,
         tags=("placeholder", status),
-        metadata={"placeholder": True, "status": status, "error": error},
+        metadata={"placeholder": True, "type": "source_error", "status": status, "error": error},
     )
 
 

@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 
+from schemas.text import has_cjk, tokens
+
 __all__ = [
     "STOPWORDS",
     "TermPattern",
@@ -47,24 +49,36 @@ STOPWORDS: frozenset[str] = frozenset(
 """Function words and question words dropped from keyword queries (never from the dense query)."""
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
+_CJK_STOP: frozenset[str] = frozenset(
+    "我们 你们 他们 她们 什么 怎么 哪些 哪个 哪里 为什 么时 时候 一个 一下 之前 可以 请问 请推 的是 是什 了吗".split()
+)
+"""CJK bigrams of question and function words dropped from keyword queries."""
 
 
 def query_terms(text: str, *, stopwords: frozenset[str] = STOPWORDS) -> list[str]:
     """Content terms of a query, lower-cased, in first-seen order, without stopwords or duplicates.
 
-    Possessives and contractions split on the apostrophe ("Caroline's" -> "caroline"). When every
-    term is a stopword the terms are kept, so a query such as "who am I" still searches for something.
+    Words as ``schemas.text.tokens`` cuts them: possessives and contractions split on the apostrophe
+    ("Caroline's" -> "caroline"), CJK runs become character bigrams (a lone CJK character is kept only
+    when nothing else is left). When every term is a stopword the terms are kept, so a query such as
+    "who am I" still searches for something.
     """
-    tokens = [t for t in _TOKEN.findall(text.lower()) if t != "_"]
-    content = [t for t in tokens if t not in stopwords and len(t) > 1 or t.isdigit()]
-    chosen = content or tokens
+    words = tokens(text)
+    content = [
+        t
+        for t in words
+        if t.isdigit()
+        or (has_cjk(t) and len(t) > 1 and t not in _CJK_STOP)
+        or (not has_cjk(t) and t not in stopwords and len(t) > 1)
+    ]
+    chosen = content or words
     return list(dict.fromkeys(chosen))
 
 
 def keyword_query(text: str, *, strip_stopwords: bool = True) -> str:
     """The text handed to the keyword index: content terms joined by spaces (no operators)."""
     if not strip_stopwords:
-        return " ".join(dict.fromkeys(t for t in _TOKEN.findall(text.lower()) if t != "_"))
+        return " ".join(dict.fromkeys(tokens(text)))
     return " ".join(query_terms(text))
 
 
@@ -82,14 +96,15 @@ def term_patterns(terms: Sequence[str]) -> list[TermPattern]:
     patterns = []
     for term in terms:
         term = term.lower()
-        patterns.append(TermPattern(term[:-1], True) if len(term) >= 4 else TermPattern(term, False))
+        prefix = len(term) >= 4 and not has_cjk(term)
+        patterns.append(TermPattern(term[:-1], True) if prefix else TermPattern(term, False))
     return patterns
 
 
 @lru_cache(maxsize=32_768)
 def _words(text: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """The distinct lower-cased words of ``text``: as a set, and sorted (for prefix lookups)."""
-    words = frozenset(_TOKEN.findall(text.lower()))
+    """The distinct lower-cased words of ``text`` (CJK as bigrams): as a set, and sorted (prefix lookups)."""
+    words = frozenset(tokens(text))
     return words, tuple(sorted(words))
 
 

@@ -20,16 +20,22 @@ Shapes followed, read from MemTensor/MemOS (``src/memos/api/product_models.py`` 
 - Memory item: ``{"id", "memory", "ref_id", "metadata"}`` with ``ref_id`` = ``"[<first uuid group>]"`` and
   metadata ``user_id, session_id, status, type, key, confidence, source, tags, visibility, updated_at,
   info, covered_history, memory_type, sources, embedding ([] unless asked for), created_at, usage,
-  background, file_ids, relativity, ref_id, id, memory`` plus ``cube_id`` and this system's history
+  background, file_ids, relativity, ref_id, id, memory`` and ``score_parts`` (this system: each
+  ranking's RRF contribution ``dense``, ``keyword``, ``graph``, ``time``; ``recency`` (0: search does not
+  rank by age), ``boost`` (session and own-words factors), the raw ``cosine``, ``keyword_coverage``, ``fused`` and, when reranked,
+  ``rerank``) plus ``cube_id`` and this system's history
   fields (``revision``, ``extractor``, ``retire_reason``, ``successor_ids``, ``valid_from``, ``valid_to``,
   ``origin_event_id``), then the record's own metadata (preference_type, preference, tool fields, ...).
 
 Scoring (every constant lives in :class:`SearchSettings`): per cube and bucket, the dense and keyword
 rankings and, for text, a graph ranking (neighbours of the strongest fused hits, scored by the seed's
-fused score times the edge's relation weight) are fused by weighted reciprocal-rank fusion. Memories of
+fused score times the edge's relation weight) and a time ranking (``processors.timeparse``: memories
+whose times match a time the query names, or that state a time when it asks when) are fused by
+weighted reciprocal-rank fusion. Memories of
 the request's session get a multiplicative boost. ``relativity`` in [0, 1] is an absolute relevance
-estimate: the query-memory cosine mapped from [dense_floor, dense_ceiling] onto [0, 1], raised by the
-share of query terms the memory contains (``dense_calibration`` holds the cosine range per embedder:
+estimate, comparable across queries: the query-memory cosine mapped from [dense_floor, dense_ceiling]
+onto [0, dense_knee] and from there linearly to 1 at cosine 1 (so 1.000 means an exact match), raised
+by the share of query terms the memory contains (``dense_calibration`` holds the cosine range per embedder:
 e5 squeezes every cosine into about 0.7-0.9). A graph neighbour is at least as relevant as its seed
 times the link factor. Then an optional reranker, and in ``processors.search_response`` the relativity
 threshold, dedup (MMR over the stored embeddings by default), the per-cube caps and the shaping.
@@ -54,6 +60,8 @@ from processors.fusion import (
     term_coverage,
     term_patterns,
 )
+from processors.intent import asks_preference, first_person, is_source_error, own_words
+from processors.timeparse import query_time, time_ranking
 from schemas.events import MemoryType
 from schemas.memory import MemoryRecord, RelationRecord
 
@@ -70,6 +78,7 @@ __all__ = [
     "Expansion",
     "graph_expansion",
     "apply_rerank",
+    "dense_relativity",
     "relativity",
     "score_hits",
 ]
@@ -106,6 +115,19 @@ class SearchSettings(BaseModel):
     weight_dense: float = Field(default=1.2, ge=0, description="RRF weight of the vector (k-NN) ranking.")
     weight_keyword: float = Field(default=1.0, ge=0, description="RRF weight of the BM25 ranking.")
     weight_graph: float = Field(default=1.0, ge=0, description="RRF weight of the graph-expansion ranking.")
+    weight_time: float = Field(
+        default=0.0,
+        ge=0,
+        description="RRF weight of the time ranking: candidates whose times match a time the query names, "
+        "or, for a query asking when, candidates that state a time (a resolved relative expression or a date).",
+    )
+    dense_knee: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Dense relativity at the calibrated ceiling; cosines above it approach 1 linearly up to "
+        "cosine 1, so only an exact match scores 1.",
+    )
     candidate_multiplier: int = Field(default=3, ge=1, description="Candidates per retriever = top_k x this.")
     candidate_min: int = Field(default=50, ge=1, description="At least this many candidates per retriever.")
     candidate_max: int = Field(default=500, ge=1, description="At most this many candidates per retriever.")
@@ -128,6 +150,27 @@ class SearchSettings(BaseModel):
     )
     session_boost: float = Field(
         default=0.2, ge=0, description="Fused score x (1 + this) for memories of the request's session."
+    )
+    own_words_boost: float = Field(
+        default=0.2,
+        ge=0,
+        description="Fused score x (1 + this) for memories of the user's own words when the query speaks in "
+        "the first person or asks for a recommendation ('Which hotel did I pick?' asks what the user said, "
+        "not what the assistant offered).",
+    )
+    source_error_factor: float = Field(
+        default=0.001,
+        ge=0,
+        le=1,
+        description="Fused score x this for a memory recording that a source could not be read (metadata "
+        "type 'source_error' or 'placeholder'): it stays findable but never outranks content.",
+    )
+    preference_relativity: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Relativity floor of preference memories when the query asks for preferences or a "
+        "recommendation ('recommend', 'prefer', 'like', 'favourite', ...): every stored preference bears on it.",
     )
     dense_floor: float = Field(
         default=0.25, description="Query-memory cosine at which dense relativity is 0 (uncalibrated models)."
@@ -242,6 +285,8 @@ class Hit:
     score: float
     relativity: float
     retrievers: tuple[str, ...] = ()
+    parts: Mapping[str, float] = field(default_factory=dict)
+    """What the score is made of (``score_parts`` in the response metadata)."""
 
 
 def bucket_types(bucket: Bucket, query: SearchQuery) -> tuple[MemoryType, ...]:
@@ -276,6 +321,7 @@ def _weights(settings: SearchSettings) -> dict[str, float]:
         "dense": settings.weight_dense,
         "keyword": settings.weight_keyword,
         "graph": settings.weight_graph,
+        "time": settings.weight_time,
     }
 
 
@@ -355,9 +401,20 @@ def score_hits(
         return matches(flt, record)
 
     kept = {name: [i for i in dict.fromkeys(ids) if keep(i)] for name, ids in rankings.items()}
-    fused = reciprocal_rank_fusion(kept, weights=_weights(settings), k=settings.rrf_k)
+    weights = _weights(settings)
+    fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
     if not fused:
         return []
+    if settings.weight_time > 0 and "time" not in kept:
+        ordered = sorted(fused, key=lambda i: (-fused[i], i))
+        kept["time"] = time_ranking(query_time(query.query), ordered, records)
+        if kept["time"]:
+            fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
+    contributions: dict[str, dict[str, float]] = {}
+    for name, ids_ in kept.items():
+        w = weights.get(name, 1.0)
+        for rank, memory_id in enumerate(ids_, start=1):
+            contributions.setdefault(memory_id, {})[name] = round(w / (settings.rrf_k + rank), 6)
     found_by: dict[str, list[str]] = {}
     for name, ids in kept.items():
         for memory_id in ids:
@@ -366,10 +423,8 @@ def score_hits(
     qvec = normalised(query_vector)
     vectors = [records[i].embedding if _same_model(records[i], query_model) else () for i in ids]
     patterns = term_patterns(terms)
-    rel = {
-        i: relativity(cos, records[i], patterns, settings)
-        for i, cos in zip(ids, cosine_to(qvec, vectors), strict=True)
-    }
+    cosines = dict(zip(ids, cosine_to(qvec, vectors), strict=True))
+    rel = {i: relativity(cosines[i], records[i], patterns, settings) for i in ids}
     if links:
         own = dict(rel)
         for memory_id in ids:
@@ -378,13 +433,36 @@ def score_hits(
                 rel[memory_id] = max(
                     rel[memory_id], round(own[link[0]] * link[1] * settings.graph_relativity, 6)
                 )
+    if bucket == "pref" and asks_preference(query.query):
+        rel = {i: max(r, settings.preference_relativity) for i, r in rel.items()}
+    about_user = first_person(query.query) or asks_preference(query.query)
+    speaks_as_user = settings.own_words_boost > 0 and about_user
     hits = []
     for memory_id in ids:
         record = records[memory_id]
         score = fused[memory_id]
+        boost = 1.0
         if query.session_id and record.session_id == query.session_id:
-            score *= 1.0 + settings.session_boost
-        hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ()))))
+            boost *= 1.0 + settings.session_boost
+        if speaks_as_user and own_words(record):
+            boost *= 1.0 + settings.own_words_boost
+        if is_source_error(record):
+            boost *= settings.source_error_factor
+        score *= boost
+        own = contributions.get(memory_id, {})
+        cos = cosines[memory_id]
+        parts = {
+            "dense": own.get("dense", 0.0),
+            "keyword": own.get("keyword", 0.0),
+            "graph": own.get("graph", 0.0),
+            "time": own.get("time", 0.0),
+            "recency": 0.0,
+            "boost": round(boost, 6),
+            "cosine": round(cos, 6) if cos is not None else 0.0,
+            "keyword_coverage": round(term_coverage(patterns, _lexical_text(record)), 6),
+            "fused": round(score, 6),
+        }
+        hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))
     hits.sort(key=lambda h: (-h.score, h.record.id))
     return hits
 
@@ -396,11 +474,30 @@ def _same_model(record: MemoryRecord, query_model: str) -> bool:
 def relativity(
     cos: float | None, record: MemoryRecord, patterns: Sequence[TermPattern], settings: SearchSettings
 ) -> float:
-    """Absolute relevance in [0, 1]: calibrated cosine, raised by query-term coverage (probabilistic or)."""
-    dense = 0.0 if cos is None else calibrate(cos, settings.dense_floor, settings.dense_ceiling)
-    text = " ".join((record.memory, record.key, " ".join(record.tags)))
-    lexical = settings.lexical_relativity * term_coverage(patterns, text)
+    """Absolute relevance in [0, 1], comparable across queries and memories.
+
+    dense = the cosine mapped linearly from [dense_floor, dense_ceiling] onto [0, dense_knee] and from
+    [dense_ceiling, 1] onto [dense_knee, 1]; lexical = ``lexical_relativity`` x the share of query terms
+    the memory holds; relativity = 1 - (1 - dense)(1 - lexical). It reaches 1 only at cosine 1 (the
+    query and the memory say the same), so two different memories cannot both score 1 for one query.
+    """
+    dense = 0.0 if cos is None else dense_relativity(cos, settings)
+    lexical = settings.lexical_relativity * term_coverage(patterns, _lexical_text(record))
     return round(1.0 - (1.0 - dense) * (1.0 - lexical), 6)
+
+
+def dense_relativity(cos: float, settings: SearchSettings) -> float:
+    """The calibrated cosine in [0, 1]: floor -> 0, ceiling -> ``dense_knee``, 1 -> 1 (piecewise linear)."""
+    knee = settings.dense_knee
+    if cos >= 1.0 - 1e-9:
+        return 1.0
+    if cos <= settings.dense_ceiling:
+        return knee * calibrate(cos, settings.dense_floor, settings.dense_ceiling)
+    return knee + (1.0 - knee) * calibrate(cos, settings.dense_ceiling, 1.0)
+
+
+def _lexical_text(record: MemoryRecord) -> str:
+    return " ".join((record.memory, record.key, " ".join(record.tags)))
 
 
 def apply_rerank(hits: Sequence[Hit], scores: Sequence[float], settings: SearchSettings) -> list[Hit]:
@@ -423,6 +520,7 @@ def apply_rerank(hits: Sequence[Hit], scores: Sequence[float], settings: SearchS
                     h,
                     score=w * s + (1.0 - w) * (h.score / top),
                     relativity=round((h.relativity + s) / 2.0, 6),
+                    parts={**h.parts, "rerank": round(s, 6)},
                 )
             )
         else:

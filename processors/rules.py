@@ -10,11 +10,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from processors.chunking import Window, count_tokens, render_line, truncate_tokens
 from processors.fast import FastSettings, MemoryDraft
 from processors.reader import Item
+from processors.timeparse import MONTHS as _MONTHS
+from processors.timeparse import Span, parse_chat_time, relative_spans
 from schemas.events import JsonDict, MemoryType, ModelUsage, SourceRef
 
 __all__ = ["RULES_MODEL", "extract_rules", "parse_chat_time", "resolve_relative_times", "third_person"]
@@ -90,7 +92,6 @@ _WORDS = (
     (re.compile(r"\byour\b", re.I), "the assistant's"),
     (re.compile(r"\byou\b", re.I), "the assistant"),
 )
-_MONTHS = "january february march april may june july august september october november december".split()
 
 
 def third_person(sentence: str) -> tuple[str, str]:
@@ -200,58 +201,58 @@ def _conjugate(verb: str) -> str:
     return verb + "s"
 
 
-def parse_chat_time(value: str | None) -> date | None:
-    """The date of a chat time given as ISO ("2024-07-20T10:00") or "1:56 pm on 8 May, 2023"; else None."""
-    if not value:
-        return None
-    iso = re.match(r"(\d{4})-(\d{2})-(\d{2})", value)
-    if iso:
-        try:
-            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
-        except ValueError:
-            return None
-    words = re.search(r"(\d{1,2})\s+([A-Za-z]+),?\s+(\d{4})", value)
-    if words and words.group(2).lower() in _MONTHS:
-        try:
-            return date(int(words.group(3)), _MONTHS.index(words.group(2).lower()) + 1, int(words.group(1)))
-        except ValueError:
-            return None
-    return None
-
-
 def _fmt(day: date) -> str:
     return f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
 
 
+def _span_words(span: Span) -> str:
+    start, end = span.start, span.end
+    if start == end:
+        return _fmt(start)
+    if start.day == 1 and start.month == 1 and (end.month, end.day) == (12, 31) and start.year == end.year:
+        return str(start.year)
+    if start.day == 1 and start.month == end.month and start.year == end.year and end.day >= 28:
+        return f"{_MONTHS[start.month - 1].capitalize()} {start.year}"
+    return f"{_fmt(start)} to {_fmt(end)}"
+
+
 def resolve_relative_times(text: str, chat_time: str | None) -> str:
-    """Annotate "yesterday", "last week", "next year"... with the date they mean, from ``chat_time``."""
-    day = parse_chat_time(chat_time)
-    if day is None:
+    """Annotate "yesterday", "last Saturday", "two weeks ago", "next month"... with the dates they mean
+    on ``chat_time`` (see ``processors.timeparse.relative_spans``)."""
+    anchor = parse_chat_time(chat_time)
+    if anchor is None:
         return text
-    table = {
-        "today": _fmt(day),
-        "tonight": _fmt(day),
-        "this morning": _fmt(day),
-        "yesterday": _fmt(day - timedelta(days=1)),
-        "last night": _fmt(day - timedelta(days=1)),
-        "tomorrow": _fmt(day + timedelta(days=1)),
-        "last week": f"the week before {_fmt(day)}",
-        "next week": f"the week after {_fmt(day)}",
-        "last month": f"{_MONTHS[(day.month - 2) % 12].capitalize()} {day.year - (day.month == 1)}",
-        "next month": f"{_MONTHS[day.month % 12].capitalize()} {day.year + (day.month == 12)}",
-        "last year": str(day.year - 1),
-        "this year": str(day.year),
-        "next year": str(day.year + 1),
-    }
-    pattern = re.compile(r"\b(" + "|".join(sorted(table, key=len, reverse=True)) + r")\b", re.I)
-    return pattern.sub(lambda m: f"{m.group(0)} ({table[m.group(0).lower()]})", text)
+    out = text
+    at = len(text) + 1
+    found = []
+    for expr, span in relative_spans(text, anchor):
+        found.append((expr, span))
+    # replace from the end so earlier positions stay valid; each expression once, at its first place
+    positions = []
+    cursor = 0
+    for expr, span in found:
+        where = text.find(expr, cursor)
+        if where < 0:
+            continue
+        positions.append((where, expr, span))
+        cursor = where + len(expr)
+    for where, expr, span in sorted(positions, reverse=True):
+        if where + len(expr) > at:
+            continue
+        out = f"{out[: where + len(expr)]} ({_span_words(span)}){out[where + len(expr) :]}"
+        at = where
+    return out
 
 
 def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[MemoryDraft]:
     """Rule-based drafts for each window: facts and preferences from user sentences, assistant statements.
 
-    A message shared by two overlapping windows is read only in the first, so nothing is extracted twice.
-    Drafts are keyed ``rules:<window>:<n>`` and refine the fast draft of their window.
+    A user's question is not a memory of its own: it becomes the context (``background``) of what
+    answers it: the assistant's reply and the user's next choices. A choice ("I'll choose X") is both a
+    fact (UserMemory, so a search for it finds it among the text memories) and a preference; other
+    preferences ("I prefer Y") are preference memories. A message shared by two overlapping windows is
+    read only in the first, so nothing is extracted twice. Drafts are keyed ``rules:<window>:<n>`` and
+    refine the fast draft of their window.
     """
     out: list[MemoryDraft] = []
     seen: set[int] = set()
@@ -259,11 +260,14 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
         owned = [i for i in window.items if i.message_index not in seen and i.kind == "chat"]
         seen.update(i.message_index for i in window.items)
         drafts: list[MemoryDraft] = []
+        asked: list[str] = []
         for item in owned:
             if item.role == "user":
-                drafts += _user_drafts(item, window)
+                made, questions = _user_drafts(item, window, asked)
+                drafts += made
+                asked = questions or asked
             elif item.role == "assistant":
-                drafts += _assistant_drafts(item, settings)
+                drafts += _assistant_drafts(item, settings, asked)
         out += [
             MemoryDraft(
                 key=f"rules:{window.index}:{n}",
@@ -292,8 +296,11 @@ def _sentences(text: str) -> list[str]:
     return out
 
 
-def _user_drafts(item: Item, window: Window) -> list[MemoryDraft]:
+def _user_drafts(item: Item, window: Window, asked: Sequence[str]) -> tuple[list[MemoryDraft], list[str]]:
+    """Drafts of one user message, and the questions it asks (kept as context, not as memories)."""
     drafts: list[MemoryDraft] = []
+    questions: list[str] = []
+    chat_time = item.source.chat_time
     for sentence in _sentences(_MARKER.sub("", item.text)):
         if count_tokens(sentence) < 3 or _FILLER.match(sentence):
             continue
@@ -302,7 +309,7 @@ def _user_drafts(item: Item, window: Window) -> list[MemoryDraft]:
         if pref is not None:
             verb, obj, polarity = pref
             obj_3p = _pronouns(obj)
-            text = resolve_relative_times(f"The user {verb} {obj_3p}.", item.source.chat_time)
+            context = _asked(asked) if verb in _CHOICES else ""
             meta: JsonDict = {
                 "extractor": "rules",
                 "preference_type": "explicit",
@@ -312,17 +319,69 @@ def _user_drafts(item: Item, window: Window) -> list[MemoryDraft]:
                 "context_summary": _context(window, item),
                 "reasoning": f"The user said: {sentence!r}",
                 "message_index": item.message_index,
+                **_times(sentence, chat_time),
             }
+            text = resolve_relative_times(f"The user {verb} {obj_3p}{context}.", chat_time)
+            if verb in _CHOICES:
+                fact_meta: JsonDict = {
+                    "extractor": "rules",
+                    "type": "choice",
+                    "sentence": sentence,
+                    "message_index": item.message_index,
+                    **_times(sentence, chat_time),
+                }
+                drafts.append(
+                    _draft(text, "UserMemory", f"choice: {obj_3p.lower()}", source, fact_meta, 0.8, asked)
+                )
             drafts.append(
-                _draft(text, "PreferenceMemory", f"preference: {obj_3p.lower()}", source, meta, 0.8)
+                _draft(
+                    text,
+                    "PreferenceMemory",
+                    f"preference: {obj_3p.lower()}",
+                    source,
+                    meta,
+                    0.8,
+                    asked if context else (),
+                )
             )
             continue
         text, key = third_person(sentence)
-        text = resolve_relative_times(text, item.source.chat_time)
-        meta = {"extractor": "rules", "sentence": sentence, "message_index": item.message_index}
-        confidence = 0.5 if key.startswith(("question:", "statement:")) else 0.7
+        if key.startswith("question:"):
+            questions.append(sentence)
+            continue
+        text = resolve_relative_times(text, chat_time)
+        meta = {
+            "extractor": "rules",
+            "sentence": sentence,
+            "message_index": item.message_index,
+            **_times(sentence, chat_time),
+        }
+        confidence = 0.5 if key.startswith("statement:") else 0.7
         drafts.append(_draft(text, "UserMemory", key, source, meta, confidence))
-    return drafts
+    return drafts, questions
+
+
+_CHOICES = frozenset({"will choose", "chooses"})
+
+
+def _asked(questions: Sequence[str]) -> str:
+    """' (asked: "...")' naming the question a choice answers, or ''."""
+    if not questions:
+        return ""
+    return f' (asked: "{_pronouns(questions[-1]).rstrip("?. ")}?")'
+
+
+def _times(sentence: str, chat_time: str | None) -> JsonDict:
+    """Metadata of the absolute times a sentence carries (see ``processors.fast.window_times``)."""
+    anchor = parse_chat_time(chat_time)
+    if anchor is None:
+        return {}
+    spans = relative_spans(sentence, anchor)
+    out: JsonDict = {"dates": [anchor.isoformat()]}
+    if spans:
+        out["times"] = list(dict.fromkeys(span.iso() for _, span in spans))
+        out["time_expressions"] = list(dict.fromkeys(expr.lower() for expr, _ in spans))
+    return out
 
 
 def _preference(sentence: str) -> tuple[str, str, str] | None:
@@ -343,20 +402,26 @@ def _context(window: Window, item: Item) -> str:
     return " / ".join(before[-2:])[:300]
 
 
-def _assistant_drafts(item: Item, settings: FastSettings) -> list[MemoryDraft]:
+def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) -> list[MemoryDraft]:
     text = item.text.strip()
     if count_tokens(text) < 8 or _FILLER.match(text.replace("’", "'")):
         return []
     body = truncate_tokens(text, settings.max_memory_tokens)
     source = item.source
-    meta: JsonDict = {"extractor": "rules", "message_index": item.message_index}
+    meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(text, source.chat_time)}
     memory = resolve_relative_times(f"The assistant said: {body}", item.source.chat_time)
     title = "assistant: " + _key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
-    return [_draft(memory, "LongTermMemory", title, source, meta, 0.6)]
+    return [_draft(memory, "LongTermMemory", title, source, meta, 0.6, asked)]
 
 
 def _draft(
-    text: str, memory_type: MemoryType, title: str, source: SourceRef, meta: JsonDict, confidence: float
+    text: str,
+    memory_type: MemoryType,
+    title: str,
+    source: SourceRef,
+    meta: JsonDict,
+    confidence: float,
+    asked: Sequence[str] = (),
 ) -> MemoryDraft:
     tags = ("mode:fine", "rules") + (("preference",) if memory_type == "PreferenceMemory" else ())
     return MemoryDraft(
@@ -369,4 +434,5 @@ def _draft(
         tags=tags,
         metadata=meta,
         confidence=confidence,
+        background=" ".join(f"The user asked: {q}" for q in asked),
     )

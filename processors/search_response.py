@@ -68,6 +68,7 @@ def memory_item(hit: Hit, *, include_embedding: bool = False) -> dict[str, Any]:
         "background": record.background,
         "file_ids": [s.file_id for s in record.sources if s.file_id],
         "relativity": hit.relativity,
+        "score_parts": dict(hit.parts),
         "ref_id": ref_id,
         "id": record.id,
         "memory": record.memory,

@@ -50,7 +50,7 @@ def server() -> Iterator[LocalHTTPServer]:
 
 @pytest.fixture
 async def fetcher() -> AsyncIterator[HttpxFetcher]:
-    async with HttpxFetcher(timeout_s=1.0, max_bytes=64 * 1024) as f:
+    async with HttpxFetcher(timeout_s=1.0, max_bytes=64 * 1024, allow_hosts=["127.0.0.1"]) as f:
         yield f
 
 
@@ -63,13 +63,13 @@ async def test_example_1_rules_fine_mode() -> None:
     memories = added(events)
     assert [m.memory for m in memories] == [
         "The user plans to travel to Guangzhou during the summer vacation.",
-        "The user asked: What chain hotels are available for accommodation?",
         "The assistant said: You can consider [7 Days Inn, Ji Hotel, Hilton], etc.",
-        "The user will choose 7 Days Inn.",
+        'The user will choose 7 Days Inn (asked: "What chain hotels are available for accommodation?").',
+        'The user will choose 7 Days Inn (asked: "What chain hotels are available for accommodation?").',
     ]
     assert all(m.extractor == "rules" and m.metadata["extractor"] == "rules" for m in memories)
     assert [u.kind for u in memories[0].usage] == ["rules", "embedding"]
-    assert memories[3].memory_type == "PreferenceMemory" and len(events) == 4
+    assert [m.memory_type for m in memories[2:]] == ["UserMemory", "PreferenceMemory"] and len(events) == 4
 
 
 async def test_example_2_fast_mode_with_local_files(server: LocalHTTPServer, fetcher: HttpxFetcher) -> None:
@@ -139,10 +139,8 @@ async def test_unreachable_file_and_image_become_placeholders(
         ("image", "unfetched"),
     ]
     assert "could not be fetched: HTTP 404 Not Found fetching" in placeholders[0].memory
-    assert (
-        "could not be fetched: could not fetch 'http://127.0.0.1:9/pic.jpeg': ConnectError"
-        in placeholders[1].memory
-    )
+    assert "could not be fetched: could not fetch 'http://127.0.0.1:9/pic.jpeg'" in placeholders[1].memory
+    assert all(p.metadata["type"] == "source_error" for p in placeholders)
 
 
 async def test_pdf_docx_and_base64_files(tmp_path: Path) -> None:
@@ -173,7 +171,12 @@ async def test_pdf_docx_and_base64_files(tmp_path: Path) -> None:
         }
     ]
     async with HttpxFetcher(local_roots=[tmp_path]) as fetcher:
-        events = await Deriver(EMBEDDER, fetcher=fetcher).derive(conversation(messages), phase="fast")
+        event = conversation(messages, origin="local")
+        events = await Deriver(EMBEDDER, fetcher=fetcher).derive(event, phase="fast")
+        remote = await Deriver(EMBEDDER, fetcher=fetcher).derive(conversation(messages), phase="fast")
+    refused = {m.metadata.get("file") or m.title: m.memory for m in added(remote) if m.metadata.get("placeholder")}
+    assert refused["File not fetched: manual.pdf"].endswith(f"could not be fetched: could not fetch {str(pdf_path)!r}")
+    assert len(refused) == 2  # a remote caller's add reads no local file, even under the roots
     files = {m.metadata.get("file"): m.memory for m in added(events) if m.metadata.get("file")}
     assert "check the 24V terminal monthly" in files["manual.pdf"]
     assert "# Shift notes\n\n- Pressure restored after rewiring." in files["notes.docx"]

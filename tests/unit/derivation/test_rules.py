@@ -29,17 +29,30 @@ def test_example_1() -> None:
             "The user plans to travel to Guangzhou during the summer vacation.",
         ),
         (
-            "UserMemory",
-            "question: what chain hotels are",
-            "The user asked: What chain hotels are available for accommodation?",
-        ),
-        (
             "LongTermMemory",
             "assistant: you can consider",
             "The assistant said: You can consider [7 Days Inn, Ji Hotel, Hilton], etc.",
         ),
-        ("PreferenceMemory", "preference: 7 days inn", "The user will choose 7 Days Inn."),
+        ("UserMemory", "choice: 7 days inn", CHOICE),
+        ("PreferenceMemory", "preference: 7 days inn", CHOICE),
     ]
+
+
+CHOICE = 'The user will choose 7 Days Inn (asked: "What chain hotels are available for accommodation?").'
+
+
+def test_a_question_is_context_of_its_answer_not_a_memory() -> None:
+    items = read_messages(EXAMPLE_1).items
+    drafts = extract_rules(plan_windows(items), FastSettings())
+    assert not any("The user asked:" in d.memory for d in drafts)
+    question = "The user asked: I’ve planned to travel"  # not this: the question alone is the context
+    answer = next(d for d in drafts if d.memory.startswith("The assistant said"))
+    assert answer.background == "The user asked: What chain hotels are available for accommodation?"
+    assert not answer.background.startswith(question)
+    choice = next(d for d in drafts if d.title.startswith("choice:"))
+    assert choice.memory_type == "UserMemory" and choice.metadata["type"] == "choice"
+    prefers = rules([{"role": "user", "content": "Which one is quieter? I prefer quiet rooms."}])
+    assert prefers == [("PreferenceMemory", "preference: quiet rooms", "The user prefers quiet rooms.")]
 
 
 def test_example_1_preference_metadata() -> None:
@@ -52,6 +65,7 @@ def test_example_1_preference_metadata() -> None:
     assert "7 Days Inn, Ji Hotel, Hilton" in pref.metadata["context_summary"]
     assert pref.metadata["reasoning"] == "The user said: 'I’ll choose 7 Days Inn.'"
     assert pref.refines == "window:0" and pref.key == "rules:0:3"
+    assert "dates" not in pref.metadata  # no chat time given
     assert pref.sources[0].content == "I’ll choose 7 Days Inn."
 
 
@@ -105,3 +119,14 @@ def test_relative_times_resolve_against_chat_time() -> None:
     assert text == "I went there yesterday (7 May 2023) and go again next month (June 2023)."
     found = rules([{"role": "user", "content": "I visited my mom yesterday.", "chat_time": "2023-03-01"}])
     assert found[0][2] == "The user visited the user's mom yesterday (28 February 2023)."
+    text = resolve_relative_times("Last Saturday I ran; two weeks ago I swam.", "1:56 pm on 8 May, 2023")
+    assert text == "Last Saturday (6 May 2023) I ran; two weeks ago (24 April 2023 to 30 April 2023) I swam."
+
+
+def test_memories_carry_their_absolute_times() -> None:
+    items = read_messages(
+        [{"role": "user", "content": "I went to a support group yesterday.", "chat_time": "8 May, 2023"}]
+    ).items
+    (draft,) = extract_rules(plan_windows(items), FastSettings())
+    assert draft.metadata["dates"] == ["2023-05-08"]
+    assert draft.metadata["times"] == ["2023-05-07"] and draft.metadata["time_expressions"] == ["yesterday"]

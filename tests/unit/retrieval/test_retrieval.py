@@ -144,13 +144,18 @@ def test_session_priority_boosts_the_requests_session() -> None:
 
 def test_relativity_is_calibrated_cosine_raised_by_term_coverage() -> None:
     r = record("a", "the hotel is nice")
-    s = SETTINGS.model_copy(update={"dense_floor": 0.5, "dense_ceiling": 1.0, "lexical_relativity": 0.5})
+    s = SETTINGS.model_copy(
+        update={"dense_floor": 0.5, "dense_ceiling": 0.9, "dense_knee": 0.9, "lexical_relativity": 0.5}
+    )
     hotel, pool = term_patterns(["hotel"]), term_patterns(["pool"])
-    assert relativity(0.75, r, [], s) == pytest.approx(0.5)
+    assert relativity(0.7, r, [], s) == pytest.approx(0.45)  # halfway to the ceiling: half the knee
+    assert relativity(0.9, r, [], s) == pytest.approx(0.9)  # the ceiling gives the knee, not 1
+    assert relativity(0.95, r, [], s) == pytest.approx(0.95)  # above it, linear up to cosine 1
     assert relativity(None, r, hotel, s) == pytest.approx(0.5)
-    assert relativity(0.75, r, hotel, s) == pytest.approx(0.75)
+    assert relativity(0.7, r, hotel, s) == pytest.approx(1 - 0.55 * 0.5)
     assert relativity(0.2, r, pool, s) == 0.0
-    assert relativity(1.0, r, hotel, s) == 1.0
+    assert relativity(1.0, r, [], s) == 1.0
+    assert relativity(0.999, r, hotel, s) < 1.0  # only an exact match scores 1
 
 
 def test_graph_expansion_ranks_neighbours_of_seeds() -> None:

@@ -1,0 +1,285 @@
+"""Times in text (pure): session dates, relative expressions resolved against them, and times a query names.
+
+A memory carries absolute times: the date of its session (``chat_time``) and the dates its relative
+expressions mean on that date ("yesterday", "last Saturday", "two weeks ago", "next month"), as
+:class:`Span` ranges of days. A query either asks *when* something happened or names a time ("in May
+2023", "last year" relative to today is not resolvable without an anchor, so only absolute names
+count); :func:`query_time` says which, and :func:`spans_match` compares the two.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from schemas.memory import MemoryRecord
+
+__all__ = [
+    "MONTHS",
+    "QueryTime",
+    "Span",
+    "parse_chat_time",
+    "query_time",
+    "record_spans",
+    "relative_spans",
+    "spans_match",
+    "time_ranking",
+]
+
+logger = logging.getLogger(__name__)
+
+MONTHS = "january february march april may june july august september october november december".split()
+_MONTH_ABBR = {m[:3]: n for n, m in enumerate(MONTHS, 1)} | {"sept": 9}
+_WEEKDAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
+_NUMBERS = {
+    "a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "a couple of": 2, "a few": 3, "couple of": 2, "few": 3, "several": 3,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Span:
+    """An inclusive range of days."""
+
+    start: date
+    end: date
+
+    @classmethod
+    def day(cls, day: date) -> Span:
+        return cls(day, day)
+
+    def iso(self) -> str:
+        """``YYYY-MM-DD`` for one day, ``YYYY-MM-DD/YYYY-MM-DD`` for a range."""
+        return self.start.isoformat() if self.start == self.end else f"{self.start}/{self.end}"
+
+    @classmethod
+    def from_iso(cls, text: str) -> Span | None:
+        """The inverse of :meth:`iso`; None for malformed text."""
+        try:
+            first, _, last = text.partition("/")
+            return cls(date.fromisoformat(first), date.fromisoformat(last or first))
+        except ValueError:
+            return None
+
+
+def parse_chat_time(value: str | None) -> date | None:
+    """The date of a chat time given as ISO ("2024-07-20T10:00") or "1:56 pm on 8 May, 2023"; else None."""
+    if not value:
+        return None
+    iso = re.match(r"\s*(\d{4})-(\d{2})-(\d{2})", value)
+    if iso:
+        try:
+            return date(int(iso.group(1)), int(iso.group(2)), int(iso.group(3)))
+        except ValueError:
+            return None
+    words = re.search(r"(\d{1,2})\s+([A-Za-z]+),?\s+(\d{4})", value)
+    if words and words.group(2).lower() in MONTHS:
+        try:
+            return date(int(words.group(3)), MONTHS.index(words.group(2).lower()) + 1, int(words.group(1)))
+        except ValueError:
+            return None
+    return None
+
+
+def _month_span(year: int, month: int) -> Span:
+    return Span(date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1]))
+
+
+def _shift_month(day: date, months: int) -> tuple[int, int]:
+    index = day.year * 12 + day.month - 1 + months
+    return index // 12, index % 12 + 1
+
+
+def _week_of(day: date) -> Span:
+    monday = day - timedelta(days=day.weekday())
+    return Span(monday, monday + timedelta(days=6))
+
+
+_AGO = re.compile(
+    r"\b(?P<n>\d+|a couple of|couple of|a few|few|several|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\s+(?P<unit>day|week|month|year)s?\s+ago\b",
+    re.I,
+)
+_NAMED = re.compile(
+    r"\b(?P<which>last|this|next|past)\s+(?P<what>week(?:end)?|month|year|"
+    + "|".join(_WEEKDAYS)
+    + r")\b",
+    re.I,
+)
+_SIMPLE = re.compile(r"\b(today|tonight|this morning|this afternoon|yesterday|last night|tomorrow)\b", re.I)
+
+
+def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
+    """Relative time expressions in ``text`` with the days they mean on ``anchor``, in text order.
+
+    Understood: today, tonight, this morning/afternoon, yesterday, last night, tomorrow; last/this/next
+    week, weekend, month, year; last/this/next <weekday>; "<n> days/weeks/months/years ago" (n a number,
+    a word up to ten, "a", "a few", "a couple of", "several"). Without an anchor nothing resolves.
+    """
+    if anchor is None:
+        return []
+    found: list[tuple[int, str, Span]] = []
+    for m in _SIMPLE.finditer(text):
+        word = m.group(1).lower()
+        shift = {"yesterday": -1, "last night": -1, "tomorrow": 1}.get(word, 0)
+        found.append((m.start(), m.group(0), Span.day(anchor + timedelta(days=shift))))
+    for m in _NAMED.finditer(text):
+        which, what = m.group("which").lower(), m.group("what").lower()
+        step = {"last": -1, "past": -1, "this": 0, "next": 1}[which]
+        span: Span
+        if what == "week":
+            span = _week_of(anchor + timedelta(weeks=step))
+        elif what == "weekend":
+            saturday = _week_of(anchor + timedelta(weeks=step)).start + timedelta(days=5)
+            span = Span(saturday, saturday + timedelta(days=1))
+        elif what == "month":
+            span = _month_span(*_shift_month(anchor, step))
+        elif what == "year":
+            span = Span(date(anchor.year + step, 1, 1), date(anchor.year + step, 12, 31))
+        else:
+            target = _WEEKDAYS.index(what)
+            delta = target - anchor.weekday()
+            if step < 0:
+                delta = delta - 7 if delta >= 0 else delta
+            elif step > 0:
+                delta = delta + 7 if delta <= 0 else delta
+            span = Span.day(anchor + timedelta(days=delta))
+        found.append((m.start(), m.group(0), span))
+    for m in _AGO.finditer(text):
+        raw = m.group("n").lower()
+        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
+        unit = m.group("unit").lower()
+        if unit == "day":
+            span = Span.day(anchor - timedelta(days=n))
+        elif unit == "week":
+            span = _week_of(anchor - timedelta(weeks=n))
+        elif unit == "month":
+            span = _month_span(*_shift_month(anchor, -n))
+        else:
+            span = Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
+        found.append((m.start(), m.group(0), span))
+    found.sort(key=lambda f: f[0])
+    return [(expr, span) for _, expr, span in found]
+
+
+@dataclass(frozen=True, slots=True)
+class QueryTime:
+    """What a query says about time: whether it asks when, and the absolute times it names."""
+
+    asks_when: bool = False
+    spans: tuple[Span, ...] = ()
+
+
+_WHEN = re.compile(
+    r"\b(when|what (?:time|date|day|month|year)|which (?:day|month|year|date)|how long ago|since when)\b"
+    r"|什么时候|哪天|哪一天|几月|哪年|何时",
+    re.I,
+)
+_DAY_MONTH_YEAR = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]{3,9})\.?,?\s+(\d{4})\b")
+_MONTH_DAY_YEAR = re.compile(r"\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,?\s+(\d{4})\b")
+_MONTH_YEAR = re.compile(r"\b([A-Za-z]{3,9})\.?,?\s+(\d{4})\b")
+_ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
+_YEAR = re.compile(r"\b(19\d{2}|20\d{2})\b")
+_CJK_DATE = re.compile(r"(\d{4})年(?:(\d{1,2})月(?:(\d{1,2})[日号])?)?")
+
+
+def _month(word: str) -> int | None:
+    word = word.lower()
+    if word in MONTHS:
+        return MONTHS.index(word) + 1
+    return _MONTH_ABBR.get(word[:4]) if word[:4] == "sept" else _MONTH_ABBR.get(word) if len(word) == 3 else None
+
+
+def _safe(make: object, *args: int) -> Span | None:
+    try:
+        return make(*args)  # type: ignore[operator, no-any-return]
+    except ValueError:
+        return None
+
+
+def query_time(text: str) -> QueryTime:
+    """Whether ``text`` asks when, and the absolute days, months or years it names."""
+    spans: list[Span] = []
+    taken: list[tuple[int, int]] = []
+
+    def free(m: re.Match[str]) -> bool:
+        return not any(a <= m.start() < b or a < m.end() <= b for a, b in taken)
+
+    for m in _ISO_DAY.finditer(text):
+        span = _safe(lambda y, mo, d: Span.day(date(y, mo, d)), int(m[1]), int(m[2]), int(m[3]))
+        if span:
+            spans.append(span)
+            taken.append(m.span())
+    for pattern, order in ((_DAY_MONTH_YEAR, (1, 2, 3)), (_MONTH_DAY_YEAR, (2, 1, 3))):
+        for m in pattern.finditer(text):
+            month = _month(m.group(order[1]))
+            if month is None or not free(m):
+                continue
+            day_of = int(m.group(order[0]))
+            span = _safe(lambda y, mo, d: Span.day(date(y, mo, d)), int(m.group(order[2])), month, day_of)
+            if span:
+                spans.append(span)
+                taken.append(m.span())
+    for m in _MONTH_YEAR.finditer(text):
+        month = _month(m.group(1))
+        if month is not None and free(m):
+            spans.append(_month_span(int(m.group(2)), month))
+            taken.append(m.span())
+    for m in _CJK_DATE.finditer(text):
+        year, month_text, day_text = int(m[1]), m[2], m[3]
+        if day_text and month_text:
+            span = _safe(lambda y, mo, d: Span.day(date(y, mo, d)), year, int(month_text), int(day_text))
+        elif month_text:
+            span = _safe(_month_span, year, int(month_text))
+        else:
+            span = Span(date(year, 1, 1), date(year, 12, 31))
+        if span:
+            spans.append(span)
+            taken.append(m.span())
+    for m in _YEAR.finditer(text):
+        if free(m):
+            year = int(m.group(1))
+            spans.append(Span(date(year, 1, 1), date(year, 12, 31)))
+    return QueryTime(bool(_WHEN.search(text)), tuple(dict.fromkeys(spans)))
+
+
+def spans_match(wanted: tuple[Span, ...], have: tuple[Span, ...]) -> bool:
+    """Whether any span in ``have`` overlaps any span in ``wanted``."""
+    return any(h.start <= w.end and w.start <= h.end for w in wanted for h in have)
+
+
+def record_spans(record: MemoryRecord) -> tuple[Span, ...]:
+    """The absolute times a memory carries: session dates, resolved relative times, its sources' chat
+    times and ``valid_from`` (see ``processors.fast.window_times``)."""
+    spans: list[Span] = []
+    meta = record.metadata
+    for key in ("dates", "times"):
+        values = meta.get(key)
+        if isinstance(values, list):
+            spans += [span for v in values if isinstance(v, str) and (span := Span.from_iso(v))]
+    for source in record.sources:
+        day = parse_chat_time(source.chat_time)
+        if day is not None:
+            spans.append(Span.day(day))
+    if record.valid_from is not None:
+        spans.append(Span.day(record.valid_from.date()))
+    return tuple(dict.fromkeys(spans))
+
+
+def _states_time(record: MemoryRecord) -> bool:
+    """Whether a memory's text says when something happened (a resolved relative expression or a date)."""
+    return bool(record.metadata.get("times")) or bool(query_time(record.memory).spans)
+
+
+def time_ranking(asked: QueryTime, ordered: Sequence[str], records: Mapping[str, MemoryRecord]) -> list[str]:
+    """Candidates (``ordered`` best first) that answer the query's time: those whose times overlap a time
+    the query names, else, when it asks when, those that state a time; [] when the query is about neither."""
+    if asked.spans:
+        return [i for i in ordered if spans_match(asked.spans, record_spans(records[i]))]
+    if asked.asks_when:
+        return [i for i in ordered if _states_time(records[i])]
+    return []

