@@ -178,7 +178,8 @@ class Runtime:
             from memory_store.llm import chat_model_from_url
 
             self._llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
-        fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s)
+        fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s,
+                               allow_hosts=d.fetch_allow_hosts, local_roots=d.fetch_local_roots)
         self._deriver = Deriver(
             self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
             similar=self._similar if d.dedup else None,
@@ -333,8 +334,14 @@ class Runtime:
         for p in positions:
             if p.topic in (REGISTRY, TASKS):
                 targets[(p.topic, p.partition)] = max(targets.get((p.topic, p.partition), 0), p.offset + 1)
-        if targets:
-            await self.wait_for("control", targets, timeout_s=timeout_s)
+        if not targets:
+            return
+        if "control" not in self._hosted and self.settings.log_url().startswith(("sqlite:", "local:")):
+            # embedded, no control stage here (a CLI command): apply the log to the projection now, through
+            # the same idempotent, checkpointed path the stage uses (a running server's stage skips them)
+            await catch_up_control(self.log, self.control)
+            return
+        await self.wait_for("control", targets, timeout_s=timeout_s)
 
     async def derivation_backlog(self) -> int:
         """Conversation records on the log that the first derivation phase has not committed yet."""

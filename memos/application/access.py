@@ -21,7 +21,16 @@ import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from memory_store.control.base import Access, CubeAccess, CubeInfo, KeyInfo, UserInfo, hash_api_key
+from memory_store.control.base import (
+    Access,
+    CubeAccess,
+    CubeInfo,
+    KeyInfo,
+    UserInfo,
+    cube_key,
+    hash_api_key,
+    user_key,
+)
 from memos.application.ids import check_id
 from memos.application.ports import Platform
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
@@ -34,21 +43,11 @@ from schemas.events import (
     UserCreated,
 )
 
-__all__ = ["AccessUseCases", "Need", "cube_key", "user_key"]
+__all__ = ["AccessUseCases", "Need"]
 
 logger = logging.getLogger(__name__)
 
 Need = Literal["read", "write", "owner"]
-
-
-def user_key(user_id: str) -> str:
-    """Registry key of a user's records (users and cubes never share a key, whatever their ids)."""
-    return f"user:{user_id}"
-
-
-def cube_key(cube_id: str) -> str:
-    """Registry key of a cube's records."""
-    return f"cube:{cube_id}"
 
 
 class AccessUseCases:

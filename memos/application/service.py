@@ -7,7 +7,8 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-from memos.application.access import AccessUseCases, cube_key, user_key
+from memory_store.control.base import cube_key, user_key
+from memos.application.access import AccessUseCases
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.errors import AddTimedOut, BacklogFull
 from memos.application.ids import check_id, check_ids
@@ -342,7 +343,7 @@ class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
         await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
                                             requested_by=requested_by or "")])
-        await self.rt.forget_records(cube_id, registry_key=cube_key(cube_id))
+        await self.rt.forget_records(cube_id)
 
     async def forget_user(self, user_id: str) -> list[str]:
         """Forget a user and every cube it owns; returns the cubes forgotten."""

@@ -3,9 +3,10 @@
 Every operation goes through the memory service of the process's runtime (``default_client()``), with
 its access checks: users and cubes live in the registry stream, memories on the log and its projections.
 ``mem_cubes`` holds the live :class:`GeneralMemCube` objects registered in this process (their activation
-memories, and the cube objects handlers receive). Differences from MemOS: an unknown user, a cube the
-user may not use, or an unregistered cube raise NotFound / PermissionDenied (MemOS: ValueError or
-assert); registering a cube owned by another user requires it to have been shared.
+memories, and the cube objects handlers receive). Differences from MemOS: an unknown user, an unknown
+cube or one the user may not read (alike: NotFound), a cube it may not write (PermissionDenied), or an
+unregistered cube raise errors (MemOS: ValueError or assert); registering a cube owned by another user
+requires it to have been shared.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from memos.mem_scheduler.general_scheduler import GeneralScheduler
 from memos.mem_scheduler.schemas.message_schemas import ScheduleMessageItem
 from memos.mem_scheduler.schemas.task_schemas import ANSWER_TASK_LABEL, QUERY_TASK_LABEL
 from memos.memories.textual.item import TextualMemoryItem
-from schemas.errors import NotFound, PermissionDenied, ValidationFailed
+from schemas.errors import NotFound, ValidationFailed
 
 __all__ = ["MOS", "DOC_EXTENSIONS"]
 
@@ -185,8 +186,8 @@ class MOS:
         name = source.cube_id if isinstance(source, GeneralMemCube) else source
         cube_id = mem_cube_id or name
         exists = self._call(self.service.cube_exists(cube_id))
-        if exists and self._call(self.service.access_of(target, cube_id)) == "none":
-            raise PermissionDenied(f"user {target!r} may not use cube {cube_id!r}", field="mem_cube_id")
+        if exists:
+            self._call(self.service.check_read(target, cube_id))  # NotFound, as for an unknown cube
         cube = self.mem_cubes.get(cube_id)
         if cube is None:
             cube = self._cube_object(source, exists=exists)

@@ -170,18 +170,18 @@ def test_a_user_reads_another_users_cube_only_when_shared(mos: MOS, unique: str)
     mos.add(TRIP, user_id=owner, mem_cube_id=cube_id)
     memory_id = mos.get_all(cube_id, owner)["text_mem"][0]["memories"][0].id
 
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.search("hotel", user_id=other, install_cube_ids=[cube_id])
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.get_all(cube_id, other)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.get(cube_id, memory_id, user_id=other)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.register_mem_cube(cube_id, user_id=other)
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.add(TRIP, user_id=other, mem_cube_id=cube_id)
     assert mos.mem_scheduler is not None
-    with pytest.raises(PermissionDenied):
+    with pytest.raises(NotFound):
         mos.mem_scheduler.submit_messages([message(other, cube_id, "answer", "sneaky")])
     assert cube_id not in [e["cube_id"] for e in mos.search("hotel", user_id=other)["text_mem"]]
 
@@ -348,7 +348,7 @@ def test_chat_complete_puts_memories_in_the_prompt_and_records_the_turn(
         assert answer(client, request) == "You chose the 7 Days Inn in Guangzhou."
         system = script.requests[-1]["messages"][0]
         assert system["role"] == "system" and "7 Days Inn" in system["content"]
-        with pytest.raises(PermissionDenied):
+        with pytest.raises(NotFound):  # a cube the stranger may not read answers like an unknown one
             answer(client, request.model_copy(update={"user_id": f"stranger_{unique}"}))
     pause = threading.Event()
     for _ in range(3000):  # the turn is added asynchronously
