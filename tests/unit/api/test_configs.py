@@ -1,14 +1,18 @@
-"""MOSConfig / GeneralMemCubeConfig: Example 5's YAML files, MemOS's own files, defaults and errors."""
+"""MOSConfig / GeneralMemCubeConfig: Example 5's YAML files, MemOS's own files, defaults and errors; and the
+system settings (configs/*.yaml, MEMOS_*): every setting the docs name exists and is read."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from memory_store.graph.neo4j import Neo4jGraphStore
+from memory_store.registry import graph_store_from_url
 from memos.configs.base import BaseConfig, ConfigFileNotFound
 from memos.configs.embedder import EmbedderConfigFactory
 from memos.configs.mem_cube import GeneralMemCubeConfig
@@ -18,6 +22,7 @@ from memos.configs.mem_scheduler import GeneralSchedulerConfig, SchedulerConfigF
 from memos.configs.textual_memory import GeneralTextMemoryConfig, TreeTextMemoryConfig
 from memos.mem_scheduler.utils.misc_utils import parse_yaml
 from schemas.errors import ConfigError
+from streams.settings import AppSettings, load_settings
 from tests.unit.api.example_calls import EXAMPLES_DIR
 
 CONFIG_DIR = EXAMPLES_DIR / "data" / "config" / "mem_scheduler"
@@ -317,3 +322,128 @@ def test_base_config_get_and_schema_marker() -> None:
     sample = Sample(model_schema="something.Else")
     assert sample.model_schema.endswith(".Sample")
     assert sample.get("value") == 3 and sample.get("missing", "d") == "d"
+
+
+# --- system settings: configs/*.yaml, MEMOS_* and what the READMEs name -------------------------------------
+
+ROOT = EXAMPLES_DIR.parent
+SECTIONS = {name for name, f in AppSettings.model_fields.items() if hasattr(f.annotation, "model_fields")}
+CODE_DIRS = ("schemas", "processors", "memory_store", "streams", "memos", "bench")
+READ_THROUGH = {
+    "log.url": "log_url()",
+    "stores.graph_url": 'store_url("graph")',
+    "stores.vector_url": 'store_url("vector")',
+    "stores.keyword_url": 'store_url("keyword")',
+    "stores.control_url": "control_url()",
+    "stores.namespace": "graph_store_options()",
+    "stores.neo4j_user": "graph_store_options()",
+    "stores.neo4j_password": "graph_store_options()",
+}
+"""Settings read through a method of AppSettings: the method must be called by the code."""
+
+
+def _yaml_settings(data: dict[str, Any], prefix: str = "") -> set[str]:
+    names = set()
+    for key, value in data.items():
+        if isinstance(value, dict) and key in SECTIONS:
+            names |= _yaml_settings(value, f"{key}.")
+        else:
+            names.add(prefix + key)
+    return names
+
+
+def _named_settings() -> dict[str, str]:
+    """Setting -> where it is named: leaves of configs/*.yaml, `section.field` and MEMOS_SECTION__FIELD in
+    the READMEs."""
+    named: dict[str, str] = {}
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        for name in _yaml_settings(_yaml(path.read_text(encoding="utf-8")) or {}):
+            named.setdefault(name, path.name)
+    modules = {"memos", "schemas", "streams", "processors", "memory_store", "bench", "examples", "infra",
+               "configs", "tests", "memory", "event", "envelope", "metadata"}
+    for doc in ("README.md", "infra/README.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for section, field in re.findall(r"`([a-z_]+)\.([a-z_]+)`", text):
+            if section not in modules:
+                named.setdefault(f"{section}.{field}", doc)
+        for section, field in re.findall(r"\bMEMOS_([A-Z]+)__([A-Z0-9_]+)\b", text):
+            named.setdefault(f"{section.lower()}.{field.lower()}", doc)
+    return named
+
+
+def _field_exists(name: str) -> bool:
+    section, _, field = name.rpartition(".")
+    if not section:
+        return name in AppSettings.model_fields
+    model = AppSettings.model_fields.get(section)
+    return model is not None and field in getattr(model.annotation, "model_fields", {})
+
+
+def _code() -> str:
+    sources = []
+    for folder in CODE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path != ROOT / "streams" / "settings.py":
+                sources.append(path.read_text(encoding="utf-8"))
+    return "\n".join(sources)
+
+
+def test_the_docs_and_configs_name_settings() -> None:
+    named = _named_settings()
+    assert {"log.url", "stores.graph_url", "stores.neo4j_password", "derivation.llm_api_key", "kv.model",
+            "server.port"} <= set(named)
+
+
+def test_every_setting_the_docs_and_configs_name_exists() -> None:
+    unknown = {name: where for name, where in _named_settings().items() if not _field_exists(name)}
+    assert unknown == {}, f"named but not settings of streams.settings.AppSettings: {unknown}"
+
+
+def test_every_setting_the_docs_and_configs_name_is_read_by_the_code() -> None:
+    code = _code()
+    unread = {}
+    for name, where in _named_settings().items():
+        if not _field_exists(name):
+            continue  # reported by the test above
+        field = name.rpartition(".")[2]
+        through = READ_THROUGH.get(name)
+        found = through in code if through else re.search(rf"\.{field}\b(?!\s*[:=][^=])", code) is not None
+        if not found:
+            unread[name] = where
+    assert unread == {}, f"settings named but never read: {unread}"
+
+
+@pytest.fixture
+def neo4j_config(tmp_path: Path) -> Path:
+    path = tmp_path / "neo.yaml"
+    path.write_text('stores:\n  graph_url: "neo4j://127.0.0.1:7687"\n  neo4j_user: alice\n', encoding="utf-8")
+    return path
+
+
+def test_neo4j_user_and_password_settings_reach_the_graph_store(
+    neo4j_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMOS_STORES__NEO4J_PASSWORD", "s3cret")
+    settings = load_settings(neo4j_config)
+    assert settings.stores.neo4j_user == "alice"
+    store = graph_store_from_url(settings.store_url("graph"), **settings.graph_store_options())
+    assert isinstance(store, Neo4jGraphStore)
+    assert store._auth == ("alice", "s3cret")  # what start() hands the driver as auth
+    assert "s3cret" not in repr(store) and "s3cret" not in repr(settings)
+
+
+def test_without_a_password_neo4j_credentials_in_the_url_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEMOS_STORES__NEO4J_PASSWORD", raising=False)
+    monkeypatch.setenv("MEMOS_STORES__GRAPH_URL", "neo4j://bob:pw@127.0.0.1:7687")
+    settings = load_settings("default")
+    assert "user" not in settings.graph_store_options()
+    store = graph_store_from_url(settings.store_url("graph"), **settings.graph_store_options())
+    assert isinstance(store, Neo4jGraphStore) and store._auth == ("bob", "pw")
+
+
+def test_graph_options_of_other_engines_carry_no_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMOS_STORES__NEO4J_PASSWORD", "s3cret")
+    monkeypatch.setenv("MEMOS_STORES__GRAPH_URL", "falkordb://127.0.0.1:6379")
+    assert load_settings("default").graph_store_options() == {"namespace": "memos"}
