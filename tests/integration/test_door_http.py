@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -131,19 +132,14 @@ def test_numbers_text_and_sizes_are_bounded(server: BackgroundServer, alice: Ten
                                                      "query": "q" * 100_000})
         assert long_query.status_code == 422 and "query" in long_query.json()["message"]
         for text, where in (("tea\ud800", "messages"), ("tea\x00time", "messages")):
-            raw = '{"writable_cube_ids": ["%s"], "messages": %s}' % (cube, _json_string(text))
+            raw = json.dumps({"writable_cube_ids": [cube], "messages": text})  # escapes: \ud800, \u0000
             r = c.post("/product/add", content=raw, headers={"Content-Type": "application/json"})
             assert r.status_code == 422 and where in r.json()["message"], r.text
-        surrogate_query = '{"user_id": "alice", "readable_cube_ids": ["%s"], "query": "tea\\udc00"}' % cube
+        surrogate_query = json.dumps({"user_id": "alice", "readable_cube_ids": [cube], "query": "tea\udc00"})
         r = c.post("/product/search", content=surrogate_query, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "query" in r.json()["message"], r.text
         big = _add(c, cube, "x" * (MAX_ADD_RECORD_BYTES + 10))
         assert big.status_code == 413 and str(MAX_ADD_RECORD_BYTES) in big.json()["message"], big.text[:300]
-
-
-def _json_string(text: str) -> str:
-    return '"' + "".join(f"\\u{ord(ch):04x}" if ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF else ch
-                         for ch in text) + '"'
 
 
 def test_a_full_backlog_is_429_with_retry_after_and_async_still_accepted(
