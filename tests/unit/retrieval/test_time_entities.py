@@ -1,0 +1,127 @@
+"""Times (processors.timeparse), entity links (processors.entities) and query intent (processors.intent)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+
+from processors.entities import entity_names, entity_relations, speaker_labels
+from processors.intent import asks_preference, first_person, is_source_error
+from processors.retrieval import SearchQuery, SearchSettings, score_hits
+from processors.timeparse import Span, parse_chat_time, query_time, record_spans, relative_spans, time_ranking
+from schemas.events import ConversationRecorded, MemoryAdded
+from tests.unit.retrieval.records import record
+
+ANCHOR = date(2023, 5, 8)  # a Monday
+
+
+def test_relative_expressions_resolve_against_the_session_date() -> None:
+    found = {
+        e.lower(): s.iso()
+        for e, s in relative_spans(
+            "Yesterday, last Saturday, two weeks ago, next month, last week, a few days ago, 3 years ago, "
+            "this weekend and next Friday",
+            ANCHOR,
+        )
+    }
+    assert found == {
+        "yesterday": "2023-05-07",
+        "last saturday": "2023-05-06",
+        "two weeks ago": "2023-04-24/2023-04-30",
+        "next month": "2023-06-01/2023-06-30",
+        "last week": "2023-05-01/2023-05-07",
+        "a few days ago": "2023-05-05",
+        "3 years ago": "2020-01-01/2020-12-31",
+        "this weekend": "2023-05-13/2023-05-14",
+        "next friday": "2023-05-12",
+    }
+    assert relative_spans("yesterday", None) == []
+    assert parse_chat_time("1:56 pm on 8 May, 2023") == ANCHOR and parse_chat_time("31 Feb, 2023") is None
+
+
+def test_query_time_names_days_months_years_and_asks_when() -> None:
+    assert query_time("When did Caroline go to the support group?") == (query_time("x").__class__(True, ()))
+    named = query_time("What did Mel do on 7 May 2023, in July 2023, on 2023-08-01 or in 2022? 2021年3月")
+    assert [s.iso() for s in named.spans] == [
+        "2023-08-01",
+        "2023-05-07",
+        "2023-07-01/2023-07-31",
+        "2021-03-01/2021-03-31",
+        "2022-01-01/2022-12-31",
+    ]
+    assert not named.asks_when and query_time("她什么时候去的？").asks_when
+
+
+def test_time_ranking_prefers_memories_of_the_named_time_or_stating_a_time() -> None:
+    may = record(
+        "may",
+        "Caroline: I went to the group yesterday.",
+        metadata={"dates": ["2023-05-08"], "times": ["2023-05-07"]},
+    )
+    june = record("june", "Caroline: it was fun.", metadata={"dates": ["2023-06-20"]})
+    assert record_spans(may) == (Span.day(date(2023, 5, 8)), Span.day(date(2023, 5, 7)))
+    records = {"may": may, "june": june}
+    assert time_ranking(query_time("What happened in June 2023?"), ["may", "june"], records) == ["june"]
+    assert time_ranking(query_time("When did she go?"), ["june", "may"], records) == ["may"]
+    assert time_ranking(query_time("What did she do?"), ["june", "may"], records) == []
+    settings = SearchSettings(weight_time=2.0)
+    hits = score_hits(
+        "text",
+        {"dense": ["june", "may"]},
+        records,
+        query=SearchQuery(query="When did she go?"),
+        query_vector=[],
+        terms=[],
+        flt=None,
+        settings=settings,
+    )
+    assert [h.record.id for h in hits] == ["may", "june"] and hits[0].parts["time"] > 0
+
+
+def test_entity_names_skip_speakers_sentence_starts_and_function_words() -> None:
+    text = "Caroline: I went to the LGBTQ group in Boston. Wow, Melanie!\nMelanie: Great, Caroline."
+    assert speaker_labels(text) == {"caroline", "melanie"}
+    assert entity_names(text) == {"lgbtq", "boston"}
+    assert entity_names("您可以考虑【七天、全季、希尔顿】等等") == {"七天", "全季", "希尔顿"}
+
+
+def test_entity_relations_link_memories_naming_the_same_thing_deterministically() -> None:
+    event = ConversationRecorded(
+        event_id=uuid.UUID(int=7),
+        occurred_at=datetime(2023, 5, 8, tzinfo=UTC),
+        key="c",
+        cube_id="c",
+        user_id="u",
+        session_id="s",
+        messages=[],
+        task_id="t",
+    )
+    new = MemoryAdded(
+        event_id=uuid.UUID(int=8),
+        occurred_at=event.occurred_at,
+        key="c",
+        memory_id="new",
+        cube_id="c",
+        user_id="u",
+        memory="Melanie: We camped near Boston again.",
+    )
+    old = record("old", "Caroline: I moved to Boston last year.", cube_id="c")
+    other = record("other", "Caroline: I like pottery.", cube_id="c")
+    views = {"new": [(old, 0.8), (other, 0.7)]}
+    first = entity_relations(event, [new], views, {})
+    assert [(r.source_id, r.target_id, r.relation, r.metadata["entities"]) for r in first] == [
+        ("new", "old", "RELATES", ["boston"])
+    ]
+    assert entity_relations(event, [new], views, {}) == first  # same input, same ids
+    assert entity_relations(event, [new], views, {"new": "old"}) == []  # merged away: links nothing
+
+
+def test_query_intent_and_failed_sources() -> None:
+    assert (
+        first_person("Which hotel did I pick?")
+        and first_person("我选了哪家")
+        and not first_person("Is it big?")
+    )
+    assert asks_preference("Please recommend a hotel") and not asks_preference("When did she go?")
+    assert is_source_error(record("e", "could not fetch", metadata={"type": "source_error"}))
+    assert not is_source_error(record("c", "content"))
