@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 from memory_store.base import Projection
 from memory_store.control.base import CONTROL_TOPICS, ControlStore
 from processors.projection import project
 from schemas.codec import decode
-from schemas.envelope import Position
+from schemas.envelope import Position, Record
 from schemas.errors import EventDecodeError
 from schemas.ops import AnyOp, DropCube
 from schemas.topics import MEMORIES
@@ -25,13 +26,41 @@ Progress = Callable[[int, int], None]
 """Called with (records read, records to read) as the replay advances."""
 
 
+def _plan(records: Sequence[Record], key: bytes, end: int) -> list[tuple[Sequence[AnyOp], Position]]:
+    """The (ops, position) pairs of the cube's records below ``end``; poison records skipped."""
+    planned: list[tuple[Sequence[AnyOp], Position]] = []
+    for record in records:
+        if record.position.offset >= end:
+            break
+        if record.key != key:
+            continue
+        try:
+            event = decode(record.value)
+        except EventDecodeError as exc:
+            logger.warning("replay skipped poison record position=%s error=%s", record.position, exc)
+            continue
+        ops = project(event)
+        if ops:
+            planned.append((ops, record.position))
+    return planned
+
+
+async def _apply_all(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]]) -> None:
+    """Apply to every store: stores in different databases at the same time, those sharing one in turn."""
+    groups: dict[str, list[Projection]] = {}
+    for store in stores:
+        groups.setdefault(str(getattr(store, "url", id(store))), []).append(store)
+    await asyncio.gather(*(apply_planned(group, planned, replay=True) for group in groups.values()))
+
+
 async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: asyncio.Lock, cube_id: str, *,
-                      progress: Progress | None = None, batch: int = 2000) -> int:
+                      progress: Progress | None = None, batch: int = 5000) -> int:
     """Rebuild ``cube_id`` in every projection from the memories topic; returns events applied.
 
     The live projection is paused (``live_lock``, the projection stage's) for the duration, so no record
     of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
-    with ``replay=True``).
+    with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one
+    (batches are still applied strictly in log order).
     """
     key = cube_id.encode()
     partitions = await log.partitions(MEMORIES)
@@ -39,33 +68,31 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     applied = 0
     async with live_lock:
         end = (await log.end_offsets(MEMORIES)).get(partition, 0)
-        await apply_planned(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))],
-                            replay=True)
+        await _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
         offset = 0
-        while offset < end:
-            records = await log.read(MEMORIES, partition, offset, limit=batch)
-            if not records:
-                break
-            planned: list[tuple[Sequence[AnyOp], Position]] = []
-            for record in records:
-                if record.position.offset >= end:
+        applying: asyncio.Task[None] | None = None
+        try:
+            while offset < end:
+                records = await log.read(MEMORIES, partition, offset, limit=batch)
+                if not records:
                     break
-                if record.key != key:
-                    continue
-                try:
-                    event = decode(record.value)
-                except EventDecodeError as exc:
-                    logger.warning("replay skipped poison record position=%s error=%s", record.position, exc)
-                    continue
-                ops = project(event)
-                if ops:
-                    planned.append((ops, record.position))
-            offset = records[-1].position.offset + 1
-            if planned:
-                await apply_planned(stores, planned, replay=True)
-                applied += len(planned)
-            if progress is not None:
-                progress(min(offset, end), end)
+                planned = _plan(records, key, end)
+                offset = records[-1].position.offset + 1
+                if applying is not None:
+                    await applying
+                    applying = None
+                if planned:
+                    applying = asyncio.create_task(_apply_all(stores, planned))
+                    applied += len(planned)
+                if progress is not None:
+                    progress(min(offset, end), end)
+            if applying is not None:
+                await applying
+        finally:
+            if applying is not None and not applying.done():
+                applying.cancel()
+                with suppress(asyncio.CancelledError):
+                    await applying
     logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
     return applied
 

@@ -349,7 +349,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             r[0]
             for r in conn.execute(
                 "SELECT memory_id FROM vector_items WHERE memory_id IN (SELECT value FROM json_each(?))"
-                " AND cube_id=? AND status='retired'",
+                " AND +cube_id=? AND status='retired'",  # "+": the primary key, not a scan of the cube
                 (json.dumps([op.memory.id for op in run]), cube_id),
             )
         }

@@ -98,6 +98,23 @@ def test_projection_is_deterministic() -> None:
     assert project(event) == project(event)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"origin_event_id": None, "valid_from": None, "tags": [], "sources": [], "metadata": {}, "embedding": []}],
+)
+def test_records_built_without_validation_equal_validated_ones(overrides: dict[str, object]) -> None:
+    """memory_record and the revise op skip validation (speed); they must be what validation would build."""
+    record = memory_record(_added(**overrides))
+    again = MemoryRecord.model_validate(record.model_dump())
+    assert record == again
+    assert {k: type(v) for k, v in dict(record).items()} == {k: type(v) for k, v in dict(again).items()}
+    assert record.model_dump_json() == again.model_dump_json()
+    revise = project(MemoryRevised(event_id=EVENT_ID, occurred_at=AT, key="c", memory_id="m", cube_id="c",
+                                   revision=1, memory="x", embedding=[0.5], metadata={"a": [1]}))  # fmt: skip
+    assert revise == [ReviseMemory.model_validate(revise[0].model_dump())]
+    assert dict(revise[0]) == dict(ReviseMemory.model_validate(revise[0].model_dump()))
+
+
 def test_memory_revised_projects_to_revise() -> None:
     event = MemoryRevised(
         event_id=derive_id(EVENT_ID, "rev"),
