@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from processors.documents import ParsedDocument
 from schemas.events import JsonDict, SourceRef
 
 __all__ = [
@@ -41,6 +42,8 @@ RefKind = Literal["url", "path"]
 _SCHEMA_BLOCK = re.compile(r"<tool_schema>(.*?)(?:</tool_schema>|$)", re.DOTALL | re.IGNORECASE)
 _B64 = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 _ROLES = {"system", "user", "assistant", "tool"}
+_PATH = re.compile(r"^(?:/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)\S")
+"""An explicit local path: absolute, home-relative, ./ or ../, a Windows drive or UNC path."""
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 
 
@@ -64,6 +67,8 @@ class Item:
     data: bytes | None = None
     mime: str | None = None
     payload: JsonDict = field(default_factory=dict)
+    document: ParsedDocument | None = None
+    """The file's parsed text when the shell parsed it already (in the parsing sandbox)."""
 
     @property
     def ok(self) -> bool:
@@ -294,7 +299,12 @@ class _Reader:
         filename: str,
         payload: JsonDict | None = None,
     ) -> str:
-        """Register a file or image given as a URL, data URL, local path or bare base64; return its name."""
+        """Register a file or image given as a URL, data URL, local path or bare base64; return its name.
+
+        Only an explicit path (``file://``, absolute, ``~``, ``./``, ``../``, a drive or UNC path) becomes a
+        path fetch; whether it may be read is the fetcher's decision (never for remote callers). Any other
+        text of a file part is the file's content, never a path.
+        """
         ref = ref[1:].strip() if ref.startswith("@") else ref
         payload = payload or {}
         kind: ItemKind = purpose
@@ -361,11 +371,24 @@ class _Reader:
                 shown = filename or "inline file"
                 self.add(Item(kind, index, role, "", source, shown, data=data, payload=payload))
                 return shown
-        path = urllib.parse.unquote(ref[7:]) if lowered.startswith("file://") else ref
-        shown = filename or path.replace("\\", "/").rsplit("/", 1)[-1]
-        source = source.model_copy(update={"url": ref, "filename": source.filename or shown})
-        item_index = self.add(Item(kind, index, role, "", source, shown, ref=path, payload=payload))
-        self.fetches.append(FetchRequest(item_index, path, "path", purpose, shown))
+        if lowered.startswith("file://") or _PATH.match(ref):
+            path = (
+                urllib.parse.unquote(urllib.parse.urlsplit(ref).path)
+                if lowered.startswith("file://")
+                else ref
+            )
+            shown = filename or path.replace("\\", "/").rsplit("/", 1)[-1]
+            source = source.model_copy(update={"url": ref, "filename": source.filename or shown})
+            item_index = self.add(Item(kind, index, role, "", source, shown, ref=path, payload=payload))
+            self.fetches.append(FetchRequest(item_index, path, "path", purpose, shown))
+            return shown
+        shown = filename or f"inline {purpose}"
+        if purpose == "image":
+            why = f"image reference {ref[:60]!r} is not a URL, a data URL or a local path"
+            self.add(Item(kind, index, role, why, _failed(source, "unfetched", why), shown, payload=payload))
+            return shown
+        text = ref.encode("utf-8", errors="replace")
+        self.add(Item(kind, index, role, "", source, shown, data=text, mime="text/plain", payload=payload))
         return shown
 
     def tool_calls(self, index: int, base: SourceRef, calls: Any) -> None:
