@@ -79,7 +79,10 @@ class Runtime:
         self.keyword: KeywordIndex = keyword_index_from_url(settings.store_url("keyword"))
         self.control: ControlStore = control_store_from_url(settings.control_url(),
                                                             namespace=settings.stores.namespace)
-        self.task_handlers: dict[str, TaskHandler] = dict(task_handlers or {})
+        from memos.application.handlers import default_task_handlers
+
+        self.task_handlers: dict[str, TaskHandler] = {**default_task_handlers(lambda: self),
+                                                       **(task_handlers or {})}
         self.projection_stage = ProjectionStage(self.stores)
         self.kv_warmer: KVWarmerStage | None = None
         """The KV warmer stage when this runtime hosts it."""
