@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from typing import TYPE_CHECKING
 
 import typer
@@ -54,6 +52,9 @@ def kv_worker(
     )
 
     async def go() -> None:
+        import asyncio
+        import signal
+
         from memos.runtime import Runtime
         from schemas.errors import ConfigError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -70,6 +69,8 @@ def mcp(
     config: str | None = CONFIG,
 ) -> None:
     """Run the MCP server with add, search and delete tools."""
+    import asyncio
+
     from memos.server.mcp import serve_mcp
     from schemas.errors import MemorySystemError
 
