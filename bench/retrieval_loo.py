@@ -157,12 +157,23 @@ def ranked(
 
 
 def settings_grid(base: SearchSettings, grid: Mapping[str, Sequence[Any]]) -> list[SearchSettings]:
-    """Every combination of ``grid`` values applied to ``base`` (the base itself first)."""
+    """Every combination of ``grid`` values applied to ``base`` (the base itself first).
+
+    A name ``relation_weights.RELATES`` sets one entry of the relation-weight map.
+    """
     names = list(grid)
     out = [base]
     for values in itertools.product(*(grid[n] for n in names)):
-        variant = base.model_copy(update=dict(zip(names, values, strict=True)))
-        if variant != base:
+        update: dict[str, Any] = {}
+        relations = dict(base.relation_weights)
+        for name, value in zip(names, values, strict=True):
+            if name.startswith("relation_weights."):
+                relations[name.split(".", 1)[1]] = float(value)
+            else:
+                update[name] = value
+        update["relation_weights"] = relations
+        variant = SearchSettings.model_validate({**base.model_dump(), **update})
+        if variant != base and variant not in out:
             out.append(variant)
     return out
 
