@@ -130,18 +130,27 @@ def publish(
         err().print(f"nothing published: {len(exc.problems)} problem(s) in {str(file)!r}", highlight=False)
         raise typer.Exit(EXIT_ERROR) from exc
 
-    async def go() -> list[dict[str, Any]]:
+    from schemas.errors import MemorySystemError
+
+    done: list[dict[str, Any]] = []
+
+    async def go() -> None:
         # without --wait only the control stage runs here (a new cube is registered before its first add)
         async with service(config, stages=True, stage_names=None if wait else {"control"}) as svc:
-            out: list[dict[str, Any]] = []
             for line in lines:
-                out.extend(await svc.add(
-                    line.user_id, [line.cube_id], line.message_list(), session_id=line.session_id,
-                    mode=line.mode, async_mode="sync" if wait else "async", info=line.info,  # type: ignore[arg-type]
-                    custom_tags=line.custom_tags, task_id=line.task_id))
-            return out
+                try:
+                    done.extend(await svc.add(
+                        line.user_id, [line.cube_id], line.message_list(), session_id=line.session_id,
+                        mode=line.mode, async_mode="sync" if wait else "async",  # type: ignore[arg-type]
+                        info=line.info, custom_tags=line.custom_tags, task_id=line.task_id))
+                except MemorySystemError as exc:  # refused by the service (access), or the engine failed
+                    err().print(f"[red]refused:[/red] line {line.number}: {exc}", highlight=False, soft_wrap=True)
+                    err().print(f"published {len(done)} conversation(s) before line {line.number}; "
+                                f"lines {line.number}-{lines[-1].number} were not published", highlight=False)
+                    raise typer.Exit(EXIT_ERROR) from exc
 
-    results = run(go())
+    run(go())
+    results = done
     out = console()
     out.print(f"published {len(results)} conversation event(s)", highlight=False)
     for r in results:

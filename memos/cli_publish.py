@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 __all__ = ["PublishFileInvalid", "PublishLine", "read_publish_file"]
 
@@ -42,6 +42,12 @@ class PublishLine(BaseModel):
     info: dict[str, Any] = Field(default_factory=dict)
     custom_tags: list[str] = Field(default_factory=list)
     task_id: str | None = None
+    _number: int = PrivateAttr(default=0)
+
+    @property
+    def number(self) -> int:
+        """The line's number in its file (1-based)."""
+        return self._number
 
     def message_list(self) -> list[dict[str, Any]]:
         """The messages in OpenAI format (a bare string is one user message)."""
@@ -121,6 +127,7 @@ def read_publish_file(path: Path, *, limit: int | None = None) -> list[PublishLi
         line, found = _line_problems(number, raw, limit)
         problems.extend(found)
         if line is not None:
+            line._number = number
             lines.append(line)
     if not lines and not problems:
         problems.append(f"{str(path)!r} holds no conversation (one JSON object per line)")

@@ -116,3 +116,14 @@ def test_a_missing_file_is_one_line(tmp_path: Path) -> None:
     proc = _publish(tmp_path / "nope.jsonl", tmp_path / "home")
     assert proc.returncode == 2
     assert "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_line_the_service_refuses_is_named_with_what_was_published_before_it(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join([_line(), _line(user_id="bob"), _line(user_id="ann", cube_id="ann_other")]))
+    proc = _publish(path, home)  # bob may not write ann's cube: a rule of the service, not of the file
+    assert proc.returncode == 2
+    assert "refused: line 2:" in proc.stderr and "ann_cube" in proc.stderr
+    assert "published 1 conversation(s) before line 2; lines 2-3 were not published" in proc.stderr
+    assert "Traceback" not in proc.stderr
