@@ -52,8 +52,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from processors.filters import Filter, matches
 from processors.fusion import (
-    TermPattern,
-    calibrate,
     cosine_to,
     normalised,
     reciprocal_rank_fusion,
@@ -61,6 +59,7 @@ from processors.fusion import (
     term_patterns,
 )
 from processors.intent import asks_preference, first_person, is_source_error, own_words
+from processors.relevance import dense_relativity, lexical_text, relativity
 from processors.timeparse import query_time, time_ranking
 from schemas.events import MemoryType
 from schemas.memory import MemoryRecord, RelationRecord
@@ -459,7 +458,7 @@ def score_hits(
             "recency": 0.0,
             "boost": round(boost, 6),
             "cosine": round(cos, 6) if cos is not None else 0.0,
-            "keyword_coverage": round(term_coverage(patterns, _lexical_text(record)), 6),
+            "keyword_coverage": round(term_coverage(patterns, lexical_text(record)), 6),
             "fused": round(score, 6),
         }
         hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))
@@ -469,35 +468,6 @@ def score_hits(
 
 def _same_model(record: MemoryRecord, query_model: str) -> bool:
     return not (record.embedding_model and query_model and record.embedding_model != query_model)
-
-
-def relativity(
-    cos: float | None, record: MemoryRecord, patterns: Sequence[TermPattern], settings: SearchSettings
-) -> float:
-    """Absolute relevance in [0, 1], comparable across queries and memories.
-
-    dense = the cosine mapped linearly from [dense_floor, dense_ceiling] onto [0, dense_knee] and from
-    [dense_ceiling, 1] onto [dense_knee, 1]; lexical = ``lexical_relativity`` x the share of query terms
-    the memory holds; relativity = 1 - (1 - dense)(1 - lexical). It reaches 1 only at cosine 1 (the
-    query and the memory say the same), so two different memories cannot both score 1 for one query.
-    """
-    dense = 0.0 if cos is None else dense_relativity(cos, settings)
-    lexical = settings.lexical_relativity * term_coverage(patterns, _lexical_text(record))
-    return round(1.0 - (1.0 - dense) * (1.0 - lexical), 6)
-
-
-def dense_relativity(cos: float, settings: SearchSettings) -> float:
-    """The calibrated cosine in [0, 1]: floor -> 0, ceiling -> ``dense_knee``, 1 -> 1 (piecewise linear)."""
-    knee = settings.dense_knee
-    if cos >= 1.0 - 1e-9:
-        return 1.0
-    if cos <= settings.dense_ceiling:
-        return knee * calibrate(cos, settings.dense_floor, settings.dense_ceiling)
-    return knee + (1.0 - knee) * calibrate(cos, settings.dense_ceiling, 1.0)
-
-
-def _lexical_text(record: MemoryRecord) -> str:
-    return " ".join((record.memory, record.key, " ".join(record.tags)))
 
 
 def apply_rerank(hits: Sequence[Hit], scores: Sequence[float], settings: SearchSettings) -> list[Hit]:
