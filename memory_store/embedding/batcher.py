@@ -1,0 +1,175 @@
+"""MicroBatcher: one worker thread that merges concurrent embedding requests into bounded model steps.
+
+Requests come in two lanes. Urgent work (search queries) always goes first: after every model step
+the worker takes the urgent lane before anything else, and an urgent step holds only urgent items,
+so a query waits for at most the one bounded step already running, never for a whole ingest batch.
+Normal work (passages from adds) is cut into steps of at most ``max_items`` items and ``max_cost``
+cost units (tokens), and waits ``linger_s`` after the first item arrives so that concurrent adds
+share a step; urgent work does not linger (queries that arrive while a step runs share the next).
+Items are prepared (tokenized) on the worker thread, lazily, one step ahead at most.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["MicroBatcher"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+@dataclass(eq=False)
+class _Job(Generic[T, P, R]):
+    items: Sequence[T]
+    future: Future[list[R]]
+    urgent: bool
+    results: list[R | None] = field(default_factory=list)
+    remaining: int = 0
+    failed: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Slot(Generic[T, P, R]):
+    job: _Job[T, P, R]
+    index: int
+    prepared: P | None = None
+    cost: int = 0
+
+
+class MicroBatcher(Generic[T, P, R]):
+    """Runs ``run(prepared items) -> results`` on one thread, batching submissions (see module doc).
+
+    ``prepare`` turns an item into what ``run`` reads (on the worker thread), ``cost`` weighs a
+    prepared item against ``max_cost``. A step always takes at least one item, whatever its cost.
+    """
+
+    def __init__(
+        self,
+        prepare: Callable[[T], P],
+        cost: Callable[[P], int],
+        run: Callable[[list[P]], Sequence[R]],
+        *,
+        max_items: int = 32,
+        max_cost: int = 2048,
+        linger_s: float = 0.002,
+        name: str = "microbatcher",
+    ) -> None:
+        self._prepare, self._cost, self._run = prepare, cost, run
+        self.max_items, self.max_cost, self.linger_s = max(1, max_items), max(1, max_cost), linger_s
+        self._urgent: deque[_Slot[T, P, R]] = deque()
+        self._normal: deque[_Slot[T, P, R]] = deque()
+        self._normal_since = 0.0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.steps = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, items: Sequence[T], *, urgent: bool = False) -> Future[list[R]]:
+        """Queue ``items``; the future resolves to their results in order (or the step's exception)."""
+        future: Future[list[R]] = Future()
+        if not items:
+            future.set_result([])
+            return future
+        job: _Job[T, P, R] = _Job(items, future, urgent, [None] * len(items), len(items))
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the micro-batcher is closed")
+            lane = self._urgent if urgent else self._normal
+            if not urgent and not self._normal:
+                self._normal_since = time.monotonic()
+            lane.extend(_Slot(job, i) for i in range(len(items)))
+            self._cond.notify()
+        return future
+
+    def close(self) -> None:
+        """Finish queued work, then stop the worker. Idempotent."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._urgent or self._normal or self._closed):
+                    self._cond.wait()
+                if not self._urgent and not self._normal:
+                    return
+                if not self._urgent:
+                    deadline = self._normal_since + self.linger_s
+                    while not self._urgent and len(self._normal) < self.max_items and not self._closed:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
+                lane = self._urgent if self._urgent else self._normal
+                candidates: list[_Slot[T, P, R]] = []
+                while lane and len(candidates) < self.max_items:
+                    slot = lane.popleft()
+                    if not slot.job.failed:
+                        candidates.append(slot)
+            slots, rest = self._fit(candidates)
+            with self._cond:
+                lane.extendleft(reversed(rest))
+                if lane is self._normal and self._normal:
+                    self._normal_since = time.monotonic() - self.linger_s  # the rest does not linger again
+            if slots:
+                self._step(slots)
+
+    def _fit(self, candidates: list[_Slot[T, P, R]]) -> tuple[list[_Slot[T, P, R]], list[_Slot[T, P, R]]]:
+        """Prepare candidates (outside the lock) and split them at ``max_cost``: (this step, put back)."""
+        taken: list[_Slot[T, P, R]] = []
+        total = 0
+        for n, slot in enumerate(candidates):
+            if slot.job.failed:
+                continue
+            if slot.prepared is None:
+                try:
+                    slot.prepared = self._prepare(slot.job.items[slot.index])
+                    slot.cost = max(1, self._cost(slot.prepared))
+                except Exception as exc:  # noqa: BLE001 - the job's caller gets the error
+                    self._fail(slot.job, exc)
+                    continue
+            if taken and total + slot.cost > self.max_cost:
+                return taken, [s for s in candidates[n:] if not s.job.failed]
+            taken.append(slot)
+            total += slot.cost
+        return taken, []
+
+    def _step(self, slots: list[_Slot[T, P, R]]) -> None:
+        self.steps += 1
+        try:
+            results = self._run([s.prepared for s in slots])  # type: ignore[misc]
+            if len(results) != len(slots):
+                raise RuntimeError(f"the model step returned {len(results)} results for {len(slots)} items")
+        except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
+            for slot in slots:
+                self._fail(slot.job, exc)
+            return
+        for slot, result in zip(slots, results, strict=True):
+            job = slot.job
+            if job.failed:
+                continue
+            job.results[slot.index] = result
+            job.remaining -= 1
+            if job.remaining == 0 and not job.future.done():
+                job.future.set_result(list(job.results))  # type: ignore[arg-type]
+
+    @staticmethod
+    def _fail(job: _Job[T, P, R], exc: BaseException) -> None:
+        job.failed = True
+        if not job.future.done():
+            job.future.set_exception(exc)
