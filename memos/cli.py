@@ -336,7 +336,8 @@ def worker(config: str | None = CONFIG,
         from streams.pipeline.faust_app import run_faust_worker
 
         try:
-            run_faust_worker(loaded, lambda: Runtime(loaded, run_stages=False), stage_names=wanted,
+            run_faust_worker(loaded, lambda: Runtime(loaded, run_stages=False),
+                             stage_names=sorted(wanted) if wanted is not None else None,
                              group_prefix=group_prefix)
         except MemorySystemError as exc:
             raise fail(str(exc)) from exc

@@ -69,8 +69,9 @@ def kv_worker(
             await stage.ready.wait()
             if stage.failure is not None:
                 raise stage.failure
+            device = stage.llm.device if stage.llm is not None else loaded.kv.device
             console().print(
-                f"kv-worker running on {loaded.log_url()}: model={stage.model_id} device={stage.llm.device} "
+                f"kv-worker running on {loaded.log_url()}: model={stage.model_id} device={device} "
                 f"budget_bytes={loaded.kv.budget_bytes} prefix_tokens={loaded.kv.prefix_tokens} (Ctrl-C to stop)",
                 highlight=False,
             )
