@@ -42,6 +42,9 @@ class DedupSettings:
     duplicate_cosine: float = 0.92
     duplicate_overlap: float = 0.6
     conflicts: bool = True
+    batch_window: int = 512
+    """Near duplicates within one add are looked for among the last this many kept memories (exact
+    duplicates among all): bounded work for any input size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +94,7 @@ def conflict_key(memory_type: str, title: str, extractor: str) -> str | None:
 
 
 def _is_duplicate(candidate: MemoryAdded, text: str, similarity: float, settings: DedupSettings) -> bool:
-    if " ".join(candidate.memory.split()) == " ".join(text.split()):
+    if _normalized(candidate.memory) == _normalized(text):
         return True
     return (
         similarity >= settings.duplicate_cosine
@@ -108,7 +111,8 @@ def resolve_candidates(
     """Turn candidate memories into the events to append, given each one's view of similar memories.
 
     For each candidate (in order): a duplicate of an earlier candidate of the same add is dropped and
-    its sources merged into that one; a duplicate of an existing memory becomes a ``MemoryRevised``
+    its sources merged into that one; a duplicate of an existing memory (one of the same type first,
+    where a fact and a preference share their words) becomes a ``MemoryRevised``
     (reason "duplicate", sources appended); a conflicting fact or preference (same key, different text)
     is added with ``valid_from`` and the old one is retired as superseded, with a SUPERSEDES edge;
     anything else is added as is. Existing memories of this very event (a redelivery) are ignored, so
@@ -117,16 +121,13 @@ def resolve_candidates(
     settings = settings or DedupSettings()
     origin = str(event.event_id)
     kept: list[MemoryAdded] = []
-    kept_rows: list[int] = []
-    sims = _similarities(candidates)
+    twins = _BatchTwins(candidates, settings)
     resolved: dict[str, str] = {}
     tail: list[Event] = []
     revisions: dict[str, int] = {}
     retired: set[str] = set()
     for row, candidate in enumerate(candidates):
-        twin = _batch_twin(
-            candidate, [(kept_rows[k], kept[k]) for k in range(len(kept))], sims[row], settings
-        )
+        twin = twins.find(row)
         if twin is not None:
             index = twin
             other = kept[index]
@@ -143,7 +144,10 @@ def resolve_candidates(
             and record.origin_event_id != origin
             and record.id not in retired
         ]
-        duplicate = next((r for r, sim in view if _is_duplicate(candidate, r.memory, sim, settings)), None)
+        stored = [r for r, sim in view if _is_duplicate(candidate, r.memory, sim, settings)]
+        duplicate = next((r for r in stored if r.memory_type == candidate.memory_type), None) or next(
+            iter(stored), None
+        )
         if duplicate is not None:
             revision = revisions.get(duplicate.id, duplicate.revision) + 1
             revisions[duplicate.id] = revision
@@ -171,33 +175,69 @@ def resolve_candidates(
             tail += _supersede(event, candidate, old)
         else:
             kept.append(candidate)
-        kept_rows.append(row)
+        twins.keep(row)
         resolved[candidate.memory_id] = candidate.memory_id
     return DedupResult(events=[*kept, *tail], resolved=resolved)
 
 
-def _similarities(candidates: Sequence[MemoryAdded]) -> np.ndarray:
-    """Pairwise cosine similarities of the candidates' embeddings (zeros where missing or mismatched)."""
-    n = len(candidates)
+class _BatchTwins:
+    """Finds, for a candidate, an earlier kept candidate of the same add that it duplicates, in bounded work.
+
+    Exact text twins are found through a dictionary over every kept candidate; near twins (cosine and
+    token overlap) only among the last ``DedupSettings.batch_window`` kept ones, one matrix-vector product
+    per candidate. So an add of n memories costs O(n * window) and O(n) memory, never an n x n matrix
+    (a 30,000-memory add made that product crash OpenBLAS). For adds within the window the answer is
+    the same as comparing all pairs: the earliest kept twin.
+    """
+
+    def __init__(self, candidates: Sequence[MemoryAdded], settings: DedupSettings) -> None:
+        self.candidates = candidates
+        self.settings = settings
+        self.rows: list[int] = []
+        self.exact: dict[tuple[str, str], int] = {}
+        self.unit = _unit_rows(candidates)
+
+    def find(self, row: int) -> int | None:
+        """Index (in kept order) of the earliest kept twin of candidate ``row``, or None."""
+        candidate = self.candidates[row]
+        found: list[int] = []
+        exact = self.exact.get((candidate.memory_type, _normalized(candidate.memory)))
+        if exact is not None:
+            found.append(exact)
+        window = self.settings.batch_window
+        start = max(0, len(self.rows) - window)
+        if self.unit is not None and len(self.rows) > start:
+            recent = self.rows[start:]
+            sims = self.unit[recent] @ self.unit[row]
+            for offset in np.flatnonzero(sims >= self.settings.duplicate_cosine):
+                index = start + int(offset)
+                other = self.candidates[self.rows[index]]
+                if other.memory_type == candidate.memory_type and _is_duplicate(
+                    candidate, other.memory, float(sims[offset]), self.settings
+                ):
+                    found.append(index)
+                    break
+        return min(found) if found else None
+
+    def keep(self, row: int) -> None:
+        """Record candidate ``row`` as kept (the next index in kept order)."""
+        candidate = self.candidates[row]
+        self.exact.setdefault((candidate.memory_type, _normalized(candidate.memory)), len(self.rows))
+        self.rows.append(row)
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _unit_rows(candidates: Sequence[MemoryAdded]) -> np.ndarray | None:
+    """The candidates' embeddings as unit rows (None when missing or of mixed sizes)."""
     dims = {len(c.embedding) for c in candidates}
-    if n == 0 or len(dims) != 1 or 0 in dims:
-        return np.zeros((n, n), dtype=np.float32)
+    if not candidates or len(dims) != 1 or 0 in dims:
+        return None
     matrix = np.asarray([c.embedding for c in candidates], dtype=np.float32)
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    unit = (matrix / np.where(norms == 0, 1.0, norms)).astype(np.float32)
-    return unit @ unit.T
-
-
-def _batch_twin(
-    candidate: MemoryAdded, kept: Sequence[tuple[int, MemoryAdded]], sims: np.ndarray, settings: DedupSettings
-) -> int | None:
-    """Index in ``kept`` of an earlier candidate of the same add that ``candidate`` duplicates."""
-    for index, (row, other) in enumerate(kept):
-        if other.memory_type == candidate.memory_type and _is_duplicate(
-            candidate, other.memory, float(sims[row]), settings
-        ):
-            return index
-    return None
+    return (matrix / np.where(norms == 0, 1.0, norms)).astype(np.float32)
 
 
 def _revision(

@@ -1,4 +1,11 @@
-"""Pure file parsing: bytes + name + mime type -> structured text (md, txt, html, json, pdf, docx)."""
+"""Pure file parsing: bytes + name + mime type -> structured text (md, txt, html, json, pdf, docx), within budgets.
+
+:class:`DocumentBudget` bounds what one document may cost before and while it is parsed: the
+decompressed size and entry count of zip-based formats (docx, xlsx, pptx: declared sizes checked, then
+the entries actually inflated, up to the cap), the inflated size of PDF Flate streams, PDF pages, and
+the characters kept. An input over a budget raises OverBudget, which the shell records as a memory that
+says so. Memory and time limits need a process boundary: see ``streams.pipeline.sandbox``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,22 @@ import io
 import json
 import logging
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from schemas.errors import FetchFailed
+from schemas.errors import FetchFailed, OverBudget
 
-__all__ = ["DocumentKind", "ParsedDocument", "detect_kind", "parse_document"]
+__all__ = [
+    "DocumentBudget",
+    "DocumentKind",
+    "ParsedDocument",
+    "check_pdf_streams",
+    "check_zip",
+    "detect_kind",
+    "parse_document",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +63,17 @@ _GENERIC_MIME = {"", "application/octet-stream", "binary/octet-stream", "applica
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentBudget:
+    """What one document may cost; sizes in bytes, ``max_chars`` in characters of extracted text."""
+
+    max_unzipped_bytes: int = 64 * 1024 * 1024
+    max_zip_entries: int = 4096
+    max_pdf_stream_bytes: int = 64 * 1024 * 1024
+    max_pdf_pages: int = 1000
+    max_chars: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedDocument:
     """Text of a document with its structure kept as markdown (headings, lists, tables)."""
 
@@ -53,6 +81,8 @@ class ParsedDocument:
     kind: DocumentKind
     name: str
     pages: int = 0
+    truncated_chars: int = 0
+    """Characters cut from the end to stay within ``DocumentBudget.max_chars``."""
 
 
 def detect_kind(data: bytes, *, name: str = "", mime: str | None = None) -> DocumentKind | None:
@@ -76,27 +106,104 @@ def detect_kind(data: bytes, *, name: str = "", mime: str | None = None) -> Docu
     return None
 
 
-def parse_document(data: bytes, *, name: str = "", mime: str | None = None) -> ParsedDocument:
-    """Parse ``data`` into structured text. Raises FetchFailed when the type is unsupported or unreadable."""
+def parse_document(
+    data: bytes, *, name: str = "", mime: str | None = None, budget: DocumentBudget | None = None
+) -> ParsedDocument:
+    """Parse ``data`` into structured text, cut to ``budget.max_chars``.
+
+    Raises OverBudget when a zip or PDF would inflate past its budget or a PDF has too many pages, and
+    FetchFailed when the type is unsupported or the file unreadable.
+    """
+    budget = budget or DocumentBudget()
     kind = detect_kind(data, name=name, mime=mime)
     if kind is None:
         raise FetchFailed(f"unsupported document type {mime or 'unknown'!r} for file {name!r}")
+    pages = 0
     try:
         if kind == "pdf":
-            text, pages = _pdf(data)
-            return ParsedDocument(_tidy(text), kind, name, pages)
-        if kind == "docx":
-            return ParsedDocument(_tidy(_docx(data)), kind, name)
-        raw = _decode(data, mime)
-        if kind == "html":
-            return ParsedDocument(_tidy(_html(raw)), kind, name)
-        if kind == "json":
-            return ParsedDocument(_tidy(_json(raw)), kind, name)
-        return ParsedDocument(_tidy(raw), kind, name)
+            check_pdf_streams(data, budget, name=name)
+            text, pages = _pdf(data, budget, name)
+        elif kind == "docx":
+            check_zip(data, budget, name=name, kind=kind)
+            text = _docx(data)
+        else:
+            raw = _decode(data[: budget.max_chars * 4], mime)
+            text = _html(raw) if kind == "html" else _json(raw) if kind == "json" else raw
     except FetchFailed:
         raise
+    except MemoryError as exc:
+        raise OverBudget(f"parsing file {name!r} needs more memory than the parsing budget allows") from exc
     except Exception as exc:  # parsers raise many unrelated types on corrupt input; name them all here
         raise FetchFailed(f"could not parse {kind} file {name!r}: {type(exc).__name__}: {exc}") from exc
+    text = _tidy(text[: budget.max_chars * 2])
+    cut = max(0, len(text) - budget.max_chars)
+    return ParsedDocument(text[: budget.max_chars], kind, name, pages, cut)
+
+
+def check_zip(data: bytes, budget: DocumentBudget, *, name: str = "", kind: str = "zip") -> None:
+    """Raise OverBudget when the zip's entries declare, or actually inflate to, more than the budget.
+
+    Declared sizes are checked first (cheap); then every entry is inflated in 64 KB steps and counted,
+    stopping at the cap, because a zip's declared sizes can lie.
+    """
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise FetchFailed(f"could not parse {kind} file {name!r}: BadZipFile: {exc}") from exc
+    with archive:
+        entries = archive.infolist()
+        if len(entries) > budget.max_zip_entries:
+            raise OverBudget(
+                f"file {name!r} has {len(entries)} zip entries, over the budget of {budget.max_zip_entries}"
+            )
+        declared = sum(e.file_size for e in entries)
+        if declared > budget.max_unzipped_bytes:
+            raise OverBudget(
+                f"file {name!r} declares {declared} bytes uncompressed, over the budget of "
+                f"{budget.max_unzipped_bytes} bytes"
+            )
+        total = 0
+        for entry in entries:
+            with archive.open(entry) as stream:
+                while chunk := stream.read(65536):
+                    total += len(chunk)
+                    if total > budget.max_unzipped_bytes:
+                        raise OverBudget(
+                            f"file {name!r} inflates to more than {budget.max_unzipped_bytes} bytes "
+                            "(a zip bomb?)"
+                        )
+
+
+_PDF_STREAM = re.compile(rb"stream\r?\n")
+
+
+def check_pdf_streams(data: bytes, budget: DocumentBudget, *, name: str = "") -> None:
+    """Raise OverBudget when the PDF's Flate streams inflate to more than ``max_pdf_stream_bytes`` in all.
+
+    Every ``stream`` is tried as zlib data and inflated in bounded steps; streams with other filters or
+    none are left to the parser (and to the sandbox's memory limit).
+    """
+    total = 0
+    for match in _PDF_STREAM.finditer(data):
+        if data[match.end() : match.end() + 1] != b"x":  # zlib streams start with 0x78
+            continue
+        inflater = zlib.decompressobj()
+        position = match.end()
+        while not inflater.eof and position < len(data):
+            pending = data[position : position + 65536]
+            position += len(pending)
+            try:
+                while pending and not inflater.eof:
+                    out = inflater.decompress(pending, 1 << 20)
+                    total += len(out)
+                    if total > budget.max_pdf_stream_bytes:
+                        raise OverBudget(
+                            f"file {name!r} has PDF streams that inflate to more than "
+                            f"{budget.max_pdf_stream_bytes} bytes"
+                        )
+                    pending = inflater.unconsumed_tail
+            except zlib.error:
+                break
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -123,7 +230,11 @@ def _decode(data: bytes, mime: str | None) -> str:
         return data.decode("utf-8", errors="replace")
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+")
+
+
 def _tidy(text: str) -> str:
+    text = _CONTROL.sub("", text)
     lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
@@ -135,12 +246,22 @@ def _json(raw: str) -> str:
         return raw
 
 
-def _pdf(data: bytes) -> tuple[str, int]:
+def _pdf(data: bytes, budget: DocumentBudget, name: str) -> tuple[str, int]:
     from pypdf import PdfReader
 
     reader = PdfReader(io.BytesIO(data))
-    pages = [page.extract_text() or "" for page in reader.pages]
-    return "\n\n".join(p.strip() for p in pages if p.strip()), len(pages)
+    count = len(reader.pages)
+    if count > budget.max_pdf_pages:
+        raise OverBudget(f"file {name!r} has {count} pages, over the budget of {budget.max_pdf_pages}")
+    pages: list[str] = []
+    chars = 0
+    for page in reader.pages:
+        text = (page.extract_text() or "").strip()
+        pages += [text] if text else []
+        chars += len(text)
+        if chars > budget.max_chars:
+            break
+    return "\n\n".join(pages), count
 
 
 def _docx(data: bytes) -> str:

@@ -18,6 +18,7 @@
     │   ├── ModelUnavailable             retryable: the endpoint did not answer
     │   ├── ModelOutputInvalid           the model answered with something unparsable
     │   └── FetchFailed                  a file or image could not be downloaded or read
+    │       └── OverBudget               an input is over a parsing budget (recorded as a memory that says so)
     └── ProcessingError                  a processor could not handle a decoded event (goes to the DLQ)
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "ModelOutputInvalid",
     "ModelUnavailable",
     "NotFound",
+    "OverBudget",
     "PayloadTooLarge",
     "PermissionDenied",
     "ProcessingError",
@@ -129,6 +131,10 @@ class ModelOutputInvalid(ModelError):
 
 class FetchFailed(ModelError):
     """A referenced file or image could not be downloaded or read."""
+
+
+class OverBudget(FetchFailed):
+    """An input is over a parsing budget: decompressed size, pages, characters, memory or time."""
 
 
 class ProcessingError(MemorySystemError):

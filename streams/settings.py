@@ -74,6 +74,18 @@ class DerivationSettings(_Section):
     dedup: bool = Field(default=True, description="Merge near-duplicates into revisions at write time.")
     fetch_max_bytes: int = Field(default=20 * 1024 * 1024, description="Largest file fetched.")
     fetch_timeout_s: float = Field(default=10.0, description="Fetch timeout.")
+    fetch_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Internal hosts files may be fetched from (names or CIDR networks); "
+        "by default only public addresses are fetched.",
+    )
+    fetch_local_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders the in-process API may read files from (never HTTP or MCP callers); none by default.",
+    )
+    parse_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of a document parser process.")
+    parse_timeout_s: float = Field(default=45.0, gt=0, description="Wall-time limit of one document parse.")
+    parse_max_chars: int = Field(default=1_000_000, ge=1000, description="Characters kept of one document.")
 
 
 class KVSettings(_Section):

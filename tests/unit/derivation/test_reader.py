@@ -114,6 +114,20 @@ def test_bare_base64_file_data_is_decoded_and_a_path_is_fetched() -> None:
     ]
 
 
+def test_only_explicit_paths_become_path_fetches_other_text_is_content() -> None:
+    refs = ["/etc/passwd", "@/proc/self/environ", "../../etc/shadow", "./notes.md", "~/x.txt", "C:\\x.txt"]
+    texts = ["etc/passwd", "notes about my day", "report.md"]
+    parts = [{"type": "file", "file": {"file_data": r}} for r in [*refs, *texts]]
+    read = read_messages([{"role": "user", "content": parts}])
+    assert [f.ref for f in read.fetches] == [r.lstrip("@") for r in refs]
+    assert all(f.ref_kind == "path" for f in read.fetches)
+    inline = [i for i in read.items if i.kind == "file" and i.data is not None]
+    assert [(i.data, i.mime) for i in inline] == [(t.encode(), "text/plain") for t in texts]
+    image = read_messages([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "pic"}}]}])
+    [picture] = [i for i in image.items if i.kind == "image"]
+    assert image.fetches == () and not picture.ok and "not a URL" in (picture.source.error or "")
+
+
 def test_bad_parts_and_messages_are_recorded_not_dropped() -> None:
     read = read_messages(
         [
