@@ -3,7 +3,7 @@
 #
 #   bash infra/falkordb.sh start|stop|status
 #
-# Two processes, both on loopback:
+# Two processes, both on loopback only (the Bolt listener through a bind() shim, see loopback_shim):
 #   main  port 16379, persistent (--appendonly yes, data in .infra/falkordb/): the native endpoint
 #         (GRAPH.QUERY) that the full GraphStore contract suite runs against.
 #   bolt  port 16380 with BOLT_PORT 17687, not persistent (data in .infra/falkordb-bolt/): the Bolt
@@ -44,6 +44,37 @@ redis_port() { # instance -> redis (native) port
 }
 pid_file() { echo "$(state_dir "$1")/redis.pid"; }
 log_file() { echo "$(state_dir "$1")/falkordb.log"; }
+
+case "$HOST" in
+127.* | ::1 | localhost) ;;
+*)
+    echo "FALKORDB_HOST=$HOST is not a loopback address: the test engines listen on loopback only" >&2
+    exit 2
+    ;;
+esac
+
+# FalkorDB's Bolt listener binds every interface (0.0.0.0 / [::]) and has no setting to change that.
+# loopback_shim builds (once) a tiny bind() wrapper that the bolt process loads with LD_PRELOAD: a
+# wildcard bind becomes a loopback bind (127.0.0.1, or ::ffff:127.0.0.1 on a dual-stack IPv6 socket, so
+# bolt://127.0.0.1 keeps working). Without a C compiler it says so and the Bolt port stays open to all.
+SHIM_SRC="$ROOT/infra/loopback_bind.c"
+SHIM="$ROOT/.infra/loopback_bind.so"
+loopback_shim() { # -> path of the shim, or nothing
+    if [[ ! -f "$SHIM" || "$SHIM_SRC" -nt "$SHIM" ]]; then
+        local cc
+        cc="$(command -v cc || command -v gcc || true)"
+        if [[ -z "$cc" ]]; then
+            echo "warning: no C compiler: the FalkorDB Bolt port $BOLT_PORT listens on all interfaces" >&2
+            return 0
+        fi
+        mkdir -p "$(dirname "$SHIM")"
+        "$cc" -shared -fPIC -O2 -o "$SHIM" "$SHIM_SRC" -ldl || {
+            echo "warning: building $SHIM failed: the Bolt port $BOLT_PORT listens on all interfaces" >&2
+            return 0
+        }
+    fi
+    echo "$SHIM"
+}
 
 locate() {
     "$PYTHON" - <<'EOF'
@@ -163,7 +194,11 @@ start_instance() { # instance server module
         args+=(--appendonly no --save "")
         args+=(--loadmodule "$module" BOLT_PORT "$BOLT_PORT")
     fi
-    "$server" "${args[@]}" || {
+    local preload=""
+    if [[ "$name" == bolt ]]; then
+        preload="$(loopback_shim)"
+    fi
+    LD_PRELOAD="$preload" "$server" "${args[@]}" || {
         echo "redis-server ($name) failed to start" >&2
         dump_log "$name"
         exit 1

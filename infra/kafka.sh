@@ -29,6 +29,14 @@ TANSU_LOG_FILE="$TANSU_DIR/tansu.log"
 ENV_FILE="$ROOT/.infra/env.kafka"
 WAIT_S="${KAFKA_WAIT_S:-60}"
 
+case "$HOST" in
+127.* | ::1 | localhost) ;;
+*)
+    echo "KAFKA_HOST=$HOST is not a loopback address: the test engines listen on loopback only" >&2
+    exit 2
+    ;;
+esac
+
 # The noida-db binary inside the wheel (the console script only wraps it).
 locate() {
     "$PYTHON" - <<'EOF'
