@@ -49,10 +49,17 @@ TRIP = [
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyncClient]:
+def docs_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the in-process API may read documents from (``derivation.fetch_local_roots``)."""
+    return tmp_path_factory.mktemp("mos_docs")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory, docs_root: Path) -> Iterator[SyncClient]:
     """One embedded runtime for the module, on its own data directory."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEMOS_HOME", str(tmp_path_factory.mktemp("mos_home")))
+        mp.setenv("MEMOS_DERIVATION__FETCH_LOCAL_ROOTS", json.dumps([str(docs_root)]))
         sync = SyncClient(load_settings("default"))
         try:
             yield sync
@@ -122,7 +129,7 @@ def test_users_and_cube_registration(mos: MOS, unique: str) -> None:
         mos.search("hotel", user_id=f"nobody_{unique}")
 
 
-def test_add_search_get_delete(mos: MOS, unique: str, tmp_path: Path) -> None:
+def test_add_search_get_delete(mos: MOS, unique: str, docs_root: Path) -> None:
     user, cube_id = f"bob_{unique}", f"bob_cube_{unique}"
     cube = new_cube(mos, user, cube_id)
     added = mos.add(TRIP, user_id=user, mem_cube_id=cube_id)
@@ -143,10 +150,10 @@ def test_add_search_get_delete(mos: MOS, unique: str, tmp_path: Path) -> None:
         "Miso" in m["memory"]
         for m in mos.add(memory_content="My cat is called Miso.", user_id=user, mem_cube_id=cube_id)
     )
-    (tmp_path / "garden.md").write_text("# Garden\n\nThe tomatoes grow in the north bed.\n", encoding="utf-8")
-    assert any(
-        "tomatoes" in m["memory"] for m in mos.add(doc_path=str(tmp_path), user_id=user, mem_cube_id=cube_id)
-    )
+    docs = docs_root / unique
+    docs.mkdir()
+    (docs / "garden.md").write_text("# Garden\n\nThe tomatoes grow in the north bed.\n", encoding="utf-8")
+    assert any("tomatoes" in m["memory"] for m in mos.add(doc_path=str(docs), user_id=user, mem_cube_id=cube_id))
     with pytest.raises(ValidationFailed):
         mos.add(user_id=user, mem_cube_id=cube_id)
 
