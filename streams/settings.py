@@ -104,7 +104,6 @@ class ServerSettings(_Section):
     host: str = Field(default="127.0.0.1", description="Bind address.")
     port: int = Field(default=8000, description="Port.")
     local_only: bool = Field(default=False, description="No API keys; only allowed on loopback.")
-    auto_create_cubes: bool = Field(default=False, description="Create unknown cubes on first write.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body.")
 
 

@@ -369,7 +369,7 @@ def test_local_only_mode_takes_the_user_from_the_request(tmp_path: Path, unique:
             )
         )
     with (
-        live_server(tmp_path / "local", local_only=True, auto_create_cubes=True) as local,
+        live_server(tmp_path / "local", local_only=True) as local,
         client_for(local) as c,
     ):
         missing = c.post("/product/add", json={"writable_cube_ids": ["c"], "messages": "hello"})

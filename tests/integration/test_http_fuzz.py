@@ -32,7 +32,7 @@ CUBE_FIELDS = ("readable_cube_ids", "writable_cube_ids")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServer]:
     home = tmp_path_factory.mktemp("http_fuzz")
-    with live_server(home, chat=_echo_chat, auto_create_cubes=True, max_body_bytes=256 * 1024) as running:
+    with live_server(home, chat=_echo_chat, max_body_bytes=256 * 1024) as running:
         yield running
 
 
