@@ -226,6 +226,7 @@ class Inspector:
         self._digest = _LogDigest()
         self.jobs: dict[str, Job] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._warming: asyncio.Task[None] | None = None
 
     @property
     def _rt(self) -> Any:
@@ -245,6 +246,19 @@ class Inspector:
         return access
 
     # --- digest of the memories topic -------------------------------------------------------------------
+
+    def warm(self) -> None:
+        """Start catching the digest up in the background (once at a time); errors are only logged."""
+        if self._warming is not None and not self._warming.done():
+            return
+
+        async def run() -> None:
+            try:
+                await self._catch_up()
+            except Exception:  # the next page that needs the digest retries and reports it
+                logger.exception("console digest warm-up failed")
+
+        self._warming = asyncio.create_task(run(), name="console:digest")
 
     async def _catch_up(self) -> _LogDigest:
         digest = self._digest
@@ -384,7 +398,7 @@ class Inspector:
         ids = {r.id for r in records}
         edges = [{"source": e.source_id, "target": e.target_id, "relation": e.relation, "weight": e.weight}
                  for e in await graph.relations(cube_id) if e.source_id in ids and e.target_id in ids]
-        nodes = [{"id": r.id, "label": r.key or r.memory[:60], "memory": r.memory, "type": r.memory_type}
+        nodes = [{"id": r.id, "label": r.key or r.memory[:60], "memory": r.memory[:240], "type": r.memory_type}
                  for r in records]
         return CubeGraph(cube_id, nodes, edges, await graph.count(cube_id), limit)
 

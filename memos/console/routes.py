@@ -40,9 +40,16 @@ _STATIC = resources.files("memos.console") / "static"
 
 
 def _when(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-    return str(value or "")
+    """A time to the second (datetimes and ISO strings); anything else as given."""
+    when: datetime | None = value if isinstance(value, datetime) else None
+    if isinstance(value, str) and value:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if when is None:
+        return str(value or "")
+    return when.strftime("%Y-%m-%d %H:%M:%S %Z").replace("UTC+00:00", "UTC").strip()
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -59,6 +66,9 @@ _env.filters["seg"] = lambda value: quote(str(value), safe="")
 def _render(name: str, **context: Any) -> HTMLResponse:
     return HTMLResponse(_env.get_template(name).render(**context),
                         headers={"Cache-Control": "no-store"})
+
+
+_SHELL = _env.get_template("shell.html").render()
 
 
 def _inspector(request: Request) -> Inspector:
@@ -85,9 +95,14 @@ async def asset(name: str) -> Response:
 
 @router.get(CONSOLE_PREFIX)
 @router.get(CONSOLE_PREFIX + "/{page:path}")
-async def shell(page: str = "") -> HTMLResponse:
-    """The page shell of every console URL; its script fetches the page's fragment with the key."""
-    return _render("shell.html")
+async def shell(request: Request, page: str = "") -> HTMLResponse:
+    """The page shell of every console URL; its script fetches the page's fragment with the key.
+
+    Serving it also starts folding the log into the console's digest in the background (no data is
+    read out here), so the first key-checked page does not pay for it."""
+    if hasattr(request.app.state, "service"):
+        _inspector(request).warm()
+    return HTMLResponse(_SHELL, headers={"Cache-Control": "no-cache"})
 
 
 # --- key-checked fragments and actions --------------------------------------------------------------

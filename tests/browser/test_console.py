@@ -191,6 +191,12 @@ def test_graph_is_drawn_and_nodes_open_memories(page: Any, console: Console) -> 
     listed = page.locator(".nodelist li")
     expect(nodes.first).to_be_visible()
     assert nodes.count() == listed.count() >= 1
+    # every node is laid out inside the canvas (the view box), not pushed off it by the forces
+    box = page.locator("#graph svg").get_attribute("viewBox").split()
+    width, height = float(box[2]), float(box[3])
+    for cx, cy in page.locator("#graph svg circle").evaluate_all(
+            "cs => cs.map(c => [c.cx.baseVal.value, c.cy.baseVal.value])"):
+        assert 0 <= cx <= width and 0 <= cy <= height, (cx, cy)
     page.get_by_role("button", name="Zoom in").click()
     expect(page.locator("#graph svg > g")).to_have_attribute("transform", re.compile(r"scale\(1\.25\)"))
     nodes.first.focus()

@@ -64,10 +64,12 @@
 
   function start() {
     if (!getKey()) { showLogin(""); return; }
+    // the page's fragment and the key's user are fetched side by side: a refused key shows the login
+    loginBox.hidden = true; nav.hidden = false;
+    render();
     api("/v1/console/whoami").then(function (resp) { return resp.json(); }).then(function (me) {
-      loginBox.hidden = true; nav.hidden = false; who.hidden = false;
+      who.hidden = false;
       document.getElementById("who-name").textContent = me.user_id;
-      render();
     }).catch(function (e) { if (e.message !== "unauthorized") showLogin(e.message); });
   }
 
@@ -106,6 +108,7 @@
       if (heading) heading.focus({ preventScroll: true });
       var init = page && PAGES[page.dataset.page];
       if (init) init(page, signal);
+      if (performance.mark) performance.mark("memos:view");  // bench/console.py reads it
     }).catch(function (e) {
       if (signal.aborted || e.message === "unauthorized") return;
       view.removeAttribute("aria-busy");
@@ -316,7 +319,7 @@
       n.x = width / 2 + r * Math.cos(angle); n.y = height / 2 + r * Math.sin(angle);
     });
     var links = edges.filter(function (e) { return e.source in index && e.target in index; });
-    var k = Math.sqrt((width * height) / Math.max(nodes.length, 1)) * 0.6;
+    var k = Math.sqrt((width * height) / Math.max(nodes.length, 1)) * 0.45;
     var temperature = width / 8;
     for (var iter = 0; iter < 220; iter++) {
       var dx = new Float64Array(nodes.length), dy = new Float64Array(nodes.length);
@@ -334,14 +337,29 @@
         dx[a] -= ddx * f; dy[a] -= ddy * f; dx[b] += ddx * f; dy[b] += ddy * f;
       });
       for (i = 0; i < nodes.length; i++) {
-        // gravity towards the centre keeps unconnected nodes on screen
-        dx[i] += (width / 2 - nodes[i].x) * 0.05; dy[i] += (height / 2 - nodes[i].y) * 0.05;
+        // a little gravity towards the centre, and the frame (Fruchterman-Reingold) keeps the rest in view
+        dx[i] += (width / 2 - nodes[i].x) * 0.1; dy[i] += (height / 2 - nodes[i].y) * 0.1;
         var len = Math.sqrt(dx[i] * dx[i] + dy[i] * dy[i]) + 0.01, step = Math.min(len, temperature);
-        nodes[i].x += (dx[i] / len) * step; nodes[i].y += (dy[i] / len) * step;
+        nodes[i].x = Math.max(20, Math.min(width - 180, nodes[i].x + (dx[i] / len) * step));
+        nodes[i].y = Math.max(20, Math.min(height - 20, nodes[i].y + (dy[i] / len) * step));
       }
       temperature *= 0.97;
     }
+    fit(nodes, width, height, 40);
     return links.map(function (l) { return { a: nodes[index[l.source]], b: nodes[index[l.target]], relation: l.relation }; });
+  }
+
+  // scale and centre the layout into the canvas, whatever spread the forces settled at
+  function fit(nodes, width, height, margin) {
+    if (!nodes.length) return;
+    var minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+    nodes.forEach(function (n) {
+      minX = Math.min(minX, n.x); maxX = Math.max(maxX, n.x); minY = Math.min(minY, n.y); maxY = Math.max(maxY, n.y);
+    });
+    var spanX = Math.max(maxX - minX, 1), spanY = Math.max(maxY - minY, 1);
+    var scale = Math.min((width - 2 * margin - 160) / spanX, (height - 2 * margin) / spanY, 3);
+    var offX = (width - 160 - spanX * scale) / 2, offY = (height - spanY * scale) / 2;
+    nodes.forEach(function (n) { n.x = offX + (n.x - minX) * scale; n.y = offY + (n.y - minY) * scale; });
   }
 
   function graphPage(page) {
