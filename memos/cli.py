@@ -311,13 +311,13 @@ def demo(config: str | None = CONFIG) -> None:
     for entry in result["added"]:
         out.print(f"[bold]added[/bold] {len(entry['memories'])} memories to {entry['cube_id']}")
         for m in entry["memories"]:
-            out.print(f"  - [{m['memory_type']}] {m['memory']}", markup=False)
+            out.print(f"  - [{m['memory_type']}] {m['memory']}", markup=False, soft_wrap=True)
     out.print("[bold]search[/bold] 'Which hotel did I pick?'")
     for bucket in ("text_mem", "pref_mem", "tool_mem", "skill_mem"):
         for group in result["found"].get(bucket) or []:
             for m in group.get("memories", []):
                 relativity = m.get("metadata", {}).get("relativity", 0)
-                out.print(f"  {relativity:.3f} [{bucket}] {m['memory']}", markup=False)
+                out.print(f"  {relativity:.3f} [{bucket}] {m['memory']}", markup=False, soft_wrap=True)
 
 
 @app.command()
