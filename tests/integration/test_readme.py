@@ -121,3 +121,32 @@ def test_the_cli_sequence_runs_as_written_and_shows_the_memories(tmp_path: Path)
     assert "replayed cube 'ann_cube'" in out
     assert "memos.memories.v1" in out and "consumer lag" in out  # memos status
     assert re.search(r"ann_cube .*ann .*owner", out), out  # memos cubes list
+
+
+OFFICIAL_IMAGES = {
+    "kafka": "apache/kafka",
+    "neo4j": "neo4j",
+    "weaviate": "cr.weaviate.io/semitechnologies/weaviate",
+    "falkordb": "falkordb/falkordb",
+}
+
+
+def test_the_compose_file_pins_official_images_binds_loopback_and_checks_health() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "infra" / "compose.yaml").read_text(encoding="utf-8"))
+    services = compose["services"]
+    assert set(services) == set(OFFICIAL_IMAGES)
+    infra_readme = (ROOT / "infra" / "README.md").read_text(encoding="utf-8")
+    for name, service in services.items():
+        repository, _, tag = service["image"].rpartition(":")
+        assert repository == OFFICIAL_IMAGES[name]
+        assert re.search(r"\d+\.\d+\.\d+", tag), f"{name}: image tag {tag!r} is not a pinned version"
+        assert f"`{service['image']}`" in infra_readme, f"infra/README.md does not name {service['image']}"
+        assert service["ports"] and all(p.startswith("127.0.0.1:") for p in service["ports"]), service["ports"]
+        for port in service["ports"]:
+            assert f"127.0.0.1:{port.split(':')[1]}" in infra_readme, f"infra/README.md lacks port {port}"
+        assert service["healthcheck"]["test"], name
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, one node
+    assert kafka["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == 1  # transactions work on one node
