@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
 _SESSION = re.compile(r"session_(\d+)")
-DEFAULT_GRID = "rrf_k=5,10,20;weight_dense=0.8,1.2,1.6;weight_graph=0.5,1.0"
+DEFAULT_GRID = "rrf_k=10,20;weight_dense=1.2,1.5;weight_time=0,0.5,1;relation_weights.RELATES=0,0.8"
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 
@@ -353,7 +353,16 @@ def _loo(
             memories = ranked(cand, setting, top_k=args.top_k, query_model=runtime.embedder.model_id)
             cov = budget_coverage(memories, contents_of[cand.cube], budget_words=args.budget_words)
             scores[s, q] = len(cov.covered & set(cand.evidence)) / len(cand.evidence)
+        logger.warning("setting %d/%d scored (%.0f s)", s + 1, len(settings), time.perf_counter() - started)
     elapsed = time.perf_counter() - started
+    if args.scores:
+        np.savez(
+            args.scores,
+            scores=scores,
+            cubes=np.asarray([c.cube for c in cands]),
+            categories=np.asarray([c.category for c in cands]),
+            settings=np.asarray([json.dumps(x.model_dump(), default=list) for x in settings]),
+        )
     result = leave_one_out(scores, [c.cube for c in cands], [c.category for c in cands], settings)
     _print_loo(result, len(settings), elapsed)
     out: dict[str, Any] = {
@@ -488,6 +497,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-loo", dest="loo", action="store_false", help="skip the leave-one-conversation-out tuning"
     )
     parser.add_argument("--loo-k", type=int, default=150, help="candidates read per retriever for tuning")
+    parser.add_argument("--scores", default="", help="save the setting x question recall matrix here (.npz)")
     parser.add_argument("--grid", default=DEFAULT_GRID, help="settings tried: 'name=v1,v2;name2=v3'")
     parser.add_argument(
         "--no-cache", dest="cache", action="store_false", help="do not cache embeddings under /tmp"

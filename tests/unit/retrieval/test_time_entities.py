@@ -125,3 +125,32 @@ def test_query_intent_and_failed_sources() -> None:
     assert asks_preference("Please recommend a hotel") and not asks_preference("When did she go?")
     assert is_source_error(record("e", "could not fetch", metadata={"type": "source_error"}))
     assert not is_source_error(record("c", "content"))
+
+
+def test_a_failed_fetch_never_outranks_content_and_first_person_prefers_own_words() -> None:
+    failed = record(
+        "failed", "file report.pdf could not be fetched", metadata={"type": "source_error", "placeholder": True}
+    )
+    content = record("content", "The report says sales grew 4%.")
+    records = {"failed": failed, "content": content}
+    hits = score_hits(
+        "text",
+        {"dense": ["failed", "content"], "keyword": ["failed", "content"]},
+        records,
+        query=SearchQuery(query="What does the report say?"),
+        query_vector=[],
+        terms=["report"],
+        flt=None,
+        settings=SearchSettings(),
+    )
+    assert [h.record.id for h in hits] == ["content", "failed"]  # recorded, still returned, ranked last
+    said = record("said", "You could consider Ji Hotel.", sources=[{"role": "assistant"}])
+    chose = record("chose", "I'll choose 7 Days Inn.", sources=[{"role": "user"}])
+    both = {"said": said, "chose": chose}
+    for query, first in (("Which hotel did I pick?", "chose"), ("Which hotel is there?", "said")):
+        ranked = score_hits(
+            "text", {"dense": ["said", "chose"]}, both, query=SearchQuery(query=query),
+            query_vector=[], terms=[], flt=None, settings=SearchSettings(),
+        )  # fmt: skip
+        assert ranked[0].record.id == first
+        assert ranked[0].parts["boost"] == (1.2 if first == "chose" else 1.0)
