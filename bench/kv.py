@@ -12,7 +12,8 @@ after memory prefixes of 500, 1k, 2k and 4k tokens, on the CPU and on CUDA when 
 Both give the same first token (checked). Also reported: cache build time, bytes per token, and
 ``warm_latency_s``: from appending a ``mem_update`` TaskSubmitted for a small cube to its
 ``KVCacheWarmed`` being readable on ``memos.activation.v1``, with an idle kv-warmer stage (target: < 1 s).
-Threads: ``OMP_NUM_THREADS`` when set, else 1. Prints a table, then one JSON object as the last line
+Threads: ``OMP_NUM_THREADS`` when set, else 1. Prints a table (and a chart of time to first token
+against prefix length to ``--chart``, default docs/bench/kv.png), then one JSON object as the last line
 (with ``load_avg_1m``: ratios measured on a busy machine understate what a quiet one gives).
 """
 
@@ -264,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--queries", default="20,200")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="prefixes 500,2000 and one repeat")
+    parser.add_argument("--chart", default="docs/bench/kv.png", help="PNG chart path ('' for none)")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     prefixes = [500, 2000] if args.quick else [int(x) for x in args.prefixes.split(",")]
@@ -313,6 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["cuda_warm_overhead_s"] = round(results[1]["warm_overhead_s"], 4)
     agree = all(r["same_first_token"] for res in results for r in res["rows"])
     summary["same_first_token"] = agree
+    if args.chart:
+        from bench.charts import kv_chart
+
+        kv_chart(cpu["rows"], summary, Path(args.chart))
     sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()
     return 0 if agree else 1

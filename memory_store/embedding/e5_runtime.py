@@ -49,11 +49,19 @@ def model_path(variant: str) -> Path:
 
 
 def default_threads() -> int:
-    """OMP_NUM_THREADS when set (the engines' shared knob), else up to two cores."""
-    try:
-        return max(1, int(os.environ.get("OMP_NUM_THREADS", "") or min(2, os.cpu_count() or 1)))
-    except ValueError:
-        return 1
+    """MEMOS_EMBED_THREADS when set, else every core up to four (the C engine also used them all).
+
+    OMP_NUM_THREADS is not read: it is commonly pinned to 1 for the other numeric libraries, and the
+    embedder is the one step whose speed sets ingest and query latency. Threads do not spin when idle.
+    """
+    raw = os.environ.get("MEMOS_EMBED_THREADS", "")
+    if raw:
+        try:
+            return max(1, int(raw))
+        except ValueError as exc:
+            raise ConfigError(f"MEMOS_EMBED_THREADS must be a whole number, got {raw!r}") from exc
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 class E5Runtime:
