@@ -141,7 +141,8 @@ class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases):
         user_id = check_id(request.user_id, "user_id")
         cube_ids = check_ids(list(request.cube_ids), "readable_cube_ids") if request.cube_ids else [user_id]
         query = check_query(request.query)
-        check_strings(request.options, "filter" if "filter" in request.options else "options")
+        for name, value in request.options.items():
+            check_strings(value, name)
         for cube_id in cube_ids:
             await self.authorize(user_id, cube_id, "read")
         known = set(SearchQuery.model_fields) - {"query", "readable_cube_ids", "user_id", "mem_cube_id"}
