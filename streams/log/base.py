@@ -70,6 +70,12 @@ class Consumer(ABC):
         Idempotent; committing a lower offset than the committed one moves the group back.
         """
 
+    async def commit_with(self, records: Sequence[OutgoingRecord], offsets: Mapping[TopicPartition, int]) -> bool:
+        """Append ``records`` and commit ``offsets`` atomically (one transaction) where the log supports
+        it, and return True; False (nothing done) where it does not: the caller appends, then commits.
+        With nothing to append or commit it prepares the transactions (fencing a crashed predecessor)."""
+        return False
+
     async def record_attempt(self, topic: str, partition: int, offset: int) -> int:
         """Durably count one more attempt at processing the group's record at ``offset``; returns the count.
 

@@ -34,6 +34,9 @@ class Stage(ABC):
     name: str = "stage"
     topics: tuple[str, ...] = ()
     start_from: StartFrom = "committed"
+    exactly_once: bool = False
+    """Append what a batch produced and commit its offsets in one transaction, where the log can
+    (Kafka): a crash between the two can then neither lose the output nor write it twice."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
@@ -88,6 +91,8 @@ class Runner:
         await self.stage.start()
         consumer = self.log.consumer(self.stage.topics, group_id=self.stage.name, start_from=self.stage.start_from)
         try:
+            if self.stage.exactly_once:  # fence a crashed predecessor: abort the transaction it left open
+                await consumer.commit_with([], {})
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll(consumer))
                 group.create_task(self._process(consumer))
@@ -137,32 +142,34 @@ class Runner:
             except TimeoutError:
                 continue
             await self._handle_records(consumer, records)
-            offsets: dict[TopicPartition, int] = {}
-            for record in records:
-                tp = (record.position.topic, record.position.partition)
-                offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
-            await consumer.commit(offsets)
             self._pending -= 1
             self.processed += len(records)
-            if self.on_commit is not None:
-                await self.on_commit(self.stage.name, offsets)
 
     async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
         if self.max_attempts and await self._suspect(consumer, records):
             await self._one_by_one(consumer, records)
             return
-        await self._deliver(records)
+        await self._deliver(consumer, records)
 
-    async def _deliver(self, records: Sequence[Record]) -> None:
+    async def _deliver(self, consumer: Consumer, records: Sequence[Record]) -> None:
         delivered = await deliver(self.stage.handle, records, group=self.stage.name, max_retries=self.max_retries)
-        await self._append(delivered.produced, delivered.dead)
+        await self._finish(consumer, records, [event_record(e) for e in delivered.produced], delivered.dead)
 
-    async def _append(self, produced: Sequence[Event], dead: Sequence[OutgoingRecord]) -> None:
-        if produced:
-            await self.log.append_batch([event_record(e) for e in produced])
-        if dead:
-            await self.log.append_batch(list(dead))
-            self.dead_lettered += len(dead)
+    async def _finish(self, consumer: Consumer, records: Sequence[Record], produced: Sequence[OutgoingRecord],
+                      dead: Sequence[OutgoingRecord]) -> None:
+        """Append the output, then commit the input (in one transaction for exactly-once stages)."""
+        offsets: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = (record.position.topic, record.position.partition)
+            offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
+        out = [*produced, *dead]
+        if not (self.stage.exactly_once and await consumer.commit_with(out, offsets)):
+            if out:
+                await self.log.append_batch(out)
+            await consumer.commit(offsets)
+        self.dead_lettered += len(dead)
+        if self.on_commit is not None:
+            await self.on_commit(self.stage.name, offsets)
 
     async def _suspect(self, consumer: Consumer, records: Sequence[Record]) -> bool:
         """Count an attempt at the first record of each partition in the batch (durably, before any work);
@@ -188,10 +195,6 @@ class Runner:
                 error = poison_error(record, attempts - 1)
                 logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.stage.name, p,
                              attempts - 1)
-                await self._append([], [dead_letter_record(record, error, group=self.stage.name)])
+                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.stage.name)])
             else:
-                await self._deliver([record])
-            offsets = {(p.topic, p.partition): p.offset + 1}
-            await consumer.commit(offsets)
-            if self.on_commit is not None:
-                await self.on_commit(self.stage.name, offsets)
+                await self._deliver(consumer, [record])

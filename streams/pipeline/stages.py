@@ -65,6 +65,7 @@ class DerivationStage(Stage):
     """
 
     topics = (CONVERSATIONS,)
+    exactly_once = True  # over Kafka: derived events and the input offsets commit in one transaction
 
     def __init__(self, deriver: Any, *, phase: str = "first") -> None:
         self.deriver = deriver

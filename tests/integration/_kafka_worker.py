@@ -2,6 +2,12 @@
 
     python -m tests.integration._kafka_worker produce SERVERS TOPIC ROUND
     python -m tests.integration._kafka_worker consume SERVERS TOPIC APPLY_DB GROUP
+    python -m tests.integration._kafka_worker derive KAFKA_URL HOME GROUP CRASH
+
+``derive`` hosts the real first derivation stage in our runner over Kafka, as consumer group GROUP; it
+writes ``derive <task ids>`` each time the model runs, and with CRASH ``before_commit`` it SIGKILLs
+itself inside its first transaction (derived events sent, offsets not yet), with ``after_commit`` right
+after its first transaction committed (``none``: no crash).
 
 Each line goes out with one unbuffered write: ``ready``, ``ack <partition> <offset> <seq>`` (after the
 broker acknowledged the append: acks=all, idempotent producer), ``assigned <n>`` (partitions held after
@@ -18,6 +24,7 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import Any
 
 from streams.log.base import OutgoingRecord
 from streams.log.kafka.log import KafkaEventLog
@@ -120,6 +127,53 @@ async def consume(servers: str, topic: str, store: Path, group: str) -> None:
                     await consumer.commit()
 
 
+async def derive(kafka_url: str, home: str, group: str, crash: str) -> None:
+    """The real derivation stage over Kafka, with an optional crash point (see the module doc)."""
+    import signal
+
+    import aiokafka
+
+    from memos.runtime import Runtime
+    from streams.pipeline.derivation import Deriver
+    from streams.pipeline.runner import Runner
+    from streams.pipeline.stages import DerivationStage
+    from streams.settings import AppSettings, LogSettings
+
+    original_derive = Deriver.derive_many
+
+    async def counted(self: Deriver, events: Any, **kwargs: Any) -> Any:
+        say("derive " + ",".join(e.task_id for e in events))
+        return await original_derive(self, events, **kwargs)
+
+    Deriver.derive_many = counted  # type: ignore[method-assign]
+    producer_cls = aiokafka.AIOKafkaProducer
+    if crash == "before_commit":
+        original_offsets = producer_cls.send_offsets_to_transaction
+
+        async def die_before(self: Any, *args: Any, **kwargs: Any) -> Any:
+            say("crash before_commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+            return await original_offsets(self, *args, **kwargs)
+
+        producer_cls.send_offsets_to_transaction = die_before  # type: ignore[method-assign]
+    elif crash == "after_commit":
+        original_commit = producer_cls.commit_transaction
+
+        async def die_after(self: Any) -> Any:
+            result = await original_commit(self)
+            say("crash after_commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+            return result
+
+        producer_cls.commit_transaction = die_after  # type: ignore[method-assign]
+    settings = AppSettings(home=Path(home), log=LogSettings(url=kafka_url, partitions=PARTITIONS))
+    async with Runtime(settings, run_stages=False) as rt:
+        stage = DerivationStage(rt.deriver, phase="first")
+        stage.name = group  # the real stage, in a group of its own on the shared broker
+        say("ready")
+        await Runner(rt.log, stage).run()
+
+
 def run(out: str, argv: list[str]) -> None:
     """Run a mode (see the module docstring), writing lines to the file ``out`` ("-": stdout)."""
     if out != "-":
@@ -127,6 +181,8 @@ def run(out: str, argv: list[str]) -> None:
     mode = argv[0]
     if mode == "produce":
         asyncio.run(produce(argv[1], argv[2], int(argv[3])))
+    elif mode == "derive":
+        asyncio.run(derive(argv[1], argv[2], argv[3], argv[4]))
     elif mode == "consume":
         asyncio.run(consume(argv[1], argv[2], Path(argv[3]), argv[4]))
     else:

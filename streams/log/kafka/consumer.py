@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Position, Record
 from schemas.errors import BrokerUnavailable, PayloadTooLarge, TransportError
-from streams.log.base import Consumer, StartFrom, TopicPartition
+from streams.log.base import Consumer, OutgoingRecord, StartFrom, TopicPartition
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 __all__ = ["INSTALL_HINT", "KafkaConsumer", "load_aiokafka", "map_kafka_errors", "to_record"]
 
 logger = logging.getLogger(__name__)
+
+Transact = Callable[[str, Sequence[OutgoingRecord], Mapping[TopicPartition, int]], Awaitable[list[Position]]]
+"""(group, records, offsets) -> positions: append and commit in one Kafka transaction."""
 
 INSTALL_HINT = 'the Kafka event log needs aiokafka: pip install "memos-stream[kafka]"'
 
@@ -90,6 +93,7 @@ class KafkaConsumer(Consumer):
         servers: str,
         options: Mapping[str, Any],
         ensure_topic: Callable[[str], Awaitable[int]],
+        transact: Transact | None = None,
     ) -> None:
         if not topics:
             raise TransportError("a consumer needs at least one topic")
@@ -99,6 +103,7 @@ class KafkaConsumer(Consumer):
         self._servers = servers
         self._options = dict(options)
         self._ensure_topic = ensure_topic
+        self._transact = transact
         self._consumer: AIOKafkaConsumer | None = None
         self._consumed: dict[TopicPartition, int] = {}
         self._positioned: set[Any] = set()
@@ -165,7 +170,9 @@ class KafkaConsumer(Consumer):
                 partition,
                 todo[(topic, partition)],
             )
-        keep = {aiokafka.TopicPartition(t, p): int(o) for (t, p), o in todo.items() if (t, p) in assigned}
+        todo = {tp: int(o) for tp, o in todo.items() if tp in assigned}
+        await self._past_markers(consumer, todo)
+        keep = {aiokafka.TopicPartition(t, p): o for (t, p), o in todo.items()}
         if not keep:
             return
         with map_kafka_errors("commit", self._servers):
@@ -173,6 +180,36 @@ class KafkaConsumer(Consumer):
                 await consumer.commit(keep)
             except aiokafka.errors.CommitFailedError as exc:
                 logger.warning("commit failed after a rebalance group=%s error=%s", self._group, exc)
+
+    async def _past_markers(self, consumer: AIOKafkaConsumer, todo: dict[TopicPartition, int]) -> None:
+        """Where a commit reaches the last record returned so far, move it to the fetch position: past
+        transaction markers, which take offsets but are never returned (else a group that read every
+        record would never reach the end offset)."""
+        aiokafka = load_aiokafka()
+        for tp, offset in todo.items():
+            if self._consumed.get(tp) != offset:
+                continue
+            with map_kafka_errors("position", self._servers):
+                position = await consumer.position(aiokafka.TopicPartition(*tp))
+            if position > offset:
+                todo[tp] = position
+
+    async def commit_with(self, records: Sequence[OutgoingRecord], offsets: Mapping[TopicPartition, int]) -> bool:
+        """Append ``records`` and commit ``offsets`` in one Kafka transaction (see ``KafkaEventLog.transact``)."""
+        if self._group is None or self._transact is None:
+            return False
+        if not records and not offsets:
+            await self._transact(self._group, [], {})
+            return True
+        consumer = await self._started()
+        assigned = self.assignment()
+        todo = {tp: int(o) for tp, o in offsets.items() if tp in assigned}
+        if len(todo) < len(offsets):
+            logger.warning("transactional commit of partitions no longer assigned group=%s skipped=%s",
+                           self._group, sorted(set(offsets) - set(todo)))
+        await self._past_markers(consumer, todo)
+        await self._transact(self._group, records, todo)
+        return True
 
     async def seek(self, topic: str, partition: int, offset: int) -> None:
         """Next poll of that partition starts at ``offset``; TransportError when it is not assigned."""

@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
+import socket
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Header, Position, Record
 from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
+from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, partition_for
 from streams.log.kafka.consumer import KafkaConsumer, load_aiokafka, map_kafka_errors, to_record
 
 if TYPE_CHECKING:
@@ -65,6 +67,8 @@ class KafkaEventLog(EventLog):
         linger_ms: int = 0,
         max_record_bytes: int = 1_048_576,
         read_timeout_s: float = 10.0,
+        transaction_timeout_ms: int = 15_000,
+        worker_id: str | None = None,
     ) -> None:
         servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
         self.servers = ",".join(s.strip() for part in servers for s in part.split(",") if s.strip())
@@ -87,6 +91,12 @@ class KafkaEventLog(EventLog):
         self._reader_lock = asyncio.Lock()
         self._partition_counts: dict[str, int] = {}
         self._consumers: weakref.WeakSet[KafkaConsumer] = weakref.WeakSet()
+        self._tx_producers: dict[str, AIOKafkaProducer] = {}
+        self._tx_locks: dict[str, asyncio.Lock] = {}
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.worker_id = worker_id or os.environ.get("MEMOS_WORKER_ID") or socket.gethostname()
+        """Names this process's transactional producers (``memos.<group>.<worker_id>``): a restarted worker
+        with the same id fences its predecessor and aborts the transaction it left open."""
 
     def __repr__(self) -> str:
         return f"KafkaEventLog({self.servers!r})"
@@ -104,6 +114,8 @@ class KafkaEventLog(EventLog):
             "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms,
             "max_partition_fetch_bytes": max(1_048_576, self.max_record_bytes + _FETCH_HEADROOM),
+            # records of an aborted transaction (a derivation that crashed before committing) are never read
+            "isolation_level": "read_committed",
         }
 
     async def start(self) -> None:
@@ -140,7 +152,10 @@ class KafkaEventLog(EventLog):
         self._producer = self._admin = self._reader = None
         for consumer in list(self._consumers):
             await consumer.aclose()
+        tx_producers, self._tx_producers = list(self._tx_producers.values()), {}
         with map_kafka_errors("close", self.servers):
+            for tx in tx_producers:
+                await tx.stop()
             if producer is not None:
                 await producer.stop()
             if reader is not None:
@@ -239,6 +254,65 @@ class KafkaEventLog(EventLog):
                     raise result
         return [Position(md.topic, md.partition, md.offset) for md in results]  # type: ignore[union-attr]
 
+    async def _tx_producer(self, group_id: str) -> AIOKafkaProducer:
+        producer = self._tx_producers.get(group_id)
+        if producer is not None:
+            return producer
+        self._clients()
+        producer = load_aiokafka().AIOKafkaProducer(
+            acks="all",
+            enable_idempotence=True,
+            transactional_id=f"memos.{group_id}.{self.worker_id}",
+            transaction_timeout_ms=self.transaction_timeout_ms,
+            linger_ms=self.linger_ms,
+            max_request_size=self.max_record_bytes + _FETCH_HEADROOM,
+            **self._client_options(),
+        )
+        with map_kafka_errors("start transactional producer", self.servers):
+            await producer.start()  # fences an older producer of this id and aborts its open transaction
+        self._tx_producers[group_id] = producer
+        return producer
+
+    async def transact(
+        self, group_id: str, records: Sequence[OutgoingRecord], offsets: Mapping[TopicPartition, int]
+    ) -> list[Position]:
+        """Append ``records`` and commit ``offsets`` for ``group_id`` in ONE Kafka transaction.
+
+        Either both are visible (to read_committed consumers and the group coordinator) or neither is:
+        a crash in between leaves an open transaction that the restarted worker's producer aborts (with
+        nothing to append or commit, the call only starts that producer: do it before consuming, so a
+        transaction left open does not hold read_committed readers back until it times out).
+        """
+        for record in records:
+            self._check_size(record)
+        counts = {topic: await self._ensure_topic(topic) for topic in dict.fromkeys(r.topic for r in records)}
+        lock = self._tx_locks.setdefault(group_id, asyncio.Lock())
+        aiokafka = load_aiokafka()
+        async with lock:
+            producer = await self._tx_producer(group_id)
+            if not records and not offsets:  # only (re)start the producer: aborts what a crash left open
+                return []
+            try:
+                with map_kafka_errors("transaction", self.servers):
+                    async with producer.transaction():
+                        futures = [
+                            await producer.send(
+                                r.topic, bytes(r.value), key=r.key, partition=partition_for(r.key, counts[r.topic]),
+                                headers=[(n, bytes(v)) for n, v in r.headers] or None,
+                            )
+                            for r in records
+                        ]
+                        results = await asyncio.gather(*futures)
+                        await producer.send_offsets_to_transaction(
+                            {aiokafka.TopicPartition(t, p): int(o) for (t, p), o in offsets.items()}, group_id)
+            except BaseException:
+                # a failed transaction leaves the producer unusable: the next call starts a new one
+                self._tx_producers.pop(group_id, None)
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+        return [Position(md.topic, md.partition, md.offset) for md in results]
+
     async def end_offsets(self, topic: str) -> dict[int, int]:
         """Per partition, the high watermark; {} for an unknown topic."""
         count = await self.partitions(topic)
@@ -318,6 +392,7 @@ class KafkaEventLog(EventLog):
             servers=self.servers,
             options=self._consumer_options(),
             ensure_topic=self._ensure_topic,
+            transact=self.transact,
         )
         self._consumers.add(made)
         return made
