@@ -58,9 +58,9 @@ class CubeOverview:
     owner_id: str
     access: str
     shares: list[dict[str, str]]
-    counts: dict[str, int]
-    """Current memories per memory type (from the log digest)."""
-    retired: int
+    counts: dict[str, int] | None
+    """Current memories per memory type (from the log digest; None while it is being read)."""
+    retired: int | None
     total: int
     """Current memories in the graph projection."""
     last_change: datetime | None
@@ -182,9 +182,19 @@ class _LogDigest:
     def __init__(self) -> None:
         self.cubes: dict[str, _CubeDigest] = {}
         self.cursor: dict[int, int] = {}
+        self.ends: dict[int, int] = {}
         self.lock = asyncio.Lock()
 
-    def fold(self, event: Any, offset: int) -> None:
+    def fold_records(self, records: Sequence[Any]) -> None:
+        """Decode and fold a batch of log records (run in a worker thread: decoding is CPU work)."""
+        for record in records:
+            try:
+                self.fold(decode(record.value), record.position.partition, record.position.offset)
+            except EventDecodeError as exc:
+                logger.warning("console digest skipped record position=%s error=%s", record.position, exc)
+
+    def fold(self, event: Any, partition: int, offset: int) -> None:
+        """Fold one memory event; history steps keep their log position, not the text (read on demand)."""
         cube_id = getattr(event, "cube_id", None)
         if cube_id is None:
             return
@@ -192,15 +202,15 @@ class _LogDigest:
         cube.last_change = max(cube.last_change or event.occurred_at, event.occurred_at)
         for u in getattr(event, "usage", None) or ():
             self._usage(cube, cube_id, u)
-        step: dict[str, Any] = {"event": event.event_type, "at": event.occurred_at, "offset": offset}
+        step: dict[str, Any] = {"event": event.event_type, "at": event.occurred_at, "partition": partition,
+                                "offset": offset}
         if isinstance(event, MemoryAdded):
             digest = cube.memories.setdefault(event.memory_id, _MemoryDigest(event.memory_type))
             digest.memory_type, digest.status = event.memory_type, "activated"
-            digest.history.append({**step, "memory": event.memory, "extractor": event.extractor})
+            digest.history.append({**step, "extractor": event.extractor})
         elif isinstance(event, MemoryRevised):
             digest = cube.memories.setdefault(event.memory_id, _MemoryDigest("LongTermMemory"))
-            digest.history.append({**step, "memory": event.memory, "revision": event.revision,
-                                   "reason": event.reason})
+            digest.history.append({**step, "revision": event.revision, "reason": event.reason})
         elif isinstance(event, MemoryRetired):
             digest = cube.memories.setdefault(event.memory_id, _MemoryDigest("LongTermMemory"))
             digest.status = "retired"
@@ -223,7 +233,7 @@ class Inspector:
 
     def __init__(self, service: MemoryService) -> None:
         self.service = service
-        self._digest = _LogDigest()
+        self._log_digest = _LogDigest()
         self.jobs: dict[str, Job] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._warming: asyncio.Task[None] | None = None
@@ -247,48 +257,55 @@ class Inspector:
 
     # --- digest of the memories topic -------------------------------------------------------------------
 
-    def warm(self) -> None:
-        """Start catching the digest up in the background (once at a time); errors are only logged."""
-        if self._warming is not None and not self._warming.done():
-            return
+    def warm(self) -> asyncio.Task[None]:
+        """Catch the digest up to the log's current end in the background (one run at a time)."""
+        if self._warming is None or self._warming.done():
+            self._warming = asyncio.create_task(self._catch_up(), name="console:digest")
+        return self._warming
 
-        async def run() -> None:
-            try:
-                await self._catch_up()
-            except Exception:  # the next page that needs the digest retries and reports it
-                logger.exception("console digest warm-up failed")
+    async def _digest(self, wait_s: float | None = None) -> tuple[_LogDigest, bool]:
+        """The digest caught up to the log's end, waiting at most ``wait_s`` (None: as long as it takes);
+        (digest, False) when it is still being read: its contents must not be read then."""
+        task = self.warm()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            return self._log_digest, False
+        return self._log_digest, True
 
-        self._warming = asyncio.create_task(run(), name="console:digest")
-
-    async def _catch_up(self) -> _LogDigest:
-        digest = self._digest
+    async def _catch_up(self) -> None:
+        digest = self._log_digest
         async with digest.lock:
             log = self._rt.log
             ends = await log.end_offsets(MEMORIES)
+            digest.ends = dict(ends)
             for partition, end in ends.items():
                 offset = digest.cursor.get(partition, 0)
                 while offset < end:
                     records = await log.read(MEMORIES, partition, offset, limit=2000)
                     if not records:
                         break
-                    for record in records:
-                        try:
-                            digest.fold(decode(record.value), record.position.offset)
-                        except EventDecodeError as exc:
-                            logger.warning("console digest skipped record position=%s error=%s",
-                                           record.position, exc)
+                    await asyncio.to_thread(digest.fold_records, records)  # keeps the event loop serving
                     offset = records[-1].position.offset + 1
+                    digest.cursor[partition] = offset
                 digest.cursor[partition] = max(offset, digest.cursor.get(partition, 0))
-        return digest
+
+    def digest_progress(self) -> tuple[int, int]:
+        """(memory events read, memory events on the log when the last catch-up started)."""
+        d = self._log_digest
+        return sum(d.cursor.values()), sum(d.ends.values())
 
     # --- cubes ------------------------------------------------------------------------------------------
 
-    async def cubes(self, user_id: str) -> list[CubeOverview]:
-        """Every cube the user may read, with owner, shares, counts per type, last change and lag."""
+    async def cubes(self, user_id: str, *, wait_s: float | None = 0.25) -> list[CubeOverview]:
+        """Every cube the user may read, with owner, shares, counts per type, last change and lag.
+
+        Counts, retired and last change come from the digest: None while it is still being read after
+        ``wait_s`` (see ``digest_progress``)."""
         readable = await self.readable(user_id)
         if not readable:
             return []
-        digest = await self._catch_up()
+        digest, complete = await self._digest(wait_s)
         log = self._rt.log
         partitions = await log.partitions(MEMORIES)
         ends = await log.end_offsets(MEMORIES)
@@ -296,10 +313,10 @@ class Inspector:
         out = []
         for cube in readable:
             cube_id = cube.cube_id
-            d = digest.cubes.get(cube_id, _CubeDigest())
+            d = digest.cubes.get(cube_id, _CubeDigest()) if complete else None
             counts: dict[str, int] = {}
             retired = 0
-            for m in d.memories.values():
+            for m in d.memories.values() if d else ():
                 if m.status == "activated":
                     counts[m.memory_type] = counts.get(m.memory_type, 0) + 1
                 else:
@@ -308,8 +325,8 @@ class Inspector:
             out.append(CubeOverview(
                 cube_id=cube_id, cube_name=cube.cube_name or cube_id, owner_id=cube.owner_id,
                 access=cube.access, shares=await self._shares(cube_id, cube.access),
-                counts=dict(sorted(counts.items())), retired=retired,
-                total=await self._rt.graph.count(cube_id), last_change=d.last_change,
+                counts=dict(sorted(counts.items())) if d else None, retired=retired if d else None,
+                total=await self._rt.graph.count(cube_id), last_change=d.last_change if d else None,
                 lag=max(0, ends.get(p, 0) - committed.get(p, 0)),
             ))
         return out
@@ -368,7 +385,7 @@ class Inspector:
         if not found:
             raise NotFound(f"memory {memory_id!r} not found in cube {cube_id!r}", field="memory_id")
         record = found[0]
-        digest = (await self._catch_up()).cubes.get(cube_id, _CubeDigest()).memories.get(memory_id)
+        digest = (await self._digest())[0].cubes.get(cube_id, _CubeDigest()).memories.get(memory_id)
         edges = await graph.neighbors([memory_id], limit=50)
         other = {e.target_id if e.source_id == memory_id else e.source_id for e in edges}
         predecessors = list(digest.predecessors) if digest else []
@@ -384,11 +401,24 @@ class Inspector:
             memory=memory_view(record),
             retire_reason=record.retire_reason,
             sources=[s.model_dump(mode="json", exclude_none=True) for s in record.sources],
-            history=list(digest.history) if digest else [],
+            history=await self._with_texts(digest.history) if digest else [],
             successors=[_brief(linked, i) for i in record.successor_ids],
             predecessors=[_brief(linked, i) for i in predecessors],
             neighbours=neighbours,
         )
+
+    async def _with_texts(self, steps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """History steps with the memory text each added or revised, read back from the log."""
+        out = []
+        for step in steps:
+            step = dict(step)
+            if step["event"] in ("MemoryAdded", "MemoryRevised"):
+                records = await self._rt.log.read(MEMORIES, step["partition"], step["offset"], limit=1)
+                if records and records[0].position.offset == step["offset"]:
+                    event = decode(records[0].value)
+                    step["memory"] = getattr(event, "memory", None)
+            out.append(step)
+        return out
 
     async def graph(self, user_id: str, cube_id: str, *, limit: int = 300) -> CubeGraph:
         """The cube's first ``limit`` current memories and the edges between them."""
@@ -433,9 +463,12 @@ class Inspector:
         wanted = {partition_for(c.cube_id.encode(), partitions) for c in await self.readable(user_id)}
         return format_cursor({p: ends.get(p, 0) for p in sorted(wanted)})
 
-    async def usage(self, user_id: str) -> list[UsageRow]:
-        """Model calls and tokens per cube and model, for the cubes the user may read."""
-        digest = await self._catch_up()
+    async def usage(self, user_id: str, *, wait_s: float | None = 1.0) -> list[UsageRow] | None:
+        """Model calls and tokens per cube and model, for the cubes the user may read; None while the
+        digest is still being read after ``wait_s``."""
+        digest, complete = await self._digest(wait_s)
+        if not complete:
+            return None
         rows: list[UsageRow] = []
         for cube in await self.readable(user_id):
             rows.extend(digest.cubes.get(cube.cube_id, _CubeDigest()).usage.values())
@@ -461,7 +494,7 @@ class Inspector:
         """Forget a cube (owner only) and drop it from the digest."""
         await self.access(user_id, cube_id, "owner")
         await self.service.forget_cube(cube_id, requested_by=user_id)
-        self._digest.cubes.pop(cube_id, None)
+        self._log_digest.cubes.pop(cube_id, None)
 
     async def start_replay(self, user_id: str, cube_id: str) -> Job:
         """Start rebuilding a cube from the log (write access); the job's progress is read with ``job``."""

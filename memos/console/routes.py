@@ -69,6 +69,9 @@ def _render(name: str, **context: Any) -> HTMLResponse:
 
 
 _SHELL = _env.get_template("shell.html").render()
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+"""Everything the console loads comes from this server: the browser refuses anything else."""
 
 
 def _inspector(request: Request) -> Inspector:
@@ -102,7 +105,8 @@ async def shell(request: Request, page: str = "") -> HTMLResponse:
     read out here), so the first key-checked page does not pay for it."""
     if hasattr(request.app.state, "service"):
         _inspector(request).warm()
-    return HTMLResponse(_SHELL, headers={"Cache-Control": "no-cache"})
+    return HTMLResponse(_SHELL, headers={"Cache-Control": "no-cache", "Content-Security-Policy": _CSP,
+                                         "X-Content-Type-Options": "nosniff"})
 
 
 # --- key-checked fragments and actions --------------------------------------------------------------
@@ -118,7 +122,11 @@ async def whoami(caller: CallerDep) -> dict[str, Any]:
 async def cubes(request: Request, caller: CallerDep) -> HTMLResponse:
     """Cubes the caller may read."""
     user = acting_user(caller, None)
-    return _render("cubes.html", user=user, cubes=await _inspector(request).cubes(user))
+    inspector = _inspector(request)
+    listed = await inspector.cubes(user)
+    counting = any(c.counts is None for c in listed)
+    return _render("cubes.html", user=user, cubes=listed, counting=counting,
+                   progress=inspector.digest_progress() if counting else None)
 
 
 @router.get("/v1/console/cubes/{cube_id}/memories", response_class=HTMLResponse)
@@ -196,14 +204,18 @@ async def tasks(request: Request, caller: CallerDep,
 async def usage(request: Request, caller: CallerDep) -> HTMLResponse:
     """Model calls and tokens per model and per cube, from the log."""
     user = acting_user(caller, None)
-    rows = await _inspector(request).usage(user)
+    inspector = _inspector(request)
+    usage_rows = await inspector.usage(user)
+    if usage_rows is None:
+        return _render("usage.html", rows=[], per_model={}, progress=inspector.digest_progress())
+    rows = usage_rows
     per_model: dict[tuple[str, str], dict[str, int]] = {}
     for r in rows:
         total = per_model.setdefault((r.model_id, r.kind), {"calls": 0, "prompt": 0, "completion": 0})
         total["calls"] += r.calls
         total["prompt"] += r.prompt_tokens
         total["completion"] += r.completion_tokens
-    return _render("usage.html", rows=rows, per_model=per_model)
+    return _render("usage.html", rows=rows, per_model=per_model, progress=None)
 
 
 @router.post("/v1/console/cubes/{cube_id}/memories/{memory_id}/delete")

@@ -32,6 +32,7 @@ def login(page: Any, console: Console, tenant: Tenant, path: str = "/console") -
     expect = _expect()
     page.goto(console.url + path)
     key = page.get_by_label("API key")
+    page.base_url = console.url + "/"
     expect(key).to_be_focused()
     page.keyboard.type(tenant.key)
     page.keyboard.press("Enter")
@@ -39,7 +40,10 @@ def login(page: Any, console: Console, tenant: Tenant, path: str = "/console") -
 
 
 def _no_key_in_urls(page: Any, tenant: Tenant) -> None:
+    """The key never travels in a URL, and nothing is loaded from anywhere but the server (no CDN)."""
     assert page.requested, "no request was recorded"
+    foreign = [u for u in page.requested if not u.startswith(page.base_url) and not u.startswith("data:")]
+    assert not foreign, f"the console loaded from elsewhere: {foreign}"
     leaked = [u for u in page.requested if tenant.key in u or tenant.key.split("_")[-1] in u]
     assert not leaked, f"the API key appeared in request URLs: {leaked}"
 
@@ -59,6 +63,8 @@ def test_login_browse_search_lineage(page: Any, console: Console) -> None:
     row = page.locator('#cubes tr[data-cube="ann_trips"]')
     expect(row).to_contain_text("ann")
     expect(row).to_contain_text("owner")
+    expect(row.locator(".chip").first).to_contain_text("Memory")  # counts per type (the page refreshes
+    # itself while the log digest is read)
     total = int(row.locator("td.n").first.inner_text())
     assert total >= 1
 
@@ -181,6 +187,26 @@ def test_replay_shows_progress_and_keeps_the_cube(page: Any, console: Console) -
     expect(page.locator("#job progress")).to_be_visible()
     page.reload()
     expect(page.locator("#memories tbody tr")).to_have_count(before)
+
+
+def test_forget_cube_with_confirmation(page: Any, console: Console) -> None:
+    """Forget erases a cube after confirmation: gone from the list, and unknown to the API afterwards."""
+    expect = _expect()
+    service = console.server.app.state.service
+    console.server.call(service.create_cube("ann_scratch", owner_id="ann"))
+    console.add(console.ann, "ann_scratch", [{"role": "user", "content": "Scratch note about a blue bicycle."}])
+    login(page, console, console.ann, "/console/cubes/ann_scratch/memories")
+    expect(page.locator("#memories")).to_contain_text("bicycle")
+    page.get_by_role("button", name="Forget cube").click()
+    page.locator("#confirm").get_by_role("button", name="Confirm").click()
+    expect(page).to_have_url(re.compile(r"/console/cubes$"))
+    expect(page.locator('#cubes tr[data-cube="ann_trips"]')).to_have_count(1)
+    expect(page.locator('#cubes tr[data-cube="ann_scratch"]')).to_have_count(0)
+    body = {"user_id": "ann", "query": "bicycle", "readable_cube_ids": ["ann_scratch"]}
+    resp = httpx.post(f"{console.url}/product/search", json=body, headers=console.ann.headers, timeout=60)
+    assert resp.status_code == 404, resp.text
+    page.goto(console.url + "/console/cubes/ann_scratch/memories")
+    expect(page.locator("main h1")).to_have_text("Not found")
 
 
 def test_graph_is_drawn_and_nodes_open_memories(page: Any, console: Console) -> None:

@@ -89,7 +89,7 @@
     render();
   }
 
-  function render() {
+  function render(refresh) {
     stopPage();
     pageAbort = new AbortController();
     var signal = pageAbort.signal;
@@ -105,9 +105,14 @@
       var page = view.querySelector("[data-page]");
       document.title = (page && page.dataset.title ? page.dataset.title + " · " : "") + "memos console";
       var heading = view.querySelector("h1");
-      if (heading) heading.focus({ preventScroll: true });
+      if (heading && refresh !== true) heading.focus({ preventScroll: true });
       var init = page && PAGES[page.dataset.page];
       if (init) init(page, signal);
+      if (page && page.dataset.refresh) {
+        // the page said its figures are still being computed: fetch it again shortly (same URL)
+        var url = location.href;
+        setTimeout(function () { if (!signal.aborted && location.href === url) render(true); }, parseInt(page.dataset.refresh, 10));
+      }
       if (performance.mark) performance.mark("memos:view");  // bench/console.py reads it
     }).catch(function (e) {
       if (signal.aborted || e.message === "unauthorized") return;
@@ -443,7 +448,7 @@
     document.addEventListener("click", onClick);
     document.addEventListener("submit", onSubmit);
     document.getElementById("logout").addEventListener("click", function () { dropKey(); showLogin(""); });
-    window.addEventListener("popstate", render);
+    window.addEventListener("popstate", function () { render(); });
     document.addEventListener("keydown", function (ev) {
       // "/" focuses the first search or filter box of the page, as in many consoles
       if (ev.key === "/" && !/^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName)) {
