@@ -134,8 +134,8 @@ async def test_the_control_projection_rebuilds_from_the_log_alone(tmp_path: Path
             _ev(CubeCreated, "ann_cube", cube_id="ann_cube", owner_id="ann"),
             _ev(CubeCreated, "bob", cube_id="bob", owner_id="ann"),  # a cube named like a user
             _ev(CubeShared, "ann_cube", cube_id="ann_cube", user_id="bob", access="write"),
-            _ev(TaskSubmitted, "ann_cube", task_id="t-q", user_id="ann", cube_id="ann_cube", label="query",
-                content="where?"),
+            _ev(TaskSubmitted, "ann_cube", task_id="t-q", user_id="ann", cube_id="ann_cube",
+                label="unhandled", content="where?"),  # no handler for this label: the task fails
             _ev(ConversationRecorded, "ann_cube", user_id="ann", cube_id="ann_cube", messages=CONVERSATION,
                 mode="fast", task_id="t-add"),
             _ev(TaskStatusChanged, "ann_cube", task_id="t-add", cube_id="ann_cube", status="waiting",
