@@ -7,7 +7,9 @@ ready-made unit vectors of the embedder's dimension, so no model runs while load
 FOLLOWS-like neighbours through normal adds, then times each console fragment (``/v1/console/...``,
 the server's part of a page) ``--runs`` times, and, when Chromium is present, a full page load in the
 browser (navigation, shell, script, fragment, table visible). The first request of the cube list is
-timed apart: it folds the whole memories topic into the console's digest once per server process.
+timed apart: it starts folding the whole memories topic into the console's digest (once per server
+process) and answers within ~0.25 s with the counts marked as pending; ``digest_cold_ms`` is the time
+until the counts are there.
 The last line is one JSON object of headline figures (``page_p95_ms``: worst p95 over the paged
 pages; ``browser_load_p95_ms``).
 """
@@ -93,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         with httpx.Client(base_url=server.url, headers=headers, timeout=120) as client:
             started = time.perf_counter()
             client.get("/v1/console/cubes").raise_for_status()
+            first_ms = (time.perf_counter() - started) * 1000
+            while "counting…" in client.get("/v1/console/cubes").text:  # the page's own refresh, as a loop
+                time.sleep(0.05)
             cold_ms = (time.perf_counter() - started) * 1000
             some = client.get(f"/v1/console/cubes/{CUBE}/memories?page=3").text
             memory_id = some.split('data-id="', 1)[1].split('"', 1)[0]
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8} {'bytes':>8}")
     for name, (p50, p95, size) in results.items():
         print(f"{name:32} {p50:8.1f} {p95:8.1f} {size:8d}")
-    print(f"{'cube list, first call (digest)':32} {cold_ms:8.1f}")
+    print(f"{'cube list, first answer':32} {first_ms:8.1f}")
+    print(f"{'cube list, counts ready (digest)':32} {cold_ms:8.1f}")
     if browser:
         print(f"{'browser: page load (own clock)':32} {browser[0]:8.1f} {browser[1]:8.1f}")
         print(f"{'browser: page load (playwright)':32} {browser[2]:8.1f} {browser[3]:8.1f}")
@@ -131,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         "lineage_p95_ms": round(results["memory lineage"][1], 1),
         "scan_filter_p95_ms": round(results["memories text filter (scan)"][1], 1),
         "search_p95_ms": round(results["search playground"][1], 1),
+        "first_cubes_ms": round(first_ms, 1),
         "digest_cold_ms": round(cold_ms, 1),
         "browser_load_p95_ms": round(browser[1], 1) if browser else None,
         "browser_load_playwright_p95_ms": round(browser[3], 1) if browser else None,
