@@ -212,24 +212,13 @@ def answer(client: SyncClient, req: APIChatCompleteRequest) -> str:
     """``chat_complete``: search the readable cubes, answer, and (``add_message_on_answer``) record the turn."""
     service = client.service
     cubes = list(dict.fromkeys(req.readable_cube_ids or []))
-    memories: list[str] = []
-    if cubes:
-        data = client.call(
-            service.search(
-                req.user_id,
-                cubes,
-                req.query,
-                top_k=req.top_k,
-                mode=str(req.mode),
-                session_id=req.session_id,
-                include_preference=req.include_preference,
-                pref_top_k=req.pref_top_k,
-                filter=req.filter,
-                relativity=min(req.relativity, 1.0),
-            )
-        )
-        for bucket in ("text_mem", "pref_mem"):
-            memories.extend(m["memory"] for entry in data.get(bucket, []) for m in entry.get("memories", []))
+    writable = list(dict.fromkeys(req.writable_cube_ids or []))
+    client.call(service.check_chat(req.user_id, cubes, writable, record=req.add_message_on_answer))
+    memories: list[str] = client.call(service.chat_context(
+        req.user_id, cubes, req.query, top_k=req.top_k, mode=str(req.mode), session_id=req.session_id,
+        include_preference=req.include_preference, pref_top_k=req.pref_top_k, filter=req.filter,
+        relativity=min(req.relativity, 1.0),
+    ))  # fmt: skip
     model = _request_model(client, req)
     text = generate_answer(
         model,
@@ -241,18 +230,7 @@ def answer(client: SyncClient, req: APIChatCompleteRequest) -> str:
         max_tokens=req.max_tokens,
         temperature=req.temperature,
     )
-    writable = list(dict.fromkeys(req.writable_cube_ids or []))
     if req.add_message_on_answer and writable:
-        turn = [{"role": "user", "content": req.query}, {"role": "assistant", "content": text}]
-        client.call(
-            service.add(
-                req.user_id,
-                writable,
-                turn,
-                session_id=req.session_id or "default_session",
-                async_mode="async",
-                mode="fine",
-                origin="local",
-            )
-        )
+        client.call(service.record_turn(req.user_id, writable, req.query, text,
+                                        session_id=req.session_id or "default_session", origin="local"))
     return text

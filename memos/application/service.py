@@ -10,6 +10,7 @@ from typing import Any, Literal
 from memory_store.control.base import cube_key, user_key
 from memos.application.access import AccessUseCases
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
+from memos.application.chat import ChatUseCases
 from memos.application.errors import AddTimedOut, BacklogFull
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import DoorLimits, check_add_size, check_query, check_strings, check_text
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 Mode = Literal["fast", "fine"]
 
 
-class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases):
+class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases, ChatUseCases):
     """User-facing use cases. Every read and write is checked by ``authorize``; ids by ``check_id``."""
 
     def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:

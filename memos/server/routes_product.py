@@ -217,11 +217,8 @@ async def _chat_ready(
     chat: ChatFn | None = request.app.state.chat
     service = _service(request)
     user = acting_user(caller, body.user_id)
-    for cube in _unique(body.readable_cube_ids or []):
-        await service.check_read(user, cube)
-    if body.add_message_on_answer:
-        for cube in _unique(body.writable_cube_ids or []):
-            await service.check_write(user, cube)
+    await service.check_chat(user, body.readable_cube_ids or [], body.writable_cube_ids or [],
+                             record=bool(body.add_message_on_answer))
     if chat is None:
         raise HTTPException(
             501,
