@@ -1,4 +1,4 @@
-"""The MCP server: add, search and delete tools over stdio or streamable HTTP, backed by the memory service.
+"""The MCP server: add, search, delete and cubes tools over stdio or streamable HTTP, through the application layer.
 
 Identity: over stdio, the user of the configured API key (or ``--user``). Over HTTP, every request
 must carry an API key (``Authorization: Bearer`` or ``X-API-Key``) and tools act as its user, unless
@@ -128,6 +128,16 @@ def build_mcp_server(
         except MemorySystemError as exc:
             raise tool_error(exc) from exc
         return {"cube_id": cube_id, "deleted_ids": deleted}
+
+    @server.tool(name="cubes", description="The cubes you may use, with your access (owner, write, read).")
+    async def cubes(ctx: Context) -> dict[str, Any]:
+        user = await user_of(ctx)
+        try:
+            listed = await service.list_cubes(user)
+        except MemorySystemError as exc:
+            raise tool_error(exc) from exc
+        return {"cubes": [{"cube_id": c.cube_id, "cube_name": c.cube_name, "owner_id": c.owner_id,
+                           "access": c.access} for c in listed]}
 
     return server
 

@@ -48,6 +48,9 @@ async def test_mcp_tools_go_through_the_door(tmp_path: Path, monkeypatch: pytest
             fresh = await client.call_tool("add", {"content": "I collect stamps.", "cube_id": "alice_stamps"})
             assert not fresh.is_error, _text(fresh)
             assert await service.owner_of("alice_stamps") == "alice"  # as over HTTP and the Python API
+            listed = await client.call_tool("cubes", {})
+            assert not listed.is_error and listed.structured_content["cubes"] == [
+                {"cube_id": "alice_stamps", "cube_name": "alice_stamps", "owner_id": "alice", "access": "owner"}]
             huge = await client.call_tool("search", {"query": "stamps", "cube_ids": ["alice_stamps"], "top_k": 2**63})
             assert huge.is_error and "top_k" in _text(huge)
             long_query = await client.call_tool("search", {"query": "q" * 100_000, "cube_ids": ["alice_stamps"]})
