@@ -392,6 +392,18 @@ class Runtime:
     async def _drop_cube(self, cube_id: str) -> None:
         await apply_planned(self.stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, -1, -1))], replay=True)
 
+    async def forget_user_writes(self, user_id: str, cube_ids: Sequence[str]) -> int:
+        """Remove what ``user_id`` wrote into cubes that others keep (shared with the user) from the log
+        and the projections; returns the records removed. Stages hosted here catch up first."""
+        from streams.forget import forget_user_writes
+
+        if self.run_stages:
+            await self.settle([])
+        removed = 0
+        for cube_id in cube_ids:
+            removed += await forget_user_writes(self.log, self.stores, self.projection_stage.lock, user_id, cube_id)
+        return removed
+
     async def replay_cube(self, cube_id: str, *, progress: Progress | None = None) -> int:
         """Rebuild one cube in every projection from the memories topic (live projection paused)."""
         return await replay_cube(self.log, self.stores, self.projection_stage.lock, cube_id, progress=progress)

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from schemas.envelope import Header, Position, Record
+from schemas.errors import TransportError
 
 __all__ = [
     "Consumer",
@@ -159,6 +160,14 @@ class EventLog(ABC):
         The embedded log deletes the rows. Kafka cannot delete single records: its adapter raises
         TransportError unless the deployment uses per-key encryption (see infra/README.md).
         """
+
+    async def forget_positions(self, topic: str, positions: Sequence[Position]) -> int:
+        """Make the records at these positions of ``topic`` unreadable; returns how many were removed.
+
+        Like ``forget_key``, for one user's records among a cube's (offsets are never reused). Adapters
+        that cannot delete single records raise TransportError.
+        """
+        raise TransportError(f"this log cannot delete single records of topic {topic!r}")
 
     @abstractmethod
     def consumer(

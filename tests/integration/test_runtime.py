@@ -159,3 +159,37 @@ async def test_the_control_projection_rebuilds_from_the_log_alone(tmp_path: Path
         assert await snapshot(rt.control) == before
         assert await rt.control.key_user("k1", "s3cret") == "ann"
         assert await rt.control.key_user("k2", "s3cret") is None
+
+
+async def test_forgetting_a_user_removes_its_writes_in_shared_cubes_and_nothing_else(tmp_path: Path) -> None:
+    """forget --user removes what the user wrote into a cube shared with it (log and projections), keeps
+    the owner's memories, and never touches the registry records of a cube named like the user."""
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        await service.create_user("ann")
+        await service.create_user("bob")
+        await service.create_cube("team", owner_id="ann")
+        await service.create_cube("bobs_notes", owner_id="ann")
+        await service.share_cube("team", owner_id="ann", user_id="bob", access="write")
+        await service.add("ann", ["team"], [{"role": "user", "content": "Ann plans the Lisbon offsite in May."}],
+                          mode="fast")
+        await service.add("bob", ["team"], [{"role": "user", "content": "Bob keeps bees on his roof in Porto."}],
+                          mode="fast")
+        texts = [m["memory"] for m in await service.get_all("ann", "team")]
+        assert any("Porto" in t for t in texts) and any("Lisbon" in t for t in texts)
+
+        await service.forget_user("bob")
+
+        remaining = await service.get_all("ann", "team", include_retired=True)
+        assert remaining and all("Porto" not in m["memory"] for m in remaining)
+        assert any("Lisbon" in m["memory"] for m in remaining)
+        assert all(m["metadata"]["user_id"] != "bob" for m in remaining)
+        for topic in (CONVERSATIONS, MEMORIES):
+            for partition in range(await rt.log.partitions(topic)):
+                for record in await rt.log.read(topic, partition, 0, limit=100_000):
+                    assert b"Porto" not in record.value, f"bob's words are still on {topic}"
+        assert not await rt.control.user_exists("bob")
+        assert (await rt.control.cube("bobs_notes")).owner_id == "ann"
+        assert await rt.rebuild_control() > 0  # and the log alone says the same
+        assert not await rt.control.user_exists("bob")
+        assert await rt.control.cube_exists("team") and await rt.control.cube_exists("bobs_notes")

@@ -376,6 +376,13 @@ class KafkaEventLog(EventLog):
             "(destroy the key's data key) or topic retention; only the embedded log deletes records"
         )
 
+    async def forget_positions(self, topic: str, positions: Sequence[Position]) -> int:
+        """Always raises TransportError: Kafka cannot delete single records."""
+        raise TransportError(
+            f"Kafka cannot delete single records of topic {topic!r}: use per-key encryption or topic retention; "
+            "only the embedded log deletes records"
+        )
+
     def consumer(
         self,
         topics: Sequence[str],

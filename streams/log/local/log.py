@@ -142,6 +142,15 @@ def _forget(conn: sqlite3.Connection, topic: str, key: bytes) -> int:
     ).rowcount
 
 
+def _forget_positions(conn: sqlite3.Connection, topic: str, positions: Sequence[Position]) -> int:
+    removed = 0
+    for p in positions:
+        removed += conn.execute(
+            "DELETE FROM log_records WHERE topic = ? AND partition = ? AND offset = ?", (topic, p.partition, p.offset)
+        ).rowcount
+    return removed
+
+
 class LocalEventLog(EventLog):
     """The embedded event log: one SQLite file (WAL) with Kafka semantics.
 
@@ -315,6 +324,15 @@ class LocalEventLog(EventLog):
         with map_sqlite_errors("forget key", self.path):
             removed = await ctx.writer.submit(lambda conn: _forget(conn, topic, key))
         logger.info("key forgotten topic=%s records=%s", topic, removed)
+        return int(removed)
+
+    async def forget_positions(self, topic: str, positions: Sequence[Position]) -> int:
+        """Delete the records at ``positions`` of ``topic``; offsets are never reused. Returns the count."""
+        ctx = self._require()
+        todo = [p for p in positions if p.topic == topic]
+        with map_sqlite_errors("forget positions", self.path):
+            removed = await ctx.writer.submit(lambda conn: _forget_positions(conn, topic, todo))
+        logger.info("records forgotten topic=%s records=%s", topic, removed)
         return int(removed)
 
     def consumer(

@@ -1,0 +1,99 @@
+"""Forgetting what one user wrote into a cube that others keep: the user's records leave the log, then the
+cube's projections are rebuilt from what remains (replay), so nothing the user wrote stays searchable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from memory_store.base import Projection
+from schemas.codec import decode
+from schemas.envelope import Position
+from schemas.errors import EventDecodeError
+from schemas.events import (
+    ConversationRecorded,
+    MemoryAdded,
+    MemoryRetired,
+    MemoryRevised,
+    RelationAdded,
+    TaskStatusChanged,
+    TaskSubmitted,
+)
+from schemas.topics import CONVERSATIONS, MEMORIES, TASKS
+from streams.log.base import EventLog, partition_for
+from streams.replay import replay_cube
+
+__all__ = ["forget_user_writes", "user_records"]
+
+logger = logging.getLogger(__name__)
+
+
+async def user_records(log: EventLog, cube_id: str, user_id: str, *, batch: int = 2000) -> dict[str, list[Position]]:
+    """Positions, per topic, of what ``user_id`` wrote into ``cube_id``: their conversations, the memories
+    derived from them (with their revisions, retirements and edges), their submitted tasks and the
+    status records of those tasks and of their adds. Revisions that merged the user's words into someone
+    else's memory go too (their origin is the user's conversation)."""
+    key = cube_id.encode()
+    events: set[str] = set()
+    tasks: set[str] = set()
+    memories: set[str] = set()
+    found: dict[str, list[Position]] = {CONVERSATIONS: [], MEMORIES: [], TASKS: []}
+    for topic in (CONVERSATIONS, TASKS, MEMORIES):  # conversations first: they name the tasks and origins
+        partition = partition_for(key, await log.partitions(topic))
+        end = (await log.end_offsets(topic)).get(partition, 0)
+        offset = 0
+        while offset < end:
+            records = await log.read(topic, partition, offset, limit=batch)
+            if not records:
+                break
+            for record in records:
+                if record.key != key:
+                    continue
+                try:
+                    event = decode(record.value)
+                except EventDecodeError:
+                    continue
+                mine = False
+                match event:
+                    case ConversationRecorded():
+                        mine = event.user_id == user_id
+                        if mine:
+                            events.add(str(event.event_id))
+                            tasks.add(event.task_id)
+                    case TaskSubmitted():
+                        mine = event.user_id == user_id
+                        if mine:
+                            tasks.add(event.task_id)
+                    case TaskStatusChanged():
+                        mine = event.task_id in tasks
+                    case MemoryAdded():
+                        mine = event.user_id == user_id
+                        if mine:
+                            memories.add(event.memory_id)
+                    case MemoryRevised():
+                        mine = event.memory_id in memories or str(event.origin_event_id) in events
+                    case MemoryRetired():
+                        mine = event.memory_id in memories
+                    case RelationAdded():
+                        mine = event.source_id in memories or event.target_id in memories
+                if mine:
+                    found[topic].append(record.position)
+            offset = records[-1].position.offset + 1
+    return found
+
+
+async def forget_user_writes(log: EventLog, stores: Sequence[Projection], live_lock: asyncio.Lock, user_id: str,
+                             cube_id: str) -> int:
+    """Delete what ``user_id`` wrote into ``cube_id`` from the log, then rebuild the cube's projections from
+    the rest; returns the records removed. The live projection is paused meanwhile (``live_lock``)."""
+    async with live_lock:
+        found = await user_records(log, cube_id, user_id)
+        removed = 0
+        for topic, positions in found.items():
+            if positions:
+                removed += await log.forget_positions(topic, positions)
+    if removed:
+        await replay_cube(log, stores, live_lock, cube_id)
+    logger.info("user writes forgotten user=%s cube=%s records=%d", user_id, cube_id, removed)
+    return removed
