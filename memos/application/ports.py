@@ -82,6 +82,10 @@ class Platform(Protocol):
         """Delete a cube's records from every topic and projection (or one registry key's records)."""
         ...
 
+    async def forget_user_writes(self, user_id: str, cube_ids: Sequence[str]) -> int:
+        """Delete what a user wrote into cubes others keep from the log and the projections."""
+        ...
+
     async def replay_cube(self, cube_id: str) -> int:
         """Rebuild one cube in every projection from the log; returns the events applied."""
         ...

@@ -348,13 +348,16 @@ class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases, ChatUseCas
         await self.rt.forget_records(cube_id)
 
     async def forget_user(self, user_id: str) -> list[str]:
-        """Forget a user and every cube it owns; returns the cubes forgotten."""
+        """Forget a user: every cube it owns, and everything it wrote into cubes shared with it; returns the
+        cubes forgotten."""
         user_id = check_id(user_id, "user_id")
         if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        owned = [c.cube_id for c in await self.control.cubes_of(user_id) if c.access == "owner"]
+        cubes = await self.control.cubes_of(user_id)
+        owned = [c.cube_id for c in cubes if c.access == "owner"]
         for cube_id in owned:
             await self.forget_cube(cube_id)
+        await self.rt.forget_user_writes(user_id, [c.cube_id for c in cubes if c.access != "owner"])
         await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
         await self.rt.forget_records(registry_key=user_key(user_id))
         return owned
