@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from memos.application.log_digest import CubeDigest, LogDigest, UsageRow
 from memos.application.service import MemoryService
 from memos.application.views import memory_view
 from schemas.codec import decode
-from schemas.errors import EventDecodeError, NotFound, ValidationFailed
-from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised, ModelUsage
+from schemas.errors import NotFound, ValidationFailed
 from schemas.memory import MemoryRecord
 from schemas.topics import MEMORIES
 from streams.feed import format_cursor
@@ -106,18 +106,6 @@ class CubeGraph:
 
 
 @dataclass(slots=True)
-class UsageRow:
-    """Model calls and tokens recorded in one cube's memory events for one model."""
-
-    cube_id: str
-    model_id: str
-    kind: str
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-@dataclass(slots=True)
 class PlaygroundResult:
     """A search with every hit flattened (bucket, cube, relativity, score parts) and the model context."""
 
@@ -161,79 +149,12 @@ def model_context(memories: Iterable[str], *, budget_words: int = CONTEXT_WORDS)
     return ("## Memories:\n" + "\n".join(lines) if lines else ""), used
 
 
-@dataclass(slots=True)
-class _MemoryDigest:
-    memory_type: str
-    status: str = "activated"
-    history: list[dict[str, Any]] = field(default_factory=list)
-    predecessors: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _CubeDigest:
-    memories: dict[str, _MemoryDigest] = field(default_factory=dict)
-    last_change: datetime | None = None
-    usage: dict[tuple[str, str], UsageRow] = field(default_factory=dict)
-
-
-class _LogDigest:
-    """Per cube, from the memories topic: each memory's type, status and history, and model usage."""
-
-    def __init__(self) -> None:
-        self.cubes: dict[str, _CubeDigest] = {}
-        self.cursor: dict[int, int] = {}
-        self.ends: dict[int, int] = {}
-        self.lock = asyncio.Lock()
-
-    def fold_records(self, records: Sequence[Any]) -> None:
-        """Decode and fold a batch of log records (run in a worker thread: decoding is CPU work)."""
-        for record in records:
-            try:
-                self.fold(decode(record.value), record.position.partition, record.position.offset)
-            except EventDecodeError as exc:
-                logger.warning("console digest skipped record position=%s error=%s", record.position, exc)
-
-    def fold(self, event: Any, partition: int, offset: int) -> None:
-        """Fold one memory event; history steps keep their log position, not the text (read on demand)."""
-        cube_id = getattr(event, "cube_id", None)
-        if cube_id is None:
-            return
-        cube = self.cubes.setdefault(cube_id, _CubeDigest())
-        cube.last_change = max(cube.last_change or event.occurred_at, event.occurred_at)
-        for u in getattr(event, "usage", None) or ():
-            self._usage(cube, cube_id, u)
-        step: dict[str, Any] = {"event": event.event_type, "at": event.occurred_at, "partition": partition,
-                                "offset": offset}
-        if isinstance(event, MemoryAdded):
-            digest = cube.memories.setdefault(event.memory_id, _MemoryDigest(event.memory_type))
-            digest.memory_type, digest.status = event.memory_type, "activated"
-            digest.history.append({**step, "extractor": event.extractor})
-        elif isinstance(event, MemoryRevised):
-            digest = cube.memories.setdefault(event.memory_id, _MemoryDigest("LongTermMemory"))
-            digest.history.append({**step, "revision": event.revision, "reason": event.reason})
-        elif isinstance(event, MemoryRetired):
-            digest = cube.memories.setdefault(event.memory_id, _MemoryDigest("LongTermMemory"))
-            digest.status = "retired"
-            digest.history.append({**step, "reason": event.reason, "successor_ids": list(event.successor_ids),
-                                   "requested_by": event.requested_by})
-            for successor in event.successor_ids:
-                cube.memories.setdefault(successor, _MemoryDigest("LongTermMemory")).predecessors.append(
-                    event.memory_id)
-
-    @staticmethod
-    def _usage(cube: _CubeDigest, cube_id: str, usage: ModelUsage) -> None:
-        row = cube.usage.setdefault((usage.model_id, usage.kind), UsageRow(cube_id, usage.model_id, usage.kind))
-        row.calls += usage.attempts
-        row.prompt_tokens += usage.prompt_tokens
-        row.completion_tokens += usage.completion_tokens
-
-
 class Inspector:
     """The console's use cases, read-only except the confirmed actions (delete, replay, forget)."""
 
     def __init__(self, service: MemoryService) -> None:
         self.service = service
-        self._log_digest = _LogDigest()
+        self._log_digest = LogDigest()
         self.jobs: dict[str, Job] = {}
         self._running: set[asyncio.Task[None]] = set()
         self._warming: asyncio.Task[None] | None = None
@@ -263,7 +184,7 @@ class Inspector:
             self._warming = asyncio.create_task(self._catch_up(), name="console:digest")
         return self._warming
 
-    async def _digest(self, wait_s: float | None = None) -> tuple[_LogDigest, bool]:
+    async def _digest(self, wait_s: float | None = None) -> tuple[LogDigest, bool]:
         """The digest caught up to the log's end, waiting at most ``wait_s`` (None: as long as it takes);
         (digest, False) when it is still being read: its contents must not be read then."""
         task = self.warm()
@@ -313,7 +234,7 @@ class Inspector:
         out = []
         for cube in readable:
             cube_id = cube.cube_id
-            d = digest.cubes.get(cube_id, _CubeDigest()) if complete else None
+            d = digest.cubes.get(cube_id, CubeDigest()) if complete else None
             counts: dict[str, int] = {}
             retired = 0
             for m in d.memories.values() if d else ():
@@ -385,7 +306,7 @@ class Inspector:
         if not found:
             raise NotFound(f"memory {memory_id!r} not found in cube {cube_id!r}", field="memory_id")
         record = found[0]
-        digest = (await self._digest())[0].cubes.get(cube_id, _CubeDigest()).memories.get(memory_id)
+        digest = (await self._digest())[0].cubes.get(cube_id, CubeDigest()).memories.get(memory_id)
         edges = await graph.neighbors([memory_id], limit=50)
         other = {e.target_id if e.source_id == memory_id else e.source_id for e in edges}
         predecessors = list(digest.predecessors) if digest else []
@@ -471,7 +392,7 @@ class Inspector:
             return None
         rows: list[UsageRow] = []
         for cube in await self.readable(user_id):
-            rows.extend(digest.cubes.get(cube.cube_id, _CubeDigest()).usage.values())
+            rows.extend(digest.cubes.get(cube.cube_id, CubeDigest()).usage.values())
         return sorted(rows, key=lambda r: (r.cube_id, r.model_id, r.kind))
 
     async def tasks(self, user_id: str, *, cube_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
