@@ -31,6 +31,7 @@ _CUBE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS "kw_docs_{slot}" (
     doc_id INTEGER PRIMARY KEY, memory_id TEXT NOT NULL UNIQUE, memory_type TEXT NOT NULL,
     status TEXT NOT NULL, body TEXT, title TEXT);
+CREATE INDEX IF NOT EXISTS "kw_docs_{slot}_type" ON "kw_docs_{slot}" (memory_type, status);
 CREATE VIRTUAL TABLE IF NOT EXISTS "kw_fts_{slot}" USING fts5(
     body, title, content='kw_docs_{slot}', content_rowid='doc_id',
     tokenize = 'porter unicode61 remove_diacritics 2');
@@ -260,13 +261,12 @@ class EmbeddedKeywordIndex(EmbeddedProjection, KeywordIndex):
             f' WHERE "kw_fts_{slot}" MATCH ?'
         )
         args: list[Any] = [expression]
-        probe = f'SELECT 1 FROM "kw_docs_{slot}" WHERE body IS NOT NULL'
+        probe = f'SELECT 1 FROM "kw_docs_{slot}" WHERE memory_type IN (SELECT value FROM json_each(?))'
         if not include_retired:
             sql += " AND d.status = 'activated'"
             probe += " AND status = 'activated'"
         if types is not None:
             sql += " AND d.memory_type IN (SELECT value FROM json_each(?))"
-            probe += " AND memory_type IN (SELECT value FROM json_each(?))"
             args.append(types)
         sql += " ORDER BY score DESC, d.memory_id LIMIT ?"
         args.append(k)

@@ -1,0 +1,249 @@
+"""Scale-out benchmark: fast-mode ingest with one `memos worker` process against two, on the Kafka-protocol log.
+
+    python -m bench.scale [--kafka kafka://127.0.0.1:19092] [--turns 400] [--cubes 8] [--workers 1,2]
+                          [--engine faust] [--chart docs/bench/scale.png]
+
+For each worker count, in a fresh data directory shared by the workers: ``--cubes`` cubes spread evenly
+over the log's partitions get synthetic two-person conversations (``bench.ingest.conversations``, one
+``ConversationRecorded`` per session, fast mode, async) published straight to the log; the workers
+(``memos worker --stages deriver,projector``, each ``OMP_NUM_THREADS=1``, one consumer group per stage,
+so the partitions split between them) derive and project them. The clock runs from the first publish
+until the projector group has committed past every memory record the deriver wrote. A warm-up round
+(one conversation per cube) first waits until every worker has loaded its models and holds partitions.
+
+Consumer groups get a fresh prefix per run (``--engine faust``, whose groups take ``--group-prefix``),
+so the bench never joins, or is disturbed by, groups of anything else using the same broker. The last
+line printed is one JSON object with ``turns_per_s_<n>_workers`` and ``speedup_2_workers`` (target
+>= 1.6 on a quiet 2-core machine); ``--chart`` gets a PNG of throughput against workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.charts import line_chart
+from bench.ingest import conversations
+from memos.runtime import Runtime
+from schemas.events import ConversationRecorded, Event
+from schemas.topics import CONVERSATIONS, MEMORIES
+from streams.log.base import EventLog, partition_for
+from streams.settings import AppSettings, LogSettings
+
+__all__ = ["main", "measure_workers", "spread_cubes"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = {"deriver": (CONVERSATIONS,), "projector": (MEMORIES,)}
+"""Stages the workers host, with the topics whose progress says they are done."""
+
+
+def spread_cubes(count: int, partitions: int) -> list[str]:
+    """``count`` cube ids whose keys fall on the partitions round-robin (so every worker gets work)."""
+    cubes: list[str] = []
+    n = 0
+    while len(cubes) < count:
+        cube = f"scale_cube_{n}"
+        if partition_for(cube.encode(), partitions) == len(cubes) % partitions:
+            cubes.append(cube)
+        n += 1
+    return cubes
+
+
+def _recorded(cube: str, messages: list[dict[str, Any]]) -> ConversationRecorded:
+    return ConversationRecorded(
+        event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key=cube, user_id="bench", cube_id=cube,
+        messages=messages, mode="fast", async_mode="async", task_id=uuid.uuid4().hex,
+    )  # fmt: skip
+
+
+async def _start_groups_at_end(log: EventLog, prefix: str) -> None:
+    """Commit the current end offsets for the new groups: they skip whatever the shared topics hold."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    servers = getattr(log, "servers", "")
+    for stage, topics in STAGES.items():
+        ends = {
+            TopicPartition(topic, partition): end
+            for topic in topics
+            for partition, end in (await log.end_offsets(topic)).items()
+        }
+        consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=prefix + stage, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            consumer.assign(list(ends))
+            await consumer.commit(ends)
+        finally:
+            await consumer.stop()
+
+
+async def _wait_done(log: EventLog, prefix: str, *, timeout_s: float) -> None:
+    """Until the deriver group is past every conversation record, then the projector past every memory."""
+    deadline = time.monotonic() + timeout_s
+    for stage, topics in STAGES.items():
+        for topic in topics:
+            ends = await log.end_offsets(topic)  # memories: read after the deriver finished
+            while True:
+                done = await log.committed(prefix + stage, topic)
+                if all(done.get(p, 0) >= end for p, end in ends.items()):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{prefix + stage} did not reach {ends} on {topic} in {timeout_s:.0f}s")
+                await asyncio.sleep(0.1)
+
+
+def _worker_command(engine: str, prefix: str) -> list[str]:
+    memos = shutil.which("memos", path=str(Path(sys.executable).parent)) or "memos"
+    command = [memos, "worker", "--engine", engine, "--stages", ",".join(STAGES)]
+    if engine == "faust":
+        command += ["--group-prefix", prefix]
+    return command
+
+
+def _start_workers(n: int, *, engine: str, prefix: str, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+    workers = []
+    for i in range(n):
+        out = (logs / f"worker-{n}-{i}.log").open("wb")
+        workers.append(subprocess.Popen(  # noqa: S603 - our own CLI
+            _worker_command(engine, prefix), env={**env, "MEMOS_WORKER_ID": f"{prefix}w{i}"},
+            stdout=out, stderr=subprocess.STDOUT,
+        ))  # fmt: skip
+    return workers
+
+
+def _stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[str, float]:
+    """Fast-mode ingest with ``n`` worker processes; turns, seconds, turns/s."""
+    home = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-", dir=args.dir))
+    prefix = f"bench-scale-{uuid.uuid4().hex[:8]}-" if args.engine == "faust" else ""
+    settings = AppSettings(home=home, log=LogSettings(url=args.kafka, partitions=args.partitions))
+    env = {**os.environ, "MEMOS_HOME": str(home), "MEMOS_LOG__URL": args.kafka,
+           "MEMOS_LOG__PARTITIONS": str(args.partitions), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    convs = conversations(args.turns, session_turns=args.session_turns, sessions=args.sessions)
+    async with Runtime(settings, run_stages=False) as rt:
+        cubes = spread_cubes(args.cubes, await rt.log.partitions(CONVERSATIONS))
+        sessions = [(cubes[i % len(cubes)], s) for i, conv in enumerate(convs) for s in conv]
+        turns = sum(len(s) for _, s in sessions)
+        await _start_groups_at_end(rt.log, prefix)
+        workers = _start_workers(n, engine=args.engine, prefix=prefix, env=env, logs=logs)
+        try:
+            warm: list[Event] = [_recorded(c, [{"role": "user", "content": f"Warm-up for {c}."}]) for c in cubes]
+            await rt.publish(warm)
+            await _wait_done(rt.log, prefix, timeout_s=args.timeout)
+            started = time.perf_counter()
+            for lo in range(0, len(sessions), 50):
+                await rt.publish([_recorded(cube, s) for cube, s in sessions[lo : lo + 50]])
+            await _wait_done(rt.log, prefix, timeout_s=args.timeout)
+            elapsed = time.perf_counter() - started
+            alive = sum(w.poll() is None for w in workers)
+        finally:
+            _stop_workers(workers)
+    if alive != n:
+        raise RuntimeError(f"{n - alive} of {n} workers exited during the run; see {logs}")
+    shutil.rmtree(home, ignore_errors=True)
+    return {"turns": turns, "seconds": elapsed, "turns_per_s": turns / elapsed}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Measure every worker count; print the table; return the headline figures."""
+    table = Table(title=f"scale-out: fast-mode ingest over {args.kafka} ({args.engine} workers)")
+    for column in ("workers", "turns", "seconds", "turns/s", "speedup"):
+        table.add_column(column, justify="right")
+    logs = Path(tempfile.mkdtemp(prefix="bench-scale-logs-", dir=args.dir))
+    load = os.getloadavg()[0]
+    results: dict[int, dict[str, float]] = {}
+    figures: dict[str, Any] = {}
+    for n in args.workers:
+        try:
+            results[n] = await measure_workers(n, args, logs)
+        except (TimeoutError, RuntimeError) as exc:
+            Console().print(f"[red]{n} worker(s) failed:[/red] {exc} (worker logs: {logs})")
+            figures[f"turns_per_s_{n}_workers"] = None
+            args.keep_logs = True
+    if not results:
+        figures["speedup_2_workers"] = None
+        return figures
+    base = results[min(results)]["turns_per_s"]
+    for n, r in results.items():
+        table.add_row(str(n), str(int(r["turns"])), f"{r['seconds']:.1f}", f"{r['turns_per_s']:.1f}",
+                      f"{r['turns_per_s'] / base:.2f}x")  # fmt: skip
+        figures[f"turns_per_s_{n}_workers"] = round(r["turns_per_s"], 1)
+    figures["speedup_2_workers"] = (
+        round(results[2]["turns_per_s"] / results[1]["turns_per_s"], 2) if 1 in results and 2 in results else None
+    )
+    Console(width=120).print(table)
+    figures["cpus"] = os.cpu_count()
+    figures["load_1m_at_start"] = round(load, 2)
+    if args.chart:
+        path = line_chart(
+            Path(args.chart),
+            {"fast-mode ingest": [(float(n), r["turns_per_s"]) for n, r in results.items()],
+             "linear": [(float(n), base * n) for n in results]},
+            title="Scale-out: ingest throughput against worker processes",
+            xlabel="memos worker processes (OMP_NUM_THREADS=1 each)", ylabel="turns / s",
+            note=f"{args.turns} turns, {args.cubes} cubes, {args.partitions} partitions, {os.cpu_count()} CPUs",
+        )  # fmt: skip
+        if path is not None:
+            Console().print(f"chart: {path}")
+    if not args.keep_logs:
+        shutil.rmtree(logs, ignore_errors=True)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
+    parser.add_argument("--kafka", default=os.environ.get("MEMOS_TEST_KAFKA_URL", ""),
+                        help="kafka://host:port (default: $MEMOS_TEST_KAFKA_URL)")  # fmt: skip
+    parser.add_argument("--turns", type=int, default=400, help="synthetic turns ingested per worker count")
+    parser.add_argument("--session-turns", type=int, default=20, help="turns per session (one add each)")
+    parser.add_argument("--sessions", type=int, default=10, help="sessions per conversation")
+    parser.add_argument("--cubes", type=int, default=8, help="cubes (spread evenly over the partitions)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
+    parser.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")
+    parser.add_argument("--engine", default="faust", choices=("faust", "runner"),
+                        help="worker engine: faust (groups isolated by a per-run prefix) or runner (our runner: "
+                             "joins the fixed groups 'deriver' and 'projector'; only on a broker of your own)")  # fmt: skip
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per phase")
+    parser.add_argument("--chart", default="docs/bench/scale.png", help="PNG chart path ('' for none)")
+    parser.add_argument("--dir", default=None, help="folder for data directories (default: temp)")
+    args = parser.parse_args(argv)
+    args.workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})
+    args.keep_logs = False
+    if not args.kafka:
+        parser.error("no --kafka and no MEMOS_TEST_KAFKA_URL: this bench needs a Kafka-protocol broker")
+    logging.basicConfig(level=logging.WARNING)
+    figures = asyncio.run(run(args))
+    print(json.dumps(figures))  # noqa: T201 - the last line is the JSON of headline figures
+
+
+if __name__ == "__main__":
+    main()
