@@ -121,9 +121,9 @@ async def test_dropping_a_cube_drops_its_own_tables_only(
         position(unique, 0),
     )
     conn = sqlite3.connect(tmp_path / "store.db")
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'kw_docs_%'")}
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'kw_docs_%'")}
     assert len(tables) == 2
     await keyword_index.apply([DropCube(cube_id=theirs)], position(unique, 1))
-    left = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'kw_docs_%'")}
+    left = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'kw_docs_%'")}
     assert len(left) == 1 and left < tables
     assert [h.memory_id for h in await keyword_index.search(mine, "shared")] == [f"{mine}-m"]
