@@ -12,6 +12,7 @@ from mcp import Client
 
 from memos.api.product_models import APIADDRequest, APISearchRequest
 from memos.api.routers import server_router
+from memos.application.limits import MAX_ADD_RECORD_BYTES
 from memos.application.service import MemoryService
 from memos.client import default_client, reset_default_client
 from memos.runtime import Runtime
@@ -55,6 +56,9 @@ async def test_mcp_tools_go_through_the_door(tmp_path: Path, monkeypatch: pytest
             assert huge.is_error and "top_k" in _text(huge)
             long_query = await client.call_tool("search", {"query": "q" * 100_000, "cube_ids": ["alice_stamps"]})
             assert long_query.is_error and "query" in _text(long_query)
+            big = await client.call_tool("add", {"content": "x" * (MAX_ADD_RECORD_BYTES + 10),
+                                                 "cube_id": "alice_stamps"})
+            assert big.is_error and "413" in _text(big) and str(MAX_ADD_RECORD_BYTES) in _text(big)
 
 
 @pytest.fixture
@@ -90,3 +94,5 @@ def test_the_in_process_router_goes_through_the_door(router_home: Path) -> None:
     bad_text = server_router.add_memories(APIADDRequest(user_id="alice", writable_cube_ids=["alice_tea"],
                                                         messages="tea\ud800", async_mode="sync", mode="fast"))
     assert bad_text.code == 422 and "messages" in bad_text.message
+    big = add("alice", "alice_tea", "x" * (MAX_ADD_RECORD_BYTES + 10))  # the same limit as HTTP and MCP
+    assert big.code == 413 and str(MAX_ADD_RECORD_BYTES) in big.message
