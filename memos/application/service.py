@@ -52,7 +52,11 @@ class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases, ChatUseCas
                   custom_tags: Sequence[str] = (), task_id: str | None = None, trace_id: str | None = None,
                   auto_create: bool | None = None, origin: Literal["remote", "local"] = "remote"
                   ) -> list[dict[str, Any]]:
-        """Record messages for each cube; sync waits until the memories are searchable (dict results)."""
+        """Record messages for each cube; sync waits until the memories are searchable (dict results).
+
+        ``origin``: 'remote' (the default: no local files are read for this add, public URLs only) or
+        'local' (in-process callers: files under ``derivation.fetch_local_roots``).
+        """
         if not cube_ids:
             raise ValidationFailed("writable_cube_ids must name at least one cube", field="writable_cube_ids")
         request = build(AddRequest, user_id=user_id, cube_ids=tuple(cube_ids), messages=messages,
