@@ -78,7 +78,8 @@ def _failure(exc: BaseException) -> JSONResponse:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error becomes ``{code, message, data: null}`` with a 4xx for anything the caller got wrong."""
+    """Every error becomes ``{code, message, data}`` (data: null, or what still happens, e.g. the task ids of
+    a timed-out add) with a 4xx for anything the caller got wrong and Retry-After where the error says."""
 
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
