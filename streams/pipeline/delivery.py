@@ -85,6 +85,13 @@ class Delivered:
     dead: list[OutgoingRecord] = field(default_factory=list)
 
 
+def _one(handle: Handler, envelope: Envelope[AnyEvent]) -> Callable[[], Awaitable[list[Event]]]:
+    async def call() -> list[Event]:
+        return await handle([envelope])
+
+    return call
+
+
 def poison_error(record: Record, attempts: int) -> ProcessingError:
     """Why a record that was being processed whenever the process died is dead-lettered."""
     return ProcessingError(
@@ -127,7 +134,7 @@ async def deliver(handle: Handler, records: Sequence[Record], *, group: str, max
         error = failed
         if error is None:
             try:
-                out.produced.extend(await retrying(lambda e=envelope: handle([e]), max_retries=max_retries,
+                out.produced.extend(await retrying(_one(handle, envelope), max_retries=max_retries,
                                                    where=f"{where} position={envelope.position}"))
                 continue
             except Exception as exc:  # noqa: BLE001 - a failing record must not stop the partition

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memory_store.base import Projection
 from memory_store.control.base import ControlStore
@@ -27,6 +27,9 @@ from schemas.ops import AnyOp
 from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.pipeline.runner import Stage
 
+if TYPE_CHECKING:
+    from streams.pipeline.derivation import Deriver, Phase
+
 __all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler"]
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,8 @@ TaskHandler = Callable[[list[TaskSubmitted]], Awaitable[dict[str, Any] | None]]
 """Runs a batch of tasks of one (user, cube, label); returns a result summary (or None).
 
 Raising marks every task of the batch failed."""
-Emit = Callable[[list[Event]], Awaitable[None]]
+Emit = Callable[[Sequence[Event]], Awaitable[object]]
+"""Appends events to the log (the runtime's ``publish``)."""
 
 
 def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: str, key: str,
@@ -67,19 +71,19 @@ class DerivationStage(Stage):
     topics = (CONVERSATIONS,)
     exactly_once = True  # over Kafka: derived events and the input offsets commit in one transaction
 
-    def __init__(self, deriver: Any, *, phase: str = "first") -> None:
+    def __init__(self, deriver: Deriver, *, phase: str = "first") -> None:
         self.deriver = deriver
         self.phase = phase
         self.name = "deriver" if phase == "first" else "refiner"
 
-    def _phase_for(self, event: ConversationRecorded) -> str | None:
+    def _phase_for(self, event: ConversationRecorded) -> Phase | None:
         refine_later = event.mode == "fine" and event.async_mode == "async"
         if self.phase == "first":
             return "fast" if refine_later or event.mode == "fast" else "fine"
         return "fine" if refine_later else None
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        by_phase: dict[str, list[ConversationRecorded]] = {}
+        by_phase: dict[Phase, list[ConversationRecorded]] = {}
         for envelope in batch:
             event = envelope.event
             if isinstance(event, ConversationRecorded):
