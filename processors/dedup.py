@@ -196,6 +196,7 @@ class _BatchTwins:
         self.rows: list[int] = []
         self.exact: dict[tuple[str, str], int] = {}
         self.unit = _unit_rows(candidates)
+        self.token_sets: dict[int, set[str]] = {}
 
     def find(self, row: int) -> int | None:
         """Index (in kept order) of the earliest kept twin of candidate ``row``, or None."""
@@ -211,13 +212,23 @@ class _BatchTwins:
             sims = self.unit[recent] @ self.unit[row]
             for offset in np.flatnonzero(sims >= self.settings.duplicate_cosine):
                 index = start + int(offset)
-                other = self.candidates[self.rows[index]]
-                if other.memory_type == candidate.memory_type and _is_duplicate(
-                    candidate, other.memory, float(sims[offset]), self.settings
-                ):
+                other_row = self.rows[index]
+                if self.candidates[other_row].memory_type != candidate.memory_type:
+                    continue
+                mine, theirs = self._tokens(row), self._tokens(other_row)
+                union = len(mine | theirs)
+                overlap = len(mine & theirs) / union if union else 1.0
+                if overlap >= self.settings.duplicate_overlap:
                     found.append(index)
                     break
         return min(found) if found else None
+
+    def _tokens(self, row: int) -> set[str]:
+        """The token set of candidate ``row`` (computed once: a candidate meets up to ``window`` others)."""
+        cached = self.token_sets.get(row)
+        if cached is None:
+            cached = self.token_sets[row] = _tokens(self.candidates[row].memory)
+        return cached
 
     def keep(self, row: int) -> None:
         """Record candidate ``row`` as kept (the next index in kept order)."""

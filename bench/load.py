@@ -1,0 +1,335 @@
+"""Load benchmark: many clients adding and searching against the real HTTP server, then with hostile adds.
+
+    python -m bench.load [--clients 50] [--seconds 60] [--hostile/--no-hostile] [--port 0]
+
+Starts ``memos serve --local-only`` (the real server, embedded default, a fresh MEMOS_HOME) on loopback as
+a child process, so the server has its own interpreter and the clients here do not share its GIL. Phases:
+
+1. ``idle``: one client searches its cube, nothing else runs (the idle search p95).
+2. ``load``: ``--clients`` clients for ``--seconds``; each runs two loops side by side: adds (fast mode;
+   every other one async) of one unique sentence each, and searches of its own cube. Bounded: every loop
+   ends at the deadline (a request in flight then still completes).
+3. ``hostile``: the same load, while one more client adds a zip-bomb docx, a 20 MB text file of NULs
+   (fetched from a local file server the server's allow-list names) and one add of 2,000 messages.
+
+Afterwards every acknowledged add is looked for (each carries a unique token): ``lost_acks`` counts those
+not found once the server's tasks are done. A 503 or 429 with Retry-After is documented backpressure;
+any other 5xx is an error. The last line is one JSON object: ``search_p95_idle_ms``,
+``search_p95_load_ms``, ``search_p95_hostile_ms``, ``async_ack_p95_ms``, ``errors_5xx``, ``lost_acks``
+(targets: search p95 under load and hostile <= 3x idle, async ack p95 <= 50 ms, 0 errors, 0 lost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+TOPICS = ["hotel", "train", "museum", "dinner", "flight", "meeting", "garden", "concert", "library", "market"]
+
+
+@dataclass
+class Phase:
+    """What one phase measured."""
+
+    name: str
+    search_ms: list[float] = field(default_factory=list)
+    add_ms: dict[str, list[float]] = field(default_factory=lambda: {"sync": [], "async": []})
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors_5xx: int = 0
+    backpressure: int = 0
+    acked: list[tuple[str, str]] = field(default_factory=list)
+    """(user, token) of every acknowledged add."""
+
+    def count(self, response: httpx.Response) -> None:
+        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+        if response.status_code in (429, 503) and response.headers.get("retry-after"):
+            self.backpressure += 1
+        elif response.status_code >= 500:
+            self.errors_5xx += 1
+
+
+def p95(values: list[float]) -> float:
+    """95th percentile (nearest rank); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+
+
+def p50(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def zip_bomb_docx(inflated: int = 256 * 1024 * 1024) -> bytes:
+    """A docx-shaped zip whose document.xml inflates to ``inflated`` bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+            block = b" " * (1024 * 1024)
+            for _ in range(inflated // len(block)):
+                member.write(block)
+    return out.getvalue()
+
+
+@contextmanager
+def nul_file_server(size: int = 20 * 1024 * 1024) -> Iterator[str]:
+    """A loopback HTTP server whose /nul.txt is ``size`` NUL bytes; yields its base URL (``localhost``)."""
+    body = b"\0" * size
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/nul.txt" else 404)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body) if self.path == "/nul.txt" else 0))
+            self.end_headers()
+            if self.path == "/nul.txt":
+                self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://localhost:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Server:
+    """``memos serve --local-only`` in a child process over a fresh home; stopped on exit."""
+
+    def __init__(self, home: Path, port: int, allow_hosts: list[str]) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        env = {
+            **os.environ,
+            "MEMOS_HOME": str(home),
+            "MEMOS_DERIVATION__FETCH_ALLOW_HOSTS": json.dumps(allow_hosts),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+        env.pop("MEMOS_CONFIG", None)
+        self.log = open(home / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        command = [sys.executable, "-m", "memos", "serve", "--local-only", "--host", "127.0.0.1",
+                   "--port", str(port)]  # fmt: skip
+        self.process = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    async def ready(self, timeout_s: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with {self.process.returncode}; see {self.log.name}"
+                    )
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.5)  # polling a child process's start-up, not synchronising work
+        raise TimeoutError(f"the server did not answer /healthz within {timeout_s:g}s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
+class Bench:
+    """The clients and their bookkeeping."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=httpx.Limits(
+            max_connections=200, max_keepalive_connections=200))  # fmt: skip
+
+    async def setup_user(self, user: str) -> None:
+        r = await self.http.post(
+            "/product/create_cube", json={"user_id": user, "mem_cube_id": f"{user}_cube"}
+        )
+        if r.status_code not in (200, 409):
+            raise RuntimeError(f"create_cube for {user}: {r.status_code} {r.text[:300]}")
+
+    async def add(self, phase: Phase, user: str, text: str, *, sync: bool, token: str | None = None) -> None:
+        body = {"user_id": user, "writable_cube_ids": [f"{user}_cube"], "messages": text, "mode": "fast",
+                "async_mode": "sync" if sync else "async"}  # fmt: skip
+        started = time.perf_counter()
+        r = await self.http.post("/product/add", json=body)
+        phase.add_ms["sync" if sync else "async"].append((time.perf_counter() - started) * 1000)
+        phase.count(r)
+        if r.status_code == 200 and token is not None:
+            phase.acked.append((user, token))
+
+    async def search(self, phase: Phase, user: str, query: str) -> None:
+        body = {"user_id": user, "readable_cube_ids": [f"{user}_cube"], "query": query, "top_k": 5}
+        started = time.perf_counter()
+        r = await self.http.post("/product/search", json=body)
+        phase.search_ms.append((time.perf_counter() - started) * 1000)
+        phase.count(r)
+
+    async def client(self, phase: Phase, user: str, deadline: float) -> None:
+        """One client: an adding loop and a searching loop side by side until ``deadline``."""
+
+        async def adding() -> None:
+            n = 0
+            while time.monotonic() < deadline:
+                token = uuid.uuid4().hex[:12]
+                text = f"Visit {n} of {user}: we talked about the {TOPICS[n % len(TOPICS)]} and the code word {token}."
+                await self.add(phase, user, text, sync=n % 2 == 1, token=token)
+                n += 1
+
+        async def searching() -> None:
+            n = 0
+            while time.monotonic() < deadline:
+                await self.search(phase, user, f"What did we say about the {TOPICS[n % len(TOPICS)]}?")
+                n += 1
+
+        await asyncio.gather(adding(), searching())
+
+    async def hostile(self, phase: Phase, user: str, files_url: str) -> None:
+        bomb = base64.b64encode(zip_bomb_docx()).decode()
+        adds = [
+            [{"role": "user", "content": [{"type": "file", "file": {"filename": "bomb.docx",
+                                                                    "file_data": f"data:{DOCX};base64,{bomb}"}}]}],
+            [{"role": "user", "content": [{"type": "file", "file": {"filename": "nul.txt",
+                                                                    "file_data": f"{files_url}/nul.txt"}}]}],
+            [{"role": "user", "content": f"Message {n}: weather report {n} says rain."} for n in range(2000)],
+        ]  # fmt: skip
+        for messages in adds:
+            body = {"user_id": user, "writable_cube_ids": [f"{user}_cube"], "messages": messages, "mode": "fast",
+                    "async_mode": "async"}  # fmt: skip
+            phase.count(await self.http.post("/product/add", json=body))
+
+    async def lost(self, acked: list[tuple[str, str]]) -> int:
+        """Acknowledged adds whose token no memory holds, once every user's tasks are done."""
+        users = sorted({u for u, _ in acked})
+        for user in users:
+            await self.http.get("/product/scheduler/wait", params={"user_id": user, "timeout_seconds": 300})
+        found: set[str] = set()
+        for user in users:
+            r = await self.http.post(
+                "/product/get_memory", json={"user_id": user, "mem_cube_id": f"{user}_cube"}
+            )
+            found |= {t for u, t in acked if u == user and t in r.text}
+        return sum(1 for _, token in acked if token not in found)
+
+
+async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[str, Any]:
+    home = Path(tempfile.mkdtemp(prefix="memos-bench-load-"))
+    server = Server(home, port or free_port(), ["localhost"])
+    phases: list[Phase] = []
+    try:
+        await server.ready()
+        bench = Bench(server.url)
+        users = [f"client{n:03d}" for n in range(clients)]
+        await asyncio.gather(*(bench.setup_user(u) for u in [*users, "hostile"]))
+        seed = Phase("seed")
+        for n, user in enumerate(users):
+            await bench.add(seed, user, f"{user} booked the {TOPICS[n % len(TOPICS)]} for Friday.", sync=True)
+        idle = Phase("idle")
+        deadline = time.monotonic() + min(seconds, 20.0)
+        n = 0
+        while time.monotonic() < deadline and n < 200:
+            await bench.search(idle, users[n % len(users)], f"What about the {TOPICS[n % len(TOPICS)]}?")
+            n += 1
+        phases.append(idle)
+        load = Phase("load")
+        deadline = time.monotonic() + seconds
+        await asyncio.gather(*(bench.client(load, u, deadline) for u in users))
+        phases.append(load)
+        if hostile:
+            with nul_file_server() as files_url:
+                bad = Phase("hostile")
+                deadline = time.monotonic() + seconds
+                await asyncio.gather(bench.hostile(bad, "hostile", files_url),
+                                     *(bench.client(bad, u, deadline) for u in users))  # fmt: skip
+                phases.append(bad)
+                lost = await bench.lost([a for p in phases for a in p.acked])
+        else:
+            lost = await bench.lost([a for p in phases for a in p.acked])
+        await bench.http.aclose()
+    finally:
+        server.stop()
+    by = {p.name: p for p in phases}
+    return {
+        "phases": phases,
+        "search_p95_idle_ms": round(p95(by["idle"].search_ms), 1),
+        "search_p95_load_ms": round(p95(by["load"].search_ms), 1),
+        "search_p95_hostile_ms": round(p95(by["hostile"].search_ms), 1) if "hostile" in by else None,
+        "async_ack_p95_ms": round(p95([m for p in phases for m in p.add_ms["async"]]), 1),
+        "sync_add_p95_ms": round(p95([m for p in phases for m in p.add_ms["sync"]]), 1),
+        "errors_5xx": sum(p.errors_5xx for p in phases),
+        "backpressure": sum(p.backpressure for p in phases),
+        "lost_acks": lost,
+        "acked": sum(len(p.acked) for p in phases),
+        "clients": clients,
+        "seconds": seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--hostile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--port", type=int, default=0, help="Server port (0: a free one).")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = asyncio.run(run(args.clients, args.seconds, args.hostile, args.port))
+    header = f"{'phase':<8} {'searches':>8} {'p50 ms':>8} {'p95 ms':>8} {'sync p95':>9} {'async p95':>10} {'5xx':>4} {'429/503':>8}"
+    print(header)
+    for p in result.pop("phases"):
+        print(f"{p.name:<8} {len(p.search_ms):>8} {p50(p.search_ms):>8.1f} {p95(p.search_ms):>8.1f} "
+              f"{p95(p.add_ms['sync']):>9.1f} {p95(p.add_ms['async']):>10.1f} {p.errors_5xx:>4} {p.backpressure:>8}")  # fmt: skip
+    idle = result["search_p95_idle_ms"] or 1.0
+    print(f"load/idle p95 {result['search_p95_load_ms'] / idle:.2f}x (target <= 3x); hostile/idle "
+          f"{(result['search_p95_hostile_ms'] or 0) / idle:.2f}x; acknowledged adds {result['acked']}, "
+          f"lost {result['lost_acks']}")  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
