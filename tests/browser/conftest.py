@@ -76,10 +76,11 @@ class Console:
     def url(self) -> str:
         return self.server.url
 
-    def add(self, tenant: Tenant, cube_id: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    def add(self, tenant: Tenant, cube_id: str, messages: list[dict[str, Any]], *, mode: str = "fast"
+            ) -> dict[str, Any]:
         """Add messages through the HTTP API (sync) and return the response body."""
         body = {"user_id": tenant.user_id, "writable_cube_ids": [cube_id], "messages": messages,
-                "async_mode": "sync", "mode": "fast"}
+                "async_mode": "sync", "mode": mode}
         resp = httpx.post(f"{self.url}/product/add", json=body, headers=tenant.headers, timeout=120.0)
         assert resp.status_code == 200, resp.text
         result: dict[str, Any] = resp.json()

@@ -139,6 +139,49 @@ def test_feed_shows_a_new_memory_live_and_resumes_after_reload(page: Any, consol
     _no_key_in_urls(page, console.ann)
 
 
+def test_lineage_of_refined_and_revised_memories(page: Any, console: Console) -> None:
+    """An async add keeps a fast memory first, then retires it for the refined ones: its page names the
+    reason and links the successors, and a successor links back. Saying the fact again revises the
+    successor: its history shows the revision."""
+    expect = _expect()
+    fact = [{"role": "user", "content": "I keep a tortoise called Speedy at home in Porto.", "message_id": "f-1"}]
+    body = {"user_id": "ann", "writable_cube_ids": ["ann_trips"], "messages": fact, "async_mode": "async",
+            "mode": "fine"}
+    resp = httpx.post(f"{console.url}/product/add", json=body, headers=console.ann.headers, timeout=120)
+    assert resp.status_code == 200, resp.text
+    task_id = resp.json()["data"][0]["task_id"]
+    service = console.server.app.state.service
+    waited = console.server.call(service.wait_tasks("ann", task_id=task_id, timeout_s=120))
+    assert waited.done, waited
+    # the task's status and the memory events are separate projections: read-your-writes on the latter
+    console.server.call(service.rt.settle([]))
+    every = console.server.call(service.get_all("ann", "ann_trips", include_retired=True))
+    refined = [m for m in every if m["metadata"]["status"] == "retired" and "Speedy" in m["memory"]
+               and m["metadata"]["successor_ids"]]
+    assert refined, "the fast memory of an async fine add should be retired for its refined successors"
+    old = refined[0]
+    successor_ids = old["metadata"]["successor_ids"]
+
+    login(page, console, console.ann, f"/console/cubes/ann_trips/memories/{old['id']}")
+    expect(page.locator("#memory-status")).to_contain_text("retired")
+    expect(page.locator("#memory-status")).to_contain_text("reason")
+    expect(page.locator("ol.history")).to_contain_text("MemoryRetired")
+    expect(page.locator("#sources")).to_contain_text("f-1")
+    successors = page.locator("#successors a")
+    expect(successors).to_have_count(len(successor_ids))
+    successors.first.click()
+    expect(page).to_have_url(re.compile("/memories/" + successor_ids[0] + "$"))
+    old_id = old["id"]
+    expect(page.locator(f'#predecessors a[href$="{old_id}"]')).to_have_count(1)
+
+    console.add(console.ann, "ann_trips", fact, mode="fine")
+    revised = console.server.call(service.get_memory("ann", "ann_trips", successor_ids[0]))
+    assert revised["metadata"]["revision"] >= 1
+    page.reload()
+    expect(page.locator("#memory-status")).to_contain_text(f"revision {revised['metadata']['revision']}")
+    expect(page.locator("ol.history")).to_contain_text("MemoryRevised")
+
+
 def test_delete_memory_with_confirmation(page: Any, console: Console) -> None:
     """Delete asks first (cancel keeps it), then the memory is gone from the table and from search."""
     expect = _expect()
