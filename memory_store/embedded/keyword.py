@@ -10,10 +10,11 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from memory_store.base import KeywordIndex
-from memory_store.embedded.db import EmbeddedProjection
+from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from schemas.errors import StoreError
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -77,8 +78,15 @@ class EmbeddedKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     name = "keyword"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_s: float = 30.0,
+        namespace: str = "",
+    ) -> None:
+        super().__init__(url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace)
         self._slots: dict[str, str] = {}
         """Cubes whose tables exist (committed), by cube id."""
         self._staged_slots: dict[str, str | None] = {}
