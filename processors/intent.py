@@ -7,7 +7,7 @@ import re
 
 from schemas.memory import MemoryRecord
 
-__all__ = ["asks_preference", "first_person", "is_source_error", "own_words"]
+__all__ = ["asks_preference", "asks_recommendation", "first_person", "is_source_error", "own_words"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +22,14 @@ _ASKS_PREFERENCE = re.compile(
 def first_person(text: str) -> bool:
     """Whether a query speaks in the first person (it asks about the user)."""
     return _FIRST_PERSON.search(text) is not None
+
+
+_ASKS_RECOMMENDATION = re.compile(r"\b(?:recommend\w*|suggest\w*|advise|should i)\b|推荐|建议", re.I)
+
+
+def asks_recommendation(text: str) -> bool:
+    """Whether a query asks for a recommendation (for the user: what the user said matters most)."""
+    return _ASKS_RECOMMENDATION.search(text) is not None
 
 
 def asks_preference(text: str) -> bool:

@@ -58,7 +58,7 @@ from processors.fusion import (
     term_coverage,
     term_patterns,
 )
-from processors.intent import asks_preference, first_person, is_source_error, own_words
+from processors.intent import asks_preference, asks_recommendation, first_person, is_source_error, own_words
 from processors.relevance import dense_relativity, lexical_text, relativity
 from processors.timeparse import query_time, time_ranking
 from schemas.events import MemoryType
@@ -136,7 +136,12 @@ class SearchSettings(BaseModel):
     expansion_seeds: int = Field(
         default=20, ge=0, description="Strongest fused hits whose neighbours are read."
     )
-    expansion_limit: int = Field(default=100, ge=0, description="Most edges read for graph expansion.")
+    expansion_limit: int = Field(
+        default=400,
+        ge=0,
+        description="Most edges read for graph expansion (entity links add several per seed; 100 cut "
+        "adjacent-window FOLLOWS edges off).",
+    )
     relation_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "FOLLOWS": 1.0,
@@ -434,7 +439,7 @@ def score_hits(
                 )
     if bucket == "pref" and asks_preference(query.query):
         rel = {i: max(r, settings.preference_relativity) for i, r in rel.items()}
-    about_user = first_person(query.query) or asks_preference(query.query)
+    about_user = first_person(query.query) or asks_recommendation(query.query)
     speaks_as_user = settings.own_words_boost > 0 and about_user
     hits = []
     for memory_id in ids:
