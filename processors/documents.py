@@ -82,7 +82,7 @@ class ParsedDocument:
     name: str
     pages: int = 0
     truncated_chars: int = 0
-    """Characters cut from the end to stay within ``DocumentBudget.max_chars``."""
+    """At least this many characters (of what was read) were left out to stay within ``DocumentBudget.max_chars``."""
 
 
 def detect_kind(data: bytes, *, name: str = "", mime: str | None = None) -> DocumentKind | None:
@@ -135,9 +135,11 @@ def parse_document(
         raise OverBudget(f"parsing file {name!r} needs more memory than the parsing budget allows") from exc
     except Exception as exc:  # parsers raise many unrelated types on corrupt input; name them all here
         raise FetchFailed(f"could not parse {kind} file {name!r}: {type(exc).__name__}: {exc}") from exc
-    text = _tidy(text[: budget.max_chars * 2])
-    cut = max(0, len(text) - budget.max_chars)
-    return ParsedDocument(text[: budget.max_chars], kind, name, pages, cut)
+    raw_chars = len(text)
+    tidied = _tidy(text[: budget.max_chars * 2])
+    kept = tidied[: budget.max_chars]
+    cut = raw_chars - len(kept) if len(tidied) > len(kept) or raw_chars > budget.max_chars * 2 else 0
+    return ParsedDocument(kept, kind, name, pages, cut)
 
 
 def check_zip(data: bytes, budget: DocumentBudget, *, name: str = "", kind: str = "zip") -> None:

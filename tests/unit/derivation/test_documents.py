@@ -111,3 +111,39 @@ def test_unsupported_and_corrupt_files_raise_fetch_failed() -> None:
         parse_document(b"%PDF-1.4 garbage that is not a pdf", name="bad.pdf", mime="application/pdf")
     with pytest.raises(FetchFailed, match="could not parse docx file 'bad.docx'"):
         parse_document(b"not a zip at all", name="bad.docx", mime=None)
+
+
+def test_budgets_refuse_inflation_and_cap_characters() -> None:
+    import io as _io
+    import zipfile
+    import zlib
+
+    from processors.documents import DocumentBudget, check_pdf_streams, check_zip
+    from schemas.errors import OverBudget
+
+    budget = DocumentBudget(
+        max_unzipped_bytes=1024 * 1024, max_zip_entries=3, max_pdf_stream_bytes=1024 * 1024
+    )
+    out = _io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("word/document.xml", b" " * (2 * 1024 * 1024))
+    with pytest.raises(
+        OverBudget, match=r"'b\.docx' declares 2097152 bytes uncompressed, over the budget of 1048576"
+    ):
+        check_zip(out.getvalue(), budget, name="b.docx")
+    many = _io.BytesIO()
+    with zipfile.ZipFile(many, "w") as archive:
+        for n in range(4):
+            archive.writestr(f"f{n}", b"x")
+    with pytest.raises(OverBudget, match=r"has 4 zip entries, over the budget of 3"):
+        check_zip(many.getvalue(), budget, name="m.docx")
+    check_zip(make_docx(), DocumentBudget(), name="ok.docx")  # a real document passes
+    stream = zlib.compress(b"\0" * (2 * 1024 * 1024))
+    pdf = b"%PDF-1.4\n1 0 obj\n<< /Filter /FlateDecode >>\nstream\n" + stream + b"\nendstream\nendobj\n"
+    with pytest.raises(OverBudget, match=r"PDF streams that inflate to more than 1048576 bytes"):
+        check_pdf_streams(pdf, budget, name="p.pdf")
+    doc = parse_document(
+        b"abc\x00\x01def " * 1000, name="t.txt", mime="text/plain", budget=DocumentBudget(max_chars=1000)
+    )
+    assert len(doc.text) == 1000 and "\x00" not in doc.text and doc.text.startswith("abcdef abcdef")
+    assert doc.truncated_chars >= 1000  # at least what was read and left out
