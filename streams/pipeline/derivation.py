@@ -25,9 +25,10 @@ import numpy as np
 from memory_store.embedding.base import Embedder, Embeddings
 from memory_store.fetch import Fetcher
 from memory_store.llm.base import ChatModel
-from processors.chunking import Window, plan_windows
+from processors.chunking import Window, count_tokens, plan_windows
 from processors.dedup import DedupSettings, resolve_candidates
 from processors.documents import DocumentBudget
+from processors.entities import entity_relations
 from processors.extraction import (
     drafts_from_output,
     extraction_messages,
@@ -37,7 +38,6 @@ from processors.extraction import (
     retry_messages,
     vision_messages,
 )
-from processors.entities import entity_relations
 from processors.fast import FastSettings, MemoryDraft, build_memory_events, follows_relations, plan_fast
 from processors.reader import Item, ReadResult, attach_fetched, read_messages
 from processors.rules import extract_rules
@@ -91,6 +91,10 @@ class DeriverSettings:
     """Memories of earlier events of the same batch compared with each candidate (the most recent ones)."""
     sandbox: SandboxLimits = SandboxLimits()
     documents: DocumentBudget = DocumentBudget()
+    fine_window_tokens: int = 4096
+    """Longest window sent to extraction (rules or LLM); a longer one (one huge message) stays fast chunks."""
+    fine_total_tokens: int = 100_000
+    """Most tokens of one add sent to extraction; windows past it stay fast chunks (a 1 MB add: minutes)."""
 
     @classmethod
     def from_config(cls, config: DerivationSettings) -> DeriverSettings:
@@ -319,9 +323,14 @@ class Deriver:
     async def _fine(
         self, event: ConversationRecorded, items: Sequence[Item], windows: Sequence[Window]
     ) -> tuple[list[MemoryDraft], list[DerivationFailed], dict[str, tuple[ModelUsage, ...]]]:
-        """Fine drafts, failures, and LLM usage of windows whose extraction found nothing (by group)."""
+        """Fine drafts, failures, and LLM usage of windows whose extraction found nothing (by group).
+
+        Windows over the extraction budget (one too long, or past the add's total) are not extracted:
+        their fast chunks stand, and one DerivationFailed says so.
+        """
+        windows, limited = await asyncio.to_thread(self._extractable, event, windows)
         if self.chat_model is None:
-            return await asyncio.to_thread(extract_rules, windows, self.settings.fast), [], {}
+            return await asyncio.to_thread(extract_rules, windows, self.settings.fast), limited, {}
         gate = asyncio.Semaphore(self.settings.llm_concurrency)
 
         async def guarded(window: Window) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
@@ -330,7 +339,7 @@ class Deriver:
 
         results = await asyncio.gather(*(guarded(w) for w in windows))
         drafts: list[MemoryDraft] = []
-        failures: list[DerivationFailed] = []
+        failures: list[DerivationFailed] = list(limited)
         empty: dict[str, tuple[ModelUsage, ...]] = {}
         for window, (found, failure, usage) in zip(windows, results, strict=True):
             drafts += found
@@ -347,6 +356,31 @@ class Deriver:
                 drafts += [draft] if draft is not None else []
                 failures += [failure] if failure is not None else []
         return drafts, failures, empty
+
+    def _extractable(
+        self, event: ConversationRecorded, windows: Sequence[Window]
+    ) -> tuple[list[Window], list[DerivationFailed]]:
+        """The windows within the extraction budget, and a failure naming what was left as fast chunks."""
+        per_window, total = self.settings.fine_window_tokens, self.settings.fine_total_tokens
+        chosen: list[Window] = []
+        skipped: list[tuple[int, int]] = []
+        used = 0
+        for window in windows:
+            size = count_tokens(window.text)
+            if size > per_window or used + size > total:
+                skipped.append((window.index, size))
+                continue
+            used += size
+            chosen.append(window)
+        if not skipped:
+            return chosen, []
+        why = (
+            f"{len(skipped)} of {len(windows)} conversation windows ({sum(s for _, s in skipped)} tokens) were "
+            f"not extracted: over the extraction budget of {per_window} tokens per window and {total} per add; "
+            "they are kept as fast-mode chunks"
+        )
+        logger.info("extraction limited task=%s windows=%d", event.task_id, len(skipped))
+        return chosen, [_failed(event, "budget", "extract", why, "fast", [])]
 
     async def _extract(
         self, event: ConversationRecorded, window: Window
