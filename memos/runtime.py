@@ -164,7 +164,7 @@ class Runtime:
                     # checkpoints (a new or deleted store), whatever the group has committed
                     await catch_up_control(self.log, self.control)
                 await self._load_progress(stage)
-                runner = Runner(self.log, stage, on_commit=self._on_commit)
+                runner = Runner(self.log, stage, on_commit=self._on_commit, group_id=self.group(stage.name))
                 self._runners.append(runner)
                 self._hosted.add(stage.name)
                 self._tasks.append(asyncio.create_task(runner.run(), name=f"runner:{stage.name}"))
@@ -234,10 +234,15 @@ class Runtime:
         """The cube's warm KV cache for ``model_id``, or None when this runtime keeps none. Safe from any thread."""
         return self.kv_warmer.warm_cache(cube_id, model_id) if self.kv_warmer is not None else None
 
+    def group(self, stage_name: str) -> str:
+        """The consumer group of a stage here: its name with the deployment's ``log.group_prefix``."""
+        return f"{self.settings.log.group_prefix}{stage_name}"
+
     async def _load_progress(self, stage: Stage) -> None:
-        progress = self._progress.setdefault(stage.name, {})
+        group = self.group(stage.name)
+        progress = self._progress.setdefault(group, {})
         for topic in stage.topics:
-            for partition, offset in (await self.log.committed(stage.name, topic)).items():
+            for partition, offset in (await self.log.committed(group, topic)).items():
                 progress[(topic, partition)] = offset
 
     async def aclose(self) -> None:
@@ -295,9 +300,12 @@ class Runtime:
         """Wait until a stage has committed past every (topic, partition) -> offset target.
 
         A stage hosted here is followed through its commits; one hosted elsewhere through the log's
-        committed offsets. Raises TimeoutError after ``timeout_s``.
+        committed offsets. ``group`` is the stage's name (the deployment's group prefix is added here).
+        Raises TimeoutError after ``timeout_s``.
         """
-        if group not in self._hosted:
+        hosted = group in self._hosted
+        group = self.group(group)
+        if not hosted:
             await self._wait_external(group, targets, timeout_s=timeout_s)
             return
         async with asyncio.timeout(timeout_s):
@@ -349,7 +357,7 @@ class Runtime:
     async def derivation_backlog(self) -> int:
         """Conversation records on the log that the first derivation phase has not committed yet."""
         ends = await self.log.end_offsets(CONVERSATIONS)
-        committed = await self.log.committed("deriver", CONVERSATIONS)
+        committed = await self.log.committed(self.group("deriver"), CONVERSATIONS)
         return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
 
     # --- forget and replay ----------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class LogSettings(_Section):
 
     url: str = Field(default="", description="sqlite:///path.db, or kafka://host:port; empty: $MEMOS_HOME/log.db.")
     partitions: int = Field(default=4, ge=1, le=256, description="Partitions per topic.")
+    group_prefix: str = Field(
+        default="", description="Prefix of every consumer group (deployments or tests sharing one broker).")
     synchronous: Literal["full", "normal"] = Field(
         default="normal",
         description="Embedded log fsync policy: normal survives kill -9 (WAL); full also survives power loss.",

@@ -221,24 +221,26 @@ def _stage_app(settings: AppSettings, host: StageHost, stage_name: str) -> faust
 
 def build_faust_app(
     settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None = None,
-    group_prefix: str = "",
+    group_prefix: str | None = None,
 ) -> faust.App:
     """The worker's faust app: one app per stage (app id = consumer group), nested under the first.
 
     The returned app starts, in order, the StageHost (the shared Runtime), the other stage apps, then
-    itself; it stops in the reverse order. ``group_prefix`` isolates consumer groups (tests, canaries).
+    itself; it stops in the reverse order. ``group_prefix`` (default: ``settings.log.group_prefix``)
+    isolates consumer groups (tests, canaries).
     """
     return _build(settings, source, stage_names=stage_names, group_prefix=group_prefix)[0]
 
 
 def _build(
-    settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None, group_prefix: str
+    settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None, group_prefix: str | None
 ) -> tuple[faust.App, StageHost]:
     names = list(STAGE_TOPICS) if stage_names is None else list(dict.fromkeys(stage_names))
     unknown = sorted(set(names) - set(STAGE_TOPICS))
     if unknown or not names:
         raise ConfigError(f"unknown or no faust stages {unknown or names!r}; known: {sorted(STAGE_TOPICS)}")
-    host = StageHost(settings, source, group_prefix=group_prefix)
+    prefix = settings.log.group_prefix if group_prefix is None else group_prefix
+    host = StageHost(settings, source, group_prefix=prefix)
     apps = [_stage_app(settings, host, name) for name in names]
     main = apps[0]
     main.add_dependency(host)
@@ -252,7 +254,7 @@ def run_faust_worker(
     source: SourceFactory,
     *,
     stage_names: Sequence[str] | None = None,
-    group_prefix: str = "",
+    group_prefix: str | None = None,
     loglevel: str = "INFO",
 ) -> None:
     """Run the faust worker until SIGTERM/SIGINT; ProcessingError when a stage failed and stopped it."""

@@ -63,9 +63,12 @@ class Runner:
         max_retries: int = 5,
         max_attempts: int = 3,
         on_commit: CommitListener | None = None,
+        group_id: str | None = None,
     ) -> None:
         self.log = log
         self.stage = stage
+        self.group = group_id or stage.name
+        """The consumer group: the stage's name, or that with a deployment's prefix."""
         self.max_batch = max_batch
         self.poll_timeout_s = poll_timeout_s
         self.max_retries = max_retries
@@ -89,7 +92,7 @@ class Runner:
     async def run(self) -> None:
         """Run until ``stop()``; commits only what was fully processed."""
         await self.stage.start()
-        consumer = self.log.consumer(self.stage.topics, group_id=self.stage.name, start_from=self.stage.start_from)
+        consumer = self.log.consumer(self.stage.topics, group_id=self.group, start_from=self.stage.start_from)
         try:
             if self.stage.exactly_once:  # fence a crashed predecessor: abort the transaction it left open
                 await consumer.commit_with([], {})
@@ -129,9 +132,9 @@ class Runner:
         if self.on_commit is not None:
             offsets: dict[TopicPartition, int] = {}
             for topic in self.stage.topics:
-                for partition, offset in (await self.log.committed(self.stage.name, topic)).items():
+                for partition, offset in (await self.log.committed(self.group, topic)).items():
                     offsets[(topic, partition)] = offset
-            await self.on_commit(self.stage.name, offsets)
+            await self.on_commit(self.group, offsets)
 
     async def _process(self, consumer: Consumer) -> None:
         while True:
@@ -152,7 +155,7 @@ class Runner:
         await self._deliver(consumer, records)
 
     async def _deliver(self, consumer: Consumer, records: Sequence[Record]) -> None:
-        delivered = await deliver(self.stage.handle, records, group=self.stage.name, max_retries=self.max_retries)
+        delivered = await deliver(self.stage.handle, records, group=self.group, max_retries=self.max_retries)
         await self._finish(consumer, records, [event_record(e) for e in delivered.produced], delivered.dead)
 
     async def _finish(self, consumer: Consumer, records: Sequence[Record], produced: Sequence[OutgoingRecord],
@@ -169,7 +172,7 @@ class Runner:
             await consumer.commit(offsets)
         self.dead_lettered += len(dead)
         if self.on_commit is not None:
-            await self.on_commit(self.stage.name, offsets)
+            await self.on_commit(self.group, offsets)
 
     async def _suspect(self, consumer: Consumer, records: Sequence[Record]) -> bool:
         """Count an attempt at the first record of each partition in the batch (durably, before any work);
@@ -185,7 +188,7 @@ class Runner:
     async def _one_by_one(self, consumer: Consumer, records: Sequence[Record]) -> None:
         """After a crash: each record on its own, counted and committed, so the one that kills the
         process is found; past ``max_attempts`` it is dead-lettered with the reason instead of run."""
-        logger.warning("group=%s resumes after an unfinished batch: records one by one", self.stage.name)
+        logger.warning("group=%s resumes after an unfinished batch: records one by one", self.group)
         for record in records:
             p = record.position
             attempts = self._attempts.pop((p.topic, p.partition, p.offset), None)
@@ -193,8 +196,8 @@ class Runner:
                 attempts = await consumer.record_attempt(p.topic, p.partition, p.offset)
             if attempts > self.max_attempts:
                 error = poison_error(record, attempts - 1)
-                logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.stage.name, p,
+                logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.group, p,
                              attempts - 1)
-                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.stage.name)])
+                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.group)])
             else:
                 await self._deliver(consumer, [record])

@@ -134,10 +134,11 @@ async def test_faust_worker_derives_projects_dead_letters_and_stops_cleanly(
     memos_home: Path, unique: str, monkeypatch: pytest.MonkeyPatch, faust_worker: Callable[[str], FaustWorker]
 ) -> None:
     url = engine_url("kafka")
-    monkeypatch.setenv("MEMOS_LOG__URL", url)
-    settings = load_settings()
-    assert settings.home == memos_home and settings.log_url() == url
     prefix = f"test-faust-{unique}-"
+    monkeypatch.setenv("MEMOS_LOG__URL", url)
+    monkeypatch.setenv("MEMOS_LOG__GROUP_PREFIX", prefix)  # this API process waits on the worker's groups
+    settings = load_settings()
+    assert settings.home == memos_home and settings.log_url() == url and settings.log.group_prefix == prefix
     user, cube = f"user-{unique}", f"cube-{unique}"
 
     async with Runtime(settings, run_stages=False) as rt:
