@@ -161,6 +161,8 @@ class SearchService:
             expansion = graph_expansion(rankings, relations, self.settings)
             rankings["graph"] = list(expansion.ranking)
         wanted = list(dict.fromkeys(i for ids in rankings.values() for i in ids))
+        if not wanted:  # nothing found (a bucket the cube has no memories of): no store round trip
+            return []
         records: dict[str, MemoryRecord] = {r.id: r for r in await self.graph.get(wanted, cube_id=cube)}
         hits = score_hits(
             bucket,
