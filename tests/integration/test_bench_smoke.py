@@ -118,24 +118,43 @@ def test_retrieval_benchmark_on_a_synthesised_conversation(tmp_path: Path) -> No
 
 
 def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
+    chart = tmp_path / "ingest.png"
     figures = _run(
-        ["bench.ingest", "--turns", "36", "--session-turns", "12", "--sessions", "3"], tmp_path / "h"
+        ["bench.ingest", "--turns", "36", "--session-turns", "12", "--sessions", "3", "--chart", str(chart)],
+        tmp_path / "h",
     )
-    for key in ("ingest_turns_per_s", "embedder_raw_per_s", "ratio"):
+    for key in ("turns_per_s", "ingest_turns_per_s", "embedder_raw_per_s", "ratio"):
         assert figures[key] > 0, key
-    assert figures["turns"] == 36
+    assert figures["turns"] == 36 and figures["data"] == "synthetic"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figures["turns_not_searchable"] == 0
     assert figures["texts_embedded"] >= figures["memories"] > 0
     assert figures["ratio"] < 2.0  # the pipeline cannot beat its own embedder by much
 
 
+def test_ingest_benchmark_on_locomo_shaped_conversations(tmp_path: Path) -> None:
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    figures = _run(["bench.ingest", "--locomo", str(path), "--chart", ""], tmp_path / "h")
+    assert figures["data"] == "locomo" and figures["turns"] == 18 and figures["turns_per_s"] > 0
+    assert figures["turns_not_searchable"] == 0
+
+
 def test_search_benchmark_at_a_small_size(tmp_path: Path) -> None:
     # 25k in one cube crosses the ANN threshold (20k), so the HNSW path, its recall and the saved
     # index are exercised; the spread scenario stays exact
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    chart = tmp_path / "search.png"
     figures = _run(
-        ["bench.search", "--sizes", "25000", "--queries", "12", "--cubes", "5", "--dir", str(tmp_path)],
+        ["bench.search", "--sizes", "25000", "--queries", "12", "--cubes", "5", "--dir", str(tmp_path),
+         "--locomo", str(path), "--chart", str(chart)],
         tmp_path / "h",
-    )
+    )  # fmt: skip
+    assert figures["locomo_cubes"] == 1 and figures["locomo_questions"] == 6
+    assert 0 < figures["full_p50_ms_locomo"] <= figures["full_p95_ms_locomo"]
+    assert 0 < figures["full_p50_ms_locomo_k50"] <= figures["full_p95_ms_locomo_k50"]
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figures["ann_25k"] is True and figures["ann_25k_5cubes"] is False
     assert figures["recall_at_10_25k"] >= 0.8  # structured vectors: HNSW must find most true neighbours
     assert 0 < figures["search_p50_ms_25k"] <= figures["p50_ms_25k"]  # embedding is part of the latency
