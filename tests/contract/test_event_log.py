@@ -370,3 +370,27 @@ async def test_kafka_adapter_without_aiokafka_names_the_extra(monkeypatch: pytes
     log = event_log_from_url("kafka://127.0.0.1:1")
     with pytest.raises(ImportError, match=r'pip install "memos-stream\[kafka\]"'):
         await log.start()
+
+
+async def test_attempts_at_a_record_are_counted_beside_the_group_offsets(
+        event_log: EventLog, topic: str, group: str) -> None:
+    """Poison detection: attempts survive the consumer (kept with the group's offsets), count per record,
+    start again at a new record, and never move the committed offset."""
+    await fill(event_log, topic, 6)
+    first = event_log.consumer([topic], group_id=group)
+    batch: list[Record] = []
+    while not batch:
+        batch = await first.poll(max_records=3, timeout_s=0.5)
+    p = batch[0].position
+    assert await first.record_attempt(p.topic, p.partition, p.offset) == 1
+    await first.aclose()  # "dies" before committing
+    second = event_log.consumer([topic], group_id=group)
+    async with second:
+        while (p.topic, p.partition) not in second.assignment():
+            await second.poll(max_records=1, timeout_s=0.5)
+        assert await second.record_attempt(p.topic, p.partition, p.offset) == 2
+        assert await second.record_attempt(p.topic, p.partition, p.offset + 1) == 1
+        assert (await event_log.committed(group, topic)).get(p.partition, 0) == p.offset  # not moved
+        await second.commit({(p.topic, p.partition): p.offset + 2})
+        assert await second.record_attempt(p.topic, p.partition, p.offset + 2) == 1
+    assert (await event_log.committed(group, topic))[p.partition] == p.offset + 2

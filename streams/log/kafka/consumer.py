@@ -32,6 +32,7 @@ def load_aiokafka() -> ModuleType:
         import aiokafka
         import aiokafka.admin  # noqa: F401
         import aiokafka.errors  # noqa: F401
+        import aiokafka.structs  # noqa: F401
     except ImportError as exc:
         raise ImportError(INSTALL_HINT) from exc
     module: ModuleType = aiokafka
@@ -193,6 +194,33 @@ class KafkaConsumer(Consumer):
                 position = await consumer.position(aiokafka.TopicPartition(*tp))
             if position > offset:
                 todo[tp] = position
+
+    async def record_attempt(self, topic: str, partition: int, offset: int) -> int:
+        """Count an attempt at the record at ``offset`` in the group's commit metadata (``attempt:<offset>:<n>``),
+        leaving the committed offset where it is; 0 for a partition not assigned here."""
+        if self._group is None:
+            return 0
+        consumer = await self._started()
+        if (topic, partition) not in self.assignment():
+            return 0
+        aiokafka = load_aiokafka()
+        tp = aiokafka.TopicPartition(topic, partition)
+        with map_kafka_errors("record attempt", self._servers):
+            # aiokafka's public committed() drops the metadata: ask the group coordinator for both
+            known = (await consumer._coordinator.fetch_committed_offsets([tp])).get(tp)
+            attempts = 1
+            metadata = getattr(known, "metadata", "") or ""
+            if metadata.startswith("attempt:"):
+                _, at, count = metadata.split(":", 2)
+                if at.isdigit() and count.isdigit() and int(at) == offset:
+                    attempts = int(count) + 1
+            committed = known.offset if known is not None and known.offset >= 0 else offset
+            try:
+                await consumer.commit({tp: aiokafka.structs.OffsetAndMetadata(committed, f"attempt:{offset}:{attempts}")})
+            except aiokafka.errors.CommitFailedError as exc:  # rebalanced away: the new owner counts
+                logger.warning("attempt not recorded after a rebalance group=%s error=%s", self._group, exc)
+                return 0
+        return attempts
 
     async def commit_with(self, records: Sequence[OutgoingRecord], offsets: Mapping[TopicPartition, int]) -> bool:
         """Append ``records`` and commit ``offsets`` in one Kafka transaction (see ``KafkaEventLog.transact``)."""
