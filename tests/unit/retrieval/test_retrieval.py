@@ -168,11 +168,14 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
         edge("far1", "far2", "FOLLOWS"),
     ]
     assert expansion_seeds(rankings, SETTINGS) == ["a", "b"]
-    expansion = graph_expansion(rankings, relations, SETTINGS)
+    assert set(graph_expansion(rankings, relations, SETTINGS).ranking) == {"n1", "n2"}  # RELATES off by default
+    weights = {**SETTINGS.relation_weights, "RELATES": 0.8}
+    settings = SETTINGS.model_copy(update={"relation_weights": weights})
+    expansion = graph_expansion(rankings, relations, settings)
     assert expansion.ranking[0] == "n1"  # the best seed, strongest relation
     assert set(expansion.ranking) == {"n1", "n2", "n3"}  # SUPERSEDES is not followed; far1 is no seed's
     assert expansion.links["n2"] == ("b", 1.0)
-    assert expansion.links["n3"] == ("a", SETTINGS.relation_weights["RELATES"])
+    assert expansion.links["n3"] == ("a", 0.8)
     assert (
         graph_expansion(rankings, relations, SETTINGS.model_copy(update={"expansion_seeds": 0})).ranking == ()
     )
