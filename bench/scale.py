@@ -1,7 +1,7 @@
 """Scale-out benchmark: fast-mode ingest with one `memos worker` process against two, on the Kafka-protocol log.
 
     python -m bench.scale [--kafka kafka://127.0.0.1:19092] [--turns 400] [--cubes 8] [--workers 1,2]
-                          [--engine faust] [--chart docs/bench/scale.png]
+                          [--engine runner|faust] [--chart docs/bench/scale.png]
 
 For each worker count, in a fresh data directory shared by the workers: ``--cubes`` cubes spread evenly
 over the log's partitions get synthetic two-person conversations (``bench.ingest.conversations``, one
@@ -11,8 +11,8 @@ so the partitions split between them) derive and project them. The clock runs fr
 until the projector group has committed past every memory record the deriver wrote. A warm-up round
 (one conversation per cube) first waits until every worker has loaded its models and holds partitions.
 
-Consumer groups get a fresh prefix per run (``--engine faust``, whose groups take ``--group-prefix``),
-so the bench never joins, or is disturbed by, groups of anything else using the same broker. The last
+Consumer groups get a fresh prefix per run (``log.group_prefix``, runner and faust alike), so the
+bench never joins, or is disturbed by, groups of anything else using the same broker. The last
 line printed is one JSON object with ``turns_per_s_<n>_workers`` and ``speedup_2_workers`` (target
 >= 1.6 on a quiet 2-core machine); ``--chart`` gets a PNG of throughput against workers.
 """
@@ -108,12 +108,10 @@ async def _wait_done(log: EventLog, prefix: str, *, timeout_s: float) -> None:
                 await asyncio.sleep(0.1)
 
 
-def _worker_command(engine: str, prefix: str) -> list[str]:
+def _worker_command(engine: str) -> list[str]:
+    """The worker command line; its consumer groups carry the run's prefix (``MEMOS_LOG__GROUP_PREFIX``)."""
     memos = shutil.which("memos", path=str(Path(sys.executable).parent)) or "memos"
-    command = [memos, "worker", "--engine", engine, "--stages", ",".join(STAGES)]
-    if engine == "faust":
-        command += ["--group-prefix", prefix]
-    return command
+    return [memos, "worker", "--engine", engine, "--stages", ",".join(STAGES)]
 
 
 def _start_workers(n: int, *, engine: str, prefix: str, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -121,7 +119,7 @@ def _start_workers(n: int, *, engine: str, prefix: str, env: dict[str, str], log
     for i in range(n):
         out = (logs / f"worker-{n}-{i}.log").open("wb")
         workers.append(subprocess.Popen(  # noqa: S603 - our own CLI
-            _worker_command(engine, prefix), env={**env, "MEMOS_WORKER_ID": f"{prefix}w{i}"},
+            _worker_command(engine), env={**env, "MEMOS_WORKER_ID": f"{prefix}w{i}"},
             stdout=out, stderr=subprocess.STDOUT,
         ))  # fmt: skip
     return workers
@@ -142,10 +140,11 @@ def _stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
 async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[str, float]:
     """Fast-mode ingest with ``n`` worker processes; turns, seconds, turns/s."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-", dir=args.dir))
-    prefix = f"bench-scale-{uuid.uuid4().hex[:8]}-" if args.engine == "faust" else ""
+    prefix = f"bench-scale-{uuid.uuid4().hex[:8]}-"
     settings = AppSettings(home=home, log=LogSettings(url=args.kafka, partitions=args.partitions))
     env = {**os.environ, "MEMOS_HOME": str(home), "MEMOS_LOG__URL": args.kafka,
-           "MEMOS_LOG__PARTITIONS": str(args.partitions), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "MEMOS_LOG__PARTITIONS": str(args.partitions), "MEMOS_LOG__GROUP_PREFIX": prefix,
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     convs = conversations(args.turns, session_turns=args.session_turns, sessions=args.sessions)
     async with Runtime(settings, run_stages=False) as rt:
@@ -229,9 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cubes", type=int, default=8, help="cubes (spread evenly over the partitions)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")
-    parser.add_argument("--engine", default="faust", choices=("faust", "runner"),
-                        help="worker engine: faust (groups isolated by a per-run prefix) or runner (our runner: "
-                             "joins the fixed groups 'deriver' and 'projector'; only on a broker of your own)")  # fmt: skip
+    parser.add_argument("--engine", default="runner", choices=("runner", "faust"),
+                        help="worker engine: runner (ours, the default of memos worker) or faust")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per phase")
     parser.add_argument("--chart", default="docs/bench/scale.png", help="PNG chart path ('' for none)")
     parser.add_argument("--dir", default=None, help="folder for data directories (default: temp)")
