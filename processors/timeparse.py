@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 from schemas.memory import MemoryRecord
 
@@ -201,8 +202,10 @@ def _safe(make: object, *args: int) -> Span | None:
         return None
 
 
+@lru_cache(maxsize=16_384)
 def query_time(text: str) -> QueryTime:
-    """Whether ``text`` asks when, and the absolute days, months or years it names."""
+    """Whether ``text`` asks when, and the absolute days, months or years it names (memoized: pure, and
+    search asks it of the same memory texts again and again)."""
     spans: list[Span] = []
     taken: list[tuple[int, int]] = []
 
