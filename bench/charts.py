@@ -104,7 +104,7 @@ def bar_chart(
 
 def _load_note(figures: Mapping[str, Any]) -> str:
     load = figures.get("loadavg", figures.get("load_avg_1m"))
-    return f"1-min load average while measuring: {load}" if load is not None else ""
+    return f"1-min load average while measuring: {float(load):.1f} (2 cores)" if load is not None else ""
 
 
 def search_chart(figures: Mapping[str, Any], sizes: Sequence[int], path: Path) -> Path | None:
