@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import numpy as np
-
 from memory_store.embedding.base import Embedder, Embeddings
 from memory_store.fetch import Fetcher
 from memory_store.llm.base import ChatModel
@@ -60,6 +58,7 @@ from schemas.events import (
     derived_header,
 )
 from schemas.memory import MemoryRecord
+from streams.pipeline.batch_view import add_batch_view
 from streams.pipeline.sandbox import DocumentSandbox, SandboxLimits
 from streams.settings import DerivationSettings
 
@@ -128,6 +127,7 @@ class Deriver:
         similar: SimilarFn | None = None,
         expected_dimension: int | None = None,
         sandbox: DocumentSandbox | None = None,
+        on_progress: Callable[[str, Progress], None] | None = None,
     ) -> None:
         self.embedder = embedder
         self.chat_model = chat_model
@@ -137,6 +137,8 @@ class Deriver:
         self.expected_dimension = expected_dimension
         self.sandbox = sandbox or DocumentSandbox(self.settings.sandbox, self.settings.documents)
         self._progress: dict[str, Progress] = {}
+        self.on_progress = on_progress
+        """Called with (task id, progress) at every step of every add, on the event loop."""
 
     def progress_of(self, task_id: str) -> Progress | None:
         """Where the derivation of ``task_id`` stands while it runs (None when it is not running here)."""
@@ -144,7 +146,9 @@ class Deriver:
 
     def _report(self, events: Sequence[ConversationRecorded], step: str, done: int, total: int) -> None:
         for event in events:
-            self._progress[event.task_id] = Progress(step, done, total)
+            progress = self._progress[event.task_id] = Progress(step, done, total)
+            if self.on_progress is not None:
+                self.on_progress(event.task_id, progress)
         if total > self.settings.slice_size:
             logger.info("derivation progress tasks=%s step=%s %d/%d", [e.task_id for e in events][:3], step,
                         done, total)  # fmt: skip
@@ -470,7 +474,7 @@ class Deriver:
                 part = added[lo : lo + step]
                 found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in part))
                 views.update({m.memory_id: list(f) for m, f in zip(part, found, strict=True)})
-        _add_batch_view(views, added, earlier[-self.settings.batch_view :], self.settings.dedup_k)
+        add_batch_view(views, added, earlier[-self.settings.batch_view :], self.settings.dedup_k)
         result = await asyncio.to_thread(resolve_candidates, event, added, views, self.settings.dedup)
         events: list[Event] = list(result.events)
         events += follows_relations(event, plan.drafts, result.resolved)
@@ -528,51 +532,6 @@ class _Plan:
     retire: dict[str, list[str]]
     failures: list[DerivationFailed]
     nothing: DerivationFailed | None
-
-
-def _add_batch_view(
-    views: dict[str, list[tuple[MemoryRecord, float]]],
-    added: Sequence[MemoryAdded],
-    earlier: Sequence[MemoryAdded],
-    k: int,
-) -> None:
-    """Add memories of earlier events of the same batch (not yet in any store) to each candidate's view."""
-    same_cube = [m for m in earlier if added and m.cube_id == added[0].cube_id and m.embedding]
-    if not same_cube or not added:
-        return
-    dims = {len(m.embedding) for m in (*same_cube, *added)}
-    if len(dims) != 1:
-        return
-    known = np.asarray([m.embedding for m in same_cube], dtype=np.float32)
-    known /= np.maximum(np.linalg.norm(known, axis=1, keepdims=True), 1e-12)
-    fresh = np.asarray([m.embedding for m in added], dtype=np.float32)
-    fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
-    sims = fresh @ known.T
-    for row, candidate in enumerate(added):
-        extra = [(_record(same_cube[j]), float(sims[row, j])) for j in np.argsort(-sims[row])[:k]]
-        views[candidate.memory_id] = sorted([*views[candidate.memory_id], *extra], key=lambda p: -p[1])[:k]
-
-
-def _record(m: MemoryAdded) -> MemoryRecord:
-    return MemoryRecord(
-        id=m.memory_id,
-        cube_id=m.cube_id,
-        user_id=m.user_id,
-        session_id=m.session_id,
-        memory=m.memory,
-        memory_type=m.memory_type,
-        key=m.title,
-        tags=tuple(m.tags),
-        sources=tuple(m.sources),
-        metadata=m.metadata,
-        embedding=tuple(m.embedding),
-        embedding_model=m.embedding_model,
-        extractor=m.extractor,
-        origin_event_id=str(m.origin_event_id) if m.origin_event_id else None,
-        created_at=m.occurred_at,
-        updated_at=m.occurred_at,
-        valid_from=m.valid_from,
-    )
 
 
 def _failed(
