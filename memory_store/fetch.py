@@ -36,7 +36,7 @@ from typing import Literal, Self
 import httpx
 
 from memory_store.netguard import AddressPolicy, GuardedBackend, Refused, pin, pinned
-from schemas.errors import FetchFailed
+from schemas.errors import ConfigError, FetchFailed
 
 __all__ = [
     "DEFAULT_FILE_TYPES",
@@ -151,7 +151,12 @@ class HttpxFetcher(Fetcher):
         client = self._clients.get(proxy)
         if client is None:
             transport = httpx.AsyncHTTPTransport(proxy=proxy)
-            transport._pool._network_backend = self._backend  # every connection goes through the guard
+            pool = transport._pool
+            if not hasattr(pool, "_network_backend"):  # never fetch unguarded if httpcore changes shape
+                raise ConfigError(
+                    "this httpcore version has no network backend hook: the fetch guard cannot run"
+                )
+            pool._network_backend = self._backend  # every connection goes through the guard
             client = httpx.AsyncClient(
                 transport=transport,
                 timeout=httpx.Timeout(self.timeout_s),

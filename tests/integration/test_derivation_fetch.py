@@ -10,6 +10,7 @@ import base64
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from memory_store.fetch import HttpxFetcher
@@ -180,3 +181,26 @@ async def test_an_environment_proxy_is_used_only_when_allow_listed(
         with pytest.raises(FetchFailed, match="HTTP 404"):
             await fetcher.fetch("http://93.184.216.34/x.md")
     assert server.requests == [("GET", "http://93.184.216.34/x.md")]
+
+
+async def test_connections_go_only_to_the_checked_address(server: LocalHTTPServer) -> None:
+    """The guard sits in httpx's connection path: nothing unchecked connects, a pinned name never re-resolves."""
+    import httpcore
+
+    from memory_store.netguard import GuardedBackend, pin, pinned
+
+    port = server.server_address[1]
+    backend = GuardedBackend(AddressPolicy.of())
+    with pytest.raises(httpcore.ConnectError, match="was not checked"):
+        await backend.connect_tcp("127.0.0.1", port)
+    token = pin([("rebound.invalid", "127.0.0.1")])  # a name DNS cannot answer: only the pin can
+    try:
+        stream = await backend.connect_tcp("rebound.invalid", port)
+        await stream.aclose()
+    finally:
+        pinned.reset(token)
+    async with HttpxFetcher() as fetcher:
+        client = fetcher._client(None)
+        with pytest.raises(httpx.ConnectError):
+            await client.get(server.url("/report.md"))  # the fetcher's own client, used without a check
+    assert server.requests == []
