@@ -120,7 +120,7 @@ async def collect(
     dense = await runtime.vector.search(cube, vector, k=k, memory_types=types)
     rankings = {"dense": [m.memory_id for m in dense], "keyword": [m.memory_id for m in keyword]}
     ids = list(dict.fromkeys(i for r in rankings.values() for i in r))
-    relations = [r for r, w in settings.relation_weights.items() if w > 0]
+    relations = [r for r in settings.relation_weights if r != "SUPERSEDES"]  # any a grid setting may follow
     edges = await runtime.graph.neighbors(ids, relations=relations, limit=50 * len(ids) + 100)
     wanted = list(dict.fromkeys(ids + [e.source_id for e in edges] + [e.target_id for e in edges]))
     records = {r.id: r for r in await runtime.graph.get(wanted, cube_id=cube)}
