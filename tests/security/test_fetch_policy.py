@@ -94,8 +94,8 @@ def test_loopback_in_every_notation_is_refused(
     assert secret_http.requests == []
     errors = [m for m in memories if (m.get("metadata") or {}).get("type") == "source_error"]
     assert len({m["memory"] for m in errors}) >= 1
-    for ref in refs:
-        assert ref.removeprefix("@") in shown, ref  # every reference is recorded (text or sources), none fetched
+    for ref in refs:  # every reference is recorded (in a memory's text or sources), none fetched
+        assert ref.removeprefix("@") in shown, ref
 
 
 def test_a_redirect_to_an_internal_address_is_refused(
