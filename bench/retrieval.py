@@ -70,7 +70,9 @@ logger = logging.getLogger(__name__)
 
 CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
 _SESSION = re.compile(r"session_(\d+)")
-DEFAULT_GRID = "weight_time=0,0.5,1,1.5,2;relation_weights.RELATES=0,0.8"
+DEFAULT_GRID = (
+    "weight_time=1,1.5;mmr_lambda=0.7,0.8;expansion_seeds=10,20;relation_weights.RELATES=0,0.8"
+)
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 
