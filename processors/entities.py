@@ -75,7 +75,8 @@ def entity_relations(
 
     ``views`` maps a new memory's id to existing memories (with cosine) the shell read for it;
     ``resolved`` maps new ids to the memory that stands for them after dedup (a merged memory links
-    nothing of its own). Edge ids derive from both ends, so replays and repeats make the same edges;
+    nothing of its own; memories already derived from this same event, seen again on a redelivery, are
+    skipped, so a redelivery derives what the first delivery did). Edge ids derive from both ends, so replays and repeats make the same edges;
     weight 1.0, metadata ``{"kind": "entity", "entities": [...]}``; at most 8 links per memory.
     """
     out: list[RelationAdded] = []
@@ -90,6 +91,8 @@ def entity_relations(
         labels = speaker_labels(memory.memory)
         links = 0
         for record, _cos in views.get(source, ()):
+            if record.origin_event_id == str(event.event_id):
+                continue  # this very event's memories (a redelivery): same events as the first delivery
             target = resolved.get(record.id, record.id)
             if target == source or record.cube_id != event.cube_id or (source, target) in seen:
                 continue
