@@ -114,6 +114,8 @@ def test_entity_relations_link_memories_naming_the_same_thing_deterministically(
     ]
     assert entity_relations(event, [new], views, {}) == first  # same input, same ids
     assert entity_relations(event, [new], views, {"new": "old"}) == []  # merged away: links nothing
+    mine = record("mine", "Caroline: Boston again.", cube_id="c", origin_event_id=str(event.event_id))
+    assert entity_relations(event, [new], {"new": [(mine, 0.9)]}, {}) == []  # a redelivery's own memories
 
 
 def test_query_intent_and_failed_sources() -> None:
