@@ -19,7 +19,7 @@ __all__ = ["DEFAULT_LOCOMO", "LocomoCube", "load_locomo"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCOMO = Path(__file__).resolve().parents[2] / "shared" / "data" / "locomo-dev.json"
-"""Where the team keeps the dev conversations (``/work/shared/data`` beside the checkout)."""
+"""The dev conversations in ``../shared/data`` beside the repository (never copied into it)."""
 
 
 @dataclass(frozen=True, slots=True)

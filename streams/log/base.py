@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -11,7 +12,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from schemas.envelope import Header, Position, Record
-from schemas.errors import TransportError
+from schemas.errors import ConfigError, PayloadTooLarge, TransportError
 
 __all__ = [
     "Consumer",
@@ -19,6 +20,8 @@ __all__ = [
     "OutgoingRecord",
     "StartFrom",
     "TopicPartition",
+    "check_record",
+    "check_topic",
     "partition_for",
 ]
 
@@ -46,6 +49,26 @@ class OutgoingRecord:
     key: bytes | None
     value: bytes
     headers: tuple[Header, ...] = ()
+
+
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def check_topic(topic: str) -> None:
+    """Refuse a topic name Kafka would refuse (ConfigError), on every log alike."""
+    if not _TOPIC.match(topic):
+        raise ConfigError(f"invalid topic name {topic!r}: use 1-249 characters of [A-Za-z0-9._-]")
+
+
+def check_record(record: OutgoingRecord, max_record_bytes: int) -> None:
+    """Refuse a bad topic (ConfigError) or a record over ``max_record_bytes`` (PayloadTooLarge), before
+    anything of its batch is appended."""
+    check_topic(record.topic)
+    size = len(record.value) + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
+    if size > max_record_bytes:
+        raise PayloadTooLarge(
+            f"record of {size} bytes for topic {record.topic!r} exceeds max_record_bytes={max_record_bytes}"
+        )
 
 
 class Consumer(ABC):

@@ -12,15 +12,23 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import socket
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from schemas.envelope import Header, Position, Record
-from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, partition_for
+from schemas.errors import BrokerUnavailable, ConfigError, TransportError
+from streams.log.base import (
+    Consumer,
+    EventLog,
+    OutgoingRecord,
+    StartFrom,
+    TopicPartition,
+    check_record,
+    check_topic,
+    partition_for,
+)
 from streams.log.kafka.consumer import KafkaConsumer, load_aiokafka, map_kafka_errors, to_record
 
 if TYPE_CHECKING:
@@ -31,15 +39,9 @@ __all__ = ["KafkaEventLog"]
 
 logger = logging.getLogger(__name__)
 
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _TOPIC_ALREADY_EXISTS = 36
 _CONFIG_ERROR_CODES = {17: "invalid topic", 37: "invalid partitions", 38: "invalid replication factor"}
 _FETCH_HEADROOM = 64 * 1024
-
-
-def _check_topic(topic: str) -> None:
-    if not _TOPIC.match(topic):
-        raise ConfigError(f"invalid topic name {topic!r}: use 1-249 characters of [A-Za-z0-9._-]")
 
 
 class KafkaEventLog(EventLog):
@@ -170,7 +172,7 @@ class KafkaEventLog(EventLog):
 
     async def create_topic(self, topic: str, *, partitions: int) -> None:
         """Create a topic with the admin client; a no-op when it exists."""
-        _check_topic(topic)
+        check_topic(topic)
         if partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {partitions!r}")
         _, admin, _ = self._clients()
@@ -212,14 +214,6 @@ class KafkaEventLog(EventLog):
             count = await self.partitions(topic)
         return count
 
-    def _check_size(self, record: OutgoingRecord) -> None:
-        _check_topic(record.topic)
-        size = len(record.value) + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
-        if size > self.max_record_bytes:
-            raise PayloadTooLarge(
-                f"record of {size} bytes for topic {record.topic!r} exceeds max_record_bytes={self.max_record_bytes}"
-            )
-
     async def append(
         self, topic: str, key: bytes | None, value: bytes, headers: Sequence[Header] = ()
     ) -> Position:
@@ -233,7 +227,7 @@ class KafkaEventLog(EventLog):
             return []
         producer, _, _ = self._clients()
         for record in records:
-            self._check_size(record)
+            check_record(record, self.max_record_bytes)
         counts = {topic: await self._ensure_topic(topic) for topic in dict.fromkeys(r.topic for r in records)}
         with map_kafka_errors("append", self.servers):
             futures = []
@@ -284,7 +278,7 @@ class KafkaEventLog(EventLog):
         transaction left open does not hold read_committed readers back until it times out).
         """
         for record in records:
-            self._check_size(record)
+            check_record(record, self.max_record_bytes)
         counts = {topic: await self._ensure_topic(topic) for topic in dict.fromkeys(r.topic for r in records)}
         lock = self._tx_locks.setdefault(group_id, asyncio.Lock())
         aiokafka = load_aiokafka()

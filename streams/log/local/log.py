@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import sqlite3
 import time
 import weakref
@@ -27,8 +26,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schemas.envelope import Header, Position, Record
-from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
-from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, partition_for
+from schemas.errors import BrokerUnavailable, ConfigError, TransportError
+from streams.log.base import (
+    Consumer,
+    EventLog,
+    OutgoingRecord,
+    StartFrom,
+    check_record,
+    check_topic,
+    partition_for,
+)
 from streams.log.local.consumer import LocalConsumer, LogContext
 from streams.log.local.sqlite import (
     SCHEMA,
@@ -48,17 +55,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_FILENAME = "log.db"
 """File name of the embedded log inside the data directory ($MEMOS_HOME/log.db)."""
 
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _SCHEMA_VERSION = 1
-
-
-def _check_topic(topic: str) -> None:
-    if not _TOPIC.match(topic):
-        raise ConfigError(f"invalid topic name {topic!r}: use 1-249 characters of [A-Za-z0-9._-]")
-
-
-def _record_size(record: OutgoingRecord) -> int:
-    return len(record.value) + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
 
 
 def _init_schema(conn: sqlite3.Connection) -> None:
@@ -241,7 +238,7 @@ class LocalEventLog(EventLog):
 
     async def create_topic(self, topic: str, *, partitions: int) -> None:
         """Create a topic; a no-op when it exists (its partition count stays)."""
-        _check_topic(topic)
+        check_topic(topic)
         if partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {partitions!r}")
         ctx = self._require()
@@ -273,12 +270,7 @@ class LocalEventLog(EventLog):
         ctx = self._require()
         rows: list[tuple[str, bytes | None, bytes, bytes | None]] = []
         for record in records:
-            _check_topic(record.topic)
-            size = _record_size(record)
-            if size > self.max_record_bytes:
-                raise PayloadTooLarge(
-                    f"record of {size} bytes for topic {record.topic!r} exceeds max_record_bytes={self.max_record_bytes}"
-                )
+            check_record(record, self.max_record_bytes)
             rows.append((record.topic, record.key, bytes(record.value), pack_headers(record.headers)))
         timestamp_ms = int(time.time() * 1000)
         partitions = self.default_partitions
