@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from memos.application.service import MemoryService
-    from memos.runtime import Runtime
     from streams.settings import AppSettings
 
 __all__ = ["CONFIG", "PLAIN", "app", "console", "err", "fail", "main", "run", "service", "settings"]
@@ -99,12 +98,6 @@ async def service(config: str | None, *, stages: bool = False,
 
     async with Runtime(settings(config), run_stages=stages, stage_names=stage_names) as rt:
         yield MemoryService(rt)
-
-
-def runtime_of(svc: MemoryService) -> Runtime:
-    """The runtime a service was built on (the CLI is a composition root: it built it)."""
-    rt: Runtime = svc.rt  # type: ignore[assignment]
-    return rt
 
 
 # --- publish ----------------------------------------------------------------------------------------------
@@ -246,21 +239,11 @@ def _print_feed_item(item: dict[str, Any], as_json: bool) -> None:
 
 @app.command()
 def status(config: str | None = CONFIG, as_json: bool = typer.Option(False, "--json")) -> None:
-    """Topics, end offsets and consumer lag per processor, cubes and tasks."""
-    from schemas.topics import ALL_TOPICS
+    """Topics, end offsets and consumer lag per processor, derivation backlog, cubes and tasks."""
 
     async def go() -> dict[str, Any]:
         async with service(config) as svc:
-            rt = runtime_of(svc)
-            report: dict[str, Any] = {"log": rt.settings.log_url(), "topics": {}, "lag": {}}
-            for topic in ALL_TOPICS:
-                ends = await rt.log.end_offsets(topic)
-                report["topics"][topic] = {str(p): o for p, o in sorted(ends.items())}
-            for (group, topic), lag in (await svc.processor_lag()).items():
-                report["lag"].setdefault(group, {})[topic] = lag
-            report["tasks"] = await svc.task_counts()
-            report["cubes"] = len(await svc.all_cube_ids())
-            return report
+            return (await svc.system_status()).as_dict()
 
     report = run(go())
     if as_json:
@@ -282,7 +265,8 @@ def status(config: str | None = CONFIG, as_json: bool = typer.Option(False, "--j
         for topic, value in topics.items():
             lag.add_row(group, topic, str(value))
     console().print(lag)
-    console().print(f"cubes: {report['cubes']}  tasks: {report['tasks']}", highlight=False)
+    console().print(f"cubes: {report['cubes']}  tasks: {report['tasks']}  "
+                    f"derivation backlog: {report['backlog']}", highlight=False)
 
 
 # --- demo, worker, models ----------------------------------------------------------------------------------
@@ -324,21 +308,20 @@ def demo(config: str | None = CONFIG) -> None:
 def worker(config: str | None = CONFIG,
            engine: str = typer.Option("runner", help="runner (our runner) or faust (faust-streaming app)."),
            stages: str = typer.Option("all", help="Comma list of stages to host (all: every stage)."),
-           group_prefix: str = typer.Option("", help="Prefix of the consumer groups (faust engine).")) -> None:
+           group_prefix: str = typer.Option(
+               "", help="Prefix of the consumer groups (faust engine; empty: log.group_prefix).")) -> None:
     """Host the processors over the configured log until interrupted (scaled mode: one of many workers)."""
     wanted = None if stages == "all" else {s.strip() for s in stages.split(",") if s.strip()}
     if engine not in ("runner", "faust"):
         raise fail(f"--engine must be runner or faust, not {engine!r}")
     loaded = settings(config)
     if engine == "faust":
-        from memos.runtime import Runtime
+        from memos.runtime import run_faust_worker
         from schemas.errors import MemorySystemError
-        from streams.pipeline.faust_app import run_faust_worker
 
         try:
-            run_faust_worker(loaded, lambda: Runtime(loaded, run_stages=False),
-                             stage_names=sorted(wanted) if wanted is not None else None,
-                             group_prefix=group_prefix)
+            run_faust_worker(loaded, stage_names=sorted(wanted) if wanted is not None else None,
+                             group_prefix=group_prefix or None)
         except MemorySystemError as exc:
             raise fail(str(exc)) from exc
         return
@@ -363,9 +346,13 @@ def worker(config: str | None = CONFIG,
 def make_tiny(directory: Path = typer.Argument(..., help="Where to write the model."),
               arch: str = typer.Option("llama", help="llama or qwen2")) -> None:
     """Write a small random-weight causal LM with a real tokenizer and chat template."""
-    from memory_store.kv.tiny import make_tiny_model
+    from memos.runtime import make_tiny_model
+    from schemas.errors import ConfigError
 
-    path = make_tiny_model(directory, arch=arch)  # type: ignore[arg-type]
+    try:
+        path = make_tiny_model(directory, arch=arch)
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
     console().print(f"wrote tiny {arch} model to {path}", highlight=False)
 
 

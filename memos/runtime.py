@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_store.base import GraphStore, KeywordIndex, Projection, VectorStore
@@ -24,6 +25,7 @@ from memory_store.registry import (
     keyword_index_from_url,
     vector_store_from_url,
 )
+from memos.application.limits import DoorLimits
 from schemas.envelope import Position
 from schemas.errors import ConfigError
 from schemas.events import Event
@@ -52,7 +54,7 @@ if TYPE_CHECKING:
     from streams.kv.worker import KVWarmerStage
     from streams.replay import Progress
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "make_tiny_model", "run_faust_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +201,8 @@ class Runtime:
         stages: list[Stage] = [
             ControlStage(self.control),
             self.projection_stage,
-            DerivationStage(self.deriver, phase="first"),
-            DerivationStage(self.deriver, phase="refine"),
+            DerivationStage(self.deriver, phase="first", emit=self.publish),
+            DerivationStage(self.deriver, phase="refine", emit=self.publish),
             DispatchStage(self.task_handlers, self.publish),
         ]
         if self.settings.kv.enabled and (self.stage_names is None or "kv-warmer" in self.stage_names):
@@ -224,6 +226,11 @@ class Runtime:
     def task_handler(self, label: str) -> TaskHandler | None:
         """The handler installed for a task label, if any."""
         return self.task_handlers.get(label)
+
+    @property
+    def door_limits(self) -> DoorLimits:
+        """The application layer's limits, from the ``door`` settings section."""
+        return DoorLimits(**self.settings.door.model_dump())
 
     @property
     def kv_caches(self) -> LocalKVCacheStore | None:
@@ -424,6 +431,26 @@ class Runtime:
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""
         return datetime.now(UTC)
+
+
+def run_faust_worker(settings: AppSettings, *, stage_names: Sequence[str] | None = None,
+                     group_prefix: str | None = None) -> None:
+    """Host the stages in a faust-streaming app over the configured Kafka log until interrupted
+    (``group_prefix`` None: ``log.group_prefix``)."""
+    from streams.pipeline.faust_app import run_faust_worker as run_app
+
+    run_app(settings, lambda: Runtime(settings, run_stages=False), stage_names=stage_names,
+            group_prefix=group_prefix)
+
+
+def make_tiny_model(directory: str | Path, *, arch: str = "llama") -> Path:
+    """Write a small random-weight causal LM with a real tokenizer (``memory_store.kv.tiny``); ConfigError
+    for an unknown architecture."""
+    from memory_store.kv.tiny import make_tiny_model as make
+
+    if arch not in ("llama", "qwen2"):
+        raise ConfigError(f"tiny model architecture must be llama or qwen2, not {arch!r}")
+    return make(directory, arch="llama" if arch == "llama" else "qwen2")
 
 
 def _keyed(event: Event) -> Event:

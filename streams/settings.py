@@ -16,6 +16,7 @@ from schemas.errors import ConfigError
 __all__ = [
     "AppSettings",
     "DerivationSettings",
+    "DoorSettings",
     "KVSettings",
     "LogSettings",
     "ServerSettings",
@@ -88,6 +89,9 @@ class DerivationSettings(_Section):
     parse_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of a document parser process.")
     parse_timeout_s: float = Field(default=45.0, gt=0, description="Wall-time limit of one document parse.")
     parse_max_chars: int = Field(default=1_000_000, ge=1000, description="Characters kept of one document.")
+    slice_size: int = Field(
+        default=256, ge=1, description="Memories of a large add embedded and deduplicated per step (its task shows progress per step)."
+    )
 
 
 class KVSettings(_Section):
@@ -109,6 +113,21 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body.")
 
 
+class DoorSettings(_Section):
+    """Limits of the application layer (the one door every front end goes through)."""
+
+    max_add_record_bytes: int = Field(
+        default=1_048_576, ge=1024,
+        description="Largest add per cube as the encoded log record (413 above); at most the log's record limit.")
+    max_backlog: int = Field(
+        default=2000, ge=0,
+        description="Conversation records waiting for derivation at which a sync add is refused (429).")
+    backlog_retry_after_s: float = Field(default=5.0, ge=0, description="Retry-After of a refused sync add.")
+    sync_timeout_s: float = Field(
+        default=300.0, gt=0,
+        description="How long a sync add waits for its memories before answering that it will still complete.")
+
+
 class AppSettings(BaseSettings):
     """All settings; YAML file first, then MEMOS_* environment variables (``__`` nests)."""
 
@@ -120,6 +139,7 @@ class AppSettings(BaseSettings):
     derivation: DerivationSettings = Field(default_factory=DerivationSettings)
     kv: KVSettings = Field(default_factory=KVSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    door: DoorSettings = Field(default_factory=DoorSettings)
     auto_create_users: bool = Field(default=True, description="MemOS API: create unknown users on first use.")
     auto_create_cubes: bool = Field(default=True, description="MemOS API: create a cube the user names to write.")
 

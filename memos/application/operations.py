@@ -23,13 +23,15 @@ class OperationsUseCases:
     rt: Platform
 
     async def processor_lag(self, groups: Sequence[str] = PROCESSOR_GROUPS) -> dict[tuple[str, str], int]:
-        """Records each group has not committed yet, per (group, topic) it consumes."""
+        """Records each group has not committed yet, per (group, topic) it consumes (groups are named
+        without the deployment's ``log.group_prefix``, which is added to read their commits)."""
         log: Any = self.rt.log
+        prefix = self.rt.settings.log.group_prefix
         lag: dict[tuple[str, str], int] = {}
         for topic in ALL_TOPICS:
             ends = await log.end_offsets(topic)
             for group in groups:
-                committed = await log.committed(group, topic)
+                committed = await log.committed(f"{prefix}{group}", topic)
                 if committed:
                     lag[(group, topic)] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
         return lag

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from memory_store.base import GraphStore
 from memory_store.control.base import ControlStore
 from memory_store.embedding.base import Embedder
+from memos.application.limits import DoorLimits
 from schemas.envelope import Position
 from schemas.events import Event, TaskSubmitted
 from streams.log.base import EventLog
@@ -57,6 +58,11 @@ class Platform(Protocol):
         ...
 
     run_stages: bool
+
+    @property
+    def door_limits(self) -> DoorLimits:
+        """The application layer's limits as configured (the ``door`` settings section)."""
+        ...
 
     def now(self) -> datetime:
         """The clock of new events."""

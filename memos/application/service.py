@@ -15,8 +15,8 @@ from memos.application.errors import AddTimedOut, BacklogFull
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import DoorLimits, check_add_size, check_query, check_strings, check_text
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
-from memos.application.operations import OperationsUseCases
 from memos.application.ports import Platform
+from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
 from memos.application.views import memory_view
 from schemas.errors import NotFound, ValidationFailed
@@ -37,12 +37,12 @@ logger = logging.getLogger(__name__)
 Mode = Literal["fast", "fine"]
 
 
-class MemoryService(AccessUseCases, TaskUseCases, OperationsUseCases, ChatUseCases):
+class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     """User-facing use cases. Every read and write is checked by ``authorize``; ids by ``check_id``."""
 
     def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:
         self.rt = runtime
-        self.limits = limits or DoorLimits()
+        self.limits = limits or runtime.door_limits
 
     # --- add ----------------------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""Operator use case ``status``: log end offsets, lag per stage, the derivation backlog, tasks and cubes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memos.application.operations import PROCESSOR_GROUPS, OperationsUseCases
+from schemas.topics import ALL_TOPICS
+
+__all__ = ["StatusUseCases", "SystemStatus"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SystemStatus:
+    """What ``memos status`` shows: one snapshot of the log and the control projection."""
+
+    log: str
+    """The event log's URL."""
+    topics: dict[str, dict[int, int]]
+    """End offset per partition, per topic (every topic of the system, in ``ALL_TOPICS`` order)."""
+    lag: dict[str, dict[str, int]]
+    """Records not yet committed, per stage (its consumer group without ``log.group_prefix``) and topic;
+    a stage that never committed on a topic is absent."""
+    backlog: int
+    """Conversation records derivation has not passed yet (a sync add is refused at ``door.max_backlog``)."""
+    tasks: dict[str, int]
+    """Tasks per status."""
+    cubes: int
+    """Number of cubes."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON shape of ``memos status --json`` (partition numbers become string keys)."""
+        return {
+            "log": self.log,
+            "topics": {t: {str(p): o for p, o in ends.items()} for t, ends in self.topics.items()},
+            "lag": {g: dict(topics) for g, topics in self.lag.items()},
+            "backlog": self.backlog,
+            "tasks": dict(self.tasks),
+            "cubes": self.cubes,
+        }
+
+
+class StatusUseCases(OperationsUseCases):
+    """The status use case; mixed into the memory service (read-only, operators)."""
+
+    async def system_status(self, stages: Sequence[str] = PROCESSOR_GROUPS) -> SystemStatus:
+        """Snapshot of end offsets, lag of ``stages``, the derivation backlog, task counts and cubes."""
+        topics: dict[str, dict[int, int]] = {}
+        for topic in ALL_TOPICS:
+            ends = await self.rt.log.end_offsets(topic)
+            topics[topic] = dict(sorted(ends.items()))
+        lag: dict[str, dict[str, int]] = {}
+        for (group, topic), behind in (await self.processor_lag(stages)).items():
+            lag.setdefault(group, {})[topic] = behind
+        return SystemStatus(
+            log=self.rt.settings.log_url(),
+            topics=topics,
+            lag=lag,
+            backlog=await self.rt.derivation_backlog(),
+            tasks=await self.rt.control.task_counts(),
+            cubes=len(await self.rt.control.all_cubes()),
+        )
