@@ -137,16 +137,25 @@ class Runner:
             await self.on_commit(self.group, offsets)
 
     async def _process(self, consumer: Consumer) -> None:
-        while True:
-            if self._stopping.is_set() and self._queue.empty():
-                return
-            try:
-                records = await asyncio.wait_for(self._queue.get(), timeout=self.poll_timeout_s)
-            except TimeoutError:
-                continue
-            await self._handle_records(consumer, records)
-            self._pending -= 1
-            self.processed += len(records)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                if self._queue.empty():
+                    if self._stopping.is_set():
+                        return
+                    get = asyncio.ensure_future(self._queue.get())
+                    await asyncio.wait({get, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    if not get.done():
+                        get.cancel()
+                        continue
+                    records = get.result()
+                else:
+                    records = self._queue.get_nowait()
+                await self._handle_records(consumer, records)
+                self._pending -= 1
+                self.processed += len(records)
+        finally:
+            stopping.cancel()
 
     async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
         if self.max_attempts and await self._suspect(consumer, records):

@@ -30,7 +30,9 @@ __all__ = ["LocalConsumer", "LogContext"]
 logger = logging.getLogger(__name__)
 
 _CLAIM_RETRY_S = 0.05
-_MAX_IDLE_WAIT_S = 0.05
+_IDLE_FETCH_S = 0.5
+"""An idle consumer fetches again after this long without a wake-up (a safety net: appends in this
+process notify at once, appends by other processes through the notifier's watcher)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,13 @@ class LocalConsumer(Consumer):
         self._rotate = 0
         self._closed = False
         self._heartbeats: asyncio.Task[None] | None = None
+        self._last_beat = 0.0
+        self._quiet: tuple[int, tuple[tuple[TopicPartition, int], ...]] | None = None
+        """(notifier version, positions) of the last fetch that found nothing: fetching again before a
+        wake-up, a sync or ``_IDLE_FETCH_S`` would find nothing either."""
+        self._quiet_until = 0.0
+        self._committed: dict[TopicPartition, int] = {}
+        """What this member last committed (since its last assignment change): unchanged commits are skipped."""
 
     def assignment(self) -> set[TopicPartition]:
         """Partitions this consumer currently owns (empty before the first poll)."""
@@ -125,11 +134,16 @@ class LocalConsumer(Consumer):
         self._check_open()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout_s, 0.0)
-        delay = 0.002
         while True:
             if loop.time() >= self._next_sync:
                 await self._sync()
             seen = self._ctx.notifier.version
+            state = (seen, tuple(sorted(self._positions.items())))
+            if self._quiet == state and loop.time() < self._quiet_until:
+                await self._idle_wait(seen, deadline)  # nothing new since the last empty fetch
+                if loop.time() >= deadline:
+                    return []
+                continue
             snapshot = dict(self._positions)
             order = sorted(snapshot)
             if order:
@@ -158,16 +172,21 @@ class LocalConsumer(Consumer):
                     self._positions[tp] = moved
                     self._consumed[tp] = moved
             if out:
+                self._quiet = None
                 return out
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            self._quiet = (seen, tuple(sorted(self._positions.items())))
+            self._quiet_until = loop.time() + _IDLE_FETCH_S
+            if deadline - loop.time() <= 0:
                 return []
             if self._next_sync == 0.0:
                 continue
-            await self._ctx.notifier.wait(
-                seen, min(delay, remaining, max(self._next_sync - loop.time(), 0.001))
-            )
-            delay = min(delay * 2, _MAX_IDLE_WAIT_S)
+            await self._idle_wait(seen, deadline)
+
+    async def _idle_wait(self, seen: int, deadline: float) -> None:
+        """Wait for a wake-up (an append), the next group sync, the idle re-fetch or ``deadline``."""
+        now = asyncio.get_running_loop().time()
+        until = min(deadline, self._next_sync, self._quiet_until)
+        await self._ctx.notifier.wait(seen, max(until - now, 0.001))
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit next-offsets; partitions this member no longer owns are skipped (with a warning)."""
@@ -175,11 +194,13 @@ class LocalConsumer(Consumer):
         if self._group is None:
             raise TransportError("commit needs a consumer with a group_id")
         todo = dict(self._consumed if offsets is None else offsets)
+        todo = {tp: o for tp, o in todo.items() if self._committed.get(tp) != o}
         if not todo:
             return
         group, member = self._group, self._member
         with map_sqlite_errors("commit", self._ctx.path):
             skipped = await self._ctx.writer.submit(lambda conn: commit_offsets(conn, group, member, todo))
+        self._committed.update({tp: o for tp, o in todo.items() if tp not in set(skipped)})
         for topic, partition in skipped:
             logger.warning(
                 "commit skipped, partition no longer owned group=%s topic=%s partition=%s offset=%s",
@@ -208,6 +229,7 @@ class LocalConsumer(Consumer):
         if (topic, partition) not in self._owned:
             raise TransportError(f"partition {topic!r}/{partition} is not assigned to this consumer")
         self._positions[(topic, partition)] = max(0, offset)
+        self._committed.pop((topic, partition), None)
 
     async def aclose(self) -> None:
         """Leave the group (its partitions go to the other members at their next poll). Idempotent."""
@@ -272,6 +294,9 @@ class LocalConsumer(Consumer):
                 self._positions[tp] = view.ends.get(tp, 0)
             else:
                 self._positions[tp] = 0
+        self._last_beat = loop.time()
+        if view.owned != self._owned or view.rejoined:
+            self._committed.clear()
         if view.owned != self._owned:
             logger.info(
                 "assignment group=%s member=%s generation=%s partitions=%s",
@@ -289,8 +314,12 @@ class LocalConsumer(Consumer):
     async def _heartbeat_loop(self) -> None:
         group, member = self._group, self._member
         assert group is not None
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._ctx.heartbeat_interval_s)
+            if loop.time() - self._last_beat < self._ctx.heartbeat_interval_s / 2:
+                continue  # a group sync (which heartbeats too) ran since the last beat
+            self._last_beat = loop.time()
             try:
                 with map_sqlite_errors("heartbeat", self._ctx.path):
                     await self._ctx.writer.submit(lambda conn: heartbeat(conn, group, member))

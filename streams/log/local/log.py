@@ -213,6 +213,7 @@ class LocalEventLog(EventLog):
             await asyncio.to_thread(writer.close)
             raise
         reader = SqliteReader(self.path, busy_timeout_s=self.busy_timeout_s)
+        notifier.watch(self.path, busy_timeout_s=self.busy_timeout_s)
         self._ctx = LogContext(
             self.path, writer, reader, notifier, self.session_timeout_s, self.heartbeat_interval_s
         )
@@ -228,6 +229,7 @@ class LocalEventLog(EventLog):
         for consumer in list(self._consumers):
             await consumer.aclose()
         ctx, self._ctx = self._ctx, None
+        ctx.notifier.unwatch()
         await asyncio.to_thread(ctx.writer.close)
         await asyncio.to_thread(ctx.reader.close)
 

@@ -120,13 +120,26 @@ def _connect(path: Path, *, synchronous: str, busy_timeout_s: float) -> sqlite3.
     return conn
 
 
+_WATCH_INTERVAL_S = 0.05
+"""How often the watcher looks for appends made by other processes (one tiny query, no event loop)."""
+
+
 class Notifier:
-    """In-process wake-up of consumers after appends; a version counter avoids lost wake-ups."""
+    """Wake-up of consumers after appends; a version counter avoids lost wake-ups.
+
+    Appends made in this process notify directly (the writer calls ``notify`` after each commit). Appends
+    by other processes sharing the file are seen by one watcher thread per file and process
+    (``watch``), which sums the partitions' high watermarks every ``_WATCH_INTERVAL_S`` and notifies when
+    the sum moved without an in-process notification, so idle consumers never poll the log themselves.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._version = 0
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._watchers = 0
+        self._watch_stop: threading.Event | None = None
+        self.watch_interval_s = _WATCH_INTERVAL_S
 
     @property
     def version(self) -> int:
@@ -156,6 +169,50 @@ class Notifier:
             with self._lock:
                 if (loop, fut) in self._waiters:
                     self._waiters.remove((loop, fut))
+
+
+    def watch(self, path: Path, *, busy_timeout_s: float) -> None:
+        """Start (or share) the watcher thread for appends by other processes; pair with ``unwatch``."""
+        with self._lock:
+            self._watchers += 1
+            if self._watch_stop is not None:
+                return
+            stop = self._watch_stop = threading.Event()
+        threading.Thread(target=self._watch, args=(path, busy_timeout_s, stop),
+                         name=f"memos-log-watch:{path.name}", daemon=True).start()  # fmt: skip
+
+    def unwatch(self) -> None:
+        """Release one ``watch``; the thread stops with the last one."""
+        with self._lock:
+            self._watchers = max(0, self._watchers - 1)
+            if self._watchers or self._watch_stop is None:
+                return
+            stop, self._watch_stop = self._watch_stop, None
+        stop.set()
+
+    def _watch(self, path: Path, busy_timeout_s: float, stop: threading.Event) -> None:
+        conn: sqlite3.Connection | None = None
+        last_total: int | None = None
+        last_version = self._version
+        try:
+            while not stop.wait(self.watch_interval_s):
+                version = self._version
+                try:
+                    if conn is None:
+                        conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                                               check_same_thread=False)  # fmt: skip
+                        conn.execute("PRAGMA query_only=1")
+                    total = int(conn.execute("SELECT COALESCE(SUM(next_offset), 0) FROM log_partitions")
+                                .fetchone()[0])  # fmt: skip
+                except sqlite3.Error as exc:
+                    logger.debug("log watcher could not read %s: %s", path, exc)
+                    continue
+                if last_total is not None and total != last_total and version == last_version:
+                    self.notify()  # records appended by another process: no in-process notification
+                last_total, last_version = total, version
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:
