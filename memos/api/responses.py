@@ -25,6 +25,7 @@ __all__ = [
     "SimpleResponse",
     "StatusResponse",
     "StatusResponseItem",
+    "TaskProgress",
     "SuggestionResponse",
     "TaskSummary",
     "UserListResponse",
@@ -96,12 +97,23 @@ class SuggestionResponse(BaseResponse[dict[str, list[str]]]):
     """Response of suggestion queries: ``{"query": [...]}``."""
 
 
+class TaskProgress(BaseModel):
+    """How far a task's work has come: ``done`` of ``total`` units of its current ``step``."""
+
+    step: str = Field(..., description="Current step (an add: reading, embedding, deduplicating, done).")
+    done: int = Field(..., description="Units of the step finished (an add: memories).")
+    total: int = Field(..., description="Units of the step in all.")
+
+
 class StatusResponseItem(BaseModel):
     """Status of one scheduler task."""
 
     task_id: str = Field(..., description="The id of the task.")
     status: Literal["in_progress", "completed", "waiting", "failed", "cancelled"] = Field(
         ..., description="The current status of the task."
+    )
+    progress: TaskProgress | None = Field(
+        default=None, description="How far the task has come, where its worker reports it (large adds)."
     )
 
 

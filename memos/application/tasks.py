@@ -23,7 +23,7 @@ from memos.application.ports import Platform, TaskHandler
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 from schemas.events import TaskSubmitted
 
-__all__ = ["TERMINAL", "TaskUseCases", "TaskWait", "task_view"]
+__all__ = ["TERMINAL", "TaskUseCases", "TaskWait", "task_progress", "task_view"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,21 @@ _GRACE_S = 3.0
 """How long a named task may be unknown (its status not yet projected) before waiting for it is NotFound."""
 
 
+def task_progress(task: TaskInfo) -> dict[str, Any] | None:
+    """How far a task has come (``{step, done, total}``) where its worker reported it, else None.
+
+    The derivation stage reports a large add's steps as 'in_progress' statuses and its last step in the
+    final status, so this reads the same after a restart or a replay of the tasks topic."""
+    progress = task.result.get("progress") if isinstance(task.result, dict) else None
+    if not isinstance(progress, dict) or not {"step", "done", "total"} <= progress.keys():
+        return None
+    return {"step": str(progress["step"]), "done": int(progress["done"]), "total": int(progress["total"])}
+
+
 def task_view(task: TaskInfo) -> dict[str, Any]:
-    """A task as front ends show it."""
+    """A task as front ends show it (its fields, and ``progress`` where it was reported)."""
     view = asdict(task)
+    view["progress"] = task_progress(task)
     return view
 
 

@@ -16,7 +16,7 @@ from memos.api.product_models import (
     TaskSummary,
 )
 from memos.application.service import MemoryService
-from memos.application.tasks import TERMINAL, task_view
+from memos.application.tasks import TERMINAL, task_progress, task_view
 from memos.server.auth import Caller, acting_user, get_caller
 
 __all__ = ["TERMINAL", "router"]
@@ -51,7 +51,8 @@ async def scheduler_status(
     service = _service(request)
     user = acting_user(caller, user_id)
     tasks = await service.task_status(user, task_id) if task_id else await service.all_tasks(user)
-    items = [StatusResponseItem(task_id=t.task_id, status=t.status) for t in tasks]  # type: ignore[arg-type]
+    items = [StatusResponseItem(task_id=t.task_id, status=t.status, progress=task_progress(t))  # type: ignore[arg-type]
+             for t in tasks]
     return StatusResponse(data=items)
 
 
@@ -106,4 +107,4 @@ async def scheduler_wait(
 def _view(task: Any) -> dict[str, Any]:
     view = task_view(task)
     return {k: view[k] for k in ("task_id", "status", "label", "cube_id", "business_task_id", "error", "result",
-                                 "updated_at")}
+                                 "updated_at", "progress")}

@@ -16,37 +16,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Literal
 
 from memory_store.embedding.base import Embedder, Embeddings
 from memory_store.fetch import Fetcher
 from memory_store.llm.base import ChatModel
-from processors.chunking import Window, count_tokens, plan_windows
-from processors.dedup import DedupSettings, resolve_candidates
-from processors.documents import DocumentBudget
+from processors.chunking import plan_windows
+from processors.dedup import resolve_candidates
 from processors.entities import entity_relations
-from processors.extraction import (
-    drafts_from_output,
-    extraction_messages,
-    image_draft,
-    merge_phases,
-    reference_time,
-    retry_messages,
-    vision_messages,
-)
-from processors.fast import FastSettings, MemoryDraft, build_memory_events, follows_relations, plan_fast
+from processors.extraction import merge_phases
+from processors.fast import MemoryDraft, build_memory_events, follows_relations, plan_fast
 from processors.reader import Item, ReadResult, attach_fetched, read_messages
-from processors.rules import extract_rules
-from schemas.errors import (
-    DimensionMismatch,
-    FetchFailed,
-    MemorySystemError,
-    ModelError,
-    ModelOutputInvalid,
-    OverBudget,
-)
+from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelOutputInvalid, OverBudget
 from schemas.events import (
     ConversationRecorded,
     DerivationFailed,
@@ -59,57 +42,24 @@ from schemas.events import (
 )
 from schemas.memory import MemoryRecord
 from streams.pipeline.batch_view import add_batch_view
-from streams.pipeline.sandbox import DocumentSandbox, SandboxLimits
-from streams.settings import DerivationSettings
+from streams.pipeline.derivation_fine import FineExtraction
+from streams.pipeline.derivation_types import (
+    DeriverSettings,
+    Phase,
+    Plan,
+    Progress,
+    ProgressSink,
+    SimilarFn,
+)
+from streams.pipeline.derivation_types import failed as _failed
+from streams.pipeline.sandbox import DocumentSandbox
 
-__all__ = ["Deriver", "DeriverSettings", "Phase", "Progress", "SimilarFn"]
+__all__ = ["Deriver", "DeriverSettings", "Phase", "Progress", "ProgressSink", "SimilarFn"]
 
 logger = logging.getLogger(__name__)
 
-Phase = Literal["fast", "fine", "both"]
-SimilarFn = Callable[[str, Sequence[float], int], Awaitable[list[tuple[MemoryRecord, float]]]]
-"""``async (cube_id, vector, k) -> [(record, cosine similarity)]``: the dedup view from the vector store."""
 
-
-@dataclass(frozen=True, slots=True)
-class DeriverSettings:
-    """Knobs of derivation; sizes are in tokens of the simple tokenizer (processors.chunking)."""
-
-    fast: FastSettings = FastSettings()
-    dedup: DedupSettings = DedupSettings()
-    dedup_k: int = 5
-    llm_retries: int = 2
-    llm_max_tokens: int = 1024
-    llm_concurrency: int = 4
-    fetch_concurrency: int = 4
-    fetch_images: bool = True
-    describe_images: bool = True
-    slice_size: int = 256
-    """Memories embedded and looked up per step of a large add (progress is reported per step)."""
-    batch_view: int = 256
-    """Memories of earlier events of the same batch compared with each candidate (the most recent ones)."""
-    sandbox: SandboxLimits = SandboxLimits()
-    documents: DocumentBudget = DocumentBudget()
-    fine_window_tokens: int = 4096
-    """Longest window sent to extraction (rules or LLM); a longer one (one huge message) stays fast chunks."""
-    fine_total_tokens: int = 100_000
-    """Most tokens of one add sent to extraction; windows past it stay fast chunks (a 1 MB add: minutes)."""
-
-    @classmethod
-    def from_config(cls, config: DerivationSettings) -> DeriverSettings:
-        """Settings from the ``derivation`` section of the app config."""
-        return cls(
-            fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap),
-            sandbox=SandboxLimits(
-                memory_bytes=config.parse_memory_mb * 1024 * 1024,
-                cpu_s=max(1, int(config.parse_timeout_s)),
-                wall_s=config.parse_timeout_s,
-            ),
-            documents=DocumentBudget(max_chars=config.parse_max_chars),
-        )
-
-
-class Deriver:
+class Deriver(FineExtraction):
     """Derives memory events from ``ConversationRecorded`` events.
 
     Built with an embedder, an optional chat model (None: the offline rule-based extractor), a fetcher
@@ -144,14 +94,16 @@ class Deriver:
         """Where the derivation of ``task_id`` stands while it runs (None when it is not running here)."""
         return self._progress.get(task_id)
 
-    def _report(self, events: Sequence[ConversationRecorded], step: str, done: int, total: int) -> None:
-        for event in events:
-            progress = self._progress[event.task_id] = Progress(step, done, total)
-            if self.on_progress is not None:
-                self.on_progress(event.task_id, progress)
+    async def _report(
+        self, event: ConversationRecorded, step: str, done: int, total: int, sink: ProgressSink | None
+    ) -> None:
+        progress = self._progress[event.task_id] = Progress(step, done, total)
+        if self.on_progress is not None:
+            self.on_progress(event.task_id, progress)
+        if sink is not None:
+            await sink(event, progress)
         if total > self.settings.slice_size:
-            logger.info("derivation progress tasks=%s step=%s %d/%d", [e.task_id for e in events][:3], step,
-                        done, total)  # fmt: skip
+            logger.info("derivation progress task=%s step=%s %d/%d", event.task_id, step, done, total)
 
     async def start(self) -> None:
         """Check the embedder's real vector size against ``expected_dimension``. Raises DimensionMismatch."""
@@ -182,28 +134,39 @@ class Deriver:
         return (await self.derive_many([event], phase=phase, after_fast=after_fast))[0]
 
     async def derive_many(
-        self, events: Sequence[ConversationRecorded], *, phase: Phase = "fast", after_fast: bool | None = None
+        self,
+        events: Sequence[ConversationRecorded],
+        *,
+        phase: Phase = "fast",
+        after_fast: bool | None = None,
+        progress: ProgressSink | None = None,
     ) -> list[list[Event]]:
         """``derive`` for a batch of events (a runner's poll): the events to append for each, in order.
 
         Every memory text of the whole batch goes to the embedder in one call, so small adds still
         embed at full batch speed; a memory that duplicates one from an earlier event of the batch is
-        merged as if that one were already stored.
+        merged as if that one were already stored. ``progress`` is told where each add stands, step by step
+        (counts are the add's memories), ending with ``Progress("done", n, n)``.
         """
         try:
-            return await self._derive_many(events, phase, after_fast)
+            return await self._derive_many(events, phase, after_fast, progress)
         finally:
             for event in events:
                 self._progress.pop(event.task_id, None)
 
     async def _derive_many(
-        self, events: Sequence[ConversationRecorded], phase: Phase, after_fast: bool | None
+        self,
+        events: Sequence[ConversationRecorded],
+        phase: Phase,
+        after_fast: bool | None,
+        sink: ProgressSink | None,
     ) -> list[list[Event]]:
         started = time.perf_counter()
-        self._report(events, "reading", 0, 0)
+        for event in events:
+            await self._report(event, "reading", 0, 0, sink)
         plans = await asyncio.gather(*(self._plan(e, phase, after_fast) for e in events))
         drafts = [d for plan in plans for d in plan.drafts]
-        embedded = await self._embed(drafts, events)
+        embedded = await self._embed(plans, sink)
         total_chars = sum(len(d.memory) for d in drafts) or 1
         out: list[list[Event]] = []
         earlier: list[MemoryAdded] = []
@@ -220,9 +183,10 @@ class Deriver:
                     latency_ms=embedded.latency_ms * share,
                     prompt_tokens=round(embedded.tokens * share),
                 )
-                produced = await self._memories(plan, vectors, embedded.model_id, usage, earlier)
+                produced = await self._memories(plan, vectors, embedded.model_id, usage, earlier, sink)
                 earlier += [e for e in produced if isinstance(e, MemoryAdded)]
                 earlier = earlier[-self.settings.batch_view :]
+            await self._report(plan.event, "done", len(plan.drafts), len(plan.drafts), sink)
             produced += [plan.nothing] if plan.nothing is not None else []
             out.append([*produced, *plan.failures])
         logger.info(
@@ -235,14 +199,14 @@ class Deriver:
         )
         return out
 
-    async def _plan(self, event: ConversationRecorded, phase: Phase, after_fast: bool | None) -> _Plan:
+    async def _plan(self, event: ConversationRecorded, phase: Phase, after_fast: bool | None) -> Plan:
         """Fetch, then draft the memories of one event (fine mode: LLM or rules); no embedding yet."""
         items = await self._read(event)
         fs = self.settings.fast
         readable = await asyncio.to_thread(plan_fast, items, fs)
         nothing = None if readable else self._nothing_read(event, items)
         if phase == "fast":
-            return _Plan(event, readable, {}, [], nothing)
+            return Plan(event, readable, {}, [], nothing)
         windows = await asyncio.to_thread(
             plan_windows, items, window_tokens=fs.window_tokens, overlap=fs.window_overlap
         )
@@ -255,22 +219,22 @@ class Deriver:
         drafts, retire = await asyncio.to_thread(merge_phases, fast, fine, after_fast=after)
         if phase == "both":
             drafts = fast + drafts
-        return _Plan(event, drafts, retire, failures, nothing)
+        return Plan(event, drafts, retire, failures, nothing)
 
-    async def _embed(
-        self, drafts: Sequence[MemoryDraft], events: Sequence[ConversationRecorded]
-    ) -> Embeddings:
-        """Every draft text embedded, ``slice_size`` texts per embedder call (a query waits for one slice at
-        most, and progress is reported per slice); checks the count."""
+    async def _embed(self, plans: Sequence[Plan], sink: ProgressSink | None) -> Embeddings:
+        """Every draft text of the plans embedded, ``slice_size`` texts per embedder call (a query waits for
+        one slice at most, and each add's progress is reported per slice); checks the count."""
+        drafts: list[MemoryDraft] = [d for plan in plans for d in plan.drafts]
         if not drafts:
             return Embeddings([], self.embedder.model_id, self.embedder.dimension)
         texts = [d.memory for d in drafts]
         step = max(1, self.settings.slice_size)
         parts: list[Embeddings] = []
         for lo in range(0, len(texts), step):
-            self._report(events, "embedding", lo, len(texts))
+            await self._embedding_progress(plans, lo, min(len(texts), lo + step), sink)
             parts.append(await self.embedder.embed(texts[lo : lo + step], kind="passage"))
         vectors = [v for part in parts for v in part.vectors]
+        await self._embedding_progress(plans, len(texts), len(texts), sink)
         if len(vectors) != len(drafts):
             raise ModelOutputInvalid(f"embedder returned {len(vectors)} vectors for {len(drafts)} texts")
         if len(parts) == 1:
@@ -282,6 +246,18 @@ class Deriver:
             latency_ms=sum(p.latency_ms for p in parts),
             tokens=sum(p.tokens for p in parts),
         )
+
+    async def _embedding_progress(
+        self, plans: Sequence[Plan], lo: int, hi: int, sink: ProgressSink | None
+    ) -> None:
+        """Report the adds whose drafts lie in texts [lo, hi) of the batch (or just before): done = their
+        drafts embedded before ``lo``."""
+        start = 0
+        for plan in plans:
+            n = len(plan.drafts)
+            if n and start <= hi and start + n >= lo:
+                await self._report(plan.event, "embedding", min(n, max(0, lo - start)), n, sink)
+            start += n
 
     async def _read(self, event: ConversationRecorded) -> tuple[Item, ...]:
         """Read the messages, fetch their references under the event's origin, parse files in the sandbox."""
@@ -324,140 +300,14 @@ class Deriver:
             )
         return replace(item, document=document)
 
-    async def _fine(
-        self, event: ConversationRecorded, items: Sequence[Item], windows: Sequence[Window]
-    ) -> tuple[list[MemoryDraft], list[DerivationFailed], dict[str, tuple[ModelUsage, ...]]]:
-        """Fine drafts, failures, and LLM usage of windows whose extraction found nothing (by group).
-
-        Windows over the extraction budget (one too long, or past the add's total) are not extracted:
-        their fast chunks stand, and one DerivationFailed says so.
-        """
-        windows, limited = await asyncio.to_thread(self._extractable, event, windows)
-        if self.chat_model is None:
-            return await asyncio.to_thread(extract_rules, windows, self.settings.fast), limited, {}
-        gate = asyncio.Semaphore(self.settings.llm_concurrency)
-
-        async def guarded(window: Window) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
-            async with gate:
-                return await self._extract(event, window)
-
-        results = await asyncio.gather(*(guarded(w) for w in windows))
-        drafts: list[MemoryDraft] = []
-        failures: list[DerivationFailed] = list(limited)
-        empty: dict[str, tuple[ModelUsage, ...]] = {}
-        for window, (found, failure, usage) in zip(windows, results, strict=True):
-            drafts += found
-            if failure is not None:
-                failures.append(failure)
-            elif not found:
-                empty[f"window:{window.index}"] = (usage,)
-        if self.chat_model.supports_vision and self.settings.describe_images:
-            images = [i for i in items if i.kind == "image" and i.ok and (i.data is not None or i.source.url)]
-            described = await asyncio.gather(
-                *(self._describe(event, image, n) for n, image in enumerate(images))
-            )
-            for draft, failure in described:
-                drafts += [draft] if draft is not None else []
-                failures += [failure] if failure is not None else []
-        return drafts, failures, empty
-
-    def _extractable(
-        self, event: ConversationRecorded, windows: Sequence[Window]
-    ) -> tuple[list[Window], list[DerivationFailed]]:
-        """The windows within the extraction budget, and a failure naming what was left as fast chunks."""
-        per_window, total = self.settings.fine_window_tokens, self.settings.fine_total_tokens
-        chosen: list[Window] = []
-        skipped: list[tuple[int, int]] = []
-        used = 0
-        for window in windows:
-            size = count_tokens(window.text)
-            if size > per_window or used + size > total:
-                skipped.append((window.index, size))
-                continue
-            used += size
-            chosen.append(window)
-        if not skipped:
-            return chosen, []
-        why = (
-            f"{len(skipped)} of {len(windows)} conversation windows ({sum(s for _, s in skipped)} tokens) were "
-            f"not extracted: over the extraction budget of {per_window} tokens per window and {total} per add; "
-            "they are kept as fast-mode chunks"
-        )
-        logger.info("extraction limited task=%s windows=%d", event.task_id, len(skipped))
-        return chosen, [_failed(event, "budget", "extract", why, "fast", [])]
-
-    async def _extract(
-        self, event: ConversationRecorded, window: Window
-    ) -> tuple[list[MemoryDraft], DerivationFailed | None, ModelUsage]:
-        """One window through the LLM with retries; on final failure, a DerivationFailed saying why."""
-        assert self.chat_model is not None
-        model = self.chat_model
-        base = extraction_messages(
-            window,
-            reference_time=reference_time(window, event.occurred_at.isoformat()),
-            user_id=event.user_id,
-        )
-        messages = base
-        usage = ModelUsage(model_id=model.model_id, kind="llm", attempts=0)
-        error = ""
-        for _ in range(1 + max(0, self.settings.llm_retries)):
-            started = time.perf_counter()
-            try:
-                answer = await model.complete(
-                    messages, max_tokens=self.settings.llm_max_tokens, json_mode=True
-                )
-            except ModelError as exc:
-                usage = _add(usage, None, (time.perf_counter() - started) * 1000)
-                error = f"{type(exc).__name__}: {exc}"
-                logger.warning("llm call failed window=%d error=%s", window.index, error)
-                continue
-            usage = _add(usage, answer, answer.latency_ms)
-            try:
-                return (
-                    drafts_from_output(answer.text, window, model_id=model.model_id, usage=usage),
-                    None,
-                    usage,
-                )
-            except ModelOutputInvalid as exc:
-                error = f"ModelOutputInvalid: {exc}"
-                logger.warning(
-                    "llm output invalid window=%d attempt=%d error=%s", window.index, usage.attempts, exc
-                )
-                messages = retry_messages(base, answer.text, str(exc))
-        why = f"extraction of window {window.index} failed after {usage.attempts} attempts: {error}"
-        return [], _failed(event, f"llm:window:{window.index}", "llm", why, "fast", [usage]), usage
-
-    async def _describe(
-        self, event: ConversationRecorded, image: Item, index: int
-    ) -> tuple[MemoryDraft | None, DerivationFailed | None]:
-        assert self.chat_model is not None
-        try:
-            answer = await self.chat_model.complete(vision_messages(image), max_tokens=300)
-        except ModelError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            if answer.text.strip():
-                usage = ModelUsage(
-                    model_id=self.chat_model.model_id,
-                    kind="vision",
-                    latency_ms=answer.latency_ms,
-                    prompt_tokens=answer.prompt_tokens,
-                    completion_tokens=answer.completion_tokens,
-                )
-                return image_draft(
-                    image, answer.text, model_id=self.chat_model.model_id, usage=usage, index=index
-                ), None
-            error = "the vision model returned an empty description"
-        why = f"image {image.source.url or image.name!r} could not be described: {error}"
-        return None, _failed(event, f"vision:{index}", "vision", why, "reference", [])
-
     async def _memories(
         self,
-        plan: _Plan,
+        plan: Plan,
         vectors: Sequence[Sequence[float]],
         model_id: str,
         usage: ModelUsage,
         earlier: Sequence[MemoryAdded],
+        sink: ProgressSink | None,
     ) -> list[Event]:
         """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
         event = plan.event
@@ -470,7 +320,7 @@ class Deriver:
             step = max(1, self.settings.slice_size)
             for lo in range(0, len(added), step):
                 if len(added) > step:
-                    self._report([event], "deduplicating", lo, len(added))
+                    await self._report(event, "deduplicating", lo, len(added), sink)
                 part = added[lo : lo + step]
                 found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in part))
                 views.update({m.memory_id: list(f) for m, f in zip(part, found, strict=True)})
@@ -499,51 +349,3 @@ class Deriver:
         )
         why = f"no readable content in the conversation: {reasons}"[:2000]
         return _failed(event, "read", "read", why, "none", [])
-
-
-def _add(usage: ModelUsage, answer: object, latency_ms: float) -> ModelUsage:
-    prompt = getattr(answer, "prompt_tokens", 0)
-    completion = getattr(answer, "completion_tokens", 0)
-    return usage.model_copy(
-        update={
-            "attempts": usage.attempts + 1,
-            "latency_ms": usage.latency_ms + latency_ms,
-            "prompt_tokens": usage.prompt_tokens + int(prompt),
-            "completion_tokens": usage.completion_tokens + int(completion),
-        }
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Where one add's derivation stands: ``step`` ("reading", "embedding", "deduplicating"), done of total."""
-
-    step: str
-    done: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What one event will produce, before embedding."""
-
-    event: ConversationRecorded
-    drafts: list[MemoryDraft]
-    retire: dict[str, list[str]]
-    failures: list[DerivationFailed]
-    nothing: DerivationFailed | None
-
-
-def _failed(
-    event: ConversationRecorded, key: str, stage: str, error: str, fallback: str, usage: list[ModelUsage]
-) -> DerivationFailed:
-    return DerivationFailed(
-        **derived_header(event, f"failed:{key}"),
-        cube_id=event.cube_id,
-        origin_event_id=event.event_id,
-        task_id=event.task_id,
-        stage=stage,
-        error=error,
-        fallback=fallback,
-        usage=usage,
-    )

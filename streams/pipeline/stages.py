@@ -28,7 +28,7 @@ from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.pipeline.runner import Stage
 
 if TYPE_CHECKING:
-    from streams.pipeline.derivation import Deriver, Phase
+    from streams.pipeline.derivation import Deriver, Phase, Progress
 
 __all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler"]
 
@@ -71,10 +71,18 @@ class DerivationStage(Stage):
     topics = (CONVERSATIONS,)
     exactly_once = True  # over Kafka: derived events and the input offsets commit in one transaction
 
-    def __init__(self, deriver: Deriver, *, phase: str = "first") -> None:
+    def __init__(self, deriver: Deriver, *, phase: str = "first", emit: Emit | None = None,
+                 progress_steps: int = 10) -> None:
         self.deriver = deriver
         self.phase = phase
         self.name = "deriver" if phase == "first" else "refiner"
+        self.emit = emit
+        """Appends the progress of large adds to their task status (None: progress stays in the final status)."""
+        self.progress_steps = progress_steps
+        """Progress statuses per step of a large add at most (one per tenth by default): deterministic, so a
+        redelivered add republishes the same events (same ids)."""
+        self._published: dict[str, tuple[str, int]] = {}
+        self._last: dict[str, Progress] = {}
 
     def _phase_for(self, event: ConversationRecorded) -> Phase | None:
         refine_later = event.mode == "fine" and event.async_mode == "async"
@@ -92,11 +100,31 @@ class DerivationStage(Stage):
                     by_phase.setdefault(phase, []).append(event)
         out: list[Event] = []
         for phase, events in by_phase.items():
-            derived_all = await self.deriver.derive_many(events, phase=phase)
-            for event, derived in zip(events, derived_all, strict=True):
-                out.extend(derived)
-                out.append(self._task_status(event, derived, phase))
+            try:
+                derived_all = await self.deriver.derive_many(events, phase=phase, progress=self._progress)
+                for event, derived in zip(events, derived_all, strict=True):
+                    out.extend(derived)
+                    out.append(self._task_status(event, derived, phase))
+            finally:
+                for event in events:
+                    self._published.pop(event.task_id, None)
+                    self._last.pop(event.task_id, None)
         return out
+
+    async def _progress(self, event: ConversationRecorded, progress: Progress) -> None:
+        """Publish a large add's progress as an 'in_progress' status (at most one per interval and step)."""
+        self._last[event.task_id] = progress
+        if self.emit is None or progress.total <= self.deriver.settings.slice_size or progress.step == "done":
+            return
+        tick = progress.done * max(1, self.progress_steps) // progress.total
+        if self._published.get(event.task_id) == (progress.step, tick):
+            return
+        self._published[event.task_id] = (progress.step, tick)
+        status = _status(event, task_id=event.task_id, cube_id=event.cube_id, status="in_progress", label="add",
+                         key=event.key, result={"phase": self.phase, "progress": _progress_view(progress)})
+        status = status.model_copy(update={"event_id": derive_id(
+            event.event_id, f"progress:{self.phase}:{progress.step}:{progress.done}")})
+        await self.emit([status])
 
     def _task_status(self, event: ConversationRecorded, derived: list[Event], phase: str) -> TaskStatusChanged:
         final = self.phase == "refine" or not (event.mode == "fine" and event.async_mode == "async")
@@ -108,9 +136,16 @@ class DerivationStage(Stage):
             "phase": phase,
             "errors": errors,
         }
+        last = self._last.get(event.task_id)
+        if last is not None:
+            result["progress"] = _progress_view(last)
         return _status(event, task_id=event.task_id, cube_id=event.cube_id,
                        status="completed" if final else "in_progress", label="add", key=event.key,
                        result=result, error="; ".join(errors) or None)
+
+
+def _progress_view(progress: Progress) -> dict[str, Any]:
+    return {"step": progress.step, "done": progress.done, "total": progress.total}
 
 
 class ProjectionStage(Stage):
