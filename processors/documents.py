@@ -1,4 +1,4 @@
-"""Pure file parsing: bytes + name + mime type -> structured text (md, txt, html, json, pdf, docx), within budgets.
+"""Pure file parsing: bytes + name + mime type -> structured text (md, txt, html, json, pdf, docx, xlsx, pptx), within budgets.
 
 :class:`DocumentBudget` bounds what one document may cost before and while it is parsed: the
 decompressed size and entry count of zip-based formats (docx, xlsx, pptx: declared sizes checked, then
@@ -18,6 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from processors.office import markdown_table, pptx_text, xlsx_text
 from schemas.errors import FetchFailed, OverBudget
 
 __all__ = [
@@ -32,9 +33,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DocumentKind = Literal["markdown", "text", "html", "json", "pdf", "docx"]
+DocumentKind = Literal["markdown", "text", "html", "json", "pdf", "docx", "xlsx", "pptx"]
 
 _DOCX_MIME = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+_XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+_PPTX_MIME = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
 _BY_MIME: dict[str, DocumentKind] = {
     "text/markdown": "markdown",
     "text/x-markdown": "markdown",
@@ -45,6 +48,8 @@ _BY_MIME: dict[str, DocumentKind] = {
     "application/json": "json",
     "application/pdf": "pdf",
     _DOCX_MIME: "docx",
+    _XLSX_MIME: "xlsx",
+    _PPTX_MIME: "pptx",
 }
 _BY_EXT: dict[str, DocumentKind] = {
     "md": "markdown",
@@ -58,6 +63,8 @@ _BY_EXT: dict[str, DocumentKind] = {
     "json": "json",
     "pdf": "pdf",
     "docx": "docx",
+    "xlsx": "xlsx",
+    "pptx": "pptx",
 }
 _GENERIC_MIME = {"", "application/octet-stream", "binary/octet-stream", "application/x-download"}
 
@@ -88,13 +95,16 @@ class ParsedDocument:
 def detect_kind(data: bytes, *, name: str = "", mime: str | None = None) -> DocumentKind | None:
     """Kind of a document from its bytes' magic, its mime type and its file name; None when unsupported.
 
-    Magic bytes win for pdf and docx (a server may send a pdf as octet-stream, or a file may be misnamed);
+    Magic bytes win for pdf and the zip formats (docx, xlsx, pptx) (a server may send a pdf as octet-stream, or a file may be misnamed);
     then a specific mime type, then the file extension; other text that decodes as UTF-8 is read as text.
     """
     if data.startswith(b"%PDF-"):
         return "pdf"
-    if data.startswith(b"PK\x03\x04") and b"word/" in data[:65536]:
-        return "docx"
+    if data.startswith(b"PK\x03\x04"):
+        head = data[:65536]
+        for marker, kind in ((b"word/", "docx"), (b"xl/", "xlsx"), (b"ppt/", "pptx")):
+            if marker in head:
+                return kind  # type: ignore[return-value]
     base = (mime or "").split(";", 1)[0].strip().lower()
     if base in _BY_MIME:
         return _BY_MIME[base]
@@ -126,6 +136,10 @@ def parse_document(
         elif kind == "docx":
             check_zip(data, budget, name=name, kind=kind)
             text = _docx(data)
+        elif kind in ("xlsx", "pptx"):
+            check_zip(data, budget, name=name, kind=kind)
+            reader = xlsx_text if kind == "xlsx" else pptx_text
+            text, pages = reader(data, max_chars=budget.max_chars * 2)
         else:
             raw = _decode(data[: budget.max_chars * 4], mime)
             text = _html(raw) if kind == "html" else _json(raw) if kind == "json" else raw
@@ -303,17 +317,7 @@ def _docx_paragraph(paragraph: Any) -> str:
 
 def _docx_table(table: Any) -> str:
     rows = [[cell.text.strip() for cell in row.cells] for row in table.rows]
-    return _markdown_table(rows)
-
-
-def _markdown_table(rows: list[list[str]]) -> str:
-    if not rows:
-        return ""
-    width = max(len(r) for r in rows)
-    rows = [r + [""] * (width - len(r)) for r in rows]
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * width]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    return "\n".join(lines)
+    return markdown_table(rows)
 
 
 _BLOCKS = {"p", "div", "section", "article", "header", "footer", "main", "blockquote", "pre", "br", "tr"}
@@ -352,7 +356,7 @@ def _html(raw: str) -> str:
                     [" ".join(c.get_text(" ").split()) for c in tr.find_all(["td", "th"])]
                     for tr in child.find_all("tr")
                 ]
-                out.append("\n\n" + _markdown_table(rows) + "\n\n")
+                out.append("\n\n" + markdown_table(rows) + "\n\n")
             elif name in _BLOCKS:
                 out.append("\n\n")
                 walk(child, depth)
