@@ -1,8 +1,10 @@
 """MicroBatcher: one worker thread that merges concurrent embedding requests into bounded model steps.
 
-Requests come in two lanes. Urgent work (search queries) always goes first: after every model step
-the worker takes the urgent lane before anything else, and an urgent step holds only urgent items,
-so a query waits for at most the one bounded step already running, never for a whole ingest batch.
+Requests come in two lanes. Urgent work (search queries) goes first: after every model step the
+worker takes the urgent lane before anything else, and an urgent step holds only urgent items, so a
+query waits for at most the one bounded step already running, never for a whole ingest batch. So that
+a steady stream of queries cannot starve ingest, after ``max_urgent_streak`` urgent steps in a row
+while normal work waits, one small normal step (a quarter of ``max_items``) runs.
 Normal work (passages from adds) is cut into steps of at most ``max_items`` items and ``max_cost``
 cost units (tokens), and waits ``linger_s`` after the first item arrives so that concurrent adds
 share a step; urgent work does not linger (queries that arrive while a step runs share the next).
@@ -63,10 +65,14 @@ class MicroBatcher(Generic[T, P, R]):
         max_items: int = 32,
         max_cost: int = 2048,
         linger_s: float = 0.002,
+        max_urgent_streak: int = 4,
         name: str = "microbatcher",
     ) -> None:
         self._prepare, self._cost, self._run = prepare, cost, run
         self.max_items, self.max_cost, self.linger_s = max(1, max_items), max(1, max_cost), linger_s
+        self.max_urgent_streak = max(1, max_urgent_streak)
+        self._streak = 0
+        """Urgent steps in a row while normal work waited."""
         self._urgent: deque[_Slot[T, P, R]] = deque()
         self._normal: deque[_Slot[T, P, R]] = deque()
         self._normal_since = 0.0
@@ -108,16 +114,21 @@ class MicroBatcher(Generic[T, P, R]):
                     self._cond.wait()
                 if not self._urgent and not self._normal:
                     return
-                if not self._urgent:
-                    deadline = self._normal_since + self.linger_s
-                    while not self._urgent and len(self._normal) < self.max_items and not self._closed:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            break
-                        self._cond.wait(left)
-                lane = self._urgent if self._urgent else self._normal
+                limit = self.max_items
+                if self._urgent and self._normal and self._streak >= self.max_urgent_streak:
+                    lane, limit, self._streak = self._normal, max(1, self.max_items // 4), 0  # no starving
+                else:
+                    if not self._urgent:
+                        deadline = self._normal_since + self.linger_s
+                        while not self._urgent and len(self._normal) < self.max_items and not self._closed:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._cond.wait(left)
+                    lane = self._urgent if self._urgent else self._normal
+                    self._streak = self._streak + 1 if lane is self._urgent and self._normal else 0
                 candidates: list[_Slot[T, P, R]] = []
-                while lane and len(candidates) < self.max_items:
+                while lane and len(candidates) < limit:
                     slot = lane.popleft()
                     if not slot.job.failed:
                         candidates.append(slot)

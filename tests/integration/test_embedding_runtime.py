@@ -175,3 +175,16 @@ async def test_embed_calls_from_many_tasks_are_batched(runtime: E5Runtime) -> No
     results = await asyncio.gather(*[embedder.embed([f"turn {i} of a long chat"]) for i in range(24)])
     assert [len(r.vectors) for r in results] == [1] * 24 and all(r.tokens > 2 for r in results)
     assert runtime.batcher.steps - steps_before < 24
+
+
+def test_a_stream_of_queries_does_not_starve_ingest(gated) -> None:  # type: ignore[no-untyped-def]
+    gate, batcher = gated
+    first = batcher.submit([("q-first", "hello")], urgent=True)
+    assert gate.entered.wait(60)
+    add = batcher.submit([("p0", "an add"), ("p1", "another add")])
+    queries = [batcher.submit([(f"q{i}", f"question {i}")], urgent=True) for i in range(20)]
+    gate.release.set()
+    assert [len(f.result(60)) for f in [first, add, *queries]] == [1, 2, *[1] * 20]
+    urgent = [[f"q{i}" for i in range(n, n + 4)] for n in range(0, 20, 4)]
+    # four urgent steps in a row while the add waits, then one small normal step (max_items // 4 = 1)
+    assert gate.steps == [["q-first"], *urgent[:4], ["p0"], *urgent[4:5], ["p1"]]
