@@ -48,7 +48,7 @@ from streams.replay import catch_up_control, replay_cube
 from streams.settings import AppSettings
 
 if TYPE_CHECKING:
-    from memory_store.kv.store import LocalKVCacheStore
+    from memory_store.kv.base import KVCacheStore
     from memos.application.search import SearchService
     from streams.kv.handoff import WarmHandle
     from streams.kv.worker import KVWarmerStage
@@ -233,7 +233,7 @@ class Runtime:
         return DoorLimits(**self.settings.door.model_dump())
 
     @property
-    def kv_caches(self) -> LocalKVCacheStore | None:
+    def kv_caches(self) -> KVCacheStore | None:
         """The shared store of warm KV caches when this runtime warms them, else None."""
         return self.kv_warmer.store if self.kv_warmer is not None else None
 

@@ -99,7 +99,7 @@ class KVSettings(_Section):
 
     enabled: bool = Field(default=False, description="Run the KV warmer in this process.")
     model: str = Field(default="tiny://llama", description="Chat/cache model path or tiny://<arch>.")
-    budget_bytes: int = Field(default=512 * 1024 * 1024, description="Byte budget shared by all cubes.")
+    budget_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Byte budget shared by all cubes.")
     prefix_tokens: int = Field(default=1024, description="Memory prefix budget per cube in tokens.")
     device: str = Field(default="", description="Device of the KV worker's model (cpu, cuda, cuda:1); empty: CUDA when present.")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from memory_store.kv.base import CacheKey, Eviction, KVCacheStore, WarmCache
 from memory_store.kv.cache import (
     cache_bytes,
     cache_from_layers,
@@ -29,13 +30,14 @@ from memory_store.kv.generation import (
     generate_with_cache,
 )
 from memory_store.kv.room import SpareRoomLayer, claim_view, with_spare_room
-from memory_store.kv.store import CacheKey, Eviction, LocalKVCacheStore, WarmCache
+from memory_store.kv.store import LocalKVCacheStore
 from memory_store.kv.tiny import make_tiny_model
 
 __all__ = [
     "CacheKey",
     "Eviction",
     "Generation",
+    "KVCacheStore",
     "LocalKVCacheStore",
     "SpareRoomLayer",
     "WarmCache",

@@ -16,73 +16,29 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
+from safetensors import SafetensorError
+
+from memory_store.kv.base import CacheKey, Eviction, EvictionReason, KVCacheStore, WarmCache
 from memory_store.kv.cache import cache_bytes, load_caches, save_caches
-from schemas.errors import StoreError
+from schemas.errors import ConfigError, StoreError, ValidationFailed
 
-__all__ = ["CacheKey", "EvictionReason", "Eviction", "LocalKVCacheStore", "WarmCache"]
+__all__ = ["CacheKey", "EvictionReason", "Eviction", "KVCacheStore", "LocalKVCacheStore", "WarmCache"]
 
 logger = logging.getLogger(__name__)
 
-EvictionReason = Literal["budget", "stale", "forgotten", "deleted"]
-
 _INDEX = "kv_store.json"
 _TENSORS = "kv_store.safetensors"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class CacheKey:
-    """Identity of a warm cache: the model it belongs to and the hash of its ordered prefix texts."""
-
-    model_id: str
-    prefix_hash: str
-
-    def __str__(self) -> str:
-        return f"{self.model_id}|{self.prefix_hash}"
-
-
-@dataclass(slots=True)
-class WarmCache:
-    """A prefix cache ready for generation, with what it was built from.
-
-    ``cache`` must never be handed to a model directly: use ``memory_store.kv.cache.shallow_copy`` (or
-    ``generate_with_cache``, which does) so the stored tensors stay unchanged.
-    """
-
-    key: CacheKey
-    cache: Any
-    prefix_ids: tuple[int, ...]
-    memory_ids: tuple[str, ...] = ()
-    prefix_text: str = ""
-    build_ms: float = 0.0
-    cube_ids: set[str] = field(default_factory=set)
-    bytes: int = 0
-
-    @property
-    def tokens(self) -> int:
-        """Prefix length in tokens."""
-        return len(self.prefix_ids)
-
-
-@dataclass(frozen=True, slots=True)
-class Eviction:
-    """A cache left the store for a cube; publish it as ``KVCacheEvicted``."""
-
-    cube_id: str
-    cache_key: str
-    reason: EvictionReason
-    bytes: int = 0
 
 
 class LocalKVCacheStore:
     """LRU of :class:`WarmCache` under one byte budget (``max_bytes``), shared across cubes."""
 
     def __init__(self, max_bytes: int = 2 * 1024**3) -> None:
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be > 0, got {max_bytes!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+            raise ConfigError(f"KV cache store max_bytes (kv.budget_bytes) must be a positive integer, "
+                              f"not {max_bytes!r}")
         self.max_bytes = max_bytes
         self._entries: OrderedDict[CacheKey, WarmCache] = OrderedDict()
         self._current: dict[tuple[str, str], CacheKey] = {}
@@ -113,7 +69,7 @@ class LocalKVCacheStore:
         uses it; least recently used caches are evicted as ``budget`` until the total fits.
         Raises StoreError when the cache alone is larger than the whole budget.
         """
-        size = entry.bytes or cache_bytes(entry.cache)
+        size = _checked_size(entry, cube_id)
         if size > self.max_bytes:
             raise StoreError(
                 f"cache {str(entry.key)!r} of {size} bytes exceeds the store budget of {self.max_bytes}"
@@ -236,19 +192,39 @@ class LocalKVCacheStore:
             index = json.loads((source / _INDEX).read_text(encoding="utf-8"))
             layouts = {e["name"]: e["layout"] for e in index["entries"]}
             caches = load_caches(source / _TENSORS, layouts, device=device) if layouts else {}
-        except (OSError, ValueError, KeyError) as exc:
-            raise StoreError(f"cannot load KV caches from {str(source)!r}: {exc}") from exc
-        evicted: list[Eviction] = []
-        for e in index["entries"]:
-            key = CacheKey(e["model_id"], e["prefix_hash"])
-            for cube in e["current_for"] or [""]:
-                entry = WarmCache(
-                    key=key,
+            loaded = [
+                (cube, WarmCache(
+                    key=CacheKey(str(e["model_id"]), str(e["prefix_hash"])),
                     cache=caches[e["name"]],
-                    prefix_ids=tuple(e["prefix_ids"]),
-                    memory_ids=tuple(e["memory_ids"]),
-                    prefix_text=e["prefix_text"],
+                    prefix_ids=tuple(int(i) for i in e["prefix_ids"]),
+                    memory_ids=tuple(str(m) for m in e["memory_ids"]),
+                    prefix_text=str(e["prefix_text"]),
                     build_ms=float(e["build_ms"]),
-                )
-                evicted += self.put(entry, cube_id=cube)
+                ))
+                for e in index["entries"]
+                for cube in e["current_for"] or [""]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as exc:
+            raise StoreError(f"cannot load KV caches from {str(source)!r}: {exc!r}") from exc
+        evicted: list[Eviction] = []
+        for cube, entry in loaded:
+            evicted += self.put(entry, cube_id=cube)
         return evicted
+
+
+def _checked_size(entry: object, cube_id: object) -> int:
+    """The bytes of a well-formed entry; ValidationFailed naming what is wrong otherwise."""
+    if not isinstance(entry, WarmCache):
+        raise ValidationFailed(f"a KV cache store holds WarmCache entries, not {type(entry).__name__}",
+                               field="entry")
+    if not isinstance(cube_id, str):
+        raise ValidationFailed(f"cube_id must be a string, not {type(cube_id).__name__}", field="cube_id")
+    if not isinstance(entry.key, CacheKey) or not entry.key.model_id or not entry.key.prefix_hash:
+        raise ValidationFailed(f"entry key must be a CacheKey with a model id and a prefix hash, not "
+                               f"{entry.key!r}", field="entry.key")
+    if entry.bytes:
+        return entry.bytes
+    try:
+        return cache_bytes(entry.cache)
+    except TypeError as exc:
+        raise ValidationFailed(f"entry.cache is not a KV cache: {exc}", field="entry.cache") from None

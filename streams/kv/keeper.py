@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from memory_store.kv.store import CacheKey, Eviction, LocalKVCacheStore, WarmCache
+from memory_store.kv.base import CacheKey, Eviction, KVCacheStore, WarmCache
 from processors.kv_warmer import (
     MemoryCandidate,
     WarmComposition,
@@ -77,7 +77,7 @@ class WarmCacheKeeper:
 
     def __init__(
         self,
-        store: LocalKVCacheStore,
+        store: KVCacheStore,
         policy: WarmPolicy,
         *,
         home: Path,

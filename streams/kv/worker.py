@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from memory_store.base import GraphStore
 from memory_store.embedding.base import Embedder
+from memory_store.kv.base import KVCacheStore
 from memory_store.kv.store import LocalKVCacheStore
 from processors.kv_warmer import WarmPolicy
 from schemas.envelope import Envelope, Position
@@ -125,7 +126,7 @@ class KVWarmerStage(Stage):
         self.quiet_s, self.max_delay_s, self.sweep_s = quiet_s, max_delay_s, sweep_s
         self.retrieval_k = retrieval_k
         self.projector_group, self.projector_timeout_s = projector_group, projector_timeout_s
-        self.store = LocalKVCacheStore(kv.budget_bytes)
+        self.store: KVCacheStore = LocalKVCacheStore(kv.budget_bytes)
         self.keeper = WarmCacheKeeper(
             self.store,
             WarmPolicy(token_budget=kv.prefix_tokens),
