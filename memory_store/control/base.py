@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Generic, Literal, Self, TypeVar
 
 from schemas.envelope import Position
 from schemas.events import (
@@ -19,6 +19,8 @@ from schemas.events import (
     CubeForgotten,
     CubeShared,
     Event,
+    TaskStatusChanged,
+    TaskSubmitted,
     UserCreated,
     UserForgotten,
 )
@@ -28,6 +30,7 @@ __all__ = [
     "CONTROL_TOPICS",
     "FINISHED",
     "Access",
+    "ControlEventWriter",
     "ControlStore",
     "CubeAccess",
     "CubeInfo",
@@ -49,6 +52,82 @@ Access = Literal["owner", "write", "read", "none"]
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 """Task statuses a task never leaves (a late 'waiting' or 'in_progress' does not reopen it)."""
 CONTROL_TOPICS = (REGISTRY, TASKS)
+
+R = TypeVar("R")
+
+
+class ControlEventWriter(ABC, Generic[R]):
+    """One engine's writes for each registry and task event; ``write`` picks the method (others: ``ignored``).
+
+    Adapters implement one method per event type, so the set of events the control projection handles
+    is listed once, here. ``R`` is what a write returns (None for SQLite statements run in place, an
+    awaitable list of queued commands for FalkorDB).
+    """
+
+    def write(self, event: Event) -> R:
+        """Dispatch ``event`` to its method."""
+        match event:
+            case UserCreated():
+                return self.user_created(event)
+            case UserForgotten():
+                return self.user_forgotten(event)
+            case CubeCreated():
+                return self.cube_created(event)
+            case CubeShared():
+                return self.cube_shared(event)
+            case CubeForgotten():
+                return self.cube_forgotten(event)
+            case ApiKeyIssued():
+                return self.api_key_issued(event)
+            case ApiKeyRevoked():
+                return self.api_key_revoked(event)
+            case TaskSubmitted():
+                return self.task_submitted(event)
+            case TaskStatusChanged():
+                return self.task_status_changed(event)
+            case _:
+                return self.ignored(event)
+
+    @abstractmethod
+    def user_created(self, event: UserCreated) -> R:
+        """Insert the user, or update its name and role (keeping its creation time)."""
+
+    @abstractmethod
+    def user_forgotten(self, event: UserForgotten) -> R:
+        """Delete the user, the cubes it owns (with their shares and tasks), its shares, keys and tasks."""
+
+    @abstractmethod
+    def cube_created(self, event: CubeCreated) -> R:
+        """Insert the cube unless it exists (the first creation wins)."""
+
+    @abstractmethod
+    def cube_shared(self, event: CubeShared) -> R:
+        """Set a user's access to a cube (``none`` removes the share)."""
+
+    @abstractmethod
+    def cube_forgotten(self, event: CubeForgotten) -> R:
+        """Delete the cube, its shares and its tasks."""
+
+    @abstractmethod
+    def api_key_issued(self, event: ApiKeyIssued) -> R:
+        """Insert the key's hash unless the key id exists."""
+
+    @abstractmethod
+    def api_key_revoked(self, event: ApiKeyRevoked) -> R:
+        """Mark the key revoked."""
+
+    @abstractmethod
+    def task_submitted(self, event: TaskSubmitted) -> R:
+        """Insert the task as waiting, or fill in its user and content once (a status may come first)."""
+
+    @abstractmethod
+    def task_status_changed(self, event: TaskStatusChanged) -> R:
+        """Set the task's status, error and result, except that a finished task (``FINISHED``) never goes
+        back to waiting or in progress (the two phases of a fine add commit in separate groups)."""
+
+    @abstractmethod
+    def ignored(self, event: Event) -> R:
+        """An event the control projection does not keep (nothing to write)."""
 
 
 def projection_of(topic: str) -> Literal["access", "tasks"]:

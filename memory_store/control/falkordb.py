@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from memory_store.control.base import (
     FINISHED,
+    ControlEventWriter,
     ControlStore,
     CubeAccess,
     CubeInfo,
@@ -28,20 +29,9 @@ from memory_store.control.base import (
     projection_of,
 )
 from memory_store.graph.falkordb import map_falkordb_errors
+from schemas import events as ev
 from schemas.envelope import Position
 from schemas.errors import ConfigError, StoreError
-from schemas.events import (
-    ApiKeyIssued,
-    ApiKeyRevoked,
-    CubeCreated,
-    CubeForgotten,
-    CubeShared,
-    Event,
-    TaskStatusChanged,
-    TaskSubmitted,
-    UserCreated,
-    UserForgotten,
-)
 
 __all__ = ["FalkorDBControlStore"]
 
@@ -49,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 _SCHEMES = {"falkordb", "falkor", "redis"}
 _MAX_TX_RETRIES = 50
+
+Write = tuple[str, tuple[Any, ...]]
+"""A Redis command and its arguments, queued in the record's transaction."""
 
 
 class FalkorDBControlStore(ControlStore):
@@ -118,14 +111,14 @@ class FalkorDBControlStore(ControlStore):
 
     # --- apply ----------------------------------------------------------------------------------------
 
-    async def apply(self, batch: Sequence[tuple[Event, Position]]) -> int:
+    async def apply(self, batch: Sequence[tuple[ev.Event, Position]]) -> int:
         applied = 0
         with map_falkordb_errors("apply"):
             for event, position in batch:
                 applied += await self._apply_one(event, position)
         return applied
 
-    async def _apply_one(self, event: Event, position: Position) -> int:
+    async def _apply_one(self, event: ev.Event, position: Position) -> int:
         from redis.exceptions import WatchError
 
         marks, field = self._k("checkpoints"), _mark(position.topic, position.partition)
@@ -137,7 +130,7 @@ class FalkorDBControlStore(ControlStore):
                     if current is not None and position.offset <= int(current):
                         await pipe.unwatch()
                         return 0
-                    writes = await self._plan(pipe, event)
+                    writes = await _Plan(self, pipe).write(event)
                     pipe.multi()
                     for command, args in writes:
                         getattr(pipe, command)(*args)
@@ -152,81 +145,9 @@ class FalkorDBControlStore(ControlStore):
         raw = await pipe.get(self._k(*parts))
         return None if raw is None else dict(json.loads(raw))
 
-    async def _plan(self, pipe: Any, event: Event) -> list[tuple[str, tuple[Any, ...]]]:
-        """Read what the event's writes depend on (under WATCH) and return the writes to queue."""
-        at = event.occurred_at.isoformat()
-        w: list[tuple[str, tuple[Any, ...]]] = []
-        k = self._k
-        match event:
-            case UserCreated():
-                old = await self._get(pipe, "user", event.user_id)
-                record = {"user_id": event.user_id, "user_name": event.user_name, "role": event.role,
-                          "created_at": old["created_at"] if old else at}
-                w += [("set", (k("user", event.user_id), json.dumps(record))), ("sadd", (k("users"), event.user_id))]
-            case UserForgotten():
-                uid = event.user_id
-                for cube_id in await pipe.smembers(k("owned", uid)):
-                    w += await self._drop_cube(pipe, cube_id)
-                for cube_id in await pipe.smembers(k("shared", uid)):
-                    w.append(("hdel", (k("shares", cube_id), uid)))
-                for key_id in await pipe.smembers(k("keys", uid)):
-                    w.append(("delete", (k("key", key_id),)))
-                for task_id in await pipe.smembers(k("tasks", "user", uid)):
-                    w += await self._drop_task(pipe, task_id)
-                w += [("delete", (k("user", uid), k("owned", uid), k("shared", uid), k("keys", uid),
-                                  k("tasks", "user", uid))), ("srem", (k("users"), uid))]
-            case CubeCreated():
-                if await pipe.exists(k("cube", event.cube_id)):
-                    return w
-                record = {"cube_id": event.cube_id, "owner_id": event.owner_id, "cube_name": event.cube_name,
-                          "config": event.config, "created_at": at}
-                w += [("set", (k("cube", event.cube_id), json.dumps(record))),
-                      ("sadd", (k("cubes"), event.cube_id)), ("sadd", (k("owned", event.owner_id), event.cube_id))]
-            case CubeShared():
-                if event.access == "none":
-                    w += [("hdel", (k("shares", event.cube_id), event.user_id)),
-                          ("srem", (k("shared", event.user_id), event.cube_id))]
-                else:
-                    w += [("hset", (k("shares", event.cube_id), event.user_id, event.access)),
-                          ("sadd", (k("shared", event.user_id), event.cube_id))]
-            case CubeForgotten():
-                w += await self._drop_cube(pipe, event.cube_id)
-            case ApiKeyIssued():
-                if await pipe.exists(k("key", event.key_id)):
-                    return w
-                record = {"key_id": event.key_id, "user_id": event.user_id, "key_hash": event.key_hash,
-                          "name": event.name, "revoked": False}
-                w += [("set", (k("key", event.key_id), json.dumps(record))),
-                      ("sadd", (k("keys", event.user_id), event.key_id))]
-            case ApiKeyRevoked():
-                old = await self._get(pipe, "key", event.key_id)
-                if old is not None:
-                    w.append(("set", (k("key", event.key_id), json.dumps({**old, "revoked": True}))))
-            case TaskSubmitted():
-                old = await self._get(pipe, "task", event.task_id)
-                if old is not None and old["user_id"]:
-                    return w
-                record = old or {"task_id": event.task_id, "cube_id": event.cube_id, "label": event.label,
-                                 "business_task_id": event.business_task_id, "status": "waiting", "error": None,
-                                 "result": {}, "updated_at": at}
-                record.update(user_id=event.user_id, content=event.content, submitted_at=at)
-                w += self._put_task(record)
-            case TaskStatusChanged():
-                old = await self._get(pipe, "task", event.task_id)
-                if old is not None and old["status"] in FINISHED and event.status in ("waiting", "in_progress"):
-                    return w
-                record = old or {"task_id": event.task_id, "cube_id": event.cube_id, "user_id": "",
-                                 "label": event.label, "business_task_id": event.business_task_id,
-                                 "content": "", "submitted_at": at}
-                record.update(status=event.status, error=event.error, result=event.result, updated_at=at)
-                w += self._put_task(record)
-            case _:
-                pass
-        return w
-
-    def _put_task(self, record: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+    def _put_task(self, record: dict[str, Any]) -> list[Write]:
         k, tid = self._k, record["task_id"]
-        w: list[tuple[str, tuple[Any, ...]]] = [("set", (k("task", tid), json.dumps(record))),
+        w: list[Write] = [("set", (k("task", tid), json.dumps(record))),
                                                  ("sadd", (k("tasks", "all"), tid)),
                                                  ("sadd", (k("tasks", "cube", record["cube_id"]), tid))]
         if record["user_id"]:
@@ -235,10 +156,10 @@ class FalkorDBControlStore(ControlStore):
             w.append(("sadd", (k("tasks", "business", record["business_task_id"]), tid)))
         return w
 
-    async def _drop_task(self, pipe: Any, task_id: str) -> list[tuple[str, tuple[Any, ...]]]:
+    async def _drop_task(self, pipe: Any, task_id: str) -> list[Write]:
         k = self._k
         old = await self._get(pipe, "task", task_id)
-        w: list[tuple[str, tuple[Any, ...]]] = [("delete", (k("task", task_id),)), ("srem", (k("tasks", "all"), task_id))]
+        w: list[Write] = [("delete", (k("task", task_id),)), ("srem", (k("tasks", "all"), task_id))]
         if old is not None:
             w.append(("srem", (k("tasks", "cube", old["cube_id"]), task_id)))
             if old["user_id"]:
@@ -247,9 +168,9 @@ class FalkorDBControlStore(ControlStore):
                 w.append(("srem", (k("tasks", "business", old["business_task_id"]), task_id)))
         return w
 
-    async def _drop_cube(self, pipe: Any, cube_id: str) -> list[tuple[str, tuple[Any, ...]]]:
+    async def _drop_cube(self, pipe: Any, cube_id: str) -> list[Write]:
         k = self._k
-        w: list[tuple[str, tuple[Any, ...]]] = []
+        w: list[Write] = []
         old = await self._get(pipe, "cube", cube_id)
         if old is not None:
             w.append(("srem", (k("owned", old["owner_id"]), cube_id)))
@@ -363,3 +284,91 @@ def _task(r: dict[str, Any]) -> TaskInfo:
                     business_task_id=r["business_task_id"], status=r["status"], error=r["error"],
                     result=dict(r["result"]), content=r["content"], submitted_at=r["submitted_at"],
                     updated_at=r["updated_at"])
+
+
+class _Plan(ControlEventWriter[Awaitable[list[Write]]]):
+    """Reads what each event's writes depend on (under WATCH) and returns the writes to queue."""
+
+    def __init__(self, store: FalkorDBControlStore, pipe: Any) -> None:
+        self.store, self.pipe, self.k = store, pipe, store._k
+
+    async def user_created(self, event: ev.UserCreated) -> list[Write]:
+        old = await self.store._get(self.pipe, "user", event.user_id)
+        record = {"user_id": event.user_id, "user_name": event.user_name, "role": event.role,
+                  "created_at": old["created_at"] if old else event.occurred_at.isoformat()}
+        return [("set", (self.k("user", event.user_id), json.dumps(record))),
+                ("sadd", (self.k("users"), event.user_id))]
+
+    async def user_forgotten(self, event: ev.UserForgotten) -> list[Write]:
+        k, pipe, uid = self.k, self.pipe, event.user_id
+        w: list[Write] = []
+        for cube_id in await pipe.smembers(k("owned", uid)):
+            w += await self.store._drop_cube(pipe, cube_id)
+        for cube_id in await pipe.smembers(k("shared", uid)):
+            w.append(("hdel", (k("shares", cube_id), uid)))
+        for key_id in await pipe.smembers(k("keys", uid)):
+            w.append(("delete", (k("key", key_id),)))
+        for task_id in await pipe.smembers(k("tasks", "user", uid)):
+            w += await self.store._drop_task(pipe, task_id)
+        return [*w, ("delete", (k("user", uid), k("owned", uid), k("shared", uid), k("keys", uid),
+                                k("tasks", "user", uid))), ("srem", (k("users"), uid))]
+
+    async def cube_created(self, event: ev.CubeCreated) -> list[Write]:
+        k = self.k
+        if await self.pipe.exists(k("cube", event.cube_id)):
+            return []
+        record = {"cube_id": event.cube_id, "owner_id": event.owner_id, "cube_name": event.cube_name,
+                  "config": event.config, "created_at": event.occurred_at.isoformat()}
+        return [("set", (k("cube", event.cube_id), json.dumps(record))),
+                ("sadd", (k("cubes"), event.cube_id)), ("sadd", (k("owned", event.owner_id), event.cube_id))]
+
+    async def cube_shared(self, event: ev.CubeShared) -> list[Write]:
+        k = self.k
+        if event.access == "none":
+            return [("hdel", (k("shares", event.cube_id), event.user_id)),
+                    ("srem", (k("shared", event.user_id), event.cube_id))]
+        return [("hset", (k("shares", event.cube_id), event.user_id, event.access)),
+                ("sadd", (k("shared", event.user_id), event.cube_id))]
+
+    async def cube_forgotten(self, event: ev.CubeForgotten) -> list[Write]:
+        return await self.store._drop_cube(self.pipe, event.cube_id)
+
+    async def api_key_issued(self, event: ev.ApiKeyIssued) -> list[Write]:
+        k = self.k
+        if await self.pipe.exists(k("key", event.key_id)):
+            return []
+        record = {"key_id": event.key_id, "user_id": event.user_id, "key_hash": event.key_hash,
+                  "name": event.name, "revoked": False}
+        return [("set", (k("key", event.key_id), json.dumps(record))),
+                ("sadd", (k("keys", event.user_id), event.key_id))]
+
+    async def api_key_revoked(self, event: ev.ApiKeyRevoked) -> list[Write]:
+        old = await self.store._get(self.pipe, "key", event.key_id)
+        if old is None:
+            return []
+        return [("set", (self.k("key", event.key_id), json.dumps({**old, "revoked": True})))]
+
+    async def task_submitted(self, event: ev.TaskSubmitted) -> list[Write]:
+        at = event.occurred_at.isoformat()
+        old = await self.store._get(self.pipe, "task", event.task_id)
+        if old is not None and old["user_id"]:
+            return []
+        record = old or {"task_id": event.task_id, "cube_id": event.cube_id, "label": event.label,
+                         "business_task_id": event.business_task_id, "status": "waiting", "error": None,
+                         "result": {}, "updated_at": at}
+        record.update(user_id=event.user_id, content=event.content, submitted_at=at)
+        return self.store._put_task(record)
+
+    async def task_status_changed(self, event: ev.TaskStatusChanged) -> list[Write]:
+        at = event.occurred_at.isoformat()
+        old = await self.store._get(self.pipe, "task", event.task_id)
+        if old is not None and old["status"] in FINISHED and event.status in ("waiting", "in_progress"):
+            return []
+        record = old or {"task_id": event.task_id, "cube_id": event.cube_id, "user_id": "",
+                         "label": event.label, "business_task_id": event.business_task_id,
+                         "content": "", "submitted_at": at}
+        record.update(status=event.status, error=event.error, result=event.result, updated_at=at)
+        return self.store._put_task(record)
+
+    async def ignored(self, event: ev.Event) -> list[Write]:
+        return []

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from memory_store.control.base import (
     FINISHED,
+    ControlEventWriter,
     ControlStore,
     CubeAccess,
     CubeInfo,
@@ -28,19 +29,8 @@ from memory_store.control.base import (
     projection_of,
 )
 from memory_store.embedded.db import EmbeddedDatabase, sqlite_path
+from schemas import events as ev
 from schemas.envelope import Position
-from schemas.events import (
-    ApiKeyIssued,
-    ApiKeyRevoked,
-    CubeCreated,
-    CubeForgotten,
-    CubeShared,
-    Event,
-    TaskStatusChanged,
-    TaskSubmitted,
-    UserCreated,
-    UserForgotten,
-)
 
 __all__ = ["SQLiteControlStore"]
 
@@ -112,10 +102,10 @@ class SQLiteControlStore(ControlStore):
 
         await self._run(wipe)
 
-    async def apply(self, batch: Sequence[tuple[Event, Position]]) -> int:
+    async def apply(self, batch: Sequence[tuple[ev.Event, Position]]) -> int:
         return await self._run(lambda: self._apply_sync(batch))
 
-    def _apply_sync(self, batch: Sequence[tuple[Event, Position]]) -> int:
+    def _apply_sync(self, batch: Sequence[tuple[ev.Event, Position]]) -> int:
         applied = 0
         with self.db.write() as conn:
             marks: dict[tuple[str, str, int], int | None] = {}
@@ -126,7 +116,7 @@ class SQLiteControlStore(ControlStore):
                 mark = marks[key]
                 if mark is not None and position.offset <= mark:
                     continue
-                _write(conn, event)
+                _Writes(conn).write(event)
                 marks[key] = position.offset
                 applied += 1
                 self.db.set_checkpoint_in(conn, *key, position.offset)
@@ -210,68 +200,80 @@ def _drop_cube(conn: sqlite3.Connection, cube_id: str) -> None:
     conn.execute("DELETE FROM tasks WHERE cube_id=?", (cube_id,))
 
 
-def _write(conn: sqlite3.Connection, event: Event) -> None:
-    at = event.occurred_at.isoformat()
-    match event:
-        case UserCreated():
-            conn.execute(
-                "INSERT INTO users VALUES (?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET "
-                "user_name=excluded.user_name, role=excluded.role",
-                (event.user_id, event.user_name, event.role, at),
+class _Writes(ControlEventWriter[None]):
+    """Each control event's statements, run in the caller's write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def user_created(self, event: ev.UserCreated) -> None:
+        self.conn.execute(
+            "INSERT INTO users VALUES (?,?,?,?) ON CONFLICT (user_id) DO UPDATE SET "
+            "user_name=excluded.user_name, role=excluded.role",
+            (event.user_id, event.user_name, event.role, event.occurred_at.isoformat()),
+        )
+
+    def user_forgotten(self, event: ev.UserForgotten) -> None:
+        conn = self.conn
+        owned = [r[0] for r in conn.execute("SELECT cube_id FROM cubes WHERE owner_id=?", (event.user_id,))]
+        for cube_id in owned:
+            _drop_cube(conn, cube_id)
+        conn.execute("DELETE FROM users WHERE user_id=?", (event.user_id,))
+        conn.execute("DELETE FROM shares WHERE user_id=?", (event.user_id,))
+        conn.execute("DELETE FROM api_keys WHERE user_id=?", (event.user_id,))
+        conn.execute("DELETE FROM tasks WHERE user_id=?", (event.user_id,))
+
+    def cube_created(self, event: ev.CubeCreated) -> None:
+        self.conn.execute(
+            "INSERT INTO cubes VALUES (?,?,?,?,?) ON CONFLICT (cube_id) DO NOTHING",
+            (event.cube_id, event.owner_id, event.cube_name, json.dumps(event.config), event.occurred_at.isoformat()),
+        )
+
+    def cube_shared(self, event: ev.CubeShared) -> None:
+        if event.access == "none":
+            self.conn.execute("DELETE FROM shares WHERE cube_id=? AND user_id=?", (event.cube_id, event.user_id))
+        else:
+            self.conn.execute(
+                "INSERT INTO shares VALUES (?,?,?) ON CONFLICT (cube_id, user_id) DO UPDATE SET "
+                "access=excluded.access",
+                (event.cube_id, event.user_id, event.access),
             )
-        case UserForgotten():
-            owned = [r[0] for r in conn.execute("SELECT cube_id FROM cubes WHERE owner_id=?", (event.user_id,))]
-            for cube_id in owned:
-                _drop_cube(conn, cube_id)
-            conn.execute("DELETE FROM users WHERE user_id=?", (event.user_id,))
-            conn.execute("DELETE FROM shares WHERE user_id=?", (event.user_id,))
-            conn.execute("DELETE FROM api_keys WHERE user_id=?", (event.user_id,))
-            conn.execute("DELETE FROM tasks WHERE user_id=?", (event.user_id,))
-        case CubeCreated():
-            conn.execute(
-                "INSERT INTO cubes VALUES (?,?,?,?,?) ON CONFLICT (cube_id) DO NOTHING",
-                (event.cube_id, event.owner_id, event.cube_name, json.dumps(event.config), at),
-            )
-        case CubeShared():
-            if event.access == "none":
-                conn.execute("DELETE FROM shares WHERE cube_id=? AND user_id=?", (event.cube_id, event.user_id))
-            else:
-                conn.execute(
-                    "INSERT INTO shares VALUES (?,?,?) ON CONFLICT (cube_id, user_id) DO UPDATE SET "
-                    "access=excluded.access",
-                    (event.cube_id, event.user_id, event.access),
-                )
-        case CubeForgotten():
-            _drop_cube(conn, event.cube_id)
-        case ApiKeyIssued():
-            conn.execute(
-                "INSERT INTO api_keys VALUES (?,?,?,?,0) ON CONFLICT (key_id) DO NOTHING",
-                (event.key_id, event.user_id, event.key_hash, event.name),
-            )
-        case ApiKeyRevoked():
-            conn.execute("UPDATE api_keys SET revoked=1 WHERE key_id=?", (event.key_id,))
-        case TaskSubmitted():
-            conn.execute(
-                "INSERT INTO tasks VALUES (?,?,?,?,?,'waiting',NULL,'{}',?,?,?) ON CONFLICT (task_id) DO UPDATE SET "
-                "user_id=excluded.user_id, content=excluded.content, submitted_at=excluded.submitted_at "
-                "WHERE tasks.user_id=''",
-                (event.task_id, event.cube_id, event.user_id, event.label, event.business_task_id,
-                 event.content, at, at),
-            )
-        case TaskStatusChanged():
-            # the two phases of an async fine add run in separate consumer groups, so the refiner's
-            # "completed" can reach the log before the first phase's "in_progress": a finished task
-            # never goes back to an unfinished state
-            conn.execute(
-                "INSERT INTO tasks VALUES (?,?,'',?,?,?,?,?,'',?,?) ON CONFLICT (task_id) DO UPDATE SET "
-                "status=excluded.status, error=excluded.error, result=excluded.result, "
-                f"updated_at=excluded.updated_at WHERE NOT (tasks.status IN ({_FINISHED_SQL}) AND "
-                "excluded.status IN ('waiting', 'in_progress'))",
-                (event.task_id, event.cube_id, event.label, event.business_task_id, event.status,
-                 event.error, json.dumps(event.result), at, at),
-            )
-        case _:
-            pass
+
+    def cube_forgotten(self, event: ev.CubeForgotten) -> None:
+        _drop_cube(self.conn, event.cube_id)
+
+    def api_key_issued(self, event: ev.ApiKeyIssued) -> None:
+        self.conn.execute(
+            "INSERT INTO api_keys VALUES (?,?,?,?,0) ON CONFLICT (key_id) DO NOTHING",
+            (event.key_id, event.user_id, event.key_hash, event.name),
+        )
+
+    def api_key_revoked(self, event: ev.ApiKeyRevoked) -> None:
+        self.conn.execute("UPDATE api_keys SET revoked=1 WHERE key_id=?", (event.key_id,))
+
+    def task_submitted(self, event: ev.TaskSubmitted) -> None:
+        at = event.occurred_at.isoformat()
+        self.conn.execute(
+            "INSERT INTO tasks VALUES (?,?,?,?,?,'waiting',NULL,'{}',?,?,?) ON CONFLICT (task_id) DO UPDATE SET "
+            "user_id=excluded.user_id, content=excluded.content, submitted_at=excluded.submitted_at "
+            "WHERE tasks.user_id=''",
+            (event.task_id, event.cube_id, event.user_id, event.label, event.business_task_id,
+             event.content, at, at),
+        )
+
+    def task_status_changed(self, event: ev.TaskStatusChanged) -> None:
+        at = event.occurred_at.isoformat()
+        self.conn.execute(
+            "INSERT INTO tasks VALUES (?,?,'',?,?,?,?,?,'',?,?) ON CONFLICT (task_id) DO UPDATE SET "
+            "status=excluded.status, error=excluded.error, result=excluded.result, "
+            f"updated_at=excluded.updated_at WHERE NOT (tasks.status IN ({_FINISHED_SQL}) AND "
+            "excluded.status IN ('waiting', 'in_progress'))",
+            (event.task_id, event.cube_id, event.label, event.business_task_id, event.status,
+             event.error, json.dumps(event.result), at, at),
+        )
+
+    def ignored(self, event: ev.Event) -> None:
+        return None
 
 
 def _user(r: sqlite3.Row) -> UserInfo:
