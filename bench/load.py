@@ -75,6 +75,8 @@ class Phase:
     statuses: dict[int, int] = field(default_factory=dict)
     errors_5xx: int = 0
     backpressure: int = 0
+    cpu_s: float | None = None
+    """Server CPU seconds during the phase (a figure that other load on the machine barely moves)."""
     acked: list[tuple[str, str]] = field(default_factory=list)
     """(user, token) of every acknowledged add."""
 
@@ -96,6 +98,11 @@ def p95(values: list[float]) -> float:
 
 def p50(values: list[float]) -> float:
     return sorted(values)[len(values) // 2] if values else 0.0
+
+
+def query(n: int) -> str:
+    """A search query; mostly different each time, so no cache of query vectors flatters the figures."""
+    return f"What did we say about the {TOPICS[n % len(TOPICS)]} and the {' and the '.join(random.sample(WORDS, 2))}?"
 
 
 def free_port() -> int:
@@ -179,6 +186,14 @@ class Server:
                 await asyncio.sleep(0.5)  # polling a child process's start-up, not synchronising work
         raise TimeoutError(f"the server did not answer /healthz within {timeout_s:g}s")
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server process used so far; None where /proc is not there."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -235,7 +250,7 @@ class Bench:
         async def searching() -> None:
             n = 0
             while time.monotonic() < deadline:
-                await self.search(phase, user, f"What did we say about the {TOPICS[n % len(TOPICS)]}?")
+                await self.search(phase, user, query(n))
                 n += 1
 
         await asyncio.gather(adding(), searching())
@@ -268,6 +283,11 @@ class Bench:
         return sum(1 for _, token in acked if token not in found)
 
 
+def _since(server: Server, before: float | None) -> float | None:
+    now = server.cpu_s()
+    return None if now is None or before is None else round(now - before, 2)
+
+
 async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="memos-bench-load-"))
     server = Server(home, port or free_port(), ["localhost"])
@@ -281,22 +301,28 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
         for n, user in enumerate(users):
             await bench.add(seed, user, f"{user} booked the {TOPICS[n % len(TOPICS)]} for Friday.", sync=True)
         idle = Phase("idle")
+        cpu = server.cpu_s()
         deadline = time.monotonic() + min(seconds, 20.0)
         n = 0
         while time.monotonic() < deadline and n < 200:
-            await bench.search(idle, users[n % len(users)], f"What about the {TOPICS[n % len(TOPICS)]}?")
+            await bench.search(idle, users[n % len(users)], query(n))
             n += 1
+        idle.cpu_s = _since(server, cpu)
         phases.append(idle)
         load = Phase("load")
+        cpu = server.cpu_s()
         deadline = time.monotonic() + seconds
         await asyncio.gather(*(bench.client(load, u, deadline) for u in users))
+        load.cpu_s = _since(server, cpu)
         phases.append(load)
         if hostile:
             with nul_file_server() as files_url:
                 bad = Phase("hostile")
+                cpu = server.cpu_s()
                 deadline = time.monotonic() + seconds
                 await asyncio.gather(bench.hostile(bad, "hostile", files_url),
                                      *(bench.client(bad, u, deadline) for u in users))  # fmt: skip
+                bad.cpu_s = _since(server, cpu)
                 phases.append(bad)
                 lost = await bench.lost([a for p in phases for a in p.acked])
         else:
@@ -312,6 +338,7 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
         "search_p95_hostile_ms": round(p95(by["hostile"].search_ms), 1) if "hostile" in by else None,
         "async_ack_p95_ms": round(p95([m for p in phases for m in p.add_ms["async"]]), 1),
         "sync_add_p95_ms": round(p95([m for p in phases for m in p.add_ms["sync"]]), 1),
+        "server_cpu_ms_per_request": {p.name: _per_request(p) for p in phases},
         "errors_5xx": sum(p.errors_5xx for p in phases),
         "backpressure": sum(p.backpressure for p in phases),
         "lost_acks": lost,
@@ -322,6 +349,12 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
     result["targets"] = targets(result)
     result["passed"] = all(v for v in result["targets"].values() if v is not None)
     return result
+
+
+def _per_request(phase: Phase) -> float | None:
+    """Server CPU per request of a phase (searches and adds), in ms."""
+    requests = len(phase.search_ms) + sum(len(v) for v in phase.add_ms.values())
+    return None if phase.cpu_s is None or not requests else round(phase.cpu_s * 1000 / requests, 1)
 
 
 def targets(result: dict[str, Any]) -> dict[str, bool | None]:
@@ -348,11 +381,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = asyncio.run(run(args.clients, args.seconds, args.hostile, args.port))
-    header = f"{'phase':<8} {'searches':>8} {'p50 ms':>8} {'p95 ms':>8} {'sync p95':>9} {'async p95':>10} {'5xx':>4} {'429/503':>8}"
+    header = (f"{'phase':<8} {'searches':>8} {'p50 ms':>8} {'p95 ms':>8} {'adds':>5} {'sync p95':>9} "
+              f"{'async p95':>10} {'5xx':>4} {'429/503':>8} {'cpu s':>6}")  # fmt: skip
     print(header)
     for p in result.pop("phases"):
-        print(f"{p.name:<8} {len(p.search_ms):>8} {p50(p.search_ms):>8.1f} {p95(p.search_ms):>8.1f} "
-              f"{p95(p.add_ms['sync']):>9.1f} {p95(p.add_ms['async']):>10.1f} {p.errors_5xx:>4} {p.backpressure:>8}")  # fmt: skip
+        adds = sum(len(v) for v in p.add_ms.values())
+        print(f"{p.name:<8} {len(p.search_ms):>8} {p50(p.search_ms):>8.1f} {p95(p.search_ms):>8.1f} {adds:>5} "
+              f"{p95(p.add_ms['sync']):>9.1f} {p95(p.add_ms['async']):>10.1f} {p.errors_5xx:>4} {p.backpressure:>8} "
+              f"{'-' if p.cpu_s is None else f'{p.cpu_s:.1f}':>6}")  # fmt: skip
     idle = result["search_p95_idle_ms"] or 1.0
     print(f"load/idle p95 {result['search_p95_load_ms'] / idle:.2f}x (target <= 3x); hostile/idle "
           f"{(result['search_p95_hostile_ms'] or 0) / idle:.2f}x; async ack p95 {result['async_ack_p95_ms']:.1f} ms "
