@@ -59,6 +59,16 @@ def test_tokenizer_counts_match_the_c_engine(runtime: E5Runtime, c_engine: objec
             assert len(ids) == c_engine.token_count(text or " ", is_query), text  # type: ignore[attr-defined]
 
 
+def test_word_memo_gives_the_whole_string_search(runtime: E5Runtime) -> None:
+    tokenizer = runtime.tokenizer
+    texts = FIXED_TEXTS + ["user: Caroline: Hey Mel!\nassistant: Melanie: Hey Caroline! Hey Mel!", "▁ literal ▁▁ marks▁"]
+    first = [tokenizer.encode(t) for t in texts]
+    assert tokenizer._words, "the bundled vocabulary has no piece with an inner U+2581: words are memoized"
+    again = [tokenizer.encode(t) for t in texts]  # now from the memo
+    whole = [tokenizer._viterbi(tokenizer.normalize(t)) for t in texts]
+    assert first == whole and again == whole
+
+
 def test_long_texts_are_cut_to_max_tokens(runtime: E5Runtime) -> None:
     ids = runtime.tokenize("word " * 5000, False, max_tokens=64)
     assert len(ids) == 64 and ids[0] == runtime.weights.bos and ids[-1] == runtime.weights.eos
