@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
+from schemas.codec import float32_tuple
 from schemas.events import (
     AnyEvent,
     CubeForgotten,
@@ -20,6 +22,15 @@ __all__ = ["memory_record", "project"]
 
 logger = logging.getLogger(__name__)
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RECORD = MemoryRecord(id="-", cube_id="-", user_id="-", session_id="-", memory="", memory_type="LongTermMemory",
+                       key="", tags=(), background="", sources=(), metadata={}, embedding=(), embedding_model="",
+                       extractor="fast", status="activated", revision=0, confidence=1.0, origin_event_id=None,
+                       created_at=_EPOCH, updated_at=_EPOCH, valid_from=None, retire_reason=None,
+                       successor_ids=(), valid_to=None)  # fmt: skip
+"""Every field set: ``model_copy(update=<every field>)`` of it is a record built without revalidation (the
+same instance ``model_construct`` makes, in a quarter of its time)."""
+
 
 def memory_record(event: MemoryAdded) -> MemoryRecord:
     """The record a MemoryAdded event projects to: activated, created and updated at ``occurred_at``.
@@ -30,7 +41,7 @@ def memory_record(event: MemoryAdded) -> MemoryRecord:
     origin = event.origin_event_id if event.origin_event_id is not None else event.event_id
     # Built without validation: every field comes from the validated event with the record's own type
     # (the same type checks would pass), and a replay spends a third of its time on this otherwise.
-    return MemoryRecord.model_construct(
+    return _RECORD.model_copy(update=dict(
         id=event.memory_id,
         cube_id=event.cube_id,
         user_id=event.user_id,
@@ -42,7 +53,7 @@ def memory_record(event: MemoryAdded) -> MemoryRecord:
         background=event.background,
         sources=tuple(event.sources),
         metadata=dict(event.metadata),
-        embedding=tuple(event.embedding),
+        embedding=float32_tuple(event.embedding),
         embedding_model=event.embedding_model,
         extractor=event.extractor,
         status="activated",
@@ -55,7 +66,7 @@ def memory_record(event: MemoryAdded) -> MemoryRecord:
         retire_reason=None,
         successor_ids=(),
         valid_to=None,
-    )
+    ))
 
 
 def project(event: AnyEvent | Event) -> list[AnyOp]:
@@ -76,7 +87,7 @@ def project(event: AnyEvent | Event) -> list[AnyOp]:
                     tags=tuple(event.tags),
                     metadata=dict(event.metadata),
                     sources=tuple(event.sources),
-                    embedding=tuple(event.embedding),
+                    embedding=float32_tuple(event.embedding),
                     embedding_model=event.embedding_model,
                     revision=event.revision,
                     updated_at=event.occurred_at,

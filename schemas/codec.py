@@ -25,8 +25,12 @@ __all__ = [
     "MAGIC",
     "UPCASTERS",
     "decode",
+    "Float32List",
+    "Float32Tuple",
     "decode_dict",
     "encode",
+    "float32_blob",
+    "float32_tuple",
     "fingerprint_of",
     "known_fingerprints",
 ]
@@ -50,14 +54,112 @@ def _fp(schema: dict[str, Any]) -> bytes:
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
+class Float32List(list[float]):
+    """A decoded float32 field: the floats, plus the little-endian float32 bytes they came from (``blob``).
+
+    Equal to (and usable as) a plain list; stores and the encoder use ``blob`` instead of converting the
+    floats back (a replay otherwise spends much of its time turning 384 floats into bytes again).
+    """
+
+    __slots__ = ("blob",)
+
+    def __init__(self, values: list[float], blob: bytes) -> None:
+        super().__init__(values)
+        self.blob = blob
+
+
+class Float32Tuple(tuple[float, ...]):
+    """The tuple form of a ``Float32List`` (record and op fields are tuples), keeping ``blob``."""
+
+    blob: bytes
+
+
+def float32_tuple(values: Any) -> tuple[float, ...]:
+    """``tuple(values)``, keeping the float32 bytes of a ``Float32List`` or ``Float32Tuple``."""
+    blob = getattr(values, "blob", None)
+    if blob is None:
+        return tuple(values)
+    if type(values) is Float32Tuple:
+        return values
+    out = Float32Tuple(values)
+    out.blob = blob
+    return out
+
+
+def float32_blob(values: Any) -> bytes | None:
+    """The float32 bytes a decoded embedding came from, or None for any other sequence of floats."""
+    blob = getattr(values, "blob", None)
+    return blob if isinstance(blob, bytes) and len(blob) == 4 * len(values) else None
+
+
+Converter = Callable[[Any], Any]
+
+
+def _f32(value: bytes) -> Float32List:
+    if len(value) % 4:
+        raise ValueError(f"float32 field of {len(value)} bytes")
+    return Float32List(np.frombuffer(value, dtype="<f4").tolist(), bytes(value))
+
+
+_EMPTY_JSON: dict[str, Callable[[], Any]] = {"{}": dict, "[]": list, "null": lambda: None}
+
+
+def _json_field(value: str) -> Any:
+    """A JSON-string field's value (most are "{}": answered without the parser)."""
+    empty = _EMPTY_JSON.get(value)
+    return empty() if empty is not None else json.loads(value)
+
+
+def _optional(convert: Converter) -> Converter:
+    return lambda value: None if value is None else convert(value)
+
+
+def _converter(schema: Any, names: dict[str, Any]) -> Converter | None:
+    """A function doing what ``_from_avro(schema, ...)`` does, built once per schema; None: identity."""
+    if isinstance(schema, str):
+        schema = names.get(schema, schema)
+    if not _needs_conversion(schema):
+        _register_names(schema, names)
+        return None
+    if isinstance(schema, list):
+        branch = _converter(next(s for s in schema if s != "null"), names)
+        return None if branch is None else _optional(branch)
+    kind = schema["type"]
+    if schema.get(JSON_PROP):
+        return _json_field
+    if schema.get(F32_PROP):
+        return _f32
+    if kind == "record":
+        names.setdefault(schema["name"], schema)
+        fields = [(f["name"], _converter(f["type"], names)) for f in schema["fields"]]
+        converted = [(name, convert) for name, convert in fields if convert is not None]
+        order = [name for name, _ in fields]
+
+        def record(value: dict[str, Any]) -> dict[str, Any]:
+            out = {name: value.get(name) for name in order}
+            for name, convert in converted:
+                out[name] = convert(out[name])
+            return out
+
+        return record
+    if kind == "array":
+        item = _converter(schema["items"], names)
+        return None if item is None else (lambda value: [item(v) for v in value])
+    if kind == "map":
+        each = _converter(schema["values"], names)
+        return None if each is None else (lambda value: {k: each(v) for k, v in value.items()})
+    return None
+
+
 class _Entry:
-    __slots__ = ("name", "parsed", "raw", "version")
+    __slots__ = ("convert", "name", "parsed", "raw", "version")
 
     def __init__(self, name: str, raw: dict[str, Any], version: int) -> None:
         self.name = name
         self.raw = raw
         self.version = version
         self.parsed = parse_schema(raw, _force=True)
+        self.convert = _converter(raw, {})
 
 
 @lru_cache(maxsize=1)
@@ -120,43 +222,14 @@ def _to_avro(schema: Any, value: Any) -> Any:
         if schema.get(JSON_PROP):
             return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
         if schema.get(F32_PROP):
-            return np.asarray(value, dtype="<f4").tobytes()
+            blob = float32_blob(value)
+            return blob if blob is not None else np.asarray(value, dtype="<f4").tobytes()
         if kind == "record":
             return {f["name"]: _to_avro(f["type"], value.get(f["name"])) for f in schema["fields"]}
         if kind == "array":
             return [_to_avro(schema["items"], v) for v in value]
         if kind == "map":
             return {k: _to_avro(schema["values"], v) for k, v in value.items()}
-    return value
-
-
-def _from_avro(schema: Any, value: Any, names: dict[str, Any]) -> Any:
-    if isinstance(schema, str) and schema in names:
-        schema = names[schema]
-    if not _needs_conversion(schema):
-        if isinstance(schema, dict) and schema.get("type") == "record":
-            _register_names(schema, names)
-        return value
-    if isinstance(schema, list):
-        if value is None:
-            return None
-        branch = next(s for s in schema if s != "null")
-        return _from_avro(branch, value, names)
-    if isinstance(schema, dict):
-        kind = schema["type"]
-        if schema.get(JSON_PROP):
-            return json.loads(value)
-        if schema.get(F32_PROP):
-            if len(value) % 4:
-                raise ValueError(f"float32 field of {len(value)} bytes")
-            return np.frombuffer(value, dtype="<f4").tolist()
-        if kind == "record":
-            names.setdefault(schema["name"], schema)
-            return {f["name"]: _from_avro(f["type"], value.get(f["name"]), names) for f in schema["fields"]}
-        if kind == "array":
-            return [_from_avro(schema["items"], v, names) for v in value]
-        if kind == "map":
-            return {k: _from_avro(schema["values"], v, names) for k, v in value.items()}
     return value
 
 
@@ -212,11 +285,13 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
     if reader is None:
         raise EventDecodeError(f"event type {writer.name!r} is no longer known")
     try:
-        raw = fastavro.schemaless_reader(io.BytesIO(payload[10:]), writer.parsed, None)
+        stream = io.BytesIO(payload)
+        stream.seek(10)
+        raw: Any = fastavro.schemaless_reader(stream, writer.parsed, None)
     except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError) as exc:
         raise EventDecodeError(f"corrupt {writer.name} payload: {exc}") from exc
     try:
-        data: dict[str, Any] = _from_avro(writer.raw, raw, {})
+        data: dict[str, Any] = raw if writer.convert is None else writer.convert(raw)
     except (ValueError, TypeError) as exc:
         raise EventDecodeError(f"corrupt field in {writer.name}: {exc}") from exc
     version = writer.version
@@ -234,12 +309,22 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
 
 
 def decode(payload: bytes) -> AnyEvent:
-    """Decode single-object bytes into an event; EventDecodeError for poison payloads."""
+    """Decode single-object bytes into an event; EventDecodeError for poison payloads.
+
+    Float32 fields come back as ``Float32List`` (equal to the list of floats): they are validated as
+    empty lists and put back after validation, since floats read from float32 bytes are always valid.
+    """
     data = decode_dict(payload)
+    vectors = {name: value for name, value in data.items() if type(value) is Float32List}
+    for name in vectors:
+        data[name] = []
     try:
-        return any_event_adapter.validate_python(data)
+        event = any_event_adapter.validate_python(data)
     except ValidationError as exc:
         raise EventDecodeError(f"payload does not validate: {exc.errors()[:3]}") from exc
+    if vectors:  # the event was just built here: filling in its validated-as-empty vectors is construction
+        event.__dict__.update(vectors)
+    return event
 
 
 def schema_path(event_type: str) -> Path:

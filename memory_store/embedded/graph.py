@@ -12,12 +12,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from memory_store.base import GraphStore
 from memory_store.embedded.db import EmbeddedProjection
+from schemas.codec import float32_blob
 from schemas.events import SourceRef
 from schemas.memory import MemoryRecord, RelationRecord
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
@@ -36,6 +37,7 @@ CREATE TABLE IF NOT EXISTS graph_memories (
     created_at TEXT NOT NULL, created_us INTEGER NOT NULL, updated_at TEXT NOT NULL,
     valid_from TEXT, valid_to TEXT);
 CREATE INDEX IF NOT EXISTS graph_memories_cube ON graph_memories (cube_id, created_us, id);
+CREATE INDEX IF NOT EXISTS graph_memories_cube_status ON graph_memories (cube_id, status, created_us, id);
 CREATE TABLE IF NOT EXISTS graph_edges (
     id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, source_id TEXT NOT NULL, target_id TEXT NOT NULL,
     relation TEXT NOT NULL, weight REAL NOT NULL, metadata TEXT NOT NULL, created_at TEXT NOT NULL);
@@ -48,7 +50,8 @@ CREATE TABLE IF NOT EXISTS graph_retirements (
 CREATE INDEX IF NOT EXISTS graph_retirements_cube ON graph_retirements (cube_id);
 """
 """``graph_retirements`` remembers every retirement, also one that arrived before its memory: an upsert
-lands retired when its (id, cube) has one, as if the retirement came right after it."""
+lands retired when its (id, cube) has one, as if the retirement came right after it. The (cube, status)
+index answers a cube's current count and its pages of current memories without reading the rows it skips."""
 
 _RETIRE = (
     "UPDATE graph_memories SET status='retired', retire_reason=?, successor_ids=?, valid_to=?, updated_at=?"
@@ -94,6 +97,9 @@ def pack_embedding(values: Sequence[float]) -> bytes | None:
     b"d" + float64; None when empty. Either way the record reads back exactly."""
     if not values:
         return None
+    blob = float32_blob(values)
+    if blob is not None:  # decoded from float32 bytes: lossless as they are
+        return b"f" + blob
     exact = _packer("d", len(values)).pack(*values)
     as64 = np.frombuffer(exact, dtype="<f8")
     with np.errstate(over="ignore", invalid="ignore"):
@@ -177,6 +183,10 @@ class _DecodedRecords:
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
         return record
+
+
+def _casefold(value: str | None) -> str | None:
+    return value.casefold() if isinstance(value, str) else value
 
 
 def _relation(r: tuple[Any, ...]) -> RelationRecord:
@@ -322,6 +332,43 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
         args += [-1 if limit is None else limit, offset]
         rows = await asyncio.to_thread(self._query, sql, args)
         return [_record(r) for r in rows]
+
+    async def find_memories(
+        self,
+        cube_id: str,
+        *,
+        text: str = "",
+        extractor: str = "",
+        status: Literal["activated", "retired", "all"] = "activated",
+        memory_types: Sequence[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """The port's filters in one query: SQLite walks the cube's (created_us, id) index, tests the text
+        with Python's casefold (the same match as the port's default) and stops after ``offset + limit``."""
+        sql = f"{_SELECT} WHERE cube_id=?"
+        args: list[Any] = [cube_id]
+        if status != "all":
+            sql += " AND status=?"
+            args.append(status)
+        if memory_types is not None:
+            sql += " AND memory_type IN (SELECT value FROM json_each(?))"
+            args.append(_json(list(memory_types)))
+        if extractor:
+            sql += " AND extractor=?"
+            args.append(extractor)
+        if text:
+            sql += " AND instr(memos_casefold(memory), ?) > 0"
+            args.append(text.casefold())
+        sql += " ORDER BY created_us, id LIMIT ? OFFSET ?"
+        args += [limit, offset]
+
+        def query() -> list[tuple[Any, ...]]:
+            with self.db.read() as conn:
+                conn.create_function("memos_casefold", 1, _casefold, deterministic=True)
+                return conn.execute(sql, tuple(args)).fetchall()
+
+        return [_record(r) for r in await asyncio.to_thread(query)]
 
     async def count(self, cube_id: str, *, include_retired: bool = False) -> int:
         """Number of memories in a cube."""

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from memory_store.base import VectorStore
 from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from schemas.codec import float32_blob
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -72,6 +73,9 @@ def _floats(n: int) -> struct.Struct:
 
 def _vector(values: Sequence[float]) -> F32:
     """float32 array of ``values`` (struct is several times faster than numpy on a tuple of floats)."""
+    blob = float32_blob(values)
+    if blob is not None:  # decoded from float32 bytes: no conversion
+        return np.frombuffer(blob, dtype="<f4")
     try:
         return np.frombuffer(_floats(len(values)).pack(*values), dtype="<f4")
     except (OverflowError, struct.error):
