@@ -56,8 +56,9 @@ class FastSettings:
     """Window and chunk sizes, in tokens of the simple tokenizer (see processors.chunking)."""
 
     window_tokens: int = 160
-    window_overlap: int = 1
-    """Messages shared by adjacent windows."""
+    window_overlap: int = 0
+    """Messages shared by adjacent windows. 0: every turn is embedded once (1 re-embedded a third more
+    tokens per LoCoMo turn, 69 vs 46, for a lower recall@1000w: 0.877 vs 0.884 on the dev conversations)."""
     chunk_tokens: int = 256
     chunk_overlap: int = 32
     max_file_chunks: int = 64
