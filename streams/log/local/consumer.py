@@ -137,7 +137,7 @@ class LocalConsumer(Consumer):
         while True:
             if loop.time() >= self._next_sync:
                 await self._sync()
-            seen = self._ctx.notifier.version
+            seen = self._ctx.notifier.version_of(self._topics)
             state = (seen, tuple(sorted(self._positions.items())))
             if self._quiet == state and loop.time() < self._quiet_until:
                 await self._idle_wait(seen, deadline)  # nothing new since the last empty fetch
@@ -186,7 +186,7 @@ class LocalConsumer(Consumer):
         """Wait for a wake-up (an append), the next group sync, the idle re-fetch or ``deadline``."""
         now = asyncio.get_running_loop().time()
         until = min(deadline, self._next_sync, self._quiet_until)
-        await self._ctx.notifier.wait(seen, max(until - now, 0.001))
+        await self._ctx.notifier.wait(seen, max(until - now, 0.001), self._topics)
 
     async def commit(self, offsets: Mapping[TopicPartition, int] | None = None) -> None:
         """Commit next-offsets; partitions this member no longer owns are skipped (with a warning)."""

@@ -278,7 +278,8 @@ class LocalEventLog(EventLog):
         partitions = self.default_partitions
         with map_sqlite_errors("append", self.path):
             return await ctx.writer.submit(
-                lambda conn: _append(conn, rows, timestamp_ms, partitions), coalesce=True
+                lambda conn: _append(conn, rows, timestamp_ms, partitions), coalesce=True,
+                topics={row[0] for row in rows},
             )
 
     async def end_offsets(self, topic: str) -> dict[int, int]:

@@ -10,7 +10,7 @@ import sqlite3
 import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,7 +136,9 @@ class Notifier:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._version = 0
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._all = 0
+        self._topics: dict[str, int] = {}
+        self._waiters: list[_Waiter] = []
         self._watchers = 0
         self._watch_stop: threading.Event | None = None
         self.watch_interval_s = _WATCH_INTERVAL_S
@@ -146,29 +148,48 @@ class Notifier:
         """Number of notifications so far; read it before looking for records."""
         return self._version
 
-    def notify(self) -> None:
-        """Wake every waiter (callable from any thread)."""
+    def version_of(self, topics: Iterable[str]) -> int:
+        """Notifications that concern any of ``topics`` so far (pass it to ``wait`` with the same topics)."""
+        with self._lock:
+            return self._all + sum(self._topics.get(t, 0) for t in topics)
+
+    def notify(self, topics: Iterable[str] | None = None) -> None:
+        """Wake the waiters on any of ``topics`` (None: every waiter); callable from any thread.
+
+        Appends name their topics, so a search that records an activation does not wake the stages
+        that read other topics."""
+        named = None if topics is None else frozenset(topics)
         with self._lock:
             self._version += 1
-            waiters, self._waiters = self._waiters, []
-        for loop, fut in waiters:
+            if named is None:
+                self._all += 1
+                waiters, self._waiters = self._waiters, []
+            else:
+                for topic in named:
+                    self._topics[topic] = self._topics.get(topic, 0) + 1
+                waiters = [w for w in self._waiters if w.topics is None or not w.topics.isdisjoint(named)]
+                self._waiters = [w for w in self._waiters if w not in waiters]
+        for waiter in waiters:
             with contextlib.suppress(RuntimeError):  # the loop is closed
-                loop.call_soon_threadsafe(_resolve, fut)
+                waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
 
-    async def wait(self, seen: int, timeout_s: float) -> None:
-        """Return after a notification later than ``seen``, or after ``timeout_s``."""
+    async def wait(self, seen: int, timeout_s: float, topics: Iterable[str] | None = None) -> None:
+        """Return after a notification later than ``seen`` (``version`` or, with ``topics``,
+        ``version_of(topics)``), or after ``timeout_s``."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        named = None if topics is None else frozenset(topics)
+        waiter = _Waiter(loop, loop.create_future(), named)
         with self._lock:
-            if self._version != seen:
+            now = self._version if named is None else self._all + sum(self._topics.get(t, 0) for t in named)
+            if now != seen:
                 return
-            self._waiters.append((loop, fut))
+            self._waiters.append(waiter)
         try:
-            await asyncio.wait_for(fut, timeout_s)
+            await asyncio.wait_for(waiter.future, timeout_s)
         except TimeoutError:
             with self._lock:
-                if (loop, fut) in self._waiters:
-                    self._waiters.remove((loop, fut))
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
 
 
     def watch(self, path: Path, *, busy_timeout_s: float) -> None:
@@ -215,6 +236,13 @@ class Notifier:
                 conn.close()
 
 
+@dataclass(eq=False, slots=True)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    topics: frozenset[str] | None
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -241,6 +269,7 @@ class _Job(Generic[T]):
     coalesce: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    topics: frozenset[str] = frozenset()
 
 
 class SqliteWriter:
@@ -256,7 +285,7 @@ class SqliteWriter:
         *,
         synchronous: str,
         busy_timeout_s: float,
-        on_commit: Callable[[], None],
+        on_commit: Callable[[frozenset[str]], None],
     ) -> None:
         self._path = path
         self._synchronous = synchronous
@@ -280,13 +309,17 @@ class SqliteWriter:
         """True before ``start`` and after ``close``."""
         return self._thread is None
 
-    async def submit(self, fn: Callable[[sqlite3.Connection], T], *, coalesce: bool = False) -> T:
-        """Run ``fn(conn)`` inside a write transaction on the writer thread; return its result."""
+    async def submit(
+        self, fn: Callable[[sqlite3.Connection], T], *, coalesce: bool = False, topics: Iterable[str] = ()
+    ) -> T:
+        """Run ``fn(conn)`` inside a write transaction on the writer thread; return its result.
+
+        Coalescable jobs (appends) call ``on_commit`` with the ``topics`` they wrote once committed."""
         if self._thread is None:
             raise TransportError(f"embedded log {str(self._path)!r} is not started")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, coalesce, loop, fut))  # type: ignore[arg-type]
+        self._queue.put(_Job(fn, coalesce, loop, fut, frozenset(topics)))  # type: ignore[arg-type]
         return await fut
 
     def close(self) -> None:
@@ -351,7 +384,7 @@ class SqliteWriter:
             self._finish(jobs[0], None, exc)
             return
         if any(job.coalesce for job in jobs):
-            self._on_commit()
+            self._on_commit(frozenset().union(*(job.topics for job in jobs if job.coalesce)))
         for job, result in zip(jobs, results, strict=True):
             self._finish(job, result, None)
 
