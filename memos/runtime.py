@@ -26,9 +26,10 @@ from memory_store.registry import (
     vector_store_from_url,
 )
 from memos.application.limits import DoorLimits
+from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import ConfigError
-from schemas.events import Event
+from schemas.events import ConversationRecorded, Event
 from schemas.memory import MemoryRecord
 from schemas.ops import DropCube
 from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
@@ -43,6 +44,7 @@ from streams.pipeline.stages import (
     ProjectionStage,
     TaskHandler,
     apply_planned,
+    is_large_add,
 )
 from streams.replay import catch_up_control, replay_cube
 from streams.settings import AppSettings
@@ -159,8 +161,8 @@ class Runtime:
         self._started = True
         if self.run_stages:
             for stage in self.stages():
-                if self.stage_names is not None and stage.name not in self.stage_names:
-                    continue
+                if self.stage_names is not None and stage.name.removesuffix("-large") not in self.stage_names:
+                    continue  # naming a derivation stage hosts both its lanes
                 if isinstance(stage, ControlStage):
                     # the control projection is rebuilt from the log wherever it is behind its own
                     # checkpoints (a new or deleted store), whatever the group has committed
@@ -201,8 +203,9 @@ class Runtime:
         stages: list[Stage] = [
             ControlStage(self.control),
             self.projection_stage,
-            DerivationStage(self.deriver, phase="first", emit=self.publish),
-            DerivationStage(self.deriver, phase="refine", emit=self.publish),
+            *(DerivationStage(self.deriver, phase=phase, emit=self.publish, lane=lane, wait_for=self._wait_long,
+                              large_chars=self.settings.derivation.large_add_chars)
+              for phase in ("first", "refine") for lane in ("small", "large")),
             DispatchStage(self.task_handlers, self.publish),
         ]
         if self.settings.kv.enabled and (self.stage_names is None or "kv-warmer" in self.stage_names):
@@ -303,6 +306,20 @@ class Runtime:
         progress = self._progress.get(group, {})
         return all(progress.get(tp, 0) >= offset for tp, offset in targets.items())
 
+    async def _has_large_add(self, positions: Sequence[Position]) -> bool:
+        limit = self.settings.derivation.large_add_chars
+        for p in positions:
+            if p.topic == CONVERSATIONS and limit > 0:
+                for record in await self.log.read(p.topic, p.partition, p.offset, limit=1):
+                    event = decode(record.value)
+                    if isinstance(event, ConversationRecorded) and is_large_add(event, limit):
+                        return True
+        return False
+
+    async def _wait_long(self, group: str, targets: Mapping[TopicPartition, int]) -> None:
+        """A derivation lane waiting for another (a small add behind its cube's large one): as long as it takes."""
+        await self.wait_for(group, targets, timeout_s=7 * 24 * 3600.0)
+
     async def wait_for(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float = 120.0) -> None:
         """Wait until a stage has committed past every (topic, partition) -> offset target.
 
@@ -338,6 +355,8 @@ class Runtime:
         conv = {(p.topic, p.partition): p.offset + 1 for p in positions if p.topic == CONVERSATIONS}
         if conv:
             await self.wait_for("deriver", conv, timeout_s=timeout_s)
+            if await self._has_large_add(positions):  # derived in the lane of large adds
+                await self.wait_for("deriver-large", conv, timeout_s=timeout_s)
         for group, topics in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
             targets: dict[TopicPartition, int] = {}
             for topic in topics:
@@ -362,10 +381,12 @@ class Runtime:
         await self.wait_for("control", targets, timeout_s=timeout_s)
 
     async def derivation_backlog(self) -> int:
-        """Conversation records on the log that the first derivation phase has not committed yet."""
+        """Conversation records on the log that the first derivation phase has not committed yet: per partition,
+        past the lane (small or large adds) that is further behind."""
         ends = await self.log.end_offsets(CONVERSATIONS)
-        committed = await self.log.committed(self.group("deriver"), CONVERSATIONS)
-        return sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
+        small = await self.log.committed(self.group("deriver"), CONVERSATIONS)
+        large = await self.log.committed(self.group("deriver-large"), CONVERSATIONS)
+        return sum(max(0, end - min(small.get(p, 0), large.get(p, 0))) for p, end in ends.items())
 
     # --- forget and replay ----------------------------------------------------------------------------
 

@@ -91,6 +91,11 @@ class DerivationSettings(_Section):
     parse_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of a document parser process.")
     parse_timeout_s: float = Field(default=45.0, gt=0, description="Wall-time limit of one document parse.")
     parse_max_chars: int = Field(default=1_000_000, ge=1000, description="Characters kept of one document.")
+    large_add_chars: int = Field(
+        default=64_000, ge=0,
+        description="Adds with longer messages (JSON characters) are derived in their own lane (consumer groups "
+        "deriver-large, refiner-large) so they never stall small adds; 0: one lane.",
+    )
     slice_size: int = Field(
         default=256, ge=1, description="Memories of a large add embedded and deduplicated per step (its task shows progress per step)."
     )

@@ -13,7 +13,8 @@ __all__ = ["OperationsUseCases", "PROCESSOR_GROUPS"]
 
 logger = logging.getLogger(__name__)
 
-PROCESSOR_GROUPS = ("deriver", "refiner", "projector", "control", "scheduler", "kv-warmer")
+PROCESSOR_GROUPS = ("deriver", "deriver-large", "refiner", "refiner-large", "projector", "control", "scheduler",
+                    "kv-warmer")
 """Consumer groups of the stages."""
 
 

@@ -75,10 +75,13 @@ STAGE_TOPICS: dict[str, tuple[str, ...]] = {
     "control": ControlStage.topics,
     "projector": ProjectionStage.topics,
     "deriver": DerivationStage.topics,
+    "deriver-large": DerivationStage.topics,
     "refiner": DerivationStage.topics,
+    "refiner-large": DerivationStage.topics,
 }
 """Stage name (= consumer group without prefix) -> topics it reads. DispatchStage is not hosted here:
-its handlers are registered in-process by the embedding application."""
+its handlers are registered in-process by the embedding application. Naming a derivation stage hosts its
+lane of large adds too (``deriver`` -> ``deriver-large``)."""
 
 
 def faust_brokers(url: str) -> list[str]:
@@ -236,6 +239,7 @@ def _build(
     settings: AppSettings, source: SourceFactory, *, stage_names: Sequence[str] | None, group_prefix: str | None
 ) -> tuple[faust.App, StageHost]:
     names = list(STAGE_TOPICS) if stage_names is None else list(dict.fromkeys(stage_names))
+    names += [f"{n}-large" for n in names if f"{n}-large" in STAGE_TOPICS and f"{n}-large" not in names]
     unknown = sorted(set(names) - set(STAGE_TOPICS))
     if unknown or not names:
         raise ConfigError(f"unknown or no faust stages {unknown or names!r}; known: {sorted(STAGE_TOPICS)}")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memory_store.base import Projection
@@ -25,12 +26,14 @@ from schemas.events import (
 )
 from schemas.ops import AnyOp
 from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
+from streams.log.base import TopicPartition
 from streams.pipeline.runner import Stage
 
 if TYPE_CHECKING:
     from streams.pipeline.derivation import Deriver, Phase, Progress
 
-__all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler"]
+__all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler", "WaitFor",
+           "is_large_add"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,8 @@ TaskHandler = Callable[[list[TaskSubmitted]], Awaitable[dict[str, Any] | None]]
 Raising marks every task of the batch failed."""
 Emit = Callable[[Sequence[Event]], Awaitable[object]]
 """Appends events to the log (the runtime's ``publish``)."""
+WaitFor = Callable[[str, Mapping[TopicPartition, int]], Awaitable[None]]
+"""``async (stage name, {(topic, partition): offset})``: returns once that stage committed past the offsets."""
 
 
 def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: str, key: str,
@@ -61,21 +66,42 @@ def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: st
     )
 
 
+def is_large_add(event: ConversationRecorded, large_chars: int) -> bool:
+    """Whether an add goes to the lane of large adds: its messages are over ``large_chars`` JSON characters."""
+    if large_chars <= 0:
+        return False
+    return len(json.dumps(event.messages, ensure_ascii=False, default=str)) > large_chars
+
+
 class DerivationStage(Stage):
     """ConversationRecorded -> memory events (fast, rules or LLM) and the add task's final status.
 
     ``phase='first'`` handles sync adds entirely and the fast part of async fine adds; the 'refine'
     phase (another group) runs fine extraction for async fine adds and retires the fast memories.
+
+    Lanes keep one huge add from stalling everyone's small ones: with ``large_chars``, the 'small' lane
+    (group ``deriver``/``refiner``) skips adds whose messages are longer, and the 'large' lane (its own group,
+    ``deriver-large``/``refiner-large``, running beside it) derives only those. Order per cube holds: a small
+    add that follows a large one of the same cube waits (``wait_for``) until the large lane has passed it.
     """
 
     topics = (CONVERSATIONS,)
     exactly_once = True  # over Kafka: derived events and the input offsets commit in one transaction
 
     def __init__(self, deriver: Deriver, *, phase: str = "first", emit: Emit | None = None,
-                 progress_steps: int = 10) -> None:
+                 progress_steps: int = 10, lane: str = "all", large_chars: int = 0,
+                 wait_for: WaitFor | None = None) -> None:
         self.deriver = deriver
         self.phase = phase
-        self.name = "deriver" if phase == "first" else "refiner"
+        base = "deriver" if phase == "first" else "refiner"
+        self.name = f"{base}-large" if lane == "large" else base
+        self.lane = lane
+        """'all' (every add), 'small' (adds up to ``large_chars`` characters) or 'large' (the longer ones)."""
+        self.large_chars = large_chars
+        self.wait_for = wait_for
+        self._large_lane = f"{base}-large"
+        self._large_before: dict[str, dict[TopicPartition, int]] = {}
+        """Small lane: cube -> the offsets just past that cube's latest large add seen here (per partition)."""
         self.emit = emit
         """Appends the progress of large adds to their task status (None: progress stays in the final status)."""
         self.progress_steps = progress_steps
@@ -90,13 +116,30 @@ class DerivationStage(Stage):
             return "fast" if refine_later or event.mode == "fast" else "fine"
         return "fine" if refine_later else None
 
+    async def _in_lane(self, envelope: Envelope[AnyEvent], event: ConversationRecorded) -> bool:
+        """Whether this lane derives ``event``; the small lane first waits for the cube's earlier large adds."""
+        if self.lane == "all":
+            return True
+        large = is_large_add(event, self.large_chars)
+        if self.lane == "large":
+            return large
+        if large:
+            tp = (envelope.position.topic, envelope.position.partition)
+            self._large_before.setdefault(event.cube_id, {})[tp] = envelope.position.offset + 1
+            return False
+        waiting = self._large_before.pop(event.cube_id, None)
+        if waiting and self.wait_for is not None:
+            logger.info("small add of cube=%s waits for the cube's large add (order per cube)", event.cube_id)
+            await self.wait_for(self._large_lane, waiting)
+        return True
+
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
         by_phase: dict[Phase, list[ConversationRecorded]] = {}
         for envelope in batch:
             event = envelope.event
             if isinstance(event, ConversationRecorded):
                 phase = self._phase_for(event)
-                if phase is not None:
+                if phase is not None and await self._in_lane(envelope, event):
                     by_phase.setdefault(phase, []).append(event)
         out: list[Event] = []
         for phase, events in by_phase.items():
