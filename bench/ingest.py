@@ -11,7 +11,9 @@ conversation and the projections hold what it wrote). Every call the pipeline ma
 recorded (texts and batch structure); afterwards the same embedder embeds exactly those batches again,
 alone: ``ratio`` = pipeline turns/s divided by the raw embedder's turns/s for those texts (1.0 means the
 pipeline costs nothing beyond embedding). ``cpu_ratio`` compares the process's CPU seconds (all threads)
-of the two phases instead: other load on the machine slows wall-clock figures but hardly moves it.
+of the two phases instead: other load on the machine slows wall-clock figures but hardly moves it;
+``cpu_s_per_1000_turns`` is the pipeline's CPU cost on the same footing, and ``tokens_per_turn`` the
+model tokens its passage embeddings read per turn.
 ``turns_per_s`` is the headline (target >= 100 on the LoCoMo dev conversations); a bar chart of the
 throughputs is written to ``--chart`` (default docs/bench/ingest.png). The last line printed is one
 JSON object of headline figures.
@@ -216,12 +218,16 @@ class EmbedRecorder:
         self.embedder = embedder
         self.calls: list[tuple[list[str], str]] = []
         self.seconds = 0.0
+        self.tokens = 0
         self.original = embedder.embed
 
         async def recording(texts: Sequence[str], *, kind: str = "passage") -> Any:
             started = time.perf_counter()
             try:
-                return await self.original(texts, kind=kind)
+                result = await self.original(texts, kind=kind)
+                if kind == "passage":
+                    self.tokens += result.tokens
+                return result
             finally:
                 self.seconds += time.perf_counter() - started
                 self.calls.append((list(texts), kind))
@@ -319,6 +325,8 @@ async def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
         "pipeline_embed_s": round(recorder.seconds, 2),
         "raw_embed_s": round(raw_s, 2),
         "pipeline_cpu_s": round(pipeline_cpu, 2),
+        "cpu_s_per_1000_turns": round(1000 * pipeline_cpu / turns, 1),
+        "tokens_per_turn": round(recorder.tokens / turns, 1),
         "raw_cpu_s": round(raw_cpu, 2),
         "cpu_ratio": round(raw_cpu / pipeline_cpu, 3) if pipeline_cpu else None,
         "turns_not_searchable": missing,
@@ -336,10 +344,12 @@ def _print(f: dict[str, Any], embedder: str) -> None:
         "turns / memories / texts embedded", f"{f['turns']} / {f['memories']} / {f['texts_embedded']}"
     )
     table.add_row("embed calls (batches)", str(f["embed_calls"]))
+    table.add_row("model tokens embedded per turn", f"{f['tokens_per_turn']:.1f}")
     table.add_row("pipeline: first add -> searchable (s)", f"{f['pipeline_s']:.2f}")
     table.add_row("  of which inside embedder calls (s)", f"{f['pipeline_embed_s']:.2f}")
     table.add_row("raw embedder, same batches (s)", f"{f['raw_embed_s']:.2f}")
     table.add_row("CPU s, all threads: pipeline / raw", f"{f['pipeline_cpu_s']:.2f} / {f['raw_cpu_s']:.2f}")
+    table.add_row("CPU s per 1000 turns (pipeline; load-independent)", f"{f['cpu_s_per_1000_turns']:.1f}")
     table.add_row("pipeline turns/s", f"{f['ingest_turns_per_s']:.2f}")
     table.add_row("raw embedder turns/s", f"{f['embedder_raw_per_s']:.2f}")
     table.add_row("ratio (target >= 0.9)", f"{f['ratio']:.3f}")
