@@ -29,15 +29,16 @@ pytestmark = pytest.mark.timeout(1200)
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
-def zip_bomb_docx(inflated: int = 256 * 1024 * 1024) -> bytes:
-    """A docx-shaped zip whose document.xml inflates to ``inflated`` bytes (about 250 KB on the wire)."""
+def zip_bomb_docx(inflated: int = 256 * 1024 * 1024, *, member: str = "word/document.xml") -> bytes:
+    """A docx-shaped zip (another Office kind by ``member``) whose member inflates to ``inflated`` bytes (about
+    250 KB on the wire)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-        with archive.open("word/document.xml", "w", force_zip64=True) as member:
+        with archive.open(member, "w", force_zip64=True) as inflating:
             block = b" " * (1024 * 1024)
             for _ in range(inflated // len(block)):
-                member.write(block)
+                inflating.write(block)
     return out.getvalue()
 
 

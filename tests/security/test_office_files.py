@@ -4,13 +4,12 @@ their text becomes searchable memories, and a zip-bomb xlsx is refused with a me
 from __future__ import annotations
 
 import io
-import zipfile
 
 import pytest
 
 from memos.server.app import BackgroundServer
 from tests.security.conftest import Tenant, add, memories_of
-from tests.security.test_isolation import data_url, file_message
+from tests.security.test_isolation import data_url, file_message, zip_bomb_docx
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -52,25 +51,17 @@ def make_pptx() -> bytes:
     return out.getvalue()
 
 
-def zip_bomb_xlsx(inflated: int = 256 * 1024 * 1024) -> bytes:
-    """An xlsx-shaped zip whose sheet inflates to ``inflated`` bytes (about 250 KB on the wire)."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
-        with archive.open("xl/worksheets/sheet1.xml", "w", force_zip64=True) as member:
-            block = b" " * (1024 * 1024)
-            for _ in range(inflated // len(block)):
-                member.write(block)
-    return out.getvalue()
-
-
 def test_xlsx_and_pptx_become_memories_and_an_xlsx_bomb_is_refused(
     server: BackgroundServer, alice: Tenant
 ) -> None:
     with alice.client(server) as client:
         add(client, "alice", [file_message("budget.xlsx", data_url(XLSX, make_xlsx()))])
         add(client, "alice", [file_message("harbour.pptx", data_url(PPTX, make_pptx()))])
-        add(client, "alice", [file_message("bomb.xlsx", data_url(XLSX, zip_bomb_xlsx()))])
+        add(
+            client,
+            "alice",
+            [file_message("bomb.xlsx", data_url(XLSX, zip_bomb_docx(member="xl/worksheets/sheet1.xml")))],
+        )
         memories = memories_of(client, "alice")
     text = "\n".join(m["memory"] for m in memories)
     for expected in ("## Budget", "| kayak rental | 42 |", "## Crew", "Ingrid Halvorsen",
