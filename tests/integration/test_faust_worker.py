@@ -187,12 +187,11 @@ async def test_faust_worker_derives_projects_dead_letters_and_stops_cleanly(
 
         async def dead_copies() -> list[Record] | None:
             found = [r for r in await dlq_since(rt, dlq_start) if r.value == garbage]
-            return found if len(found) >= 2 else None
+            return found if len(found) >= 4 else None
 
         dead = await until(dead_copies, worker, "the poison record on the DLQ")
-        assert {r.header("memos.group") for r in dead} == {
-            f"{prefix}deriver".encode(),
-            f"{prefix}refiner".encode(),
+        assert {r.header("memos.group") for r in dead} == {  # each derivation phase in both lanes (small, large)
+            f"{prefix}{group}".encode() for group in ("deriver", "deriver-large", "refiner", "refiner-large")
         }
         for record in dead:
             assert record.key == cube.encode()
