@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 
 from memory_store.base import Projection
 from memory_store.control.base import CONTROL_TOPICS, ControlStore
@@ -24,6 +25,25 @@ logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 """Called with (records read, records to read) as the replay advances."""
+
+
+@contextmanager
+def _collector_relaxed(young: int = 20_000) -> Iterator[None]:
+    """Fewer, cheaper cyclic-GC passes while a replay runs (process-wide, restored after).
+
+    A replay allocates millions of short-lived, acyclic objects (freed by reference counting) and keeps
+    a batch of them alive at a time; with the default thresholds the collector ran every ~700
+    allocations and its full passes walked the whole heap, a third of the replay's time. Objects older
+    than the replay are frozen (left out of every pass) and young passes run 30x less often.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(young, thresholds[0]), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def _plan(records: Sequence[Record], key: bytes, end: int) -> list[tuple[Sequence[AnyOp], Position]]:
@@ -65,35 +85,43 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     key = cube_id.encode()
     partitions = await log.partitions(MEMORIES)
     partition = partition_for(key, partitions)
-    applied = 0
     async with live_lock:
-        end = (await log.end_offsets(MEMORIES)).get(partition, 0)
-        await _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
-        offset = 0
-        applying: asyncio.Task[None] | None = None
-        try:
-            while offset < end:
-                records = await log.read(MEMORIES, partition, offset, limit=batch)
-                if not records:
-                    break
-                planned = _plan(records, key, end)
-                offset = records[-1].position.offset + 1
-                if applying is not None:
-                    await applying
-                    applying = None
-                if planned:
-                    applying = asyncio.create_task(_apply_all(stores, planned))
-                    applied += len(planned)
-                if progress is not None:
-                    progress(min(offset, end), end)
+        with _collector_relaxed():
+            applied = await _replay_locked(log, stores, cube_id, key, partition, progress, batch)
+    logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
+    return applied
+
+
+async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: str, key: bytes, partition: int,
+                         progress: Progress | None, batch: int) -> int:
+    """``replay_cube``'s work, with the live projection paused."""
+    applied = 0
+    end = (await log.end_offsets(MEMORIES)).get(partition, 0)
+    await _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
+    offset = 0
+    applying: asyncio.Task[None] | None = None
+    try:
+        while offset < end:
+            records = await log.read(MEMORIES, partition, offset, limit=batch)
+            if not records:
+                break
+            planned = _plan(records, key, end)
+            offset = records[-1].position.offset + 1
             if applying is not None:
                 await applying
-        finally:
-            if applying is not None and not applying.done():
-                applying.cancel()
-                with suppress(asyncio.CancelledError):
-                    await applying
-    logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
+                applying = None
+            if planned:
+                applying = asyncio.create_task(_apply_all(stores, planned))
+                applied += len(planned)
+            if progress is not None:
+                progress(min(offset, end), end)
+        if applying is not None:
+            await applying
+    finally:
+        if applying is not None and not applying.done():
+            applying.cancel()
+            with suppress(asyncio.CancelledError):
+                await applying
     return applied
 
 

@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from memory_store.embedded import EmbeddedGraphStore, EmbeddedKeywordIndex, EmbeddedVectorStore
 from memory_store.embedded.db import EmbeddedProjection
 from processors.projection import project
+from schemas.codec import decode, encode
 from schemas.envelope import Position
 from schemas.events import (
     Event,
@@ -179,7 +180,11 @@ async def scenario(
     tmp: Path, actions: Sequence[tuple[str, int, int, int]], seed: int, resends: Sequence[tuple[int, int]],
     sizes: Sequence[int], replay_cube: int,
 ) -> None:  # fmt: skip
-    history = build_history(actions, seed)
+    # Events as the log holds them (float32 vectors). The fresh and incremental builds project them with
+    # plain float lists; the cube replay below projects them as decoded from the log's bytes (vectors
+    # carrying their float32 bytes, which the stores then use as they are).
+    logged = [(decode(encode(event)), pos) for event, pos in build_history(actions, seed)]
+    history = [(type(event).model_validate(event.model_dump()), pos) for event, pos in logged]
     planned: list[Planned] = [(project(event), pos) for event, pos in history]
 
     # Each position once, into a fresh store.
@@ -205,7 +210,7 @@ async def scenario(
     # Drop one cube and rebuild it from its own events with replay=True.
     cube = CUBES[replay_cube]
     partition = PARTITION[cube]
-    own = [(ops, pos) for (event, pos), (ops, _) in zip(history, planned, strict=True) if event.key == cube]
+    own = [(project(event), pos) for event, pos in logged if event.key == cube]
     await incremental.apply_many([([DropCube(cube_id=cube)], Position(MEMORIES, partition, -1))], replay=True)
     dropped = await snapshot(incremental)
     assert dropped[cube]["memories"] == [] and dropped[cube]["relations"] == []
