@@ -6,7 +6,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 from schemas.envelope import Position
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
@@ -83,6 +83,36 @@ class GraphStore(Projection):
         offset: int = 0,
     ) -> list[MemoryRecord]:
         """Memories of a cube ordered by (created_at, id); retired ones only when asked."""
+
+    async def find_memories(
+        self,
+        cube_id: str,
+        *,
+        text: str = "",
+        extractor: str = "",
+        status: Literal["activated", "retired", "all"] = "activated",
+        memory_types: Sequence[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[MemoryRecord]:
+        """Memories of a cube ordered by (created_at, id) that have this status ("all": any), contain
+        ``text`` (case-folded; empty: any) and come from ``extractor`` (empty: any), ``limit`` of them after
+        skipping ``offset`` matches.
+
+        This default scans ``list_memories`` in chunks and stops once it has enough; an adapter that can
+        filter inside its engine overrides it with one bounded query."""
+        needle = text.casefold()
+        matches: list[MemoryRecord] = []
+        position, chunk = 0, 1000
+        while len(matches) < offset + limit:
+            batch = await self.list_memories(cube_id, include_retired=status != "activated",
+                                             memory_types=memory_types, limit=chunk, offset=position)
+            matches.extend(r for r in batch if (status == "all" or r.status == status)
+                           and needle in r.memory.casefold() and (not extractor or r.extractor == extractor))
+            position += len(batch)
+            if len(batch) < chunk:
+                break
+        return matches[offset:offset + limit]
 
     @abstractmethod
     async def count(self, cube_id: str, *, include_retired: bool = False) -> int:

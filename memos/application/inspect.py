@@ -28,6 +28,7 @@ from streams.log.base import partition_for
 
 __all__ = [
     "CONTEXT_WORDS",
+    "GRAPH_EDGES_PER_NODE",
     "CubeGraph",
     "CubeOverview",
     "Inspector",
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 CONTEXT_WORDS = 1000
 """Word budget of the context a search would give a model."""
+GRAPH_EDGES_PER_NODE = 20
+"""The graph view reads at most this many edges per node shown (on average), whatever the cube holds."""
 
 _BUCKETS = (("text_mem", "text"), ("pref_mem", "preference"), ("tool_mem", "tool"), ("skill_mem", "skill"))
 _PROJECTION_GROUP = "projector"
@@ -275,26 +278,15 @@ class Inspector:
         graph = self._rt.graph
         types = [memory_type] if memory_type else None
         start = (page - 1) * page_size
-        needle, extractor = text.strip().casefold(), extractor.strip()
-
-        def keep(r: MemoryRecord) -> bool:
-            return ((status == "all" or r.status == status) and (not needle or needle in r.memory.casefold())
-                    and (not extractor or r.extractor == extractor))
-
+        needle, extractor = text.strip(), extractor.strip()
         if status != "retired" and not needle and not extractor:
             rows = await graph.list_memories(cube_id, include_retired=status == "all", memory_types=types,
                                              limit=page_size + 1, offset=start)
             total = None if types else await graph.count(cube_id, include_retired=status == "all")
-        else:  # filters the store cannot apply: scan in creation order
-            rows, offset, chunk = [], 0, 1000
-            while len(rows) <= start + page_size:
-                batch = await graph.list_memories(cube_id, include_retired=True, memory_types=types,
-                                                  limit=chunk, offset=offset)
-                rows.extend(r for r in batch if keep(r))
-                offset += len(batch)
-                if len(batch) < chunk:
-                    break
-            rows, total = rows[start:], None
+        else:  # one bounded query of the store (page_size + 1 tells whether there is a next page)
+            rows = await graph.find_memories(cube_id, text=needle, extractor=extractor, status=status,
+                                             memory_types=types, limit=page_size + 1, offset=start)
+            total = None
         items = [_row(r) for r in rows[:page_size]]
         return MemoryPage(cube_id, items, page, page_size, total, has_more=len(rows) > page_size)
 
@@ -342,13 +334,15 @@ class Inspector:
         return out
 
     async def graph(self, user_id: str, cube_id: str, *, limit: int = 300) -> CubeGraph:
-        """The cube's first ``limit`` current memories and the edges between them."""
+        """The cube's first ``limit`` current memories and the edges between them (read through the edges
+        touching them, at most ``GRAPH_EDGES_PER_NODE`` per node on average, not the cube's every edge)."""
         await self.access(user_id, cube_id)
         graph = self._rt.graph
         records = await graph.list_memories(cube_id, limit=limit)
         ids = {r.id for r in records}
+        touching = await graph.neighbors(list(ids), limit=GRAPH_EDGES_PER_NODE * len(ids)) if ids else []
         edges = [{"source": e.source_id, "target": e.target_id, "relation": e.relation, "weight": e.weight}
-                 for e in await graph.relations(cube_id) if e.source_id in ids and e.target_id in ids]
+                 for e in touching if e.source_id in ids and e.target_id in ids]
         nodes = [{"id": r.id, "label": r.key or r.memory[:60], "memory": r.memory[:240], "type": r.memory_type}
                  for r in records]
         return CubeGraph(cube_id, nodes, edges, await graph.count(cube_id), limit)

@@ -7,7 +7,10 @@ fragments pass the same authentication middleware and the same application-layer
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal, get_args
@@ -35,8 +38,28 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 CubeId = Annotated[str, Path(min_length=1, max_length=256)]
 MemoryId = Annotated[str, Path(min_length=1, max_length=256)]
 
-_ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 _STATIC = resources.files("memos.console") / "static"
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    """A static file read once: its bytes, their gzip, and a content hash (ETag and URL version)."""
+
+    body: bytes
+    gzipped: bytes
+    media_type: str
+    version: str
+
+    @classmethod
+    def read(cls, name: str, media_type: str) -> _Asset:
+        body = (_STATIC / name).read_bytes()
+        return cls(body, gzip.compress(body, 9, mtime=0), media_type, hashlib.sha256(body).hexdigest()[:16])
+
+
+_ASSETS = {name: _Asset.read(name, media_type) for name, media_type in
+           (("console.js", "text/javascript; charset=utf-8"), ("console.css", "text/css; charset=utf-8"))}
+_IMMUTABLE = "public, max-age=31536000, immutable"
+"""Asset URLs carry the content hash (``?v=``): the browser keeps them and asks again only for a new build."""
 
 
 def _when(value: Any) -> str:
@@ -63,12 +86,23 @@ _env.filters["num"] = _num
 _env.filters["seg"] = lambda value: quote(str(value), safe="")
 
 
-def _render(name: str, **context: Any) -> HTMLResponse:
-    return HTMLResponse(_env.get_template(name).render(**context),
-                        headers={"Cache-Control": "no-store"})
+_GZIP_FROM = 1024
+"""Fragments this large or larger go gzipped to a browser that takes gzip (tables shrink about 8x)."""
 
 
-_SHELL = _env.get_template("shell.html").render()
+def _render(request: Request, name: str, **context: Any) -> HTMLResponse:
+    """A fragment, gzipped when worth it and accepted."""
+    body = _env.get_template(name).render(**context).encode()
+    headers = {"Cache-Control": "no-store", "Vary": "Accept-Encoding"}
+    if len(body) >= _GZIP_FROM and "gzip" in request.headers.get("accept-encoding", ""):
+        body = gzip.compress(body, 5, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return HTMLResponse(body, headers=headers)
+
+
+_SHELL = _env.get_template("shell.html").render(
+    css=f"{CONSOLE_PREFIX}/static/console.css?v={_ASSETS['console.css'].version}",
+    js=f"{CONSOLE_PREFIX}/static/console.js?v={_ASSETS['console.js'].version}")
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 """Everything the console loads comes from this server: the browser refuses anything else."""
@@ -88,12 +122,20 @@ def _inspector(request: Request) -> Inspector:
 
 
 @router.get(CONSOLE_PREFIX + "/static/{name}")
-async def asset(name: str) -> Response:
-    """A vendored asset of the console (served by the package; no CDN)."""
-    if name not in _ASSETS:
+async def asset(request: Request, name: str, v: Annotated[str, Query(max_length=64)] = "") -> Response:
+    """An asset of the console (served by the package; no CDN): cached for good under its versioned URL,
+    revalidated by ETag otherwise, gzipped when the browser takes it."""
+    found = _ASSETS.get(name)
+    if found is None:
         raise NotFound(f"no console asset {name!r}", field="name")
-    return Response((_STATIC / name).read_bytes(), media_type=_ASSETS[name],
-                    headers={"Cache-Control": "no-cache"})
+    etag = f'"{found.version}"'
+    headers = {"ETag": etag, "Vary": "Accept-Encoding", "X-Content-Type-Options": "nosniff",
+               "Cache-Control": _IMMUTABLE if v == found.version else "no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(found.gzipped, media_type=found.media_type, headers={**headers, "Content-Encoding": "gzip"})
+    return Response(found.body, media_type=found.media_type, headers=headers)
 
 
 @router.get(CONSOLE_PREFIX)
@@ -125,7 +167,7 @@ async def cubes(request: Request, caller: CallerDep) -> HTMLResponse:
     inspector = _inspector(request)
     listed = await inspector.cubes(user)
     counting = any(c.counts is None for c in listed)
-    return _render("cubes.html", user=user, cubes=listed, counting=counting,
+    return _render(request, "cubes.html", user=user, cubes=listed, counting=counting,
                    progress=inspector.digest_progress() if counting else None)
 
 
@@ -145,7 +187,7 @@ async def memories(
                                                 memory_type=memory_type or None, status=status, text=q,
                                                 extractor=extractor)
     filters = {"type": memory_type, "status": status, "q": q, "extractor": extractor}
-    return _render("memories.html", cube_id=cube_id, result=result, filters=filters,
+    return _render(request, "memories.html", cube_id=cube_id, result=result, filters=filters,
                    types=_MEMORY_TYPES, access=await _inspector(request).access(user, cube_id))
 
 
@@ -154,7 +196,7 @@ async def memory(request: Request, caller: CallerDep, cube_id: CubeId, memory_id
     """One memory and its lineage."""
     user = acting_user(caller, None)
     lineage = await _inspector(request).lineage(user, cube_id, memory_id)
-    return _render("memory.html", cube_id=cube_id, lineage=lineage, access=await _inspector(request).access(user, cube_id))
+    return _render(request, "memory.html", cube_id=cube_id, lineage=lineage, access=await _inspector(request).access(user, cube_id))
 
 
 @router.get("/v1/console/cubes/{cube_id}/graph", response_class=HTMLResponse)
@@ -164,7 +206,7 @@ async def graph(request: Request, caller: CallerDep, cube_id: CubeId,
     user = acting_user(caller, None)
     data = await _inspector(request).graph(user, cube_id, limit=limit)
     payload = {"nodes": data.nodes, "edges": data.edges}
-    return _render("graph.html", cube_id=cube_id, graph=data, payload=payload)
+    return _render(request, "graph.html", cube_id=cube_id, graph=data, payload=payload)
 
 
 @router.get("/v1/console/search", response_class=HTMLResponse)
@@ -178,7 +220,7 @@ async def search(request: Request, caller: CallerDep,
     readable = [c.cube_id for c in await inspector.readable(user)]
     chosen = list(dict.fromkeys(cube or readable))
     result = await inspector.playground(user, chosen, q, top_k=top_k) if q.strip() and chosen else None
-    return _render("search.html", q=q, readable=readable, chosen=chosen, top_k=top_k, result=result,
+    return _render(request, "search.html", q=q, readable=readable, chosen=chosen, top_k=top_k, result=result,
                    budget=CONTEXT_WORDS)
 
 
@@ -188,7 +230,7 @@ async def feed(request: Request, caller: CallerDep) -> HTMLResponse:
     user = acting_user(caller, None)
     inspector = _inspector(request)
     cubes = [c.cube_id for c in await inspector.readable(user)]
-    return _render("feed.html", cubes=cubes, cursor=await inspector.feed_cursor(user) if cubes else "")
+    return _render(request, "feed.html", cubes=cubes, cursor=await inspector.feed_cursor(user) if cubes else "")
 
 
 @router.get("/v1/console/tasks", response_class=HTMLResponse)
@@ -197,7 +239,7 @@ async def tasks(request: Request, caller: CallerDep,
     """Tasks of the readable cubes and their status."""
     user = acting_user(caller, None)
     rows = await _inspector(request).tasks(user, cube_id=cube or None)
-    return _render("tasks.html", tasks=rows, cube=cube)
+    return _render(request, "tasks.html", tasks=rows, cube=cube)
 
 
 @router.get("/v1/console/usage", response_class=HTMLResponse)
@@ -207,7 +249,7 @@ async def usage(request: Request, caller: CallerDep) -> HTMLResponse:
     inspector = _inspector(request)
     usage_rows = await inspector.usage(user)
     if usage_rows is None:
-        return _render("usage.html", rows=[], per_model={}, progress=inspector.digest_progress())
+        return _render(request, "usage.html", rows=[], per_model={}, progress=inspector.digest_progress())
     rows = usage_rows
     per_model: dict[tuple[str, str], dict[str, int]] = {}
     for r in rows:
@@ -215,7 +257,7 @@ async def usage(request: Request, caller: CallerDep) -> HTMLResponse:
         total["calls"] += r.calls
         total["prompt"] += r.prompt_tokens
         total["completion"] += r.completion_tokens
-    return _render("usage.html", rows=rows, per_model=per_model, progress=None)
+    return _render(request, "usage.html", rows=rows, per_model=per_model, progress=None)
 
 
 @router.post("/v1/console/cubes/{cube_id}/memories/{memory_id}/delete")

@@ -334,3 +334,47 @@ def test_phone_width_and_keyboard(browser: Any, console: Console) -> None:
         assert selected.strip() and selected.strip() in text.inner_text()
     finally:
         context.close()
+
+
+def test_a_page_load_asks_for_its_fragment_once_and_the_assets_come_from_the_cache(
+        page: Any, console: Console) -> None:
+    """After the first page, a full load (reload or typed URL) fetches the shell and one fragment: the
+    assets' versioned URLs are kept by the browser and the key's user is known to the tab."""
+    expect = _expect()
+    login(page, console, console.ann, "/console/cubes/ann_trips/memories")
+    expect(page.locator("#memories tbody tr").first).to_be_visible()
+    fetched: list[str] = []
+    page.on("request", lambda request: fetched.append(request.url))
+    page.goto(console.url + "/console/cubes/ann_trips/graph")
+    expect(page.locator("#graph svg a.node").first).to_be_visible()
+    expect(page.locator("#who-name")).to_have_text("ann")
+    paths = [httpx.URL(u).path for u in fetched]
+    assert paths.count("/v1/console/cubes/ann_trips/graph") == 1, paths
+    assert "/v1/console/whoami" not in paths, paths
+    cached = page.evaluate("performance.getEntriesByType('resource')"
+                           ".filter(e => e.name.includes('/console/static/')).map(e => e.transferSize)")
+    assert cached and all(size == 0 for size in cached), cached  # from the browser's cache, not the wire
+
+
+def test_assets_are_versioned_cached_and_compressed(console: Console) -> None:
+    """The shell names its assets by content hash; those URLs are cacheable for good, revalidate by ETag,
+    and go gzipped, as do large fragments."""
+    shell = httpx.get(console.url + "/console", timeout=30)
+    urls = re.findall(r'(?:src|href)="(/console/static/[^"?]+\?v=[0-9a-f]+)"', shell.text)
+    assert len(urls) == 2, shell.text
+    for url in urls:
+        resp = httpx.get(console.url + url, headers={"Accept-Encoding": "gzip"}, timeout=30)
+        assert resp.status_code == 200
+        assert "immutable" in resp.headers["cache-control"]
+        assert resp.headers["content-encoding"] == "gzip"
+        assert len(resp.content) > 1000  # httpx decompressed it
+        etag = resp.headers["etag"]
+        again = httpx.get(console.url + url, headers={"If-None-Match": etag}, timeout=30)
+        assert again.status_code == 304
+        bare = httpx.get(console.url + url.split("?")[0], headers={"Accept-Encoding": "identity"}, timeout=30)
+        assert bare.headers["cache-control"] == "no-cache" and "content-encoding" not in bare.headers
+        assert bare.content == resp.content
+    table = httpx.get(console.url + "/v1/console/cubes/ann_trips/memories",
+                      headers={**console.ann.headers, "Accept-Encoding": "gzip"}, timeout=30)
+    assert table.status_code == 200 and table.headers["content-encoding"] == "gzip"
+    assert 'id="memories"' in table.text

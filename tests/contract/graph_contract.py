@@ -152,6 +152,34 @@ class GraphStoreContract:
         assert [r.id for r in got] == [pref.id, tool.id]
         assert await graph_store.list_memories(cube, memory_types=[]) == []
 
+    async def test_find_filters_by_text_extractor_status_and_type_and_pages(
+        self, graph_store: GraphStore, unique: str, cube: str, other_cube: str
+    ) -> None:
+        tea = [make_memory(cube, f"t{n}-{unique}", minute=n, memory=f"Note {n}: GREEN Tea in the Straße",
+                           extractor="llm" if n % 2 else "rules") for n in range(5)]
+        coffee = make_memory(cube, f"c-{unique}", minute=10, memory="black coffee", memory_type="UserMemory")
+        elsewhere = make_memory(other_cube, f"x-{unique}", memory="green tea elsewhere")
+        await self._upsert(graph_store, unique, 0, *tea, coffee, elsewhere)
+        retire = RetireMemory(memory_id=tea[1].id, cube_id=cube, reason="deleted", updated_at=T0)
+        assert await graph_store.apply([retire], position(unique, 1))
+
+        async def ids(**filters: Any) -> list[str]:
+            return [r.id for r in await graph_store.find_memories(cube, **filters)]
+
+        current = [tea[0].id, tea[2].id, tea[3].id, tea[4].id]
+        assert await ids() == [*current, coffee.id]
+        assert await ids(text="green tea") == current  # case-folded on both sides
+        assert await ids(text="STRASSE") == current  # casefold, not lower(): "ß" matches "ss"
+        assert await ids(text="green tea", limit=2, offset=1) == current[1:3]
+        assert await ids(text="green tea", extractor="llm") == [tea[3].id]
+        assert await ids(text="green tea", status="retired") == [tea[1].id]
+        assert await ids(text="green tea", status="all", extractor="llm") == [tea[1].id, tea[3].id]
+        assert await ids(memory_types=["UserMemory"]) == [coffee.id]
+        assert await ids(text="tea", memory_types=["UserMemory"]) == []
+        assert await ids(text="no such words") == []
+        (found,) = await graph_store.find_memories(cube, text="coffee")
+        assert found == coffee
+
     async def test_revise_replaces_text_merges_metadata_and_appends_sources(
         self, graph_store: GraphStore, unique: str, cube: str
     ) -> None:

@@ -6,6 +6,7 @@
 
   var KEY = "memos.console.key";
   var FEED = "memos.console.feed";
+  var WHO = "memos.console.who";     // the key's user, asked once per tab (every fragment checks the key)
   var FEED_KEEP = 200;
   var view, loginBox, nav, who;
   var pageAbort = null;   // aborts the current page's long-running work (feed stream, polling)
@@ -13,11 +14,13 @@
   // --- key ------------------------------------------------------------------------------------------
   function getKey() { return sessionStorage.getItem(KEY) || localStorage.getItem(KEY) || ""; }
   function setKey(key, remember) {
+    sessionStorage.removeItem(WHO);
     sessionStorage.setItem(KEY, key);
     if (remember) localStorage.setItem(KEY, key); else localStorage.removeItem(KEY);
   }
   function dropKey() {
     sessionStorage.removeItem(KEY); localStorage.removeItem(KEY); sessionStorage.removeItem(FEED);
+    sessionStorage.removeItem(WHO);
   }
   function authHeaders(extra) {
     var h = extra || {};
@@ -25,21 +28,38 @@
     return h;
   }
 
-  function api(url, options) {
+  function send(url, options) {
     options = options || {};
     options.headers = authHeaders(options.headers);
     options.credentials = "omit";
-    return fetch(url, options).then(function (resp) {
-      if (resp.status === 401) { dropKey(); showLogin("The key was refused (401). Enter a valid key."); throw new Error("unauthorized"); }
-      if (!resp.ok) {
-        return resp.text().then(function (text) {
-          var message = text;
-          try { message = JSON.parse(text).message || text; } catch (e) { /* not JSON */ }
-          var err = new Error(message); err.status = resp.status; throw err;
-        });
-      }
-      return resp;
-    });
+    return fetch(url, options);
+  }
+
+  // a refused key shows the login; another failure becomes an Error with the server's message
+  function checked(resp) {
+    if (resp.status === 401) { dropKey(); showLogin("The key was refused (401). Enter a valid key."); throw new Error("unauthorized"); }
+    if (!resp.ok) {
+      return resp.text().then(function (text) {
+        var message = text;
+        try { message = JSON.parse(text).message || text; } catch (e) { /* not JSON */ }
+        var err = new Error(message); err.status = resp.status; throw err;
+      });
+    }
+    return resp;
+  }
+
+  function api(url, options) { return send(url, options).then(checked); }
+
+  // The first page's fragment is asked for as soon as this script runs (it is loaded in the page's
+  // head, from the browser's cache after the first visit), so the server works on it while the browser
+  // builds the page; render() takes the answer if the page still wants that URL.
+  var early = getKey() ? { url: fragmentUrl(location), response: send(fragmentUrl(location)) } : null;
+
+  function fetchFragment(url, signal) {
+    var first = early;
+    early = null;
+    if (first && first.url === url) return first.response.then(checked);
+    return api(url, { signal: signal });
   }
 
   // --- login ----------------------------------------------------------------------------------------
@@ -64,13 +84,21 @@
 
   function start() {
     if (!getKey()) { showLogin(""); return; }
-    // the page's fragment and the key's user are fetched side by side: a refused key shows the login
+    // the page's fragment and (once per tab) the key's user are fetched side by side: a refused key
+    // shows the login
     loginBox.hidden = true; nav.hidden = false;
     render();
+    var known = sessionStorage.getItem(WHO);
+    if (known) { showWho(known); return; }
     api("/v1/console/whoami").then(function (resp) { return resp.json(); }).then(function (me) {
-      who.hidden = false;
-      document.getElementById("who-name").textContent = me.user_id;
+      sessionStorage.setItem(WHO, me.user_id);
+      showWho(me.user_id);
     }).catch(function (e) { if (e.message !== "unauthorized") showLogin(e.message); });
+  }
+
+  function showWho(userId) {
+    who.hidden = false;
+    document.getElementById("who-name").textContent = userId;
   }
 
   // --- routing --------------------------------------------------------------------------------------
@@ -98,7 +126,7 @@
       if (a.dataset.section === section) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
     });
     view.setAttribute("aria-busy", "true");
-    api(fragmentUrl(location), { signal: signal }).then(function (resp) { return resp.text(); }).then(function (html) {
+    fetchFragment(fragmentUrl(location), signal).then(function (resp) { return resp.text(); }).then(function (html) {
       if (signal.aborted) return;
       view.innerHTML = html;
       view.removeAttribute("aria-busy");
@@ -313,45 +341,87 @@
 
   // --- the graph --------------------------------------------------------------------------------------
   var SVG = "http://www.w3.org/2000/svg";
+  var NEAR_FROM = 100;   // graphs with more nodes than this repel only near neighbours (see repelNear)
   var COLORS = { LongTermMemory: "#2563eb", UserMemory: "#7c3aed", WorkingMemory: "#0891b2", PreferenceMemory: "#db2777",
                  ToolSchemaMemory: "#ca8a04", ToolTrajectoryMemory: "#ea580c", SkillMemory: "#16a34a", OuterMemory: "#64748b" };
 
   function layout(nodes, edges, width, height) {
-    var index = {};
-    nodes.forEach(function (n, i) {
-      index[n.id] = i;
+    var n = nodes.length, index = {}, xs = new Float64Array(n), ys = new Float64Array(n);
+    nodes.forEach(function (node, i) {
+      index[node.id] = i;
       var angle = i * 2.399963; var r = 10 * Math.sqrt(i + 1);   // a phyllotaxis start: deterministic
-      n.x = width / 2 + r * Math.cos(angle); n.y = height / 2 + r * Math.sin(angle);
+      xs[i] = width / 2 + r * Math.cos(angle); ys[i] = height / 2 + r * Math.sin(angle);
     });
     var links = edges.filter(function (e) { return e.source in index && e.target in index; });
-    var k = Math.sqrt((width * height) / Math.max(nodes.length, 1)) * 0.45;
+    var from = Int32Array.from(links, function (l) { return index[l.source]; });
+    var to = Int32Array.from(links, function (l) { return index[l.target]; });
+    var k = Math.sqrt((width * height) / Math.max(n, 1)) * 0.45;
     var temperature = width / 8;
-    for (var iter = 0; iter < 220; iter++) {
-      var dx = new Float64Array(nodes.length), dy = new Float64Array(nodes.length);
-      for (var i = 0; i < nodes.length; i++) {
-        for (var j = i + 1; j < nodes.length; j++) {
-          var ddx = nodes[i].x - nodes[j].x, ddy = nodes[i].y - nodes[j].y;
-          var d2 = ddx * ddx + ddy * ddy + 0.01, f = (k * k) / d2;
-          dx[i] += ddx * f; dy[i] += ddy * f; dx[j] -= ddx * f; dy[j] -= ddy * f;
-        }
-      }
-      links.forEach(function (l) {
-        var a = index[l.source], b = index[l.target];
-        var ddx = nodes[a].x - nodes[b].x, ddy = nodes[a].y - nodes[b].y;
+    // a large graph cools faster, and only near neighbours repel (see repelNear): it settles in a frame
+    var near = n > NEAR_FROM, rounds = near ? 120 : 220, cooling = near ? 0.95 : 0.97;
+    var dx = new Float64Array(n), dy = new Float64Array(n);
+    for (var iter = 0; iter < rounds; iter++) {
+      dx.fill(0); dy.fill(0);
+      if (near) repelNear(xs, ys, dx, dy, k); else repelAll(xs, ys, dx, dy, k);
+      for (var e = 0; e < from.length; e++) {
+        var a = from[e], b = to[e];
+        var ddx = xs[a] - xs[b], ddy = ys[a] - ys[b];
         var d = Math.sqrt(ddx * ddx + ddy * ddy) + 0.01, f = d / k;
         dx[a] -= ddx * f; dy[a] -= ddy * f; dx[b] += ddx * f; dy[b] += ddy * f;
-      });
-      for (i = 0; i < nodes.length; i++) {
-        // a little gravity towards the centre, and the frame (Fruchterman-Reingold) keeps the rest in view
-        dx[i] += (width / 2 - nodes[i].x) * 0.1; dy[i] += (height / 2 - nodes[i].y) * 0.1;
-        var len = Math.sqrt(dx[i] * dx[i] + dy[i] * dy[i]) + 0.01, step = Math.min(len, temperature);
-        nodes[i].x = Math.max(20, Math.min(width - 180, nodes[i].x + (dx[i] / len) * step));
-        nodes[i].y = Math.max(20, Math.min(height - 20, nodes[i].y + (dy[i] / len) * step));
       }
-      temperature *= 0.97;
+      for (var i = 0; i < n; i++) {
+        // a little gravity towards the centre, and the frame (Fruchterman-Reingold) keeps the rest in view
+        dx[i] += (width / 2 - xs[i]) * 0.1; dy[i] += (height / 2 - ys[i]) * 0.1;
+        var len = Math.sqrt(dx[i] * dx[i] + dy[i] * dy[i]) + 0.01, step = Math.min(len, temperature);
+        xs[i] = Math.max(20, Math.min(width - 180, xs[i] + (dx[i] / len) * step));
+        ys[i] = Math.max(20, Math.min(height - 20, ys[i] + (dy[i] / len) * step));
+      }
+      temperature *= cooling;
     }
+    nodes.forEach(function (node, i) { node.x = xs[i]; node.y = ys[i]; });
     fit(nodes, width, height, 40);
     return links.map(function (l) { return { a: nodes[index[l.source]], b: nodes[index[l.target]], relation: l.relation }; });
+  }
+
+  // every pair of nodes pushes apart: exact, and quick enough for small graphs
+  function repelAll(xs, ys, dx, dy, k) {
+    for (var i = 0; i < xs.length; i++) {
+      for (var j = i + 1; j < xs.length; j++) {
+        var ddx = xs[i] - xs[j], ddy = ys[i] - ys[j];
+        var d2 = ddx * ddx + ddy * ddy + 0.01, f = (k * k) / d2;
+        dx[i] += ddx * f; dy[i] += ddy * f; dx[j] -= ddx * f; dy[j] -= ddy * f;
+      }
+    }
+  }
+
+  // the grid variant of Fruchterman and Reingold: only nodes closer than 2k push apart, found through a
+  // grid of 2k cells (a linked list per cell in typed arrays), so an iteration costs about n, not n^2
+  function repelNear(xs, ys, dx, dy, k) {
+    var cell = 2 * k, n = xs.length, minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
+    for (var i = 0; i < n; i++) {
+      minX = Math.min(minX, xs[i]); maxX = Math.max(maxX, xs[i]); minY = Math.min(minY, ys[i]); maxY = Math.max(maxY, ys[i]);
+    }
+    var cols = Math.floor((maxX - minX) / cell) + 1, rows = Math.floor((maxY - minY) / cell) + 1;
+    var head = new Int32Array(cols * rows).fill(-1), next = new Int32Array(n);
+    var cx = new Int32Array(n), cy = new Int32Array(n);
+    for (i = 0; i < n; i++) {
+      cx[i] = Math.floor((xs[i] - minX) / cell); cy[i] = Math.floor((ys[i] - minY) / cell);
+      var c = cx[i] + cy[i] * cols;
+      next[i] = head[c]; head[c] = i;
+    }
+    for (i = 0; i < n; i++) {
+      for (var gy = Math.max(0, cy[i] - 1); gy <= Math.min(rows - 1, cy[i] + 1); gy++) {
+        for (var gx = Math.max(0, cx[i] - 1); gx <= Math.min(cols - 1, cx[i] + 1); gx++) {
+          for (var j = head[gx + gy * cols]; j >= 0; j = next[j]) {
+            if (j <= i) continue;
+            var ddx = xs[i] - xs[j], ddy = ys[i] - ys[j], d2 = ddx * ddx + ddy * ddy + 0.01;
+            if (d2 >= cell * cell) continue;
+            var f = (k * k) / d2;
+            dx[i] += ddx * f; dy[i] += ddy * f; dx[j] -= ddx * f; dy[j] -= ddy * f;
+          }
+        }
+      }
+    }
   }
 
   // scale and centre the layout into the canvas, whatever spread the forces settled at
