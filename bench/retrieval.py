@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import re
-import statistics
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,19 +36,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.table import Table
 
 from bench.retrieval_loo import (
     Candidates,
     EmbeddingCache,
-    LooResult,
     collect,
     leave_one_out,
     mean,
     ranked,
     settings_grid,
 )
+from bench.retrieval_report import CATEGORIES, Run, figures_of, print_loo, print_table
 from memos.api.product_models import APIADDRequest, APISearchRequest
 from memos.api.routers.server_router import add_memories, search_memories
 from memos.client import default_client, reset_default_client
@@ -68,11 +65,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CATEGORIES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
 _SESSION = re.compile(r"session_(\d+)")
-DEFAULT_GRID = (
-    "weight_time=1,1.5;mmr_lambda=0.7,0.8;expansion_seeds=10,20;relation_weights.RELATES=0,0.8"
-)
+DEFAULT_GRID = "weight_time=1,1.5;mmr_lambda=0.7,0.8;expansion_seeds=10,20;relation_weights.RELATES=0,0.8"
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 
@@ -193,6 +187,24 @@ def _ingest(
     return added
 
 
+def _marks() -> Path:
+    return Path(os.environ["MEMOS_HOME"]) / "bench-retrieval-ingested.json"
+
+
+def _ingested(roles: str) -> set[str]:
+    """Cubes a previous run ingested into this data directory with the same roles (``--home`` reuse)."""
+    path = _marks()
+    marks = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    return {cube for cube, r in marks.items() if r == roles}
+
+
+def _mark_ingested(cube_id: str, roles: str) -> None:
+    path = _marks()
+    marks = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    marks[cube_id] = roles
+    path.write_text(json.dumps(marks), encoding="utf-8")
+
+
 def _search(
     question: str, *, user_id: str, cube_id: str, top_k: int, relativity: float | None
 ) -> tuple[list[dict[str, Any]], int, float]:
@@ -219,29 +231,6 @@ def _search(
     return memories, others, elapsed_ms
 
 
-def _pct(samples: Sequence[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-@dataclass(slots=True)
-class _Run:
-    """Results of one relativity setting."""
-
-    label: str
-    relativity: float | None
-    recalls: dict[int, list[float]] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    words: list[int] = field(default_factory=list)
-    returned: list[int] = field(default_factory=list)
-    others: int = 0
-    """pref_mem, tool_mem and skill_mem items returned (not counted: fast mode makes none from chat)."""
-
-    def recall(self, category: int | None = None) -> float:
-        values = [r for c, rs in self.recalls.items() if category in (None, c) for r in rs]
-        return statistics.fmean(values) if values else 0.0
-
-
 def _parse_relativities(text: str) -> list[tuple[str, float | None]]:
     out: list[tuple[str, float | None]] = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
@@ -252,12 +241,13 @@ def _parse_relativities(text: str) -> list[tuple[str, float | None]]:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Ingest and ask every conversation; print the table, return the headline figures."""
     samples = json.loads(Path(args.path).read_text(encoding="utf-8"))[: args.limit_conversations or None]
-    runs = [_Run(label, rel) for label, rel in _parse_relativities(args.relativity)]
+    runs = [Run(label, rel) for label, rel in _parse_relativities(args.relativity)]
     details = open(args.details, "w", encoding="utf-8") if args.details else None  # noqa: SIM115
     user_id, ingest_s, n_turns, n_memories, skipped = "locomo", 0.0, 0, 0, 0
     runtime = default_client().runtime
     cands: list[Candidates] = []
     contents_of: dict[str, dict[str, str]] = {}
+    done = _ingested(args.roles)
     try:
         for number, sample in enumerate(samples):
             conversation = sample["conversation"]
@@ -265,7 +255,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             turns = turns_of(conversation)
             contents = {t.dia_id: t.content for t in turns}
             started = time.perf_counter()
-            n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
+            if cube_id in done:
+                logger.warning("cube %s already ingested under --home: searches only", cube_id)
+            else:
+                n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
+                _mark_ingested(cube_id, args.roles)
             ingest_s += time.perf_counter() - started
             n_turns += len(turns)
             contents_of[cube_id] = contents
@@ -323,8 +317,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if details is not None:
             details.close()
-    _print(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped, args=args)
-    figures = _figures(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
+    print_table(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped, args=args)
+    figures = figures_of(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
     if cands:
         figures.update(_loo(cands, contents_of, runtime, args))
     return figures
@@ -366,7 +360,7 @@ def _loo(
             settings=np.asarray([json.dumps(x.model_dump(), default=list) for x in settings]),
         )
     result = leave_one_out(scores, [c.cube for c in cands], [c.category for c in cands], settings)
-    _print_loo(result, len(settings), elapsed)
+    print_loo(result, len(settings), elapsed)
     out: dict[str, Any] = {
         "loo_recall": round(mean(result.loo), 4),
         "in_sample_recall": round(mean(result.in_sample), 4),
@@ -376,99 +370,6 @@ def _loo(
         out[f"loo_{name}"] = round(mean(result.loo, category), 4)
         out[f"in_sample_{name}"] = round(mean(result.in_sample, category), 4)
     out["settings_scored"] = len(settings)
-    return out
-
-
-def _print_loo(result: LooResult, n_settings: int, elapsed: float) -> None:
-    table = Table(title=f"Leave-one-conversation-out over {n_settings} settings ({elapsed:.0f} s to score)")
-    table.add_column("category")
-    table.add_column("questions", justify="right")
-    for name in ("leave-one-out", "in-sample best", "base (defaults)"):
-        table.add_column(name, justify="right")
-    for category, name in CATEGORIES.items():
-        table.add_row(
-            f"{category} {name}",
-            str(len(result.base.get(category, []))),
-            *(f"{mean(v, category):.3f}" for v in (result.loo, result.in_sample, result.base)),
-        )
-    table.add_row(
-        "all",
-        str(sum(len(v) for v in result.base.values())),
-        *(f"{mean(v):.3f}" for v in (result.loo, result.in_sample, result.base)),
-    )
-    console = Console(width=120)
-    console.print(table)
-    console.print(f"in-sample best differs from the defaults in: {result.best or 'nothing'}")
-    for cube, diff in result.chosen.items():
-        console.print(f"  held out {cube}: chose {diff or 'the defaults'}")
-
-
-def _print(
-    runs: Sequence[_Run],
-    *,
-    ingest_s: float,
-    turns: int,
-    memories: int,
-    skipped: int,
-    args: argparse.Namespace,
-) -> None:
-    table = Table(
-        title=f"LoCoMo evidence recall within {args.budget_words} words (top_k={args.top_k}, "
-        f"roles={args.roles})"
-    )
-    table.add_column("category")
-    table.add_column("questions", justify="right")
-    for run in runs:
-        table.add_column(f"recall {run.label}", justify="right")
-    head = runs[0]
-    for category, name in CATEGORIES.items():
-        count = len(head.recalls.get(category, []))
-        table.add_row(f"{category} {name}", str(count), *(f"{r.recall(category):.3f}" for r in runs))
-    table.add_row(
-        "all", str(sum(len(v) for v in head.recalls.values())), *(f"{r.recall():.3f}" for r in runs)
-    )
-    table.add_row(
-        "search p50 / p95 ms",
-        "",
-        *(f"{_pct(r.latencies, 0.5):.1f} / {_pct(r.latencies, 0.95):.1f}" for r in runs),
-    )
-    table.add_row(
-        "mean words / returned",
-        "",
-        *(
-            f"{statistics.fmean(r.words or [0]):.0f} / {statistics.fmean(r.returned or [0]):.1f}"
-            for r in runs
-        ),
-    )
-    console = Console(width=120)
-    console.print(table)
-    console.print(
-        f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
-        f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
-        f"questions skipped (no valid evidence): {skipped}; pref/tool/skill items returned: "
-        f"{sum(r.others for r in runs)}"
-    )
-
-
-def _figures(
-    runs: Sequence[_Run], *, ingest_s: float, turns: int, memories: int, skipped: int
-) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for n, run in enumerate(runs):
-        suffix = "" if n == 0 else "_" + run.label.replace("=", "")
-        out[f"recall_at_1000w{suffix}"] = round(run.recall(), 4)
-        for category, name in CATEGORIES.items():
-            out[f"recall_{name}{suffix}"] = round(run.recall(category), 4)
-        out[f"search_p50_ms{suffix}"] = round(_pct(run.latencies, 0.5), 2)
-        out[f"search_p95_ms{suffix}"] = round(_pct(run.latencies, 0.95), 2)
-        out[f"mean_words{suffix}"] = round(statistics.fmean(run.words or [0]), 1)
-        out[f"pref_tool_items{suffix}"] = run.others
-    out["relativity"] = runs[0].label
-    out["questions"] = sum(len(v) for v in runs[0].recalls.values())
-    out["questions_skipped"] = skipped
-    out["turns"] = turns
-    out["memories"] = memories
-    out["ingest_s"] = round(ingest_s, 2)
     return out
 
 
@@ -494,7 +395,12 @@ def main(argv: list[str] | None = None) -> None:
         help="pair: speaker_a user, speaker_b assistant; user: both user",
     )
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
-    parser.add_argument("--home", default="", help="data directory (default: a fresh temp dir)")
+    parser.add_argument(
+        "--home",
+        default="",
+        help="data directory (default: a fresh temp dir); a directory a previous run filled is reused: "
+        "its conversations are not added again, only searched (for trying search constants)",
+    )
     parser.add_argument(
         "--no-loo", dest="loo", action="store_false", help="skip the leave-one-conversation-out tuning"
     )

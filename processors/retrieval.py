@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from processors.expansion import Expansion, expansion_seeds, graph_expansion, rank_weights
 from processors.filters import Filter, matches
 from processors.fusion import (
     cosine_to,
@@ -62,7 +63,7 @@ from processors.intent import asks_preference, asks_recommendation, first_person
 from processors.relevance import dense_relativity, lexical_text, relativity
 from processors.timeparse import query_time, time_ranking
 from schemas.events import MemoryType
-from schemas.memory import MemoryRecord, RelationRecord
+from schemas.memory import MemoryRecord
 
 __all__ = [
     "BUCKET_TYPES",
@@ -73,6 +74,7 @@ __all__ = [
     "bucket_limit",
     "bucket_types",
     "candidate_k",
+    "rank_weights",
     "expansion_seeds",
     "Expansion",
     "graph_expansion",
@@ -80,6 +82,7 @@ __all__ = [
     "dense_relativity",
     "relativity",
     "score_hits",
+    "spread_sessions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -113,7 +116,11 @@ class SearchSettings(BaseModel):
     temporal 0.947 -> 0.959, single-hop 0.934 -> 0.946); ``mmr_lambda`` 0.7 and ``expansion_seeds`` 10
     were chosen on 4 of 5 folds (LOO 0.877 -> 0.879). Following entity links (RELATES 0.8) lowered LOO
     (0.875 -> 0.874: multi-hop +0.011, open-domain -0.02, temporal -0.01), so they are recorded but
-    not followed by default. rrf_k 20 and weight_dense 1.5 lost on every fold.
+    not followed by default. rrf_k 20 and weight_dense 1.5 lost on every fold. Entity links weighted by
+    name rarity and followed from the 3 best seeds only (``entity_seeds``) still lost (all 996 dev
+    questions, in-sample: 0.877 -> 0.875; multi-hop 0.541 -> 0.555, temporal 0.963 -> 0.950), and so did
+    spreading the head over sessions (``session_spread`` 0.2: 0.867; multi-hop +0.02, open-domain
+    -0.045, single-hop -0.01): both stay off, the LOO choice on every fold.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -143,6 +150,15 @@ class SearchSettings(BaseModel):
     )
     expansion_seeds: int = Field(
         default=10, ge=0, description="Strongest fused hits whose neighbours are read."
+    )
+    entity_seeds: int = Field(
+        default=10, ge=0, description="Entity links (RELATES) are followed only from this many best seeds."
+    )
+    session_spread: float = Field(
+        default=0.0,
+        ge=0,
+        description="Text hits: score / (1 + this x n), n = better hits of the same session (evidence "
+        "spread over sessions gets a place in the budget); 0 = off.",
     )
     expansion_limit: int = Field(
         default=400,
@@ -328,59 +344,6 @@ def candidate_k(limit: int, settings: SearchSettings, *, filtered: bool) -> int:
     return min(k, max(settings.candidate_max, limit))
 
 
-def _weights(settings: SearchSettings) -> dict[str, float]:
-    return {
-        "dense": settings.weight_dense,
-        "keyword": settings.weight_keyword,
-        "graph": settings.weight_graph,
-        "time": settings.weight_time,
-    }
-
-
-def expansion_seeds(rankings: Mapping[str, Sequence[str]], settings: SearchSettings) -> list[str]:
-    """Ids whose graph neighbours are read: the best ``expansion_seeds`` of the dense + keyword fusion."""
-    if settings.expansion_seeds == 0 or settings.weight_graph == 0.0:
-        return []
-    fused = reciprocal_rank_fusion(rankings, weights=_weights(settings), k=settings.rrf_k)
-    ordered = sorted(fused, key=lambda i: (-fused[i], i))
-    return ordered[: settings.expansion_seeds]
-
-
-@dataclass(frozen=True, slots=True)
-class Expansion:
-    """Graph neighbours of the seeds: a ranking, and for each neighbour its best (seed, factor) link."""
-
-    ranking: tuple[str, ...] = ()
-    links: Mapping[str, tuple[str, float]] = field(default_factory=dict)
-
-
-def graph_expansion(
-    rankings: Mapping[str, Sequence[str]], relations: Sequence[RelationRecord], settings: SearchSettings
-) -> Expansion:
-    """Neighbours of the seeds, best first: score = seed's fused score x relation weight x edge weight.
-
-    Only relations with a positive weight in ``relation_weights`` are followed, in either direction.
-    """
-    seeds = expansion_seeds(rankings, settings)
-    if not seeds:
-        return Expansion()
-    fused = reciprocal_rank_fusion(rankings, weights=_weights(settings), k=settings.rrf_k)
-    seed_score = {s: fused[s] for s in seeds}
-    best: dict[str, float] = {}
-    links: dict[str, tuple[str, float]] = {}
-    for edge in relations:
-        factor = settings.relation_weights.get(edge.relation, 0.0) * max(edge.weight, 0.0)
-        if factor <= 0.0:
-            continue
-        for here, there in ((edge.source_id, edge.target_id), (edge.target_id, edge.source_id)):
-            if here in seed_score and there != here:
-                score = seed_score[here] * factor
-                if score > best.get(there, 0.0) or (score == best.get(there) and here < links[there][0]):
-                    best[there] = score
-                    links[there] = (here, min(factor, 1.0))
-    return Expansion(tuple(sorted(best, key=lambda i: (-best[i], i))), links)
-
-
 def score_hits(
     bucket: Bucket,
     rankings: Mapping[str, Sequence[str]],
@@ -413,7 +376,7 @@ def score_hits(
         return matches(flt, record)
 
     kept = {name: [i for i in dict.fromkeys(ids) if keep(i)] for name, ids in rankings.items()}
-    weights = _weights(settings)
+    weights = rank_weights(settings)
     fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
     if not fused:
         return []
@@ -476,7 +439,21 @@ def score_hits(
         }
         hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))
     hits.sort(key=lambda h: (-h.score, h.record.id))
-    return hits
+    return spread_sessions(hits, settings.session_spread) if bucket == "text" else hits
+
+
+def spread_sessions(hits: Sequence[Hit], spread: float) -> list[Hit]:
+    """Hits (best first) with score / (1 + spread x n), n = better hits of the same session, re-sorted."""
+    if spread <= 0.0:
+        return list(hits)
+    seen: dict[str, int] = {}
+    out = []
+    for hit in hits:
+        n = seen.get(hit.record.session_id or "", 0)
+        seen[hit.record.session_id or ""] = n + 1
+        out.append(replace(hit, score=hit.score / (1.0 + spread * n)) if n else hit)
+    out.sort(key=lambda h: (-h.score, h.record.id))
+    return out
 
 
 def _same_model(record: MemoryRecord, query_model: str) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from pydantic import ValidationError
 
@@ -19,8 +21,10 @@ from processors.retrieval import (
     graph_expansion,
     relativity,
     score_hits,
+    spread_sessions,
 )
 from processors.search_response import select_hits
+from schemas.memory import RelationRecord
 from tests.unit.retrieval.records import edge, record
 
 SETTINGS = SearchSettings()
@@ -168,7 +172,10 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
         edge("far1", "far2", "FOLLOWS"),
     ]
     assert expansion_seeds(rankings, SETTINGS) == ["a", "b"]
-    assert set(graph_expansion(rankings, relations, SETTINGS).ranking) == {"n1", "n2"}  # RELATES off by default
+    assert set(graph_expansion(rankings, relations, SETTINGS).ranking) == {
+        "n1",
+        "n2",
+    }  # RELATES off by default
     weights = {**SETTINGS.relation_weights, "RELATES": 0.8}
     settings = SETTINGS.model_copy(update={"relation_weights": weights})
     expansion = graph_expansion(rankings, relations, settings)
@@ -179,6 +186,41 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
     assert (
         graph_expansion(rankings, relations, SETTINGS.model_copy(update={"expansion_seeds": 0})).ranking == ()
     )
+
+
+def test_entity_links_follow_only_the_best_seeds_and_weigh_rare_names_more() -> None:
+    rankings = {"dense": ["a", "b"], "keyword": ["a"]}
+
+    def named(source: str, target: str, name: str) -> RelationRecord:
+        return edge(source, target, "RELATES").model_copy(update={"metadata": {"entities": [name]}})
+
+    relations = [
+        named("a", "rare", "pixel"),  # "pixel" links four memories
+        named("a", "common", "lgbtq"),  # "lgbtq" links five memories
+        named("x1", "y1", "lgbtq"),
+        named("x2", "common", "lgbtq"),
+        named("b", "fromb", "pixel"),
+    ]
+    weights = {**SETTINGS.relation_weights, "RELATES": 1.0}
+    settings = SETTINGS.model_copy(update={"relation_weights": weights})
+    expansion = graph_expansion(rankings, relations, settings)
+    assert expansion.ranking[:2] == ("rare", "common")
+    # the rarest shared name counts: "pixel" links a, rare, b and fromb (n = 4); "lgbtq" five (a, common, x1, y1, x2)
+    assert expansion.links["rare"][1] == pytest.approx(1 / (1 + math.log(4)))
+    assert expansion.links["common"][1] == pytest.approx(1 / (1 + math.log(5)))
+    only_best = graph_expansion(rankings, relations, settings.model_copy(update={"entity_seeds": 1}))
+    assert "fromb" in expansion.ranking and "fromb" not in only_best.ranking  # b is the second seed
+
+
+def test_session_spread_lets_other_sessions_into_the_head() -> None:
+    hits = [
+        Hit(record=record(i, session_id=s), score=score, relativity=0.5)
+        for i, s, score in (("a1", "s1", 1.0), ("a2", "s1", 0.9), ("a3", "s1", 0.8), ("b1", "s2", 0.7))
+    ]
+    assert [h.record.id for h in spread_sessions(hits, 0.0)] == ["a1", "a2", "a3", "b1"]
+    spread = spread_sessions(hits, 0.5)  # a2: 0.9 / 1.5 = 0.6, a3: 0.8 / 2 = 0.4
+    assert [h.record.id for h in spread] == ["a1", "b1", "a2", "a3"]
+    assert spread[2].score == pytest.approx(0.6)
 
 
 def test_neighbours_inherit_relativity_from_their_seed() -> None:
