@@ -1,7 +1,10 @@
 """Retrieval benchmark: LoCoMo evidence recall within a 1,000-word budget, through the MemOS-compatible API.
 
     python -m bench.retrieval ../shared/data/locomo-dev.json [--limit-conversations N] [--limit-questions N]
-        [--top-k 50] [--relativity default,0] [--roles pair|user] [--details out.jsonl]
+        [--top-k 50] [--relativity default,0] [--roles pair|user] [--details out.jsonl] [--home DIR]
+
+``--home DIR`` keeps the data directory: a second run with the same DIR and roles skips the adds (the
+cubes are there) and only searches, so trying search constants costs no re-ingest.
 
 Each conversation goes into its own cube of a fresh data directory (a temp dir as $MEMOS_HOME): one
 ``add_memories`` call per session (fast mode, sync: the API turns async adds into fine ones), every
