@@ -133,13 +133,12 @@ def _converter(schema: Any, names: dict[str, Any]) -> Converter | None:
         names.setdefault(schema["name"], schema)
         fields = [(f["name"], _converter(f["type"], names)) for f in schema["fields"]]
         converted = [(name, convert) for name, convert in fields if convert is not None]
-        order = [name for name, _ in fields]
 
         def record(value: dict[str, Any]) -> dict[str, Any]:
-            out = {name: value.get(name) for name in order}
+            # fastavro's fresh dict of exactly the writer's fields, in order: converted in place
             for name, convert in converted:
-                out[name] = convert(out[name])
-            return out
+                value[name] = convert(value.get(name))
+            return value
 
         return record
     if kind == "array":

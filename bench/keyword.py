@@ -1,0 +1,145 @@
+"""Keyword benchmark: BM25 (SQLite FTS5, per-cube tables) latency with one large cube.
+
+    python -m bench.keyword [--memories 1000000] [--queries 300] [--k 50] [--dir PATH]
+
+Builds ``--memories`` synthetic memories (Zipf-distributed words from a 20k-word vocabulary, 12-30 words
+each) into one cube of a fresh EmbeddedKeywordIndex, once, then times ``search`` for ``--queries``
+3-6-word queries drawn from the same distribution without its 100 most frequent words (the search
+layer strips stopwords before BM25). The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from memory_store.embedded.keyword import EmbeddedKeywordIndex
+from schemas.envelope import Position
+from schemas.memory import MemoryRecord
+from schemas.ops import UpsertMemory
+from schemas.topics import MEMORIES
+
+__all__ = ["main", "measure"]
+
+logger = logging.getLogger(__name__)
+
+_CUBE = "bench-keyword"
+
+
+def _vocabulary(size: int) -> list[str]:
+    """Pronounceable distinct words: consonant-vowel syllables (the stemmer leaves them apart)."""
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    syllables = [c + v for c in consonants for v in vowels]
+    words = [a + b + c for a in syllables for b in syllables for c in syllables]
+    rng = np.random.default_rng(3)
+    return [str(w) for w in rng.choice(words, size=size, replace=False)]
+
+
+def _sampler(vocabulary: list[str], seed: int) -> tuple[np.random.Generator, np.ndarray]:
+    ranks = np.arange(1, len(vocabulary) + 1, dtype=np.float64)
+    weights = 1.0 / ranks**1.05
+    return np.random.default_rng(seed), weights / weights.sum()
+
+
+def _texts(vocabulary: list[str], n: int, rng: np.random.Generator, p: np.ndarray) -> list[str]:
+    lengths = rng.integers(12, 31, size=n)
+    words = rng.choice(len(vocabulary), size=int(lengths.sum()), p=p)
+    out, at = [], 0
+    for length in lengths:
+        out.append(" ".join(vocabulary[w] for w in words[at : at + length]))
+        at += length
+    return out
+
+
+async def _build(index: EmbeddedKeywordIndex, vocabulary: list[str], n: int, chunk: int = 20_000) -> float:
+    rng, p = _sampler(vocabulary, 11)
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    for lo in range(0, n, chunk):
+        texts = _texts(vocabulary, min(chunk, n - lo), rng, p)
+        ops = [
+            UpsertMemory(memory=MemoryRecord(id=f"m{lo + i}", cube_id=_CUBE, user_id="u", memory=text,
+                                             created_at=now, updated_at=now))  # fmt: skip
+            for i, text in enumerate(texts)
+        ]
+        await index.apply_many([(ops, Position(MEMORIES, 0, lo))])
+        if lo and lo % 200_000 == 0:
+            logger.warning("built %d of %d memories", lo, n)
+    return time.perf_counter() - started
+
+
+def _queries(vocabulary: list[str], n: int, stopwords: int = 100) -> list[str]:
+    """3-6 words from the same distribution less its ``stopwords`` most frequent words (the search layer
+    strips stopwords before BM25: ``settings.strip_stopwords``)."""
+    rng, p = _sampler(vocabulary, 29)
+    p = p[stopwords:] / p[stopwords:].sum()
+    return [" ".join(vocabulary[stopwords + w] for w in rng.choice(len(p), size=int(rng.integers(3, 7)), p=p))
+            for _ in range(n)]  # fmt: skip
+
+
+def _pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(args: argparse.Namespace) -> dict[str, float]:
+    """Build the cube once, then time the queries; returns the headline figures."""
+    vocabulary = _vocabulary(20_000)
+    with tempfile.TemporaryDirectory(prefix="bench-keyword-", dir=args.dir) as tmp:
+        index = EmbeddedKeywordIndex(f"sqlite:///{Path(tmp) / 'keyword.db'}", synchronous="NORMAL")
+        await index.start()
+        try:
+            build_s = await _build(index, vocabulary, args.memories)
+            queries = _queries(vocabulary, args.queries)
+            for query in queries[:10]:  # warm-up: page cache, statement cache
+                await index.search(_CUBE, query, k=args.k)
+            latencies, cpu = [], time.process_time()
+            for query in queries:
+                started = time.perf_counter()
+                await index.search(_CUBE, query, k=args.k)
+                latencies.append((time.perf_counter() - started) * 1e3)
+            cpu_ms = (time.process_time() - cpu) / len(queries) * 1e3
+        finally:
+            await index.aclose()
+    return {
+        "bm25_memories": args.memories,
+        "bm25_p50_ms_1m": round(_pct(latencies, 0.5), 2),
+        "bm25_p95_ms_1m": round(_pct(latencies, 0.95), 2),
+        "bm25_mean_ms_1m": round(statistics.mean(latencies), 2),
+        "bm25_cpu_ms_per_query": round(cpu_ms, 2),
+        "bm25_build_memories_per_s": round(args.memories / build_s),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.keyword", description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, default=1_000_000, help="memories in the one cube")
+    parser.add_argument("--queries", type=int, default=300, help="queries timed")
+    parser.add_argument("--k", type=int, default=50, help="results per query")
+    parser.add_argument("--dir", default=None, help="folder for the temporary database (default: temp)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    figures = asyncio.run(measure(args))
+    table = Table(title=f"BM25, one cube of {args.memories:,} memories (k={args.k}, {args.queries} queries)")
+    for column in ("p50 ms", "p95 ms", "mean ms", "CPU ms/query", "build memories/s"):
+        table.add_column(column, justify="right")
+    table.add_row(*(str(figures[key]) for key in ("bm25_p50_ms_1m", "bm25_p95_ms_1m", "bm25_mean_ms_1m",
+                                                 "bm25_cpu_ms_per_query", "bm25_build_memories_per_s")))  # fmt: skip
+    Console(width=120).print(table)
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
