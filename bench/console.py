@@ -182,9 +182,10 @@ def main(argv: list[str] | None = None) -> None:
 async def _add_edges(rt: Any, memory_ids: list[str], rng: random.Random) -> int:
     """A FOLLOWS chain through the memories in creation order and as many RELATES edges between random
     pairs, published as RelationAdded events and projected before returning; the number of edges."""
-    from schemas.events import RelationAdded, derive_id
+    from schemas.events import RelationAdded, RelationType, derive_id
 
-    pairs = [(a, b, "FOLLOWS") for a, b in zip(memory_ids, memory_ids[1:], strict=False)]
+    pairs: list[tuple[str, str, RelationType]] = [
+        (a, b, "FOLLOWS") for a, b in zip(memory_ids, memory_ids[1:], strict=False)]
     pairs += [(rng.choice(memory_ids), rng.choice(memory_ids), "RELATES") for _ in memory_ids]
     events = [RelationAdded(event_id=uuid.uuid4(), occurred_at=rt.now(), key=CUBE, producer="bench",
                             relation_id=str(derive_id("bench-edge", f"{a}:{b}:{kind}")), cube_id=CUBE,
