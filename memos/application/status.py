@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memos.application.operations import PROCESSOR_GROUPS, OperationsUseCases
-from schemas.topics import ALL_TOPICS
+from schemas.envelope import Position
+from schemas.topics import ALL_TOPICS, REGISTRY, TASKS
 
 __all__ = ["StatusUseCases", "SystemStatus"]
 
@@ -48,12 +49,23 @@ class SystemStatus:
 class StatusUseCases(OperationsUseCases):
     """The status use case; mixed into the memory service (read-only, operators)."""
 
+    async def _control_to(self, topics: dict[str, dict[int, int]]) -> None:
+        """Bring the control projection up to these end offsets before counting tasks and cubes (a CLI process
+        on the embedded log applies them itself); a control stage that is behind elsewhere shows as lag."""
+        ends = [Position(topic, partition, end - 1)
+                for topic in (REGISTRY, TASKS) for partition, end in topics[topic].items() if end > 0]
+        try:
+            await self.rt.settle_control(ends, timeout_s=2.0)
+        except TimeoutError:
+            logger.info("status: the control projection is behind the log; counts may lag")
+
     async def system_status(self, stages: Sequence[str] = PROCESSOR_GROUPS) -> SystemStatus:
         """Snapshot of end offsets, lag of ``stages``, the derivation backlog, task counts and cubes."""
         topics: dict[str, dict[int, int]] = {}
         for topic in ALL_TOPICS:
             ends = await self.rt.log.end_offsets(topic)
             topics[topic] = dict(sorted(ends.items()))
+        await self._control_to(topics)
         lag: dict[str, dict[str, int]] = {}
         for (group, topic), behind in (await self.processor_lag(stages)).items():
             lag.setdefault(group, {})[topic] = behind
