@@ -263,8 +263,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
                 _mark_ingested(cube_id, args.roles)
-            ingest_s += time.perf_counter() - started
-            n_turns += len(turns)
+                ingest_s += time.perf_counter() - started
+                n_turns += len(turns)  # turns added by this run (the ingest figures)
             contents_of[cube_id] = contents
             for qa in sample["qa"][: args.limit_questions or None]:
                 evidence = evidence_of(qa, contents)

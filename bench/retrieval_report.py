@@ -108,9 +108,13 @@ def print_table(
     console = Console(width=120)
     console.print(table)
     console.print(
-        f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
-        f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
-        f"questions skipped (no valid evidence): {skipped}; pref/tool/skill items returned: "
+        (
+            f"ingest: {turns} turns -> {memories} memories in {ingest_s:.1f} s "
+            f"({turns / ingest_s if ingest_s else 0:.1f} turns/s, sync fast adds); "
+            if turns
+            else "ingest: none (every conversation was already in --home); "
+        )
+        + f"questions skipped (no valid evidence): {skipped}; pref/tool/skill items returned: "
         f"{sum(r.others for r in runs)}"
     )
 

@@ -117,6 +117,18 @@ def test_retrieval_benchmark_on_a_synthesised_conversation(tmp_path: Path) -> No
     assert figures["mean_words_rel0"] <= 1000
 
 
+def test_retrieval_benchmark_reuses_an_ingested_home(tmp_path: Path) -> None:
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    args = ["bench.retrieval", str(path), "--relativity", "0", "--no-loo", "--home", str(tmp_path / "kept")]
+    first = _run(args, tmp_path / "home")
+    second = _run(args, tmp_path / "home")
+    assert first["turns"] == 18 and first["memories"] > 0
+    assert second["turns"] == 0 and second["memories"] == 0  # nothing added again: only searched
+    assert second["recall_at_1000w"] == first["recall_at_1000w"] == 1.0
+    assert second["questions"] == first["questions"] == 5
+
+
 def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:
     chart = tmp_path / "ingest.png"
     figures = _run(
