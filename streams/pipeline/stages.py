@@ -172,7 +172,7 @@ class DerivationStage(Stage):
     def _task_status(self, event: ConversationRecorded, derived: list[Event], phase: str) -> TaskStatusChanged:
         final = self.phase == "refine" or not (event.mode == "fine" and event.async_mode == "async")
         errors = [e.error for e in derived if isinstance(e, DerivationFailed)]
-        result = {
+        result: dict[str, Any] = {
             "memory_ids": [e.memory_id for e in derived if isinstance(e, MemoryAdded)],
             "revised_ids": [e.memory_id for e in derived if isinstance(e, MemoryRevised)],
             "retired_ids": [e.memory_id for e in derived if isinstance(e, MemoryRetired)],
