@@ -88,6 +88,8 @@ class Runtime:
         self.task_handlers: dict[str, TaskHandler] = {**default_task_handlers(lambda: self),
                                                        **(task_handlers or {})}
         self.projection_stage = ProjectionStage(self.stores)
+        self.control_stage = ControlStage(self.control)
+        self._control_rebuilds = 0
         self.kv_warmer: KVWarmerStage | None = None
         """The KV warmer stage when this runtime hosts it."""
         self._embedder: Embedder | None = None
@@ -201,7 +203,7 @@ class Runtime:
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
         stages: list[Stage] = [
-            ControlStage(self.control),
+            self.control_stage,
             self.projection_stage,
             *(DerivationStage(self.deriver, phase=phase, emit=self.publish, lane=lane, wait_for=self._wait_long,
                               large_chars=self.settings.derivation.large_add_chars)
@@ -446,8 +448,19 @@ class Runtime:
 
     async def rebuild_control(self) -> int:
         """Empty the control projection and rebuild it from the registry and tasks topics."""
-        await self.control.reset()
-        return await catch_up_control(self.log, self.control)
+        try:
+            await self.control.reset()
+            return await catch_up_control(self.log, self.control)
+        finally:
+            self._control_rebuilds += 1
+
+    @property
+    def registry_version(self) -> int | None:
+        """Bumped whenever this process's control stage applied registry records or the projection was
+        rebuilt; None when no control stage runs here (another process applies them: nothing is cached)."""
+        if "control" not in self._hosted:
+            return None
+        return self.control_stage.registry_version + self._control_rebuilds
 
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""

@@ -10,7 +10,10 @@ Rules (one place each):
   refused;
 - every change is an event on the registry topic; the control projection is built from the log by the
   control stage only, and a use case that must read its own write waits for that stage
-  (``Platform.settle_control``).
+  (``Platform.settle_control``);
+- answers of these reads are remembered only until the control projection applies the next registry
+  record in this process (``Platform.registry_version``; ``registry_memo.RegistryMemo``), so a revoked key
+  or withdrawn share is refused as soon as it is applied, never later.
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Literal, TypeVar, cast
 
 from memory_store.control.base import (
     Access,
@@ -33,6 +36,7 @@ from memory_store.control.base import (
 )
 from memos.application.ids import check_id
 from memos.application.ports import Platform
+from memos.application.registry_memo import MISSING, RegistryMemo
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 from schemas.events import (
     ApiKeyIssued,
@@ -48,12 +52,31 @@ __all__ = ["AccessUseCases", "Need"]
 logger = logging.getLogger(__name__)
 
 Need = Literal["read", "write", "owner"]
+T = TypeVar("T")
 
 
 class AccessUseCases:
     """Registry use cases and authorization, over the control store's read side."""
 
     rt: Platform
+    _memo: RegistryMemo | None = None
+
+    async def _remembered(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()``'s answer, remembered until the control projection applies the next registry change
+        (``Platform.registry_version``); always read when no control stage runs in this process."""
+        before = self.rt.registry_version
+        if before is None:
+            return await read()
+        if self._memo is None:
+            self._memo = RegistryMemo()
+        found = self._memo.get(before, key)
+        if found is not MISSING:
+            return cast(T, found)
+        value = await read()
+        after = self.rt.registry_version
+        if after is not None:
+            self._memo.put(before, after, key, value)
+        return value
 
     @property
     def control(self) -> Any:
@@ -72,6 +95,9 @@ class AccessUseCases:
 
     async def access_of(self, user_id: str, cube_id: str) -> Access:
         """The user's access to a cube: owner, write, read or none (also for unknown cubes)."""
+        return await self._remembered(("access", user_id, cube_id), lambda: self._read_access(user_id, cube_id))
+
+    async def _read_access(self, user_id: str, cube_id: str) -> Access:
         info = await self.control.find_cube(cube_id)
         if info is None:
             return "none"
@@ -108,7 +134,7 @@ class AccessUseCases:
         PermissionDenied without write access."""
         user_id, cube_id = check_id(user_id, "user_id"), check_id(cube_id, "cube_id")
         create = self.rt.settings.auto_create_cubes if auto_create is None else auto_create
-        if create and not await self.control.cube_exists(cube_id):
+        if create and not await self.cube_exists(cube_id):
             await self.create_cube(cube_id, owner_id=user_id)
         await self.authorize(user_id, cube_id, "write")
 
@@ -131,7 +157,7 @@ class AccessUseCases:
     async def ensure_user(self, user_id: str) -> str:
         """The user id checked; the user is created when unknown and auto-creation is on, else NotFound."""
         user_id = check_id(user_id, "user_id")
-        if not await self.control.user_exists(user_id):
+        if not await self.user_exists(user_id):
             if not self.rt.settings.auto_create_users:
                 raise NotFound(f"user {user_id!r} does not exist", field="user_id")
             await self.create_user(user_id)
@@ -139,7 +165,7 @@ class AccessUseCases:
 
     async def user_exists(self, user_id: str) -> bool:
         """Whether a user is registered."""
-        exists: bool = await self.control.user_exists(user_id)
+        exists: bool = await self._remembered(("user", user_id), lambda: self.control.user_exists(user_id))
         return exists
 
     async def get_user(self, user_id: str) -> UserInfo:
@@ -157,8 +183,11 @@ class AccessUseCases:
 
     async def is_admin(self, user_id: str) -> bool:
         """Whether a user has the admin role."""
-        info = await self.control.user(user_id)
-        return info is not None and info.role == "admin"
+        async def read() -> bool:
+            info = await self.control.user(user_id)
+            return info is not None and info.role == "admin"
+
+        return await self._remembered(("admin", user_id), read)
 
     # --- keys ---------------------------------------------------------------------------------------
 
@@ -196,8 +225,11 @@ class AccessUseCases:
 
     async def key_active(self, user_id: str, key_id: str) -> bool:
         """Whether the user's key exists and is not revoked."""
-        info: KeyInfo | None = await self.control.key(key_id)
-        return info is not None and info.user_id == user_id and not info.revoked
+        async def read() -> bool:
+            info: KeyInfo | None = await self.control.key(key_id)
+            return info is not None and info.user_id == user_id and not info.revoked
+
+        return await self._remembered(("key", user_id, key_id), read)
 
     # --- cubes and shares ---------------------------------------------------------------------------
 
@@ -248,7 +280,7 @@ class AccessUseCases:
 
     async def cube_exists(self, cube_id: str) -> bool:
         """Whether a cube exists (in-process callers; remote ones learn it only through ``authorize``)."""
-        exists: bool = await self.control.cube_exists(cube_id)
+        exists: bool = await self._remembered(("cube", cube_id), lambda: self.control.cube_exists(cube_id))
         return exists
 
     async def owner_of(self, cube_id: str) -> str:

@@ -64,6 +64,12 @@ class Platform(Protocol):
         """The application layer's limits as configured (the ``door`` settings section)."""
         ...
 
+    @property
+    def registry_version(self) -> int | None:
+        """A counter the control projection bumps after applying registry records in this process; None
+        when no control stage runs here (access answers are then never remembered)."""
+        ...
+
     def now(self) -> datetime:
         """The clock of new events."""
         ...

@@ -229,9 +229,15 @@ class ControlStage(Stage):
 
     def __init__(self, control: ControlStore) -> None:
         self.control = control
+        self.registry_version = 0
+        """Bumped after each batch with registry records is applied (access answers cached under it expire)."""
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        await self.control.apply([(envelope.event, envelope.position) for envelope in batch])
+        try:
+            await self.control.apply([(envelope.event, envelope.position) for envelope in batch])
+        finally:  # also when the apply failed part-way: whatever it wrote is seen
+            if any(envelope.position.topic == REGISTRY for envelope in batch):
+                self.registry_version += 1
         return []
 
 
