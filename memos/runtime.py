@@ -36,6 +36,7 @@ from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGI
 from streams.log.base import EventLog, TopicPartition
 from streams.log.registry import event_log_from_url
 from streams.pipeline.derivation import Deriver
+from streams.pipeline.lanes import background_context, install_lanes
 from streams.pipeline.runner import Runner, Stage, event_record
 from streams.pipeline.stages import (
     ControlStage,
@@ -162,6 +163,7 @@ class Runtime:
         await self._build_models()
         self._started = True
         if self.run_stages:
+            install_lanes(asyncio.get_running_loop())
             for stage in self.stages():
                 if self.stage_names is not None and stage.name.removesuffix("-large") not in self.stage_names:
                     continue  # naming a derivation stage hosts both its lanes
@@ -173,7 +175,10 @@ class Runtime:
                 runner = Runner(self.log, stage, on_commit=self._on_commit, group_id=self.group(stage.name))
                 self._runners.append(runner)
                 self._hosted.add(stage.name)
-                self._tasks.append(asyncio.create_task(runner.run(), name=f"runner:{stage.name}"))
+                # every stage but control runs in the background lane: niced threads of its own, so serving
+                # (search, access checks) neither queues behind it nor loses the CPU to it
+                lane = None if isinstance(stage, ControlStage) else background_context()
+                self._tasks.append(asyncio.create_task(runner.run(), name=f"runner:{stage.name}", context=lane))
 
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
