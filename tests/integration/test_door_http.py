@@ -110,7 +110,9 @@ def test_task_ids_belong_to_their_user(server: BackgroundServer, alice: Tenant, 
             assert waited.status_code == 200 and waited.json()["data"]["done"], waited.text
             assert [t["task_id"] for t in waited.json()["data"]["tasks"]] == [own]
             status = client.get("/product/scheduler/status", params={"task_id": shared_name})
-            assert status.json()["data"] == [{"task_id": own, "status": "completed"}]
+            [item] = status.json()["data"]
+            assert {k: item[k] for k in ("task_id", "status")} == {"task_id": own, "status": "completed"}
+            assert item["progress"]["step"] == "done" and item["progress"]["done"] == item["progress"]["total"]
         # neither can read the other's task by its real id
         assert a.get("/product/scheduler/status", params={"task_id": bob_task}).status_code == 404
         assert b.get("/product/scheduler/status", params={"task_id": alice_task}).status_code == 404

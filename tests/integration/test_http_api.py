@@ -229,7 +229,9 @@ def test_async_add_then_scheduler_wait_and_status(ac: httpx.Client, unique: str)
 
     status = ac.get("/product/scheduler/status", params={"task_id": task_id})
     assert status.status_code == 200, status.text
-    assert status.json()["data"] == [{"task_id": task_id, "status": "completed"}]
+    [item] = status.json()["data"]
+    assert {k: item[k] for k in ("task_id", "status")} == {"task_id": task_id, "status": "completed"}
+    assert item["progress"]["step"] == "done" and item["progress"]["done"] == item["progress"]["total"]
     everything = ac.get("/product/scheduler/allstatus")
     assert everything.status_code == 200
     assert everything.json()["data"]["all_tasks_summary"]["completed"] >= 1
