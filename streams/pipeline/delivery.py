@@ -4,36 +4,47 @@ isolate a failing record, dead-letter it with the reason, and count attempts acr
 Retryable errors (``schemas.errors.is_retryable``) are retried with exponential backoff (or the error's
 ``retry_after``) up to ``max_retries``; a retryable error that outlives them propagates (the host stops
 without committing). A non-retryable failure of a batch is retried record by record, so only the
-records that fail on their own go to ``memos.dlq.v1``; the rest of the batch goes on.
+records that fail on their own go to ``memos.dlq.v1``; the rest of the batch goes on. A record that killed
+the process ``MAX_ATTEMPTS`` times is dead-lettered with ``poison_error`` instead of run again: the runner
+counts attempts in its consumer's commit metadata, the faust worker (whose consumer faust owns) in an
+:class:`AttemptStore`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from schemas.codec import decode, encode
-from schemas.envelope import Envelope, Header, Record
+from schemas.envelope import Envelope, Header, Position, Record
 from schemas.errors import EventDecodeError, ProcessingError, is_retryable
 from schemas.events import AnyEvent, Event
 from schemas.topics import DLQ
 from streams.log.base import OutgoingRecord
 
 __all__ = [
+    "MAX_ATTEMPTS",
+    "AttemptStore",
     "Delivered",
     "Handler",
     "dead_letter_record",
     "deliver",
     "event_record",
+    "poison_error",
     "retrying",
 ]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MAX_ATTEMPTS = 3
+"""Deaths of the process on one record before it is dead-lettered instead of run again."""
 
 Handler = Callable[[Sequence[Envelope[AnyEvent]]], Awaitable[list[Event]]]
 """A stage's ``handle``: decoded envelopes in -> events to append out."""
@@ -98,6 +109,51 @@ def poison_error(record: Record, attempts: int) -> ProcessingError:
         f"record {record.position} was being processed when the worker died, {attempts} times; "
         "dead-lettered without another try"
     )
+
+
+class AttemptStore:
+    """Durable in-flight attempts per (group, topic, partition, offset), for a host that cannot keep them
+    with its committed offsets: ``begin`` counts an attempt before a record is processed, ``clear`` forgets
+    it once the record is acknowledged, so a count above 1 at ``begin`` means the process died on it.
+
+    SQLite in WAL mode with ``synchronous=NORMAL``: each count is on disk (in the OS) when ``begin``
+    returns, which a SIGKILL or an OOM kill cannot undo (a power loss may lose the last counts: the
+    record is then run again once more). The file is per process host; a restarted worker finds its
+    counts when it gets the same partitions back, as it does when it restarts with the same worker id.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS attempts (grp TEXT NOT NULL, topic TEXT NOT NULL, part INTEGER NOT NULL,"
+            " off INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (grp, topic, part, off))"
+        )
+
+    def begin(self, group: str, position: Position) -> int:
+        """Count one attempt at ``position`` (durably, before any work); the attempts so far, this one included."""
+        key = (group, position.topic, position.partition, position.offset)
+        row = self._conn.execute(
+            "INSERT INTO attempts VALUES (?, ?, ?, ?, 1) ON CONFLICT (grp, topic, part, off) DO UPDATE SET"
+            " n = n + 1 RETURNING n", key,
+        ).fetchone()
+        return int(row[0])
+
+    def clear(self, group: str, position: Position) -> None:
+        """Forget ``position``: it was processed (or dead-lettered) and acknowledged."""
+        self._conn.execute("DELETE FROM attempts WHERE grp = ? AND topic = ? AND part = ? AND off = ?",
+                           (group, position.topic, position.partition, position.offset))
+
+    def in_flight(self) -> dict[tuple[str, str, int, int], int]:
+        """Every counted, not yet cleared position and its attempts."""
+        return {(g, t, p, o): n for g, t, p, o, n in self._conn.execute("SELECT grp, topic, part, off, n FROM attempts")}
+
+    def close(self) -> None:
+        """Close the file."""
+        self._conn.close()
 
 
 async def deliver(handle: Handler, records: Sequence[Record], *, group: str, max_retries: int) -> Delivered:

@@ -8,7 +8,11 @@ store) that a ``StageHost`` service opens before any app consumes and closes aft
 stopped. An agent body is short: record -> ``delivery.deliver`` (decode, ``stage.handle``, retries,
 dead-lettering: the same code as our runner) -> append the produced events (acks=all) -> ack; faust
 commits acked offsets only (at-least-once; the stores are idempotent by position). A failure that
-survives the retries stops the worker without acking, so nothing after it is committed. This module fails fast without the ``kafka``
+survives the retries stops the worker without acking, so nothing after it is committed. A record that killed
+the process is found on restart: each attempt is counted in an ``AttemptStore`` (``<home>/faust/attempts-
+<worker id>.db``) before the record is processed and forgotten once it is acked, and after
+``delivery.MAX_ATTEMPTS`` deaths on it the record is dead-lettered with the reason instead of run again.
+This module fails fast without the ``kafka``
 extra; ``memos worker --engine faust`` imports it only when asked.
 """
 
@@ -16,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
@@ -24,7 +30,15 @@ from urllib.parse import urlsplit
 from schemas.envelope import Position, Record
 from schemas.errors import ConfigError, ProcessingError
 from streams.log.base import EventLog, OutgoingRecord
-from streams.pipeline.delivery import deliver, event_record, retrying
+from streams.pipeline.delivery import (
+    MAX_ATTEMPTS,
+    AttemptStore,
+    dead_letter_record,
+    deliver,
+    event_record,
+    poison_error,
+    retrying,
+)
 from streams.pipeline.runner import Stage
 from streams.pipeline.stages import ControlStage, DerivationStage, ProjectionStage
 from streams.settings import AppSettings
@@ -108,13 +122,16 @@ class StageHost(Service):
 
     def __init__(
         self, settings: AppSettings, source: SourceFactory, *, group_prefix: str = "", max_retries: int = 5,
-        **kwargs: Any,
+        max_attempts: int = MAX_ATTEMPTS, worker_id: str | None = None, **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.source_factory = source
         self.group_prefix = group_prefix
         self.max_retries = max_retries
+        self.max_attempts = max_attempts
+        self.worker_id = worker_id or os.environ.get("MEMOS_WORKER_ID") or socket.gethostname()
+        self.attempts: AttemptStore | None = None
         self.runtime: StageSource | None = None
         self.stages: dict[str, Stage] = {}
         self.failure: BaseException | None = None
@@ -123,6 +140,10 @@ class StageHost(Service):
 
     async def on_start(self) -> None:
         """Open the source (creates the topics, so faust never sees them missing) and take its stages."""
+        self.attempts = AttemptStore(self.settings.home / "faust" / f"attempts-{self.worker_id}.db")
+        suspects = self.attempts.in_flight()
+        if suspects:
+            logger.warning("faust stage host resumes with records in flight when it stopped: %s", suspects)
         runtime = self.source_factory()
         await runtime.start()
         self.runtime = runtime
@@ -141,6 +162,9 @@ class StageHost(Service):
             await stage.aclose()
         if runtime is not None:
             await runtime.aclose()
+        attempts, self.attempts = self.attempts, None
+        if attempts is not None:
+            attempts.close()
         logger.info(
             "faust stage host stopped processed=%d dead_lettered=%d", self.processed, self.dead_lettered
         )
@@ -158,8 +182,16 @@ class StageHost(Service):
 
         Retryable errors are retried with backoff; raises only when they outlive ``max_retries``.
         """
-        stage, where = self.stages[stage_name], self._where(stage_name, record)
-        delivered = await deliver(stage.handle, [record], group=self.group(stage_name), max_retries=self.max_retries)
+        stage, where, group = self.stages[stage_name], self._where(stage_name, record), self.group(stage_name)
+        attempts = self.attempts.begin(group, record.position) if self.attempts is not None else 1
+        if self.max_attempts and attempts > self.max_attempts:
+            logger.error("poison record sent to DLQ %s attempts=%d", where, attempts - 1)
+            await self._append([dead_letter_record(record, poison_error(record, attempts - 1), group=group)], where)
+            self.dead_lettered += 1
+            return
+        if attempts > 1:
+            logger.warning("record was in flight when the worker stopped %s attempt=%d", where, attempts)
+        delivered = await deliver(stage.handle, [record], group=group, max_retries=self.max_retries)
         if delivered.produced:
             await self._append([event_record(event) for event in delivered.produced], where)
         if delivered.dead:
@@ -168,6 +200,11 @@ class StageHost(Service):
             self.dead_lettered += len(delivered.dead)
         else:
             self.processed += 1
+
+    def settle(self, stage_name: str, record: Record) -> None:
+        """Forget the record's attempts: it was acked, or it did not kill the process (a graceful stop)."""
+        if self.attempts is not None:
+            self.attempts.clear(self.group(stage_name), record.position)
 
     async def _append(self, records: Sequence[OutgoingRecord], where: str) -> None:
         if self.runtime is None:
@@ -183,6 +220,7 @@ class StageHost(Service):
             exc,
             exc_info=exc,
         )
+        self.settle(stage_name, record)  # a failure the worker survived is not a death on the record
         if self.failure is None:
             self.failure = exc
             signal.raise_signal(signal.SIGTERM)  # the faust worker's own graceful shutdown
@@ -213,10 +251,14 @@ def _stage_app(settings: AppSettings, host: StageHost, stage_name: str) -> faust
             record = message_record(event.message)
             try:
                 await host.process(stage_name, record)
+            except asyncio.CancelledError:  # the worker is stopping: the record did not kill it
+                host.settle(stage_name, record)
+                raise
             except Exception as exc:  # noqa: BLE001 - stop before acking: nothing after it may commit
                 await host.fail(stage_name, record, exc)
                 return
             await manual.ack(event)
+            host.settle(stage_name, record)
 
     app.agent(channel, name=f"memos.{stage_name}", concurrency=1)(agent)
     return app
