@@ -6,8 +6,8 @@
 For each worker count, in a fresh data directory shared by the workers: ``--cubes`` cubes spread evenly
 over the log's partitions get synthetic two-person conversations (``bench.ingest.conversations``, one
 ``ConversationRecorded`` per session, fast mode, async) published straight to the log; the workers
-(``memos worker --stages deriver,projector``, each ``OMP_NUM_THREADS=1``, one consumer group per stage,
-so the partitions split between them) derive and project them. The clock runs from the first publish
+(``memos worker --stages deriver,projector``, each ``OMP_NUM_THREADS=1 MEMOS_EMBED_THREADS=1``: one core
+each; one consumer group per stage, so the partitions split between them) derive and project them. The clock runs from the first publish
 until the projector group has committed past every memory record the deriver wrote. A warm-up round
 (one conversation per cube) first waits until every worker has loaded its models and holds partitions.
 
@@ -144,7 +144,7 @@ async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[
     settings = AppSettings(home=home, log=LogSettings(url=args.kafka, partitions=args.partitions))
     env = {**os.environ, "MEMOS_HOME": str(home), "MEMOS_LOG__URL": args.kafka,
            "MEMOS_LOG__PARTITIONS": str(args.partitions), "MEMOS_LOG__GROUP_PREFIX": prefix,
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEMOS_EMBED_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     convs = conversations(args.turns, session_turns=args.session_turns, sessions=args.sessions)
     async with Runtime(settings, run_stages=False) as rt:
