@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ __all__ = [
     "decode",
     "Float32List",
     "Float32Tuple",
+    "Float32Vector",
     "decode_dict",
+    "decode_raw",
     "encode",
     "float32_blob",
     "float32_tuple",
@@ -74,13 +76,55 @@ class Float32Tuple(tuple[float, ...]):
     blob: bytes
 
 
+class Float32Vector(Sequence[float]):
+    """Float32 bytes read as a sequence of floats only when asked (a replay's stores use the bytes alone).
+
+    Equal to the tuple of its floats; ``blob`` holds the little-endian float32 bytes.
+    """
+
+    __slots__ = ("_values", "blob")
+
+    def __init__(self, blob: bytes) -> None:
+        if len(blob) % 4:
+            raise ValueError(f"float32 field of {len(blob)} bytes")
+        self.blob = blob
+        self._values: tuple[float, ...] | None = None
+
+    def _floats(self) -> tuple[float, ...]:
+        if self._values is None:
+            self._values = tuple(np.frombuffer(self.blob, dtype="<f4").tolist())
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self.blob) // 4
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._floats()[index]
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self._floats())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Float32Vector):
+            return self.blob == other.blob
+        if isinstance(other, (tuple, list)):
+            return self._floats() == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Float32Vector({len(self)} floats)"
+
+
 def float32_tuple(values: Any) -> tuple[float, ...]:
-    """``tuple(values)``, keeping the float32 bytes of a ``Float32List`` or ``Float32Tuple``."""
+    """``tuple(values)``, keeping the float32 bytes of a ``Float32List``, ``Float32Tuple`` or ``Float32Vector``
+    (a ``Float32Vector`` is passed through as it is)."""
     blob = getattr(values, "blob", None)
     if blob is None:
         return tuple(values)
-    if type(values) is Float32Tuple:
-        return values
+    if type(values) is Float32Tuple or type(values) is Float32Vector:
+        return values  # type: ignore[return-value]
     out = Float32Tuple(values)
     out.blob = blob
     return out
@@ -305,6 +349,48 @@ def decode_dict(payload: bytes) -> dict[str, Any]:
         data = {k: v for k, v in data.items() if k in known}
     data["schema_version"] = target
     return data
+
+
+def _without_uuid_types(schema: Any) -> Any:
+    """A copy of ``schema`` whose uuid fields are plain strings (fastavro builds no ``uuid.UUID`` then)."""
+    if isinstance(schema, list):
+        return [_without_uuid_types(s) for s in schema]
+    if isinstance(schema, dict):
+        return {
+            k: _without_uuid_types(v) for k, v in schema.items() if not (k == "logicalType" and v == "uuid")
+        }
+    return schema
+
+
+@lru_cache(maxsize=1)
+def _raw_readers() -> dict[bytes, tuple[str, Any]]:
+    """Current fingerprint -> (event type, parsed schema with uuids as strings)."""
+    return {
+        fp: (name, parse_schema(_without_uuid_types(entry.raw), _force=True))
+        for name, (fp, entry) in _registry()[0].items()
+    }
+
+
+def decode_raw(payload: bytes) -> tuple[str, dict[str, Any]] | None:
+    """(event type, Avro values) of a payload written with its type's current schema, read as they are:
+    uuids as strings, float32 fields as bytes, JSON fields as their text; nothing validated.
+
+    None for anything else (an older schema version, an unknown fingerprint, a corrupt body): the caller
+    then decodes it with ``decode``, which upcasts it or raises EventDecodeError. A fast lane for
+    replays; ``decode`` remains the reference.
+    """
+    if len(payload) < 10 or payload[:2] != MAGIC:
+        return None
+    reader = _raw_readers().get(payload[2:10])
+    if reader is None:
+        return None
+    try:
+        stream = io.BytesIO(payload)
+        stream.seek(10)
+        values: dict[str, Any] = fastavro.schemaless_reader(stream, reader[1], None)  # type: ignore[assignment]
+    except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError):
+        return None
+    return reader[0], values
 
 
 def decode(payload: bytes) -> AnyEvent:

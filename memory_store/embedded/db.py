@@ -15,7 +15,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from memory_store.base import Projection
@@ -188,6 +188,10 @@ class EmbeddedProjection(Projection):
     ``_begin_batch`` / ``_commit_batch`` / ``_abort_batch`` hooks to keep in-memory state in step:
     ``_commit_batch`` runs only after the transaction committed.
     """
+
+    reads_float32_bytes: ClassVar[bool] = True
+    """Embeddings may come as ``schemas.codec.Float32Vector`` (bytes, floats made when read): every embedded
+    store uses the float32 bytes alone (``float32_blob``), or no embedding at all."""
 
     def __init__(
         self,
