@@ -1,11 +1,13 @@
-"""Keyword benchmark: BM25 (SQLite FTS5, per-cube tables) latency with one large cube.
+"""Keyword benchmark: BM25 latency with one large cube (tantivy by default, or SQLite FTS5).
 
-    python -m bench.keyword [--memories 1000000] [--queries 300] [--k 50] [--dir PATH]
+    python -m bench.keyword [--memories 1000000] [--queries 300] [--k 50] [--engine tantivy|fts5] [--dir PATH]
 
 Builds ``--memories`` synthetic memories (Zipf-distributed words from a 20k-word vocabulary, 12-30 words
-each) into one cube of a fresh EmbeddedKeywordIndex, once, then times ``search`` for ``--queries``
-3-6-word queries drawn from the same distribution without its 100 most frequent words (the search
-layer strips stopwords before BM25). The last line printed is one JSON object.
+each) into one cube, then times ``search`` for ``--queries`` 3-6-word queries drawn from the same
+distribution without its 100 most frequent words (the search layer strips stopwords before BM25), a
+third of them restricted to two memory types as the search layer asks. Without ``--dir`` the store
+lives in a temporary folder; with it, the built store is kept there (``<engine>-<memories>.db``) and
+reused by the next run. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from memory_store.embedded.keyword import EmbeddedKeywordIndex
+from memory_store.base import KeywordIndex
+from memory_store.registry import keyword_index_from_url
 from schemas.envelope import Position
 from schemas.memory import MemoryRecord
 from schemas.ops import UpsertMemory
@@ -62,18 +66,21 @@ def _texts(vocabulary: list[str], n: int, rng: np.random.Generator, p: np.ndarra
     return out
 
 
-async def _build(index: EmbeddedKeywordIndex, vocabulary: list[str], n: int, chunk: int = 20_000) -> float:
+async def _build(index: KeywordIndex, vocabulary: list[str], n: int, chunk: int = 20_000) -> float:
     rng, p = _sampler(vocabulary, 11)
     now = datetime.now(UTC)
     started = time.perf_counter()
     for lo in range(0, n, chunk):
         texts = _texts(vocabulary, min(chunk, n - lo), rng, p)
         ops = [
-            UpsertMemory(memory=MemoryRecord(id=f"m{lo + i}", cube_id=_CUBE, user_id="u", memory=text,
-                                             created_at=now, updated_at=now))  # fmt: skip
+            UpsertMemory(
+                memory=MemoryRecord(
+                    id=f"m{lo + i}", cube_id=_CUBE, user_id="u", memory=text, created_at=now, updated_at=now
+                )
+            )  # fmt: skip
             for i, text in enumerate(texts)
         ]
-        await index.apply_many([(ops, Position(MEMORIES, 0, lo))])
+        await index.apply_many([(ops, Position(MEMORIES, 0, lo + len(ops) - 1))])
         if lo and lo % 200_000 == 0:
             logger.warning("built %d of %d memories", lo, n)
     return time.perf_counter() - started
@@ -93,33 +100,56 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(args: argparse.Namespace) -> dict[str, float]:
-    """Build the cube once, then time the queries; returns the headline figures."""
-    vocabulary = _vocabulary(20_000)
-    with tempfile.TemporaryDirectory(prefix="bench-keyword-", dir=args.dir) as tmp:
-        index = EmbeddedKeywordIndex(f"sqlite:///{Path(tmp) / 'keyword.db'}", synchronous="NORMAL")
-        await index.start()
-        try:
-            build_s = await _build(index, vocabulary, args.memories)
-            queries = _queries(vocabulary, args.queries)
-            for query in queries[:10]:  # warm-up: page cache, statement cache
-                await index.search(_CUBE, query, k=args.k)
-            latencies, cpu = [], time.process_time()
-            for query in queries:
-                started = time.perf_counter()
-                await index.search(_CUBE, query, k=args.k)
-                latencies.append((time.perf_counter() - started) * 1e3)
-            cpu_ms = (time.process_time() - cpu) / len(queries) * 1e3
-        finally:
-            await index.aclose()
+async def _timed(index: KeywordIndex, args: argparse.Namespace, vocabulary: list[str]) -> dict[str, float]:
+    queries = _queries(vocabulary, args.queries)
+    types = (["LongTermMemory", "UserMemory"], None, None)
+    for query in queries[:10]:  # warm-up: page cache, statement cache
+        await index.search(_CUBE, query, k=args.k)
+    latencies, cpu = [], time.process_time()
+    for i, query in enumerate(queries):
+        started = time.perf_counter()
+        await index.search(_CUBE, query, k=args.k, memory_types=types[i % 3])
+        latencies.append((time.perf_counter() - started) * 1e3)
+    cpu_ms = (time.process_time() - cpu) / len(queries) * 1e3
     return {
         "bm25_memories": args.memories,
         "bm25_p50_ms_1m": round(_pct(latencies, 0.5), 2),
         "bm25_p95_ms_1m": round(_pct(latencies, 0.95), 2),
         "bm25_mean_ms_1m": round(statistics.mean(latencies), 2),
         "bm25_cpu_ms_per_query": round(cpu_ms, 2),
-        "bm25_build_memories_per_s": round(args.memories / build_s),
     }
+
+
+async def _run(path: Path, args: argparse.Namespace, vocabulary: list[str]) -> dict[str, Any]:
+    scheme = "tantivy" if args.engine == "tantivy" else "sqlite"
+    if args.engine == "fts5":
+        from memory_store.embedded.keyword import EmbeddedKeywordIndex
+
+        index: KeywordIndex = EmbeddedKeywordIndex(f"sqlite:///{path}", synchronous="NORMAL")
+    else:
+        index = keyword_index_from_url(f"{scheme}:///{path}", synchronous="NORMAL")
+    await index.start()
+    try:
+        built = await index.checkpoint(MEMORIES, 0)
+        build_s = None
+        if built is None or built < args.memories - 1:  # a kept store is reused only when complete
+            build_s = await _build(index, vocabulary, args.memories)
+        figures: dict[str, Any] = {"bm25_engine": args.engine, **await _timed(index, args, vocabulary)}
+    finally:
+        await index.aclose()
+    figures["bm25_build_memories_per_s"] = None if build_s is None else round(args.memories / build_s)
+    return figures
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the cube (or reuse the one kept in ``--dir``), then time the queries; the headline figures."""
+    vocabulary = _vocabulary(20_000)
+    name = f"{args.engine}-{args.memories}.db"
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
+        return await _run(Path(args.dir).resolve() / name, args, vocabulary)
+    with tempfile.TemporaryDirectory(prefix="bench-keyword-") as tmp:
+        return await _run(Path(tmp) / name, args, vocabulary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,11 +158,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memories", type=int, default=1_000_000, help="memories in the one cube")
     parser.add_argument("--queries", type=int, default=300, help="queries timed")
     parser.add_argument("--k", type=int, default=50, help="results per query")
-    parser.add_argument("--dir", default=None, help="folder for the temporary database (default: temp)")
+    parser.add_argument(
+        "--engine", choices=("tantivy", "fts5"), default="tantivy", help="keyword index adapter"
+    )
+    parser.add_argument("--dir", default=None, help="folder that keeps the built store between runs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(measure(args))
-    table = Table(title=f"BM25, one cube of {args.memories:,} memories (k={args.k}, {args.queries} queries)")
+    table = Table(
+        title=f"BM25 ({args.engine}), one cube of {args.memories:,} memories (k={args.k}, {args.queries} queries)"
+    )
     for column in ("p50 ms", "p95 ms", "mean ms", "CPU ms/query", "build memories/s"):
         table.add_column(column, justify="right")
     table.add_row(*(str(figures[key]) for key in ("bm25_p50_ms_1m", "bm25_p95_ms_1m", "bm25_mean_ms_1m",

@@ -53,6 +53,7 @@ VECTOR_STORES: dict[str, str] = {
 KEYWORD_INDEXES: dict[str, str] = {
     "sqlite": "memory_store.embedded.keyword:EmbeddedKeywordIndex",
     "embedded": "memory_store.embedded.keyword:EmbeddedKeywordIndex",
+    "tantivy": "memory_store.embedded.keyword_tantivy:TantivyKeywordIndex",
     "weaviate+http": _WEAVIATE_KEYWORD,
     "weaviate+https": _WEAVIATE_KEYWORD,
     "http": _WEAVIATE_KEYWORD,

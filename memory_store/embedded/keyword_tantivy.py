@@ -1,0 +1,541 @@
+"""TantivyKeywordIndex: BM25 over memory text with one tantivy index per cube, exact per-cube statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import tantivy
+
+from memory_store.base import KeywordIndex
+from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from schemas.errors import ConfigError, StoreError, StoreUnavailable
+from schemas.memory import ScoredMemory
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
+from schemas.text import index_text, query_tokens
+
+__all__ = ["K1", "B", "TantivyKeywordIndex", "analyze", "bm25"]
+
+logger = logging.getLogger(__name__)
+
+K1, B = 1.2, 0.75
+"""BM25 parameters (tantivy's and Lucene's defaults)."""
+
+_MAX_TERMS = 64
+_MAX_TOKEN = 200  # longer tokens are dropped (tantivy's terms are bounded; no real word is this long)
+_SLACK = 1e-3  # tantivy scores in float32: a generous relative margin for the exactness bound
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kwt_cubes (cube_id TEXT PRIMARY KEY, slot TEXT NOT NULL UNIQUE,
+    docs INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0);
+"""
+"""Cubes with their BM25 statistics: documents with text (retired included) and their total length."""
+
+_CUBE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS "kwt_docs_{slot}" (doc_no INTEGER PRIMARY KEY, memory_id TEXT NOT NULL UNIQUE,
+    memory_type TEXT NOT NULL, status TEXT NOT NULL, body TEXT, title TEXT, length INTEGER NOT NULL DEFAULT 0)
+"""
+"""A cube's documents: ``body`` and ``title`` hold the analysed terms, space-separated; NULL marks a
+tombstone (a retirement that arrived before its memory)."""
+
+_ANALYZER = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace())
+    .filter(tantivy.Filter.remove_long(_MAX_TOKEN))
+    .filter(tantivy.Filter.stemmer("english"))
+    .build()
+)
+
+
+def analyze(text: str) -> list[str]:
+    """Terms of already tokenised text (``schemas.text``): English words stemmed, CJK bigrams kept."""
+    return list(_ANALYZER.analyze(text)) if text else []
+
+
+def bm25(tf: int, length: int, idf: float, avg_length: float) -> float:
+    """One term's BM25 contribution (k1 = 1.2, b = 0.75): ``idf * (k1 + 1) * tf / (tf + k1 * norm)``."""
+    return idf * (K1 + 1.0) * tf / (tf + K1 * (1.0 - B + B * length / avg_length))
+
+
+def _idf(docs: int, df: int) -> float:
+    return math.log(1.0 + (docs - df + 0.5) / (df + 0.5))
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_unsigned_field("doc_no", fast=True)
+    builder.add_text_field("key", tokenizer_name="raw", index_option="basic")  # str(doc_no), to delete by
+    builder.add_text_field("type", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("status", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("text", tokenizer_name="whitespace", index_option="freq")
+    return builder.build()
+
+
+_TANTIVY_SCHEMA = _schema()
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot(cube_id: str) -> str:
+    return hashlib.blake2b(cube_id.encode(), digest_size=8).hexdigest()
+
+
+def _paths(url: str | Path) -> tuple[str, Path | None]:
+    """(SQLite URL of the side tables, folder of the per-cube indexes or None for in-memory)."""
+    text = str(url)
+    parts = urlsplit(text)
+    if parts.scheme and parts.scheme not in ("tantivy", "sqlite", "embedded"):
+        raise ConfigError(f"not a tantivy keyword URL: {text!r} (expected tantivy:///abs/keyword.db)")
+    path = "/" + (parts.netloc + parts.path).lstrip("/") if parts.scheme else text
+    if path in ("", "/"):
+        raise ConfigError(f"keyword index URL has no path: {text!r}")
+    if path == "/:memory:":
+        return "sqlite:///:memory:", None
+    return f"sqlite:///{path}", Path(f"{path}-keyword")
+
+
+_NUMBER = re.compile(r"^(?P<what>N|avgdl),")
+
+
+def _tantivy_stats(explanation: dict[str, Any]) -> dict[str, float]:
+    """Tantivy's own document count and average length (deleted documents included) from an explanation."""
+    found: dict[str, float] = {}
+    stack = [explanation]
+    while stack:
+        node = stack.pop()
+        match = _NUMBER.match(str(node.get("description", "")))
+        if match:
+            found[match["what"]] = float(node["value"])
+        stack.extend(node.get("details", []))
+    return found
+
+
+def _length(body: str | None, title: str | None) -> int:
+    return sum(len(part.split()) for part in (body, title) if part)
+
+
+class _Doc(NamedTuple):
+    """A document's state as kept in SQLite (body None: a tombstone)."""
+
+    memory_type: str
+    status: str
+    body: str | None
+    title: str | None
+    length: int
+
+    @classmethod
+    def of(cls, memory_type: str, status: str, memory: str, key: str) -> _Doc:
+        body, title = " ".join(analyze(index_text(memory))), " ".join(analyze(index_text(key)))
+        return cls(memory_type, status, body, title, _length(body, title))
+
+    @property
+    def text(self) -> str:
+        """What tantivy indexes: body and title terms as one field."""
+        return f"{self.body or ''} {self.title or ''}"
+
+
+class _Cube:
+    """One cube's tantivy index in this process: reader state and, during a batch, its writer."""
+
+    def __init__(self, slot: str, folder: Path | None) -> None:
+        self.slot = slot
+        self.folder = folder
+        if folder is None:
+            self.index = tantivy.Index(_TANTIVY_SCHEMA)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.index = tantivy.Index(_TANTIVY_SCHEMA, path=str(folder), reuse=True)
+        self.writer: tantivy.IndexWriter | None = None
+        self.seen = self._meta_stamp()
+        self.generation = 0
+        self.stats: tuple[int, dict[str, float]] | None = None
+        """Tantivy's (N, avgdl) for ``generation``, read from an explanation once per generation."""
+
+    def _meta_stamp(self) -> int:
+        if self.folder is None:
+            return 0
+        try:
+            return os.stat(self.folder / "meta.json").st_mtime_ns
+        except FileNotFoundError:
+            return -1
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload the searcher when a commit (of this or another process) happened since."""
+        stamp = self._meta_stamp()
+        if force or stamp != self.seen:
+            self.index.reload()
+            self.seen = stamp
+            self.generation += 1
+
+    def open_writer(self) -> tantivy.IndexWriter:
+        if self.writer is None:
+            try:
+                self.writer = self.index.writer(64_000_000, 1)
+            except ValueError as exc:
+                raise StoreUnavailable(
+                    f"keyword index of cube slot {self.slot} is being written: {exc}"
+                ) from exc
+        return self.writer
+
+    def close_writer(self, *, rollback: bool) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            if rollback:
+                writer.rollback()
+            writer.wait_merging_threads()
+
+
+class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
+    """KeywordIndex over tantivy (block-max WAND top-k), one index folder per cube, exact BM25 per cube.
+
+    ``tantivy:///abs/keyword.db`` (or ``sqlite:///abs/store.db``) keeps checkpoints, cube statistics and
+    each cube's documents (terms, type, status; tombstones) in that SQLite file, and the indexes in
+    ``<path>-keyword/<slot>/``. A batch writes the tantivy indexes first and commits them before the
+    SQLite transaction (data + checkpoint) commits; writes are absolute (delete the document, add it
+    again) and computed from the SQLite state, so a batch re-applied after a crash between the two ends
+    in the same state. A cube's writer is taken for one batch only, so another process may write next.
+
+    Scores are BM25 (k1 1.2, b 0.75; higher is better) over the cube's own live documents, retired
+    included: tantivy's statistics also count deleted documents until its segments merge, so tantivy only
+    proposes candidates (its terms boosted to the exact IDF) and the candidates are scored again from
+    the exact statistics; more are fetched until no document left out can beat the k-th (tantivy's
+    length normalisation can only be off by the ratio of the two average lengths). Scores therefore
+    depend on the cube's current memories alone, not on its history nor on other cubes.
+    """
+
+    name = "keyword"
+
+    def __init__(
+        self,
+        url: str | Path,
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout_s: float = 30.0,
+        namespace: str = "",
+    ) -> None:
+        sqlite_url, self._folder = _paths(url)
+        super().__init__(
+            sqlite_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace
+        )
+        self.url = str(url)
+        self._cubes: dict[str, _Cube] = {}
+        self._cubes_lock = threading.Lock()
+        self._touched: dict[str, _Cube] = {}
+        self._deltas: dict[str, list[int]] = {}
+
+    def _schema(self) -> str:
+        return _SCHEMA
+
+    # -- per-cube indexes ------------------------------------------------------------------------------
+
+    def _cube(self, slot: str) -> _Cube:
+        with self._cubes_lock:
+            cube = self._cubes.get(slot)
+            if cube is None:
+                cube = _Cube(slot, None if self._folder is None else self._folder / slot)
+                self._cubes[slot] = cube
+            return cube
+
+    def _forget(self, slot: str) -> None:
+        with self._cubes_lock:
+            cube = self._cubes.pop(slot, None)
+        if cube is not None:
+            cube.close_writer(rollback=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder / slot, ignore_errors=True)
+
+    # -- writes (inside the SQLite batch transaction) ---------------------------------------------------
+
+    def _begin_batch(self) -> None:
+        self._touched, self._deltas = {}, {}
+
+    def _abort_batch(self) -> None:
+        for cube in self._touched.values():
+            cube.close_writer(rollback=True)
+        self._touched, self._deltas = {}, {}
+
+    def _commit_batch(self) -> None:
+        for cube in self._touched.values():
+            cube.refresh(force=True)
+        self._touched, self._deltas = {}, {}
+
+    def _slot_of(self, conn: sqlite3.Connection, cube_id: str, *, create: bool) -> str | None:
+        row = conn.execute("SELECT slot FROM kwt_cubes WHERE cube_id=?", (cube_id,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        if not create:
+            return None
+        slot = _slot(cube_id)
+        owner = conn.execute("SELECT cube_id FROM kwt_cubes WHERE slot=?", (slot,)).fetchone()
+        if owner is not None:
+            raise StoreError(f"cubes {owner[0]!r} and {cube_id!r} hash to the same keyword index {slot}")
+        conn.execute("INSERT INTO kwt_cubes (cube_id, slot) VALUES (?,?)", (cube_id, slot))
+        conn.execute(_CUBE_SCHEMA.format(slot=slot))
+        return slot
+
+    def _writer(self, slot: str) -> tantivy.IndexWriter:
+        cube = self._touched.get(slot)
+        if cube is None:
+            cube = self._touched[slot] = self._cube(slot)
+        return cube.open_writer()
+
+    def _write(self, slot: str, doc_no: int, old: _Doc | None, new: _Doc | None) -> None:
+        """Replace document ``doc_no`` of a cube's index by ``new``, or delete it; keep the statistics."""
+        writer = self._writer(slot)
+        delta = self._deltas.setdefault(slot, [0, 0])
+        if old is not None and old.body is not None:
+            writer.delete_documents_by_term("key", str(doc_no))
+            delta[0] -= 1
+            delta[1] -= old.length
+        if new is not None and new.body is not None:
+            doc = tantivy.Document()
+            doc.add_unsigned("doc_no", doc_no)
+            doc.add_text("key", str(doc_no))
+            doc.add_text("type", new.memory_type)
+            doc.add_text("status", new.status)
+            doc.add_text("text", new.text)
+            writer.add_document(doc)
+            delta[0] += 1
+            delta[1] += new.length
+
+    def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
+        run: list[UpsertMemory] = []
+        for op in ops:
+            if isinstance(op, UpsertMemory):
+                if run and run[-1].memory.cube_id != op.memory.cube_id:
+                    self._upsert_run(conn, run)
+                    run = []
+                run.append(op)
+                continue
+            if run:
+                self._upsert_run(conn, run)
+                run = []
+            match op:
+                case ReviseMemory():
+                    if op.memory:
+                        self._revise(conn, op)
+                case RetireMemory():
+                    self._retire(conn, op)
+                case DropCube():
+                    self._drop(conn, op.cube_id)
+                case _:
+                    pass
+        if run:
+            self._upsert_run(conn, run)
+        for slot, (docs, tokens) in self._deltas.items():  # the cube's BM25 statistics
+            if docs or tokens:
+                conn.execute(
+                    "UPDATE kwt_cubes SET docs=docs+?, tokens=tokens+? WHERE slot=?", (docs, tokens, slot)
+                )
+        try:
+            for cube in self._touched.values():
+                if cube.writer is not None:
+                    cube.writer.commit()
+                    cube.close_writer(rollback=False)
+        except ValueError as exc:
+            raise StoreUnavailable(f"keyword index commit failed: {exc}") from exc
+
+    def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
+        """Upserts of one cube: known documents read in one query, new ones inserted in one call."""
+        slot = self._slot_of(conn, run[0].memory.cube_id, create=True)
+        assert slot is not None
+        table = f'"kwt_docs_{slot}"'
+        latest = {op.memory.id: op.memory for op in run}  # a later upsert of the same id wins
+        known = {
+            r[1]: (r[0], _Doc(*r[2:]))
+            for r in conn.execute(
+                f"SELECT doc_no, memory_id, memory_type, status, body, title, length FROM {table}"
+                " WHERE memory_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(latest)),),
+            )
+        }
+        fresh = [m for i, m in latest.items() if i not in known]
+        if fresh:
+            top = conn.execute(f"SELECT coalesce(max(doc_no), 0) FROM {table}").fetchone()[0]
+            rows = []
+            for n, m in enumerate(fresh, start=top + 1):
+                doc = _Doc.of(m.memory_type, m.status, m.memory, m.key)
+                rows.append((n, m.id, *doc))
+                self._write(slot, n, None, doc)
+            conn.executemany(
+                f"INSERT INTO {table} (doc_no, memory_id, memory_type, status, body, title, length)"
+                " VALUES (?,?,?,?,?,?,?)",
+                rows,
+            )
+        for memory_id, (doc_no, old) in known.items():
+            m = latest[memory_id]
+            new = _Doc.of(m.memory_type, "retired" if old.status == "retired" else m.status, m.memory, m.key)
+            if new == old:
+                continue
+            conn.execute(
+                f"UPDATE {table} SET memory_type=?, status=?, body=?, title=?, length=? WHERE doc_no=?",
+                (*new, doc_no),
+            )
+            self._write(slot, doc_no, old, new)
+
+    def _known(self, conn: sqlite3.Connection, slot: str, memory_id: str) -> tuple[int, _Doc] | None:
+        row = conn.execute(
+            f'SELECT doc_no, memory_type, status, body, title, length FROM "kwt_docs_{slot}" WHERE memory_id=?',
+            (memory_id,),
+        ).fetchone()
+        return None if row is None else (row[0], _Doc(*row[1:]))
+
+    def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
+        slot = self._slot_of(conn, op.cube_id, create=False)
+        known = None if slot is None else self._known(conn, slot, op.memory_id)
+        if slot is None or known is None or known[1].body is None:
+            return
+        doc_no, old = known
+        body = " ".join(analyze(index_text(op.memory)))
+        if body == old.body:
+            return
+        new = old._replace(body=body, length=_length(body, old.title))
+        conn.execute(
+            f'UPDATE "kwt_docs_{slot}" SET body=?, length=? WHERE doc_no=?', (body, new.length, doc_no)
+        )
+        self._write(slot, doc_no, old, new)
+
+    def _retire(self, conn: sqlite3.Connection, op: RetireMemory) -> None:
+        slot = self._slot_of(conn, op.cube_id, create=True)
+        assert slot is not None
+        table = f'"kwt_docs_{slot}"'
+        known = self._known(conn, slot, op.memory_id)
+        if known is None:
+            top = conn.execute(f"SELECT coalesce(max(doc_no), 0) FROM {table}").fetchone()[0]
+            conn.execute(
+                f"INSERT INTO {table} (doc_no, memory_id, memory_type, status, body, title, length)"
+                " VALUES (?, ?, '', 'retired', NULL, NULL, 0)",
+                (top + 1, op.memory_id),
+            )
+            return
+        doc_no, old = known
+        if old.status == "retired":
+            return
+        conn.execute(f"UPDATE {table} SET status='retired' WHERE doc_no=?", (doc_no,))
+        self._write(slot, doc_no, old, old._replace(status="retired"))
+
+    def _drop(self, conn: sqlite3.Connection, cube_id: str) -> None:
+        slot = self._slot_of(conn, cube_id, create=False)
+        if slot is None:
+            return
+        conn.execute(f'DROP TABLE IF EXISTS "kwt_docs_{slot}"')
+        conn.execute("DELETE FROM kwt_cubes WHERE slot=?", (slot,))
+        self._touched.pop(slot, None)
+        self._deltas.pop(slot, None)
+        self._forget(slot)  # its folder goes now: a crash before the commit re-applies the drop
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def _tantivy_stats(self, cube: _Cube, searcher: tantivy.Searcher, term: str) -> dict[str, float]:
+        """Tantivy's N and average length (they count deleted documents), read once per searcher reload."""
+        generation = cube.generation
+        if cube.stats is not None and cube.stats[0] == generation:
+            return cube.stats[1]
+        query = tantivy.Query.term_query(_TANTIVY_SCHEMA, "text", term)
+        hits = searcher.search(query, 1, count=False).hits
+        stats = _tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json())) if hits else {}
+        if "N" in stats and "avgdl" in stats:
+            cube.stats = (generation, stats)
+        return stats
+
+    def _search_sync(
+        self, cube_id: str, terms: list[str], k: int, types: list[str] | None, include_retired: bool
+    ) -> list[tuple[float, str]]:
+        with self.db.read() as conn:
+            row = conn.execute(
+                "SELECT slot, docs, tokens FROM kwt_cubes WHERE cube_id=?", (cube_id,)
+            ).fetchone()
+        if row is None or row[1] <= 0:
+            return []
+        slot, docs, tokens = str(row[0]), int(row[1]), int(row[2])
+        cube = self._cube(slot)
+        cube.refresh()
+        searcher = cube.index.searcher()
+        field = "text"
+        df = {t: searcher.search(tantivy.Query.term_query(_TANTIVY_SCHEMA, field, t), 1, count=True).count
+              for t in terms}  # fmt: skip
+        terms = [t for t in terms if df[t] > 0]
+        if not terms:
+            return []
+        avg_length = max(tokens, 1) / docs
+        idf = {t: _idf(docs, min(df[t], docs)) for t in terms}
+        stats = self._tantivy_stats(cube, searcher, terms[0])
+        if stats:
+            bound = max(1.0, avg_length / stats["avgdl"]) * (1.0 + _SLACK)
+            boosts = {t: idf[t] / _idf(int(stats["N"]), searcher.doc_freq(field, t)) for t in terms}
+        else:  # no explanation: fetch every match
+            bound, boosts = math.inf, dict.fromkeys(terms, 1.0)
+        query = tantivy.Query.boolean_query(
+            [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(_TANTIVY_SCHEMA, field, t),
+                                                              boosts[t])) for t in terms]
+        )  # fmt: skip
+        clauses = [(tantivy.Occur.Must, query)]
+        if not include_retired:
+            clauses.append(
+                (tantivy.Occur.MustNot, tantivy.Query.term_query(_TANTIVY_SCHEMA, "status", "retired"))
+            )
+        if types is not None:
+            kinds = tantivy.Query.term_set_query(_TANTIVY_SCHEMA, "type", types)
+            clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(kinds, 0.0)))
+        if len(clauses) > 1:
+            query = tantivy.Query.boolean_query(clauses)
+        total = searcher.num_docs
+        limit = min(total, k + max(10, k // 2))
+        scored: dict[int, tuple[float, str]] = {}
+        wanted = set(terms)
+        while True:
+            hits = searcher.search(query, limit, count=False).hits
+            numbers = searcher.fast_field_values("doc_no", [address for _, address in hits])
+            todo = [n for n in numbers if n is not None and n not in scored]
+            with self.db.read() as conn:
+                try:
+                    rows = conn.execute(
+                        f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
+                        " WHERE doc_no IN (SELECT value FROM json_each(?))",
+                        (json.dumps(todo),),
+                    ).fetchall()
+                except StoreUnavailable as exc:
+                    if "no such table" in str(exc):  # the cube was dropped since
+                        return []
+                    raise
+            for doc_no, memory_id, body, title, length in rows:
+                counts = Counter(w for w in f"{body or ''} {title or ''}".split() if w in wanted)
+                score = sum(bm25(tf, length, idf[t], avg_length) for t, tf in counts.items())
+                scored[doc_no] = (score, memory_id)
+            ranked = sorted(scored.values(), key=lambda hit: (-hit[0], hit[1]))
+            if len(hits) < limit or limit >= total:
+                return ranked[:k]
+            if len(ranked) >= k and ranked[k - 1][0] > bound * hits[-1][0]:
+                return ranked[:k]  # nothing left out can reach the k-th score
+            limit = min(total, limit * 4)
+
+    async def search(
+        self,
+        cube_id: str,
+        query: str,
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[ScoredMemory]:
+        """Top ``k`` memories by BM25 (higher is better, ties by id). A query with no words returns []."""
+        terms = list(dict.fromkeys(analyze(" ".join(query_tokens(query, limit=_MAX_TERMS)))))
+        if not terms or k <= 0 or (memory_types is not None and not memory_types):
+            return []
+        types = None if memory_types is None else list(memory_types)
+        hits = await asyncio.to_thread(
+            self._search_sync, cube_id, terms, min(k, 2**31 - 1), types, include_retired
+        )
+        return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="keyword") for s, i in hits]
