@@ -40,6 +40,7 @@ from rich.table import Table
 
 from bench.charts import line_chart
 from bench.ingest import conversations
+from bench.scale_probe import CpuMeter, group_assignments
 from memos.runtime import Runtime
 from schemas.events import ConversationRecorded, Event
 from schemas.topics import CONVERSATIONS, MEMORIES
@@ -52,6 +53,9 @@ logger = logging.getLogger(__name__)
 
 STAGES = {"deriver": (CONVERSATIONS,), "projector": (MEMORIES,)}
 """Stages the workers host, with the topics whose progress says they are done."""
+
+GROUPS = ("deriver", "deriver-large", "projector")
+"""The consumer groups the workers join (naming the deriver hosts both its lanes)."""
 
 
 def spread_cubes(count: int, partitions: int) -> list[str]:
@@ -137,7 +141,7 @@ def _stop_workers(workers: Sequence[subprocess.Popen[bytes]]) -> None:
             worker.wait()
 
 
-async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[str, float]:
+async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[str, Any]:
     """Fast-mode ingest with ``n`` worker processes; turns, seconds, turns/s."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-", dir=args.dir))
     prefix = f"bench-scale-{uuid.uuid4().hex[:8]}-"
@@ -148,6 +152,7 @@ async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     convs = conversations(args.turns, session_turns=args.session_turns, sessions=args.sessions)
     async with Runtime(settings, run_stages=False) as rt:
+        servers = getattr(rt.log, "servers", "")
         cubes = spread_cubes(args.cubes, await rt.log.partitions(CONVERSATIONS))
         sessions = [(cubes[i % len(cubes)], s) for i, conv in enumerate(convs) for s in conv]
         turns = sum(len(s) for _, s in sessions)
@@ -157,18 +162,34 @@ async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[
             warm: list[Event] = [_recorded(c, [{"role": "user", "content": f"Warm-up for {c}."}]) for c in cubes]
             await rt.publish(warm)
             await _wait_done(rt.log, prefix, timeout_s=args.timeout)
+            groups = [prefix + g for g in GROUPS]
+            before = await group_assignments(servers, groups)
+            meter = CpuMeter([w.pid for w in workers])
+            meter.start()
             started = time.perf_counter()
             for lo in range(0, len(sessions), 50):
                 await rt.publish([_recorded(cube, s) for cube, s in sessions[lo : lo + 50]])
             await _wait_done(rt.log, prefix, timeout_s=args.timeout)
             elapsed = time.perf_counter() - started
+            cpu = meter.stop()
+            after = await group_assignments(servers, groups)
             alive = sum(w.poll() is None for w in workers)
         finally:
             _stop_workers(workers)
     if alive != n:
         raise RuntimeError(f"{n - alive} of {n} workers exited during the run; see {logs}")
     shutil.rmtree(home, ignore_errors=True)
-    return {"turns": turns, "seconds": elapsed, "turns_per_s": turns / elapsed}
+    return {"turns": turns, "seconds": elapsed, "turns_per_s": turns / elapsed,
+            "cpu_s": [cpu[w.pid] for w in workers],
+            "assignments": {"warm": _short(before, prefix), "end": _short(after, prefix)}}
+
+
+def _short(assignments: dict[str, dict[str, list[str]]], prefix: str) -> dict[str, dict[str, list[str]]]:
+    """Assignments with the run's prefix taken off group and member names (worker ``w<i>``)."""
+    return {
+        group.removeprefix(prefix): {member.split(prefix, 1)[-1]: parts for member, parts in members.items()}
+        for group, members in assignments.items()
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,7 +199,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         table.add_column(column, justify="right")
     logs = Path(tempfile.mkdtemp(prefix="bench-scale-logs-", dir=args.dir))
     load = os.getloadavg()[0]
-    results: dict[int, dict[str, float]] = {}
+    results: dict[int, dict[str, Any]] = {}
     figures: dict[str, Any] = {}
     for n in args.workers:
         try:
@@ -195,6 +216,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         table.add_row(str(n), str(int(r["turns"])), f"{r['seconds']:.1f}", f"{r['turns_per_s']:.1f}",
                       f"{r['turns_per_s'] / base:.2f}x")  # fmt: skip
         figures[f"turns_per_s_{n}_workers"] = round(r["turns_per_s"], 1)
+        figures[f"cpu_s_per_worker_{n}_workers"] = r["cpu_s"]
+        figures[f"cpu_ms_per_turn_{n}_workers"] = round(1000 * sum(r["cpu_s"]) / r["turns"], 1)
+        if args.assignments:
+            figures[f"assignments_{n}_workers"] = r["assignments"]
     figures["speedup_2_workers"] = (
         round(results[2]["turns_per_s"] / results[1]["turns_per_s"], 2) if 1 in results and 2 in results else None
     )
@@ -232,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="worker engine: runner (ours, the default of memos worker) or faust")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per phase")
     parser.add_argument("--chart", default="docs/bench/scale.png", help="PNG chart path ('' for none)")
+    parser.add_argument("--assignments", action="store_true", help="print each group's partitions per worker")
     parser.add_argument("--dir", default=None, help="folder for data directories (default: temp)")
     args = parser.parse_args(argv)
     args.workers = sorted({int(w) for w in args.workers.split(",") if w.strip()})

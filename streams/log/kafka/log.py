@@ -29,7 +29,13 @@ from streams.log.base import (
     check_topic,
     partition_for,
 )
-from streams.log.kafka.consumer import KafkaConsumer, load_aiokafka, map_kafka_errors, to_record
+from streams.log.kafka.consumer import (
+    KafkaConsumer,
+    load_aiokafka,
+    map_kafka_errors,
+    pace_empty_fetches,
+    to_record,
+)
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -71,6 +77,7 @@ class KafkaEventLog(EventLog):
         read_timeout_s: float = 10.0,
         transaction_timeout_ms: int = 15_000,
         worker_id: str | None = None,
+        empty_fetch_wait_ms: int = 25,
     ) -> None:
         servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
         self.servers = ",".join(s.strip() for part in servers for s in part.split(",") if s.strip())
@@ -96,6 +103,9 @@ class KafkaEventLog(EventLog):
         self._tx_producers: dict[str, AIOKafkaProducer] = {}
         self._tx_locks: dict[str, asyncio.Lock] = {}
         self.transaction_timeout_ms = transaction_timeout_ms
+        self.empty_fetch_wait_ms = empty_fetch_wait_ms
+        """Least time an empty fetch takes (``pace_empty_fetches``): a broker that does not hold empty
+        fetches is asked at most 1000/this times a second per consumer instead of thousands (0: off)."""
         self.worker_id = worker_id or os.environ.get("MEMOS_WORKER_ID") or socket.gethostname()
         """Names this process's transactional producers (``memos.<group>.<worker_id>``): a restarted worker
         with the same id fences its predecessor and aborts the transaction it left open."""
@@ -145,6 +155,7 @@ class KafkaEventLog(EventLog):
             if isinstance(exc, TransportError) and not isinstance(exc, BrokerUnavailable):
                 raise BrokerUnavailable(str(exc)) from exc
             raise
+        pace_empty_fetches(reader, self.empty_fetch_wait_ms / 1000)
         self._producer, self._admin, self._reader = producer, admin, reader
         logger.info("kafka log connected servers=%s", self.servers)
 
@@ -349,18 +360,21 @@ class KafkaEventLog(EventLog):
                 if offset >= end:
                     return []
                 reader.assign([tp])
-                reader.seek(tp, max(0, offset))
-                deadline = loop.time() + self.read_timeout_s
-                while len(out) < limit:
-                    batch = await reader.getmany(tp, timeout_ms=200, max_records=limit - len(out))
-                    out.extend(to_record(raw) for raw in batch.get(tp, []))
-                    if await reader.position(tp) >= end:
-                        break
-                    if loop.time() > deadline:
-                        raise BrokerUnavailable(
-                            f"kafka {self.servers!r}: read {topic!r}/{partition} from {offset} got "
-                            f"{len(out)} records before timing out (end offset {end})"
-                        )
+                try:
+                    reader.seek(tp, max(0, offset))
+                    deadline = loop.time() + self.read_timeout_s
+                    while len(out) < limit:
+                        batch = await reader.getmany(tp, timeout_ms=200, max_records=limit - len(out))
+                        out.extend(to_record(raw) for raw in batch.get(tp, []))
+                        if await reader.position(tp) >= end:
+                            break
+                        if loop.time() > deadline:
+                            raise BrokerUnavailable(
+                                f"kafka {self.servers!r}: read {topic!r}/{partition} from {offset} got "
+                                f"{len(out)} records before timing out (end offset {end})"
+                            )
+                finally:
+                    reader.unsubscribe()  # an assigned reader would keep fetching (prefetch) between reads
         return out
 
     async def forget_key(self, topic: str, key: bytes) -> int:
@@ -391,9 +405,11 @@ class KafkaEventLog(EventLog):
             group_id=group_id,
             start_from=start_from,
             servers=self.servers,
-            options=self._consumer_options(),
+            # the worker id in the client id names this process in the broker's view of the group
+            options={**self._consumer_options(), "client_id": f"{self.client_id}-{self.worker_id}"},
             ensure_topic=self._ensure_topic,
             transact=self.transact,
+            empty_fetch_wait_s=self.empty_fetch_wait_ms / 1000,
         )
         self._consumers.add(made)
         return made
