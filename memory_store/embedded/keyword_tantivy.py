@@ -3,41 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import json
 import logging
 import math
-import os
-import re
 import shutil
 import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import tantivy
 
 from memory_store.base import KeywordIndex
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
-from schemas.errors import ConfigError, StoreError, StoreUnavailable
+from memory_store.embedded.keyword_tantivy_parts import (
+    TANTIVY_SCHEMA,
+    CubeIndex,
+    Doc,
+    analyze,
+    bm25,
+    cube_slot,
+    doc_length,
+    idf,
+    tantivy_paths,
+    tantivy_stats,
+)
+from schemas.errors import StoreError, StoreUnavailable
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
 from schemas.text import index_text, query_tokens
 
-__all__ = ["K1", "B", "TantivyKeywordIndex", "analyze", "bm25"]
-
-logger = logging.getLogger(__name__)
-
-K1, B = 1.2, 0.75
-"""BM25 parameters (tantivy's and Lucene's defaults)."""
+__all__ = ["TantivyKeywordIndex"]
 
 _MAX_TERMS = 64
-_MAX_TOKEN = 200  # longer tokens are dropped (tantivy's terms are bounded; no real word is this long)
 _SLACK = 1e-3  # tantivy scores in float32: a generous relative margin for the exactness bound
+
+logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kwt_cubes (cube_id TEXT PRIMARY KEY, slot TEXT NOT NULL UNIQUE,
@@ -52,149 +54,11 @@ CREATE TABLE IF NOT EXISTS "kwt_docs_{slot}" (doc_no INTEGER PRIMARY KEY, memory
 """A cube's documents: ``body`` and ``title`` hold the analysed terms, space-separated; NULL marks a
 tombstone (a retirement that arrived before its memory)."""
 
-_ANALYZER = (
-    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace())
-    .filter(tantivy.Filter.remove_long(_MAX_TOKEN))
-    .filter(tantivy.Filter.stemmer("english"))
-    .build()
-)
 
-
-def analyze(text: str) -> list[str]:
-    """Terms of already tokenised text (``schemas.text``): English words stemmed, CJK bigrams kept."""
-    return list(_ANALYZER.analyze(text)) if text else []
-
-
-def bm25(tf: int, length: int, idf: float, avg_length: float) -> float:
-    """One term's BM25 contribution (k1 = 1.2, b = 0.75): ``idf * (k1 + 1) * tf / (tf + k1 * norm)``."""
-    return idf * (K1 + 1.0) * tf / (tf + K1 * (1.0 - B + B * length / avg_length))
-
-
-def _idf(docs: int, df: int) -> float:
-    return math.log(1.0 + (docs - df + 0.5) / (df + 0.5))
-
-
-def _schema() -> tantivy.Schema:
-    builder = tantivy.SchemaBuilder()
-    builder.add_unsigned_field("doc_no", fast=True)
-    builder.add_text_field("key", tokenizer_name="raw", index_option="basic")  # str(doc_no), to delete by
-    builder.add_text_field("type", tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("status", tokenizer_name="raw", index_option="basic")
-    builder.add_text_field("text", tokenizer_name="whitespace", index_option="freq")
-    return builder.build()
-
-
-_TANTIVY_SCHEMA = _schema()
-
-
-@functools.lru_cache(maxsize=4096)
-def _slot(cube_id: str) -> str:
-    return hashlib.blake2b(cube_id.encode(), digest_size=8).hexdigest()
-
-
-def _paths(url: str | Path) -> tuple[str, Path | None]:
-    """(SQLite URL of the side tables, folder of the per-cube indexes or None for in-memory)."""
-    text = str(url)
-    parts = urlsplit(text)
-    if parts.scheme and parts.scheme not in ("tantivy", "sqlite", "embedded"):
-        raise ConfigError(f"not a tantivy keyword URL: {text!r} (expected tantivy:///abs/keyword.db)")
-    path = "/" + (parts.netloc + parts.path).lstrip("/") if parts.scheme else text
-    if path in ("", "/"):
-        raise ConfigError(f"keyword index URL has no path: {text!r}")
-    if path == "/:memory:":
-        return "sqlite:///:memory:", None
-    return f"sqlite:///{path}", Path(f"{path}-keyword")
-
-
-_NUMBER = re.compile(r"^(?P<what>N|avgdl),")
-
-
-def _tantivy_stats(explanation: dict[str, Any]) -> dict[str, float]:
-    """Tantivy's own document count and average length (deleted documents included) from an explanation."""
-    found: dict[str, float] = {}
-    stack = [explanation]
-    while stack:
-        node = stack.pop()
-        match = _NUMBER.match(str(node.get("description", "")))
-        if match:
-            found[match["what"]] = float(node["value"])
-        stack.extend(node.get("details", []))
-    return found
-
-
-def _length(body: str | None, title: str | None) -> int:
-    return sum(len(part.split()) for part in (body, title) if part)
-
-
-class _Doc(NamedTuple):
-    """A document's state as kept in SQLite (body None: a tombstone)."""
-
-    memory_type: str
-    status: str
-    body: str | None
-    title: str | None
-    length: int
-
-    @classmethod
-    def of(cls, memory_type: str, status: str, memory: str, key: str) -> _Doc:
-        body, title = " ".join(analyze(index_text(memory))), " ".join(analyze(index_text(key)))
-        return cls(memory_type, status, body, title, _length(body, title))
-
-    @property
-    def text(self) -> str:
-        """What tantivy indexes: body and title terms as one field."""
-        return f"{self.body or ''} {self.title or ''}"
-
-
-class _Cube:
-    """One cube's tantivy index in this process: reader state and, during a batch, its writer."""
-
-    def __init__(self, slot: str, folder: Path | None) -> None:
-        self.slot = slot
-        self.folder = folder
-        if folder is None:
-            self.index = tantivy.Index(_TANTIVY_SCHEMA)
-        else:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.index = tantivy.Index(_TANTIVY_SCHEMA, path=str(folder), reuse=True)
-        self.writer: tantivy.IndexWriter | None = None
-        self.seen = self._meta_stamp()
-        self.generation = 0
-        self.stats: tuple[int, dict[str, float]] | None = None
-        """Tantivy's (N, avgdl) for ``generation``, read from an explanation once per generation."""
-
-    def _meta_stamp(self) -> int:
-        if self.folder is None:
-            return 0
-        try:
-            return os.stat(self.folder / "meta.json").st_mtime_ns
-        except FileNotFoundError:
-            return -1
-
-    def refresh(self, force: bool = False) -> None:
-        """Reload the searcher when a commit (of this or another process) happened since."""
-        stamp = self._meta_stamp()
-        if force or stamp != self.seen:
-            self.index.reload()
-            self.seen = stamp
-            self.generation += 1
-
-    def open_writer(self) -> tantivy.IndexWriter:
-        if self.writer is None:
-            try:
-                self.writer = self.index.writer(64_000_000, 1)
-            except ValueError as exc:
-                raise StoreUnavailable(
-                    f"keyword index of cube slot {self.slot} is being written: {exc}"
-                ) from exc
-        return self.writer
-
-    def close_writer(self, *, rollback: bool) -> None:
-        writer, self.writer = self.writer, None
-        if writer is not None:
-            if rollback:
-                writer.rollback()
-            writer.wait_merging_threads()
+def _live_count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
+    """Live (not deleted) documents matching ``query``."""
+    count: int | None = searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
+    return count or 0
 
 
 class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
@@ -225,14 +89,14 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         busy_timeout_s: float = 30.0,
         namespace: str = "",
     ) -> None:
-        sqlite_url, self._folder = _paths(url)
+        sqlite_url, self._folder = tantivy_paths(url)
         super().__init__(
             sqlite_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace
         )
         self.url = str(url)
-        self._cubes: dict[str, _Cube] = {}
+        self._cubes: dict[str, CubeIndex] = {}
         self._cubes_lock = threading.Lock()
-        self._touched: dict[str, _Cube] = {}
+        self._touched: dict[str, CubeIndex] = {}
         self._deltas: dict[str, list[int]] = {}
 
     def _schema(self) -> str:
@@ -240,11 +104,11 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     # -- per-cube indexes ------------------------------------------------------------------------------
 
-    def _cube(self, slot: str) -> _Cube:
+    def _cube(self, slot: str) -> CubeIndex:
         with self._cubes_lock:
             cube = self._cubes.get(slot)
             if cube is None:
-                cube = _Cube(slot, None if self._folder is None else self._folder / slot)
+                cube = CubeIndex(slot, None if self._folder is None else self._folder / slot)
                 self._cubes[slot] = cube
             return cube
 
@@ -277,7 +141,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             return str(row[0])
         if not create:
             return None
-        slot = _slot(cube_id)
+        slot = cube_slot(cube_id)
         owner = conn.execute("SELECT cube_id FROM kwt_cubes WHERE slot=?", (slot,)).fetchone()
         if owner is not None:
             raise StoreError(f"cubes {owner[0]!r} and {cube_id!r} hash to the same keyword index {slot}")
@@ -291,7 +155,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             cube = self._touched[slot] = self._cube(slot)
         return cube.open_writer()
 
-    def _write(self, slot: str, doc_no: int, old: _Doc | None, new: _Doc | None) -> None:
+    def _write(self, slot: str, doc_no: int, old: Doc | None, new: Doc | None) -> None:
         """Replace document ``doc_no`` of a cube's index by ``new``, or delete it; keep the statistics."""
         writer = self._writer(slot)
         delta = self._deltas.setdefault(slot, [0, 0])
@@ -354,7 +218,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         table = f'"kwt_docs_{slot}"'
         latest = {op.memory.id: op.memory for op in run}  # a later upsert of the same id wins
         known = {
-            r[1]: (r[0], _Doc(*r[2:]))
+            r[1]: (r[0], Doc(*r[2:]))
             for r in conn.execute(
                 f"SELECT doc_no, memory_id, memory_type, status, body, title, length FROM {table}"
                 " WHERE memory_id IN (SELECT value FROM json_each(?))",
@@ -366,7 +230,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             top = conn.execute(f"SELECT coalesce(max(doc_no), 0) FROM {table}").fetchone()[0]
             rows = []
             for n, m in enumerate(fresh, start=top + 1):
-                doc = _Doc.of(m.memory_type, m.status, m.memory, m.key)
+                doc = Doc.of(m.memory_type, m.status, m.memory, m.key)
                 rows.append((n, m.id, *doc))
                 self._write(slot, n, None, doc)
             conn.executemany(
@@ -376,7 +240,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             )
         for memory_id, (doc_no, old) in known.items():
             m = latest[memory_id]
-            new = _Doc.of(m.memory_type, "retired" if old.status == "retired" else m.status, m.memory, m.key)
+            new = Doc.of(m.memory_type, "retired" if old.status == "retired" else m.status, m.memory, m.key)
             if new == old:
                 continue
             conn.execute(
@@ -385,12 +249,12 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             )
             self._write(slot, doc_no, old, new)
 
-    def _known(self, conn: sqlite3.Connection, slot: str, memory_id: str) -> tuple[int, _Doc] | None:
+    def _known(self, conn: sqlite3.Connection, slot: str, memory_id: str) -> tuple[int, Doc] | None:
         row = conn.execute(
             f'SELECT doc_no, memory_type, status, body, title, length FROM "kwt_docs_{slot}" WHERE memory_id=?',
             (memory_id,),
         ).fetchone()
-        return None if row is None else (row[0], _Doc(*row[1:]))
+        return None if row is None else (row[0], Doc(*row[1:]))
 
     def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
         slot = self._slot_of(conn, op.cube_id, create=False)
@@ -401,7 +265,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         body = " ".join(analyze(index_text(op.memory)))
         if body == old.body:
             return
-        new = old._replace(body=body, length=_length(body, old.title))
+        new = old._replace(body=body, length=doc_length(body, old.title))
         conn.execute(
             f'UPDATE "kwt_docs_{slot}" SET body=?, length=? WHERE doc_no=?', (body, new.length, doc_no)
         )
@@ -438,14 +302,14 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     # -- reads ---------------------------------------------------------------------------------------
 
-    def _tantivy_stats(self, cube: _Cube, searcher: tantivy.Searcher, term: str) -> dict[str, float]:
+    def tantivy_stats(self, cube: CubeIndex, searcher: tantivy.Searcher, term: str) -> dict[str, float]:
         """Tantivy's N and average length (they count deleted documents), read once per searcher reload."""
         generation = cube.generation
         if cube.stats is not None and cube.stats[0] == generation:
             return cube.stats[1]
-        query = tantivy.Query.term_query(_TANTIVY_SCHEMA, "text", term)
+        query = tantivy.Query.term_query(TANTIVY_SCHEMA, "text", term)
         hits = searcher.search(query, 1, count=False).hits
-        stats = _tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json())) if hits else {}
+        stats = tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json())) if hits else {}
         if "N" in stats and "avgdl" in stats:
             cube.stats = (generation, stats)
         return stats
@@ -464,30 +328,29 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         cube.refresh()
         searcher = cube.index.searcher()
         field = "text"
-        df = {t: searcher.search(tantivy.Query.term_query(_TANTIVY_SCHEMA, field, t), 1, count=True).count
-              for t in terms}  # fmt: skip
+        df = {t: _live_count(searcher, tantivy.Query.term_query(TANTIVY_SCHEMA, field, t)) for t in terms}
         terms = [t for t in terms if df[t] > 0]
         if not terms:
             return []
         avg_length = max(tokens, 1) / docs
-        idf = {t: _idf(docs, min(df[t], docs)) for t in terms}
-        stats = self._tantivy_stats(cube, searcher, terms[0])
+        weight = {t: idf(docs, min(df[t], docs)) for t in terms}
+        stats = self.tantivy_stats(cube, searcher, terms[0])
         if stats:
             bound = max(1.0, avg_length / stats["avgdl"]) * (1.0 + _SLACK)
-            boosts = {t: idf[t] / _idf(int(stats["N"]), searcher.doc_freq(field, t)) for t in terms}
+            boosts = {t: weight[t] / idf(int(stats["N"]), searcher.doc_freq(field, t)) for t in terms}
         else:  # no explanation: fetch every match
             bound, boosts = math.inf, dict.fromkeys(terms, 1.0)
         query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(_TANTIVY_SCHEMA, field, t),
+            [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(TANTIVY_SCHEMA, field, t),
                                                               boosts[t])) for t in terms]
         )  # fmt: skip
         clauses = [(tantivy.Occur.Must, query)]
         if not include_retired:
             clauses.append(
-                (tantivy.Occur.MustNot, tantivy.Query.term_query(_TANTIVY_SCHEMA, "status", "retired"))
+                (tantivy.Occur.MustNot, tantivy.Query.term_query(TANTIVY_SCHEMA, "status", "retired"))
             )
         if types is not None:
-            kinds = tantivy.Query.term_set_query(_TANTIVY_SCHEMA, "type", types)
+            kinds = tantivy.Query.term_set_query(TANTIVY_SCHEMA, "type", types)
             clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(kinds, 0.0)))
         if len(clauses) > 1:
             query = tantivy.Query.boolean_query(clauses)
@@ -512,7 +375,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                     raise
             for doc_no, memory_id, body, title, length in rows:
                 counts = Counter(w for w in f"{body or ''} {title or ''}".split() if w in wanted)
-                score = sum(bm25(tf, length, idf[t], avg_length) for t, tf in counts.items())
+                # summed in query order: documents alike in the terms that count tie exactly (then by id)
+                score = sum(bm25(counts[t], length, weight[t], avg_length) for t in terms if t in counts)
                 scored[doc_no] = (score, memory_id)
             ranked = sorted(scored.values(), key=lambda hit: (-hit[0], hit[1]))
             if len(hits) < limit or limit >= total:

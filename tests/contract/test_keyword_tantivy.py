@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import tantivy
 
 from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
+from memory_store.embedded.keyword_tantivy_parts import TANTIVY_SCHEMA, analyze, bm25, idf
 from memory_store.registry import keyword_index_from_url
+from schemas.errors import StoreUnavailable
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
+from schemas.text import index_text, query_tokens
+from tests.contract.graph_contract import T0, make_memory, position
 from tests.contract.keyword_contract import KeywordIndexContract
 
 
@@ -22,3 +30,185 @@ async def keyword_index(tmp_path: Path) -> AsyncIterator[TantivyKeywordIndex]:
 
 class TestTantivyKeywordIndex(KeywordIndexContract):
     """The contract on tantivy, one index folder per cube."""
+
+
+WORDS = ("tea", "coffee", "berlin", "paris", "violin", "garden", "river", "budget", "咖啡", "天气", "running")
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def _expected(
+    docs: dict[str, tuple[str, str, str, str]], query: str, k: int, types: list[str] | None, retired: bool
+) -> list[tuple[str, float]]:
+    """Brute-force BM25 over the cube's live documents (memory, key, type, status), as documented."""
+    terms = {i: analyze(f"{index_text(m)} {index_text(key)}") for i, (m, key, _, _) in docs.items()}
+    n, total = len(terms), sum(len(t) for t in terms.values())
+    wanted = list(dict.fromkeys(analyze(" ".join(query_tokens(query)))))
+    df = {w: sum(w in t for t in terms.values()) for w in wanted}
+    hits = []
+    for i, words in terms.items():
+        _, _, memory_type, status = docs[i]
+        if (not retired and status == "retired") or (types is not None and memory_type not in types):
+            continue
+        counts = Counter(words)
+        present = [w for w in wanted if counts[w]]
+        if present:
+            score = sum(bm25(counts[w], len(words), idf(n, df[w]), total / n) for w in present)
+            hits.append((i, score))
+    return sorted(hits, key=lambda h: (-h[1], h[0]))[:k]
+
+
+async def test_scores_are_exact_per_cube_bm25_whatever_the_history(
+    keyword_index: TantivyKeywordIndex, unique: str
+) -> None:
+    """Many revisions leave deleted documents in tantivy's segments (its statistics count them); the
+    results are still the exact top k of BM25 over the cube's current documents, scores included."""
+    cube, rng = f"c-{unique}", random.Random(7)
+    docs: dict[str, tuple[str, str, str, str]] = {}
+    offset = 0
+    for round_ in range(4):
+        batch = []
+        for i in range(300):
+            if round_ and i % 3:
+                continue  # later rounds rewrite a third of the memories
+            memory_id = f"m{i:04d}"
+            text, key = _text(rng, rng.randint(1, 12 if i % 5 else 40)), _text(rng, rng.randint(0, 2))
+            memory_type = "UserMemory" if i % 4 == 0 else "LongTermMemory"
+            docs[memory_id] = (text, key, memory_type, "activated")
+            record = make_memory(cube, memory_id, memory=text, key=key, memory_type=memory_type)
+            batch.append(([UpsertMemory(memory=record)], position(unique, offset)))
+            offset += 1
+        await keyword_index.apply_many(batch)
+    for i in range(0, 300, 7):
+        memory_id = f"m{i:04d}"
+        text = _text(rng, rng.randint(1, 6))
+        await keyword_index.apply(
+            [ReviseMemory(memory_id=memory_id, cube_id=cube, memory=text, revision=1, updated_at=T0)],
+            position(unique, offset),
+        )
+        docs[memory_id] = (text, *docs[memory_id][1:])
+        offset += 1
+    retire = [
+        RetireMemory(memory_id=f"m{i:04d}", cube_id=cube, reason="r", updated_at=T0)
+        for i in range(0, 300, 11)
+    ]
+    await keyword_index.apply(retire, position(unique, offset))
+    for op in retire:
+        docs[op.memory_id] = (*docs[op.memory_id][:3], "retired")
+    for query in (
+        "tea",
+        "berlin paris",
+        "violin garden river",
+        "咖啡 天气",
+        "run budget coffee",
+        "tea coffee",
+    ):
+        for k, types, retired in (
+            (5, None, False),
+            (40, None, True),
+            (10, ["UserMemory"], False),
+            (500, None, False),
+        ):
+            got = await keyword_index.search(cube, query, k=k, memory_types=types, include_retired=retired)
+            want = _expected(docs, query, k, types, retired)
+            assert [(h.memory_id, round(h.score, 9)) for h in got] == [(i, round(s, 9)) for i, s in want]
+            assert [h.score for h in got] == pytest.approx([s for _, s in want], rel=1e-9)
+
+
+async def test_a_cubes_ranking_does_not_depend_on_other_cubes(
+    keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path
+) -> None:
+    """10k memories added to cube B, then B dropped, leave A's results and A's files as they were."""
+    mine, theirs = f"a-{unique}", f"b-{unique}"
+    texts = ["green tea with honey", "Alice drinks green tea every morning", "black coffee, no sugar",
+             "tea ceremony in Kyoto", "the green door of the tea house"]  # fmt: skip
+    await keyword_index.apply_many(
+        [([UpsertMemory(memory=make_memory(mine, f"a{i}", memory=t, key="", minute=i))], position(unique, i))
+         for i, t in enumerate(texts)]
+    )  # fmt: skip
+    queries = ("green tea", "tea", "coffee honey", "Kyoto door")
+    before = [await keyword_index.search(mine, q, k=10) for q in queries]
+    assert all(before)
+    folders = tmp_path / "store.db-keyword"
+    (own,) = list(folders.iterdir())
+    files = {p.name: p.stat().st_mtime_ns for p in own.iterdir()}
+    flood = [UpsertMemory(memory=make_memory(theirs, f"b{i}", memory=f"tea {i} and more tea, green {i % 7}"))
+             for i in range(10_000)]  # fmt: skip
+    await keyword_index.apply_many(
+        [(flood[i : i + 1000], position(unique, 100 + i)) for i in range(0, 10_000, 1000)]
+    )
+    assert len(await keyword_index.search(theirs, "green tea", k=50)) == 50
+    assert len(list(folders.iterdir())) == 2
+    assert [await keyword_index.search(mine, q, k=10) for q in queries] == before
+    await keyword_index.apply([DropCube(cube_id=theirs)], position(unique, 20_000))
+    assert list(folders.iterdir()) == [own]
+    assert {p.name: p.stat().st_mtime_ns for p in own.iterdir()} == files
+    assert [await keyword_index.search(mine, q, k=10) for q in queries] == before
+
+
+async def test_two_handles_on_one_home_see_each_others_commits(tmp_path: Path, unique: str) -> None:
+    """Like a CLI command beside the server: each takes a cube's writer for one batch only."""
+    url = f"tantivy:///{tmp_path / 'store.db'}"
+    cube = f"c-{unique}"
+    async with TantivyKeywordIndex(url) as first, TantivyKeywordIndex(url) as second:
+        await first.apply(
+            [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
+        )
+        assert [h.memory_id for h in await second.search(cube, "orchid")] == ["m1"]
+        await second.apply(
+            [UpsertMemory(memory=make_memory(cube, "m2", memory="orchid soil"))], position(unique, 1)
+        )
+        assert sorted(h.memory_id for h in await first.search(cube, "orchid")) == ["m1", "m2"]
+
+
+async def test_a_held_writer_makes_the_batch_retryable(
+    keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path
+) -> None:
+    cube = f"c-{unique}"
+    await keyword_index.apply(
+        [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
+    )
+    (folder,) = list((tmp_path / "store.db-keyword").iterdir())
+    other = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
+    writer = other.writer(15_000_000, 1)
+    batch = [UpsertMemory(memory=make_memory(cube, "m2", memory="orchid soil"))]
+    with pytest.raises(StoreUnavailable):
+        await keyword_index.apply(batch, position(unique, 1))
+    writer.wait_merging_threads()
+    assert await keyword_index.apply(batch, position(unique, 1))
+    assert sorted(h.memory_id for h in await keyword_index.search(cube, "orchid")) == ["m1", "m2"]
+
+
+async def test_a_batch_that_fails_after_the_index_commit_is_applied_again_to_the_same_state(
+    keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tantivy commit precedes the SQLite one: a failure between them leaves the checkpoint behind,
+    and the batch applied again ends where a clean apply ends."""
+    cube = f"c-{unique}"
+    first = [
+        UpsertMemory(memory=make_memory(cube, f"m{i}", memory=f"orchid {'care ' * i}")) for i in range(1, 4)
+    ]
+    second: list[AnyOp] = [
+        ReviseMemory(memory_id="m1", cube_id=cube, memory="orchid soil", revision=1, updated_at=T0),
+        RetireMemory(memory_id="m2", cube_id=cube, reason="r", updated_at=T0),
+        UpsertMemory(memory=make_memory(cube, "m4", memory="orchid orchid")),
+    ]
+    await keyword_index.apply(first, position(unique, 0))
+
+    def fail(*args: object) -> None:
+        raise StoreUnavailable("disk went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(keyword_index.db, "set_checkpoint_in", fail)
+        with pytest.raises(StoreUnavailable):
+            await keyword_index.apply(second, position(unique, 1))
+    assert await keyword_index.checkpoint(position(unique, 0).topic, 0) == 0
+    assert await keyword_index.apply(second, position(unique, 1))
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'clean.db'}") as clean:
+        await clean.apply_many([(first, position(unique, 0)), (second, position(unique, 1))])
+        for query, retired in (("orchid", False), ("orchid care soil", True)):
+            assert await keyword_index.search(cube, query, include_retired=retired) == await clean.search(
+                cube, query, include_retired=retired
+            )

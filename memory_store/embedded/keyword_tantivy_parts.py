@@ -1,0 +1,193 @@
+"""Building blocks of the tantivy keyword index: analyser, schema, exact BM25, per-cube index handle."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import tantivy
+
+from schemas.errors import ConfigError, StoreUnavailable
+from schemas.text import index_text
+
+__all__ = [
+    "ANALYZER",
+    "MAX_TOKEN",
+    "B",
+    "K1",
+    "TANTIVY_SCHEMA",
+    "CubeIndex",
+    "Doc",
+    "analyze",
+    "bm25",
+    "cube_slot",
+    "doc_length",
+    "idf",
+    "tantivy_paths",
+    "tantivy_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+K1, B = 1.2, 0.75
+"""BM25 parameters (tantivy's and Lucene's defaults)."""
+
+MAX_TOKEN = 200  # longer tokens are dropped (tantivy's terms are bounded; no real word is this long)
+
+ANALYZER = (
+    tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.whitespace())
+    .filter(tantivy.Filter.remove_long(MAX_TOKEN))
+    .filter(tantivy.Filter.stemmer("english"))
+    .build()
+)
+
+
+def analyze(text: str) -> list[str]:
+    """Terms of already tokenised text (``schemas.text``): English words stemmed, CJK bigrams kept."""
+    return list(ANALYZER.analyze(text)) if text else []
+
+
+def bm25(tf: int, length: int, idf: float, avg_length: float) -> float:
+    """One term's BM25 contribution (k1 = 1.2, b = 0.75): ``idf * (k1 + 1) * tf / (tf + k1 * norm)``."""
+    return idf * (K1 + 1.0) * tf / (tf + K1 * (1.0 - B + B * length / avg_length))
+
+
+def idf(docs: int, df: int) -> float:
+    """BM25 inverse document frequency (as tantivy and Lucene compute it)."""
+    return math.log(1.0 + (docs - df + 0.5) / (df + 0.5))
+
+
+def _schema() -> tantivy.Schema:
+    builder = tantivy.SchemaBuilder()
+    builder.add_unsigned_field("doc_no", fast=True)
+    builder.add_text_field("key", tokenizer_name="raw", index_option="basic")  # str(doc_no), to delete by
+    builder.add_text_field("type", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("status", tokenizer_name="raw", index_option="basic")
+    builder.add_text_field("text", tokenizer_name="whitespace", index_option="freq")
+    return builder.build()
+
+
+TANTIVY_SCHEMA = _schema()
+
+
+@functools.lru_cache(maxsize=4096)
+def cube_slot(cube_id: str) -> str:
+    """Folder and table suffix of a cube: 16 hex digits of its hash (the id itself may hold anything)."""
+    return hashlib.blake2b(cube_id.encode(), digest_size=8).hexdigest()
+
+
+def tantivy_paths(url: str | Path) -> tuple[str, Path | None]:
+    """(SQLite URL of the side tables, folder of the per-cube indexes or None for in-memory)."""
+    text = str(url)
+    parts = urlsplit(text)
+    if parts.scheme and parts.scheme not in ("tantivy", "sqlite", "embedded"):
+        raise ConfigError(f"not a tantivy keyword URL: {text!r} (expected tantivy:///abs/keyword.db)")
+    path = "/" + (parts.netloc + parts.path).lstrip("/") if parts.scheme else text
+    if path in ("", "/"):
+        raise ConfigError(f"keyword index URL has no path: {text!r}")
+    if path == "/:memory:":
+        return "sqlite:///:memory:", None
+    return f"sqlite:///{path}", Path(f"{path}-keyword")
+
+
+_NUMBER = re.compile(r"^(?P<what>N|avgdl),")
+
+
+def tantivy_stats(explanation: dict[str, Any]) -> dict[str, float]:
+    """Tantivy's own document count and average length (deleted documents included) from an explanation."""
+    found: dict[str, float] = {}
+    stack = [explanation]
+    while stack:
+        node = stack.pop()
+        match = _NUMBER.match(str(node.get("description", "")))
+        if match:
+            found[match["what"]] = float(node["value"])
+        stack.extend(node.get("details", []))
+    return found
+
+
+def doc_length(body: str | None, title: str | None) -> int:
+    """Terms in a document: its body and title terms."""
+    return sum(len(part.split()) for part in (body, title) if part)
+
+
+class Doc(NamedTuple):
+    """A document's state as kept in SQLite (body None: a tombstone)."""
+
+    memory_type: str
+    status: str
+    body: str | None
+    title: str | None
+    length: int
+
+    @classmethod
+    def of(cls, memory_type: str, status: str, memory: str, key: str) -> Doc:
+        body, title = " ".join(analyze(index_text(memory))), " ".join(analyze(index_text(key)))
+        return cls(memory_type, status, body, title, doc_length(body, title))
+
+    @property
+    def text(self) -> str:
+        """What tantivy indexes: body and title terms as one field."""
+        return f"{self.body or ''} {self.title or ''}"
+
+
+class CubeIndex:
+    """One cube's tantivy index in this process: reader state and, during a batch, its writer."""
+
+    def __init__(self, slot: str, folder: Path | None) -> None:
+        self.slot = slot
+        self.folder = folder
+        if folder is None:
+            self.index = tantivy.Index(TANTIVY_SCHEMA)
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.index = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
+        self.writer: tantivy.IndexWriter | None = None
+        self.seen = self._meta_stamp()
+        self.generation = 0
+        self.stats: tuple[int, dict[str, float]] | None = None
+        """Tantivy's (N, avgdl) for ``generation``, read from an explanation once per generation."""
+
+    def _meta_stamp(self) -> tuple[int, int, int]:
+        """Identity of the index's meta.json: tantivy replaces it (a new inode) on every commit."""
+        if self.folder is None:
+            return (0, 0, 0)
+        try:
+            stat = os.stat(self.folder / "meta.json")
+        except FileNotFoundError:
+            return (-1, -1, -1)
+        return (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+
+    def refresh(self, force: bool = False) -> None:
+        """Reload the searcher when a commit (of this or another process) happened since."""
+        stamp = self._meta_stamp()
+        if force or stamp != self.seen:
+            self.index.reload()
+            self.seen = stamp
+            self.generation += 1
+
+    def open_writer(self) -> tantivy.IndexWriter:
+        """This cube's writer for the batch (taken now: another process may hold it between batches)."""
+        if self.writer is None:
+            try:
+                self.writer = self.index.writer(64_000_000, 1)
+            except ValueError as exc:
+                raise StoreUnavailable(
+                    f"keyword index of cube slot {self.slot} is being written: {exc}"
+                ) from exc
+        return self.writer
+
+    def close_writer(self, *, rollback: bool) -> None:
+        """Let the writer go (its merges finished), dropping what it did not commit when ``rollback``."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            if rollback:
+                writer.rollback()
+            writer.wait_merging_threads()
