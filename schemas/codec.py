@@ -132,6 +132,8 @@ def float32_tuple(values: Any) -> tuple[float, ...]:
 
 def float32_blob(values: Any) -> bytes | None:
     """The float32 bytes a decoded embedding came from, or None for any other sequence of floats."""
+    if type(values) is Float32Vector:
+        return values.blob
     blob = getattr(values, "blob", None)
     return blob if isinstance(blob, bytes) and len(blob) == 4 * len(values) else None
 

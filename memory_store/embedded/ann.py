@@ -168,6 +168,26 @@ class CubeVectors:
             [memory_id], vector.reshape(1, -1), np.array([active]), np.array([type_code], dtype=np.int32)
         )
 
+    def put_many(
+        self, ids: Sequence[str], vectors: F32, active: npt.NDArray[np.bool_], types: npt.NDArray[np.int32]
+    ) -> None:
+        """``put`` of each, in order, with the vectors normalized and the changed ones appended in bulk."""
+        if len(set(ids)) != len(ids):  # a later put of an id must see the earlier one's row
+            for i, memory_id in enumerate(ids):
+                self.put(memory_id, vectors[i], bool(active[i]), int(types[i]))
+            return
+        normalized = _normalized(vectors)
+        changed = []
+        for i, memory_id in enumerate(ids):
+            row = self.row_of.get(memory_id)
+            if row is not None and np.array_equal(self._matrix[row], normalized[i]):
+                self._active[row] = active[i]
+                self._types[row] = types[i]
+            else:
+                changed.append(i)
+        if changed:
+            self.append([ids[i] for i in changed], vectors[changed], active[changed], types[changed])
+
     def set_active(self, memory_id: str, active: bool) -> None:
         """Mark a memory activated (True) or retired (False)."""
         row = self.row_of.get(memory_id)

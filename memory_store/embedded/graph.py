@@ -133,12 +133,16 @@ def _sources(sources: Sequence[SourceRef]) -> list[dict[str, Any]]:
 
 
 def _row(m: MemoryRecord) -> tuple[Any, ...]:
+    d = m.__dict__  # the field values as they are (attribute access through the model is slower)
+    created, updated = d["created_at"], d["updated_at"]
+    created_iso = created.isoformat()
     return (
-        m.id, m.cube_id, m.user_id, m.session_id, m.memory, m.memory_type, m.key, _json(list(m.tags)),
-        m.background, _json(_sources(m.sources)), _json(m.metadata), pack_embedding(m.embedding), m.embedding_model, m.extractor,
-        m.status, m.retire_reason, _json(list(m.successor_ids)), m.revision, m.confidence, m.origin_event_id,
-        m.created_at.isoformat(), _micros(m.created_at), m.updated_at.isoformat(), _time(m.valid_from),
-        _time(m.valid_to),
+        d["id"], d["cube_id"], d["user_id"], d["session_id"], d["memory"], d["memory_type"], d["key"],
+        _json(list(d["tags"])), d["background"], _json(_sources(d["sources"])), _json(d["metadata"]),
+        pack_embedding(d["embedding"]), d["embedding_model"], d["extractor"], d["status"], d["retire_reason"],
+        _json(list(d["successor_ids"])), d["revision"], d["confidence"], d["origin_event_id"], created_iso,
+        _micros(created), created_iso if updated is created else updated.isoformat(), _time(d["valid_from"]),
+        _time(d["valid_to"]),
     )  # fmt: skip
 
 
@@ -249,45 +253,54 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
                     for e in (op.relation for op in run if isinstance(op, UpsertRelation))
                 ],
             )  # fmt: skip
+        elif isinstance(first, ReviseMemory):
+            self._revise_run(conn, [op for op in run if isinstance(op, ReviseMemory)])
         else:
             for op in run:
                 match op:
-                    case ReviseMemory():
-                        self._revise(conn, op)
                     case DropCube():
                         conn.execute("DELETE FROM graph_memories WHERE cube_id=?", (op.cube_id,))
                         conn.execute("DELETE FROM graph_edges WHERE cube_id=?", (op.cube_id,))
                         conn.execute("DELETE FROM graph_retirements WHERE cube_id=?", (op.cube_id,))
 
     @staticmethod
-    def _revise(conn: sqlite3.Connection, op: ReviseMemory) -> None:
-        row = conn.execute(
-            "SELECT memory, tags, metadata, sources, embedding, embedding_model FROM graph_memories"
-            " WHERE id=? AND cube_id=?",
-            (op.memory_id, op.cube_id),
-        ).fetchone()
-        if row is None:
-            logger.debug("revise of unknown memory id=%s cube=%s ignored", op.memory_id, op.cube_id)
-            return
-        metadata = {**json.loads(row[2]), **op.metadata}
-        sources = json.loads(row[3])
-        for source in _sources(op.sources):
-            if source not in sources:
-                sources.append(source)
-        conn.execute(
-            "UPDATE graph_memories SET memory=?, tags=?, metadata=?, sources=?, embedding=?, embedding_model=?,"
-            " revision=?, updated_at=? WHERE id=?",
-            (
+    def _revise_run(conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
+        """Revisions in order: the rows they touch read in one query, written in one executemany."""
+        wanted = list(dict.fromkeys((op.memory_id, op.cube_id) for op in run))
+        current: dict[tuple[str, str], list[Any]] = {
+            (r[0], r[1]): list(r[2:])
+            for r in conn.execute(
+                "SELECT g.id, g.cube_id, g.memory, g.tags, g.metadata, g.sources, g.embedding, g.embedding_model"
+                " FROM json_each(?) j JOIN graph_memories g"
+                " ON g.id = json_extract(j.value, '$[0]') AND g.cube_id = json_extract(j.value, '$[1]')",
+                (_json([list(w) for w in wanted]),),
+            )
+        }
+        rows: dict[str, tuple[Any, ...]] = {}
+        for op in run:
+            row = current.get((op.memory_id, op.cube_id))
+            if row is None:
+                logger.debug("revise of unknown memory id=%s cube=%s ignored", op.memory_id, op.cube_id)
+                continue
+            metadata = {**json.loads(row[2]), **op.metadata}
+            sources = json.loads(row[3])
+            for source in _sources(op.sources):
+                if source not in sources:
+                    sources.append(source)
+            row[:] = [
                 op.memory or row[0],
                 _json(list(op.tags)) if op.tags else row[1],
                 _json(metadata),
                 _json(sources),
                 pack_embedding(op.embedding) if op.embedding else row[4],
                 (op.embedding_model or row[5]) if op.embedding else row[5],
-                op.revision,
-                op.updated_at.isoformat(),
-                op.memory_id,
-            ),
+            ]
+            rows.pop(op.memory_id, None)  # the id's last revision is written last (ids are global keys)
+            rows[op.memory_id] = (*row, op.revision, op.updated_at.isoformat(), op.memory_id)
+        conn.executemany(
+            "UPDATE graph_memories SET memory=?, tags=?, metadata=?, sources=?, embedding=?, embedding_model=?,"
+            " revision=?, updated_at=? WHERE id=?",
+            list(rows.values()),
         )
 
     # -- reads ---------------------------------------------------------------------------------------

@@ -241,21 +241,28 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     def _commit_batch(self) -> None:
         with self._state_lock:
             fresh: dict[str, list[_Put]] = {}  # new vectors per cube, appended in bulk
+            known: list[_Put] = []  # new vectors of memories already in one cube, put in bulk
             for change in self._staged:
-                if (
-                    isinstance(change, _Put)
-                    and change.vector is not None
-                    and change.memory_id not in self._where
-                ):
-                    fresh.setdefault(change.cube_id, []).append(change)
-                    self._where[change.memory_id] = change.cube_id
-                    continue
+                if isinstance(change, _Put) and change.vector is not None:
+                    where = self._where.get(change.memory_id)
+                    if where is None:
+                        fresh.setdefault(change.cube_id, []).append(change)
+                        self._where[change.memory_id] = change.cube_id
+                        continue
+                    if where == change.cube_id and not fresh and (not known or known[0].cube_id == where):
+                        known.append(change)
+                        continue
                 for puts in fresh.values():
                     self._append(puts)
                 fresh = {}
+                if known:
+                    self._put_known(known)
+                    known = []
                 self._publish(change)
             for puts in fresh.values():
                 self._append(puts)
+            if known:
+                self._put_known(known)
         self._staged = []
         self._staged_dims = {}
 
@@ -265,6 +272,13 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         cube = self._cube(puts[0].cube_id, vectors.shape[1])
         cube.append([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
                     np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
+
+    def _put_known(self, puts: list[_Put]) -> None:
+        """``_publish`` of each put, in order: memories already held in that cube get their new vectors."""
+        vectors = np.stack([p.vector for p in puts if p.vector is not None])
+        self._cube(puts[0].cube_id, vectors.shape[1]).put_many(
+            [p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
+            np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
 
     def _publish(self, change: _Change) -> None:
         match change:
@@ -312,39 +326,42 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             )
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
-        run: list[UpsertMemory] = []
-        for op in ops:
-            if isinstance(op, UpsertMemory):
-                if run and run[-1].memory.cube_id != op.memory.cube_id:
-                    self._upsert_run(conn, run)
-                    run = []
-                run.append(op)
-                continue
-            if run:
-                self._upsert_run(conn, run)
-                run = []
-            match op:
-                case ReviseMemory():
-                    if op.embedding:
-                        self._revise(conn, op)
-                case RetireMemory():
-                    # a retirement before its memory leaves a tombstone row (no vector): the memory lands retired
-                    cur = conn.execute(
-                        "INSERT INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
-                        " VALUES (?, ?, '', 'retired', NULL) ON CONFLICT (memory_id) DO UPDATE SET status='retired'"
-                        " WHERE cube_id=excluded.cube_id AND status<>'retired'",
-                        (op.memory_id, op.cube_id),
-                    )
-                    if cur.rowcount:
-                        self._staged.append(_Status(op.memory_id, op.cube_id, False))
-                case DropCube():
-                    conn.execute("DELETE FROM vector_items WHERE cube_id=?", (op.cube_id,))
-                    self._staged.append(_Drop(op.cube_id))
-                    self._staged_dims[op.cube_id] = None
-                case _:
-                    pass
-        if run:
-            self._upsert_run(conn, run)
+        """Runs of consecutive upserts (of one cube), revisions or retirements go to SQLite in one
+        ``executemany`` each, in order."""
+        start = 0
+        while start < len(ops):
+            first = ops[start]
+            end = start + 1
+            if isinstance(first, UpsertMemory):
+                cube_id = first.memory.cube_id
+                while end < len(ops) and type(op := ops[end]) is UpsertMemory and op.memory.cube_id == cube_id:
+                    end += 1
+                self._upsert_run(conn, ops[start:end])  # type: ignore[arg-type]
+            elif isinstance(first, (ReviseMemory, RetireMemory)):
+                while end < len(ops) and type(ops[end]) is type(first):
+                    end += 1
+                if isinstance(first, ReviseMemory):
+                    self._revise_run(conn, [op for op in ops[start:end] if isinstance(op, ReviseMemory) and op.embedding])
+                else:
+                    self._retire_run(conn, ops[start:end])  # type: ignore[arg-type]
+            elif isinstance(first, DropCube):
+                conn.execute("DELETE FROM vector_items WHERE cube_id=?", (first.cube_id,))
+                self._staged.append(_Drop(first.cube_id))
+                self._staged_dims[first.cube_id] = None
+            start = end
+
+    def _retire_run(self, conn: sqlite3.Connection, run: Sequence[RetireMemory]) -> None:
+        """A retirement before its memory leaves a tombstone row (no vector): the memory lands retired.
+
+        Each is staged as a status change: where its row did not change (already retired, or the id is
+        another cube's) publishing it changes nothing, as the in-memory state agrees already."""
+        conn.executemany(
+            "INSERT INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
+            " VALUES (?, ?, '', 'retired', NULL) ON CONFLICT (memory_id) DO UPDATE SET status='retired'"
+            " WHERE cube_id=excluded.cube_id AND status<>'retired'",
+            [(op.memory_id, op.cube_id) for op in run],
+        )
+        self._staged.extend(_Status(op.memory_id, op.cube_id, False) for op in run)
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
         """Upserts of one cube in one executemany; a memory already retired there stays retired."""
@@ -372,19 +389,29 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             rows,
         )
 
-    def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
-        row = conn.execute(
-            "SELECT memory_type, status FROM vector_items WHERE memory_id=? AND cube_id=?",
-            (op.memory_id, op.cube_id),
-        ).fetchone()
-        if row is None:
+    def _revise_run(self, conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
+        """New vectors of known memories, in order (a revision of an unknown memory is ignored)."""
+        if not run:
             return
-        vector = _vector(op.embedding)
-        self._check_dim(op.cube_id, vector, op.memory_id)
-        conn.execute(
-            "UPDATE vector_items SET embedding=? WHERE memory_id=?", (vector.tobytes(), op.memory_id)
-        )
-        self._staged.append(_Put(op.memory_id, op.cube_id, vector, row[0], row[1] == "activated"))
+        pairs = json.dumps(list(dict.fromkeys((op.memory_id, op.cube_id) for op in run)))
+        known = {
+            (r[0], r[1]): (r[2], r[3])
+            for r in conn.execute(
+                "SELECT v.memory_id, v.cube_id, v.memory_type, v.status FROM json_each(?) j JOIN vector_items v"
+                " ON v.memory_id = json_extract(j.value, '$[0]') AND v.cube_id = json_extract(j.value, '$[1]')",
+                (pairs,),
+            )
+        }
+        rows = []
+        for op in run:
+            row = known.get((op.memory_id, op.cube_id))
+            if row is None:
+                continue
+            vector = _vector(op.embedding)
+            self._check_dim(op.cube_id, vector, op.memory_id)
+            rows.append((vector.tobytes(), op.memory_id))
+            self._staged.append(_Put(op.memory_id, op.cube_id, vector, row[0], row[1] == "activated"))
+        conn.executemany("UPDATE vector_items SET embedding=? WHERE memory_id=?", rows)
 
     # -- reads ---------------------------------------------------------------------------------------
 
