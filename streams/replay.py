@@ -76,14 +76,6 @@ _KIND: dict[type, int] = {UpsertMemory: 0, ReviseMemory: 1, RetireMemory: 2, Ups
 """Order of the op kinds within one level of ``by_kind``."""
 
 
-def _subject(op: AnyOp) -> tuple[str, str]:
-    if isinstance(op, UpsertMemory):
-        return ("memory", op.memory.id)
-    if isinstance(op, UpsertRelation):
-        return ("relation", op.relation.id)
-    return ("memory", op.memory_id)  # type: ignore[union-attr]
-
-
 def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
     """``ops`` reordered into few runs of one kind each, with the effect of applying them in order.
 
@@ -95,17 +87,23 @@ def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
     thousands of ops becomes a handful of ``executemany`` runs instead of one per few events.
     """
     buckets: dict[tuple[int, int], list[AnyOp]] = {}
-    last: dict[tuple[str, str], tuple[int, int]] = {}
+    last: dict[tuple[int, str], tuple[int, int]] = {}
     floor = top = 0
+    kinds = _KIND
     for op in ops:
-        kind = _KIND.get(type(op))
+        kind = kinds.get(type(op))
         if kind is None:  # a barrier: after everything before it, before everything after it
             top += 1
             buckets[(top, -1)] = [op]
             floor = top = top + 1
             last.clear()
             continue
-        subject = _subject(op)
+        if kind == 0:
+            subject: tuple[int, str] = (0, op.memory.id)  # type: ignore[union-attr]
+        elif kind == 3:
+            subject = (1, op.relation.id)  # type: ignore[union-attr]
+        else:
+            subject = (0, op.memory_id)  # type: ignore[union-attr]
         level = floor
         previous = last.get(subject)
         if previous is not None:

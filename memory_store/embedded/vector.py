@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS vector_items_cube ON vector_items (cube_id);
 F32 = npt.NDArray[np.float32]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Put:
     """Staged change: memory ``memory_id`` now has this vector (None: no vector) in ``cube_id``."""
 
@@ -314,7 +314,10 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             return self._staged_dims[cube_id]
         with self._state_lock:
             cube = self._cubes.get(cube_id)
-            return cube.dim if cube is not None and cube.live > 0 else None
+            dim = cube.dim if cube is not None and cube.live > 0 else None
+        if dim is not None:  # the committed state stands until this batch commits
+            self._staged_dims[cube_id] = dim
+        return dim
 
     def _check_dim(self, cube_id: str, vector: F32, memory_id: str) -> None:
         dim = self._dim_for(cube_id)
@@ -375,14 +378,22 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             )
         }
         rows = []
+        staged = self._staged
         for op in run:
             m = op.memory
-            vector = _vector(m.embedding) if m.embedding else None
+            embedding = m.embedding
+            blob = float32_blob(embedding) if embedding else None
+            vector = None
+            if blob is not None:  # float32 bytes as decoded: stored as they are
+                vector = np.frombuffer(blob, dtype="<f4")
+            elif embedding:
+                vector = _vector(embedding)
+                blob = vector.tobytes()
             if vector is not None:
                 self._check_dim(cube_id, vector, m.id)
             status = "retired" if m.id in retired else m.status
-            rows.append((m.id, cube_id, m.memory_type, status, None if vector is None else vector.tobytes()))
-            self._staged.append(_Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
+            rows.append((m.id, cube_id, m.memory_type, status, blob))
+            staged.append(_Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
         conn.executemany(
             "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
             " VALUES (?,?,?,?,?)",
