@@ -1,15 +1,20 @@
 """Scale-out benchmark: fast-mode ingest with one `memos worker` process against two, on the Kafka-protocol log.
 
-    python -m bench.scale [--kafka kafka://127.0.0.1:19092] [--turns 400] [--cubes 8] [--workers 1,2]
-                          [--engine runner|faust] [--chart docs/bench/scale.png]
+    python -m bench.scale [--kafka kafka://127.0.0.1:19092] [--turns 800] [--cubes 8] [--workers 1,2]
+                          [--engine runner|faust] [--assignments] [--chart docs/bench/scale.png]
 
 For each worker count, in a fresh data directory shared by the workers: ``--cubes`` cubes spread evenly
-over the log's partitions get synthetic two-person conversations (``bench.ingest.conversations``, one
-``ConversationRecorded`` per session, fast mode, async) published straight to the log; the workers
-(``memos worker --stages deriver,projector``, each ``OMP_NUM_THREADS=1 MEMOS_EMBED_THREADS=1``: one core
-each; one consumer group per stage, so the partitions split between them) derive and project them. The clock runs from the first publish
+over the log's partitions get one synthetic two-person conversation each, of ``--turns / --cubes`` turns
+(``bench.ingest.conversations``, one ``ConversationRecorded`` per session, fast mode, async, sessions
+interleaved across cubes), published straight to the log; the workers (``memos worker --stages
+deriver,projector``, each ``OMP_NUM_THREADS=1 MEMOS_EMBED_THREADS=1`` and pinned to a CPU of its own
+(``--no-pin``: not pinned): one core each; one consumer group per stage, so the partitions split between them) derive and project them. The clock runs from the first publish
 until the projector group has committed past every memory record the deriver wrote. A warm-up round
 (one conversation per cube) first waits until every worker has loaded its models and holds partitions.
+
+Besides turns/s, each worker count reports the CPU-seconds each worker process used while the clock ran
+(``/proc``: meaningful on a busy machine, where the wall clock is not) and, with ``--assignments``, the
+partitions each worker held in each consumer group (from the broker's group coordinator) before and after.
 
 Consumer groups get a fresh prefix per run (``log.group_prefix``, runner and faust alike), so the
 bench never joins, or is disturbed by, groups of anything else using the same broker. The last
@@ -47,7 +52,7 @@ from schemas.topics import CONVERSATIONS, MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.settings import AppSettings, LogSettings
 
-__all__ = ["main", "measure_workers", "spread_cubes"]
+__all__ = ["main", "measure_workers", "spread_cubes", "workload"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,19 @@ def spread_cubes(count: int, partitions: int) -> list[str]:
             cubes.append(cube)
         n += 1
     return cubes
+
+
+def workload(cubes: Sequence[str], turns: int, *, session_turns: int = 20) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(cube, session) pairs: one conversation per cube, each of ``turns // len(cubes)`` turns, their sessions
+    interleaved across cubes, so every partition (and so every worker) gets the same work from the start."""
+    per_cube = [
+        [s for conv in conversations(turns // len(cubes), session_turns=session_turns, sessions=10**6, seed=7 + i)
+         for s in conv]
+        for i in range(len(cubes))
+    ]  # fmt: skip
+    rounds = max((len(c) for c in per_cube), default=0)
+    return [(cube, sessions[r]) for r in range(rounds) for cube, sessions in zip(cubes, per_cube, strict=True)
+            if r < len(sessions)]  # fmt: skip
 
 
 def _recorded(cube: str, messages: list[dict[str, Any]]) -> ConversationRecorded:
@@ -118,13 +136,20 @@ def _worker_command(engine: str) -> list[str]:
     return [memos, "worker", "--engine", engine, "--stages", ",".join(STAGES)]
 
 
-def _start_workers(n: int, *, engine: str, prefix: str, env: dict[str, str], logs: Path) -> list[subprocess.Popen[bytes]]:
+def _start_workers(n: int, *, engine: str, prefix: str, env: dict[str, str], logs: Path,
+                   pin: bool = False) -> list[subprocess.Popen[bytes]]:
+    """``n`` worker processes; with ``pin``, worker ``i`` may run on CPU ``i`` only (``taskset``), so each
+    has one core, as a worker with a one-CPU quota would (one worker alone cannot spill onto a second core)."""
+    taskset = shutil.which("taskset") if pin else None
+    cpus = sorted(os.sched_getaffinity(0)) if taskset else []
     workers = []
     for i in range(n):
         out = (logs / f"worker-{n}-{i}.log").open("wb")
+        command = _worker_command(engine)
+        if taskset:
+            command = [taskset, "-c", str(cpus[i % len(cpus)]), *command]
         workers.append(subprocess.Popen(  # noqa: S603 - our own CLI
-            _worker_command(engine), env={**env, "MEMOS_WORKER_ID": f"{prefix}w{i}"},
-            stdout=out, stderr=subprocess.STDOUT,
+            command, env={**env, "MEMOS_WORKER_ID": f"{prefix}w{i}"}, stdout=out, stderr=subprocess.STDOUT,
         ))  # fmt: skip
     return workers
 
@@ -150,14 +175,13 @@ async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[
            "MEMOS_LOG__PARTITIONS": str(args.partitions), "MEMOS_LOG__GROUP_PREFIX": prefix,
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEMOS_EMBED_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
-    convs = conversations(args.turns, session_turns=args.session_turns, sessions=args.sessions)
     async with Runtime(settings, run_stages=False) as rt:
         servers = getattr(rt.log, "servers", "")
         cubes = spread_cubes(args.cubes, await rt.log.partitions(CONVERSATIONS))
-        sessions = [(cubes[i % len(cubes)], s) for i, conv in enumerate(convs) for s in conv]
+        sessions = workload(cubes, args.turns, session_turns=args.session_turns)
         turns = sum(len(s) for _, s in sessions)
         await _start_groups_at_end(rt.log, prefix)
-        workers = _start_workers(n, engine=args.engine, prefix=prefix, env=env, logs=logs)
+        workers = _start_workers(n, engine=args.engine, prefix=prefix, env=env, logs=logs, pin=args.pin)
         try:
             warm: list[Event] = [_recorded(c, [{"role": "user", "content": f"Warm-up for {c}."}]) for c in cubes]
             await rt.publish(warm)
@@ -226,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     Console(width=120).print(table)
     figures["cpus"] = os.cpu_count()
     figures["load_1m_at_start"] = round(load, 2)
+    figures["pinned"] = bool(args.pin and shutil.which("taskset"))
     if args.chart:
         path = line_chart(
             Path(args.chart),
@@ -247,9 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--kafka", default=os.environ.get("MEMOS_TEST_KAFKA_URL", ""),
                         help="kafka://host:port (default: $MEMOS_TEST_KAFKA_URL)")  # fmt: skip
-    parser.add_argument("--turns", type=int, default=400, help="synthetic turns ingested per worker count")
+    parser.add_argument("--turns", type=int, default=800, help="synthetic turns ingested per worker count (split evenly over the cubes)")
     parser.add_argument("--session-turns", type=int, default=20, help="turns per session (one add each)")
-    parser.add_argument("--sessions", type=int, default=10, help="sessions per conversation")
     parser.add_argument("--cubes", type=int, default=8, help="cubes (spread evenly over the partitions)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic")
     parser.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")
@@ -257,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="worker engine: runner (ours, the default of memos worker) or faust")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed per phase")
     parser.add_argument("--chart", default="docs/bench/scale.png", help="PNG chart path ('' for none)")
+    parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True,
+                        help="pin worker i to CPU i (taskset): one core per worker (default: on)")  # fmt: skip
     parser.add_argument("--assignments", action="store_true", help="print each group's partitions per worker")
     parser.add_argument("--dir", default=None, help="folder for data directories (default: temp)")
     args = parser.parse_args(argv)

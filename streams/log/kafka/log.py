@@ -77,7 +77,7 @@ class KafkaEventLog(EventLog):
         read_timeout_s: float = 10.0,
         transaction_timeout_ms: int = 15_000,
         worker_id: str | None = None,
-        empty_fetch_wait_ms: int = 25,
+        empty_fetch_wait_ms: int = 50,
     ) -> None:
         servers = [bootstrap_servers] if isinstance(bootstrap_servers, str) else list(bootstrap_servers)
         self.servers = ",".join(s.strip() for part in servers for s in part.split(",") if s.strip())
