@@ -47,7 +47,7 @@ _RETIRED = _literals(MemoryRetired)
 _SOURCE = _literals(SourceRef)
 _USAGE = _literals(ModelUsage)
 _SOURCE_FIELDS = frozenset(SourceRef.model_fields)
-_RECORD_FIELDS = tuple(MemoryRecord.model_fields)
+_RECORD_SET = frozenset(MemoryRecord.model_fields)
 
 
 def _build(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> Any:
@@ -113,7 +113,7 @@ def _common_ok(v: dict[str, Any], literals: dict[str, frozenset[str]]) -> bool:
 
 
 def _added(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
-    if not _common_ok(v, _ADDED) or not _usage_ok(v["usage"]):
+    if not _common_ok(v, _ADDED) or (v["usage"] and not _usage_ok(v["usage"])):
         return None
     origin = v["origin_event_id"]
     if origin is not None and _UUID.fullmatch(origin) is None:
@@ -124,12 +124,15 @@ def _added(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
     if sources is None or metadata is None or embedding is None:
         return None
     at = v["occurred_at"]
-    record = _build(MemoryRecord, dict(zip(_RECORD_FIELDS, (
-        v["memory_id"], v["cube_id"], v["user_id"], v["session_id"], v["memory"], v["memory_type"], v["title"],
-        tuple(v["tags"]), v["background"], sources, metadata, embedding, v["embedding_model"], v["extractor"],
-        "activated", None, (), 0, float(v["confidence"]), origin if origin is not None else v["event_id"],
-        at, at, v["valid_from"], None,
-    ), strict=True)), set(_RECORD_FIELDS))  # fmt: skip
+    record = _build(MemoryRecord, {  # every field, in the model's order
+        "id": v["memory_id"], "cube_id": v["cube_id"], "user_id": v["user_id"], "session_id": v["session_id"],
+        "memory": v["memory"], "memory_type": v["memory_type"], "key": v["title"], "tags": tuple(v["tags"]),
+        "background": v["background"], "sources": sources, "metadata": metadata, "embedding": embedding,
+        "embedding_model": v["embedding_model"], "extractor": v["extractor"], "status": "activated",
+        "retire_reason": None, "successor_ids": (), "revision": 0, "confidence": float(v["confidence"]),
+        "origin_event_id": origin if origin is not None else v["event_id"], "created_at": at, "updated_at": at,
+        "valid_from": v["valid_from"], "valid_to": None,
+    }, set(_RECORD_SET))  # fmt: skip
     return [_build(UpsertMemory, {"op": "UpsertMemory", "memory": record}, {"memory"})]
 
 
@@ -138,7 +141,7 @@ _REVISE_FIELDS = ("op", "memory_id", "cube_id", "memory", "tags", "metadata", "s
 
 
 def _revised(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
-    if not _common_ok(v, _REVISED) or not _usage_ok(v["usage"]):
+    if not _common_ok(v, _REVISED) or (v["usage"] and not _usage_ok(v["usage"])):
         return None
     origin = v["origin_event_id"]
     if origin is not None and _UUID.fullmatch(origin) is None:

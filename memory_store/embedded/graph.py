@@ -124,8 +124,11 @@ def _time(value: datetime | None) -> str | None:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _micros(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1)
+    return (value - _EPOCH) // _MICROSECOND
 
 
 def _sources(sources: Sequence[SourceRef]) -> list[dict[str, Any]]:

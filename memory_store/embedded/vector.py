@@ -82,6 +82,14 @@ def _vector(values: Sequence[float]) -> F32:
         return np.asarray(values, dtype=np.float32)
 
 
+def _matrix(vectors: list[F32]) -> F32:
+    """``np.stack(vectors)`` of float32 vectors, several times faster for thousands of rows."""
+    dim = len(vectors[0])
+    if any(len(v) != dim for v in vectors):
+        return np.stack(vectors)  # raises, as before
+    return np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(vectors), dim)  # type: ignore[arg-type]
+
+
 class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     """VectorStore over SQLite (``vector_items``) with the search structures held in memory.
 
@@ -268,14 +276,14 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
 
     def _append(self, puts: list[_Put]) -> None:
         """Bulk append of vectors of memories new to the in-memory state (the replay fast path)."""
-        vectors = np.stack([p.vector for p in puts if p.vector is not None])
+        vectors = _matrix([p.vector for p in puts if p.vector is not None])
         cube = self._cube(puts[0].cube_id, vectors.shape[1])
         cube.append([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
                     np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
 
     def _put_known(self, puts: list[_Put]) -> None:
         """``_publish`` of each put, in order: memories already held in that cube get their new vectors."""
-        vectors = np.stack([p.vector for p in puts if p.vector is not None])
+        vectors = _matrix([p.vector for p in puts if p.vector is not None])
         self._cube(puts[0].cube_id, vectors.shape[1]).put_many(
             [p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
             np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip

@@ -48,6 +48,10 @@ def test_fast_lane_ops_equal_decode_then_project(actions: list[tuple[str, int, i
             assert type(event).__name__ not in ("MemoryAdded", "MemoryRevised", "MemoryRetired")
             continue
         assert fast == expected
+        for got, want in zip(fast, expected, strict=True):  # same fields, in the model's order
+            inner = [(got.memory, want.memory)] if isinstance(got, UpsertMemory) else []  # type: ignore[union-attr]
+            for a, b in [(got, want), *inner]:
+                assert list(a.__dict__) == list(b.__dict__)
         assert [op.model_dump() for op in fast] == [op.model_dump() for op in expected]
         lazy = _fast(payload, lazy=True)
         assert lazy == expected
