@@ -9,6 +9,7 @@ import math
 import shutil
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +38,7 @@ from schemas.text import index_text, query_tokens
 __all__ = ["TantivyKeywordIndex"]
 
 _MAX_TERMS = 64
+_MAX_WRITERS = 8  # cube writers kept between batches at most
 _SLACK = 1e-3  # tantivy scores in float32: a generous relative margin for the exactness bound
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     ``tantivy:///abs/keyword.db`` (or ``sqlite:///abs/store.db``) keeps checkpoints, cube statistics and
     each cube's documents (terms, type, status; tombstones) in that SQLite file, and the indexes in
-    ``<path>-keyword/<slot>/``. A batch writes the tantivy indexes first and commits them before the
+    ``<path>.tantivy/<slot>/``. A batch writes the tantivy indexes first and commits them before the
     SQLite transaction (data + checkpoint) commits; writes are absolute (delete the document, add it
     again) and computed from the SQLite state, so a batch re-applied after a crash between the two ends
     in the same state. A cube's writer is taken for one batch only, so another process may write next.
@@ -88,6 +90,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         synchronous: Synchronous = "FULL",
         busy_timeout_s: float = 30.0,
         namespace: str = "",
+        writer_idle_s: float = 0.5,
     ) -> None:
         sqlite_url, self._folder = tantivy_paths(url)
         super().__init__(
@@ -98,9 +101,47 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         self._cubes_lock = threading.Lock()
         self._touched: dict[str, CubeIndex] = {}
         self._deltas: dict[str, list[int]] = {}
+        self._busy_timeout_s = busy_timeout_s
+        self._writer_idle_s = writer_idle_s
+        self._stop = threading.Event()
+        self._reaper: threading.Thread | None = None
 
     def _schema(self) -> str:
         return _SCHEMA
+
+    def _on_open(self) -> None:
+        self._stop.clear()
+        self._reaper = threading.Thread(target=self._reap, name="keyword-writers", daemon=True)
+        self._reaper.start()
+
+    async def aclose(self) -> None:
+        """Let every writer go (its merges finished), then close the database. Idempotent."""
+        self._stop.set()
+        if self._reaper is not None:
+            await asyncio.to_thread(self._reaper.join)
+            self._reaper = None
+        await asyncio.to_thread(self.release_writers, 0.0)
+        await super().aclose()
+
+    def _reap(self) -> None:
+        while not self._stop.wait(self._writer_idle_s / 2):
+            self.release_writers(self._writer_idle_s)
+
+    def release_writers(self, idle_s: float = 0.0) -> int:
+        """Let go of the cube writers unused for ``idle_s`` seconds, so that another process may write
+        those cubes; returns how many. A writer is kept between batches (taking one and letting it go
+        costs more than a small batch) and let go by a background thread after ``writer_idle_s``."""
+        now = time.monotonic()
+        with self.db.lock:  # no batch in progress
+            with self._cubes_lock:
+                idle = [
+                    c.take_writer()
+                    for c in self._cubes.values()
+                    if c.writer is not None and now - c.used >= idle_s
+                ]
+        for writer in idle:
+            CubeIndex.release(writer, rollback=True)
+        return len(idle)
 
     # -- per-cube indexes ------------------------------------------------------------------------------
 
@@ -116,7 +157,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         with self._cubes_lock:
             cube = self._cubes.pop(slot, None)
         if cube is not None:
-            cube.close_writer(rollback=True)
+            CubeIndex.release(cube.take_writer(), rollback=True)
         if self._folder is not None:
             shutil.rmtree(self._folder / slot, ignore_errors=True)
 
@@ -127,7 +168,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     def _abort_batch(self) -> None:
         for cube in self._touched.values():
-            cube.close_writer(rollback=True)
+            CubeIndex.release(cube.take_writer(), rollback=True)
         self._touched, self._deltas = {}, {}
 
     def _commit_batch(self) -> None:
@@ -153,7 +194,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         cube = self._touched.get(slot)
         if cube is None:
             cube = self._touched[slot] = self._cube(slot)
-        return cube.open_writer()
+        return cube.open_writer(self._busy_timeout_s)
 
     def _write(self, slot: str, doc_no: int, old: Doc | None, new: Doc | None) -> None:
         """Replace document ``doc_no`` of a cube's index by ``new``, or delete it; keep the statistics."""
@@ -175,12 +216,35 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             delta[1] += new.length
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
+        by_cube: dict[str, list[AnyOp]] = {}  # cubes are independent: each cube's ops, in order
+        for op in ops:
+            if isinstance(op, UpsertMemory):
+                by_cube.setdefault(op.memory.cube_id, []).append(op)
+            elif isinstance(op, ReviseMemory | RetireMemory | DropCube):
+                by_cube.setdefault(op.cube_id, []).append(op)
+        for cube_ops in by_cube.values():
+            self._apply_cube(conn, cube_ops)
+        for slot, (docs, tokens) in self._deltas.items():  # the cube's BM25 statistics
+            if docs or tokens:
+                conn.execute(
+                    "UPDATE kwt_cubes SET docs=docs+?, tokens=tokens+? WHERE slot=?", (docs, tokens, slot)
+                )
+        try:
+            for cube in self._touched.values():
+                if cube.writer is not None:
+                    cube.writer.commit()
+        except ValueError as exc:
+            raise StoreUnavailable(f"keyword index commit failed: {exc}") from exc
+        with self._cubes_lock:
+            held = sorted((c for c in self._cubes.values() if c.writer is not None), key=lambda c: c.used)
+            spare = [c.take_writer() for c in held[: max(0, len(held) - _MAX_WRITERS)]]
+        for writer in spare:  # committed: let the least recently used go (a thread and arena each)
+            CubeIndex.release(writer, rollback=False)
+
+    def _apply_cube(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
         run: list[UpsertMemory] = []
         for op in ops:
             if isinstance(op, UpsertMemory):
-                if run and run[-1].memory.cube_id != op.memory.cube_id:
-                    self._upsert_run(conn, run)
-                    run = []
                 run.append(op)
                 continue
             if run:
@@ -194,22 +258,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                     self._retire(conn, op)
                 case DropCube():
                     self._drop(conn, op.cube_id)
-                case _:
-                    pass
         if run:
             self._upsert_run(conn, run)
-        for slot, (docs, tokens) in self._deltas.items():  # the cube's BM25 statistics
-            if docs or tokens:
-                conn.execute(
-                    "UPDATE kwt_cubes SET docs=docs+?, tokens=tokens+? WHERE slot=?", (docs, tokens, slot)
-                )
-        try:
-            for cube in self._touched.values():
-                if cube.writer is not None:
-                    cube.writer.commit()
-                    cube.close_writer(rollback=False)
-        except ValueError as exc:
-            raise StoreUnavailable(f"keyword index commit failed: {exc}") from exc
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
         """Upserts of one cube: known documents read in one query, new ones inserted in one call."""

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -20,6 +21,7 @@ from schemas.text import index_text
 __all__ = [
     "ANALYZER",
     "MAX_TOKEN",
+    "WRITER_HEAP",
     "B",
     "K1",
     "TANTIVY_SCHEMA",
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 K1, B = 1.2, 0.75
 """BM25 parameters (tantivy's and Lucene's defaults)."""
 
+WRITER_HEAP = 32_000_000
+"""Indexing memory of a cube's writer (bytes; tantivy's minimum is 15 MB)."""
 MAX_TOKEN = 200  # longer tokens are dropped (tantivy's terms are bounded; no real word is this long)
 
 ANALYZER = (
@@ -94,7 +98,7 @@ def tantivy_paths(url: str | Path) -> tuple[str, Path | None]:
         raise ConfigError(f"keyword index URL has no path: {text!r}")
     if path == "/:memory:":
         return "sqlite:///:memory:", None
-    return f"sqlite:///{path}", Path(f"{path}-keyword")
+    return f"sqlite:///{path}", Path(f"{path}.tantivy")
 
 
 _NUMBER = re.compile(r"^(?P<what>N|avgdl),")
@@ -150,6 +154,8 @@ class CubeIndex:
             folder.mkdir(parents=True, exist_ok=True)
             self.index = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
         self.writer: tantivy.IndexWriter | None = None
+        self.used = 0.0
+        """When the writer was last used (monotonic seconds); idle writers are let go."""
         self.seen = self._meta_stamp()
         self.generation = 0
         self.stats: tuple[int, dict[str, float]] | None = None
@@ -173,20 +179,32 @@ class CubeIndex:
             self.seen = stamp
             self.generation += 1
 
-    def open_writer(self) -> tantivy.IndexWriter:
-        """This cube's writer for the batch (taken now: another process may hold it between batches)."""
+    def open_writer(self, timeout_s: float) -> tantivy.IndexWriter:
+        """This cube's writer, taken now if not held: while another process holds it, wait up to
+        ``timeout_s`` (as SQLite waits for its write lock), then raise StoreUnavailable (retryable)."""
         if self.writer is None:
-            try:
-                self.writer = self.index.writer(64_000_000, 1)
-            except ValueError as exc:
-                raise StoreUnavailable(
-                    f"keyword index of cube slot {self.slot} is being written: {exc}"
-                ) from exc
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    self.writer = self.index.writer(WRITER_HEAP, 1)
+                    break
+                except ValueError as exc:
+                    if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                        raise StoreUnavailable(
+                            f"keyword index of cube slot {self.slot} is busy: {exc}"
+                        ) from exc
+                    time.sleep(0.01)  # lock wait: another process's writer goes when idle
+        self.used = time.monotonic()
         return self.writer
 
-    def close_writer(self, *, rollback: bool) -> None:
-        """Let the writer go (its merges finished), dropping what it did not commit when ``rollback``."""
+    def take_writer(self) -> tantivy.IndexWriter | None:
+        """Detach the writer (the caller lets it go with ``release``)."""
         writer, self.writer = self.writer, None
+        return writer
+
+    @staticmethod
+    def release(writer: tantivy.IndexWriter | None, *, rollback: bool) -> None:
+        """Let a writer go once its merges finished, dropping what it did not commit when ``rollback``."""
         if writer is not None:
             if rollback:
                 writer.rollback()

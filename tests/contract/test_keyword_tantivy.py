@@ -131,7 +131,7 @@ async def test_a_cubes_ranking_does_not_depend_on_other_cubes(
     queries = ("green tea", "tea", "coffee honey", "Kyoto door")
     before = [await keyword_index.search(mine, q, k=10) for q in queries]
     assert all(before)
-    folders = tmp_path / "store.db-keyword"
+    folders = tmp_path / "store.db.tantivy"
     (own,) = list(folders.iterdir())
     files = {p.name: p.stat().st_mtime_ns for p in own.iterdir()}
     flood = [UpsertMemory(memory=make_memory(theirs, f"b{i}", memory=f"tea {i} and more tea, green {i % 7}"))
@@ -163,22 +163,26 @@ async def test_two_handles_on_one_home_see_each_others_commits(tmp_path: Path, u
         assert sorted(h.memory_id for h in await first.search(cube, "orchid")) == ["m1", "m2"]
 
 
-async def test_a_held_writer_makes_the_batch_retryable(
-    keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path
+async def test_a_writer_held_elsewhere_is_waited_for_then_the_batch_is_retryable(
+    tmp_path: Path, unique: str
 ) -> None:
+    """A cube's writer is kept between batches and let go when idle; another holder is waited for up to
+    the busy timeout, then the batch fails retryably and applies once the writer is free."""
     cube = f"c-{unique}"
-    await keyword_index.apply(
-        [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
-    )
-    (folder,) = list((tmp_path / "store.db-keyword").iterdir())
-    other = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
-    writer = other.writer(15_000_000, 1)
-    batch = [UpsertMemory(memory=make_memory(cube, "m2", memory="orchid soil"))]
-    with pytest.raises(StoreUnavailable):
-        await keyword_index.apply(batch, position(unique, 1))
-    writer.wait_merging_threads()
-    assert await keyword_index.apply(batch, position(unique, 1))
-    assert sorted(h.memory_id for h in await keyword_index.search(cube, "orchid")) == ["m1", "m2"]
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", busy_timeout_s=0.2) as store:
+        await store.apply(
+            [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
+        )
+        assert store.release_writers() == 1
+        (folder,) = list((tmp_path / "store.db.tantivy").iterdir())
+        other = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
+        writer = other.writer(15_000_000, 1)
+        batch = [UpsertMemory(memory=make_memory(cube, "m2", memory="orchid soil"))]
+        with pytest.raises(StoreUnavailable):
+            await store.apply(batch, position(unique, 1))
+        writer.wait_merging_threads()
+        assert await store.apply(batch, position(unique, 1))
+        assert sorted(h.memory_id for h in await store.search(cube, "orchid")) == ["m1", "m2"]
 
 
 async def test_a_batch_that_fails_after_the_index_commit_is_applied_again_to_the_same_state(
@@ -212,3 +216,17 @@ async def test_a_batch_that_fails_after_the_index_commit_is_applied_again_to_the
             assert await keyword_index.search(cube, query, include_retired=retired) == await clean.search(
                 cube, query, include_retired=retired
             )
+
+
+async def test_a_batch_over_many_cubes_keeps_a_few_writers(
+    keyword_index: TantivyKeywordIndex, unique: str
+) -> None:
+    cubes = [f"c{i}-{unique}" for i in range(20)]
+    ops = [
+        UpsertMemory(memory=make_memory(c, f"m-{c}", memory=f"orchid number {i}"))
+        for i, c in enumerate(cubes)
+    ]
+    assert await keyword_index.apply(ops, position(unique, 0))
+    for cube in cubes:
+        assert [h.memory_id for h in await keyword_index.search(cube, "orchid")] == [f"m-{cube}"]
+    assert keyword_index.release_writers() <= 8
