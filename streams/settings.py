@@ -57,7 +57,8 @@ class StoreSettings(_Section):
 
     graph_url: str = Field(default="", description="sqlite:///..., falkordb://..., neo4j://...; empty: embedded.")
     vector_url: str = Field(default="", description="sqlite:///... or a Weaviate http(s) URL; empty: embedded.")
-    keyword_url: str = Field(default="", description="sqlite:///... or a Weaviate URL; empty: embedded.")
+    keyword_url: str = Field(
+        default="", description="tantivy:///..., sqlite:///... (FTS5) or a Weaviate URL; empty: embedded tantivy.")
     control_url: str = Field(
         default="", description="Control store (users, keys, cubes, shares, tasks): sqlite:///... or "
         "falkordb://host:port; empty: $MEMOS_HOME/control.db.")
@@ -183,6 +184,8 @@ class AppSettings(BaseSettings):
     def store_url(self, which: Literal["graph", "vector", "keyword"]) -> str:
         """A store URL, defaulting to the embedded store file in the data directory."""
         value: str = getattr(self.stores, f"{which}_url")
+        if not value and which == "keyword":  # tantivy, one index per cube, beside its own SQLite file
+            return f"tantivy:///{self.home / 'keyword.db'}"
         return value or f"sqlite:///{self.home / 'store.db'}"
 
 
