@@ -79,7 +79,8 @@ _KIND: dict[type, int] = {UpsertMemory: 0, ReviseMemory: 1, RetireMemory: 2, Ups
 def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
     """``ops`` reordered into few runs of one kind each, with the effect of applying them in order.
 
-    Ops on different memories (or edges) commute in every store; ops on the same one keep their order.
+    Ops on different memories (or edges) commute in every store; ops on the same one keep their order,
+    and an edge keeps its order against ops on the memories it joins.
     Each op gets the lowest level at which it still follows the previous op on its subject (same level
     when that one's kind comes first in the fixed order upserts, revisions, retirements, relations,
     the next level otherwise); a DropCube (or any other op) is a level of its own that nothing crosses.
@@ -87,7 +88,7 @@ def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
     thousands of ops becomes a handful of ``executemany`` runs instead of one per few events.
     """
     buckets: dict[tuple[int, int], list[AnyOp]] = {}
-    last: dict[tuple[int, str], tuple[int, int]] = {}
+    last: dict[str, tuple[int, int]] = {}
     floor = top = 0
     kinds = _KIND
     for op in ops:
@@ -99,16 +100,19 @@ def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
             last.clear()
             continue
         if kind == 0:
-            subject: tuple[int, str] = (0, op.memory.id)  # type: ignore[union-attr]
-        elif kind == 3:
-            subject = (1, op.relation.id)  # type: ignore[union-attr]
+            subjects: tuple[str, ...] = (op.memory.id,)  # type: ignore[union-attr]
+        elif kind == 3:  # an edge also orders against its ends (a Cypher store merges them as nodes)
+            rel = op.relation  # type: ignore[union-attr]
+            subjects = ("\x00" + rel.id, rel.source_id, rel.target_id)
         else:
-            subject = (0, op.memory_id)  # type: ignore[union-attr]
+            subjects = (op.memory_id,)  # type: ignore[union-attr]
         level = floor
-        previous = last.get(subject)
-        if previous is not None:
-            level = max(level, previous[0] if previous[1] <= kind else previous[0] + 1)
-        last[subject] = (level, kind)
+        for subject in subjects:
+            previous = last.get(subject)
+            if previous is not None:
+                level = max(level, previous[0] if previous[1] <= kind else previous[0] + 1)
+        for subject in subjects:
+            last[subject] = (level, kind)
         top = max(top, level)
         buckets.setdefault((level, kind), []).append(op)
     return [op for slot in sorted(buckets) for op in buckets[slot]]

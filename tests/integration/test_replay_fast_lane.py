@@ -16,7 +16,8 @@ from processors.projection import memory_record, project
 from processors.raw_projection import project_raw
 from schemas.codec import MAGIC, Float32Vector, decode, decode_raw, encode, fingerprint_of
 from schemas.events import MemoryAdded, MemoryRetired
-from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
+from schemas.memory import RelationRecord
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import OutgoingRecord
 from streams.log.local.log import LocalEventLog
@@ -114,6 +115,11 @@ def test_by_kind_keeps_the_order_on_each_memory_and_never_crosses_a_drop() -> No
     # level 0: upsert a, revise a, retirements b then a; level 1: upsert b (after its retirement); the drop
     assert ordered == [a1, a2, b1, a3, b2, drop, c1]
     assert by_kind([]) == []
+    edge = UpsertRelation(relation=RelationRecord(id="r", cube_id="c", source_id="a", target_id="d",
+                                                  relation="RELATES", created_at=T0))  # fmt: skip
+    d1, a4, x1 = upsert("d"), upsert("a"), upsert("x")
+    # an edge keeps its place against ops on its ends ("a", "d"), not against other memories ("x")
+    assert by_kind([a1, edge, a4, d1, x1]) == [a1, x1, edge, a4, d1]
 
 
 async def _scenario(tmp: Path, actions: Sequence[tuple[str, int, int, int]], seed: int, cube_index: int,
