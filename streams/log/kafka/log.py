@@ -60,6 +60,14 @@ class KafkaEventLog(EventLog):
     :param heartbeat_interval_ms: consumer heartbeat interval (lower: faster rebalances).
     :param max_record_bytes: larger records are refused with PayloadTooLarge before sending.
     :param read_timeout_s: how long ``read`` waits for records it knows exist.
+    :param empty_fetch_wait_ms: least time an empty fetch takes (``pace_empty_fetches``; 0: off). A broker
+        that long-polls is unaffected; one that answers empty fetches at once (noida-db) is asked ~20 times
+        a second per idle consumer instead of ~3,000.
+
+    Group consumers get the client id ``<client_id>-<worker_id>``: the broker's view of a group names the
+    worker of each member, and the range of member ids sorts by worker, so the round-robin assignor gives
+    a worker the same partition numbers in every group (its deriver's cubes are the ones its projector
+    applies).
     """
 
     def __init__(
