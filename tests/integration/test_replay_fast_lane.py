@@ -21,6 +21,7 @@ from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemor
 from schemas.topics import MEMORIES
 from streams.log.base import OutgoingRecord
 from streams.log.local.log import LocalEventLog
+from streams.pipeline.stages import apply_planned
 from streams.replay import by_kind, replay_cube
 from tests.integration.test_replay_property import (
     ACTIONS,
@@ -155,3 +156,45 @@ def test_replay_cube_from_the_log_equals_the_incremental_build(
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_scenario(Path(tmp), actions, seed, cube_index, batch))
+
+
+async def _cypher_scenario(tmp: Path, url: str, actions: Sequence[tuple[str, int, int, int]], seed: int,
+                           cube_index: int) -> None:  # fmt: skip
+    from memory_store.graph import FalkorDBGraphStore
+
+    history = build_history(actions, seed)
+    planned = [(project(decode(encode(event))), position) for event, position in history]
+    suffix = uuid.uuid4().hex[:10]
+    async with (
+        FalkorDBGraphStore(url, namespace=f"live-{suffix}", graph="memos_test") as live,
+        FalkorDBGraphStore(url, namespace=f"replayed-{suffix}", graph="memos_test") as replayed,
+    ):
+        try:
+            await apply_planned([live, replayed], planned, replay=False)
+            cube = CUBES[cube_index]
+            async with LocalEventLog(tmp / "log.db") as log:
+                await log.create_topic(MEMORIES, partitions=2)
+                await log.append_batch(
+                    [OutgoingRecord(MEMORIES, event.key.encode(), encode(event)) for event, _ in history]
+                )
+                await replay_cube(log, [replayed], asyncio.Lock(), cube, batch=7)
+            for name in CUBES:
+                assert await replayed.list_memories(name, include_retired=True) == await live.list_memories(
+                    name, include_retired=True
+                )
+                assert await replayed.relations(name) == await live.relations(name)
+        finally:
+            await live.drop_namespace()
+            await replayed.drop_namespace()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions=ACTIONS, seed=st.integers(0, 2**16), cube_index=st.integers(0, len(CUBES) - 1))
+def test_replay_cube_into_falkordb_equals_its_incremental_build(
+    actions: list[tuple[str, int, int, int]], seed: int, cube_index: int
+) -> None:
+    from tests.engines import engine_url
+
+    url = engine_url("falkordb")  # skips without the engine
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_cypher_scenario(Path(tmp), url, actions, seed, cube_index))
