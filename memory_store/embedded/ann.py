@@ -15,7 +15,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["CubeVectors", "Hnsw", "IndexBuild", "SavedIndex"]
+__all__ = ["CubeVectors", "Hnsw", "IndexBuild", "SavedIndex", "stacked"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,14 @@ def _normalized(vectors: F32) -> F32:
     norms[norms == 0] = 1.0
     normalized: F32 = (vectors / norms).astype(np.float32, copy=False)
     return normalized
+
+
+def stacked(vectors: list[F32]) -> F32:
+    """``np.stack(vectors)`` of float32 vectors, joined as bytes: several times faster for thousands of rows."""
+    dim = len(vectors[0])
+    if any(len(v) != dim for v in vectors):
+        return np.stack(vectors)  # raises, as np.stack does
+    return np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(vectors), dim)  # type: ignore[arg-type]
 
 
 def _top(rows: Rows, scores: F32, k: int) -> tuple[Rows, F32]:

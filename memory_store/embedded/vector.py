@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memory_store.base import VectorStore
-from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex
+from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from schemas.codec import float32_blob
 from schemas.errors import DimensionMismatch, StoreError
@@ -80,14 +80,6 @@ def _vector(values: Sequence[float]) -> F32:
         return np.frombuffer(_floats(len(values)).pack(*values), dtype="<f4")
     except (OverflowError, struct.error):
         return np.asarray(values, dtype=np.float32)
-
-
-def _matrix(vectors: list[F32]) -> F32:
-    """``np.stack(vectors)`` of float32 vectors, several times faster for thousands of rows."""
-    dim = len(vectors[0])
-    if any(len(v) != dim for v in vectors):
-        return np.stack(vectors)  # raises, as before
-    return np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(vectors), dim)  # type: ignore[arg-type]
 
 
 class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
@@ -264,28 +256,23 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                     self._append(puts)
                 fresh = {}
                 if known:
-                    self._put_known(known)
+                    self._append(known, known=True)
                     known = []
                 self._publish(change)
             for puts in fresh.values():
                 self._append(puts)
             if known:
-                self._put_known(known)
+                self._append(known, known=True)
         self._staged = []
         self._staged_dims = {}
 
-    def _append(self, puts: list[_Put]) -> None:
-        """Bulk append of vectors of memories new to the in-memory state (the replay fast path)."""
-        vectors = _matrix([p.vector for p in puts if p.vector is not None])
+    def _append(self, puts: list[_Put], *, known: bool = False) -> None:
+        """Vectors of one cube in bulk: memories new to the in-memory state appended (the replay fast path),
+        or (``known``) memories the cube holds already given their new vectors, as ``_publish`` would."""
+        vectors = stacked([p.vector for p in puts if p.vector is not None])
         cube = self._cube(puts[0].cube_id, vectors.shape[1])
-        cube.append([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
-                    np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
-
-    def _put_known(self, puts: list[_Put]) -> None:
-        """``_publish`` of each put, in order: memories already held in that cube get their new vectors."""
-        vectors = _matrix([p.vector for p in puts if p.vector is not None])
-        self._cube(puts[0].cube_id, vectors.shape[1]).put_many(
-            [p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
+        put = cube.put_many if known else cube.append
+        put([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
             np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
 
     def _publish(self, change: _Change) -> None:
