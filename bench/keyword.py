@@ -27,8 +27,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from memory_store.base import KeywordIndex
-from memory_store.registry import keyword_index_from_url
+from memory_store.embedded.keyword import EmbeddedKeywordIndex
+from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
 from schemas.envelope import Position
 from schemas.memory import MemoryRecord
 from schemas.ops import UpsertMemory
@@ -66,7 +66,10 @@ def _texts(vocabulary: list[str], n: int, rng: np.random.Generator, p: np.ndarra
     return out
 
 
-async def _build(index: KeywordIndex, vocabulary: list[str], n: int, chunk: int = 20_000) -> float:
+Keyword = TantivyKeywordIndex | EmbeddedKeywordIndex
+
+
+async def _build(index: Keyword, vocabulary: list[str], n: int, chunk: int = 20_000) -> float:
     rng, p = _sampler(vocabulary, 11)
     now = datetime.now(UTC)
     started = time.perf_counter()
@@ -100,7 +103,7 @@ def _pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _timed(index: KeywordIndex, args: argparse.Namespace, vocabulary: list[str]) -> dict[str, float]:
+async def _timed(index: Keyword, args: argparse.Namespace, vocabulary: list[str]) -> dict[str, float]:
     queries = _queries(vocabulary, args.queries)
     types = (["LongTermMemory", "UserMemory"], None, None)
     for query in queries[:10]:  # warm-up: page cache, statement cache
@@ -121,13 +124,11 @@ async def _timed(index: KeywordIndex, args: argparse.Namespace, vocabulary: list
 
 
 async def _run(path: Path, args: argparse.Namespace, vocabulary: list[str]) -> dict[str, Any]:
-    scheme = "tantivy" if args.engine == "tantivy" else "sqlite"
+    index: Keyword
     if args.engine == "fts5":
-        from memory_store.embedded.keyword import EmbeddedKeywordIndex
-
-        index: KeywordIndex = EmbeddedKeywordIndex(f"sqlite:///{path}", synchronous="NORMAL")
+        index = EmbeddedKeywordIndex(f"sqlite:///{path}", synchronous="NORMAL")
     else:
-        index = keyword_index_from_url(f"{scheme}:///{path}", synchronous="NORMAL")
+        index = TantivyKeywordIndex(f"tantivy:///{path}", synchronous="NORMAL")
     await index.start()
     try:
         built = await index.checkpoint(MEMORIES, 0)

@@ -139,8 +139,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                     for c in self._cubes.values()
                     if c.writer is not None and now - c.used >= idle_s
                 ]
-        for writer in idle:
-            CubeIndex.release(writer, rollback=True)
+        for writer in idle:  # every batch committed or rolled back: nothing to drop, merges run to the end
+            CubeIndex.release(writer, rollback=False)
         return len(idle)
 
     # -- per-cube indexes ------------------------------------------------------------------------------
