@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -11,7 +12,7 @@ import pytest
 import tantivy
 
 from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
-from memory_store.embedded.keyword_tantivy_parts import TANTIVY_SCHEMA, analyze, bm25, idf
+from memory_store.embedded.keyword_tantivy_parts import TANTIVY_SCHEMA, analyze, bm25, idf, tantivy_stats
 from memory_store.registry import keyword_index_from_url
 from schemas.errors import StoreUnavailable
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -230,3 +231,26 @@ async def test_a_batch_over_many_cubes_keeps_a_few_writers(
     for cube in cubes:
         assert [h.memory_id for h in await keyword_index.search(cube, "orchid")] == [f"m-{cube}"]
     assert keyword_index.release_writers() <= 8
+
+
+def test_tantivys_own_statistics_are_read_from_its_explanation() -> None:
+    """The exactness bound needs tantivy's N and average length (deleted documents counted)."""
+    index = tantivy.Index(TANTIVY_SCHEMA)
+    writer = index.writer(15_000_000, 1)
+    for n, text in enumerate(["tea green", "tea", "coffee black tea"]):
+        doc = tantivy.Document()
+        doc.add_unsigned("doc_no", n)
+        doc.add_text("key", str(n))
+        doc.add_text("text", text)
+        writer.add_document(doc)
+    writer.commit()
+    writer.delete_documents_by_term("key", "0")
+    writer.commit()
+    writer.wait_merging_threads()
+    index.reload()
+    searcher = index.searcher()
+    query = tantivy.Query.term_query(TANTIVY_SCHEMA, "text", "tea")
+    hits = searcher.search(query, 1).hits
+    stats = tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json()))
+    assert searcher.num_docs == 2
+    assert stats == {"N": 3.0, "avgdl": pytest.approx(2.0)}
