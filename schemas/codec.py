@@ -16,6 +16,7 @@ import numpy as np
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 from pydantic import ValidationError
 
+from schemas.avro_fast import Reader, compile_reader
 from schemas.avro_gen import AVRO_DIR, F32_PROP, JSON_PROP, avro_schema
 from schemas.errors import EventDecodeError, SchemaError
 from schemas.events import EVENT_TYPES, AnyEvent, Event, any_event_adapter
@@ -365,12 +366,13 @@ def _without_uuid_types(schema: Any) -> Any:
 
 
 @lru_cache(maxsize=1)
-def _raw_readers() -> dict[bytes, tuple[str, Any]]:
-    """Current fingerprint -> (event type, parsed schema with uuids as strings)."""
-    return {
-        fp: (name, parse_schema(_without_uuid_types(entry.raw), _force=True))
-        for name, (fp, entry) in _registry()[0].items()
-    }
+def _raw_readers() -> dict[bytes, tuple[str, Any, Reader | None]]:
+    """Current fingerprint -> (event type, parsed schema with uuids as strings, compiled reader or None)."""
+    out = {}
+    for name, (fp, entry) in _registry()[0].items():
+        lean = _without_uuid_types(entry.raw)
+        out[fp] = (name, parse_schema(lean, _force=True), compile_reader(lean))
+    return out
 
 
 def decode_raw(payload: bytes) -> tuple[str, dict[str, Any]] | None:
@@ -379,18 +381,25 @@ def decode_raw(payload: bytes) -> tuple[str, dict[str, Any]] | None:
 
     None for anything else (an older schema version, an unknown fingerprint, a corrupt body): the caller
     then decodes it with ``decode``, which upcasts it or raises EventDecodeError. A fast lane for
-    replays; ``decode`` remains the reference.
+    replays (read by ``schemas.avro_fast`` where it compiles the schema, else fastavro); ``decode``
+    remains the reference.
     """
     if len(payload) < 10 or payload[:2] != MAGIC:
         return None
     reader = _raw_readers().get(payload[2:10])
     if reader is None:
         return None
+    values: dict[str, Any]
     try:
+        if reader[2] is not None:
+            values, end = reader[2](payload, 10)
+            if end != len(payload):
+                return None
+            return reader[0], values
         stream = io.BytesIO(payload)
         stream.seek(10)
-        values: dict[str, Any] = fastavro.schemaless_reader(stream, reader[1], None)  # type: ignore[assignment]
-    except (ValueError, TypeError, EOFError, IndexError, struct.error, UnicodeDecodeError):
+        values = fastavro.schemaless_reader(stream, reader[1], None)  # type: ignore[assignment]
+    except (ValueError, TypeError, EOFError, IndexError, OverflowError, struct.error, UnicodeDecodeError):
         return None
     return reader[0], values
 
