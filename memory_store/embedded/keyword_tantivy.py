@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -148,6 +149,11 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     def _cube(self, slot: str) -> CubeIndex:
         with self._cubes_lock:
             cube = self._cubes.get(slot)
+            if cube is not None and cube.folder is not None and not cube.folder.is_dir():
+                stale, cube = cube.take_writer(), None  # another process dropped the cube since
+                if stale is not None:
+                    with contextlib.suppress(ValueError):
+                        CubeIndex.release(stale, rollback=True)
             if cube is None:
                 cube = CubeIndex(slot, None if self._folder is None else self._folder / slot)
                 self._cubes[slot] = cube

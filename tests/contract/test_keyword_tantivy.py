@@ -254,3 +254,20 @@ def test_tantivys_own_statistics_are_read_from_its_explanation() -> None:
     stats = tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json()))
     assert searcher.num_docs == 2
     assert stats == {"N": 3.0, "avgdl": pytest.approx(2.0)}
+
+
+async def test_a_cube_dropped_by_another_handle_can_be_written_again(tmp_path: Path, unique: str) -> None:
+    url = f"tantivy:///{tmp_path / 'store.db'}"
+    cube = f"c-{unique}"
+    async with TantivyKeywordIndex(url) as server, TantivyKeywordIndex(url) as cli:
+        await server.apply(
+            [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
+        )
+        server.release_writers()
+        await cli.apply([DropCube(cube_id=cube)], position(unique, 1))
+        assert await server.search(cube, "orchid") == []
+        await server.apply(
+            [UpsertMemory(memory=make_memory(cube, "m2", memory="orchid soil"))], position(unique, 2)
+        )
+        assert [h.memory_id for h in await server.search(cube, "orchid")] == ["m2"]
+        assert [h.memory_id for h in await cli.search(cube, "orchid")] == ["m2"]
