@@ -61,7 +61,10 @@ def _build(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -
 
 
 def _allowed(values: dict[str, Any], literals: dict[str, frozenset[str]]) -> bool:
-    return all(values.get(name) in allowed for name, allowed in literals.items())
+    for name, allowed in literals.items():
+        if values.get(name) not in allowed:
+            return False
+    return True
 
 
 def _sources(raw: list[dict[str, Any]]) -> tuple[SourceRef, ...] | None:
