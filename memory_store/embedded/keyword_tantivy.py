@@ -11,7 +11,6 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -413,7 +412,6 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         total = searcher.num_docs
         limit = min(total, k + max(10, k // 2))
         scored: dict[int, tuple[float, str]] = {}
-        wanted = set(terms)
         while True:
             hits = searcher.search(query, limit, count=False).hits
             numbers = searcher.fast_field_values("doc_no", [address for _, address in hits])
@@ -430,9 +428,12 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                         return []
                     raise
             for doc_no, memory_id, body, title, length in rows:
-                counts = Counter(w for w in f"{body or ''} {title or ''}".split() if w in wanted)
-                # summed in query order: documents alike in the terms that count tie exactly (then by id)
-                score = sum(bm25(counts[t], length, weight[t], avg_length) for t in terms if t in counts)
+                words = f"{body or ''} {title or ''}".split()
+                score = 0.0  # summed in query order: documents alike in what counts tie exactly (then by id)
+                for t in terms:
+                    tf = words.count(t)
+                    if tf:
+                        score += bm25(tf, length, weight[t], avg_length)
                 scored[doc_no] = (score, memory_id)
             ranked = sorted(scored.values(), key=lambda hit: (-hit[0], hit[1]))
             if len(hits) < limit or limit >= total:

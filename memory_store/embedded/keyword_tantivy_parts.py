@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 K1, B = 1.2, 0.75
 """BM25 parameters (tantivy's and Lucene's defaults)."""
 
-WRITER_HEAP = 32_000_000
+WRITER_HEAP = 24_000_000
 """Indexing memory of a cube's writer (bytes; tantivy's minimum is 15 MB)."""
 MAX_TOKEN = 200  # longer tokens are dropped (tantivy's terms are bounded; no real word is this long)
 
