@@ -131,8 +131,17 @@ def _micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def _sources(sources: Sequence[SourceRef]) -> list[dict[str, Any]]:
-    return [s.model_dump(mode="json") for s in sources]
+    """``model_dump(mode="json")`` of each: its field values as they are when all are plain JSON values."""
+    out = []
+    for s in sources:
+        values = s.__dict__
+        plain = all(isinstance(v, _PLAIN) for v in values.values()) and len(values) == len(SourceRef.model_fields)
+        out.append(dict(values) if plain else s.model_dump(mode="json"))
+    return out
 
 
 def _row(m: MemoryRecord) -> tuple[Any, ...]:
