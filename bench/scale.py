@@ -254,6 +254,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     figures["speedup_2_workers"] = (
         round(results[2]["turns_per_s"] / results[1]["turns_per_s"], 2) if 1 in results and 2 in results else None
     )
+    if 1 in results and 2 in results:
+        # speedup = (cores the two workers got / cores the one got) x this; on a quiet machine the cores are 2 / 1
+        figures["cpu_efficiency_2_workers"] = round(
+            sum(results[1]["cpu_s"]) / results[1]["turns"] / (sum(results[2]["cpu_s"]) / results[2]["turns"]), 2
+        )
     Console(width=120).print(table)
     figures["cpus"] = os.cpu_count()
     figures["load_1m_at_start"] = round(load, 2)
