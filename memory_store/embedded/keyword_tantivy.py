@@ -71,7 +71,9 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     ``<path>.tantivy/<slot>/``. A batch writes the tantivy indexes first and commits them before the
     SQLite transaction (data + checkpoint) commits; writes are absolute (delete the document, add it
     again) and computed from the SQLite state, so a batch re-applied after a crash between the two ends
-    in the same state. A cube's writer is taken for one batch only, so another process may write next.
+    in the same state. A cube's writer is kept between batches (at most ``_MAX_WRITERS``) and let go after
+    ``writer_idle_s`` without writes, so another process (a CLI command beside the server) can write
+    next; while one holds it, a batch waits up to ``busy_timeout_s`` and then fails retryably.
 
     Scores are BM25 (k1 1.2, b 0.75; higher is better) over the cube's own live documents, retired
     included: tantivy's statistics also count deleted documents until its segments merge, so tantivy only
