@@ -134,6 +134,13 @@ class DoorSettings(_Section):
     sync_timeout_s: float = Field(
         default=300.0, gt=0,
         description="How long a sync add waits for its memories before answering that it will still complete.")
+    max_active_searches: int | None = Field(
+        default=None, ge=0, description="Searches running at once per process (unset: one per CPU core; 0: no limit).")
+    search_queue_ms: float = Field(
+        default=50.0, ge=0, description="How long a search waits for a slot before it is refused (429, Retry-After).")
+    searches_per_user: int = Field(
+        default=4, ge=0, description="Searches one user may have running or waiting at once (0: no limit).")
+    search_retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After of a refused search.")
 
 
 class AppSettings(BaseSettings):

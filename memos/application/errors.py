@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from schemas.errors import (
@@ -19,13 +20,17 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "describe", "retry_after", "status_of"]
+__all__ = ["AddTimedOut", "BacklogFull", "SearchesBusy", "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
 
 
 class BacklogFull(StoreBackpressure):
     """The derivation backlog is full: a sync add is refused (HTTP 429) and may be retried later."""
+
+
+class SearchesBusy(StoreBackpressure):
+    """Too many searches are running or waiting (for everyone, or for this user): HTTP 429, retry later."""
 
 
 class AddTimedOut(MemorySystemError):
@@ -54,6 +59,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (SchemaError, 422),
     (FetchFailed, 422),
     (BacklogFull, 429),
+    (SearchesBusy, 429),
     (AddTimedOut, 504),
     (StoreBackpressure, 503),
     (StoreUnavailable, 503),
@@ -74,7 +80,7 @@ def status_of(exc: BaseException) -> int:
 def retry_after(exc: BaseException) -> int | None:
     """Seconds a caller should wait before retrying (the Retry-After header), when the error says."""
     if isinstance(exc, StoreBackpressure):
-        return max(1, round(exc.retry_after))
+        return max(1, math.ceil(exc.retry_after))  # never earlier than the error said
     return None
 
 

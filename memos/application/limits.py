@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -54,6 +55,21 @@ class DoorLimits:
     """Retry-After of a refused sync add."""
     sync_timeout_s: float = 300.0
     """How long a sync add waits for its memories before answering that it will still complete."""
+    max_active_searches: int | None = None
+    """Searches that run at once in this process (None: one per CPU core; 0: no limit)."""
+    search_queue_ms: float = 50.0
+    """How long a search may wait for a slot before it is refused with 429 and Retry-After."""
+    searches_per_user: int = 4
+    """Searches one user may have running or waiting at once (more are refused at once; 0: no limit)."""
+    search_retry_after_s: float = 1.0
+    """Retry-After of a refused search."""
+
+    @property
+    def active_searches(self) -> int:
+        """``max_active_searches`` resolved (0: no limit)."""
+        if self.max_active_searches is None:
+            return max(1, os.cpu_count() or 1)
+        return self.max_active_searches
 
 
 def check_text(value: str, field: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from memory_store.control.base import cube_key, user_key
 from memos.application.access import AccessUseCases
+from memos.application.admission import SearchGate
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.errors import AddTimedOut, BacklogFull
@@ -43,6 +44,10 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:
         self.rt = runtime
         self.limits = limits or runtime.door_limits
+        self.search_gate = SearchGate(max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
+                                      per_user=self.limits.searches_per_user,
+                                      retry_after_s=self.limits.search_retry_after_s)
+        """Admission of searches in this process (``door.max_active_searches`` and friends)."""
 
     # --- add ----------------------------------------------------------------------------------------
 
@@ -157,7 +162,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         counts = request.model_dump(include={"top_k", "pref_top_k", "tool_mem_top_k", "skill_mem_top_k"})
         search_query = build(SearchQuery, query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id,
                              **counts, **request.options)
-        result: dict[str, Any] = await self.rt.search_service.search(search_query)
+        async with self.search_gate.enter(user_id):
+            result: dict[str, Any] = await self.rt.search_service.search(search_query)
         return result
 
     async def get_memory(self, user_id: str, cube_id: str, memory_id: str) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
-import threading
 import weakref
 from asyncio import AbstractEventLoop
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
+
+from memory_store.priority import BACKGROUND_NICENESS, nice_current_thread
 
 __all__ = ["BACKGROUND_NICENESS", "LaneExecutor", "background_context", "in_background", "install_lanes",
            "nice_current_thread"]
@@ -31,24 +31,8 @@ logger = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-BACKGROUND_NICENESS = 10
-"""How much background threads lower their priority (Linux niceness, 0..19; higher yields more)."""
-
 _BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("memos_background_lane", default=False)
 _installed: weakref.WeakKeyDictionary[AbstractEventLoop, LaneExecutor] = weakref.WeakKeyDictionary()
-
-
-def nice_current_thread(niceness: int = BACKGROUND_NICENESS) -> None:
-    """Lower the calling thread's scheduling priority by ``niceness`` (a no-op where threads cannot)."""
-    get_native_id = getattr(threading, "get_native_id", None)
-    if niceness <= 0 or get_native_id is None or not hasattr(os, "setpriority"):
-        return
-    tid = get_native_id()
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
-    except OSError as exc:  # not Linux semantics (the whole process) or not permitted: serve anyway
-        logger.debug("could not lower thread priority tid=%s: %r", tid, exc)
 
 
 def in_background() -> bool:

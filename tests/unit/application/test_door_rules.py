@@ -82,7 +82,7 @@ def test_one_status_map() -> None:
         RuntimeError("x"): 500,
     }
     assert {type(e).__name__: status_of(e) for e in cases} == {type(e).__name__: s for e, s in cases.items()}
-    assert retry_after(BacklogFull("x", retry_after=2.4)) == 2
+    assert retry_after(BacklogFull("x", retry_after=2.4)) == 3  # rounded up: never earlier than said
     assert retry_after(NotFound("x")) is None
     assert describe(ValidationFailed("must not be empty", field="query")) == "query: must not be empty"
     assert AddTimedOut("x", task_ids=["t1"]).data == {"task_ids": ["t1"], "will_complete": True}

@@ -1,0 +1,124 @@
+"""Admission of searches: a few run at once, the rest wait briefly or are refused with 429 and Retry-After.
+
+A search costs tens of CPU-milliseconds; on a small machine, searches admitted without bound all slow
+down together (with 50 clients each waiting on the next, every search queues behind all the others and
+p95 grows with the number of clients). The gate keeps the latency of what it admits near idle: at most
+``max_active`` searches run at once; one that cannot start within ``queue_ms`` is refused with
+:class:`SearchesBusy` (HTTP 429 and ``Retry-After``) instead of waiting unboundedly, and a user who
+already has ``per_user`` searches running or waiting is refused at once, so one tenant's burst queues
+behind nobody but itself. Waiters are served first come, first served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from memos.application.errors import SearchesBusy
+
+__all__ = ["AdmissionStats", "SearchGate"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AdmissionStats:
+    """What the gate did since start (for the status page and benchmarks)."""
+
+    admitted: int = 0
+    refused_busy: int = 0
+    """Refused because no slot freed within the queue time."""
+    refused_user: int = 0
+    """Refused because the user already had ``per_user`` searches running or waiting."""
+
+
+class SearchGate:
+    """At most ``max_active`` searches at once; FIFO waiters for at most ``queue_ms``; ``per_user`` per user.
+
+    ``max_active`` 0 turns the gate off (every search is admitted at once). Safe on one event loop.
+    """
+
+    def __init__(self, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float = 1.0) -> None:
+        self.max_active = max_active
+        self.queue_s = max(0.0, queue_ms) / 1000
+        self.per_user = per_user
+        self.retry_after_s = retry_after_s
+        self.stats = AdmissionStats()
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._by_user: dict[str, int] = {}
+
+    @property
+    def active(self) -> int:
+        """Searches running now."""
+        return self._active
+
+    @property
+    def waiting(self) -> int:
+        """Searches waiting for a slot now."""
+        return sum(1 for w in self._waiters if not w.done())
+
+    @asynccontextmanager
+    async def enter(self, user_id: str) -> AsyncIterator[None]:
+        """Hold a search slot for ``user_id`` while the block runs; SearchesBusy when refused."""
+        if self.max_active <= 0:
+            self.stats.admitted += 1
+            yield
+            return
+        if self.per_user > 0 and self._by_user.get(user_id, 0) >= self.per_user:
+            self.stats.refused_user += 1
+            raise SearchesBusy(
+                f"user {user_id!r} already has {self.per_user} searches running or waiting; "
+                f"retry after {self.retry_after_s:g}s", retry_after=self.retry_after_s)
+        self._by_user[user_id] = self._by_user.get(user_id, 0) + 1
+        try:
+            await self._acquire()
+            self.stats.admitted += 1
+            try:
+                yield
+            finally:
+                self._release()
+        finally:
+            left = self._by_user[user_id] - 1
+            if left:
+                self._by_user[user_id] = left
+            else:
+                del self._by_user[user_id]
+
+    async def _acquire(self) -> None:
+        if self._active < self.max_active and not self.waiting:
+            self._active += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout(self.queue_s):
+                await waiter
+        except TimeoutError:
+            if waiter.done() and not waiter.cancelled():  # the slot was handed over as the wait timed out
+                return
+            waiter.cancel()
+            self.stats.refused_busy += 1
+            raise SearchesBusy(
+                f"{self._active} searches are running and {self.waiting} waiting; none could start within "
+                f"{self.queue_s * 1000:g} ms: retry after {self.retry_after_s:g}s", retry_after=self.retry_after_s,
+            ) from None
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._release()  # cancelled after the slot was handed over: pass it on
+            else:
+                waiter.cancel()
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the oldest live waiter, or free it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes on: ``_active`` is unchanged
+                return
+        self._active -= 1

@@ -1,0 +1,125 @@
+"""The search admission gate: a bounded number run, waiters are served in order, the rest get 429."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from memos.application.admission import SearchGate
+from memos.application.errors import SearchesBusy, retry_after, status_of
+from memos.application.limits import DoorLimits
+
+
+async def _hold(gate: SearchGate, user: str, entered: list[str], release: asyncio.Event) -> None:
+    async with gate.enter(user):
+        entered.append(user)
+        await release.wait()
+
+
+async def _settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+async def test_waiters_are_admitted_first_come_first_served() -> None:
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0)
+    entered: list[str] = []
+    releases = {name: asyncio.Event() for name in ("a", "b", "c")}
+    tasks = {}
+    for name in ("a", "b", "c"):
+        tasks[name] = asyncio.create_task(_hold(gate, name, entered, releases[name]))
+        await _settle()
+    assert entered == ["a"] and gate.active == 1 and gate.waiting == 2
+    releases["a"].set()
+    await _settle()
+    assert entered == ["a", "b"] and gate.active == 1 and gate.waiting == 1
+    releases["b"].set()
+    releases["c"].set()
+    await asyncio.gather(*tasks.values())
+    assert entered == ["a", "b", "c"]
+    assert gate.active == 0 and gate.waiting == 0 and gate.stats.admitted == 3
+
+
+async def test_a_search_that_cannot_start_in_time_is_refused_with_429_and_retry_after() -> None:
+    gate = SearchGate(max_active=1, queue_ms=20, per_user=0, retry_after_s=2.5)
+    release = asyncio.Event()
+    holder = asyncio.create_task(_hold(gate, "a", [], release))
+    await _settle()
+    with pytest.raises(SearchesBusy) as refused:
+        async with gate.enter("b"):
+            pytest.fail("admitted although the only slot was taken")
+    assert status_of(refused.value) == 429 and retry_after(refused.value) == 3
+    assert "within 20 ms" in str(refused.value)
+    assert gate.stats.refused_busy == 1 and gate.waiting == 0
+    release.set()
+    await holder
+    async with gate.enter("b"):  # the slot is free again
+        assert gate.active == 1
+    assert gate.active == 0
+
+
+async def test_one_user_cannot_hold_more_than_its_share() -> None:
+    gate = SearchGate(max_active=4, queue_ms=10_000, per_user=2)
+    release = asyncio.Event()
+    holders = [asyncio.create_task(_hold(gate, "greedy", [], release)) for _ in range(2)]
+    await _settle()
+    with pytest.raises(SearchesBusy, match="'greedy' already has 2 searches"):
+        async with gate.enter("greedy"):
+            pytest.fail("a third search of one user was admitted")
+    async with gate.enter("other"):  # another tenant is not held back by the greedy one
+        assert gate.active == 3
+    assert gate.stats.refused_user == 1
+    release.set()
+    await asyncio.gather(*holders)
+    async with gate.enter("greedy"):
+        pass
+    assert gate.active == 0
+
+
+async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0)
+    entered: list[str] = []
+    releases = {name: asyncio.Event() for name in ("a", "b", "c")}
+    tasks = {}
+    for name in ("a", "b", "c"):
+        tasks[name] = asyncio.create_task(_hold(gate, name, entered, releases[name]))
+        await _settle()
+    releases["a"].set()
+    await asyncio.sleep(0)  # a releases and hands the slot to b, which has not resumed yet
+    tasks["b"].cancel()
+    releases["b"].set()
+    releases["c"].set()
+    await asyncio.gather(tasks["a"], tasks["c"])
+    with pytest.raises(asyncio.CancelledError):
+        await tasks["b"]
+    assert entered == ["a", "c"]
+    assert gate.active == 0 and gate.waiting == 0
+
+
+async def test_an_error_inside_the_search_frees_the_slot() -> None:
+    gate = SearchGate(max_active=1, queue_ms=0, per_user=1)
+    with pytest.raises(RuntimeError):
+        async with gate.enter("a"):
+            raise RuntimeError("search failed")
+    async with gate.enter("a"):
+        assert gate.active == 1
+    assert gate.active == 0
+
+
+async def test_zero_turns_the_gate_off() -> None:
+    gate = SearchGate(max_active=0, queue_ms=0, per_user=1)
+    release = asyncio.Event()
+    entered: list[str] = []
+    holders = [asyncio.create_task(_hold(gate, "a", entered, release)) for _ in range(20)]
+    await _settle()
+    assert len(entered) == 20
+    release.set()
+    await asyncio.gather(*holders)
+
+
+def test_the_default_runs_one_search_per_core() -> None:
+    import os
+
+    assert DoorLimits().active_searches == max(1, os.cpu_count() or 1)
+    assert DoorLimits(max_active_searches=0).active_searches == 0
