@@ -212,8 +212,27 @@ class Bench:
     """The clients and their bookkeeping."""
 
     def __init__(self, url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0), limits=httpx.Limits(
-            max_connections=200, max_keepalive_connections=200))  # fmt: skip
+        self.url = url
+        self.http = self._client(4)
+        """Set-up, hostile adds and the final check."""
+        self._clients: dict[str, httpx.AsyncClient] = {}
+
+    def _client(self, connections: int) -> httpx.AsyncClient:
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        return httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(600.0), limits=limits)
+
+    def of(self, user: str) -> httpx.AsyncClient:
+        """The user's own HTTP client (two connections: its adding and its searching loop), as a real client
+        has; one pool shared by every simulated client would spend the bench's CPU scanning 100 connections
+        on every request (httpcore's pool is linear in its connections) and add that to every latency."""
+        client = self._clients.get(user)
+        if client is None:
+            client = self._clients[user] = self._client(2)
+        return client
+
+    async def aclose(self) -> None:
+        for client in [self.http, *self._clients.values()]:
+            await client.aclose()
 
     async def setup_user(self, user: str) -> None:
         r = await self.http.post(
@@ -226,7 +245,7 @@ class Bench:
         body = {"user_id": user, "writable_cube_ids": [f"{user}_cube"], "messages": text, "mode": "fast",
                 "async_mode": "sync" if sync else "async"}  # fmt: skip
         started = time.perf_counter()
-        r = await self.http.post("/product/add", json=body)
+        r = await self.of(user).post("/product/add", json=body)
         phase.add_ms["sync" if sync else "async"].append((time.perf_counter() - started) * 1000)
         phase.count(r)
         if r.status_code == 200 and token is not None:
@@ -236,7 +255,7 @@ class Bench:
         """One search; a refusal (429 with Retry-After) is counted apart and honoured, as a client should."""
         body = {"user_id": user, "readable_cube_ids": [f"{user}_cube"], "query": query, "top_k": 5}
         started = time.perf_counter()
-        r = await self.http.post("/product/search", json=body)
+        r = await self.of(user).post("/product/search", json=body)
         elapsed = (time.perf_counter() - started) * 1000
         phase.count(r)
         wait = r.headers.get("retry-after") if r.status_code == 429 else None
@@ -338,7 +357,7 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
                 lost = await bench.lost([a for p in phases for a in p.acked])
         else:
             lost = await bench.lost([a for p in phases for a in p.acked])
-        await bench.http.aclose()
+        await bench.aclose()
     finally:
         server.stop()
     by = {p.name: p for p in phases}

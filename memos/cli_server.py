@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import TYPE_CHECKING
 
 import typer
@@ -45,9 +46,10 @@ def serve(
     if loaded.server.local_only and not is_loopback(loaded.server.host):
         raise fail(f"--local-only needs a loopback address, not {loaded.server.host!r}")
     try:
-        api = create_app(loaded)
+        api = create_app(loaded, own_process=True)
     except ConfigError as exc:
         raise fail(str(exc)) from exc
+    sys.setswitchinterval(loaded.server.switch_interval_ms / 1000)
     uvicorn.run(
         api,
         host=loaded.server.host,

@@ -119,6 +119,15 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, description="Port.")
     local_only: bool = Field(default=False, description="No API keys; only allowed on loopback.")
     max_body_bytes: int = Field(default=8 * 1024 * 1024, description="Largest request body.")
+    switch_interval_ms: float = Field(
+        default=1.0, gt=0, le=100,
+        description="`memos serve`: how long a Python thread may hold the interpreter lock before another "
+                    "is let in (sys.setswitchinterval; Python's default is 5 ms). Shorter keeps the event "
+                    "loop answering while derivation threads compute.")
+    freeze_heap: bool = Field(
+        default=True,
+        description="`memos serve`: after start-up, hide the loaded models and settings from the garbage "
+                    "collector (gc.freeze), so its full collections pause every request for less.")
 
 
 class DoorSettings(_Section):
@@ -135,7 +144,8 @@ class DoorSettings(_Section):
         default=300.0, gt=0,
         description="How long a sync add waits for its memories before answering that it will still complete.")
     max_active_searches: int | None = Field(
-        default=None, ge=0, description="Searches running at once per process (unset: one per CPU core; 0: no limit).")
+        default=None, ge=0,
+        description="Searches running at once per process (unset: one per two CPU cores, at least one; 0: no limit).")
     search_queue_ms: float = Field(
         default=50.0, ge=0, description="How long a search waits for a slot before it is refused (429, Retry-After).")
     searches_per_user: int = Field(

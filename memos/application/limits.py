@@ -56,7 +56,10 @@ class DoorLimits:
     sync_timeout_s: float = 300.0
     """How long a sync add waits for its memories before answering that it will still complete."""
     max_active_searches: int | None = None
-    """Searches that run at once in this process (None: one per CPU core; 0: no limit)."""
+    """Searches that run at once in this process (None: one per two CPU cores, at least one; 0: no limit).
+
+    One search keeps about two cores busy (the query embedding on the embedder's threads, the event loop
+    and the store reads), so more at once only makes each slower."""
     search_queue_ms: float = 50.0
     """How long a search may wait for a slot before it is refused with 429 and Retry-After."""
     searches_per_user: int = 4
@@ -68,7 +71,7 @@ class DoorLimits:
     def active_searches(self) -> int:
         """``max_active_searches`` resolved (0: no limit)."""
         if self.max_active_searches is None:
-            return max(1, os.cpu_count() or 1)
+            return max(1, (os.cpu_count() or 1) // 2)
         return self.max_active_searches
 
 

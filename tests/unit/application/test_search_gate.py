@@ -118,8 +118,8 @@ async def test_zero_turns_the_gate_off() -> None:
     await asyncio.gather(*holders)
 
 
-def test_the_default_runs_one_search_per_core() -> None:
+def test_the_default_runs_one_search_per_two_cores() -> None:
     import os
 
-    assert DoorLimits().active_searches == max(1, os.cpu_count() or 1)
+    assert DoorLimits().active_searches == max(1, (os.cpu_count() or 1) // 2)
     assert DoorLimits(max_active_searches=0).active_searches == 0
