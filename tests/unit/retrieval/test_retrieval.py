@@ -172,13 +172,10 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
         edge("far1", "far2", "FOLLOWS"),
     ]
     assert expansion_seeds(rankings, SETTINGS) == ["a", "b"]
-    assert set(graph_expansion(rankings, relations, SETTINGS).ranking) == {
-        "n1",
-        "n2",
-    }  # RELATES off by default
-    weights = {**SETTINGS.relation_weights, "RELATES": 0.8}
-    settings = SETTINGS.model_copy(update={"relation_weights": weights})
-    expansion = graph_expansion(rankings, relations, settings)
+    off = SETTINGS.model_copy(update={"relation_weights": {**SETTINGS.relation_weights, "RELATES": 0.0}})
+    assert set(graph_expansion(rankings, relations, off).ranking) == {"n1", "n2"}  # a weight of 0 is not followed
+    assert SETTINGS.relation_weights["RELATES"] == 0.8  # entity links are followed by default (chosen by LOO)
+    expansion = graph_expansion(rankings, relations, SETTINGS)
     assert expansion.ranking[0] == "n1"  # the best seed, strongest relation
     assert set(expansion.ranking) == {"n1", "n2", "n3"}  # SUPERSEDES is not followed; far1 is no seed's
     assert expansion.links["n2"] == ("b", 1.0)
