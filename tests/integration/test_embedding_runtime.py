@@ -198,3 +198,28 @@ def test_a_stream_of_queries_does_not_starve_ingest(gated) -> None:  # type: ign
     urgent = [[f"q{i}" for i in range(n, n + 4)] for n in range(0, 20, 4)]
     # four urgent steps in a row while the add waits, then one small normal step (max_items // 4 = 1)
     assert gate.steps == [["q-first"], *urgent[:4], ["p0"], *urgent[4:5], ["p1"]]
+
+
+def _native_id(name: str) -> int:
+    [thread] = [t for t in threading.enumerate() if t.name == name]
+    assert thread.native_id is not None
+    return thread.native_id
+
+
+def test_queries_have_a_session_and_thread_of_their_own_at_normal_priority(runtime: E5Runtime) -> None:
+    """A passage step in progress never holds a query: queries run on their own session, at normal priority,
+    while the passage worker (and the threads its session started) runs niced."""
+    import os
+
+    passages = [(f"{FIXED_TEXTS[11]} passage {n}", False, 512) for n in range(32)]
+    ingest = runtime.submit(passages, urgent=False)
+    query = runtime.submit([("how much protein per day", True, 512)], urgent=True)
+    [(vector, tokens)] = query.result(60)
+    assert not ingest.done(), "the query waited for the whole passage batch"
+    assert vector.shape == (runtime.dimension,) and tokens > 2
+    ingest.result(120)
+    stem = model_path("original").stem
+    passage_nice = os.getpriority(os.PRIO_PROCESS, _native_id(f"e5-{stem}"))
+    query_nice = os.getpriority(os.PRIO_PROCESS, _native_id(f"e5-{stem}-queries"))
+    assert passage_nice > query_nice
+    assert runtime.forward([runtime.tokenize("Hello", True)])[0].shape == (runtime.dimension,)
