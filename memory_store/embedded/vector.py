@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import sqlite3
-import struct
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from memory_store.base import VectorStore
 from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from memory_store.embedded.vector_rows import F32, SCHEMA, Change, Drop, Put, Status, as_float32
 from schemas.codec import float32_blob
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
@@ -29,58 +26,6 @@ from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemor
 __all__ = ["EmbeddedVectorStore"]
 
 logger = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS vector_items (
-    memory_id TEXT PRIMARY KEY, cube_id TEXT NOT NULL, memory_type TEXT NOT NULL, status TEXT NOT NULL,
-    embedding BLOB);
-CREATE INDEX IF NOT EXISTS vector_items_cube ON vector_items (cube_id);
-"""
-
-F32 = npt.NDArray[np.float32]
-
-
-@dataclass(slots=True)
-class _Put:
-    """Staged change: memory ``memory_id`` now has this vector (None: no vector) in ``cube_id``."""
-
-    memory_id: str
-    cube_id: str
-    vector: F32 | None
-    memory_type: str
-    active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Status:
-    memory_id: str
-    cube_id: str
-    active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Drop:
-    cube_id: str
-
-
-_Change = _Put | _Status | _Drop
-
-
-@functools.lru_cache(maxsize=16)
-def _floats(n: int) -> struct.Struct:
-    return struct.Struct(f"<{n}f")
-
-
-def _vector(values: Sequence[float]) -> F32:
-    """float32 array of ``values`` (struct is several times faster than numpy on a tuple of floats)."""
-    blob = float32_blob(values)
-    if blob is not None:  # decoded from float32 bytes: no conversion
-        return np.frombuffer(blob, dtype="<f4")
-    try:
-        return np.frombuffer(_floats(len(values)).pack(*values), dtype="<f4")
-    except (OverflowError, struct.error):
-        return np.asarray(values, dtype=np.float32)
-
 
 class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     """VectorStore over SQLite (``vector_items``) with the search structures held in memory.
@@ -120,13 +65,13 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         """Cube of every memory that has a vector in memory (ids are global)."""
         self._types: dict[str, int] = {}
         self._state_lock = threading.RLock()
-        self._staged: list[_Change] = []
+        self._staged: list[Change] = []
         self._staged_dims: dict[str, int | None] = {}
         self._unsaved: set[str] = set()
         """Cubes whose index changed since it was last saved."""
 
     def _schema(self) -> str:
-        return _SCHEMA
+        return SCHEMA
 
     # -- in-memory state -----------------------------------------------------------------------------
 
@@ -240,10 +185,10 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
 
     def _commit_batch(self) -> None:
         with self._state_lock:
-            fresh: dict[str, list[_Put]] = {}  # new vectors per cube, appended in bulk
-            known: list[_Put] = []  # new vectors of memories already in one cube, put in bulk
+            fresh: dict[str, list[Put]] = {}  # new vectors per cube, appended in bulk
+            known: list[Put] = []  # new vectors of memories already in one cube, put in bulk
             for change in self._staged:
-                if isinstance(change, _Put) and change.vector is not None:
+                if isinstance(change, Put) and change.vector is not None:
                     where = self._where.get(change.memory_id)
                     if where is None:
                         fresh.setdefault(change.cube_id, []).append(change)
@@ -266,7 +211,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         self._staged = []
         self._staged_dims = {}
 
-    def _append(self, puts: list[_Put], *, known: bool = False) -> None:
+    def _append(self, puts: list[Put], *, known: bool = False) -> None:
         """Vectors of one cube in bulk: memories new to the in-memory state appended (the replay fast path),
         or (``known``) memories the cube holds already given their new vectors, as ``_publish`` would."""
         vectors = stacked([p.vector for p in puts if p.vector is not None])
@@ -275,9 +220,9 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         put([p.memory_id for p in puts], vectors, np.array([p.active for p in puts]),
             np.array([self._type_code(p.memory_type) for p in puts], dtype=np.int32))  # fmt: skip
 
-    def _publish(self, change: _Change) -> None:
+    def _publish(self, change: Change) -> None:
         match change:
-            case _Drop():
+            case Drop():
                 dropped = self._cubes.pop(change.cube_id, None)
                 self._unsaved.discard(change.cube_id)
                 saved = self._saved(change.cube_id)
@@ -286,11 +231,11 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                 if dropped is not None:
                     for memory_id in dropped.row_of:
                         self._where.pop(memory_id, None)
-            case _Status():
+            case Status():
                 cube = self._cubes.get(change.cube_id)
                 if cube is not None:
                     cube.set_active(change.memory_id, change.active)
-            case _Put():
+            case Put():
                 old_cube_id = self._where.get(change.memory_id)
                 if old_cube_id is not None and (old_cube_id != change.cube_id or change.vector is None):
                     old = self._cubes.get(old_cube_id)
@@ -344,7 +289,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                     self._retire_run(conn, ops[start:end])  # type: ignore[arg-type]
             elif isinstance(first, DropCube):
                 conn.execute("DELETE FROM vector_items WHERE cube_id=?", (first.cube_id,))
-                self._staged.append(_Drop(first.cube_id))
+                self._staged.append(Drop(first.cube_id))
                 self._staged_dims[first.cube_id] = None
             start = end
 
@@ -359,7 +304,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             " WHERE cube_id=excluded.cube_id AND status<>'retired'",
             [(op.memory_id, op.cube_id) for op in run],
         )
-        self._staged.extend(_Status(op.memory_id, op.cube_id, False) for op in run)
+        self._staged.extend(Status(op.memory_id, op.cube_id, False) for op in run)
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
         """Upserts of one cube in one executemany; a memory already retired there stays retired."""
@@ -382,13 +327,13 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             if blob is not None:  # float32 bytes as decoded: stored as they are
                 vector = np.frombuffer(blob, dtype="<f4")
             elif embedding:
-                vector = _vector(embedding)
+                vector = as_float32(embedding)
                 blob = vector.tobytes()
             if vector is not None:
                 self._check_dim(cube_id, vector, m.id)
             status = "retired" if m.id in retired else m.status
             rows.append((m.id, cube_id, m.memory_type, status, blob))
-            staged.append(_Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
+            staged.append(Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
         conn.executemany(
             "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
             " VALUES (?,?,?,?,?)",
@@ -413,10 +358,10 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
             row = known.get((op.memory_id, op.cube_id))
             if row is None:
                 continue
-            vector = _vector(op.embedding)
+            vector = as_float32(op.embedding)
             self._check_dim(op.cube_id, vector, op.memory_id)
             rows.append((vector.tobytes(), op.memory_id))
-            self._staged.append(_Put(op.memory_id, op.cube_id, vector, row[0], row[1] == "activated"))
+            self._staged.append(Put(op.memory_id, op.cube_id, vector, row[0], row[1] == "activated"))
         conn.executemany("UPDATE vector_items SET embedding=? WHERE memory_id=?", rows)
 
     # -- reads ---------------------------------------------------------------------------------------
@@ -485,7 +430,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         """
         if k <= 0:
             return []
-        query = _vector(vector)
+        query = as_float32(vector)
         return await asyncio.to_thread(self._search_sync, cube_id, query, k, memory_types, include_retired)
 
     async def aclose(self) -> None:

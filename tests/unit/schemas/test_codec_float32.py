@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memory_store.embedded.graph import pack_embedding, unpack_embedding
-from memory_store.embedded.vector import _vector
+from memory_store.embedded.vector_rows import as_float32
 from processors.projection import project
 from schemas.codec import Float32List, decode, encode, float32_blob, float32_tuple
 from schemas.errors import EventDecodeError
@@ -49,7 +49,7 @@ def test_projected_record_keeps_the_bytes_and_stores_read_them_as_the_floats() -
     assert float32_blob(plain) is None
     assert pack_embedding(embedding) == pack_embedding(plain)
     assert unpack_embedding(pack_embedding(embedding)) == plain
-    assert _vector(embedding).tobytes() == _vector(plain).tobytes()
+    assert as_float32(embedding).tobytes() == as_float32(plain).tobytes()
 
 
 def test_revision_op_keeps_the_bytes() -> None:
