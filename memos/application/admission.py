@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from memos.application.errors import SearchesBusy
 
-__all__ = ["AdmissionStats", "SearchGate"]
+__all__ = ["AdmissionStats", "SearchGate", "gate_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,3 +123,16 @@ class SearchGate:
                 waiter.set_result(None)  # the slot passes on: ``_active`` is unchanged
                 return
         self._active -= 1
+
+
+_GATES: weakref.WeakKeyDictionary[object, SearchGate] = weakref.WeakKeyDictionary()
+
+
+def gate_for(owner: object, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float) -> SearchGate:
+    """The one gate of ``owner`` (a runtime): every front end over the same runtime shares its slots."""
+    gate = _GATES.get(owner)
+    if gate is None:
+        gate = _GATES[owner] = SearchGate(
+            max_active=max_active, queue_ms=queue_ms, per_user=per_user, retry_after_s=retry_after_s
+        )
+    return gate

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from memory_store.control.base import cube_key, user_key
 from memos.application.access import AccessUseCases
-from memos.application.admission import SearchGate
+from memos.application.admission import SearchGate, gate_for
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.errors import AddTimedOut, BacklogFull
@@ -44,10 +44,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:
         self.rt = runtime
         self.limits = limits or runtime.door_limits
-        self.search_gate = SearchGate(max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
-                                      per_user=self.limits.searches_per_user,
-                                      retry_after_s=self.limits.search_retry_after_s)
-        """Admission of searches in this process (``door.max_active_searches`` and friends)."""
+        self.search_gate: SearchGate = gate_for(
+            runtime, max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
+            per_user=self.limits.searches_per_user, retry_after_s=self.limits.search_retry_after_s)
+        """Admission of searches (``door.max_active_searches`` and friends), shared by every service over
+        this runtime: the HTTP server, MCP and the in-process API count against the same slots."""
 
     # --- add ----------------------------------------------------------------------------------------
 

@@ -123,3 +123,15 @@ def test_the_default_runs_one_search_per_two_cores() -> None:
 
     assert DoorLimits().active_searches == max(1, (os.cpu_count() or 1) // 2)
     assert DoorLimits(max_active_searches=0).active_searches == 0
+
+
+def test_front_ends_over_one_runtime_share_one_gate() -> None:
+    from memos.application.admission import gate_for
+
+    class Runtime:
+        pass
+
+    one, other = Runtime(), Runtime()
+    options = {"max_active": 1, "queue_ms": 0, "per_user": 0, "retry_after_s": 1.0}
+    assert gate_for(one, **options) is gate_for(one, **options)
+    assert gate_for(one, **options) is not gate_for(other, **options)
