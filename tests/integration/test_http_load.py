@@ -67,7 +67,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def _client(
     n: int, url: str, key: str, until: float, lat: dict[str, list[float]], errors: list[str],
-    refused: dict[str, int],
+    refused: dict[str, int], answered: dict[int, int],
 ) -> None:
     cube = f"load_cube_{n}"
     async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=180) as c:
@@ -106,6 +106,8 @@ async def _client(
                     await asyncio.sleep(float(r.headers["retry-after"]))  # the protocol: wait as told
                     continue
                 lat[op].append(time.perf_counter() - started)
+                if op == "search" and r.status_code == 200:
+                    answered[n] = answered.get(n, 0) + 1
                 if r.status_code != 200:
                     errors.append(f"{op}: HTTP {r.status_code}: {r.text[:300]}")
                 elif op == "add" and not r.json()["data"]:
@@ -157,10 +159,11 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
         lat: dict[str, list[float]] = {"add": [], "search": []}
         errors: list[str] = []
         refused = {"add": 0, "search": 0}
+        answered: dict[int, int] = {}
 
         async def run() -> None:
             until = time.monotonic() + seconds
-            await asyncio.gather(*(_client(n, url, keys[n], until, lat, errors, refused) for n in range(CLIENTS)))
+            await asyncio.gather(*(_client(n, url, keys[n], until, lat, errors, refused, answered) for n in range(CLIENTS)))
 
         started = time.monotonic()
         asyncio.run(run())
@@ -179,6 +182,7 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
         "requests": len(every),
         "errors": len(errors),
         "refused_429": refused,
+        "clients_with_no_search_answered": sum(1 for n in range(CLIENTS) if not answered.get(n)),
         "throughput_rps": round(len(every) / elapsed, 1),
         **{
             f"{op}_{name}_ms": round(_percentile(values, q) * 1000, 1)
@@ -190,5 +194,7 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
     sys.stdout.write(f"\nhttp load: {json.dumps(report)}\nwritten to {tmp_path / 'http_load.json'}\n")
     assert not errors, errors[:10]
     assert lat["add"] and lat["search"]
-    assert len(lat["search"]) > refused["search"], f"most searches were refused: {report}"
+    # Refusals are backpressure, not failure, but the server must keep answering: at least one search
+    # per client on average (which clients got theirs depends on timing: refusals come in bursts).
+    assert sum(answered.values()) >= CLIENTS, f"too few searches answered: {report}"
     assert server.returncode is not None
