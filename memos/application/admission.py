@@ -6,13 +6,16 @@ p95 grows with the number of clients). The gate keeps the latency of what it adm
 ``max_active`` searches run at once; one that cannot start within ``queue_ms`` is refused with
 :class:`SearchesBusy` (HTTP 429 and ``Retry-After``) instead of waiting unboundedly, and a user who
 already has ``per_user`` searches running or waiting is refused at once, so one tenant's burst queues
-behind nobody but itself. Waiters are served first come, first served.
+behind nobody but itself. Waiters are served first come, first served, except that a user whose last
+search was refused for want of a slot waits ahead of the others: refusals come in bursts (many clients
+asking at once), and without this a few clients could be refused many times in a row while others get in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator
@@ -24,6 +27,11 @@ from memos.application.errors import SearchesBusy
 __all__ = ["AdmissionStats", "SearchGate", "gate_for"]
 
 logger = logging.getLogger(__name__)
+
+_REMEMBER_REFUSED_S = 30.0
+"""How long a user refused for want of a slot is served ahead of others when it asks again."""
+_MAX_REMEMBERED = 10_000
+"""Refused users remembered at most (the oldest are forgotten first)."""
 
 
 @dataclass(slots=True)
@@ -38,7 +46,7 @@ class AdmissionStats:
 
 
 class SearchGate:
-    """At most ``max_active`` searches at once; FIFO waiters for at most ``queue_ms``; ``per_user`` per user.
+    """At most ``max_active`` searches at once; waiters for at most ``queue_ms``; ``per_user`` per user.
 
     ``max_active`` 0 turns the gate off (every search is admitted at once). Safe on one event loop.
     """
@@ -51,6 +59,10 @@ class SearchGate:
         self.stats = AdmissionStats()
         self._active = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._retrying: deque[asyncio.Future[None]] = deque()
+        """Waiters of users refused recently: served before ``_waiters``."""
+        self._refused_at: dict[str, float] = {}
+        """User -> when a search of theirs was last refused for want of a slot (oldest first)."""
         self._by_user: dict[str, int] = {}
 
     @property
@@ -61,7 +73,7 @@ class SearchGate:
     @property
     def waiting(self) -> int:
         """Searches waiting for a slot now."""
-        return sum(1 for w in self._waiters if not w.done())
+        return sum(1 for w in (*self._retrying, *self._waiters) if not w.done())
 
     @asynccontextmanager
     async def enter(self, user_id: str) -> AsyncIterator[None]:
@@ -77,7 +89,8 @@ class SearchGate:
                 f"retry after {self.retry_after_s:g}s", retry_after=self.retry_after_s)
         self._by_user[user_id] = self._by_user.get(user_id, 0) + 1
         try:
-            await self._acquire()
+            await self._acquire(user_id)
+            self._refused_at.pop(user_id, None)
             self.stats.admitted += 1
             try:
                 yield
@@ -90,12 +103,22 @@ class SearchGate:
             else:
                 del self._by_user[user_id]
 
-    async def _acquire(self) -> None:
+    def _was_refused(self, user_id: str) -> bool:
+        at = self._refused_at.get(user_id)
+        return at is not None and time.monotonic() - at < _REMEMBER_REFUSED_S
+
+    def _remember_refused(self, user_id: str) -> None:
+        self._refused_at.pop(user_id, None)
+        self._refused_at[user_id] = time.monotonic()
+        while len(self._refused_at) > _MAX_REMEMBERED:
+            del self._refused_at[next(iter(self._refused_at))]
+
+    async def _acquire(self, user_id: str) -> None:
         if self._active < self.max_active and not self.waiting:
             self._active += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        (self._retrying if self._was_refused(user_id) else self._waiters).append(waiter)
         try:
             async with asyncio.timeout(self.queue_s):
                 await waiter
@@ -104,6 +127,7 @@ class SearchGate:
                 return
             waiter.cancel()
             self.stats.refused_busy += 1
+            self._remember_refused(user_id)
             raise SearchesBusy(
                 f"{self._active} searches are running and {self.waiting} waiting; none could start within "
                 f"{self.queue_s * 1000:g} ms: retry after {self.retry_after_s:g}s", retry_after=self.retry_after_s,
@@ -116,12 +140,13 @@ class SearchGate:
             raise
 
     def _release(self) -> None:
-        """Hand the slot to the oldest live waiter, or free it."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes on: ``_active`` is unchanged
-                return
+        """Hand the slot to the oldest live waiter (recently refused users first), or free it."""
+        for queue in (self._retrying, self._waiters):
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)  # the slot passes on: ``_active`` is unchanged
+                    return
         self._active -= 1
 
 

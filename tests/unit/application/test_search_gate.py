@@ -135,3 +135,31 @@ def test_front_ends_over_one_runtime_share_one_gate() -> None:
     options = {"max_active": 1, "queue_ms": 0, "per_user": 0, "retry_after_s": 1.0}
     assert gate_for(one, **options) is gate_for(one, **options)
     assert gate_for(one, **options) is not gate_for(other, **options)
+
+
+async def test_a_user_refused_for_want_of_a_slot_waits_ahead_of_others_next_time() -> None:
+    gate = SearchGate(max_active=1, queue_ms=20, per_user=0)
+    release = asyncio.Event()
+    holder = asyncio.create_task(_hold(gate, "a", [], release))
+    await _settle()
+    with pytest.raises(SearchesBusy):
+        async with gate.enter("unlucky"):
+            pytest.fail("admitted although the only slot was taken")
+    gate.queue_s = 10.0
+    entered: list[str] = []
+    later = {name: asyncio.Event() for name in ("first", "unlucky")}
+    tasks = []
+    for name in ("first", "unlucky"):  # "first" queues before "unlucky" does
+        tasks.append(asyncio.create_task(_hold(gate, name, entered, later[name])))
+        await _settle()
+    release.set()
+    await _settle()
+    assert entered == ["unlucky"]  # the refused user was served first
+    later["unlucky"].set()
+    await _settle()
+    assert entered == ["unlucky", "first"]
+    later["first"].set()
+    await asyncio.gather(holder, *tasks)
+    async with gate.enter("unlucky"):  # admitted: no longer remembered as refused
+        pass
+    assert not gate._was_refused("unlucky") and gate.active == 0
