@@ -85,6 +85,11 @@ class MicroBatcher(Generic[T, P, R]):
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def worker_native_id(self) -> int | None:
+        """The worker thread's OS thread id (its scheduling priority can be read by it)."""
+        return self._thread.native_id
+
     def submit(self, items: Sequence[T], *, urgent: bool = False) -> Future[list[R]]:
         """Queue ``items``; the future resolves to their results in order (or the step's exception)."""
         future: Future[list[R]] = Future()

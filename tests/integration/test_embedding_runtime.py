@@ -200,12 +200,6 @@ def test_a_stream_of_queries_does_not_starve_ingest(gated) -> None:  # type: ign
     assert gate.steps == [["q-first"], *urgent[:4], ["p0"], *urgent[4:5], ["p1"]]
 
 
-def _native_id(name: str) -> int:
-    [thread] = [t for t in threading.enumerate() if t.name == name]
-    assert thread.native_id is not None
-    return thread.native_id
-
-
 def test_queries_have_a_session_and_thread_of_their_own_at_normal_priority(runtime: E5Runtime) -> None:
     """A passage step in progress never holds a query: queries run on their own session, at normal priority,
     while the passage worker (and the threads its session started) runs niced."""
@@ -218,8 +212,7 @@ def test_queries_have_a_session_and_thread_of_their_own_at_normal_priority(runti
     assert not ingest.done(), "the query waited for the whole passage batch"
     assert vector.shape == (runtime.dimension,) and tokens > 2
     ingest.result(120)
-    stem = model_path("original").stem
-    passage_nice = os.getpriority(os.PRIO_PROCESS, _native_id(f"e5-{stem}"))
-    query_nice = os.getpriority(os.PRIO_PROCESS, _native_id(f"e5-{stem}-queries"))
-    assert passage_nice > query_nice
+    passage_worker, query_worker = runtime.batcher.worker_native_id, runtime.query_batcher.worker_native_id
+    assert passage_worker is not None and query_worker is not None
+    assert os.getpriority(os.PRIO_PROCESS, passage_worker) > os.getpriority(os.PRIO_PROCESS, query_worker)
     assert runtime.forward([runtime.tokenize("Hello", True)])[0].shape == (runtime.dimension,)
