@@ -14,7 +14,6 @@ asking at once), and without this a few clients could be refused many times in a
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import weakref
 from collections import deque
@@ -25,8 +24,6 @@ from dataclasses import dataclass
 from memos.application.errors import SearchesBusy
 
 __all__ = ["AdmissionStats", "SearchGate", "gate_for"]
-
-logger = logging.getLogger(__name__)
 
 _REMEMBER_REFUSED_S = 30.0
 """How long a user refused for want of a slot is served ahead of others when it asks again."""

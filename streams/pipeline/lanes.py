@@ -23,8 +23,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from memory_store.priority import BACKGROUND_NICENESS, nice_current_thread
 
-__all__ = ["BACKGROUND_NICENESS", "LaneExecutor", "background_context", "in_background", "install_lanes",
-           "nice_current_thread"]
+__all__ = ["LaneExecutor", "background_context", "in_background", "install_lanes"]
 
 logger = logging.getLogger(__name__)
 

@@ -22,14 +22,22 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
+async def _queue_up(
+    gate: SearchGate, names: tuple[str, ...], entered: list[str]
+) -> tuple[dict[str, asyncio.Task[None]], dict[str, asyncio.Event]]:
+    """One holder per name, started in order (each queues before the next starts); their tasks and releases."""
+    releases = {name: asyncio.Event() for name in names}
+    tasks = {}
+    for name in names:
+        tasks[name] = asyncio.create_task(_hold(gate, name, entered, releases[name]))
+        await _settle()
+    return tasks, releases
+
+
 async def test_waiters_are_admitted_first_come_first_served() -> None:
     gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0)
     entered: list[str] = []
-    releases = {name: asyncio.Event() for name in ("a", "b", "c")}
-    tasks = {}
-    for name in ("a", "b", "c"):
-        tasks[name] = asyncio.create_task(_hold(gate, name, entered, releases[name]))
-        await _settle()
+    tasks, releases = await _queue_up(gate, ("a", "b", "c"), entered)
     assert entered == ["a"] and gate.active == 1 and gate.waiting == 2
     releases["a"].set()
     await _settle()
@@ -80,11 +88,7 @@ async def test_one_user_cannot_hold_more_than_its_share() -> None:
 async def test_a_cancelled_waiter_passes_its_turn_on() -> None:
     gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0)
     entered: list[str] = []
-    releases = {name: asyncio.Event() for name in ("a", "b", "c")}
-    tasks = {}
-    for name in ("a", "b", "c"):
-        tasks[name] = asyncio.create_task(_hold(gate, name, entered, releases[name]))
-        await _settle()
+    tasks, releases = await _queue_up(gate, ("a", "b", "c"), entered)
     releases["a"].set()
     await asyncio.sleep(0)  # a releases and hands the slot to b, which has not resumed yet
     tasks["b"].cancel()
@@ -147,11 +151,7 @@ async def test_a_user_refused_for_want_of_a_slot_waits_ahead_of_others_next_time
             pytest.fail("admitted although the only slot was taken")
     gate.queue_s = 10.0
     entered: list[str] = []
-    later = {name: asyncio.Event() for name in ("first", "unlucky")}
-    tasks = []
-    for name in ("first", "unlucky"):  # "first" queues before "unlucky" does
-        tasks.append(asyncio.create_task(_hold(gate, name, entered, later[name])))
-        await _settle()
+    tasks, later = await _queue_up(gate, ("first", "unlucky"), entered)  # "first" queues before "unlucky"
     release.set()
     await _settle()
     assert entered == ["unlucky"]  # the refused user was served first
@@ -159,7 +159,7 @@ async def test_a_user_refused_for_want_of_a_slot_waits_ahead_of_others_next_time
     await _settle()
     assert entered == ["unlucky", "first"]
     later["first"].set()
-    await asyncio.gather(holder, *tasks)
+    await asyncio.gather(holder, *tasks.values())
     async with gate.enter("unlucky"):  # admitted: no longer remembered as refused
         pass
     assert not gate._was_refused("unlucky") and gate.active == 0
