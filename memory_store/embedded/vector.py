@@ -17,6 +17,7 @@ import numpy as np
 from memory_store.base import VectorStore
 from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from memory_store.embedded.vector_journal import JOURNAL_SCHEMA, VectorJournal
 from memory_store.embedded.vector_rows import F32, SCHEMA, Change, Drop, Put, Status, as_float32
 from schemas.codec import float32_blob
 from schemas.errors import DimensionMismatch, StoreError
@@ -27,7 +28,7 @@ __all__ = ["EmbeddedVectorStore"]
 
 logger = logging.getLogger(__name__)
 
-class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
+class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
     """VectorStore over SQLite (``vector_items``) with the search structures held in memory.
 
     Every cube keeps a normalized float32 matrix of its current vectors; searches below
@@ -36,7 +37,8 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     ``build_index``), on a copy and off the lock; vectors not yet indexed are searched exactly, so
     results never lag the writes. Indexes are saved next to the database (``<db>.hnsw/``) after a
     build and on close, and reused (checked, then topped up) when the store starts again.
-    In-memory state changes only after the SQLite transaction committed.
+    In-memory state changes only after the SQLite transaction committed. Another process's writes to the
+    same file are seen by the next search here (``VectorJournal``).
     """
 
     name = "vector"
@@ -71,7 +73,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         """Cubes whose index changed since it was last saved."""
 
     def _schema(self) -> str:
-        return SCHEMA
+        return SCHEMA + JOURNAL_SCHEMA
 
     # -- in-memory state -----------------------------------------------------------------------------
 
@@ -88,6 +90,10 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         return cube
 
     def _on_open(self) -> None:
+        self._journal_start()
+        self._load_all()
+
+    def _load_all(self) -> None:
         with self._state_lock:
             self._cubes.clear()
             self._where.clear()
@@ -180,11 +186,13 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
         self._staged_dims = {}
 
     def _abort_batch(self) -> None:
+        self._journal_mark = None
         self._staged = []
         self._staged_dims = {}
 
     def _commit_batch(self) -> None:
         with self._state_lock:
+            self._journal_committed()
             fresh: dict[str, list[Put]] = {}  # new vectors per cube, appended in bulk
             known: list[Put] = []  # new vectors of memories already in one cube, put in bulk
             for change in self._staged:
@@ -292,6 +300,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
                 self._staged.append(Drop(first.cube_id))
                 self._staged_dims[first.cube_id] = None
             start = end
+        self._journal_write(conn)
 
     def _retire_run(self, conn: sqlite3.Connection, run: Sequence[RetireMemory]) -> None:
         """A retirement before its memory leaves a tombstone row (no vector): the memory lands retired.
@@ -397,6 +406,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
     def _search_sync(
         self, cube_id: str, query: F32, k: int, memory_types: Sequence[str] | None, include_retired: bool
     ) -> list[ScoredMemory]:
+        self._refresh()
         self._ensure_index(cube_id)
         with self._state_lock:
             cube = self._cubes.get(cube_id)
@@ -440,6 +450,7 @@ class EmbeddedVectorStore(EmbeddedProjection, VectorStore):
 
     async def dimension(self, cube_id: str) -> int | None:
         """Dimension of the cube's vectors, or None when it has none."""
+        await asyncio.to_thread(self._refresh)
         cube = self._cubes.get(cube_id)  # no lock: must not block the event loop behind an index build
         return cube.dim if cube is not None and cube.live > 0 else None
 
