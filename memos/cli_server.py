@@ -45,8 +45,15 @@ def serve(
     loaded = _server_settings(config, host=host, port=port, local_only=True if local_only else None)
     if loaded.server.local_only and not is_loopback(loaded.server.host):
         raise fail(f"--local-only needs a loopback address, not {loaded.server.host!r}")
+    child = None
+    if loaded.server.derivation_process:
+        from memos.server.derivation_process import SERVER_STAGES, DerivationProcess
+
+        child = DerivationProcess.for_worker(config, niceness=loaded.server.derivation_niceness,
+                                             log_path=loaded.home / "derivation.log")  # fmt: skip
     try:
-        api = create_app(loaded, own_process=True)
+        api = create_app(loaded, own_process=True, stage_names=set(SERVER_STAGES) if child else None,
+                         derivation=child)  # fmt: skip
     except ConfigError as exc:
         raise fail(str(exc)) from exc
     sys.setswitchinterval(loaded.server.switch_interval_ms / 1000)

@@ -128,6 +128,13 @@ class ServerSettings(_Section):
         default=True,
         description="`memos serve`: after start-up, hide the loaded models and settings from the garbage "
                     "collector (gc.freeze), so its full collections pause every request for less.")
+    derivation_process: bool = Field(
+        default=True,
+        description="`memos serve`: run derivation, projection and task dispatch in a child "
+                    "`memos worker` (niced, restarted if it dies), so requests never wait for the interpreter "
+                    "lock behind them. Off: every stage runs in the server's own process.")
+    derivation_niceness: int = Field(
+        default=10, ge=0, le=19, description="Niceness of the derivation process (higher: yields the CPU sooner).")
 
 
 class DoorSettings(_Section):

@@ -108,9 +108,9 @@ class VectorJournal:
                     if latest == self._seen_seq:
                         return
                     lowest = conn.execute("SELECT min(seq) FROM vector_journal").fetchone()[0]
-                    if lowest is None or lowest > self._seen_seq + 1:
-                        rows, dropped = None, {}
-                    else:
+                    rows: dict[str, tuple[Any, ...] | None] | None = None
+                    dropped: dict[str, list[tuple[Any, ...]]] = {}
+                    if lowest is not None and lowest <= self._seen_seq + 1:  # else: pruned past this process
                         rows, dropped = self._changed_rows(conn)
                 finally:
                     conn.execute("COMMIT")
@@ -160,8 +160,8 @@ class VectorJournal:
                 self._load_cube(cube_rows)
         for memory_id, row in rows.items():
             if row is None:
-                cube_id = self._where.pop(memory_id, None)
-                cube = self._cubes.get(cube_id) if cube_id is not None else None
+                gone = self._where.pop(memory_id, None)
+                cube = self._cubes.get(gone) if gone is not None else None
                 if cube is not None:
                     cube.remove(memory_id)
                 continue

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,6 +27,9 @@ from memos.server.metrics import Metrics, MetricsMiddleware
 from memos.server.routes_product import ChatFn
 from schemas.errors import ConfigError, MemorySystemError
 from streams.settings import AppSettings, load_settings
+
+if TYPE_CHECKING:
+    from memos.server.derivation_process import DerivationProcess
 
 __all__ = ["BackgroundServer", "BodyLimitMiddleware", "create_app", "error_body"]
 
@@ -174,7 +177,7 @@ def freeze_heap() -> None:
 
 def create_app(
     settings: AppSettings | None = None, *, runtime: Runtime | None = None, chat: ChatFn | None = None,
-    own_process: bool = False,
+    own_process: bool = False, stage_names: set[str] | None = None, derivation: DerivationProcess | None = None,
 ) -> FastAPI:
     """The HTTP server app. With settings, the lifespan starts a Runtime and closes it at shutdown.
 
@@ -182,7 +185,9 @@ def create_app(
     left open. ``chat`` answers ``/product/chat/*`` (without it they answer 501); it can also be set
     later as ``app.state.chat``. Local-only mode is refused unless ``settings.server.host`` is loopback.
     ``own_process`` (``memos serve``): the process is the server's alone, so process-wide tuning
-    (``server.freeze_heap``) may be applied once it has started.
+    (``server.freeze_heap``) may be applied once it has started. ``stage_names``: the stages the runtime
+    started from ``settings`` hosts (None: all; the others run elsewhere); ``derivation``: the child process
+    hosting them, started once the runtime is and stopped before it closes.
     """
     from memos.console import router as console_router
     from memos.server.routes_product import router as product_router
@@ -199,13 +204,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or Runtime(settings)
+        rt = runtime or Runtime(settings, stage_names=stage_names)
         await rt.start()
         app.state.runtime = rt
         app.state.service = MemoryService(rt)
         app.state.auth = KeyAuthenticator(app.state.service)
         app.state.loop = asyncio.get_running_loop()
         metrics.start_token_watch(app.state.service)
+        if derivation is not None:
+            derivation.start()
         if own_process and settings.server.freeze_heap:
             freeze_heap()
         logger.info("server started home=%s local_only=%s", settings.home, settings.server.local_only)
@@ -213,6 +220,8 @@ def create_app(
             yield
         finally:
             await metrics.stop()
+            if derivation is not None:
+                await asyncio.to_thread(derivation.stop)
             if runtime is None:
                 await rt.aclose()
 
