@@ -63,8 +63,11 @@ def tokens(text: str) -> list[str]:
     bigrams and the other parts stay whole: "7天酒店" -> "7", "天酒", "酒店"; "Ji全季Hotel" -> "ji", "全季",
     "hotel".
     """
+    lowered = text.lower()
+    if _CJK_ANY.search(lowered) is None:  # no CJK anywhere: every word stays whole
+        return _WORD.findall(lowered)
     out: list[str] = []
-    for match in _WORD.finditer(text.lower()):
+    for match in _WORD.finditer(lowered):
         word = match.group()
         if not _CJK_ANY.search(word):
             out.append(word)
