@@ -103,6 +103,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         self._cubes_lock = threading.Lock()
         self._touched: dict[str, CubeIndex] = {}
         self._deltas: dict[str, list[int]] = {}
+        self._slots: dict[str, str] = {}
+        """Slot of each cube seen in the current batch."""
         self._busy_timeout_s = busy_timeout_s
         self._writer_idle_s = writer_idle_s
         self._stop = threading.Event()
@@ -171,22 +173,26 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     # -- writes (inside the SQLite batch transaction) ---------------------------------------------------
 
     def _begin_batch(self) -> None:
-        self._touched, self._deltas = {}, {}
+        self._touched, self._deltas, self._slots = {}, {}, {}
 
     def _abort_batch(self) -> None:
         for cube in self._touched.values():
             CubeIndex.release(cube.take_writer(), rollback=True)
-        self._touched, self._deltas = {}, {}
+        self._touched, self._deltas, self._slots = {}, {}, {}
 
     def _commit_batch(self) -> None:
         for cube in self._touched.values():
             cube.refresh(force=True)
-        self._touched, self._deltas = {}, {}
+        self._touched, self._deltas, self._slots = {}, {}, {}
 
     def _slot_of(self, conn: sqlite3.Connection, cube_id: str, *, create: bool) -> str | None:
+        slot = self._slots.get(cube_id)  # known in this batch (a drop forgets it)
+        if slot is not None:
+            return slot
         row = conn.execute("SELECT slot FROM kwt_cubes WHERE cube_id=?", (cube_id,)).fetchone()
         if row is not None:
-            return str(row[0])
+            slot = self._slots[cube_id] = str(row[0])
+            return slot
         if not create:
             return None
         slot = cube_slot(cube_id)
@@ -195,6 +201,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             raise StoreError(f"cubes {owner[0]!r} and {cube_id!r} hash to the same keyword index {slot}")
         conn.execute("INSERT INTO kwt_cubes (cube_id, slot) VALUES (?,?)", (cube_id, slot))
         conn.execute(_CUBE_SCHEMA.format(slot=slot))
+        self._slots[cube_id] = slot
         return slot
 
     def _writer(self, slot: str) -> tantivy.IndexWriter:
@@ -203,24 +210,31 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             cube = self._touched[slot] = self._cube(slot)
         return cube.open_writer(self._busy_timeout_s)
 
-    def _write(self, slot: str, doc_no: int, old: Doc | None, new: Doc | None) -> None:
-        """Replace document ``doc_no`` of a cube's index by ``new``, or delete it; keep the statistics."""
+    def _write_many(self, slot: str, changes: Sequence[tuple[int, Doc | None, Doc | None]]) -> None:
+        """For each (doc_no, old, new) in order, replace document ``doc_no`` of the cube's index by ``new``
+        or delete it (``new`` None or a tombstone); keep the statistics."""
+        if not changes:
+            return
         writer = self._writer(slot)
         delta = self._deltas.setdefault(slot, [0, 0])
-        if old is not None and old.body is not None:
-            writer.delete_documents_by_term("key", str(doc_no))
-            delta[0] -= 1
-            delta[1] -= old.length
-        if new is not None and new.body is not None:
-            doc = tantivy.Document()
-            doc.add_unsigned("doc_no", doc_no)
-            doc.add_text("key", str(doc_no))
-            doc.add_text("type", new.memory_type)
-            doc.add_text("status", new.status)
-            doc.add_text("text", new.text)
-            writer.add_document(doc)
-            delta[0] += 1
-            delta[1] += new.length
+        docs, tokens = delta
+        delete, add, new_doc = writer.delete_documents_by_term, writer.add_document, tantivy.Document
+        for doc_no, old, new in changes:
+            if old is not None and old.body is not None:
+                delete("key", str(doc_no))
+                docs -= 1
+                tokens -= old.length
+            if new is not None and new.body is not None:
+                doc = new_doc()
+                doc.add_unsigned("doc_no", doc_no)
+                doc.add_text("key", str(doc_no))
+                doc.add_text("type", new.memory_type)
+                doc.add_text("status", new.status)
+                doc.add_text("text", new.text)
+                add(doc)
+                docs += 1
+                tokens += new.length
+        delta[:] = docs, tokens
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
         by_cube: dict[str, list[AnyOp]] = {}  # cubes are independent: each cube's ops, in order
@@ -249,24 +263,25 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             CubeIndex.release(writer, rollback=False)
 
     def _apply_cube(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
-        run: list[UpsertMemory] = []
-        for op in ops:
-            if isinstance(op, UpsertMemory):
-                run.append(op)
-                continue
-            if run:
-                self._upsert_run(conn, run)
-                run = []
-            match op:
-                case ReviseMemory():
-                    if op.memory:
-                        self._revise(conn, op)
-                case RetireMemory():
-                    self._retire(conn, op)
-                case DropCube():
-                    self._drop(conn, op.cube_id)
-        if run:
-            self._upsert_run(conn, run)
+        """One cube's ops in order, as runs of one kind (a replay's batch is a handful of runs)."""
+        start = 0
+        while start < len(ops):
+            kind = type(ops[start])
+            end = start + 1
+            while end < len(ops) and type(ops[end]) is kind:
+                end += 1
+            run = ops[start:end]
+            if kind is UpsertMemory:
+                self._upsert_run(conn, run)  # type: ignore[arg-type]
+            elif kind is ReviseMemory:
+                self._revise_run(conn, [op for op in run if isinstance(op, ReviseMemory) and op.memory])
+            elif kind is RetireMemory:
+                self._retire_run(conn, run)  # type: ignore[arg-type]
+            else:
+                for op in run:
+                    if isinstance(op, DropCube):
+                        self._drop(conn, op.cube_id)
+            start = end
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
         """Upserts of one cube: known documents read in one query, new ones inserted in one call."""
@@ -274,78 +289,109 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         assert slot is not None
         table = f'"kwt_docs_{slot}"'
         latest = {op.memory.id: op.memory for op in run}  # a later upsert of the same id wins
-        known = {
-            r[1]: (r[0], Doc(*r[2:]))
-            for r in conn.execute(
-                f"SELECT doc_no, memory_id, memory_type, status, body, title, length FROM {table}"
-                " WHERE memory_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(latest)),),
-            )
-        }
+        known = self._known_many(conn, slot, list(latest))
         fresh = [m for i, m in latest.items() if i not in known]
+        changes: list[tuple[int, Doc | None, Doc | None]] = []
         if fresh:
-            top = conn.execute(f"SELECT coalesce(max(doc_no), 0) FROM {table}").fetchone()[0]
+            top = self._top(conn, slot)
             rows = []
             for n, m in enumerate(fresh, start=top + 1):
                 doc = Doc.of(m.memory_type, m.status, m.memory, m.key)
                 rows.append((n, m.id, *doc))
-                self._write(slot, n, None, doc)
+                changes.append((n, None, doc))
             conn.executemany(
                 f"INSERT INTO {table} (doc_no, memory_id, memory_type, status, body, title, length)"
                 " VALUES (?,?,?,?,?,?,?)",
                 rows,
             )
+        updates = []
         for memory_id, (doc_no, old) in known.items():
             m = latest[memory_id]
             new = Doc.of(m.memory_type, "retired" if old.status == "retired" else m.status, m.memory, m.key)
             if new == old:
                 continue
-            conn.execute(
-                f"UPDATE {table} SET memory_type=?, status=?, body=?, title=?, length=? WHERE doc_no=?",
-                (*new, doc_no),
+            updates.append((*new, doc_no))
+            changes.append((doc_no, old, new))
+        self._update(conn, slot, updates)
+        self._write_many(slot, changes)
+
+    @staticmethod
+    def _known_many(conn: sqlite3.Connection, slot: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, Doc]]:
+        """(doc_no, document) of each of these memories the cube holds, by memory id."""
+        return {
+            r[1]: (r[0], Doc(*r[2:]))
+            for r in conn.execute(
+                f'SELECT doc_no, memory_id, memory_type, status, body, title, length FROM "kwt_docs_{slot}"'
+                " WHERE memory_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(list(memory_ids)),),
             )
-            self._write(slot, doc_no, old, new)
+        }
 
-    def _known(self, conn: sqlite3.Connection, slot: str, memory_id: str) -> tuple[int, Doc] | None:
-        row = conn.execute(
-            f'SELECT doc_no, memory_type, status, body, title, length FROM "kwt_docs_{slot}" WHERE memory_id=?',
-            (memory_id,),
-        ).fetchone()
-        return None if row is None else (row[0], Doc(*row[1:]))
+    @staticmethod
+    def _top(conn: sqlite3.Connection, slot: str) -> int:
+        return int(conn.execute(f'SELECT coalesce(max(doc_no), 0) FROM "kwt_docs_{slot}"').fetchone()[0])
 
-    def _revise(self, conn: sqlite3.Connection, op: ReviseMemory) -> None:
-        slot = self._slot_of(conn, op.cube_id, create=False)
-        known = None if slot is None else self._known(conn, slot, op.memory_id)
-        if slot is None or known is None or known[1].body is None:
+    @staticmethod
+    def _update(conn: sqlite3.Connection, slot: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """Rows of (memory_type, status, body, title, length, doc_no), written in order."""
+        if rows:
+            conn.executemany(
+                f'UPDATE "kwt_docs_{slot}" SET memory_type=?, status=?, body=?, title=?, length=? WHERE doc_no=?',
+                rows,
+            )
+
+    def _revise_run(self, conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
+        """Revisions of one cube in order: the documents they touch read in one query, written in one call.
+        A revision of a memory the cube does not hold, or of a tombstone, changes nothing."""
+        slot = None if not run else self._slot_of(conn, run[0].cube_id, create=False)
+        if slot is None:
             return
-        doc_no, old = known
-        body = " ".join(analyze(index_text(op.memory)))
-        if body == old.body:
-            return
-        new = old._replace(body=body, length=doc_length(body, old.title))
-        conn.execute(
-            f'UPDATE "kwt_docs_{slot}" SET body=?, length=? WHERE doc_no=?', (body, new.length, doc_no)
-        )
-        self._write(slot, doc_no, old, new)
+        docs = self._known_many(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
+        updates, changes = [], []
+        for op in run:
+            known = docs.get(op.memory_id)
+            if known is None or known[1].body is None:
+                continue
+            doc_no, old = known
+            body = " ".join(analyze(index_text(op.memory)))
+            if body == old.body:
+                continue
+            new = old._replace(body=body, length=doc_length(body, old.title))
+            docs[op.memory_id] = (doc_no, new)
+            updates.append((*new, doc_no))
+            changes.append((doc_no, old, new))
+        self._update(conn, slot, updates)
+        self._write_many(slot, changes)
 
-    def _retire(self, conn: sqlite3.Connection, op: RetireMemory) -> None:
-        slot = self._slot_of(conn, op.cube_id, create=True)
+    def _retire_run(self, conn: sqlite3.Connection, run: Sequence[RetireMemory]) -> None:
+        """Retirements of one cube in order; one of a memory not (yet) held leaves a tombstone."""
+        slot = self._slot_of(conn, run[0].cube_id, create=True)
         assert slot is not None
-        table = f'"kwt_docs_{slot}"'
-        known = self._known(conn, slot, op.memory_id)
-        if known is None:
-            top = conn.execute(f"SELECT coalesce(max(doc_no), 0) FROM {table}").fetchone()[0]
-            conn.execute(
-                f"INSERT INTO {table} (doc_no, memory_id, memory_type, status, body, title, length)"
+        docs = self._known_many(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
+        top: int | None = None
+        tombstones, updates, changes = [], [], []
+        for op in run:
+            known = docs.get(op.memory_id)
+            if known is None:
+                top = (self._top(conn, slot) if top is None else top) + 1
+                docs[op.memory_id] = (top, Doc("", "retired", None, None, 0))
+                tombstones.append((top, op.memory_id))
+                continue
+            doc_no, old = known
+            if old.status == "retired":
+                continue
+            new = old._replace(status="retired")
+            docs[op.memory_id] = (doc_no, new)
+            updates.append((*new, doc_no))
+            changes.append((doc_no, old, new))
+        if tombstones:
+            conn.executemany(
+                f'INSERT INTO "kwt_docs_{slot}" (doc_no, memory_id, memory_type, status, body, title, length)'
                 " VALUES (?, ?, '', 'retired', NULL, NULL, 0)",
-                (top + 1, op.memory_id),
+                tombstones,
             )
-            return
-        doc_no, old = known
-        if old.status == "retired":
-            return
-        conn.execute(f"UPDATE {table} SET status='retired' WHERE doc_no=?", (doc_no,))
-        self._write(slot, doc_no, old, old._replace(status="retired"))
+        self._update(conn, slot, updates)
+        self._write_many(slot, changes)
 
     def _drop(self, conn: sqlite3.Connection, cube_id: str) -> None:
         slot = self._slot_of(conn, cube_id, create=False)
@@ -355,6 +401,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         conn.execute("DELETE FROM kwt_cubes WHERE slot=?", (slot,))
         self._touched.pop(slot, None)
         self._deltas.pop(slot, None)
+        self._slots.pop(cube_id, None)
         self._forget(slot)  # its folder goes now: a crash before the commit re-applies the drop
 
     # -- reads ---------------------------------------------------------------------------------------

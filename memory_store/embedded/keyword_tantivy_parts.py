@@ -133,8 +133,12 @@ class Doc(NamedTuple):
 
     @classmethod
     def of(cls, memory_type: str, status: str, memory: str, key: str) -> Doc:
-        body, title = " ".join(analyze(index_text(memory))), " ".join(analyze(index_text(key)))
-        return cls(memory_type, status, body, title, doc_length(body, title))
+        body_terms = analyze(index_text(memory)) if memory else []
+        title_terms = analyze(index_text(key)) if key else []
+        # Terms hold no whitespace (the analysed text is words joined by spaces), so ``doc_length`` of the
+        # joined strings is the number of non-empty terms.
+        length = len(body_terms) + len(title_terms) - body_terms.count("") - title_terms.count("")
+        return cls(memory_type, status, " ".join(body_terms), " ".join(title_terms), length)
 
     @property
     def text(self) -> str:

@@ -124,14 +124,14 @@ def test_by_kind_keeps_the_order_on_each_memory_and_never_crosses_a_drop() -> No
 
 
 async def _scenario(tmp: Path, actions: Sequence[tuple[str, int, int, int]], seed: int, cube_index: int,
-                    batch: int) -> None:  # fmt: skip
+                    batch: int, keyword: str = "fts5") -> None:  # fmt: skip
     history = build_history(actions, seed)
     planned = [(project(decode(encode(event))), position) for event, position in history]
-    fresh = await open_stores(tmp / "fresh.db")
+    fresh = await open_stores(tmp / "fresh.db", keyword)
     await fresh.apply_many(planned)
     expected = await snapshot(fresh)
 
-    built = await open_stores(tmp / "built.db")
+    built = await open_stores(tmp / "built.db", keyword)
     await built.apply_many(planned)
     async with LocalEventLog(tmp / "log.db") as log:
         await log.create_topic(MEMORIES, partitions=2)
@@ -150,12 +150,12 @@ async def _scenario(tmp: Path, actions: Sequence[tuple[str, int, int, int]], see
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions=ACTIONS, seed=st.integers(0, 2**16), cube_index=st.integers(0, len(CUBES) - 1),
-       batch=st.integers(1, 9))  # fmt: skip
+       batch=st.integers(1, 9), keyword=st.sampled_from(["fts5", "tantivy"]))  # fmt: skip
 def test_replay_cube_from_the_log_equals_the_incremental_build(
-    actions: list[tuple[str, int, int, int]], seed: int, cube_index: int, batch: int
+    actions: list[tuple[str, int, int, int]], seed: int, cube_index: int, batch: int, keyword: str
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(_scenario(Path(tmp), actions, seed, cube_index, batch))
+        asyncio.run(_scenario(Path(tmp), actions, seed, cube_index, batch, keyword))
 
 
 async def _cypher_scenario(tmp: Path, url: str, actions: Sequence[tuple[str, int, int, int]], seed: int,

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from memory_store.embedded import EmbeddedGraphStore, EmbeddedKeywordIndex, EmbeddedVectorStore
 from memory_store.embedded.db import EmbeddedProjection
+from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
 from processors.projection import project
 from schemas.codec import decode, encode
 from schemas.envelope import Position
@@ -111,7 +112,7 @@ def build_history(actions: Sequence[tuple[str, int, int, int]], seed: int) -> li
 class Stores:
     graph: EmbeddedGraphStore
     vector: EmbeddedVectorStore
-    keyword: EmbeddedKeywordIndex
+    keyword: EmbeddedKeywordIndex | TantivyKeywordIndex
 
     @property
     def all(self) -> tuple[EmbeddedProjection, ...]:
@@ -122,12 +123,14 @@ class Stores:
             await store.apply_many(batch, replay=replay)
 
 
-async def open_stores(path: Path) -> Stores:
+async def open_stores(path: Path, keyword: str = "fts5") -> Stores:
+    """The three embedded stores in one file; the keyword index FTS5 or ("tantivy") tantivy beside it."""
     url = f"sqlite:///{path}"
+    index = TantivyKeywordIndex if keyword == "tantivy" else EmbeddedKeywordIndex
     stores = Stores(
         EmbeddedGraphStore(url, synchronous="OFF"),
         EmbeddedVectorStore(url, synchronous="OFF"),
-        EmbeddedKeywordIndex(url, synchronous="OFF"),
+        index(url, synchronous="OFF"),
     )
     for store in stores.all:
         await store.start()
@@ -178,7 +181,7 @@ def _chunks(items: Sequence[Planned], sizes: Sequence[int]) -> list[list[Planned
 
 async def scenario(
     tmp: Path, actions: Sequence[tuple[str, int, int, int]], seed: int, resends: Sequence[tuple[int, int]],
-    sizes: Sequence[int], replay_cube: int,
+    sizes: Sequence[int], replay_cube: int, keyword: str = "fts5",
 ) -> None:  # fmt: skip
     # Events as the log holds them (float32 vectors). The fresh and incremental builds project them with
     # plain float lists; the cube replay below projects them as decoded from the log's bytes (vectors
@@ -188,7 +191,7 @@ async def scenario(
     planned: list[Planned] = [(project(event), pos) for event, pos in history]
 
     # Each position once, into a fresh store.
-    fresh = await open_stores(tmp / "fresh.db")
+    fresh = await open_stores(tmp / "fresh.db", keyword)
     await fresh.apply_many(planned)
     expected = await snapshot(fresh)
     expected_checkpoints = await checkpoints(fresh)
@@ -201,7 +204,7 @@ async def scenario(
     for i, item in enumerate(planned):
         deliveries.append(item)
         deliveries.extend(planned[j] for j in extra.get(i, []))
-    incremental = await open_stores(tmp / "incremental.db")
+    incremental = await open_stores(tmp / "incremental.db", keyword)
     for chunk in _chunks(deliveries, sizes):
         await incremental.apply_many(chunk)
     assert await snapshot(incremental) == expected
@@ -243,10 +246,11 @@ ACTIONS = st.lists(
     resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=12),
     sizes=st.lists(st.integers(1, 8), max_size=4),
     replay_cube=st.integers(0, len(CUBES) - 1),
+    keyword=st.sampled_from(["fts5", "tantivy"]),
 )
 def test_incremental_with_redelivery_equals_fresh_and_equals_cube_replay(
     actions: list[tuple[str, int, int, int]], seed: int, resends: list[tuple[int, int]], sizes: list[int],
-    replay_cube: int,
+    replay_cube: int, keyword: str,
 ) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        asyncio.run(scenario(Path(tmp), actions, seed, resends, sizes, replay_cube))
+        asyncio.run(scenario(Path(tmp), actions, seed, resends, sizes, replay_cube, keyword))
