@@ -19,7 +19,7 @@ from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from memory_store.embedded.vector_journal import JOURNAL_SCHEMA, VectorJournal
 from memory_store.embedded.vector_rows import F32, SCHEMA, Change, Drop, Put, Status, as_float32
-from schemas.codec import float32_blob
+from schemas.codec import Float32Vector, float32_blob
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -316,30 +316,35 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
         self._staged.extend(Status(op.memory_id, op.cube_id, False) for op in run)
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
-        """Upserts of one cube in one executemany; a memory already retired there stays retired."""
+        """Upserts of one cube in one executemany; a memory already retired there stays retired.
+
+        Embeddings decoded from float32 bytes are stored as they are, and their vectors are views into
+        one array made from all of them (no array per memory)."""
         cube_id = run[0].memory.cube_id
+        memories = [op.memory for op in run]
         retired = {
             r[0]
             for r in conn.execute(
                 "SELECT memory_id FROM vector_items WHERE memory_id IN (SELECT value FROM json_each(?))"
                 " AND +cube_id=? AND status='retired'",  # "+": the primary key, not a scan of the cube
-                (json.dumps([op.memory.id for op in run]), cube_id),
+                (json.dumps([m.id for m in memories]), cube_id),
             )
         }
+        blobs: list[bytes | None] = []
+        size = -1  # bytes of the vectors checked against the cube's dimension so far
+        for m in memories:
+            embedding = m.embedding
+            blob = embedding.blob if type(embedding) is Float32Vector else float32_blob(embedding)
+            if not blob:
+                blob = as_float32(embedding).tobytes() if len(embedding) else None
+            if blob is not None and len(blob) != size:
+                self._check_dim(cube_id, np.frombuffer(blob, dtype="<f4"), m.id)
+                size = len(blob)
+            blobs.append(blob)
+        vectors = self._vectors(blobs, size)
         rows = []
         staged = self._staged
-        for op in run:
-            m = op.memory
-            embedding = m.embedding
-            blob = float32_blob(embedding) if embedding else None
-            vector = None
-            if blob is not None:  # float32 bytes as decoded: stored as they are
-                vector = np.frombuffer(blob, dtype="<f4")
-            elif embedding:
-                vector = as_float32(embedding)
-                blob = vector.tobytes()
-            if vector is not None:
-                self._check_dim(cube_id, vector, m.id)
+        for m, blob, vector in zip(memories, blobs, vectors, strict=True):
             status = "retired" if m.id in retired else m.status
             rows.append((m.id, cube_id, m.memory_type, status, blob))
             staged.append(Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
@@ -348,6 +353,16 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
             " VALUES (?,?,?,?,?)",
             rows,
         )
+
+    @staticmethod
+    def _vectors(blobs: Sequence[bytes | None], size: int) -> list[F32 | None]:
+        """The float32 vector of each blob (None for none): rows of one array when all have ``size`` bytes."""
+        present = [b for b in blobs if b is not None]
+        if not present or any(len(b) != size for b in present):
+            return [None if b is None else np.frombuffer(b, dtype="<f4") for b in blobs]
+        matrix = np.frombuffer(b"".join(present), dtype="<f4").reshape(len(present), size // 4)
+        rows = iter(matrix)
+        return [None if b is None else next(rows) for b in blobs]
 
     def _revise_run(self, conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
         """New vectors of known memories, in order (a revision of an unknown memory is ignored)."""
