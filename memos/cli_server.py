@@ -63,7 +63,8 @@ def serve(
         port=loaded.server.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
-        loop="asyncio",
+        loop=loaded.server.event_loop,
+        http=loaded.server.http,
     )
 
 

@@ -128,6 +128,12 @@ class ServerSettings(_Section):
         default=True,
         description="`memos serve`: after start-up, hide the loaded models and settings from the garbage "
                     "collector (gc.freeze), so its full collections pause every request for less.")
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="`memos serve`'s event loop: auto takes uvloop where it is installed (less CPU per request), "
+                    "else asyncio's own.")
+    http: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="`memos serve`'s HTTP parser: auto takes httptools (C) where installed, else h11.")
     derivation_process: bool = Field(
         default=True,
         description="`memos serve`: run derivation, projection and task dispatch in a child "
