@@ -164,6 +164,11 @@ class DoorSettings(_Section):
     searches_per_user: int = Field(
         default=4, ge=0, description="Searches one user may have running or waiting at once (0: no limit).")
     search_retry_after_s: float = Field(default=1.0, ge=0, description="Retry-After of a refused search.")
+    search_lifo_after_ms: float | None = Field(
+        default=10.0, ge=0,
+        description="Once the oldest waiting search has waited this long (overload), a freed slot goes to the newest "
+                    "waiter instead (adaptive LIFO: what is admitted starts at once, the oldest run out of queue time "
+                    "and are refused); unset: always first come, first served.")
 
 
 class AppSettings(BaseSettings):

@@ -9,6 +9,12 @@ already has ``per_user`` searches running or waiting is refused at once, so one 
 behind nobody but itself. Waiters are served first come, first served, except that a user whose last
 search was refused for want of a slot waits ahead of the others: refusals come in bursts (many clients
 asking at once), and without this a few clients could be refused many times in a row while others get in.
+
+Under overload (the oldest waiter has waited ``lifo_after_ms``), a freed slot goes to the newest waiter
+instead: adaptive LIFO, as in Facebook's "Fail at Scale" (ACM Queue, 2015). First come, first served would
+make every admitted search wait out most of the queue time when the queue never drains; LIFO admits what
+can start now and lets the oldest waiters, which would have been slow anyway, run out of time (429). The
+number refused is the same (capacity is what it is); the admitted ones are fast.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import asyncio
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -43,20 +49,26 @@ class AdmissionStats:
 
 
 class SearchGate:
-    """At most ``max_active`` searches at once; waiters for at most ``queue_ms``; ``per_user`` per user.
+    """At most ``max_active`` searches at once; waiters for at most ``queue_ms``; ``per_user`` per user;
+    newest waiter first once the oldest has waited ``lifo_after_ms`` (None: always oldest first).
 
     ``max_active`` 0 turns the gate off (every search is admitted at once). Safe on one event loop.
+    ``clock`` (seconds, monotonic) is for tests.
     """
 
-    def __init__(self, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float = 1.0) -> None:
+    def __init__(self, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float = 1.0,
+                 lifo_after_ms: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_active = max_active
         self.queue_s = max(0.0, queue_ms) / 1000
         self.per_user = per_user
         self.retry_after_s = retry_after_s
+        self.lifo_after_s = None if lifo_after_ms is None else max(0.0, lifo_after_ms) / 1000
         self.stats = AdmissionStats()
+        self._clock = clock
         self._active = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
-        self._retrying: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[tuple[asyncio.Future[None], float]] = deque()
+        """Live or done waiters with the time each started waiting (done ones are skipped when met)."""
+        self._retrying: deque[tuple[asyncio.Future[None], float]] = deque()
         """Waiters of users refused recently: served before ``_waiters``."""
         self._refused_at: dict[str, float] = {}
         """User -> when a search of theirs was last refused for want of a slot (oldest first)."""
@@ -70,7 +82,7 @@ class SearchGate:
     @property
     def waiting(self) -> int:
         """Searches waiting for a slot now."""
-        return sum(1 for w in (*self._retrying, *self._waiters) if not w.done())
+        return sum(1 for w, _ in (*self._retrying, *self._waiters) if not w.done())
 
     @asynccontextmanager
     async def enter(self, user_id: str) -> AsyncIterator[None]:
@@ -102,11 +114,11 @@ class SearchGate:
 
     def _was_refused(self, user_id: str) -> bool:
         at = self._refused_at.get(user_id)
-        return at is not None and time.monotonic() - at < _REMEMBER_REFUSED_S
+        return at is not None and self._clock() - at < _REMEMBER_REFUSED_S
 
     def _remember_refused(self, user_id: str) -> None:
         self._refused_at.pop(user_id, None)
-        self._refused_at[user_id] = time.monotonic()
+        self._refused_at[user_id] = self._clock()
         while len(self._refused_at) > _MAX_REMEMBERED:
             del self._refused_at[next(iter(self._refused_at))]
 
@@ -115,7 +127,7 @@ class SearchGate:
             self._active += 1
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (self._retrying if self._was_refused(user_id) else self._waiters).append(waiter)
+        (self._retrying if self._was_refused(user_id) else self._waiters).append((waiter, self._clock()))
         try:
             async with asyncio.timeout(self.queue_s):
                 await waiter
@@ -137,10 +149,16 @@ class SearchGate:
             raise
 
     def _release(self) -> None:
-        """Hand the slot to the oldest live waiter (recently refused users first), or free it."""
+        """Hand the slot to a live waiter (recently refused users first; the oldest, or under overload the
+        newest), or free it."""
         for queue in (self._retrying, self._waiters):
+            while queue and queue[0][0].done():
+                queue.popleft()
+            if not queue:
+                continue
+            newest_first = self.lifo_after_s is not None and self._clock() - queue[0][1] >= self.lifo_after_s
             while queue:
-                waiter = queue.popleft()
+                waiter, _ = queue.pop() if newest_first else queue.popleft()
                 if not waiter.done():
                     waiter.set_result(None)  # the slot passes on: ``_active`` is unchanged
                     return
@@ -150,11 +168,11 @@ class SearchGate:
 _GATES: weakref.WeakKeyDictionary[object, SearchGate] = weakref.WeakKeyDictionary()
 
 
-def gate_for(owner: object, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float) -> SearchGate:
+def gate_for(owner: object, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float,
+             lifo_after_ms: float | None = None) -> SearchGate:
     """The one gate of ``owner`` (a runtime): every front end over the same runtime shares its slots."""
     gate = _GATES.get(owner)
     if gate is None:
-        gate = _GATES[owner] = SearchGate(
-            max_active=max_active, queue_ms=queue_ms, per_user=per_user, retry_after_s=retry_after_s
-        )
+        gate = _GATES[owner] = SearchGate(max_active=max_active, queue_ms=queue_ms, per_user=per_user,
+                                          retry_after_s=retry_after_s, lifo_after_ms=lifo_after_ms)  # fmt: skip
     return gate

@@ -66,6 +66,8 @@ class DoorLimits:
     """Searches one user may have running or waiting at once (more are refused at once; 0: no limit)."""
     search_retry_after_s: float = 1.0
     """Retry-After of a refused search."""
+    search_lifo_after_ms: float | None = 10.0
+    """Once the oldest waiter has waited this long, a freed slot goes to the newest (None: always FIFO)."""
 
     @property
     def active_searches(self) -> int:

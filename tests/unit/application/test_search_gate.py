@@ -163,3 +163,44 @@ async def test_a_user_refused_for_want_of_a_slot_waits_ahead_of_others_next_time
     async with gate.enter("unlucky"):  # admitted: no longer remembered as refused
         pass
     assert not gate._was_refused("unlucky") and gate.active == 0
+
+
+async def test_under_overload_the_newest_waiter_gets_the_freed_slot() -> None:
+    now = [0.0]
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0, lifo_after_ms=10, clock=lambda: now[0])
+    entered: list[str] = []
+    tasks, releases = await _queue_up(gate, ("a", "b", "c", "d"), entered)
+    now[0] = 0.005  # the oldest waiter has waited 5 ms: not overloaded yet, first come first served
+    releases["a"].set()
+    await _settle()
+    assert entered == ["a", "b"]
+    now[0] = 0.010  # the oldest (c) has waited 10 ms: the newest (d) goes first
+    releases["b"].set()
+    await _settle()
+    assert entered == ["a", "b", "d"]
+    releases["d"].set()
+    releases["c"].set()
+    await asyncio.gather(*tasks.values())
+    assert entered == ["a", "b", "d", "c"] and gate.active == 0 and gate.waiting == 0
+
+
+async def test_without_lifo_the_oldest_waiter_goes_first_however_long_it_waited() -> None:
+    now = [0.0]
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0, lifo_after_ms=None, clock=lambda: now[0])
+    entered: list[str] = []
+    tasks, releases = await _queue_up(gate, ("a", "b", "c"), entered)
+    now[0] = 60.0
+    releases["a"].set()
+    await _settle()
+    assert entered == ["a", "b"]
+    releases["b"].set()
+    releases["c"].set()
+    await asyncio.gather(*tasks.values())
+    assert entered == ["a", "b", "c"]
+
+
+def test_adaptive_lifo_is_on_by_default_and_the_settings_agree_with_the_limits() -> None:
+    from streams.settings import DoorSettings
+
+    assert DoorLimits().search_lifo_after_ms is not None
+    assert DoorSettings().search_lifo_after_ms == DoorLimits().search_lifo_after_ms
