@@ -27,8 +27,11 @@ from memory_store.embedded.keyword_tantivy_parts import (
     cube_slot,
     doc_length,
     idf,
+    known_docs,
     tantivy_paths,
     tantivy_stats,
+    top_doc,
+    update_docs,
 )
 from schemas.errors import StoreError, StoreUnavailable
 from schemas.memory import ScoredMemory
@@ -289,11 +292,11 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         assert slot is not None
         table = f'"kwt_docs_{slot}"'
         latest = {op.memory.id: op.memory for op in run}  # a later upsert of the same id wins
-        known = self._known_many(conn, slot, list(latest))
+        known = known_docs(conn, slot, list(latest))
         fresh = [m for i, m in latest.items() if i not in known]
         changes: list[tuple[int, Doc | None, Doc | None]] = []
         if fresh:
-            top = self._top(conn, slot)
+            top = top_doc(conn, slot)
             rows = []
             for n, m in enumerate(fresh, start=top + 1):
                 doc = Doc.of(m.memory_type, m.status, m.memory, m.key)
@@ -312,33 +315,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                 continue
             updates.append((*new, doc_no))
             changes.append((doc_no, old, new))
-        self._update(conn, slot, updates)
+        update_docs(conn, slot, updates)
         self._write_many(slot, changes)
-
-    @staticmethod
-    def _known_many(conn: sqlite3.Connection, slot: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, Doc]]:
-        """(doc_no, document) of each of these memories the cube holds, by memory id."""
-        return {
-            r[1]: (r[0], Doc(*r[2:]))
-            for r in conn.execute(
-                f'SELECT doc_no, memory_id, memory_type, status, body, title, length FROM "kwt_docs_{slot}"'
-                " WHERE memory_id IN (SELECT value FROM json_each(?))",
-                (json.dumps(list(memory_ids)),),
-            )
-        }
-
-    @staticmethod
-    def _top(conn: sqlite3.Connection, slot: str) -> int:
-        return int(conn.execute(f'SELECT coalesce(max(doc_no), 0) FROM "kwt_docs_{slot}"').fetchone()[0])
-
-    @staticmethod
-    def _update(conn: sqlite3.Connection, slot: str, rows: Sequence[tuple[object, ...]]) -> None:
-        """Rows of (memory_type, status, body, title, length, doc_no), written in order."""
-        if rows:
-            conn.executemany(
-                f'UPDATE "kwt_docs_{slot}" SET memory_type=?, status=?, body=?, title=?, length=? WHERE doc_no=?',
-                rows,
-            )
 
     def _revise_run(self, conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
         """Revisions of one cube in order: the documents they touch read in one query, written in one call.
@@ -346,7 +324,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         slot = None if not run else self._slot_of(conn, run[0].cube_id, create=False)
         if slot is None:
             return
-        docs = self._known_many(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
+        docs = known_docs(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
         updates, changes = [], []
         for op in run:
             known = docs.get(op.memory_id)
@@ -360,20 +338,20 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             docs[op.memory_id] = (doc_no, new)
             updates.append((*new, doc_no))
             changes.append((doc_no, old, new))
-        self._update(conn, slot, updates)
+        update_docs(conn, slot, updates)
         self._write_many(slot, changes)
 
     def _retire_run(self, conn: sqlite3.Connection, run: Sequence[RetireMemory]) -> None:
         """Retirements of one cube in order; one of a memory not (yet) held leaves a tombstone."""
         slot = self._slot_of(conn, run[0].cube_id, create=True)
         assert slot is not None
-        docs = self._known_many(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
+        docs = known_docs(conn, slot, list(dict.fromkeys(op.memory_id for op in run)))
         top: int | None = None
         tombstones, updates, changes = [], [], []
         for op in run:
             known = docs.get(op.memory_id)
             if known is None:
-                top = (self._top(conn, slot) if top is None else top) + 1
+                top = (top_doc(conn, slot) if top is None else top) + 1
                 docs[op.memory_id] = (top, Doc("", "retired", None, None, 0))
                 tombstones.append((top, op.memory_id))
                 continue
@@ -390,7 +368,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                 " VALUES (?, ?, '', 'retired', NULL, NULL, 0)",
                 tombstones,
             )
-        self._update(conn, slot, updates)
+        update_docs(conn, slot, updates)
         self._write_many(slot, changes)
 
     def _drop(self, conn: sqlite3.Connection, cube_id: str) -> None:

@@ -1,14 +1,17 @@
-"""Building blocks of the tantivy keyword index: analyser, schema, exact BM25, per-cube index handle."""
+"""Building blocks of the tantivy keyword index: analyser, schema, exact BM25, document rows, per-cube index handle."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
 import re
+import sqlite3
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -32,8 +35,11 @@ __all__ = [
     "cube_slot",
     "doc_length",
     "idf",
+    "known_docs",
     "tantivy_paths",
     "tantivy_stats",
+    "top_doc",
+    "update_docs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -144,6 +150,32 @@ class Doc(NamedTuple):
     def text(self) -> str:
         """What tantivy indexes: body and title terms as one field."""
         return f"{self.body or ''} {self.title or ''}"
+
+
+def known_docs(conn: sqlite3.Connection, slot: str, memory_ids: Sequence[str]) -> dict[str, tuple[int, Doc]]:
+    """(doc_no, document) of each of these memories a cube's document table holds, by memory id."""
+    return {
+        r[1]: (r[0], Doc(*r[2:]))
+        for r in conn.execute(
+            f'SELECT doc_no, memory_id, memory_type, status, body, title, length FROM "kwt_docs_{slot}"'
+            " WHERE memory_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(memory_ids)),),
+        )
+    }
+
+
+def top_doc(conn: sqlite3.Connection, slot: str) -> int:
+    """The highest document number of a cube (0 for none)."""
+    return int(conn.execute(f'SELECT coalesce(max(doc_no), 0) FROM "kwt_docs_{slot}"').fetchone()[0])
+
+
+def update_docs(conn: sqlite3.Connection, slot: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Rewrite documents of a cube: rows of (memory_type, status, body, title, length, doc_no), in order."""
+    if rows:
+        conn.executemany(
+            f'UPDATE "kwt_docs_{slot}" SET memory_type=?, status=?, body=?, title=?, length=? WHERE doc_no=?',
+            rows,
+        )
 
 
 class CubeIndex:

@@ -19,7 +19,7 @@ from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from memory_store.embedded.vector_journal import JOURNAL_SCHEMA, VectorJournal
 from memory_store.embedded.vector_rows import F32, SCHEMA, Change, Drop, Put, Status, as_float32
-from schemas.codec import Float32Vector, float32_blob
+from schemas.codec import float32_blob
 from schemas.errors import DimensionMismatch, StoreError
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -334,7 +334,7 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
         size = -1  # bytes of the vectors checked against the cube's dimension so far
         for m in memories:
             embedding = m.embedding
-            blob = embedding.blob if type(embedding) is Float32Vector else float32_blob(embedding)
+            blob = float32_blob(embedding)
             if not blob:
                 blob = as_float32(embedding).tobytes() if len(embedding) else None
             if blob is not None and len(blob) != size:
