@@ -25,7 +25,7 @@ from schemas.events import (
     derive_id,
     derived_header,
 )
-from schemas.memory import MemoryRecord
+from schemas.memory import MemoryRecord, capped_sources
 
 __all__ = ["DedupResult", "DedupSettings", "conflict_key", "cosine", "resolve_candidates", "token_overlap"]
 
@@ -131,7 +131,7 @@ def resolve_candidates(
         if twin is not None:
             index = twin
             other = kept[index]
-            merged = [*other.sources, *(s for s in candidate.sources if s not in other.sources)]
+            merged = capped_sources([*other.sources, *(s for s in candidate.sources if s not in other.sources)])
             kept[index] = other.model_copy(update={"sources": merged})
             resolved[candidate.memory_id] = other.memory_id
             continue

@@ -20,7 +20,7 @@ from memory_store.base import GraphStore
 from memory_store.embedded.db import EmbeddedProjection
 from schemas.codec import float32_blob
 from schemas.events import SourceRef
-from schemas.memory import MemoryRecord, RelationRecord
+from schemas.memory import MemoryRecord, RelationRecord, capped_sources
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 
 __all__ = ["EmbeddedGraphStore", "pack_embedding", "unpack_embedding"]
@@ -299,6 +299,7 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
             for source in _sources(op.sources):
                 if source not in sources:
                     sources.append(source)
+            sources = capped_sources(sources)
             row[:] = [
                 op.memory or row[0],
                 _json(list(op.tags)) if op.tags else row[1],

@@ -40,6 +40,7 @@ from memory_store.graph.properties import (
 from schemas.envelope import Position
 from schemas.errors import PayloadTooLarge, StoreError
 from schemas.events import RelationType
+from schemas.memory import MAX_SOURCES
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 
 __all__ = [
@@ -119,13 +120,17 @@ SET m.memory = row.memory,
     m.meta_values = [i IN range(0, size(m.meta_keys) - 1) WHERE NOT m.meta_keys[i] IN row.meta_keys
                      | m.meta_values[i]] + row.meta_values,
     m.meta_keys = [k IN m.meta_keys WHERE NOT k IN row.meta_keys] + row.meta_keys,
-    m.sources = m.sources + [s IN row.sources WHERE NOT s IN m.sources],
+    m.sources = CASE WHEN size(m.sources + [s IN row.sources WHERE NOT s IN m.sources]) <= {MAX_SOURCES} THEN m.sources + [s IN row.sources WHERE NOT s IN m.sources]
+                     ELSE (m.sources + [s IN row.sources WHERE NOT s IN m.sources])[0..1]
+                          + (m.sources + [s IN row.sources WHERE NOT s IN m.sources])[size(m.sources + [s IN row.sources WHERE NOT s IN m.sources]) - {MAX_SOURCES} + 1..] END,
     m.embedding = CASE WHEN row.has_embedding THEN row.embedding ELSE m.embedding END,
     m.embedding_json = CASE WHEN row.has_embedding THEN row.embedding_json ELSE m.embedding_json END,
     m.embedding_model = CASE WHEN row.has_embedding THEN row.embedding_model ELSE m.embedding_model END,
     m.revision = row.revision,
     m.updated_at = row.updated_at,
-    m.updated_at_us = row.updated_at_us"""
+    m.updated_at_us = row.updated_at_us""".replace("{MAX_SOURCES}", str(MAX_SOURCES))
+"""Sources merged as the embedded store merges them (``schemas.memory.capped_sources``); every row reads the
+node as the rows before it left it (no WITH that could make the planner evaluate all rows first)."""
 
 _RETIRE_MEMORY = """UNWIND $p.rows AS row
 MERGE (t:Retirement {namespace: $ns, id: row.id, cube_id: row.cube_id})

@@ -17,7 +17,7 @@ import pytest
 from memory_store.base import GraphStore
 from schemas.envelope import Position
 from schemas.events import SourceRef
-from schemas.memory import MemoryRecord, RelationRecord
+from schemas.memory import MAX_SOURCES, MemoryRecord, RelationRecord
 from schemas.ops import DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 
 __all__ = ["T0", "GraphStoreContract", "make_memory", "make_relation", "position", "random_unit"]
@@ -213,6 +213,25 @@ class GraphStoreContract:
         # Re-applying the same op (a redelivery under another position) changes nothing.
         assert await graph_store.apply([revise], position(unique, 2))
         assert await graph_store.get([record.id]) == [got]
+
+    async def test_a_memory_revised_many_times_keeps_its_first_and_latest_sources(
+        self, graph_store: GraphStore, unique: str, cube: str
+    ) -> None:
+        record = make_memory(cube, f"m-{unique}")
+        await self._upsert(graph_store, unique, 0, record)
+        added = [SourceRef(role="user", message_index=i, content=f"said again {i}") for i in range(MAX_SOURCES + 8)]
+
+        def revise(i: int) -> ReviseMemory:
+            return ReviseMemory(memory_id=record.id, cube_id=cube, memory="Alice loves tea", sources=(added[i],),
+                                revision=i + 1, updated_at=T0 + timedelta(minutes=i))  # fmt: skip
+
+        for i in range(10):  # one batch each
+            assert await graph_store.apply([revise(i)], position(unique, 1 + i))
+        assert await graph_store.apply([revise(i) for i in range(10, len(added))], position(unique, 11))  # one batch
+        (got,) = await graph_store.get([record.id])
+        everything = [*record.sources, *added]
+        assert list(got.sources) == [everything[0], *everything[-(MAX_SOURCES - 1):]]
+        assert len(got.sources) == MAX_SOURCES
 
     async def test_revise_keeps_what_it_does_not_give(
         self, graph_store: GraphStore, unique: str, cube: str
