@@ -101,22 +101,33 @@ def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
             floor = top = top + 1
             last.clear()
             continue
-        if kind == 0:
-            subjects: tuple[str, ...] = (op.memory.id,)  # type: ignore[union-attr]
-        elif kind == 3:  # an edge also orders against its ends (a Cypher store merges them as nodes)
+        if kind == 3:  # an edge also orders against its ends (a Cypher store merges them as nodes)
             rel = op.relation  # type: ignore[union-attr]
             subjects = ("\x00" + rel.id, rel.source_id, rel.target_id)
-        else:
-            subjects = (op.memory_id,)  # type: ignore[union-attr]
-        level = floor
-        for subject in subjects:
+            level = floor
+            for subject in subjects:
+                previous = last.get(subject)
+                if previous is not None:
+                    level = max(level, previous[0] if previous[1] <= kind else previous[0] + 1)
+            for subject in subjects:
+                last[subject] = (level, kind)
+        else:  # one subject: the memory
+            subject = op.memory.id if kind == 0 else op.memory_id  # type: ignore[union-attr]
             previous = last.get(subject)
+            level = floor
             if previous is not None:
-                level = max(level, previous[0] if previous[1] <= kind else previous[0] + 1)
-        for subject in subjects:
+                after = previous[0] if previous[1] <= kind else previous[0] + 1
+                if after > level:
+                    level = after
             last[subject] = (level, kind)
-        top = max(top, level)
-        buckets.setdefault((level, kind), []).append(op)
+        if level > top:
+            top = level
+        slot = (level, kind)
+        bucket = buckets.get(slot)
+        if bucket is None:
+            buckets[slot] = [op]
+        else:
+            bucket.append(op)
     return [op for slot in sorted(buckets) for op in buckets[slot]]
 
 
