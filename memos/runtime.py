@@ -26,6 +26,7 @@ from memory_store.registry import (
     vector_store_from_url,
 )
 from memos.application.limits import DoorLimits
+from memos.followers import CommittedFollower
 from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import ConfigError
@@ -102,6 +103,8 @@ class Runtime:
         self._hosted: set[str] = set()
         self._progress: dict[str, dict[TopicPartition, int]] = {}
         self._changed = asyncio.Condition()
+        self.followers = CommittedFollower(self.log)
+        """Waits on stages hosted by other processes (one poll of the log per group, however many wait)."""
         self._started = False
 
     def _log_options(self) -> dict[str, object]:
@@ -279,6 +282,7 @@ class Runtime:
         for store in self.stores:
             await store.aclose()
         await self.control.aclose()
+        await self.followers.aclose()
         await self.log.aclose()
         self._started = False
 
@@ -337,25 +341,11 @@ class Runtime:
         hosted = group in self._hosted
         group = self.group(group)
         if not hosted:
-            await self._wait_external(group, targets, timeout_s=timeout_s)
+            await self.followers.wait(group, targets, timeout_s=timeout_s)
             return
         async with asyncio.timeout(timeout_s):
             async with self._changed:
                 await self._changed.wait_for(lambda: self._reached(group, targets))
-
-    async def _wait_external(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        topics = {tp[0] for tp in targets}
-        while True:
-            progress = self._progress.setdefault(group, {})
-            for topic in topics:
-                for partition, offset in (await self.log.committed(group, topic)).items():
-                    progress[(topic, partition)] = offset
-            if self._reached(group, targets):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"stage {group!r} did not reach {dict(targets)!r} in {timeout_s}s")
-            await asyncio.sleep(0.05)
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0) -> None:
         """Read-your-writes: wait until the effects of ``positions`` are in every projection."""
