@@ -44,7 +44,8 @@ class VectorJournal:
     a process further behind reloads every vector.
     """
 
-    journal_keep = 16_384
+    journal_keep = 4_096
+    """Batches the journal keeps (a batch names up to a few hundred ids: a few MB at most)."""
     journal_prune_every = 256
     """Batches between two prunings of the journal (each keeps the last ``journal_keep``)."""
     db: EmbeddedDatabase
