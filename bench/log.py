@@ -1,6 +1,7 @@
 """Event log benchmark: append ack latency, batched append throughput and read rate, embedded and Kafka.
 
     python -m bench.log [--kafka kafka://127.0.0.1:19092] [--acks 2000] [--total 20000] [--batch 500]
+                        [--replay 20000] [--replay-phases]
 
 Values are ~300-byte Avro-encoded MemoryAdded events (schemas.codec.encode). Kafka runs when --kafka or
 MEMOS_TEST_KAFKA_URL is given and reachable; otherwise its figures are null. The last line printed is
@@ -233,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kafka-acks", type=int, default=1000, help="single appends timed on Kafka")
     parser.add_argument("--kafka-total", type=int, default=10000, help="records appended in batches (Kafka)")
     parser.add_argument("--replay", type=int, default=20000, help="memory events replayed into the projections")
+    parser.add_argument("--replay-phases", action="store_true",
+                        help="after the replay, time its parts one by one (CPU-us per event each)")
     parser.add_argument("--dir", default=None, help="folder for the embedded log files (default: temp)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

@@ -9,17 +9,24 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.table import Table
 
+from memory_store.base import Projection
 from memos.runtime import Runtime
+from schemas.envelope import Position, Record
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
+from schemas.ops import DropCube
+from schemas.topics import MEMORIES
+from streams.log.base import EventLog, partition_for
 from streams.pipeline.runner import event_record
-from streams.replay import replay_cube
+from streams.pipeline.stages import apply_planned
+from streams.replay import by_kind, collector_relaxed, plan_records, replay_cube
 from streams.settings import AppSettings
 
-__all__ = ["replay_figures"]
+__all__ = ["replay_breakdown", "replay_figures"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +38,7 @@ def _events(cube: str, n: int, dim: int = 384) -> list[MemoryAdded | MemoryRevis
     for i in range(n):
         vec = rng.standard_normal(dim).astype(np.float32)
         vec /= np.linalg.norm(vec)
-        base = {"event_id": uuid.uuid4(), "occurred_at": now, "key": cube, "cube_id": cube}
+        base: dict[str, Any] = {"event_id": uuid.uuid4(), "occurred_at": now, "key": cube, "cube_id": cube}
         if i % 10 == 9:
             out.append(MemoryRetired(**base, memory_id=f"m{i - 1}", reason="superseded", successor_ids=[f"m{i - 2}"]))
         elif i % 10 == 8:
@@ -57,9 +64,50 @@ async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, fl
             applied = await replay_cube(rt.log, rt.stores, rt.projection_stage.lock, cube)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
             count = await rt.graph.count(cube)
+            phases = await replay_breakdown(rt.log, rt.stores, cube) if getattr(args, "replay_phases", False) else {}
     eps = applied / elapsed if elapsed else 0.0
     cpu_us = cpu / applied * 1e6 if applied else 0.0
     table.add_row("replay -> embedded projections", "", "", "", f"{eps:,.0f}",
                   f"{applied} events (adds, revisions, retirements; 384-d vectors) -> {count} current memories;"
                   f" {cpu_us:.0f} CPU-us per event (all threads)")
-    return {"replay_eps": round(eps), "replay_cpu_us_per_event": round(cpu_us, 1)}
+    for phase, us in phases.items():
+        table.add_row(f"  replay phase: {phase}", "", "", "", "", f"{us:.1f} CPU-us per event (alone, in turn)")
+    return {"replay_eps": round(eps), "replay_cpu_us_per_event": round(cpu_us, 1),
+            **{f"replay_cpu_us_{phase}": round(us, 1) for phase, us in phases.items()}}
+
+
+async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -> dict[str, float]:
+    """CPU-us per event of each part of a replay of ``cube``, run one after the other (no overlap): reading
+    the log, decoding and projecting, regrouping by kind, and each store's apply (the cube dropped first)."""
+    key = cube.encode()
+    partition = partition_for(key, await log.partitions(MEMORIES))
+    end = (await log.end_offsets(MEMORIES)).get(partition, 0)
+    spent: dict[str, float] = {}
+
+    def timed(phase: str, started: float) -> None:
+        spent[phase] = spent.get(phase, 0.0) + time.process_time() - started
+
+    with collector_relaxed():
+        batches: list[list[Record]] = []
+        offset, started = 0, time.process_time()
+        while offset < end:
+            records = await log.read(MEMORIES, partition, offset, limit=5000)
+            if not records:
+                break
+            batches.append(records)
+            offset = records[-1].position.offset + 1
+        timed("read", started)
+        started = time.process_time()
+        planned = [plan_records(records, key, end, lazy_vectors=True) for records in batches]
+        timed("decode_project", started)
+        started = time.process_time()
+        ordered = [by_kind(ops) for ops in planned]
+        timed("by_kind", started)
+        for store in stores:
+            await apply_planned([store], [([DropCube(cube_id=cube)], Position(MEMORIES, partition, -1))], replay=True)
+            started = time.process_time()
+            for ops, records in zip(ordered, batches, strict=True):
+                await apply_planned([store], [(ops, records[-1].position)], replay=True)
+            timed(f"apply_{store.name}", started)
+    events = sum(1 for records in batches for r in records if r.key == key and r.position.offset < end)
+    return {phase: seconds / max(events, 1) * 1e6 for phase, seconds in spent.items()}

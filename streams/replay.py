@@ -20,7 +20,7 @@ from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.stages import apply_planned
 
-__all__ = ["Progress", "catch_up_control", "replay_cube"]
+__all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_records", "replay_cube"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ Progress = Callable[[int, int], None]
 
 
 @contextmanager
-def _collector_relaxed(young: int = 200_000) -> Iterator[None]:
+def collector_relaxed(young: int = 200_000) -> Iterator[None]:
     """Fewer, cheaper cyclic-GC passes while a replay runs (process-wide, restored after).
 
     A replay allocates millions of short-lived, acyclic objects (freed by reference counting) and keeps
@@ -49,7 +49,7 @@ def _collector_relaxed(young: int = 200_000) -> Iterator[None]:
         gc.unfreeze()
 
 
-def _plan(records: Sequence[Record], key: bytes, end: int, *, lazy_vectors: bool = False) -> list[AnyOp]:
+def plan_records(records: Sequence[Record], key: bytes, end: int, *, lazy_vectors: bool = False) -> list[AnyOp]:
     """The ops of the cube's records below ``end``, in log order; poison records skipped.
 
     Memory events of the current schema take the fast lane (``decode_raw`` + ``project_raw``, no event
@@ -153,7 +153,7 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     partitions = await log.partitions(MEMORIES)
     partition = partition_for(key, partitions)
     async with live_lock:
-        with _collector_relaxed():
+        with collector_relaxed():
             applied = await _replay_locked(log, stores, cube_id, key, partition, progress, batch)
     logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
     return applied
@@ -173,7 +173,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
             records = await log.read(MEMORIES, partition, offset, limit=batch)
             if not records:
                 break
-            ops = _plan(records, key, end, lazy_vectors=lazy_vectors)
+            ops = plan_records(records, key, end, lazy_vectors=lazy_vectors)
             last = records[-1].position
             offset = last.offset + 1
             if applying is not None:

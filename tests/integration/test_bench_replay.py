@@ -1,0 +1,24 @@
+"""bench.replay on a small log: the replay rebuilds the cube, and --replay-phases times each part of it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from rich.table import Table
+
+from bench.replay import replay_figures
+
+
+def test_replay_figures_with_phases(tmp_path: Path) -> None:
+    table = Table()
+    for column in ("log", "a", "b", "c", "rate", "note"):
+        table.add_column(column)
+    args = argparse.Namespace(replay=300, dir=str(tmp_path), replay_phases=True)
+    figures = asyncio.run(replay_figures(args, table))
+    assert figures["replay_eps"] is not None and figures["replay_eps"] > 0
+    phases = ("read", "decode_project", "by_kind", "apply_graph", "apply_vector", "apply_keyword")
+    for phase in phases:
+        assert (figures[f"replay_cpu_us_{phase}"] or 0) > 0, phase
+    assert "240 current memories" in str(table.columns[-1]._cells[0])  # 300 events: 30 retirements, 30 revisions
