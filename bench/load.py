@@ -8,8 +8,11 @@ a child process, so the server has its own interpreter and the clients here do n
 
 1. ``idle``: one client searches its cube, nothing else runs (the idle search p95).
 2. ``load``: ``--clients`` clients for ``--seconds``; each runs two loops side by side: adds (fast mode;
-   every other one async) of one unique sentence each, and searches of its own cube. Bounded: every loop
-   ends at the deadline (a request in flight then still completes).
+   every other one async) of one unique sentence each, and searches of its own cube. Clients arrive evenly
+   over the first ``--ramp`` seconds (2), as load tools ramp up: all 50 arriving in the same millisecond made
+   a burst that was most of the async acknowledgements measured (sync adds then hold each adding loop for
+   seconds, so a client acks few async adds after its first). Bounded: every loop ends at the deadline (a
+   request in flight then still completes).
 3. ``hostile``: the same load, while one more client adds a zip-bomb docx, a 20 MB text file of NULs
    (fetched from a local file server the server's allow-list names) and one add of 2,000 messages.
 
@@ -265,8 +268,10 @@ class Bench:
         phase.search_refused += 1
         await asyncio.sleep(float(wait))  # the server's Retry-After, honoured
 
-    async def client(self, phase: Phase, user: str, deadline: float) -> None:
-        """One client: an adding loop and a searching loop side by side until ``deadline``."""
+    async def client(self, phase: Phase, user: str, deadline: float, start_after: float = 0.0) -> None:
+        """One client: an adding loop and a searching loop side by side from ``start_after`` seconds on (the
+        ramp) until ``deadline``."""
+        await asyncio.sleep(start_after)  # the client's arrival, as scheduled by the ramp
 
         async def adding() -> None:
             n = 0
@@ -318,7 +323,7 @@ def _since(server: Server, before: float | None) -> float | None:
     return None if now is None or before is None else round(now - before, 2)
 
 
-async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[str, Any]:
+async def run(clients: int, seconds: float, hostile: bool, port: int, ramp_s: float = 2.0) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="memos-bench-load-"))
     server = Server(home, port or free_port(), ["localhost"])
     phases: list[Phase] = []
@@ -342,7 +347,7 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
         load = Phase("load")
         cpu = server.cpu_s()
         deadline = time.monotonic() + seconds
-        await asyncio.gather(*(bench.client(load, u, deadline) for u in users))
+        await asyncio.gather(*(bench.client(load, u, deadline, i * ramp_s / len(users)) for i, u in enumerate(users)))
         load.cpu_s = _since(server, cpu)
         phases.append(load)
         if hostile:
@@ -351,7 +356,8 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
                 cpu = server.cpu_s()
                 deadline = time.monotonic() + seconds
                 await asyncio.gather(bench.hostile(bad, "hostile", files_url),
-                                     *(bench.client(bad, u, deadline) for u in users))  # fmt: skip
+                                     *(bench.client(bad, u, deadline, i * ramp_s / len(users))
+                                       for i, u in enumerate(users)))  # fmt: skip
                 bad.cpu_s = _since(server, cpu)
                 phases.append(bad)
                 lost = await bench.lost([a for p in phases for a in p.acked])
@@ -368,6 +374,8 @@ async def run(clients: int, seconds: float, hostile: bool, port: int) -> dict[st
         "search_p95_hostile_ms": round(p95(by["hostile"].search_ms), 1) if "hostile" in by else None,
         "async_ack_p95_ms": round(p95([m for p in phases for m in p.add_ms["async"]]), 1),
         "sync_add_p95_ms": round(p95([m for p in phases for m in p.add_ms["sync"]]), 1),
+        "async_acks": sum(len(p.add_ms["async"]) for p in phases),
+        "sync_adds": sum(len(p.add_ms["sync"]) for p in phases),
         "server_cpu_ms_per_request": {p.name: _per_request(p) for p in phases},
         "search_refused": {p.name: p.search_refused for p in phases},
         "searches_answered": {p.name: len(p.search_ms) for p in phases},
@@ -412,9 +420,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--hostile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--port", type=int, default=0, help="Server port (0: a free one).")
+    parser.add_argument("--ramp", type=float, default=2.0,
+                        help="Seconds over which the clients of a phase arrive, evenly (0: all at once).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = asyncio.run(run(args.clients, args.seconds, args.hostile, args.port))
+    result = asyncio.run(run(args.clients, args.seconds, args.hostile, args.port, args.ramp))
     header = (f"{'phase':<8} {'searches':>8} {'refused':>7} {'p50 ms':>8} {'p95 ms':>8} {'adds':>5} {'sync p95':>9} "
               f"{'async p95':>10} {'5xx':>4} {'429/503':>8} {'cpu s':>6}")  # fmt: skip
     print(header)
