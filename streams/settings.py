@@ -140,7 +140,11 @@ class ServerSettings(_Section):
                     "`memos worker` (niced, restarted if it dies), so requests never wait for the interpreter "
                     "lock behind them. Off: every stage runs in the server's own process.")
     derivation_niceness: int = Field(
-        default=10, ge=0, le=19, description="Niceness of the derivation process (higher: yields the CPU sooner).")
+        default=0, ge=0, le=19,
+        description="Niceness added to the whole derivation process. Its computing threads are niced +10 anyway "
+                    "(background lane, passage embeddings); its event loop and log writer keep the server's "
+                    "priority unless this is raised (a niced child preempted while holding the shared log's write "
+                    "lock would make the server's appends wait).")
 
 
 class DoorSettings(_Section):

@@ -49,7 +49,7 @@ class DerivationProcess:
     Its output goes to ``log_path`` (appended), or to the server's own output when None.
     """
 
-    def __init__(self, command: Sequence[str], *, env: Mapping[str, str] | None = None, niceness: int = 10,
+    def __init__(self, command: Sequence[str], *, env: Mapping[str, str] | None = None, niceness: int = 0,
                  log_path: Path | None = None, max_backoff_s: float = 30.0, stop_timeout_s: float = 30.0) -> None:
         self.command = list(command)
         self.env = dict(env if env is not None else os.environ)
@@ -65,7 +65,7 @@ class DerivationProcess:
         self._watcher: threading.Thread | None = None
 
     @classmethod
-    def for_worker(cls, config: str | None, *, niceness: int = 10, log_path: Path | None = None) -> DerivationProcess:
+    def for_worker(cls, config: str | None, *, niceness: int = 0, log_path: Path | None = None) -> DerivationProcess:
         """The child `memos worker` hosting ``CHILD_STAGES`` with the server's config and environment."""
         command = [sys.executable, "-m", "memos", "worker", "--stages", ",".join(CHILD_STAGES)]
         if config:

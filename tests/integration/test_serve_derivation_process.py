@@ -68,6 +68,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     env = {**os.environ, "MEMOS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
     env.pop("MEMOS_CONFIG", None)
+    env["MEMOS_SERVER__DERIVATION_NICENESS"] = "3"
     log = (tmp_path / "server.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "memos", "serve", "--local-only", "--port", str(port),
                                 "--log-level", "warning"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
@@ -112,7 +113,7 @@ def test_the_child_derives_the_server_reads_and_a_killed_child_comes_back(
 ) -> None:
     process, url = server
     child = _worker_of(process)
-    assert os.getpriority(os.PRIO_PROCESS, child) > os.getpriority(os.PRIO_PROCESS, process.pid)
+    assert os.getpriority(os.PRIO_PROCESS, child) == os.getpriority(os.PRIO_PROCESS, process.pid) + 3
 
     first = _add(url, "I keep three beehives on the roof of my flat in Porto.")
     assert any("beehives" in m for m in _found(url, "Where are my beehives?")), first
