@@ -69,7 +69,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SESSION = re.compile(r"session_(\d+)")
-DEFAULT_GRID = "weight_time=1,1.5;mmr_lambda=0.7,0.8;expansion_seeds=10,20;relation_weights.RELATES=0,0.8"
+DEFAULT_GRID = "speaker_share=0,0.3;weight_time=1,1.5;mmr_lambda=0.7,0.8;relation_weights.RELATES=0,0.8"
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 

@@ -35,6 +35,7 @@ from processors.retrieval import (
     score_hits,
 )
 from processors.search_response import select_hits
+from processors.speakers import speaker_free_query
 from schemas.memory import MemoryRecord, RelationRecord
 
 __all__ = ["Candidates", "EmbeddingCache", "LooResult", "collect", "leave_one_out", "ranked", "settings_grid"]
@@ -105,6 +106,10 @@ class Candidates:
     rankings: dict[str, list[str]]
     records: dict[str, MemoryRecord]
     relations: list[RelationRecord]
+    speaker_free_vector: list[float] | None = None
+    """The query without the speakers it names, embedded (``processors.speakers``); None: names none."""
+    speaker_free_dense: list[str] = field(default_factory=list)
+    """The dense ranking of ``speaker_free_vector``."""
 
 
 async def collect(
@@ -124,7 +129,20 @@ async def collect(
     edges = await runtime.graph.neighbors(ids, relations=relations, limit=50 * len(ids) + 100)
     wanted = list(dict.fromkeys(ids + [e.source_id for e in edges] + [e.target_id for e in edges]))
     records = {r.id: r for r in await runtime.graph.get(wanted, cube_id=cube)}
-    return Candidates(question, category, tuple(evidence), cube, vector, rankings, records, edges)
+    share = settings.speaker_share or SearchSettings().speaker_share  # a grid may switch it on
+    texts = [records[i].memory for i in rankings["keyword"] if i in records]
+    stripped = speaker_free_query(question, texts, share=share)
+    cand = Candidates(question, category, tuple(evidence), cube, vector, rankings, records, edges)
+    if stripped is not None:  # what search reads when it embeds the query without the speaker
+        cand.speaker_free_vector = (await runtime.embedder.embed([stripped], kind="query")).vectors[0]
+        alt = await runtime.vector.search(cube, cand.speaker_free_vector, k=k, memory_types=types)
+        cand.speaker_free_dense = [m.memory_id for m in alt]
+        more = [m for m in cand.speaker_free_dense if m not in records]
+        alt_edges = await runtime.graph.neighbors(more, relations=relations, limit=50 * len(more) + 100)
+        cand.relations = list({e.id: e for e in [*edges, *alt_edges]}.values())
+        extra = [*more, *(e.source_id for e in alt_edges), *(e.target_id for e in alt_edges)]
+        records.update((r.id, r) for r in await runtime.graph.get(list(dict.fromkeys(extra)), cube_id=cube))
+    return cand
 
 
 def ranked(
@@ -133,6 +151,10 @@ def ranked(
     """The text memories search would return for ``cand`` under ``settings`` (memory, metadata subset)."""
     query = SearchQuery(query=cand.question, readable_cube_ids=(cand.cube,), top_k=top_k)
     rankings = {name: list(ids) for name, ids in cand.rankings.items()}
+    vector = cand.vector
+    if settings.speaker_share > 0 and cand.speaker_free_vector is not None:
+        rankings["dense"] = list(cand.speaker_free_dense)
+        vector = cand.speaker_free_vector
     expansion = graph_expansion(rankings, cand.relations, settings)
     rankings["graph"] = list(expansion.ranking)
     hits = score_hits(
@@ -140,7 +162,7 @@ def ranked(
         rankings,
         cand.records,
         query=query,
-        query_vector=cand.vector,
+        query_vector=vector,
         terms=query_terms(cand.question),
         flt=None,
         settings=settings,
@@ -212,9 +234,9 @@ def leave_one_out(
         out.chosen[cube] = _diff(settings[pick], settings[0])
         for q in np.flatnonzero(~train):
             out.loo.setdefault(int(cats[q]), []).append(float(scores[pick, q]))
-    for q in range(scores.shape[1]):
-        out.in_sample.setdefault(int(cats[q]), []).append(float(scores[best, q]))
-        out.base.setdefault(int(cats[q]), []).append(float(scores[0, q]))
+    for n in range(scores.shape[1]):
+        out.in_sample.setdefault(int(cats[n]), []).append(float(scores[best, n]))
+        out.base.setdefault(int(cats[n]), []).append(float(scores[0, n]))
     return out
 
 

@@ -2,7 +2,9 @@
 
 One search embeds the query once, then for every readable cube and every requested bucket (text,
 preference, tool, skill memories) runs, in parallel, a vector k-NN and a BM25 search restricted to the
-bucket's memory types; for text it reads the graph neighbours of the strongest fused hits. Records are
+bucket's memory types; for text it reads the graph neighbours of the strongest fused hits. When the
+query names a speaker who labels the lines of most of a cube's BM25 text hits (``processors.speakers``),
+that cube's vector searches embed the query without the name instead (still one embedding per text). Records are
 loaded from the graph store, scored by ``processors.retrieval.score_hits``, optionally reranked,
 thresholded and deduplicated by ``select_hits``, and shaped into MemOS's ``data`` dict.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from memory_store.base import GraphStore, KeywordIndex, VectorStore
@@ -35,6 +37,7 @@ from processors.retrieval import (
     score_hits,
 )
 from processors.search_response import build_response, select_hits
+from processors.speakers import speaker_free_query
 from schemas.errors import DimensionMismatch, ModelOutputInvalid, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 
@@ -49,6 +52,22 @@ def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a caller should see from a failed task group: its first leaf (a store or model error)."""
     first = error.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+class _QueryEmbeddings:
+    """The query texts one search embeds, each once, as tasks of the search's task group."""
+
+    def __init__(
+        self, embed: Callable[[str], Coroutine[Any, Any, Embeddings]], group: asyncio.TaskGroup
+    ) -> None:
+        self.embed = embed
+        self.group = group
+        self.tasks: dict[str, asyncio.Task[Embeddings]] = {}
+
+    def get(self, text: str) -> asyncio.Task[Embeddings]:
+        if text not in self.tasks:
+            self.tasks[text] = self.group.create_task(self.embed(text))
+        return self.tasks[text]
 
 
 class SearchService:
@@ -93,18 +112,26 @@ class SearchService:
         }
         if not query.readable_cube_ids or not buckets:
             return build_response(query, selected)
-        # The query is embedded while the keyword searches (which do not need its vector) already run.
+        # The query is embedded while the keyword searches (which do not need its vector) already run;
+        # with speaker_share on, a cube's text keyword hits first decide which text is embedded.
         try:
             async with asyncio.TaskGroup() as group:
-                embedding = group.create_task(self._embed(query.query))
+                embeddings = _QueryEmbeddings(self._embed, group)
+                decide = self.settings.speaker_share > 0 and "text" in buckets
+                if not decide:
+                    embeddings.get(query.query)
+                loop = asyncio.get_running_loop()
+                chosen = {c: loop.create_future() for c in query.readable_cube_ids} if decide else {}
                 tasks = {
-                    (cube, bucket): group.create_task(self._bucket(cube, bucket, query, embedding, flt))
+                    (cube, bucket): group.create_task(
+                        self._bucket(cube, bucket, query, embeddings, chosen.get(cube), flt)
+                    )
                     for cube in query.readable_cube_ids
                     for bucket in buckets
                 }
         except BaseExceptionGroup as group_error:
             raise _first_leaf(group_error) from None
-        embeddings = embedding.result()
+        embed_ms = sum(t.result().latency_ms for t in embeddings.tasks.values())
         for bucket in buckets:
             per_cube = {cube: tasks[cube, bucket].result() for cube in query.readable_cube_ids}
             is_text = bucket == "text"
@@ -122,7 +149,7 @@ class SearchService:
             ",".join(buckets),
             sum(len(v) for v in selected["text"].values()),
             (time.perf_counter() - started) * 1000,
-            embeddings.latency_ms,
+            embed_ms,
         )
         return data
 
@@ -137,19 +164,32 @@ class SearchService:
         cube: str,
         bucket: Bucket,
         query: SearchQuery,
-        embedding: asyncio.Task[Embeddings],
+        embeddings: _QueryEmbeddings,
+        chosen: asyncio.Future[str] | None,
         flt: Filter | None,
     ) -> list[Hit]:
+        """One cube's bucket. ``chosen``: the text this cube's dense searches embed, which the text
+        bucket decides from its keyword hits (``processors.speakers``); None: the query itself."""
         types = list(bucket_types(bucket, query))
         k = candidate_k(bucket_limit(bucket, query), self.settings, filtered=flt is not None)
         text = keyword_query(query.query, strip_stopwords=self.settings.strip_stopwords)
+        records: dict[str, MemoryRecord] = {}
         async with asyncio.TaskGroup() as group:
             keyword_task = group.create_task(
                 self.keyword.search(
                     cube, text, k=k, memory_types=types, include_retired=query.include_history
                 )
             )
-            vector = (await asyncio.shield(embedding)).vectors[0]
+            dense_text = query.query
+            if chosen is not None and bucket == "text":
+                keyword_ids = [m.memory_id for m in await keyword_task]
+                records = await self._records(cube, {"keyword": keyword_ids}, records)
+                texts = [records[i].memory for i in keyword_ids if i in records]
+                dense_text = speaker_free_query(query.query, texts, share=self.settings.speaker_share) or query.query
+                chosen.set_result(dense_text)
+            elif chosen is not None:
+                dense_text = await asyncio.shield(chosen)
+            vector = (await asyncio.shield(embeddings.get(dense_text))).vectors[0]
             dense_task = group.create_task(self._dense(cube, vector, k, types, query.include_history))
         rankings: dict[str, list[str]] = {
             "dense": [m.memory_id for m in dense_task.result()],
@@ -160,10 +200,9 @@ class SearchService:
             relations = await self._neighbors(expansion_seeds(rankings, self.settings))
             expansion = graph_expansion(rankings, relations, self.settings)
             rankings["graph"] = list(expansion.ranking)
-        wanted = list(dict.fromkeys(i for ids in rankings.values() for i in ids))
-        if not wanted:  # nothing found (a bucket the cube has no memories of): no store round trip
+        records = await self._records(cube, rankings, records)
+        if not records:  # nothing found (a bucket the cube has no memories of)
             return []
-        records: dict[str, MemoryRecord] = {r.id: r for r in await self.graph.get(wanted, cube_id=cube)}
         hits = score_hits(
             bucket,
             rankings,
@@ -183,6 +222,15 @@ class SearchService:
                 raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
             hits = apply_rerank(hits, scores, self.settings)
         return hits
+
+    async def _records(
+        self, cube: str, rankings: Mapping[str, Sequence[str]], records: dict[str, MemoryRecord]
+    ) -> dict[str, MemoryRecord]:
+        """``records`` plus those of the ranked ids not read yet (no store round trip when none is new)."""
+        wanted = [i for i in dict.fromkeys(i for ids in rankings.values() for i in ids) if i not in records]
+        if wanted:
+            records.update((r.id, r) for r in await self.graph.get(wanted, cube_id=cube))
+        return records
 
     async def _dense(
         self, cube: str, vector: Sequence[float], k: int, types: Sequence[str], include_retired: bool

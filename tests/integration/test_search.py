@@ -325,3 +325,44 @@ async def test_an_unreachable_embedder_fails_the_search_with_its_own_error(world
     service = SearchService(world.graph, world.vector, world.keyword, offline)
     with pytest.raises(ModelUnavailable, match="cannot connect"):
         await service.search(SearchQuery(query="chain hotels", readable_cube_ids=(TRAVEL, LOVE)))
+
+
+async def test_a_speaker_named_in_the_query_leaves_the_dense_query(world: World) -> None:
+    # a transcript cube: both speakers label every memory, so "Caroline" tells none of them apart
+    cube = "cube_talk"
+    texts = {
+        "c1": "user: Caroline: It's me, Caroline! Hi Melanie.",
+        "c2": "user: Caroline: I am a transgender woman and proud of who I am.\nassistant: Melanie: So brave!",
+        "c3": "assistant: Melanie: Caroline is Caroline!",
+        "c4": "assistant: Melanie: I painted a lake sunrise.\nuser: Caroline: Lovely, Melanie.",
+    }
+    vectors = await world.embedder.embed(list(texts.values()), kind="passage")
+    memories = [{"id": i, "cube": cube, "text": t, "session": f"s-{i}"} for i, t in texts.items()]
+    await world.apply(
+        [
+            UpsertMemory(memory=_record(m, tuple(v), world.embedder.model_id))
+            for m, v in zip(memories, vectors.vectors, strict=True)
+        ]
+    )
+    question = "What is Caroline's identity?"
+    stripped = (await world.embedder.embed(["What is identity?"], kind="query")).vectors[0]
+    whole = (await world.embedder.embed([question], kind="query")).vectors[0]
+
+    def best(vector: list[float]) -> str:
+        pairs = zip(texts, vectors.vectors, strict=True)
+        cosines = {i: sum(a * b for a, b in zip(vector, v, strict=True)) for i, v in pairs}
+        return max(cosines, key=lambda i: cosines[i])
+
+    query = SearchQuery(query=question, readable_cube_ids=(cube,), top_k=4, dedup="no")
+
+    def top_dense(data: dict[str, Any]) -> str:
+        items = data["text_mem"][0]["memories"]
+        return max(items, key=lambda m: m["metadata"]["score_parts"]["dense"])["id"]
+
+    on = await world.service.search(query)
+    assert top_dense(on) == best(stripped) == "c2"
+    off_service = SearchService(
+        world.graph, world.vector, world.keyword, world.embedder, settings=SearchSettings(speaker_share=0.0)
+    )
+    off = await off_service.search(query)
+    assert top_dense(off) == best(whole) != "c2"  # with the name, a greeting is nearest
