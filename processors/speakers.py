@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "line_speakers",
     "named_speakers",
+    "query_without_speakers",
     "speaker_free_query",
     "speaker_names",
     "without_names",
@@ -67,7 +68,13 @@ def speaker_free_query(query: str, texts: Iterable[str], *, share: float) -> str
     names none (or ``share`` is 0, or nothing but names would be left)."""
     if share <= 0.0:
         return None
-    names = named_speakers(query, speaker_names(texts, share=share))
+    return query_without_speakers(query, speaker_names(texts, share=share))
+
+
+def query_without_speakers(query: str, speakers: Iterable[str]) -> str | None:
+    """``query`` without the ``speakers`` (lower-cased) it names; None when it names none (or nothing but
+    names would be left)."""
+    names = named_speakers(query, speakers)
     if not names:
         return None
     stripped = without_names(query, names)

@@ -37,7 +37,7 @@ from processors.retrieval import (
     score_hits,
 )
 from processors.search_response import build_response, select_hits
-from processors.speakers import speaker_free_query
+from processors.speakers import query_without_speakers, speaker_names
 from schemas.errors import DimensionMismatch, ModelOutputInvalid, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 
@@ -52,6 +52,10 @@ def _first_leaf(error: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error a caller should see from a failed task group: its first leaf (a store or model error)."""
     first = error.exceptions[0]
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+_REMEMBERED_CUBES = 10_000
+"""Cubes whose speakers a search service remembers at most."""
 
 
 class _QueryEmbeddings:
@@ -93,6 +97,9 @@ class SearchService:
         self.embedder = embedder
         self.reranker = reranker
         self.settings = (settings or SearchSettings()).for_model(embedder.model_id)
+        self._speakers: dict[str, frozenset[str]] = {}
+        """Per cube, the speakers its last search's keyword hits named (bounded; oldest forgotten first): the
+        text embedded while this search's keyword search runs is the guess they give."""
 
     async def search(self, query: SearchQuery) -> dict[str, Any]:
         """Search every readable cube and return MemOS's ``data`` dict (see ``processors.retrieval``).
@@ -153,6 +160,12 @@ class SearchService:
         )
         return data
 
+    def _remember_speakers(self, cube: str, speakers: set[str]) -> None:
+        self._speakers.pop(cube, None)
+        self._speakers[cube] = frozenset(speakers)
+        while len(self._speakers) > _REMEMBERED_CUBES:
+            del self._speakers[next(iter(self._speakers))]
+
     async def _embed(self, text: str) -> Embeddings:
         embeddings = await self.embedder.embed([text], kind="query")
         if len(embeddings.vectors) != 1:
@@ -182,10 +195,15 @@ class SearchService:
             )
             dense_text = query.query
             if chosen is not None and bucket == "text":
+                # embed now what the cube's last speakers say the text will be; the hits decide below
+                guess = query_without_speakers(query.query, self._speakers.get(cube, ())) or query.query
+                embeddings.get(guess)
                 keyword_ids = [m.memory_id for m in await keyword_task]
                 records = await self._records(cube, {"keyword": keyword_ids}, records)
-                texts = [records[i].memory for i in keyword_ids if i in records]
-                dense_text = speaker_free_query(query.query, texts, share=self.settings.speaker_share) or query.query
+                speakers = speaker_names((records[i].memory for i in keyword_ids if i in records),
+                                         share=self.settings.speaker_share)  # fmt: skip
+                self._remember_speakers(cube, speakers)
+                dense_text = query_without_speakers(query.query, speakers) or query.query
                 chosen.set_result(dense_text)
             elif chosen is not None:
                 dense_text = await asyncio.shield(chosen)

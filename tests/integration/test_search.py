@@ -366,3 +366,46 @@ async def test_a_speaker_named_in_the_query_leaves_the_dense_query(world: World)
     )
     off = await off_service.search(query)
     assert top_dense(off) == best(whole) != "c2"  # with the name, a greeting is nearest
+
+
+class _Recording(Embedder):
+    """The world's embedder, recording the query texts it is asked to embed."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.dimension = inner.dimension
+        self.queries: list[str] = []
+
+    async def embed(self, texts: Any, *, kind: Any = "passage") -> Any:
+        if kind == "query":
+            self.queries.extend(texts)
+        return await self.inner.embed(texts, kind=kind)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_cubes_last_speakers_choose_what_is_embedded_while_its_keyword_search_runs(world: World) -> None:
+    cube = "cube_chat"
+    texts = {
+        "d1": "user: Caroline: I went to a pride parade last weekend.\nassistant: Melanie: Wonderful!",
+        "d2": "assistant: Melanie: I took the kids camping.\nuser: Caroline: Sounds fun.",
+        "d3": "user: Caroline: I am researching adoption agencies.",
+    }
+    vectors = await world.embedder.embed(list(texts.values()), kind="passage")
+    await world.apply([
+        UpsertMemory(memory=_record({"id": i, "cube": cube, "text": t, "session": f"s-{i}"}, tuple(v),
+                                    world.embedder.model_id))
+        for (i, t), v in zip(texts.items(), vectors.vectors, strict=True)
+    ])  # fmt: skip
+    recording = _Recording(world.embedder)
+    service = SearchService(world.graph, world.vector, world.keyword, recording)
+    first = await service.search(SearchQuery(query="What did Caroline research?", readable_cube_ids=(cube,)))
+    # nothing known of the cube yet: the whole query was embedded beside the keyword search, then the hits
+    # named Caroline a speaker and the query was embedded again without her name
+    assert recording.queries == ["What did Caroline research?", "What did research?"]
+    recording.queries.clear()
+    second = await service.search(SearchQuery(query="When did Caroline go to a parade?", readable_cube_ids=(cube,)))
+    assert recording.queries == ["When did go to a parade?"]  # guessed right from the last search: once
+    assert first["text_mem"][0]["memories"] and second["text_mem"][0]["memories"]
