@@ -194,10 +194,12 @@ class SearchService:
                 )
             )
             dense_text = query.query
+            guessed: tuple[str, asyncio.Task[list[ScoredMemory]]] | None = None
             if chosen is not None and bucket == "text":
-                # embed now what the cube's last speakers say the text will be; the hits decide below
+                # search now with what the cube's last speakers say the text will be; the hits decide below
                 guess = query_without_speakers(query.query, self._speakers.get(cube, ())) or query.query
-                embeddings.get(guess)
+                guessed = guess, group.create_task(
+                    self._dense_of(cube, embeddings.get(guess), k, types, query.include_history))
                 keyword_ids = [m.memory_id for m in await keyword_task]
                 records = await self._records(cube, {"keyword": keyword_ids}, records)
                 speakers = speaker_names((records[i].memory for i in keyword_ids if i in records),
@@ -207,8 +209,12 @@ class SearchService:
                 chosen.set_result(dense_text)
             elif chosen is not None:
                 dense_text = await asyncio.shield(chosen)
-            vector = (await asyncio.shield(embeddings.get(dense_text))).vectors[0]
-            dense_task = group.create_task(self._dense(cube, vector, k, types, query.include_history))
+            if guessed is not None and guessed[0] == dense_text:
+                dense_task = guessed[1]
+            else:
+                dense_task = group.create_task(
+                    self._dense_of(cube, embeddings.get(dense_text), k, types, query.include_history))
+        vector = embeddings.get(dense_text).result().vectors[0]  # done: the dense search awaited it
         rankings: dict[str, list[str]] = {
             "dense": [m.memory_id for m in dense_task.result()],
             "keyword": [m.memory_id for m in keyword_task.result()],
@@ -249,6 +255,13 @@ class SearchService:
         if wanted:
             records.update((r.id, r) for r in await self.graph.get(wanted, cube_id=cube))
         return records
+
+    async def _dense_of(
+        self, cube: str, embedding: asyncio.Task[Embeddings], k: int, types: Sequence[str], include_retired: bool
+    ) -> list[ScoredMemory]:
+        """``_dense`` with the vector of ``embedding`` (a task other searches of this query may share)."""
+        vector = (await asyncio.shield(embedding)).vectors[0]
+        return await self._dense(cube, vector, k, types, include_retired)
 
     async def _dense(
         self, cube: str, vector: Sequence[float], k: int, types: Sequence[str], include_retired: bool
