@@ -63,6 +63,7 @@ def serve(
         port=loaded.server.port,
         log_level=log_level,
         timeout_graceful_shutdown=5,
+        access_log=loaded.server.access_log,
         loop=loaded.server.event_loop,
         http=loaded.server.http,
     )
