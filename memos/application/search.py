@@ -195,11 +195,13 @@ class SearchService:
             )
             dense_text = query.query
             guessed: tuple[str, asyncio.Task[list[ScoredMemory]]] | None = None
-            if chosen is not None and bucket == "text":
-                # search now with what the cube's last speakers say the text will be; the hits decide below
+            if chosen is not None:
+                # search now with what the cube's last speakers say the text will be; the text bucket's
+                # keyword hits decide below, and a wrong guess is searched again
                 guess = query_without_speakers(query.query, self._speakers.get(cube, ())) or query.query
                 guessed = guess, group.create_task(
                     self._dense_of(cube, embeddings.get(guess), k, types, query.include_history))
+            if chosen is not None and bucket == "text":
                 keyword_ids = [m.memory_id for m in await keyword_task]
                 records = await self._records(cube, {"keyword": keyword_ids}, records)
                 speakers = speaker_names((records[i].memory for i in keyword_ids if i in records),
