@@ -141,7 +141,7 @@ class ServerSettings(_Section):
     derivation_process: bool = Field(
         default=True,
         description="`memos serve`: run derivation, projection and task dispatch in a child "
-                    "`memos worker` (niced, restarted if it dies), so requests never wait for the interpreter "
+                    "`memos worker` (restarted if it dies), so requests never wait for the interpreter "
                     "lock behind them. Off: every stage runs in the server's own process.")
     derivation_niceness: int = Field(
         default=0, ge=0, le=19,

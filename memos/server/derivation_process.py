@@ -1,5 +1,5 @@
 """`memos serve`'s derivation process: the stages that compute (derivation, projection, task dispatch) in a
-niced child `memos worker`, restarted when it dies, so the serving process's interpreter only serves."""
+child `memos worker`, restarted when it dies, so the serving process's interpreter only serves."""
 
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,10 +22,10 @@ import pytest
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from streams.settings import load_settings
+from tests.support.memos_serve import memos_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = 50
 SENTENCES = [
     "I usually drink oolong tea in the afternoon.",
@@ -37,13 +35,6 @@ SENTENCES = [
     "Our team uses PostgreSQL for the billing service.",
     "I am learning to play the ukulele.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _prepare(home: Path) -> list[str]:
@@ -119,43 +110,7 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
     seconds = float(os.environ.get("MEMOS_LOAD_SECONDS", "60"))
     home = tmp_path / "home"
     keys = asyncio.run(_prepare(home))
-    port = _free_port()
-    env = {
-        **os.environ,
-        "MEMOS_HOME": str(home),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    }
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "memos",
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-
+    with memos_serve(home, tmp_path / "server.log") as (server, url):
         lat: dict[str, list[float]] = {"add": [], "search": []}
         errors: list[str] = []
         refused = {"add": 0, "search": 0}
@@ -168,10 +123,6 @@ def test_fifty_clients_add_and_search_for_a_minute(tmp_path: Path) -> None:
         started = time.monotonic()
         asyncio.run(run())
         elapsed = time.monotonic() - started
-    finally:
-        server.terminate()
-        server.wait(60)
-        log.close()
 
     every = lat["add"] + lat["search"]
     report: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""`memos serve` with its derivation process: a niced child `memos worker` derives and projects, the server
+"""`memos serve` with its derivation process: a child `memos worker` derives and projects, the server
 reads what it wrote (read-your-writes through the vector journal), a killed child is restarted, and no child
 outlives the server."""
 
@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,13 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.memos_serve import memos_serve
 
 
 def _children(pid: int) -> list[int]:
@@ -64,32 +56,9 @@ def _is_worker(pid: int) -> bool:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = _free_port()
-    env = {**os.environ, "MEMOS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    env.pop("MEMOS_CONFIG", None)
-    env["MEMOS_SERVER__DERIVATION_NICENESS"] = "3"
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "memos", "serve", "--local-only", "--port", str(port),
-                                "--log-level", "warning"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)  # polling a child process's start-up
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(60)
-        log.close()
+    with memos_serve(tmp_path / "home", tmp_path / "server.log", args=["--local-only"],
+                     env={"MEMOS_SERVER__DERIVATION_NICENESS": "3"}) as running:  # fmt: skip
+        yield running
 
 
 def _add(url: str, text: str) -> list[dict[str, object]]:
