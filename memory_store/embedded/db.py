@@ -23,7 +23,7 @@ from schemas.envelope import Position
 from schemas.errors import ConfigError, StoreError, StoreUnavailable
 from schemas.ops import AnyOp
 
-__all__ = ["CHECKPOINT_SCHEMA", "EmbeddedDatabase", "EmbeddedProjection", "sqlite_path"]
+__all__ = ["CHECKPOINT_SCHEMA", "EmbeddedDatabase", "EmbeddedProjection", "runs_by_kind", "sqlite_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,18 @@ def sqlite_path(url: str | Path) -> str:
     if path in ("", "/"):
         raise ConfigError(f"embedded store URL has no path: {url!r}")
     return path
+
+
+def runs_by_kind(ops: Sequence[AnyOp]) -> Iterator[Sequence[AnyOp]]:
+    """The longest runs of consecutive ops of one type, in order (each store applies a run in one call)."""
+    start = 0
+    while start < len(ops):
+        kind = type(ops[start])
+        end = start + 1
+        while end < len(ops) and type(ops[end]) is kind:
+            end += 1
+        yield ops[start:end]
+        start = end
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from memory_store.base import GraphStore
-from memory_store.embedded.db import EmbeddedProjection
+from memory_store.embedded.db import EmbeddedProjection, runs_by_kind
 from schemas.codec import float32_blob
 from schemas.events import SourceRef
 from schemas.memory import MemoryRecord, RelationRecord, capped_sources
@@ -233,14 +233,8 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
         """Runs of consecutive ops of one kind go to SQLite as one executemany each, in order."""
-        start = 0
-        while start < len(ops):
-            kind = type(ops[start])
-            end = start + 1
-            while end < len(ops) and type(ops[end]) is kind:
-                end += 1
-            self._apply_run(conn, ops[start:end])
-            start = end
+        for run in runs_by_kind(ops):
+            self._apply_run(conn, run)
 
     def _apply_run(self, conn: sqlite3.Connection, run: Sequence[AnyOp]) -> None:
         first = run[0]

@@ -17,7 +17,7 @@ from pathlib import Path
 import tantivy
 
 from memory_store.base import KeywordIndex
-from memory_store.embedded.db import EmbeddedProjection, Synchronous
+from memory_store.embedded.db import EmbeddedProjection, Synchronous, runs_by_kind
 from memory_store.embedded.keyword_tantivy_parts import (
     TANTIVY_SCHEMA,
     CubeIndex,
@@ -267,13 +267,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     def _apply_cube(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
         """One cube's ops in order, as runs of one kind (a replay's batch is a handful of runs)."""
-        start = 0
-        while start < len(ops):
-            kind = type(ops[start])
-            end = start + 1
-            while end < len(ops) and type(ops[end]) is kind:
-                end += 1
-            run = ops[start:end]
+        for run in runs_by_kind(ops):
+            kind = type(run[0])
             if kind is UpsertMemory:
                 self._upsert_run(conn, run)  # type: ignore[arg-type]
             elif kind is ReviseMemory:
@@ -284,7 +279,6 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                 for op in run:
                     if isinstance(op, DropCube):
                         self._drop(conn, op.cube_id)
-            start = end
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
         """Upserts of one cube: known documents read in one query, new ones inserted in one call."""
