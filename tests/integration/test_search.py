@@ -327,6 +327,17 @@ async def test_an_unreachable_embedder_fails_the_search_with_its_own_error(world
         await service.search(SearchQuery(query="chain hotels", readable_cube_ids=(TRAVEL, LOVE)))
 
 
+async def _add_texts(world: World, cube: str, texts: dict[str, str]) -> Any:
+    """Memories ``id -> text`` in ``cube``, one session each, embedded by the world's embedder; their vectors."""
+    vectors = await world.embedder.embed(list(texts.values()), kind="passage")
+    await world.apply([
+        UpsertMemory(memory=_record({"id": i, "cube": cube, "text": t, "session": f"s-{i}"}, tuple(v),
+                                    world.embedder.model_id))
+        for (i, t), v in zip(texts.items(), vectors.vectors, strict=True)
+    ])  # fmt: skip
+    return vectors
+
+
 async def test_a_speaker_named_in_the_query_leaves_the_dense_query(world: World) -> None:
     # a transcript cube: both speakers label every memory, so "Caroline" tells none of them apart
     cube = "cube_talk"
@@ -336,14 +347,7 @@ async def test_a_speaker_named_in_the_query_leaves_the_dense_query(world: World)
         "c3": "assistant: Melanie: Caroline is Caroline!",
         "c4": "assistant: Melanie: I painted a lake sunrise.\nuser: Caroline: Lovely, Melanie.",
     }
-    vectors = await world.embedder.embed(list(texts.values()), kind="passage")
-    memories = [{"id": i, "cube": cube, "text": t, "session": f"s-{i}"} for i, t in texts.items()]
-    await world.apply(
-        [
-            UpsertMemory(memory=_record(m, tuple(v), world.embedder.model_id))
-            for m, v in zip(memories, vectors.vectors, strict=True)
-        ]
-    )
+    vectors = await _add_texts(world, cube, texts)
     question = "What is Caroline's identity?"
     stripped = (await world.embedder.embed(["What is identity?"], kind="query")).vectors[0]
     whole = (await world.embedder.embed([question], kind="query")).vectors[0]
@@ -393,12 +397,7 @@ async def test_the_cubes_last_speakers_choose_what_is_embedded_while_its_keyword
         "d2": "assistant: Melanie: I took the kids camping.\nuser: Caroline: Sounds fun.",
         "d3": "user: Caroline: I am researching adoption agencies.",
     }
-    vectors = await world.embedder.embed(list(texts.values()), kind="passage")
-    await world.apply([
-        UpsertMemory(memory=_record({"id": i, "cube": cube, "text": t, "session": f"s-{i}"}, tuple(v),
-                                    world.embedder.model_id))
-        for (i, t), v in zip(texts.items(), vectors.vectors, strict=True)
-    ])  # fmt: skip
+    await _add_texts(world, cube, texts)
     recording = _Recording(world.embedder)
     service = SearchService(world.graph, world.vector, world.keyword, recording)
     first = await service.search(SearchQuery(query="What did Caroline research?", readable_cube_ids=(cube,)))
