@@ -109,7 +109,9 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Counts requests and observes latency per route template (never per raw path: bounded labels)."""
+    """Counts requests and observes latency per route template (never per raw path: bounded labels); every
+    response says how long the server took to start it (``Server-Timing: app;dur=<ms>``), so a client can
+    tell the server's time from its own and the network's."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -126,6 +128,8 @@ class MetricsMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message = {**message, "headers": [*message.get("headers", ()), (b"server-timing", took)]}
             await send(message)
 
         try:

@@ -345,6 +345,8 @@ def test_health_docs_and_admin_metrics(server: BackgroundServer, ac: httpx.Clien
     create_cube(ac, f"metrics_{unique}")
     add_fast(ac, f"metrics_{unique}", "I count my steps every day.")
     assert ac.get("/metrics").status_code == 403
+    timing = ac.get("/healthz").headers["server-timing"]  # the server's own time, apart from the client's
+    assert timing.startswith("app;dur=") and float(timing.removeprefix("app;dur=")) >= 0
     admin = make_user(server, f"root_{unique}", admin=True)
     with client_for(server, admin) as root:
         r = root.get("/metrics")
