@@ -5,14 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
-from typing import TypeVar
 
-__all__ = ["BACKGROUND_NICENESS", "in_niced_thread", "nice_current_thread"]
+__all__ = ["BACKGROUND_NICENESS", "nice_current_thread"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 BACKGROUND_NICENESS = 10
 """How much background threads lower their priority (Linux niceness, 0..19; higher yields more)."""
@@ -33,25 +29,3 @@ def nice_current_thread(niceness: int = BACKGROUND_NICENESS) -> None:
         os.setpriority(os.PRIO_PROCESS, tid, min(19, current + niceness))
     except OSError as exc:  # not Linux semantics (the whole process) or not permitted: serve anyway
         logger.debug("could not lower thread priority tid=%s: %r", tid, exc)
-
-
-def in_niced_thread(build: Callable[[], T], niceness: int = BACKGROUND_NICENESS) -> T:
-    """``build()`` run on a short-lived thread at lower priority; its result (or exception) returned.
-
-    Native thread pools created inside (an onnxruntime session's, say) inherit the lower priority.
-    """
-    box: dict[str, T | BaseException] = {}
-
-    def run() -> None:
-        nice_current_thread(niceness)
-        try:
-            box["value"] = build()
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name="memos-niced-build", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]

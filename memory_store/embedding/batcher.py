@@ -1,4 +1,4 @@
-"""MicroBatcher: one worker thread that merges concurrent embedding requests into bounded model steps.
+"""MicroBatcher: worker threads that merge concurrent embedding requests into bounded model steps.
 
 Requests come in two lanes. Urgent work (search queries) goes first: after every model step the
 worker takes the urgent lane before anything else, and an urgent step holds only urgent items, so a
@@ -8,7 +8,10 @@ while normal work waits, one small normal step (a quarter of ``max_items``) runs
 Normal work (passages from adds) is cut into steps of at most ``max_items`` items and ``max_cost``
 cost units (tokens), and waits ``linger_s`` after the first item arrives so that concurrent adds
 share a step; urgent work does not linger (queries that arrive while a step runs share the next).
-Items are prepared (tokenized) on the worker thread, lazily, one step ahead at most.
+Items are prepared (tokenized) on the worker thread, lazily, one step ahead at most. With more than one
+``run`` (one model session each), as many workers take steps from the same lanes side by side: a
+single-threaded session per core wastes less than one session split over the cores (whose threads meet
+at every operator).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class _Slot(Generic[T, P, R]):
 
 
 class MicroBatcher(Generic[T, P, R]):
-    """Runs ``run(prepared items) -> results`` on one thread, batching submissions (see module doc).
+    """Runs ``run(prepared items) -> results`` on one thread (and each of ``more_runs`` on one more),
+    batching submissions (see module doc).
 
     ``prepare`` turns an item into what ``run`` reads (on the worker thread), ``cost`` weighs a
     prepared item against ``max_cost``. A step always takes at least one item, whatever its cost.
@@ -68,8 +72,9 @@ class MicroBatcher(Generic[T, P, R]):
         max_urgent_streak: int = 4,
         name: str = "microbatcher",
         on_start: Callable[[], None] | None = None,
+        more_runs: Sequence[Callable[[list[P]], Sequence[R]]] = (),
     ) -> None:
-        self._prepare, self._cost, self._run = prepare, cost, run
+        self._prepare, self._cost = prepare, cost
         self.max_items, self.max_cost, self.linger_s = max(1, max_items), max(1, max_cost), linger_s
         self.max_urgent_streak = max(1, max_urgent_streak)
         self._streak = 0
@@ -82,13 +87,22 @@ class MicroBatcher(Generic[T, P, R]):
         self.steps = 0
         self._on_start = on_start
         """Run first on the worker thread (to lower its priority, say)."""
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(step,), name=f"{name}-{n}" if n else name, daemon=True)
+            for n, step in enumerate([run, *more_runs])
+        ]
+        for thread in self._threads:
+            thread.start()
 
     @property
     def worker_native_id(self) -> int | None:
-        """The worker thread's OS thread id (its scheduling priority can be read by it)."""
-        return self._thread.native_id
+        """The first worker thread's OS thread id (its scheduling priority can be read by it)."""
+        return self._threads[0].native_id
+
+    @property
+    def workers(self) -> int:
+        """Worker threads (one per model session)."""
+        return len(self._threads)
 
     def submit(self, items: Sequence[T], *, urgent: bool = False) -> Future[list[R]]:
         """Queue ``items``; the future resolves to their results in order (or the step's exception)."""
@@ -111,11 +125,12 @@ class MicroBatcher(Generic[T, P, R]):
         """Finish queued work, then stop the worker. Idempotent."""
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+            self._cond.notify_all()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join()
 
-    def _loop(self) -> None:
+    def _loop(self, run: Callable[[list[P]], Sequence[R]]) -> None:
         if self._on_start is not None:
             self._on_start()
         while True:
@@ -142,13 +157,17 @@ class MicroBatcher(Generic[T, P, R]):
                     slot = lane.popleft()
                     if not slot.job.failed:
                         candidates.append(slot)
+                if self._urgent or self._normal:
+                    self._cond.notify()  # work left: wake another worker, if any is idle
             slots, rest = self._fit(candidates)
             with self._cond:
                 lane.extendleft(reversed(rest))
                 if lane is self._normal and self._normal:
                     self._normal_since = time.monotonic() - self.linger_s  # the rest does not linger again
+                if rest:
+                    self._cond.notify()
             if slots:
-                self._step(slots)
+                self._step(slots, run)
 
     def _fit(self, candidates: list[_Slot[T, P, R]]) -> tuple[list[_Slot[T, P, R]], list[_Slot[T, P, R]]]:
         """Prepare candidates (outside the lock) and split them at ``max_cost``: (this step, put back)."""
@@ -170,27 +189,32 @@ class MicroBatcher(Generic[T, P, R]):
             total += slot.cost
         return taken, []
 
-    def _step(self, slots: list[_Slot[T, P, R]]) -> None:
-        self.steps += 1
+    def _step(self, slots: list[_Slot[T, P, R]], run: Callable[[list[P]], Sequence[R]]) -> None:
         try:
-            results = self._run([s.prepared for s in slots])  # type: ignore[misc]
+            results = run([s.prepared for s in slots])  # type: ignore[misc]
             if len(results) != len(slots):
                 raise RuntimeError(f"the model step returned {len(results)} results for {len(slots)} items")
         except Exception as exc:  # noqa: BLE001 - delivered to every waiting caller
             for slot in slots:
                 self._fail(slot.job, exc)
             return
-        for slot, result in zip(slots, results, strict=True):
-            job = slot.job
-            if job.failed:
-                continue
-            job.results[slot.index] = result
-            job.remaining -= 1
-            if job.remaining == 0 and not job.future.done():
+        finished: list[_Job[T, P, R]] = []
+        with self._cond:  # a job's items may be finished by several workers
+            self.steps += 1
+            for slot, result in zip(slots, results, strict=True):
+                job = slot.job
+                if job.failed:
+                    continue
+                job.results[slot.index] = result
+                job.remaining -= 1
+                if job.remaining == 0:
+                    finished.append(job)
+        for job in finished:
+            if not job.future.done():
                 job.future.set_result(list(job.results))  # type: ignore[arg-type]
 
-    @staticmethod
-    def _fail(job: _Job[T, P, R], exc: BaseException) -> None:
-        job.failed = True
+    def _fail(self, job: _Job[T, P, R], exc: BaseException) -> None:
+        with self._cond:
+            job.failed = True
         if not job.future.done():
             job.future.set_exception(exc)
