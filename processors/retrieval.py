@@ -22,7 +22,7 @@ Shapes followed, read from MemTensor/MemOS (``src/memos/api/product_models.py`` 
   info, covered_history, memory_type, sources, embedding ([] unless asked for), created_at, usage,
   background, file_ids, relativity, ref_id, id, memory`` and ``score_parts`` (this system: each
   ranking's RRF contribution ``dense``, ``keyword``, ``graph``, ``time``; ``recency`` (0: search does not
-  rank by age), ``boost`` (session and own-words factors), the raw ``cosine``, ``keyword_coverage``, ``fused`` and, when reranked,
+  rank by age), ``boost`` (session, own-words and length factors), the raw ``cosine``, ``keyword_coverage``, ``fused`` and, when reranked,
   ``rerank``) plus ``cube_id`` and this system's history
   fields (``revision``, ``extractor``, ``retire_reason``, ``successor_ids``, ``valid_from``, ``valid_to``,
   ``origin_event_id``), then the record's own metadata (preference_type, preference, tool fields, ...).
@@ -31,8 +31,8 @@ Scoring (every constant lives in :class:`SearchSettings`): per cube and bucket, 
 rankings and, for text, a graph ranking (neighbours of the strongest fused hits, scored by the seed's
 fused score times the edge's relation weight) and a time ranking (``processors.timeparse``: memories
 whose times match a time the query names, or that state a time when it asks when) are fused by
-weighted reciprocal-rank fusion. Memories of
-the request's session get a multiplicative boost. ``relativity`` in [0, 1] is an absolute relevance
+weighted reciprocal-rank fusion. Memories of the request's session get a multiplicative boost, and text
+memories a factor for brevity (``length_prior``). ``relativity`` in [0, 1] is an absolute relevance
 estimate, comparable across queries: the query-memory cosine mapped from [dense_floor, dense_ceiling]
 onto [0, dense_knee] and from there linearly to 1 at cosine 1 (so 1.000 means an exact match), raised
 by the share of query terms the memory contains (``dense_calibration`` holds the cosine range per embedder:
@@ -44,6 +44,7 @@ threshold, dedup (MMR over the stored embeddings by default), the per-cube caps 
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -83,6 +84,7 @@ __all__ = [
     "dense_relativity",
     "relativity",
     "score_hits",
+    "length_factors",
     "spread_sessions",
 ]
 
@@ -255,11 +257,12 @@ def score_hits(
         rel = {i: max(r, settings.preference_relativity) for i, r in rel.items()}
     about_user = first_person(query.query) or asks_recommendation(query.query)
     speaks_as_user = settings.own_words_boost > 0 and about_user
+    length = length_factors(records, ids, settings.length_prior if bucket == "text" else 0.0)
     hits = []
     for memory_id in ids:
         record = records[memory_id]
         score = fused[memory_id]
-        boost = 1.0
+        boost = length.get(memory_id, 1.0)
         if query.session_id and record.session_id == query.session_id:
             boost *= 1.0 + settings.session_boost
         if speaks_as_user and own_words(record):
@@ -283,6 +286,16 @@ def score_hits(
         hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))
     hits.sort(key=lambda h: (-h.score, h.record.id))
     return spread_sessions(hits, settings.session_spread) if bucket == "text" else hits
+
+
+def length_factors(records: Mapping[str, MemoryRecord], ids: Sequence[str], prior: float) -> dict[str, float]:
+    """Per id, (words / median words of ``ids``) ^ -``prior``: shorter memories gain, longer ones lose
+    (empty when ``prior`` is 0). The median keeps a typical memory's factor near 1."""
+    if prior <= 0.0 or not ids:
+        return {}
+    words = {i: max(len(records[i].memory.split()), 1) for i in ids}
+    middle = statistics.median(words.values())
+    return {i: (n / middle) ** -prior for i, n in words.items()}
 
 
 def spread_sessions(hits: Sequence[Hit], spread: float) -> list[Hit]:

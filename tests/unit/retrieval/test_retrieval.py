@@ -146,6 +146,26 @@ def test_session_priority_boosts_the_requests_session() -> None:
     assert boosted[0].score == pytest.approx(plain[1].score * 1.5)
 
 
+def test_length_prior_puts_the_shorter_of_two_close_text_hits_first() -> None:
+    long_text = "Melanie: " + "we talked about the weekend and the weather and the news " * 6
+    short_text = "Melanie: we went camping with the kids"
+    records = {"long": record("long", long_text), "short": record("short", short_text)}
+    rankings = {"dense": ["long", "short"], "keyword": ["short", "long"]}  # long first: dense weighs 1.2
+    args = {"query": Q, "query_vector": [], "terms": [], "flt": None}
+    off = SETTINGS.model_copy(update={"length_prior": 0.0})
+    on = SETTINGS.model_copy(update={"length_prior": 0.2})
+    plain = score_hits("text", rankings, records, settings=off, **args)
+    assert [h.record.id for h in plain] == ["long", "short"]
+    hits = score_hits("text", rankings, records, settings=on, **args)
+    assert [h.record.id for h in hits] == ["short", "long"]
+    middle = (len(long_text.split()) + len(short_text.split())) / 2
+    assert hits[0].parts["boost"] == pytest.approx((len(short_text.split()) / middle) ** -0.2, abs=1e-6)
+    # other buckets keep their order: brevity is a prior of text memories only
+    prefs = {i: r.model_copy(update={"memory_type": "PreferenceMemory"}) for i, r in records.items()}
+    pref = score_hits("pref", rankings, prefs, settings=on, **args)
+    assert [h.record.id for h in pref] == ["long", "short"]
+
+
 def test_relativity_is_calibrated_cosine_raised_by_term_coverage() -> None:
     r = record("a", "the hotel is nice")
     s = SETTINGS.model_copy(
