@@ -29,6 +29,9 @@ __all__ = ["MicroBatcher"]
 
 logger = logging.getLogger(__name__)
 
+_MIN_SHARED_STEP = 4
+"""Fewest items per normal step when several workers share the queue."""
+
 T = TypeVar("T")
 P = TypeVar("P")
 R = TypeVar("R")
@@ -152,6 +155,10 @@ class MicroBatcher(Generic[T, P, R]):
                             self._cond.wait(left)
                     lane = self._urgent if self._urgent else self._normal
                     self._streak = self._streak + 1 if lane is self._urgent and self._normal else 0
+                if len(self._threads) > 1 and lane is self._normal:
+                    # several workers: cut what is queued into at least two steps per worker, so none idles
+                    # while another runs the last big step
+                    limit = min(limit, max(_MIN_SHARED_STEP, -(-len(lane) // (2 * len(self._threads)))))
                 candidates: list[_Slot[T, P, R]] = []
                 while lane and len(candidates) < limit:
                     slot = lane.popleft()
