@@ -51,7 +51,9 @@ class EmbeddingCache:
     def __init__(self, embedder: Embedder, path: Path | None = None) -> None:
         self.embedder = embedder
         self.inner = embedder.embed
-        name = hashlib.sha256(embedder.model_id.encode()).hexdigest()[:12]
+        # the bundled model's kernels give vectors equal to cosine 0.999, not bit for bit: one file each
+        runtime = f"{embedder.model_id}|{getattr(embedder, 'kernels', '')}"
+        name = hashlib.sha256(runtime.encode()).hexdigest()[:12]
         self.path = path or CACHE_DIR / f"embeddings-{name}.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
