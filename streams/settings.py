@@ -177,6 +177,10 @@ class DoorSettings(_Section):
         description="Once the oldest waiting search has waited this long (overload), a freed slot goes to the newest "
                     "waiter instead (adaptive LIFO: what is admitted starts at once, the oldest run out of queue time "
                     "and are refused); unset: always first come, first served.")
+    search_overload_queue_ms: float | None = Field(
+        default=10.0, ge=0,
+        description="Under overload (LIFO mode), waiting searches this old are refused when a slot frees rather than "
+                    "admitted late (controlled delay); unset: they wait out search_queue_ms.")
 
 
 class AppSettings(BaseSettings):

@@ -68,6 +68,8 @@ class DoorLimits:
     """Retry-After of a refused search."""
     search_lifo_after_ms: float | None = 10.0
     """Once the oldest waiter has waited this long, a freed slot goes to the newest (None: always FIFO)."""
+    search_overload_queue_ms: float | None = 10.0
+    """Under overload (LIFO mode), waiters this old are refused when a slot frees (None: none)."""
 
     @property
     def active_searches(self) -> int:

@@ -47,7 +47,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         self.search_gate: SearchGate = gate_for(
             runtime, max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
             per_user=self.limits.searches_per_user, retry_after_s=self.limits.search_retry_after_s,
-            lifo_after_ms=self.limits.search_lifo_after_ms)
+            lifo_after_ms=self.limits.search_lifo_after_ms, overload_queue_ms=self.limits.search_overload_queue_ms)
         """Admission of searches (``door.max_active_searches`` and friends), shared by every service over
         this runtime: the HTTP server, MCP and the in-process API count against the same slots."""
 

@@ -204,3 +204,47 @@ def test_adaptive_lifo_is_on_by_default_and_the_settings_agree_with_the_limits()
 
     assert DoorLimits().search_lifo_after_ms is not None
     assert DoorSettings().search_lifo_after_ms == DoorLimits().search_lifo_after_ms
+
+
+async def test_under_overload_a_freed_slot_refuses_the_waiters_that_waited_too_long() -> None:
+    now = [0.0]
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0, lifo_after_ms=10, overload_queue_ms=20,
+                      clock=lambda: now[0])  # fmt: skip
+    entered: list[str] = []
+    tasks, releases = await _queue_up(gate, ("a", "old", "older"), entered)  # a runs; two wait from t=0
+    now[0] = 0.015
+    young_tasks, young = await _queue_up(gate, ("young",), entered)  # waits from t=15 ms
+    now[0] = 0.025  # old and older have waited 25 ms (>= 20), young 10 ms
+    releases["a"].set()
+    await _settle()
+    assert entered == ["a", "young"]  # the newest got the slot; the two late ones were refused, not admitted
+    for name in ("old", "older"):
+        with pytest.raises(SearchesBusy, match="within 20 ms"):
+            await tasks[name]
+    assert gate.stats.refused_busy == 2
+    young["young"].set()
+    await asyncio.gather(tasks["a"], *young_tasks.values())
+
+
+async def test_without_overload_a_burst_still_waits_its_turn() -> None:
+    now = [0.0]
+    gate = SearchGate(max_active=1, queue_ms=10_000, per_user=0, lifo_after_ms=10, overload_queue_ms=20,
+                      clock=lambda: now[0])  # fmt: skip
+    entered: list[str] = []
+    tasks, releases = await _queue_up(gate, ("a", "b"), entered)
+    now[0] = 0.005  # b has waited 5 ms: no overload, nothing refused
+    releases["a"].set()
+    await _settle()
+    assert entered == ["a", "b"]
+    releases["b"].set()
+    await asyncio.gather(*tasks.values())
+    assert gate.stats.refused_busy == 0
+
+
+def test_controlled_delay_is_on_by_default_and_the_settings_agree_with_the_limits() -> None:
+    from streams.settings import DoorSettings
+
+    limits = DoorLimits()
+    assert limits.search_overload_queue_ms is not None
+    assert limits.search_overload_queue_ms < limits.search_queue_ms
+    assert DoorSettings().search_overload_queue_ms == limits.search_overload_queue_ms
