@@ -276,10 +276,15 @@ class LocalEventLog(EventLog):
             rows.append((record.topic, record.key, bytes(record.value), pack_headers(record.headers)))
         timestamp_ms = int(time.time() * 1000)
         partitions = self.default_partitions
+        topics = {row[0] for row in rows}
         with map_sqlite_errors("append", self.path):
+            if self.synchronous == "NORMAL":  # no fsync per commit: cheap enough to run right here when free
+                done, positions = ctx.writer.try_now(lambda conn: _append(conn, rows, timestamp_ms, partitions),
+                                                     topics=topics)  # fmt: skip
+                if done and positions is not None:
+                    return positions
             return await ctx.writer.submit(
-                lambda conn: _append(conn, rows, timestamp_ms, partitions), coalesce=True,
-                topics={row[0] for row in rows},
+                lambda conn: _append(conn, rows, timestamp_ms, partitions), coalesce=True, topics=topics,
             )
 
     async def end_offsets(self, topic: str) -> dict[int, int]:
