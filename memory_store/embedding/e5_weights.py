@@ -9,6 +9,7 @@ byte j holding weight j in its low nibble and weight j+16 in its high nibble, va
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import struct
 from dataclasses import dataclass
@@ -66,6 +67,20 @@ class E5Weights:
     word_blocks: npt.NDArray[np.uint8]
     """[vocab, hidden/32, 18] raw Q4_0 rows of the word embedding (expanded per lookup: 250k rows)."""
     tensors: dict[str, npt.NDArray[np.float32] | Q4Tensor]
+    sha256: str
+    """SHA-256 of the model file (what stored activation maxima are keyed by)."""
+
+    def encoder_input(self, rows: list[list[int]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """The encoder graph's ``x`` [B, T, hidden] for token-id rows padded to the longest, and their
+        mask [B, T] (1 on real tokens); the graph's ``mask_bias`` is ``(mask - 1) * 1e9``."""
+        width = max(len(r) for r in rows)
+        ids = np.full((len(rows), width), self.pad, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.float32)
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = row
+            mask[n, : len(row)] = 1.0
+        x = self.words(ids) + self.f32("emb.pos")[:width] + self.f32("emb.type")[: self.hidden]
+        return x.astype(np.float32), mask
 
     def words(self, ids: npt.NDArray[np.int64]) -> npt.NDArray[np.float32]:
         """The word embeddings of ``ids`` (any shape) as float32 [..., hidden]."""
@@ -186,4 +201,5 @@ def load_e5_weights(path: Path) -> E5Weights:
         normalization=normalization,
         word_blocks=word_blocks,
         tensors=tensors,
+        sha256=hashlib.sha256(data).hexdigest(),
     )
