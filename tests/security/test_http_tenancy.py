@@ -324,7 +324,7 @@ def test_forget_cube_leaves_nothing_of_it_and_keeps_the_rest(server: BackgroundS
     with client_for(server, gina) as c:
         create_cube(c, gone)
         create_cube(c, kept)
-        secret = add_fast(c, gone, "The vault code is 4711.")[0]["memory_id"]
+        secret = add_fast(c, gone, "The vault code is quetzal-4711.")[0]["memory_id"]
         other = add_fast(c, kept, "I water the plants on Fridays.")[0]["memory_id"]
         server.call(service_of(server).forget_cube(gone, requested_by=gina.user_id))
         search = {"user_id": gina.user_id, "query": "vault code", "relativity": 0}
@@ -335,9 +335,9 @@ def test_forget_cube_leaves_nothing_of_it_and_keeps_the_rest(server: BackgroundS
         status, remaining = feed(c, **{"from": "beginning"})
         assert status == 200 and remaining
         assert all(json.loads(e["data"])["event"]["key"] == kept for e in remaining)
-        assert all("4711" not in e["data"] for e in remaining)
+        assert all("quetzal" not in e["data"] for e in remaining)
         found = c.post("/product/search", json={**search, "readable_cube_ids": [kept]}).json()["data"]
-        assert all("4711" not in m["memory"] for bucket in found["text_mem"] for m in bucket["memories"])
+        assert all("quetzal" not in m["memory"] for bucket in found["text_mem"] for m in bucket["memories"])
         assert c.get(f"/product/get_memory/{other}", params={"mem_cube_id": kept}).status_code == 200
     rt = server.app.state.runtime
 
@@ -347,7 +347,7 @@ def test_forget_cube_leaves_nothing_of_it_and_keeps_the_rest(server: BackgroundS
             for partition in range(await rt.log.partitions(topic)):
                 offset = 0
                 while batch := await rt.log.read(topic, partition, offset, limit=1000):
-                    count += sum(1 for r in batch if r.key == gone.encode() or b"4711" in r.value)
+                    count += sum(1 for r in batch if r.key == gone.encode() or b"quetzal-4711" in r.value)
                     offset = batch[-1].position.offset + 1
         return count
 
