@@ -27,9 +27,9 @@ any other 5xx is an error. A search refused by the server's admission gate (429 
 beside them, ``server_side_p95_ms`` gives the server's own share (its ``Server-Timing`` header: from the
 request reaching the app to the response starting) and ``client_lag_p95_ms`` how late this process's
 event loop woke a 5 ms timer during the phase (the bench and the server share the machine's cores), and
-``bench_cpu_s`` the CPU seconds the clients used per phase. The clients are aiohttp sessions on uvloop: with
-httpx on the default loop the clients' own CPU made this process wake 25-40 ms late at p95 under load, and
-that delay was in every latency measured (a client on another machine does not add it).
+``bench_cpu_s`` the CPU seconds the clients used per phase. The clients are aiohttp sessions on uvloop, the
+lightest well-kept asyncio HTTP client: every CPU-second they spend is taken from the server on these shared
+cores (clients on other machines would take none).
 """
 
 from __future__ import annotations

@@ -311,6 +311,9 @@ class Deriver(FineExtraction):
     ) -> list[Event]:
         """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
         event = plan.event
+        import os as _os
+        if _os.environ.get("H12_TOP"):
+            plan = await _h12_label(self.embedder, plan, vectors)
         added = await asyncio.to_thread(
             build_memory_events, event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage
         )
@@ -349,3 +352,37 @@ class Deriver(FineExtraction):
         )
         why = f"no readable content in the conversation: {reasons}"[:2000]
         return _failed(event, "read", "read", why, "none", [])
+
+
+_H12_P: dict[str, object] = {}
+
+
+async def _h12_label(embedder: Embedder, plan: Plan, vectors: Sequence[Sequence[float]]) -> Plan:
+    """EXPERIMENT (issue 12): topic label words appended to draft titles."""
+    import os
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, "/tmp/h12/work")
+    from tax_hack import TOPICS
+
+    kind = os.environ.get("H12_KIND", "query")
+    if kind not in _H12_P:
+        _H12_P[kind] = np.asarray((await embedder.embed(list(TOPICS.values()), kind=kind)).vectors, dtype=np.float32)  # type: ignore[arg-type]
+    P = _H12_P[kind]
+    if os.environ.get("H12_CENTER", "1") == "1":
+        P = P - P.mean(0)
+    top = int(os.environ["H12_TOP"])
+    margin = float(os.environ.get("H12_MARGIN", "1"))
+    names = list(TOPICS)
+    E = np.asarray(vectors, dtype=np.float32)
+    S = E @ P.T
+    drafts = []
+    for d, row in zip(plan.drafts, S):
+        order = np.argsort(-row)[:top]
+        words = [names[j] for j in order if row[order[0]] - row[j] <= margin]
+        if d.group and d.group.startswith("window:"):
+            d = replace(d, title=d.title + " " + " ".join(words))
+        drafts.append(d)
+    return replace(plan, drafts=drafts)
