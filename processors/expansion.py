@@ -25,12 +25,13 @@ logger = logging.getLogger(__name__)
 
 
 def rank_weights(settings: SearchSettings) -> dict[str, float]:
-    """RRF weight of each ranking search fuses (dense, keyword, graph, time)."""
+    """RRF weight of each ranking search fuses (dense, keyword, graph, time, topic)."""
     return {
         "dense": settings.weight_dense,
         "keyword": settings.weight_keyword,
         "graph": settings.weight_graph,
         "time": settings.weight_time,
+        "topic": settings.weight_topic,
     }
 
 

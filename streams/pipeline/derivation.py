@@ -29,6 +29,8 @@ from processors.entities import entity_relations
 from processors.extraction import merge_phases
 from processors.fast import MemoryDraft, build_memory_events, follows_relations, plan_fast
 from processors.reader import Item, ReadResult, attach_fetched, read_messages
+from processors.retrieval import BUCKET_TYPES
+from processors.topics import TOPICS, label_topics
 from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelOutputInvalid, OverBudget
 from schemas.events import (
     ConversationRecorded,
@@ -87,6 +89,7 @@ class Deriver(FineExtraction):
         self.expected_dimension = expected_dimension
         self.sandbox = sandbox or DocumentSandbox(self.settings.sandbox, self.settings.documents)
         self._progress: dict[str, Progress] = {}
+        self._topic_vectors: Sequence[Sequence[float]] | None = None
         self.on_progress = on_progress
         """Called with (task id, progress) at every step of every add, on the event loop."""
 
@@ -311,11 +314,9 @@ class Deriver(FineExtraction):
     ) -> list[Event]:
         """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
         event = plan.event
-        import os as _os
-        if _os.environ.get("H12_TOP"):
-            plan = await _h12_label(self.embedder, plan, vectors)
+        drafts = await self._with_topics(plan.drafts, vectors)
         added = await asyncio.to_thread(
-            build_memory_events, event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage
+            build_memory_events, event, drafts, vectors, embedding_model=model_id, embed_usage=usage
         )
         views: dict[str, list[tuple[MemoryRecord, float]]] = {m.memory_id: [] for m in added}
         if self.similar is not None:
@@ -346,6 +347,22 @@ class Deriver(FineExtraction):
             )
         return events
 
+    async def _with_topics(
+        self, drafts: Sequence[MemoryDraft], vectors: Sequence[Sequence[float]]
+    ) -> list[MemoryDraft]:
+        """Text drafts with their topic (``processors.topics``) in metadata; prototypes embedded once."""
+        types = BUCKET_TYPES["text"]
+        text = [n for n, d in enumerate(drafts) if d.memory_type in types and "placeholder" not in d.metadata]
+        if not self.settings.topics or not text:
+            return list(drafts)
+        if self._topic_vectors is None:
+            self._topic_vectors = (await self.embedder.embed(list(TOPICS.values()), kind="passage")).vectors
+        labels = label_topics([vectors[n] for n in text], self._topic_vectors)
+        out = list(drafts)
+        for n, (topic, score) in zip(text, labels, strict=True):
+            out[n] = replace(out[n], metadata={**out[n].metadata, "topic_label": topic, "topic_score": score})
+        return out
+
     def _nothing_read(self, event: ConversationRecorded, items: Sequence[Item]) -> DerivationFailed:
         reasons = (
             "; ".join(dict.fromkeys(i.source.error or i.text for i in items if not i.ok)) or "no messages"
@@ -353,36 +370,3 @@ class Deriver(FineExtraction):
         why = f"no readable content in the conversation: {reasons}"[:2000]
         return _failed(event, "read", "read", why, "none", [])
 
-
-_H12_P: dict[str, object] = {}
-
-
-async def _h12_label(embedder: Embedder, plan: Plan, vectors: Sequence[Sequence[float]]) -> Plan:
-    """EXPERIMENT (issue 12): topic label words appended to draft titles."""
-    import os
-    import sys
-
-    import numpy as np
-
-    sys.path.insert(0, "/tmp/h12/work")
-    from tax_hack import TOPICS
-
-    kind = os.environ.get("H12_KIND", "query")
-    if kind not in _H12_P:
-        _H12_P[kind] = np.asarray((await embedder.embed(list(TOPICS.values()), kind=kind)).vectors, dtype=np.float32)  # type: ignore[arg-type]
-    P = _H12_P[kind]
-    if os.environ.get("H12_CENTER", "1") == "1":
-        P = P - P.mean(0)
-    top = int(os.environ["H12_TOP"])
-    margin = float(os.environ.get("H12_MARGIN", "1"))
-    names = list(TOPICS)
-    E = np.asarray(vectors, dtype=np.float32)
-    S = E @ P.T
-    drafts = []
-    for d, row in zip(plan.drafts, S):
-        order = np.argsort(-row)[:top]
-        words = [names[j] for j in order if row[order[0]] - row[j] <= margin]
-        if d.group and d.group.startswith("window:"):
-            d = replace(d, title=d.title + " " + " ".join(words))
-        drafts.append(d)
-    return replace(plan, drafts=drafts)
