@@ -25,13 +25,12 @@ logger = logging.getLogger(__name__)
 
 
 def rank_weights(settings: SearchSettings) -> dict[str, float]:
-    """RRF weight of each ranking search fuses (dense, keyword, graph, time, topic)."""
+    """RRF weight of each ranking search fuses (dense, keyword, graph, time)."""
     return {
         "dense": settings.weight_dense,
         "keyword": settings.weight_keyword,
         "graph": settings.weight_graph,
         "time": settings.weight_time,
-        "topic": settings.weight_topic,
     }
 
 

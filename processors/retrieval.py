@@ -21,8 +21,8 @@ Shapes followed, read from MemTensor/MemOS (``src/memos/api/product_models.py`` 
   metadata ``user_id, session_id, status, type, key, confidence, source, tags, visibility, updated_at,
   info, covered_history, memory_type, sources, embedding ([] unless asked for), created_at, usage,
   background, file_ids, relativity, ref_id, id, memory`` and ``score_parts`` (this system: each
-  ranking's RRF contribution ``dense``, ``keyword``, ``graph``, ``time``, ``topic``; ``recency`` (0:
-  search does not rank by age), ``boost`` (session, own-words and length factors), the raw ``cosine``, ``keyword_coverage``, ``fused`` and, when reranked,
+  ranking's RRF contribution ``dense``, ``keyword``, ``graph``, ``time``; ``recency`` (0: search does not
+  rank by age), ``boost`` (session, own-words and length factors), the raw ``cosine``, ``keyword_coverage``, ``fused`` and, when reranked,
   ``rerank``) plus ``cube_id`` and this system's history
   fields (``revision``, ``extractor``, ``retire_reason``, ``successor_ids``, ``valid_from``, ``valid_to``,
   ``origin_event_id``), then the record's own metadata (preference_type, preference, tool fields, ...).
@@ -30,8 +30,7 @@ Shapes followed, read from MemTensor/MemOS (``src/memos/api/product_models.py`` 
 Scoring (every constant lives in :class:`SearchSettings`): per cube and bucket, the dense and keyword
 rankings and, for text, a graph ranking (neighbours of the strongest fused hits, scored by the seed's
 fused score times the edge's relation weight) and a time ranking (``processors.timeparse``: memories
-whose times match a time the query names, or that state a time when it asks when) and a topic ranking
-(``processors.topics``: memories labelled at ingest with a topic whose words the query uses) are fused by
+whose times match a time the query names, or that state a time when it asks when) are fused by
 weighted reciprocal-rank fusion. Memories of the request's session get a multiplicative boost, and text
 memories a factor for brevity (``length_prior``). ``relativity`` in [0, 1] is an absolute relevance
 estimate, comparable across queries: the query-memory cosine mapped from [dense_floor, dense_ceiling]
@@ -65,7 +64,6 @@ from processors.intent import asks_preference, asks_recommendation, first_person
 from processors.relevance import dense_relativity, lexical_text, relativity
 from processors.search_settings import SearchSettings
 from processors.timeparse import query_time, time_ranking
-from processors.topics import query_topics, topic_ranking
 from schemas.events import MemoryType
 from schemas.memory import MemoryRecord
 
@@ -232,10 +230,6 @@ def score_hits(
         kept["time"] = time_ranking(query_time(query.query), ordered, records)
         if kept["time"]:
             fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
-    if settings.weight_topic > 0 and bucket == "text" and "topic" not in kept:
-        kept["topic"] = topic_ranking(query_topics(query.query), sorted(fused), records)
-        if kept["topic"]:
-            fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
     contributions: dict[str, dict[str, float]] = {}
     for name, ids_ in kept.items():
         w = weights.get(name, 1.0)
@@ -283,7 +277,6 @@ def score_hits(
             "keyword": own.get("keyword", 0.0),
             "graph": own.get("graph", 0.0),
             "time": own.get("time", 0.0),
-            "topic": own.get("topic", 0.0),
             "recency": 0.0,
             "boost": round(boost, 6),
             "cosine": round(cos, 6) if cos is not None else 0.0,

@@ -53,15 +53,6 @@ class SearchSettings(BaseModel):
     (multi-hop 0.609 -> 0.614, single-hop 0.959 -> 0.963, the rest unchanged; 5 questions up, 2 down). BM25
     pseudo-relevance feedback, per-term BM25 rankings, the question embedded as a passage and, for list
     questions, other fusion weights were tried beside it and not kept (README, "Benchmarks").
-
-    Topics (``weight_topic``, ``processors.topics``): memories are labelled at ingest with the closest of 28
-    generic life topics (zero-shot, their own e5 vectors against embedded prototypes); a question using a
-    topic's words ("What activities...", "What books...") adds a ranking of the candidates so labelled.
-    On one fresh ingest, the default grid x ``weight_topic`` 0 / 0.15 chose 0.15 on every fold: LOO 0.899
-    -> 0.901 (multi-hop 0.606 -> 0.610, single-hop 0.958 -> 0.961, the rest unchanged; 3 questions up, none
-    down). Not kept: the label words indexed by BM25 instead (one or two topics per memory: multi-hop
-    +0.01, open-domain 0.60 -> 0.56-0.58), two labels per memory in the topic ranking (temporal 0.964 ->
-    0.957) and weights from 0.25 up (open-domain 0.578).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -75,13 +66,6 @@ class SearchSettings(BaseModel):
         ge=0,
         description="RRF weight of the time ranking: candidates whose times match a time the query names, "
         "or, for a query asking when, candidates that state a time (a resolved relative expression or a date).",
-    )
-    weight_topic: float = Field(
-        default=0.15,
-        ge=0,
-        description="RRF weight of the topic ranking (``processors.topics``): when the query uses a topic's "
-        "label words ('What activities...', 'What books...'), the candidates labelled with that topic at "
-        "ingest, most typical first; 0 = off.",
     )
     dense_knee: float = Field(
         default=0.9,

@@ -29,8 +29,6 @@ from processors.entities import entity_relations
 from processors.extraction import merge_phases
 from processors.fast import MemoryDraft, build_memory_events, follows_relations, plan_fast
 from processors.reader import Item, ReadResult, attach_fetched, read_messages
-from processors.retrieval import BUCKET_TYPES
-from processors.topics import TOPICS, label_topics
 from schemas.errors import DimensionMismatch, FetchFailed, MemorySystemError, ModelOutputInvalid, OverBudget
 from schemas.events import (
     ConversationRecorded,
@@ -89,7 +87,6 @@ class Deriver(FineExtraction):
         self.expected_dimension = expected_dimension
         self.sandbox = sandbox or DocumentSandbox(self.settings.sandbox, self.settings.documents)
         self._progress: dict[str, Progress] = {}
-        self._topic_vectors: Sequence[Sequence[float]] | None = None
         self.on_progress = on_progress
         """Called with (task id, progress) at every step of every add, on the event loop."""
 
@@ -314,9 +311,8 @@ class Deriver(FineExtraction):
     ) -> list[Event]:
         """Build the events of one plan, dedup them against the store and the batch, retire refined ones."""
         event = plan.event
-        drafts = await self._with_topics(plan.drafts, vectors)
         added = await asyncio.to_thread(
-            build_memory_events, event, drafts, vectors, embedding_model=model_id, embed_usage=usage
+            build_memory_events, event, plan.drafts, vectors, embedding_model=model_id, embed_usage=usage
         )
         views: dict[str, list[tuple[MemoryRecord, float]]] = {m.memory_id: [] for m in added}
         if self.similar is not None:
@@ -347,26 +343,9 @@ class Deriver(FineExtraction):
             )
         return events
 
-    async def _with_topics(
-        self, drafts: Sequence[MemoryDraft], vectors: Sequence[Sequence[float]]
-    ) -> list[MemoryDraft]:
-        """Text drafts with their topic (``processors.topics``) in metadata; prototypes embedded once."""
-        types = BUCKET_TYPES["text"]
-        text = [n for n, d in enumerate(drafts) if d.memory_type in types and "placeholder" not in d.metadata]
-        if not self.settings.topics or not text:
-            return list(drafts)
-        if self._topic_vectors is None:
-            self._topic_vectors = (await self.embedder.embed(list(TOPICS.values()), kind="passage")).vectors
-        labels = label_topics([vectors[n] for n in text], self._topic_vectors)
-        out = list(drafts)
-        for n, (topic, score) in zip(text, labels, strict=True):
-            out[n] = replace(out[n], metadata={**out[n].metadata, "topic_label": topic, "topic_score": score})
-        return out
-
     def _nothing_read(self, event: ConversationRecorded, items: Sequence[Item]) -> DerivationFailed:
         reasons = (
             "; ".join(dict.fromkeys(i.source.error or i.text for i in items if not i.ok)) or "no messages"
         )
         why = f"no readable content in the conversation: {reasons}"[:2000]
         return _failed(event, "read", "read", why, "none", [])
-

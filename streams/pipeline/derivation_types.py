@@ -62,8 +62,6 @@ class DeriverSettings:
     """Longest window sent to extraction (rules or LLM); a longer one (one huge message) stays fast chunks."""
     fine_total_tokens: int = 100_000
     """Most tokens of one add sent to extraction; windows past it stay fast chunks (a 1 MB add: minutes)."""
-    topics: bool = True
-    """Label every text memory with its closest life topic (``processors.topics``) for search's topic ranking."""
 
     @classmethod
     def from_config(cls, config: DerivationSettings) -> DeriverSettings:
