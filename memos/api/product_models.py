@@ -175,7 +175,8 @@ class APIADDRequest(BaseRequest):
     def _convert_deprecated_fields(self) -> Self:
         """Map MemOS's deprecated fields onto the current ones, as MemOS does."""
         if self.async_mode == "async" and self.mode is not None:
-            logger.warning("add_request_mode_ignored mode=%r async_mode='async'", self.mode)
+            # debug, not warning: clients commonly send both, and a line per add flooded the log under load
+            logger.debug("add_request_mode_ignored mode=%r async_mode='async'", self.mode)
             self.mode = None
         if self.mem_cube_id and not self.writable_cube_ids:
             self.writable_cube_ids = [self.mem_cube_id]
