@@ -422,6 +422,7 @@ async def run(clients: int, seconds: float, hostile: bool, port: int, ramp_s: fl
         "search_p95_load_ms": round(p95(by["load"].search_ms), 1),
         "search_p95_hostile_ms": round(p95(by["hostile"].search_ms), 1) if "hostile" in by else None,
         "async_ack_p95_ms": round(p95([m for p in phases for m in p.add_ms["async"]]), 1),
+        "async_ack_p95_ms_by_phase": {p.name: round(p95(p.add_ms["async"]), 1) for p in phases if p.add_ms["async"]},
         "sync_add_p95_ms": round(p95([m for p in phases for m in p.add_ms["sync"]]), 1),
         "async_acks": sum(len(p.add_ms["async"]) for p in phases),
         "server_side_p95_ms": {

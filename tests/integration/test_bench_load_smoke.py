@@ -27,6 +27,7 @@ def test_bench_load_runs_and_reports_every_figure() -> None:
     assert figures["acked"] > 0 and figures["async_acks"] > 0
     assert figures["searches_answered"]["idle"] > 0 and figures["search_p95_idle_ms"] > 0
     assert figures["bench_cpu_s"]["load"] > 0
+    assert figures["async_ack_p95_ms_by_phase"]["load"] > 0
     assert set(figures["targets"]) == {"search_load_within_3x_idle", "search_hostile_within_3x_idle",
                                        "async_ack_p95_within_50ms", "no_5xx", "no_lost_acks"}
     assert figures["targets"]["search_hostile_within_3x_idle"] is None  # --no-hostile: not measured
