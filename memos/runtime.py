@@ -347,19 +347,21 @@ class Runtime:
             async with self._changed:
                 await self._changed.wait_for(lambda: self._reached(group, targets))
 
-    async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0) -> None:
-        """Read-your-writes: wait until the effects of ``positions`` are in every projection."""
+    async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
+                     large: bool | None = None) -> None:
+        """Read-your-writes: wait until the effects of ``positions`` are in every projection.
+
+        ``large``: whether any add among ``positions`` goes to the lane of large adds, when the caller knows
+        (the add use case does); None reads the adds back from the log to find out."""
         conv = {(p.topic, p.partition): p.offset + 1 for p in positions if p.topic == CONVERSATIONS}
         if conv:
             await self.wait_for("deriver", conv, timeout_s=timeout_s)
-            if await self._has_large_add(positions):  # derived in the lane of large adds
-                await self.wait_for("deriver-large", conv, timeout_s=timeout_s)
-        for group, topics in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
-            targets: dict[TopicPartition, int] = {}
-            for topic in topics:
-                for partition, end in (await self.log.end_offsets(topic)).items():
-                    if end > 0:
-                        targets[(topic, partition)] = end
+            if large if large is not None else await self._has_large_add(positions):
+                await self.wait_for("deriver-large", conv, timeout_s=timeout_s)  # derived in that lane
+        topics = (MEMORIES, REGISTRY, TASKS)
+        ends = dict(zip(topics, await asyncio.gather(*(self.log.end_offsets(t) for t in topics)), strict=True))
+        for group, waited in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
+            targets = {(t, partition): end for t in waited for partition, end in ends[t].items() if end > 0}
             await self.wait_for(group, targets, timeout_s=timeout_s)
 
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:

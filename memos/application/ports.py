@@ -78,8 +78,10 @@ class Platform(Protocol):
         """Append events durably; positions in input order."""
         ...
 
-    async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0) -> None:
-        """Read-your-writes: wait until the effects of ``positions`` are in every projection."""
+    async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
+                     large: bool | None = None) -> None:
+        """Read-your-writes: wait until the effects of ``positions`` are in every projection (``large``: whether
+        any add among them goes to the lane of large adds, when the caller knows; None: look it up)."""
         ...
 
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:

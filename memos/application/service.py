@@ -93,9 +93,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                     retry_after=self.limits.backlog_retry_after_s,
                 )
         from streams.pipeline.runner import event_record
+        from streams.pipeline.stages import is_large_add
 
         events: list[Event] = []
         tasks: list[tuple[str, str]] = []
+        large = False
         for cube_id in cube_ids:
             tid = uuid.uuid4().hex
             base = request.task_id or tid
@@ -110,11 +112,12 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                                         status="waiting", label="add", business_task_id=base)
             events.extend([recorded, waiting])
             tasks.append((cube_id, tid))
+            large = large or is_large_add(recorded, self.rt.settings.derivation.large_add_chars)
         positions = await self.rt.publish(events)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         try:
-            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s)
+            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
         except TimeoutError:
             ids = [t for _, t in tasks]
             raise AddTimedOut(
