@@ -195,3 +195,23 @@ async def test_forgetting_a_user_removes_its_writes_in_shared_cubes_and_nothing_
         assert await rt.rebuild_control() > 0  # and the log alone says the same
         assert not await rt.control.user_exists("bob")
         assert await rt.control.cube_exists("team") and await rt.control.cube_exists("bobs_notes")
+
+
+async def test_a_sync_add_tells_settle_its_lane_and_the_log_agrees(tmp_path: Path) -> None:
+    settings = AppSettings(home=tmp_path, derivation={"large_add_chars": 300})
+    async with Runtime(settings) as rt:
+        seen: list[tuple[list[Any], bool | None]] = []
+        settle = rt.settle
+
+        async def recording(positions: Any, **kwargs: Any) -> None:
+            seen.append((list(positions), kwargs.get("large")))
+            await settle(positions, **kwargs)
+
+        rt.settle = recording  # type: ignore[method-assign]
+        service = MemoryService(rt)
+        small = await service.add("ann", ["cube_l"], [{"role": "user", "content": "Pixel turned two today."}])
+        large = await service.add("ann", ["cube_l"], CONVERSATION * 3)  # over 300 characters of messages
+        assert [flag for _, flag in seen] == [False, True]
+        assert [await rt._has_large_add(positions) for positions, _ in seen] == [False, True]  # the log's answer
+        for result in (small, large):  # settled in its lane: derived and searchable when the add returns
+            assert result[0]["status"] == "completed" and result[0]["memories"]
