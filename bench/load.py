@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import httpx
 import uvloop
 
 __all__ = ["main"]
@@ -202,16 +201,14 @@ class Server:
 
     async def ready(self, timeout_s: float = 300.0) -> None:
         deadline = time.monotonic() + timeout_s
-        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as client:
+        async with aiohttp.ClientSession(self.url, timeout=aiohttp.ClientTimeout(total=5.0)) as client:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"the server exited with {self.process.returncode}; see {self.log.name}"
-                    )
+                    raise RuntimeError(f"the server exited with {self.process.returncode}; see {self.log.name}")
                 try:
-                    if (await client.get("/healthz")).status_code == 200:
+                    if (await Bench.call(client, "GET", "/healthz")).status_code == 200:
                         return
-                except httpx.HTTPError:
+                except (aiohttp.ClientError, TimeoutError):
                     pass
                 await asyncio.sleep(0.5)  # polling a child process's start-up, not synchronising work
         raise TimeoutError(f"the server did not answer /healthz within {timeout_s:g}s")
