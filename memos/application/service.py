@@ -97,7 +97,6 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
 
         events: list[Event] = []
         tasks: list[tuple[str, str]] = []
-        large = False
         for cube_id in cube_ids:
             tid = uuid.uuid4().hex
             base = request.task_id or tid
@@ -112,10 +111,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                                         status="waiting", label="add", business_task_id=base)
             events.extend([recorded, waiting])
             tasks.append((cube_id, tid))
-            large = large or is_large_add(recorded, self.rt.settings.derivation.large_add_chars)
         positions = await self.rt.publish(events)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
+        limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
+        large = any(is_large_add(e, limit) for e in events if isinstance(e, ConversationRecorded))
         try:
             await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
         except TimeoutError:
