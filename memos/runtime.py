@@ -34,7 +34,7 @@ from schemas.events import ConversationRecorded, Event
 from schemas.memory import MemoryRecord
 from schemas.ops import DropCube
 from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.log.base import EventLog, TopicPartition
+from streams.log.base import EventLog, OutgoingRecord, TopicPartition
 from streams.log.registry import event_log_from_url
 from streams.pipeline.derivation import Deriver
 from streams.pipeline.lanes import background_context, install_lanes
@@ -305,6 +305,11 @@ class Runtime:
         if not events:
             return []
         return await self.log.append_batch([event_record(_keyed(e)) for e in events])
+
+    async def publish_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
+        """Append records already made from events (``event_record``; an add checks its size on them, so
+        its events are encoded once); positions in input order."""
+        return await self.log.append_batch(records) if records else []
 
     async def _on_commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         progress = self._progress.setdefault(group, {})

@@ -198,7 +198,7 @@ def _converter(schema: Any, names: dict[str, Any]) -> Converter | None:
 
 
 class _Entry:
-    __slots__ = ("convert", "name", "parsed", "raw", "version")
+    __slots__ = ("convert", "name", "parsed", "raw", "to_avro", "version")
 
     def __init__(self, name: str, raw: dict[str, Any], version: int) -> None:
         self.name = name
@@ -206,6 +206,7 @@ class _Entry:
         self.version = version
         self.parsed = parse_schema(raw, _force=True)
         self.convert = _converter(raw, {})
+        self.to_avro = _encoder(raw)
 
 
 @lru_cache(maxsize=1)
@@ -255,28 +256,45 @@ def _needs_conversion(schema: Any) -> bool:
     return found
 
 
-def _to_avro(schema: Any, value: Any) -> Any:
+def _json_dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _f32_bytes(value: Any) -> bytes:
+    blob = float32_blob(value)
+    return blob if blob is not None else np.asarray(value, dtype="<f4").tobytes()
+
+
+def _encoder(schema: Any) -> Converter | None:
+    """A function turning a ``model_dump`` value into what fastavro writes for ``schema`` (JSON fields to
+    strings, float32 fields to bytes, records to exactly their fields), built once per schema; None: identity."""
     if not _needs_conversion(schema):
-        return value
+        return None
     if isinstance(schema, list):
-        if value is None:
-            return None
-        branch = next(s for s in schema if s != "null")
-        return _to_avro(branch, value)
-    if isinstance(schema, dict):
-        kind = schema["type"]
-        if schema.get(JSON_PROP):
-            return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-        if schema.get(F32_PROP):
-            blob = float32_blob(value)
-            return blob if blob is not None else np.asarray(value, dtype="<f4").tobytes()
-        if kind == "record":
-            return {f["name"]: _to_avro(f["type"], value.get(f["name"])) for f in schema["fields"]}
-        if kind == "array":
-            return [_to_avro(schema["items"], v) for v in value]
-        if kind == "map":
-            return {k: _to_avro(schema["values"], v) for k, v in value.items()}
-    return value
+        branch = _encoder(next(s for s in schema if s != "null"))
+        return None if branch is None else _optional(branch)
+    kind = schema["type"]
+    if schema.get(JSON_PROP):
+        return _json_dump
+    if schema.get(F32_PROP):
+        return _f32_bytes
+    if kind == "record":
+        fields = [(f["name"], _encoder(f["type"])) for f in schema["fields"]]
+        return lambda value: {name: value.get(name) if convert is None else convert(value.get(name))
+                              for name, convert in fields}
+    if kind == "array":
+        item = _encoder(schema["items"])
+        return None if item is None else (lambda value: [item(v) for v in value])
+    if kind == "map":
+        each = _encoder(schema["values"])
+        return None if each is None else (lambda value: {k: each(v) for k, v in value.items()})
+    return None
+
+
+def _to_avro(schema: Any, value: Any) -> Any:
+    """``value`` (a ``model_dump``) as fastavro writes it for ``schema`` (``_Entry.to_avro`` is this, built once)."""
+    convert = _encoder(schema)
+    return value if convert is None else convert(value)
 
 
 def _register_names(schema: Any, names: dict[str, Any]) -> None:
@@ -302,7 +320,9 @@ def encode(event: Event) -> bytes:
         fp, entry = _registry()[0][name]
     except KeyError as exc:
         raise SchemaError(f"no Avro schema for event type {name!r}") from exc
-    data = _to_avro(entry.raw, event.model_dump(mode="python"))
+    data = event.model_dump(mode="python")
+    if entry.to_avro is not None:
+        data = entry.to_avro(data)
     buf = io.BytesIO()
     buf.write(MAGIC)
     buf.write(fp)

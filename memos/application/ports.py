@@ -19,7 +19,7 @@ from memory_store.embedding.base import Embedder
 from memos.application.limits import DoorLimits
 from schemas.envelope import Position
 from schemas.events import Event, TaskSubmitted
-from streams.log.base import EventLog
+from streams.log.base import EventLog, OutgoingRecord
 from streams.settings import AppSettings
 
 __all__ = ["Platform", "SearchPort", "TaskHandler"]
@@ -76,6 +76,10 @@ class Platform(Protocol):
 
     async def publish(self, events: Sequence[Event]) -> list[Position]:
         """Append events durably; positions in input order."""
+        ...
+
+    async def publish_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
+        """Append log records already made from events (``event_record``) durably; positions in input order."""
         ...
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,

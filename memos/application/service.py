@@ -30,6 +30,7 @@ from schemas.events import (
     UserForgotten,
 )
 from schemas.memory import MemoryRecord
+from streams.log.base import OutgoingRecord
 
 __all__ = ["MemoryService", "memory_view"]
 
@@ -96,6 +97,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         from streams.pipeline.stages import is_large_add
 
         events: list[Event] = []
+        outgoing: list[OutgoingRecord] = []
         tasks: list[tuple[str, str]] = []
         for cube_id in cube_ids:
             tid = uuid.uuid4().hex
@@ -106,12 +108,14 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                 custom_tags=list(request.custom_tags), mode=request.mode, async_mode=request.async_mode,
                 task_id=tid, origin=request.origin,
             )
-            check_add_size(len(event_record(recorded).value), self.limits.max_add_record_bytes, cube_id)
+            record = event_record(recorded)
+            check_add_size(len(record.value), self.limits.max_add_record_bytes, cube_id)
             waiting = TaskStatusChanged(**self._event_base(cube_id), task_id=tid, cube_id=cube_id,
                                         status="waiting", label="add", business_task_id=base)
             events.extend([recorded, waiting])
+            outgoing.extend([record, event_record(waiting)])
             tasks.append((cube_id, tid))
-        positions = await self.rt.publish(events)
+        positions = await self.rt.publish_records(outgoing)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on

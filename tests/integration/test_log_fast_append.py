@@ -53,3 +53,58 @@ async def test_with_the_write_lock_held_elsewhere_the_append_waits_on_the_writer
     finally:
         other.close()
         await log.aclose()
+
+
+async def test_a_consumer_commit_takes_the_fast_path_and_never_blocks_appends_behind_it(tmp_path: Path) -> None:
+    log = LocalEventLog(tmp_path / "log.db")
+    await log.start()
+    try:
+        writer = log._require().writer  # noqa: SLF001
+        await log.append_batch(_records(3))
+        consumer = log.consumer(["t.v1"], group_id="g")
+        records = await consumer.poll(max_records=10, timeout_s=5)
+        assert len(records) == 3
+        threads: list[int] = []
+        assert await writer.run(lambda conn: threads.append(threading.get_ident()) or 5) == 5
+        assert threads == [threading.get_ident()]  # ran here: nothing was queued on the writer thread
+        await consumer.commit()
+        assert await log.committed("g", "t.v1") == {records[0].position.partition: 3}
+        assert writer.try_now(lambda conn: 1) == (True, 1)  # nothing in flight: appends keep the fast path
+        await consumer.aclose()
+    finally:
+        await log.aclose()
+
+
+async def test_a_commit_waits_for_a_lock_held_elsewhere_and_completes_once_it_is_let_go(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = LocalEventLog(path)
+    await log.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        writer = log._require().writer  # noqa: SLF001
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(writer.run(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]))
+        await asyncio.sleep(0.05)
+        assert not pending.done()  # on the writer thread, trying again while the lock is held
+        other.execute("COMMIT")
+        assert await asyncio.wait_for(pending, 30) == 42
+    finally:
+        other.close()
+        await log.aclose()
+
+
+async def test_the_writer_thread_checkpoints_the_wal_that_fast_commits_grew_once_idle(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = LocalEventLog(path)
+    await log.start()
+    try:
+        before = path.stat().st_size
+        for start in range(0, 2000, 100):  # ~2 MB through the fast path, which never checkpoints
+            await log.append_batch([OutgoingRecord("t.v1", b"k", b"x" * 1000 + str(start + i).encode())
+                                    for i in range(100)])
+        deadline = asyncio.get_running_loop().time() + 30
+        while path.stat().st_size < before + 1_000_000:  # the pages reach the database file only by a checkpoint
+            assert asyncio.get_running_loop().time() < deadline, "the WAL was never checkpointed"
+            await asyncio.sleep(0.05)
+    finally:
+        await log.aclose()

@@ -199,7 +199,7 @@ class LocalConsumer(Consumer):
             return
         group, member = self._group, self._member
         with map_sqlite_errors("commit", self._ctx.path):
-            skipped = await self._ctx.writer.submit(lambda conn: commit_offsets(conn, group, member, todo))
+            skipped = await self._ctx.writer.run(lambda conn: commit_offsets(conn, group, member, todo))
         self._committed.update({tp: o for tp, o in todo.items() if tp not in set(skipped)})
         for topic, partition in skipped:
             logger.warning(
@@ -217,7 +217,7 @@ class LocalConsumer(Consumer):
             return 0
         group = self._group
         with map_sqlite_errors("record attempt", self._ctx.path):
-            count: int = await self._ctx.writer.submit(
+            count: int = await self._ctx.writer.run(
                 lambda conn: count_attempt(conn, group, topic, partition, offset))
         return count
 
@@ -243,7 +243,7 @@ class LocalConsumer(Consumer):
             group, member = self._group, self._member
             try:
                 with map_sqlite_errors("leave group", self._ctx.path):
-                    await self._ctx.writer.submit(lambda conn: leave_group(conn, group, member))
+                    await self._ctx.writer.run(lambda conn: leave_group(conn, group, member))
             except TransportError as exc:
                 logger.warning("could not leave group=%s member=%s error=%s", group, member, exc)
             self._ctx.notifier.notify()
@@ -271,7 +271,7 @@ class LocalConsumer(Consumer):
                 self._ctx.session_timeout_s,
             )
             with map_sqlite_errors("group sync", self._ctx.path):
-                view = await self._ctx.writer.submit(
+                view = await self._ctx.writer.run(
                     lambda conn: sync_member(
                         conn, group=group, member=member, topics=topics, session_timeout_s=timeout
                     )
@@ -322,7 +322,7 @@ class LocalConsumer(Consumer):
             self._last_beat = loop.time()
             try:
                 with map_sqlite_errors("heartbeat", self._ctx.path):
-                    await self._ctx.writer.submit(lambda conn: heartbeat(conn, group, member))
+                    await self._ctx.writer.run(lambda conn: heartbeat(conn, group, member))
             except TransportError as exc:
                 if self._ctx.writer.closed:
                     return
