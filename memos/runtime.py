@@ -102,6 +102,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._hosted: set[str] = set()
         self._progress: dict[str, dict[TopicPartition, int]] = {}
+        self._backlog_reading: asyncio.Future[int] | None = None
         self._changed = asyncio.Condition()
         self.followers = CommittedFollower(self.log)
         """Waits on stages hosted by other processes (one poll of the log per group, however many wait)."""
@@ -307,8 +308,7 @@ class Runtime:
         return await self.log.append_batch([event_record(_keyed(e)) for e in events])
 
     async def publish_records(self, records: Sequence[OutgoingRecord]) -> list[Position]:
-        """Append records already made from events (``event_record``; an add checks its size on them, so
-        its events are encoded once); positions in input order."""
+        """Append records made from events (``event_record``: an add sizes them, encoding once); positions in order."""
         return await self.log.append_batch(records) if records else []
 
     async def _on_commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
@@ -386,10 +386,16 @@ class Runtime:
 
     async def derivation_backlog(self) -> int:
         """Conversation records on the log that the first derivation phase has not committed yet: per partition,
-        past the lane (small or large adds) that is further behind."""
-        ends = await self.log.end_offsets(CONVERSATIONS)
-        small = await self.log.committed(self.group("deriver"), CONVERSATIONS)
-        large = await self.log.committed(self.group("deriver-large"), CONVERSATIONS)
+        past the lane (small or large adds) that is further behind. Callers that ask while a reading is under
+        way share it (a burst of sync adds, each checking the backlog, reads it once)."""
+        reading = self._backlog_reading
+        if reading is None or reading.done():
+            reading = self._backlog_reading = asyncio.ensure_future(self._read_backlog())
+        return await asyncio.shield(reading)
+
+    async def _read_backlog(self) -> int:
+        ends, small, large = await asyncio.gather(self.log.end_offsets(CONVERSATIONS), *(
+            self.log.committed(self.group(g), CONVERSATIONS) for g in ("deriver", "deriver-large")))
         return sum(max(0, end - min(small.get(p, 0), large.get(p, 0))) for p, end in ends.items())
 
     # --- forget and replay ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@ status use case (``memos status``) reports end offsets, lag per stage, backlog, 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -78,6 +79,26 @@ async def test_configured_backlog_refuses_a_sync_add_once_reached(tmp_path: Path
         with pytest.raises(BacklogFull, match=r"2 conversation records .* \(limit 2\)") as refused:
             await service.add("ann", ["cube_0"], TEA, mode="fast")
         assert refused.value.retry_after == 4
+
+
+async def test_concurrent_backlog_checks_share_one_reading_and_a_later_one_reads_again(tmp_path: Path) -> None:
+    async with Runtime(AppSettings(home=tmp_path), run_stages=False) as rt:
+        service = MemoryService(rt)
+        await service.add("ann", ["cube_0"], TEA, mode="fast", async_mode="async")
+        reads = 0
+        end_offsets = rt.log.end_offsets
+
+        async def counted(topic: str) -> dict[int, int]:
+            nonlocal reads
+            reads += topic == CONVERSATIONS
+            return await end_offsets(topic)
+
+        rt.log.end_offsets = counted  # type: ignore[method-assign]
+        assert await asyncio.gather(*(rt.derivation_backlog() for _ in range(50))) == [1] * 50
+        assert reads == 1  # one reading for the burst, not one per caller
+        await service.add("ann", ["cube_1"], TEA, mode="fast", async_mode="async")
+        assert await rt.derivation_backlog() == 2  # the reading is not kept: the next caller sees the new add
+        assert reads == 2
 
 
 def test_backlog_setting_from_env_is_429_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
