@@ -50,3 +50,38 @@ async def test_many_waiters_share_one_poll_and_all_return_once_the_group_commits
         await follower.aclose()
     finally:
         await log.aclose()
+
+
+async def test_waiters_are_woken_only_when_the_group_moved(tmp_path: Path) -> None:
+    log = event_log_from_url(f"sqlite:///{tmp_path / 'log.db'}", partitions=1)
+    await log.start()
+    try:
+        await log.create_topic("t", partitions=1)
+        await log.append_batch([OutgoingRecord("t", b"k", f"v{i}".encode()) for i in range(2)])
+        follower = CommittedFollower(log, interval_s=0.01)
+        checks = 0
+        reached = follower._reached  # noqa: SLF001 - what a woken waiter runs
+
+        def counted(group: str, targets: dict[tuple[str, int], int]) -> bool:
+            nonlocal checks
+            checks += 1
+            return reached(group, targets)
+
+        follower._reached = counted  # type: ignore[method-assign]  # noqa: SLF001
+        waits = [asyncio.create_task(follower.wait("g", {("t", 0): 2}, timeout_s=30)) for _ in range(10)]
+        while follower.polls < 2:
+            await asyncio.sleep(0.01)
+        settled = checks
+        while follower.polls < 8:  # six rounds in which nothing is committed
+            await asyncio.sleep(0.01)
+        assert checks == settled  # nobody was woken for nothing
+        consumer = log.consumer(["t"], group_id="g")
+        async with consumer:
+            records = []
+            while len(records) < 2:
+                records += await consumer.poll(timeout_s=0.5)
+            await consumer.commit()
+        await asyncio.wait_for(asyncio.gather(*waits), 30)
+        await follower.aclose()
+    finally:
+        await log.aclose()
