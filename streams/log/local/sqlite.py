@@ -1,4 +1,4 @@
-"""SQLite plumbing of the embedded log: schema, the single writer thread, reader threads, wake-ups."""
+"""SQLite plumbing of the embedded log: schema, the single writer thread, reader threads (wake-ups: ``notify``)."""
 
 from __future__ import annotations
 
@@ -127,6 +127,7 @@ _AUTOCHECKPOINT_PAGES = 1000
 _IDLE_CHECKPOINT_S = 1.0
 """After this long without a job, the writer thread checkpoints the WAL grown by ``try_now`` commits."""
 
+
 @dataclass
 class _Job(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
@@ -162,9 +163,9 @@ class SqliteWriter:
         """Held while the connection is in use: by the writer thread for each run, by ``try_now``."""
         self._mutex = threading.Lock()
         self._inflight = 0
+        """Jobs submitted and not yet finished (``try_now`` only runs when none is, so order is kept)."""
         self._direct_commits = 0
         """Commits made by ``try_now`` since the last idle checkpoint (they leave the WAL to this thread)."""
-        """Jobs submitted and not yet finished (``try_now`` only runs when none is, so order is kept)."""
 
     def start(self) -> None:
         """Open the connection and start the thread (connection errors surface on the first job)."""
@@ -200,7 +201,7 @@ class SqliteWriter:
         right here when commits do not sync to disk and the file is free (``try_now``), else on the writer
         thread. Such jobs used to queue on the writer thread behind one another; a stage commits after every
         batch, and while one was queued no append could take the direct path (order is kept), so under
-        load a third of the server's appends waited two thread hops (async-add ack p95 14 ms server side)."""
+        load a third of the server's appends waited two thread hops (p95 14 ms under ``bench.load``)."""
         if self._synchronous.upper() == "NORMAL":
             done, result = self.try_now(fn)
             if done:
