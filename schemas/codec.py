@@ -7,6 +7,7 @@ import json
 import logging
 import struct
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -161,40 +162,88 @@ def _optional(convert: Converter) -> Converter:
     return lambda value: None if value is None else convert(value)
 
 
-def _converter(schema: Any, names: dict[str, Any]) -> Converter | None:
-    """A function doing what ``_from_avro(schema, ...)`` does, built once per schema; None: identity."""
-    if isinstance(schema, str):
+def _json_dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _f32_bytes(value: Any) -> bytes:
+    blob = float32_blob(value)
+    return blob if blob is not None else np.asarray(value, dtype="<f4").tobytes()
+
+
+Fields = list[tuple[str, Converter | None]]
+
+
+def _in_place(fields: Fields) -> Converter:
+    converted = [(name, convert) for name, convert in fields if convert is not None]
+
+    def record(value: dict[str, Any]) -> dict[str, Any]:
+        # fastavro's fresh dict of exactly the writer's fields, in order: converted in place
+        for name, convert in converted:
+            value[name] = convert(value.get(name))
+        return value
+
+    return record
+
+
+def _fresh(fields: Fields) -> Converter:
+    # a model_dump: a new dict of exactly the schema's fields
+    return lambda value: {name: value.get(name) if convert is None else convert(value.get(name))
+                          for name, convert in fields}
+
+
+@dataclass(frozen=True, slots=True)
+class _Way:
+    """What a compiled converter does to JSON and float32 fields and to records: reading or writing."""
+
+    json: Converter
+    f32: Converter
+    record: Callable[[Fields], Converter]
+
+
+_READ = _Way(_json_field, _f32, _in_place)
+_WRITE = _Way(_json_dump, _f32_bytes, _fresh)
+
+
+def _compile(schema: Any, way: _Way, names: dict[str, Any] | None) -> Converter | None:
+    """A function converting values of ``schema`` the ``way`` given, built once per schema; None: identity.
+    ``names`` (reading): the named types met so far, so that a reference by name resolves; None: no resolving."""
+    if isinstance(schema, str) and names is not None:
         schema = names.get(schema, schema)
     if not _needs_conversion(schema):
-        _register_names(schema, names)
+        if names is not None:
+            _register_names(schema, names)
         return None
     if isinstance(schema, list):
-        branch = _converter(next(s for s in schema if s != "null"), names)
+        branch = _compile(next(s for s in schema if s != "null"), way, names)
         return None if branch is None else _optional(branch)
     kind = schema["type"]
     if schema.get(JSON_PROP):
-        return _json_field
+        return way.json
     if schema.get(F32_PROP):
-        return _f32
+        return way.f32
     if kind == "record":
-        names.setdefault(schema["name"], schema)
-        fields = [(f["name"], _converter(f["type"], names)) for f in schema["fields"]]
-        converted = [(name, convert) for name, convert in fields if convert is not None]
-
-        def record(value: dict[str, Any]) -> dict[str, Any]:
-            # fastavro's fresh dict of exactly the writer's fields, in order: converted in place
-            for name, convert in converted:
-                value[name] = convert(value.get(name))
-            return value
-
-        return record
+        if names is not None:
+            names.setdefault(schema["name"], schema)
+        return way.record([(f["name"], _compile(f["type"], way, names)) for f in schema["fields"]])
     if kind == "array":
-        item = _converter(schema["items"], names)
+        item = _compile(schema["items"], way, names)
         return None if item is None else (lambda value: [item(v) for v in value])
     if kind == "map":
-        each = _converter(schema["values"], names)
+        each = _compile(schema["values"], way, names)
         return None if each is None else (lambda value: {k: each(v) for k, v in value.items()})
     return None
+
+
+def _converter(schema: Any, names: dict[str, Any]) -> Converter | None:
+    """A function doing what ``_from_avro(schema, ...)`` does, built once per schema; None: identity."""
+    return _compile(schema, _READ, names)
+
+
+def _encoder(schema: Any) -> Converter | None:
+    """A function turning a ``model_dump`` value into what fastavro writes for ``schema`` (JSON fields to
+    strings, float32 fields to bytes, records to exactly their fields), built once per schema; None: identity."""
+    return _compile(schema, _WRITE, None)
 
 
 class _Entry:
@@ -254,41 +303,6 @@ def _needs_conversion(schema: Any) -> bool:
     found = JSON_PROP in text or F32_PROP in text
     _NEEDS_CONVERSION[id(schema)] = (schema, found)
     return found
-
-
-def _json_dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _f32_bytes(value: Any) -> bytes:
-    blob = float32_blob(value)
-    return blob if blob is not None else np.asarray(value, dtype="<f4").tobytes()
-
-
-def _encoder(schema: Any) -> Converter | None:
-    """A function turning a ``model_dump`` value into what fastavro writes for ``schema`` (JSON fields to
-    strings, float32 fields to bytes, records to exactly their fields), built once per schema; None: identity."""
-    if not _needs_conversion(schema):
-        return None
-    if isinstance(schema, list):
-        branch = _encoder(next(s for s in schema if s != "null"))
-        return None if branch is None else _optional(branch)
-    kind = schema["type"]
-    if schema.get(JSON_PROP):
-        return _json_dump
-    if schema.get(F32_PROP):
-        return _f32_bytes
-    if kind == "record":
-        fields = [(f["name"], _encoder(f["type"])) for f in schema["fields"]]
-        return lambda value: {name: value.get(name) if convert is None else convert(value.get(name))
-                              for name, convert in fields}
-    if kind == "array":
-        item = _encoder(schema["items"])
-        return None if item is None else (lambda value: [item(v) for v in value])
-    if kind == "map":
-        each = _encoder(schema["values"])
-        return None if each is None else (lambda value: {k: each(v) for k, v in value.items()})
-    return None
 
 
 def _to_avro(schema: Any, value: Any) -> Any:

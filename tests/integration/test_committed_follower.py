@@ -4,6 +4,8 @@ wait; a wait ends once the group committed past its targets, or times out naming
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -25,39 +27,47 @@ class _Counting:
         return await self.log.committed(group_id, topic)
 
 
-async def test_many_waiters_share_one_poll_and_all_return_once_the_group_commits(tmp_path: Path) -> None:
+@asynccontextmanager
+async def _log_with(records: int, tmp_path: Path) -> AsyncIterator[EventLog]:
+    """An embedded log whose topic "t" (one partition) holds ``records`` records."""
     log = event_log_from_url(f"sqlite:///{tmp_path / 'log.db'}", partitions=1)
     await log.start()
     try:
         await log.create_topic("t", partitions=1)
-        await log.append_batch([OutgoingRecord("t", b"k", f"v{i}".encode()) for i in range(3)])
+        await log.append_batch([OutgoingRecord("t", b"k", f"v{i}".encode()) for i in range(records)])
+        yield log
+    finally:
+        await log.aclose()
+
+
+async def _consume_and_commit(log: EventLog, records: int) -> None:
+    """Group "g" reads ``records`` records of "t" and commits them."""
+    consumer = log.consumer(["t"], group_id="g")
+    async with consumer:
+        got: list[object] = []
+        while len(got) < records:
+            got += await consumer.poll(timeout_s=0.5)
+        await consumer.commit()
+
+
+async def test_many_waiters_share_one_poll_and_all_return_once_the_group_commits(tmp_path: Path) -> None:
+    async with _log_with(3, tmp_path) as log:
         counting = _Counting(log)
         follower = CommittedFollower(counting, interval_s=0.01)  # type: ignore[arg-type]
         waits = [asyncio.create_task(follower.wait("g", {("t", 0): 3}, timeout_s=30)) for _ in range(20)]
         while follower.polls < 3:  # the waiters are all polling (nothing committed yet)
             await asyncio.sleep(0.01)
         assert not any(w.done() for w in waits)
-        consumer = log.consumer(["t"], group_id="g")
-        async with consumer:
-            records = []
-            while len(records) < 3:
-                records += await consumer.poll(timeout_s=0.5)
-            await consumer.commit()
+        await _consume_and_commit(log, 3)
         await asyncio.gather(*waits)
         assert counting.reads <= follower.polls + 1  # one read per round (one topic), not one per waiter
         with pytest.raises(TimeoutError, match="'g'"):
             await follower.wait("g", {("t", 0): 4}, timeout_s=0.1)
         await follower.aclose()
-    finally:
-        await log.aclose()
 
 
 async def test_waiters_are_woken_only_when_the_group_moved(tmp_path: Path) -> None:
-    log = event_log_from_url(f"sqlite:///{tmp_path / 'log.db'}", partitions=1)
-    await log.start()
-    try:
-        await log.create_topic("t", partitions=1)
-        await log.append_batch([OutgoingRecord("t", b"k", f"v{i}".encode()) for i in range(2)])
+    async with _log_with(2, tmp_path) as log:
         follower = CommittedFollower(log, interval_s=0.01)
         checks = 0
         reached = follower._reached  # noqa: SLF001 - what a woken waiter runs
@@ -75,13 +85,6 @@ async def test_waiters_are_woken_only_when_the_group_moved(tmp_path: Path) -> No
         while follower.polls < 8:  # six rounds in which nothing is committed
             await asyncio.sleep(0.01)
         assert checks == settled  # nobody was woken for nothing
-        consumer = log.consumer(["t"], group_id="g")
-        async with consumer:
-            records = []
-            while len(records) < 2:
-                records += await consumer.poll(timeout_s=0.5)
-            await consumer.commit()
+        await _consume_and_commit(log, 2)
         await asyncio.wait_for(asyncio.gather(*waits), 30)
         await follower.aclose()
-    finally:
-        await log.aclose()

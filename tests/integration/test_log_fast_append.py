@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from streams.log.base import OutgoingRecord
@@ -14,6 +16,22 @@ from streams.log.local.log import LocalEventLog
 
 def _records(n: int, start: int = 0) -> list[OutgoingRecord]:
     return [OutgoingRecord("t.v1", b"k", f"v{start + i}".encode()) for i in range(n)]
+
+
+@asynccontextmanager
+async def _lock_held_elsewhere(tmp_path: Path) -> AsyncIterator[tuple[LocalEventLog, sqlite3.Connection]]:
+    """A started log, and another connection to its file holding the write lock (another process's
+    transaction, say) until the test commits it."""
+    path = tmp_path / "log.db"
+    log = LocalEventLog(path)
+    await log.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield log, other
+    finally:
+        other.close()
+        await log.aclose()
 
 
 async def test_an_append_with_the_lock_free_commits_on_the_callers_thread(tmp_path: Path) -> None:
@@ -35,13 +53,8 @@ async def test_an_append_with_the_lock_free_commits_on_the_callers_thread(tmp_pa
 
 
 async def test_with_the_write_lock_held_elsewhere_the_append_waits_on_the_writer_thread(tmp_path: Path) -> None:
-    path = tmp_path / "log.db"
-    log = LocalEventLog(path)
-    await log.start()
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
+    async with _lock_held_elsewhere(tmp_path) as (log, other):
         writer = log._require().writer  # noqa: SLF001
-        other.execute("BEGIN IMMEDIATE")  # another process's transaction, say
         assert writer.try_now(lambda conn: 1) == (False, None)  # refused at once, not blocked
         pending = asyncio.ensure_future(log.append_batch(_records(1)))
         await asyncio.sleep(0.05)
@@ -50,9 +63,6 @@ async def test_with_the_write_lock_held_elsewhere_the_append_waits_on_the_writer
         (position,) = await asyncio.wait_for(pending, 30)
         assert position.offset == 0
         assert writer.try_now(lambda conn: 2) == (True, 2)  # free again: the fast path is back
-    finally:
-        other.close()
-        await log.aclose()
 
 
 async def test_a_consumer_commit_takes_the_fast_path_and_never_blocks_appends_behind_it(tmp_path: Path) -> None:
@@ -76,21 +86,13 @@ async def test_a_consumer_commit_takes_the_fast_path_and_never_blocks_appends_be
 
 
 async def test_a_commit_waits_for_a_lock_held_elsewhere_and_completes_once_it_is_let_go(tmp_path: Path) -> None:
-    path = tmp_path / "log.db"
-    log = LocalEventLog(path)
-    await log.start()
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
+    async with _lock_held_elsewhere(tmp_path) as (log, other):
         writer = log._require().writer  # noqa: SLF001
-        other.execute("BEGIN IMMEDIATE")
         pending = asyncio.ensure_future(writer.run(lambda conn: conn.execute("SELECT 41 + 1").fetchone()[0]))
         await asyncio.sleep(0.05)
         assert not pending.done()  # on the writer thread, trying again while the lock is held
         other.execute("COMMIT")
         assert await asyncio.wait_for(pending, 30) == 42
-    finally:
-        other.close()
-        await log.aclose()
 
 
 async def test_the_writer_thread_checkpoints_the_wal_that_fast_commits_grew_once_idle(tmp_path: Path) -> None:
