@@ -305,12 +305,6 @@ def _needs_conversion(schema: Any) -> bool:
     return found
 
 
-def _to_avro(schema: Any, value: Any) -> Any:
-    """``value`` (a ``model_dump``) as fastavro writes it for ``schema`` (``_Entry.to_avro`` is this, built once)."""
-    convert = _encoder(schema)
-    return value if convert is None else convert(value)
-
-
 def _register_names(schema: Any, names: dict[str, Any]) -> None:
     """Record every named record defined inside ``schema`` so later references resolve."""
     if isinstance(schema, list):

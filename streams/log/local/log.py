@@ -278,12 +278,7 @@ class LocalEventLog(EventLog):
         partitions = self.default_partitions
         topics = {row[0] for row in rows}
         with map_sqlite_errors("append", self.path):
-            if self.synchronous == "NORMAL":  # no fsync per commit: cheap enough to run right here when free
-                done, positions = ctx.writer.try_now(lambda conn: _append(conn, rows, timestamp_ms, partitions),
-                                                     topics=topics)  # fmt: skip
-                if done and positions is not None:
-                    return positions
-            return await ctx.writer.submit(
+            return await ctx.writer.run(
                 lambda conn: _append(conn, rows, timestamp_ms, partitions), coalesce=True, topics=topics,
             )
 

@@ -196,27 +196,31 @@ class SqliteWriter:
         self._queue.put(_Job(fn, coalesce, loop, fut, frozenset(topics)))  # type: ignore[arg-type]
         return await fut
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(conn)`` in a write transaction that appends nothing (a commit of offsets, an attempt count):
-        right here when commits do not sync to disk and the file is free (``try_now``), else on the writer
-        thread. Such jobs used to queue on the writer thread behind one another; a stage commits after every
-        batch, and while one was queued no append could take the direct path (order is kept), so under
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, coalesce: bool = False, topics: Iterable[str] = ()
+    ) -> T:
+        """``fn(conn)`` in a write transaction: right here when that can be done at once (``try_now``), else on
+        the writer thread (``submit``, with ``coalesce`` and ``topics`` as there). Appends and every other
+        write (offset commits, attempt counts, heartbeats) go through here: when those others queued on the
+        writer thread, no append could take the direct path while one was queued (order is kept), and under
         load a third of the server's appends waited two thread hops (p95 14 ms under ``bench.load``)."""
-        if self._synchronous.upper() == "NORMAL":
-            done, result = self.try_now(fn)
-            if done:
-                return result  # type: ignore[return-value]
-        return await self.submit(fn)
+        done, result = self.try_now(fn, topics=topics)
+        if done:
+            return result  # type: ignore[return-value]
+        return await self.submit(fn, coalesce=coalesce, topics=topics)
 
     def try_now(self, fn: Callable[[sqlite3.Connection], T], *, topics: Iterable[str] = ()) -> tuple[bool, T | None]:
         """Run ``fn(conn)`` in a write transaction on the calling thread, if that can be done at once: no job
-        is queued or running here, and the file's write lock is free (no waiting: another process may hold
-        it). (True, result) when committed; (False, None) when the caller should ``submit`` instead.
+        is queued or running here, commits do not sync to disk (``synchronous=NORMAL``: an fsync is not for
+        the caller's thread), and the file's write lock is free (no waiting: another process may hold it).
+        (True, result) when committed; (False, None) when the caller should ``submit`` instead.
 
         This saves an append the two thread hops of ``submit`` (a saturated machine made each wait for a
         core). The commit never checkpoints the WAL here (``wal_autocheckpoint`` is off around it): the
         writer thread's own commits and other processes' do that, off the caller's thread.
         """
+        if self._synchronous.upper() != "NORMAL":
+            return False, None
         with self._mutex:
             if self._inflight or self._thread is None or not self._executing.acquire(blocking=False):
                 return False, None

@@ -153,7 +153,8 @@ def test_embeddings_travel_as_float32_bytes() -> None:
     from schemas import codec
 
     fp, entry = codec._registry()[0]["MemoryAdded"]
-    data = codec._to_avro(entry.raw, MemoryAdded(**fields).model_dump(mode="python"))
+    assert entry.to_avro is not None
+    data = entry.to_avro(MemoryAdded(**fields).model_dump(mode="python"))
     data["embedding"] = b"\x00" * 6  # not a whole number of float32s
     body = io.BytesIO()
     fastavro.schemaless_writer(body, entry.parsed, data)
