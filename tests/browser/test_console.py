@@ -44,7 +44,8 @@ def _no_key_in_urls(page: Any, tenant: Tenant) -> None:
     assert page.requested, "no request was recorded"
     foreign = [u for u in page.requested if not u.startswith(page.base_url) and not u.startswith("data:")]
     assert not foreign, f"the console loaded from elsewhere: {foreign}"
-    leaked = [u for u in page.requested if tenant.key in u or tenant.key.split("_")[-1] in u]
+    secret = tenant.key.split("_", 2)[2]  # mk_<key id>_<secret>; the secret itself may hold "_"
+    leaked = [u for u in page.requested if tenant.key in u or secret in u]
     assert not leaked, f"the API key appeared in request URLs: {leaked}"
 
 
