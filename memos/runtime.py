@@ -26,7 +26,7 @@ from memory_store.registry import (
     vector_store_from_url,
 )
 from memos.application.limits import DoorLimits
-from memos.followers import CommittedFollower
+from memos.followers import CommittedFollower, GroupProgress
 from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import ConfigError
@@ -101,9 +101,10 @@ class Runtime:
         self._runners: list[Runner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._hosted: set[str] = set()
-        self._progress: dict[str, dict[TopicPartition, int]] = {}
+        self._stages = GroupProgress()
+        """Committed offsets of the stages hosted here, and the waits on them."""
         self._backlog_reading: asyncio.Future[int] | None = None
-        self._changed = asyncio.Condition()
+        self._ends_pending: asyncio.Future[dict[str, dict[int, int]]] | None = None
         self.followers = CommittedFollower(self.log)
         """Waits on stages hosted by other processes (one poll of the log per group, however many wait)."""
         self._started = False
@@ -261,10 +262,9 @@ class Runtime:
 
     async def _load_progress(self, stage: Stage) -> None:
         group = self.group(stage.name)
-        progress = self._progress.setdefault(group, {})
         for topic in stage.topics:
-            for partition, offset in (await self.log.committed(group, topic)).items():
-                progress[(topic, partition)] = offset
+            committed = await self.log.committed(group, topic)
+            self._stages.advance(group, {(topic, partition): offset for partition, offset in committed.items()})
 
     async def aclose(self) -> None:
         """Stop the stages (finishing their batches and committing), then close stores and the log."""
@@ -312,15 +312,7 @@ class Runtime:
         return await self.log.append_batch(records) if records else []
 
     async def _on_commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
-        progress = self._progress.setdefault(group, {})
-        for tp, offset in offsets.items():
-            progress[tp] = max(progress.get(tp, 0), offset)
-        async with self._changed:
-            self._changed.notify_all()
-
-    def _reached(self, group: str, targets: Mapping[TopicPartition, int]) -> bool:
-        progress = self._progress.get(group, {})
-        return all(progress.get(tp, 0) >= offset for tp, offset in targets.items())
+        self._stages.advance(group, offsets)
 
     async def _has_large_add(self, positions: Sequence[Position]) -> bool:
         limit = self.settings.derivation.large_add_chars
@@ -345,12 +337,10 @@ class Runtime:
         """
         hosted = group in self._hosted
         group = self.group(group)
-        if not hosted:
+        if hosted:
+            await self._stages.wait(group, targets, timeout_s=timeout_s)
+        else:
             await self.followers.wait(group, targets, timeout_s=timeout_s)
-            return
-        async with asyncio.timeout(timeout_s):
-            async with self._changed:
-                await self._changed.wait_for(lambda: self._reached(group, targets))
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
                      large: bool | None = None) -> None:
@@ -363,11 +353,20 @@ class Runtime:
             await self.wait_for("deriver", conv, timeout_s=timeout_s)
             if large if large is not None else await self._has_large_add(positions):
                 await self.wait_for("deriver-large", conv, timeout_s=timeout_s)  # derived in that lane
-        topics = (MEMORIES, REGISTRY, TASKS)
-        ends = dict(zip(topics, await asyncio.gather(*(self.log.end_offsets(t) for t in topics)), strict=True))
+        pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
+        if pending is None:
+            pending = self._ends_pending = asyncio.ensure_future(self._read_ends())
+        ends = await asyncio.shield(pending)
         for group, waited in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
             targets = {(t, partition): end for t in waited for partition, end in ends[t].items() if end > 0}
             await self.wait_for(group, targets, timeout_s=timeout_s)
+
+    async def _read_ends(self) -> dict[str, dict[int, int]]:
+        """End offsets of the topics derivation writes to, for ``settle`` (the callers that arrived before this
+        started share it: a derivation batch completing 50 sync adds reads them once, not 150 times)."""
+        self._ends_pending = None  # started: a later caller's derived records may be past what this reads
+        topics = (MEMORIES, REGISTRY, TASKS)
+        return dict(zip(topics, await asyncio.gather(*(self.log.end_offsets(t) for t in topics)), strict=True))
 
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:
         """Read-your-writes for the control projection: wait until it applied these registry/task records."""

@@ -70,14 +70,14 @@ async def test_waiters_are_woken_only_when_the_group_moved(tmp_path: Path) -> No
     async with _log_with(2, tmp_path) as log:
         follower = CommittedFollower(log, interval_s=0.01)
         checks = 0
-        reached = follower._reached  # noqa: SLF001 - what a woken waiter runs
+        reached = follower.progress.reached  # what a woken waiter runs
 
         def counted(group: str, targets: dict[tuple[str, int], int]) -> bool:
             nonlocal checks
             checks += 1
             return reached(group, targets)
 
-        follower._reached = counted  # type: ignore[method-assign]  # noqa: SLF001
+        follower.progress.reached = counted  # type: ignore[method-assign]
         waits = [asyncio.create_task(follower.wait("g", {("t", 0): 2}, timeout_s=30)) for _ in range(10)]
         while follower.polls < 2:
             await asyncio.sleep(0.01)

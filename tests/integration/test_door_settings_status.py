@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from memos.application.service import MemoryService
 from memos.application.status import SystemStatus
 from memos.runtime import Runtime
 from schemas.errors import ConfigError, PayloadTooLarge
-from schemas.topics import ALL_TOPICS, CONVERSATIONS, MEMORIES
+from schemas.topics import ALL_TOPICS, CONVERSATIONS, MEMORIES, TASKS
 from streams.settings import AppSettings, load_settings
 from tests.integration.test_http_api import client_for, live_server, make_user
 
@@ -99,6 +100,36 @@ async def test_concurrent_backlog_checks_share_one_reading_and_a_later_one_reads
         await service.add("ann", ["cube_1"], TEA, mode="fast", async_mode="async")
         assert await rt.derivation_backlog() == 2  # the reading is not kept: the next caller sees the new add
         assert reads == 2
+
+
+async def test_concurrent_settles_share_one_reading_of_the_ends_and_a_later_one_reads_again(tmp_path: Path) -> None:
+    """A derivation batch completing many sync adds reads the derived topics' ends once; a settle arriving after
+    a reading began reads them again (what it waits for may be past that reading)."""
+    async with Runtime(AppSettings(home=tmp_path)) as rt:
+        await MemoryService(rt).add("ann", ["cube_0"], TEA, mode="fast")
+        reads: Counter[str] = Counter()
+        end_offsets = rt.log.end_offsets
+        second_round, third_round, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def counted(topic: str) -> dict[int, int]:
+            reads[topic] += 1
+            if topic == MEMORIES and reads[topic] == 2:  # the first settle's reading, held open
+                second_round.set()
+                await release.wait()
+            if topic == MEMORIES and reads[topic] == 3:
+                third_round.set()
+            return await end_offsets(topic)
+
+        rt.log.end_offsets = counted  # type: ignore[method-assign]
+        await asyncio.gather(*(rt.settle([]) for _ in range(50)))
+        assert reads[MEMORIES] == reads[TASKS] == 1  # one reading for the burst, not one per caller
+        first = asyncio.create_task(rt.settle([]))
+        await second_round.wait()
+        later = asyncio.create_task(rt.settle([]))  # arrives while the first reading is under way
+        await third_round.wait()  # so it starts its own
+        release.set()
+        await asyncio.gather(first, later)
+        assert reads[MEMORIES] == 3
 
 
 def test_backlog_setting_from_env_is_429_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
