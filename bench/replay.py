@@ -23,7 +23,7 @@ from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.runner import event_record
 from streams.pipeline.stages import apply_planned
-from streams.replay import by_kind, collector_relaxed, plan_records, replay_cube
+from streams.replay import by_kind, collector_relaxed, plan_records, replay_cube, small_pages
 from streams.settings import AppSettings
 
 __all__ = ["replay_breakdown", "replay_figures"]
@@ -87,7 +87,7 @@ async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -
     def timed(phase: str, started: float) -> None:
         spent[phase] = spent.get(phase, 0.0) + time.process_time() - started
 
-    with collector_relaxed():
+    with collector_relaxed(), small_pages():  # as replay_cube runs
         batches: list[list[Record]] = []
         offset, started = 0, time.process_time()
         while offset < end:
