@@ -354,7 +354,7 @@ class Runtime:
             if large if large is not None else await self._has_large_add(positions):
                 await self.wait_for("deriver-large", conv, timeout_s=timeout_s)  # derived in that lane
         pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
-        if pending is None:
+        if pending is None or pending.done():  # (done before it started: cancelled)
             pending = self._ends_pending = asyncio.ensure_future(self._read_ends())
         ends = await asyncio.shield(pending)
         for group, waited in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
