@@ -24,7 +24,6 @@ from schemas.errors import NotFound, ValidationFailed
 from schemas.events import (
     ConversationRecorded,
     CubeForgotten,
-    Event,
     MemoryRetired,
     TaskStatusChanged,
     UserForgotten,
@@ -96,7 +95,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         from streams.pipeline.runner import event_record
         from streams.pipeline.stages import is_large_add
 
-        events: list[Event] = []
+        recorded_adds: list[ConversationRecorded] = []
         outgoing: list[OutgoingRecord] = []
         tasks: list[tuple[str, str]] = []
         for cube_id in cube_ids:
@@ -112,14 +111,14 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             check_add_size(len(record.value), self.limits.max_add_record_bytes, cube_id)
             waiting = TaskStatusChanged(**self._event_base(cube_id), task_id=tid, cube_id=cube_id,
                                         status="waiting", label="add", business_task_id=base)
-            events.extend([recorded, waiting])
+            recorded_adds.append(recorded)
             outgoing.extend([record, event_record(waiting)])
             tasks.append((cube_id, tid))
         positions = await self.rt.publish_records(outgoing)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
-        large = any(is_large_add(e, limit) for e in events if isinstance(e, ConversationRecorded))
+        large = any(is_large_add(e, limit) for e in recorded_adds)
         try:
             await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
         except TimeoutError:

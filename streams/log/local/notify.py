@@ -87,7 +87,6 @@ class Notifier:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
 
-
     def watch(self, path: Path, *, busy_timeout_s: float) -> None:
         """Start (or share) the watcher thread for appends by other processes; pair with ``unwatch``."""
         with self._lock:
