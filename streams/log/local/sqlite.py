@@ -22,6 +22,7 @@ from streams.log.local.notify import Notifier, notifier_for
 
 __all__ = [
     "SCHEMA",
+    "execute_when_free",
     "Notifier",
     "SqliteReader",
     "SqliteWriter",
@@ -114,9 +115,31 @@ def map_sqlite_errors(action: str, path: Path) -> Iterator[None]:
         raise TransportError(f"embedded log {str(path)!r}: {action} failed: {exc}") from exc
 
 
+def execute_when_free(conn: sqlite3.Connection, sql: str, deadline: float) -> None:
+    """``sql``, tried again every 0.1-1 ms while SQLite answers busy or locked, until ``deadline`` (monotonic).
+
+    Also covers the busy answers SQLite gives without calling its busy handler: two processes switching a
+    new file to WAL at once both hold a shared lock, and one is refused at once (deadlock avoidance)."""
+    pause = 0.0001
+    while True:
+        try:
+            conn.execute(sql)
+            return
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.001)
+
+
 def _connect(path: Path, *, synchronous: str, busy_timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+    try:
+        execute_when_free(conn, "PRAGMA journal_mode=WAL", time.monotonic() + busy_timeout_s)
+    except BaseException:
+        conn.close()
+        raise
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
 
@@ -299,19 +322,9 @@ class SqliteWriter:
         locked 3 ms in 5: waits p95 3.2 ms, max 57, where these tries give p95 1.9, max 3). Gives up, as
         SQLite would, after ``patience_s`` (default ``busy_timeout_s``; 0: one try)."""
         deadline = time.monotonic() + (self._busy_timeout_s if patience_s is None else patience_s)
-        pause = 0.0001
         conn.execute("PRAGMA busy_timeout=0")
         try:
-            while True:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                    return
-                except sqlite3.OperationalError as exc:
-                    text = str(exc).lower()
-                    if ("locked" not in text and "busy" not in text) or time.monotonic() >= deadline:
-                        raise
-                time.sleep(pause)
-                pause = min(pause * 2, 0.001)
+            execute_when_free(conn, "BEGIN IMMEDIATE", deadline)
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
 
