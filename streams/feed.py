@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from schemas.codec import decode
-from schemas.envelope import Envelope
+from schemas.codec import decode, decode_raw
+from schemas.envelope import Envelope, Record
 from schemas.errors import EventDecodeError, ValidationFailed
 from schemas.events import AnyEvent
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 
-__all__ = ["Cursor", "format_cursor", "parse_cursor", "subscribe"]
+__all__ = ["Cursor", "format_cursor", "parse_cursor", "records", "recorded_usage", "subscribe", "usage_feed"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,26 @@ async def subscribe(
     earlier subscription (exact resume). With cube ids only their partitions are read and events of
     other cubes are filtered out. With ``follow=False`` the iterator ends at the current end.
     """
+    async for record, cursor in records(log, cube_ids=cube_ids, start=start, topic=topic, follow=follow,
+                                        poll_interval_s=poll_interval_s):  # fmt: skip
+        try:
+            event = decode(record.value)
+        except EventDecodeError as exc:
+            logger.warning("feed skipped poison record position=%s error=%s", record.position, exc)
+            continue
+        yield Envelope(record.position, event, record.headers), cursor
+
+
+async def records(
+    log: EventLog,
+    *,
+    cube_ids: Sequence[str] | None = None,
+    start: Literal["beginning", "now"] | int | Cursor = "beginning",
+    topic: str = MEMORIES,
+    follow: bool = True,
+    poll_interval_s: float = 0.1,
+) -> AsyncIterator[tuple[Record, Cursor]]:
+    """``subscribe``'s records as they are on the log (not decoded), with the cursor after each."""
     partitions = await log.partitions(topic)
     keys = {c.encode() for c in cube_ids} if cube_ids else None
     wanted = sorted({partition_for(k, partitions) for k in keys}) if keys else list(range(partitions))
@@ -71,20 +91,15 @@ async def subscribe(
         delivered = False
         drained: set[int] = set()
         for p in wanted:
-            records = await log.read(topic, p, cursor[p], limit=500)
-            if not records:
+            batch = await log.read(topic, p, cursor[p], limit=500)
+            if not batch:
                 drained.add(p)
-            for record in records:
+            for record in batch:
                 cursor[p] = record.position.offset + 1
                 if keys is not None and record.key not in keys:
                     continue
-                try:
-                    event = decode(record.value)
-                except EventDecodeError as exc:
-                    logger.warning("feed skipped poison record position=%s error=%s", record.position, exc)
-                    continue
                 delivered = True
-                yield Envelope(record.position, event, record.headers), dict(cursor)
+                yield record, dict(cursor)
         if not delivered:
             if not follow:
                 ends = await log.end_offsets(topic)
@@ -93,3 +108,29 @@ async def subscribe(
                     return
                 continue
             await asyncio.sleep(poll_interval_s)
+
+
+def recorded_usage(payload: bytes) -> list[dict[str, Any]]:
+    """The model usage a memory event records (``ModelUsage`` fields as a dict each); [] for none or poison.
+
+    Events of the current schema are read without building the event (``decode_raw``: no validation, no
+    float conversion of the embedding), which is what lets a server count tokens of every memory event
+    without spending its event loop on decoding them; older schemas go through ``decode``.
+    """
+    raw = decode_raw(payload)
+    if raw is not None:
+        usage = raw[1].get("usage")
+        return [dict(u) for u in usage if isinstance(u, dict)] if isinstance(usage, list) else []
+    try:
+        event = decode(payload)
+    except EventDecodeError:
+        return []
+    return [u.model_dump() for u in getattr(event, "usage", None) or []]
+
+
+async def usage_feed(log: EventLog, *, poll_interval_s: float = 1.0) -> AsyncIterator[list[dict[str, Any]]]:
+    """The model usage of every memory event from now on, one list per event that records any."""
+    async for record, _ in records(log, start="now", topic=MEMORIES, poll_interval_s=poll_interval_s):
+        usage = recorded_usage(record.value)
+        if usage:
+            yield usage

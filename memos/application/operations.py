@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from memos.application.ports import Platform
-from schemas.topics import ALL_TOPICS, MEMORIES
+from schemas.topics import ALL_TOPICS
 
 __all__ = ["OperationsUseCases", "PROCESSOR_GROUPS"]
 
@@ -37,10 +37,9 @@ class OperationsUseCases:
                     lag[(group, topic)] = sum(max(0, end - committed.get(p, 0)) for p, end in ends.items())
         return lag
 
-    async def memory_events(self, *, poll_interval_s: float = 1.0) -> AsyncIterator[Any]:
-        """Every memory event from now on, for operators (metrics count model usage from them)."""
-        from streams.feed import subscribe
+    async def model_usage(self, *, poll_interval_s: float = 1.0) -> AsyncIterator[list[dict[str, Any]]]:
+        """The model usage recorded by every memory event from now on, for operators (metrics count tokens)."""
+        from streams.feed import usage_feed
 
-        async for envelope, _ in subscribe(self.rt.log, start="now", topic=MEMORIES,
-                                           poll_interval_s=poll_interval_s):
-            yield envelope.event
+        async for usage in usage_feed(self.rt.log, poll_interval_s=poll_interval_s):
+            yield usage

@@ -91,21 +91,19 @@ class Metrics:
     async def _watch_tokens(self, service: MemoryService, poll_interval_s: float) -> None:
         while True:
             try:
-                async for event in service.memory_events(poll_interval_s=poll_interval_s):
-                    self.count_usage(getattr(event, "usage", None) or [])
+                async for usage in service.model_usage(poll_interval_s=poll_interval_s):
+                    self.count_usage(usage)
             except MemorySystemError as exc:
                 logger.warning("token metrics watcher restarting error=%r", exc)
                 await asyncio.sleep(poll_interval_s)
 
-    def count_usage(self, usage: list[Any]) -> None:
-        """Add the tokens of ``ModelUsage`` records."""
+    def count_usage(self, usage: list[dict[str, Any]]) -> None:
+        """Add the tokens of ``ModelUsage`` records (as dicts)."""
         for u in usage:
-            if u.prompt_tokens:
-                self.tokens.labels(model=u.model_id, kind=u.kind, direction="prompt").inc(u.prompt_tokens)
-            if u.completion_tokens:
-                self.tokens.labels(model=u.model_id, kind=u.kind, direction="completion").inc(
-                    u.completion_tokens
-                )
+            for direction in ("prompt", "completion"):
+                tokens = u.get(f"{direction}_tokens")
+                if tokens:
+                    self.tokens.labels(model=u.get("model_id"), kind=u.get("kind"), direction=direction).inc(tokens)
 
 
 class MetricsMiddleware:
