@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bench_load_runs_and_reports_every_figure() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "bench.load", "--clients", "2", "--seconds", "2", "--no-hostile", "--ramp", "0"],
+        [sys.executable, "-m", "bench.load", "--clients", "2", "--seconds", "2", "--no-hostile", "--ramp", "0",
+         "--seed", "2"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,3 +32,4 @@ def test_bench_load_runs_and_reports_every_figure() -> None:
     assert set(figures["targets"]) == {"search_load_within_3x_idle", "search_hostile_within_3x_idle",
                                        "async_ack_p95_within_50ms", "no_5xx", "no_lost_acks"}
     assert figures["targets"]["search_hostile_within_3x_idle"] is None  # --no-hostile: not measured
+    assert figures["search_p95_idle_hostile_ms"] is None and figures["seed_memories_per_cube"] == 2
