@@ -238,7 +238,7 @@ class Bench:
         if r.status_code not in (200, 409):
             raise RuntimeError(f"create_cube for {user}: {r.status_code} {r.text[:300]}")
 
-    async def add(self, phase: Phase, user: str, text: str, *, sync: bool, token: str | None = None) -> None:
+    async def add(self, phase: Phase, user: str, text: str, *, sync: bool, token: str | None = None) -> Reply:
         body = {"user_id": user, "writable_cube_ids": [f"{user}_cube"], "messages": text, "mode": "fast",
                 "async_mode": "sync" if sync else "async"}  # fmt: skip
         started = time.perf_counter()
@@ -249,6 +249,7 @@ class Bench:
             _server_time(phase.server_ms["async"], r)
         if r.status_code == 200 and token is not None:
             phase.acked.append((user, token))
+        return r
 
     async def search(self, phase: Phase, user: str, query: str) -> None:
         """One search; a refusal (429 with Retry-After) is counted apart and honoured, as a client should."""
@@ -334,12 +335,23 @@ def _since(server: Server, before: float | None) -> float | None:
     return None if now is None or before is None else round(now - before, 2)
 
 
+async def _sync_add(bench: Bench, user: str, text: str) -> None:
+    """One sync add that must complete: refusals (429/503 with Retry-After) are waited out and tried again."""
+    while True:
+        r = await bench.add(Phase("setup"), user, text, sync=True)
+        if r.status_code == 200:
+            return
+        wait = r.headers.get("retry-after") if r.status_code in (429, 503) else None
+        if wait is None:
+            raise RuntimeError(f"sync add for {user}: {r.status_code} {r.text[:300]}")
+        await asyncio.sleep(float(wait))
+
+
 async def _seed(bench: Bench, user: str, n: int, memories: int) -> None:
     """``memories`` sync adds (one memory each) to the user's cube, at least one."""
-    seed = Phase("seed")
     for k in range(max(1, memories)):
         words = " ".join(random.sample(WORDS, 6))
-        await bench.add(seed, user, f"{user} booked the {TOPICS[(n + k) % len(TOPICS)]} with {words}.", sync=True)
+        await _sync_add(bench, user, f"{user} booked the {TOPICS[(n + k) % len(TOPICS)]} with {words}.")
 
 
 async def _idle(bench: Bench, server: Server, users: list[str], name: str, seconds: float) -> Phase:
@@ -375,8 +387,8 @@ async def run(clients: int, seconds: float, hostile: bool, port: int, ramp_s: fl
         load.cpu_s, load.bench_cpu_s = _since(server, cpu), round(time.process_time() - own, 2)
         phases.append(load)
         if hostile:
-            settled = Phase("settle")  # one sync add per client: derivation has caught up with the load phase
-            await asyncio.gather(*(bench.add(settled, u, f"{u} settled the {TOPICS[n % len(TOPICS)]} bill.", sync=True)
+            # one completed sync add per client: derivation has caught up with the load phase
+            await asyncio.gather(*(_sync_add(bench, u, f"{u} settled the {TOPICS[n % len(TOPICS)]} bill.")
                                    for n, u in enumerate(users)))  # fmt: skip
             phases.append(await _idle(bench, server, users, "idle_hostile", seconds))
             with nul_file_server() as files_url:
