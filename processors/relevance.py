@@ -18,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 
 def relativity(
-    cos: float | None, record: MemoryRecord, patterns: Sequence[TermPattern], settings: SearchSettings
+    cos: float | None, record: MemoryRecord, patterns: Sequence[TermPattern], settings: SearchSettings,
+    *, coverage: float | None = None,
 ) -> float:
     """Absolute relevance in [0, 1], comparable across queries and memories.
 
@@ -28,7 +29,9 @@ def relativity(
     query and the memory say the same), so two different memories cannot both score 1 for one query.
     """
     dense = 0.0 if cos is None else dense_relativity(cos, settings)
-    lexical = settings.lexical_relativity * term_coverage(patterns, lexical_text(record))
+    if coverage is None:  # the share of query terms the memory holds (the caller may have it already)
+        coverage = term_coverage(patterns, lexical_text(record))
+    lexical = settings.lexical_relativity * coverage
     return round(1.0 - (1.0 - dense) * (1.0 - lexical), 6)
 
 

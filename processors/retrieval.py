@@ -244,7 +244,8 @@ def score_hits(
     vectors = [records[i].embedding if _same_model(records[i], query_model) else () for i in ids]
     patterns = term_patterns(terms)
     cosines = dict(zip(ids, cosine_to(qvec, vectors), strict=True))
-    rel = {i: relativity(cosines[i], records[i], patterns, settings) for i in ids}
+    coverage = {i: term_coverage(patterns, lexical_text(records[i])) for i in ids}
+    rel = {i: relativity(cosines[i], records[i], patterns, settings, coverage=coverage[i]) for i in ids}
     if links:
         own = dict(rel)
         for memory_id in ids:
@@ -280,7 +281,7 @@ def score_hits(
             "recency": 0.0,
             "boost": round(boost, 6),
             "cosine": round(cos, 6) if cos is not None else 0.0,
-            "keyword_coverage": round(term_coverage(patterns, lexical_text(record)), 6),
+            "keyword_coverage": round(coverage[memory_id], 6),
             "fused": round(score, 6),
         }
         hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))

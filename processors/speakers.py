@@ -15,6 +15,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 
 __all__ = [
     "line_speakers",
@@ -31,9 +32,13 @@ _LABEL = re.compile(r"(?<![\w'’])([A-Z][\w'’-]{1,30}(?: [A-Z][\w'’-]{1,30}
 _QUERY_NAME = re.compile(r"(?<![\w'’])([A-Z][\w'’-]{1,30}?)(?:'s|’s)?(?![\w'’-])")
 
 
-def line_speakers(text: str) -> set[str]:
-    """Lower-cased names that label lines of ``text`` ("assistant: Melanie: hi" -> melanie, assistant)."""
-    return {m.group(1).lower() for m in _LABEL.finditer(text)}
+@lru_cache(maxsize=16_384)
+def line_speakers(text: str) -> frozenset[str]:
+    """Lower-cased names that label lines of ``text`` ("assistant: Melanie: hi" -> melanie, assistant).
+
+    Cached: every search reads the labels of its cube's keyword hits, mostly the same memories again.
+    """
+    return frozenset(m.group(1).lower() for m in _LABEL.finditer(text))
 
 
 def speaker_names(texts: Iterable[str], *, share: float) -> set[str]:
