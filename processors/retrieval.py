@@ -47,6 +47,7 @@ import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -289,12 +290,18 @@ def score_hits(
     return spread_sessions(hits, settings.session_spread) if bucket == "text" else hits
 
 
+@lru_cache(maxsize=32_768)
+def _word_count(text: str) -> int:
+    """Whitespace-separated words of a memory's text (cached: searches read the same memories again)."""
+    return len(text.split())
+
+
 def length_factors(records: Mapping[str, MemoryRecord], ids: Sequence[str], prior: float) -> dict[str, float]:
     """Per id, (words / median words of ``ids``) ^ -``prior``: shorter memories gain, longer ones lose
     (empty when ``prior`` is 0). The median keeps a typical memory's factor near 1."""
     if prior <= 0.0 or not ids:
         return {}
-    words = {i: max(len(records[i].memory.split()), 1) for i in ids}
+    words = {i: max(_word_count(records[i].memory), 1) for i in ids}
     middle = statistics.median(words.values())
     return {i: (n / middle) ** -prior for i, n in words.items()}
 
