@@ -16,6 +16,7 @@ from rich.table import Table
 
 from memory_store.base import Projection
 from memos.runtime import Runtime
+from processors.fold import fold_revisions
 from schemas.envelope import Position, Record
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
 from schemas.ops import DropCube
@@ -78,7 +79,8 @@ async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, fl
 
 async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -> dict[str, float]:
     """CPU-us per event of each part of a replay of ``cube``, run one after the other (no overlap): reading
-    the log, decoding and projecting, regrouping by kind, and each store's apply (the cube dropped first)."""
+    the log, decoding and projecting, folding revisions, regrouping by kind, and each store's apply (the
+    cube dropped first)."""
     key = cube.encode()
     partition = partition_for(key, await log.partitions(MEMORIES))
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
@@ -100,6 +102,9 @@ async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -
         started = time.process_time()
         planned = [plan_records(records, key, end, lazy_vectors=True) for records in batches]
         timed("decode_project", started)
+        started, retired = time.process_time(), set[str]()
+        planned = [fold_revisions(ops, retired) for ops in planned]
+        timed("fold", started)
         started = time.process_time()
         ordered = [by_kind(ops) for ops in planned]
         timed("by_kind", started)

@@ -10,6 +10,7 @@ from contextlib import contextmanager, suppress
 
 from memory_store.base import Projection
 from memory_store.control.base import CONTROL_TOPICS, ControlStore
+from processors.fold import fold_revisions
 from processors.projection import project
 from processors.raw_projection import project_raw
 from schemas.codec import decode, decode_raw
@@ -205,6 +206,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     """``replay_cube``'s work, with the live projection paused."""
     applied = 0
     lazy_vectors = all(getattr(store, "reads_float32_bytes", False) for store in stores)
+    fold = all(getattr(store, "folds_revisions", False) for store in stores)
+    retired: set[str] = set()  # memories retired so far in this replay (no revision folds into their upserts)
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
     await _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
     offset = 0
@@ -221,8 +224,10 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 await applying
                 applying = None
             if ops:
+                applied += len(ops)  # events applied: a folded revision is applied (in its memory's upsert)
+                if fold:
+                    ops = fold_revisions(ops, retired)
                 applying = asyncio.create_task(_apply_all(stores, [(by_kind(ops), last)]))
-                applied += len(ops)
             if progress is not None:
                 progress(min(offset, end), end)
         if applying is not None:

@@ -205,6 +205,10 @@ class EmbeddedProjection(Projection):
     """Embeddings may come as ``schemas.codec.Float32Vector`` (bytes, floats made when read): every embedded
     store uses the float32 bytes alone (``float32_blob``), or no embedding at all."""
 
+    folds_revisions: ClassVar[bool] = True
+    """A revision's effect is ``processors.fold.revised``'s: replays may fold revisions into the upserts
+    they follow (``fold_revisions``), which leaves every embedded store in the same state."""
+
     def __init__(
         self,
         url: str | Path,

@@ -5,7 +5,8 @@ partitions) go through the real projector into the embedded graph, vector and ke
 
 * incrementally, in random batches, with duplicates and re-sends of earlier positions;
 * into a fresh store, each position once;
-* after dropping one cube of the incremental store and replaying that cube's events with replay=True.
+* after dropping one cube of the incremental store and replaying that cube's events with replay=True,
+  position by position and then as ``replay_cube`` plans batches (revisions folded, ops by kind).
 
 All three must agree on every cube's memories (retired included), edges, vector and keyword results.
 """
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from memory_store.embedded import EmbeddedGraphStore, EmbeddedKeywordIndex, EmbeddedVectorStore
 from memory_store.embedded.db import EmbeddedProjection
 from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
+from processors.fold import fold_revisions
 from processors.projection import project
 from schemas.codec import decode, encode
 from schemas.envelope import Position
@@ -42,6 +44,7 @@ from schemas.events import (
 )
 from schemas.ops import AnyOp, DropCube
 from schemas.topics import MEMORIES
+from streams.replay import by_kind
 
 CUBES = ("alpha", "beta", "gamma")
 PARTITION = {"alpha": 0, "beta": 1, "gamma": 0}
@@ -222,6 +225,16 @@ async def scenario(
     assert await snapshot(incremental) == expected
     assert await checkpoints(incremental) == expected_checkpoints
 
+    # Again as replay_cube plans it: each batch's ops with revisions folded into their upserts, by kind.
+    assert all(store.folds_revisions for store in incremental.all)
+    await incremental.apply_many([([DropCube(cube_id=cube)], Position(MEMORIES, partition, -1))], replay=True)
+    retired: set[str] = set()
+    for chunk in _chunks(own, [size * 3 for size in sizes]):
+        ops = by_kind(fold_revisions([op for ops, _ in chunk for op in ops], retired))
+        await incremental.apply_many([(ops, chunk[-1][1])], replay=True)
+    assert await snapshot(incremental) == expected
+    assert await checkpoints(incremental) == expected_checkpoints
+
     for stores in (fresh, incremental):
         for store in stores.all:
             await store.aclose()
@@ -254,3 +267,17 @@ def test_incremental_with_redelivery_equals_fresh_and_equals_cube_replay(
 ) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(scenario(Path(tmp), actions, seed, resends, sizes, replay_cube, keyword))
+
+
+def test_revision_heavy_history_folds_and_still_equals_the_fresh_build() -> None:
+    """Revisions right after their adds, around retirements and edges: folded they still give the same state."""
+    actions = [("add", 0, 0, 0), ("revise", 0, 0, 1), ("revise", 0, 0, 2), ("add", 0, 0, 0), ("revise", 0, 1, 5),
+               ("retire", 0, 1, 0), ("revise", 0, 1, 3), ("relate", 0, 0, 1), ("revise", 0, 0, 4),
+               ("add", 1, 0, 0), ("revise", 1, 0, 1), ("add", 0, 0, 0), ("revise", 0, 2, 1)]  # fmt: skip
+    own = [project(event) for event, _ in build_history(actions, 7) if event.key == CUBES[0]]
+    ops = [op for ops in own for op in ops]
+    # three revisions of alpha-m0 (one past an edge), alpha-m1's before its retirement, alpha-m2's fold
+    assert len(fold_revisions(ops, set())) == len(ops) - 5
+    for keyword in ("fts5", "tantivy"):
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(scenario(Path(tmp), actions, 7, [], [], 0, keyword))
