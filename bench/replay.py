@@ -41,7 +41,8 @@ def _events(cube: str, n: int, dim: int = 384) -> list[MemoryAdded | MemoryRevis
         vec /= np.linalg.norm(vec)
         base: dict[str, Any] = {"event_id": uuid.uuid4(), "occurred_at": now, "key": cube, "cube_id": cube}
         if i % 10 == 9:
-            out.append(MemoryRetired(**base, memory_id=f"m{i - 1}", reason="superseded", successor_ids=[f"m{i - 2}"]))
+            # the memory added at i - 2 and revised at i - 1 (m{i - 1} was never added: a revision's slot)
+            out.append(MemoryRetired(**base, memory_id=f"m{i - 2}", reason="superseded", successor_ids=[f"m{i - 3}"]))
         elif i % 10 == 8:
             out.append(MemoryRevised(**base, memory_id=f"m{i - 1}", memory=f"revised memory {i}", revision=1,
                                      embedding=vec.tolist(), embedding_model="bench"))

@@ -18,7 +18,8 @@ def test_replay_figures_with_phases(tmp_path: Path) -> None:
     args = argparse.Namespace(replay=300, dir=str(tmp_path), replay_phases=True)
     figures = asyncio.run(replay_figures(args, table))
     assert figures["replay_eps"] is not None and figures["replay_eps"] > 0
-    phases = ("read", "decode_project", "by_kind", "apply_graph", "apply_vector", "apply_keyword")
+    phases = ("read", "decode_project", "fold", "by_kind", "apply_graph", "apply_vector", "apply_keyword")
     for phase in phases:
         assert (figures[f"replay_cpu_us_{phase}"] or 0) > 0, phase
-    assert "240 current memories" in str(table.columns[-1]._cells[0])  # 300 events: 30 retirements, 30 revisions
+    # 300 events: 240 adds, 30 revisions and 30 retirements of added memories
+    assert "210 current memories" in str(table.columns[-1]._cells[0])
