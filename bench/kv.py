@@ -163,6 +163,8 @@ async def _warm_latency(model: str, device: str, repeats: int) -> tuple[float, f
         settings = AppSettings(home=home, kv=KVSettings(enabled=True, model=model, device=device))
         async with Runtime(settings, stage_names={"kv-warmer", "projector"}) as rt:
             stage = rt.kv_warmer
+            if stage is None:
+                raise RuntimeError("the runtime hosts no KV warmer stage (kv.enabled with the kv-warmer stage)")
             await stage.ready.wait()
             if stage.failure is not None:
                 raise stage.failure

@@ -28,40 +28,45 @@ logger = logging.getLogger(__name__)
 try:
     from transformers.cache_utils import DynamicLayer
 except ImportError:  # pragma: no cover - transformers < 4.56 has no layer objects
-    DynamicLayer = None
+    DynamicLayer = None  # type: ignore[assignment,misc]
+
+_Layer: Any = DynamicLayer if DynamicLayer is not None else object
+"""The base of ``SpareRoomLayer``: transformers' ``DynamicLayer`` (``object`` where there is none, unused then)."""
 
 
 def _noop() -> None:
     return None
 
 
-if DynamicLayer is not None:
+class SpareRoomLayer(_Layer):  # type: ignore[misc]  # a base chosen at import time
+    """A full-attention layer whose keys/values are views of buffers with free slots after them."""
 
-    class SpareRoomLayer(DynamicLayer):  # type: ignore[misc,valid-type]
-        """A full-attention layer whose keys/values are views of buffers with free slots after them."""
+    keys: torch.Tensor
+    values: torch.Tensor
+    _room_k: torch.Tensor
+    _room_v: torch.Tensor
+    _claim: threading.Lock
+    _writer: bool
 
-        def held_bytes(self) -> int:
-            """Bytes of the buffers, room included (what the layer really holds)."""
-            return int(self._room_k.nbytes + self._room_v.nbytes)
+    def held_bytes(self) -> int:
+        """Bytes of the buffers, room included (what the layer really holds)."""
+        return int(self._room_k.nbytes + self._room_v.nbytes)
 
-        def update(
-            self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-        ) -> tuple[torch.Tensor, torch.Tensor]:
-            """Append in place when this view holds the claim and there is room; else append by copy."""
-            if self._writer:
-                start = int(self.keys.shape[-2])
-                end = start + int(key_states.shape[-2])
-                if end <= self._room_k.shape[-2] and self.keys.data_ptr() == self._room_k.data_ptr():
-                    self._room_k[..., start:end, :].copy_(key_states)
-                    self._room_v[..., start:end, :].copy_(value_states)
-                    self.keys = self._room_k[..., :end, :]
-                    self.values = self._room_v[..., :end, :]
-                    return self.keys, self.values
-                self._writer = False  # out of room: from here on, copy like DynamicLayer
-            return super().update(key_states, value_states, *args, **kwargs)  # type: ignore[no-any-return]
-
-else:  # pragma: no cover
-    SpareRoomLayer = None
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append in place when this view holds the claim and there is room; else append by copy."""
+        if self._writer:
+            start = int(self.keys.shape[-2])
+            end = start + int(key_states.shape[-2])
+            if end <= self._room_k.shape[-2] and self.keys.data_ptr() == self._room_k.data_ptr():
+                self._room_k[..., start:end, :].copy_(key_states)
+                self._room_v[..., start:end, :].copy_(value_states)
+                self.keys = self._room_k[..., :end, :]
+                self.values = self._room_v[..., :end, :]
+                return self.keys, self.values
+            self._writer = False  # out of room: from here on, copy like DynamicLayer
+        return super().update(key_states, value_states, *args, **kwargs)  # type: ignore[no-any-return]
 
 
 def with_spare_room(cache: Any, room: int) -> Any:
@@ -71,7 +76,7 @@ def with_spare_room(cache: Any, room: int) -> Any:
     objects, ``cache`` is returned unchanged.
     """
     layers = getattr(cache, "layers", None)
-    if room <= 0 or layers is None or SpareRoomLayer is None:
+    if room <= 0 or layers is None or DynamicLayer is None:
         return cache
     claim = threading.Lock()
     new_layers: list[Any] = []
@@ -110,9 +115,7 @@ def claim_view(cache: Any) -> tuple[Any, Callable[[], None]]:
     of the prefix); otherwise it appends by copy. Always call the release function when done.
     """
     view = shallow_copy(cache)
-    layers = [
-        layer for layer in getattr(view, "layers", []) if SpareRoomLayer and isinstance(layer, SpareRoomLayer)
-    ]
+    layers = [layer for layer in getattr(view, "layers", []) if isinstance(layer, SpareRoomLayer)]
     if not layers or not layers[0]._claim.acquire(blocking=False):
         return view, _noop
     for layer in layers:
