@@ -5,21 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from schemas.events import SourceRef
-from schemas.memory import MemoryRecord, capped_sources
+from schemas.memory import MemoryRecord, capped_sources, source_value
 from schemas.ops import AnyOp, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 
 __all__ = ["fold_revisions", "revised"]
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _source_value(source: SourceRef) -> dict[str, Any]:
-    """A source as the stores compare and keep it (its JSON form)."""
-    values = source.__dict__
-    if len(values) == len(SourceRef.model_fields) and all(isinstance(v, _PLAIN) for v in values.values()):
-        return dict(values)
-    return source.model_dump(mode="json")
 
 
 def revised(record: MemoryRecord, op: ReviseMemory) -> MemoryRecord:
@@ -31,9 +20,9 @@ def revised(record: MemoryRecord, op: ReviseMemory) -> MemoryRecord:
     revision's. Everything else (status, creation, provenance) stays.
     """
     sources = list(record.sources)
-    held = [_source_value(s) for s in sources]
+    held = [source_value(s) for s in sources]
     for source in op.sources:
-        value = _source_value(source)
+        value = source_value(source)
         if value not in held:
             held.append(value)
             sources.append(source)

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import logging
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from schemas.events import JsonDict, MemoryType, RelationType, SourceRef
 
-__all__ = ["MAX_SOURCES", "MemoryRecord", "MemoryStatus", "RelationRecord", "ScoredMemory", "capped_sources"]
+__all__ = [
+    "MAX_SOURCES",
+    "MemoryRecord",
+    "MemoryStatus",
+    "RelationRecord",
+    "ScoredMemory",
+    "capped_sources",
+    "source_value",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,18 @@ def capped_sources(sources: list[_T]) -> list[_T]:
     if len(sources) <= MAX_SOURCES:
         return sources
     return [sources[0], *sources[len(sources) - MAX_SOURCES + 1 :]]
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def source_value(source: SourceRef) -> dict[str, Any]:
+    """A source as stores keep and compare it: ``model_dump(mode="json")``, or its field values as they are
+    when all are plain JSON values (the same dict, without pydantic's serializer)."""
+    values = source.__dict__
+    if len(values) == len(SourceRef.model_fields) and all(isinstance(v, _PLAIN) for v in values.values()):
+        return dict(values)
+    return source.model_dump(mode="json")
 
 
 class MemoryRecord(BaseModel):

@@ -20,7 +20,7 @@ from memory_store.base import GraphStore
 from memory_store.embedded.db import EmbeddedProjection, runs_by_kind
 from schemas.codec import float32_blob
 from schemas.events import SourceRef
-from schemas.memory import MemoryRecord, RelationRecord, capped_sources
+from schemas.memory import MemoryRecord, RelationRecord, capped_sources, source_value
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 
 __all__ = ["EmbeddedGraphStore", "pack_embedding", "unpack_embedding"]
@@ -131,17 +131,9 @@ def _micros(value: datetime) -> int:
     return (value - _EPOCH) // _MICROSECOND
 
 
-_PLAIN = (str, int, float, bool, type(None))
-
-
 def _sources(sources: Sequence[SourceRef]) -> list[dict[str, Any]]:
-    """``model_dump(mode="json")`` of each: its field values as they are when all are plain JSON values."""
-    out = []
-    for s in sources:
-        values = s.__dict__
-        plain = all(isinstance(v, _PLAIN) for v in values.values()) and len(values) == len(SourceRef.model_fields)
-        out.append(dict(values) if plain else s.model_dump(mode="json"))
-    return out
+    """``model_dump(mode="json")`` of each (``source_value``)."""
+    return [source_value(s) for s in sources]
 
 
 def _row(m: MemoryRecord) -> tuple[Any, ...]:
