@@ -43,6 +43,7 @@ from streams.pipeline.stages import (
     ControlStage,
     DerivationStage,
     DispatchStage,
+    LargeAddsBehind,
     ProjectionStage,
     TaskHandler,
     apply_planned,
@@ -212,11 +213,12 @@ class Runtime:
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
+        large = self.settings.derivation.large_add_chars
         stages: list[Stage] = [
             self.control_stage,
             self.projection_stage,
             *(DerivationStage(self.deriver, phase=phase, emit=self.publish, lane=lane, wait_for=self._wait_long,
-                              large_chars=self.settings.derivation.large_add_chars)
+                              large_chars=large, pending_large=LargeAddsBehind(self.log, self.group, large))
               for phase in ("first", "refine") for lane in ("small", "large")),
             DispatchStage(self.task_handlers, self.publish),
         ]
@@ -299,9 +301,8 @@ class Runtime:
     async def publish(self, events: Sequence[Event]) -> list[Position]:
         """Append events (durable on return); positions in input order.
 
-        Registry events are keyed by kind here, whatever key the caller gave (``user:<id>``,
-        ``cube:<id>``: see ``memory_store.control.base.registry_key_of``), so a cube and a user of the
-        same id never share log records.
+        Registry events are keyed by kind here, whatever key the caller gave (``user:<id>``, ``cube:<id>``:
+        ``memory_store.control.base.registry_key_of``), so a cube and a user of one id never share records.
         """
         if not events:
             return []

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from memory_store.base import Projection
 from memory_store.control.base import ControlStore
 from processors.projection import project
+from schemas.codec import decode
 from schemas.envelope import Envelope, Position
+from schemas.errors import EventDecodeError
 from schemas.events import (
     AnyEvent,
     ConversationRecorded,
@@ -26,14 +28,14 @@ from schemas.events import (
 )
 from schemas.ops import AnyOp
 from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
-from streams.log.base import TopicPartition
+from streams.log.base import EventLog, TopicPartition
 from streams.pipeline.runner import Stage
 
 if TYPE_CHECKING:
     from streams.pipeline.derivation import Deriver, Phase, Progress
 
-__all__ = ["ControlStage", "DerivationStage", "DispatchStage", "ProjectionStage", "TaskHandler", "WaitFor",
-           "is_large_add"]
+__all__ = ["ControlStage", "DerivationStage", "DispatchStage", "LargeAddsBehind", "ProjectionStage", "TaskHandler",
+           "WaitFor", "is_large_add"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ Emit = Callable[[Sequence[Event]], Awaitable[object]]
 """Appends events to the log (the runtime's ``publish``)."""
 WaitFor = Callable[[str, Mapping[TopicPartition, int]], Awaitable[None]]
 """``async (stage name, {(topic, partition): offset})``: returns once that stage committed past the offsets."""
+PendingLarge = Callable[[str, TopicPartition, int], Awaitable[Mapping[str, int]]]
+"""``async (large lane's stage name, (topic, partition), before)``: cube -> the offset just past that cube's
+latest large add below ``before`` that the large lane has not committed past yet."""
 
 
 def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: str, key: str,
@@ -73,6 +78,44 @@ def is_large_add(event: ConversationRecorded, large_chars: int) -> bool:
     return len(json.dumps(event.messages, ensure_ascii=False, default=str)) > large_chars
 
 
+class LargeAddsBehind:
+    """The large adds a lane has not passed yet, as the log tells them (a ``PendingLarge``).
+
+    A small lane learns of its cubes' large adds as it skips them; after a restart or a rebalance it
+    resumes past the ones it skipped before, while the large lane may still be behind them. This reads
+    the log between the large lane's committed offset and where the small lane resumes, so a small add
+    still waits for its cube's earlier large add (order per cube survives restarts).
+    """
+
+    def __init__(self, log: EventLog, group: Callable[[str], str], large_chars: int, *, page: int = 32) -> None:
+        self.log = log
+        self.group = group
+        """Stage name -> its consumer group (the runtime's ``group``: the deployment's prefix added)."""
+        self.large_chars = large_chars
+        self.page = page
+        """Records read at a time (each up to the log's record limit, 1 MiB)."""
+
+    async def __call__(self, lane: str, tp: TopicPartition, before: int) -> dict[str, int]:
+        topic, partition = tp
+        offset = (await self.log.committed(self.group(lane), topic)).get(partition, 0)
+        out: dict[str, int] = {}
+        while offset < before:
+            records = await self.log.read(topic, partition, offset, limit=min(self.page, before - offset))
+            if not records:
+                break
+            for record in records:
+                if record.position.offset >= before:
+                    break
+                try:
+                    event = decode(record.value)
+                except EventDecodeError:
+                    continue  # a poison record: no lane derives it
+                if isinstance(event, ConversationRecorded) and is_large_add(event, self.large_chars):
+                    out[event.cube_id] = record.position.offset + 1
+            offset = records[-1].position.offset + 1
+        return out
+
+
 class DerivationStage(Stage):
     """ConversationRecorded -> memory events (fast, rules or LLM) and the add task's final status.
 
@@ -82,7 +125,9 @@ class DerivationStage(Stage):
     Lanes keep one huge add from stalling everyone's small ones: with ``large_chars``, the 'small' lane
     (group ``deriver``/``refiner``) skips adds whose messages are longer, and the 'large' lane (its own group,
     ``deriver-large``/``refiner-large``, running beside it) derives only those. Order per cube holds: a small
-    add that follows a large one of the same cube waits (``wait_for``) until the large lane has passed it.
+    add that follows a large one of the same cube waits (``wait_for``) until the large lane has passed it,
+    also after a restart or a rebalance: where a small lane's batch does not continue where it left off,
+    ``pending_large`` reads from the log the large adds it skipped before that the large lane has not passed.
     """
 
     topics = (CONVERSATIONS,)
@@ -90,7 +135,7 @@ class DerivationStage(Stage):
 
     def __init__(self, deriver: Deriver, *, phase: str = "first", emit: Emit | None = None,
                  progress_steps: int = 10, lane: str = "all", large_chars: int = 0,
-                 wait_for: WaitFor | None = None) -> None:
+                 wait_for: WaitFor | None = None, pending_large: PendingLarge | None = None) -> None:
         self.deriver = deriver
         self.phase = phase
         base = "deriver" if phase == "first" else "refiner"
@@ -102,6 +147,9 @@ class DerivationStage(Stage):
         self._large_lane = f"{base}-large"
         self._large_before: dict[str, dict[TopicPartition, int]] = {}
         """Small lane: cube -> the offsets just past that cube's latest large add seen here (per partition)."""
+        self.pending_large = pending_large
+        self._next: dict[TopicPartition, int] = {}
+        """Small lane: the offset after the last record handled here, per partition."""
         self.emit = emit
         """Appends the progress of large adds to their task status (None: progress stays in the final status)."""
         self.progress_steps = progress_steps
@@ -133,7 +181,24 @@ class DerivationStage(Stage):
             await self.wait_for(self._large_lane, waiting)
         return True
 
+    async def _resume(self, batch: Sequence[Envelope[AnyEvent]]) -> None:
+        """Small lane: where a partition does not continue where this lane left off (a restart, a rebalance,
+        a redelivery), learn from the log the cubes' large adds skipped before that the large lane has not passed."""
+        if self.large_chars <= 0 or self.pending_large is None:
+            return
+        for envelope in batch:
+            position = envelope.position
+            tp = (position.topic, position.partition)
+            if self._next.get(tp) != position.offset:
+                pending = await self.pending_large(self._large_lane, tp, position.offset)
+                for cube, past in pending.items():
+                    marks = self._large_before.setdefault(cube, {})
+                    marks[tp] = max(marks.get(tp, 0), past)
+            self._next[tp] = position.offset + 1
+
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        if self.lane == "small":
+            await self._resume(batch)
         by_phase: dict[Phase, list[ConversationRecorded]] = {}
         for envelope in batch:
             event = envelope.event
