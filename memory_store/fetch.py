@@ -279,7 +279,7 @@ class HttpxFetcher(Fetcher):
         content_type = response.headers.get("content-type")
         self._check_type(content_type, url, purpose)
         declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             raise self._too_large(url, declared)
         chunks: list[bytes] = []
         size = 0

@@ -26,8 +26,14 @@ Semantics: a missing field never matches. Time fields (``*_at``, ``*_time``, ``v
 ``valid_to``) compare as timezone-aware datetimes; a date without a zone is taken as UTC. On a list
 field, equality and ``contains`` test membership, and ``in`` tests for any common element.
 ``like`` is case-insensitive, with SQL wildcards (``%`` any run, ``_`` one character); a pattern
-without ``%`` matches as a substring (MemOS's ``CONTAINS``). A malformed filter raises
-``ValidationFailed`` whose ``field`` is the path of the offending part, e.g. ``filter.and[1].created_at``.
+without ``%`` matches as a substring (MemOS's ``CONTAINS``). It is matched without backtracking (the
+pieces between ``%`` found leftmost, in order), so its time grows with the text times the pattern, never
+more. A malformed filter raises ``ValidationFailed`` whose ``field`` is the path of the offending part,
+e.g. ``filter.and[1].created_at``.
+
+Bounds (every caller is untrusted): at most ``MAX_DEPTH`` nested ``and``/``or`` levels, ``MAX_CONDITIONS``
+conditions, ``MAX_LIST`` values in one ``in``/``contains`` list and ``MAX_PATTERN`` characters in one
+``like`` pattern; more is a ValidationFailed naming the part.
 """
 
 from __future__ import annotations
@@ -43,9 +49,14 @@ from schemas.errors import ValidationFailed
 from schemas.memory import MemoryRecord
 
 __all__ = [
+    "MAX_CONDITIONS",
+    "MAX_DEPTH",
+    "MAX_LIST",
+    "MAX_PATTERN",
     "And",
     "Condition",
     "Filter",
+    "LikePattern",
     "Or",
     "compile_filter",
     "matches",
@@ -92,6 +103,76 @@ _RECORD_FIELDS: frozenset[str] = frozenset(
 )
 _TIME_FIELDS: frozenset[str] = frozenset({"created_at", "updated_at", "valid_from", "valid_to"})
 _MISSING = object()
+
+MAX_DEPTH = 16
+"""Most nested ``and``/``or`` levels in one filter."""
+MAX_CONDITIONS = 1_000
+"""Most conditions (field, operator) in one filter."""
+MAX_LIST = 10_000
+"""Most values in one ``in`` or ``contains`` list."""
+MAX_PATTERN = 256
+"""Most characters in one ``like`` pattern."""
+
+
+class LikePattern:
+    """A SQL ``LIKE`` pattern (``%`` any run, ``_`` one character), case-insensitive, matched without backtracking.
+
+    The pattern splits at ``%`` into pieces of fixed length; the first must match at the start, the last
+    at the end, and each one between is found leftmost after the previous one (for fixed-length pieces the
+    leftmost place is always a right choice), so a match costs at most the text's length times the
+    pattern's. Pieces without ``_`` are found with ``str.find``; the others with a regex of literals and
+    ``.`` (no repetition, nothing to backtrack into).
+    """
+
+    __slots__ = ("anchored", "pattern", "pieces")
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        lowered = pattern.lower()
+        self.anchored = "%" in lowered
+        """False: no ``%``, the pattern matches anywhere (MemOS's CONTAINS)."""
+        self.pieces: list[tuple[str, re.Pattern[str] | None]] = [
+            (piece, re.compile("".join("." if ch == "_" else re.escape(ch) for ch in piece), re.DOTALL)
+             if "_" in piece else None)
+            for piece in (lowered.split("%") if self.anchored else ["", lowered, ""])
+        ]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LikePattern) and other.pattern == self.pattern
+
+    def __hash__(self) -> int:
+        return hash(self.pattern)
+
+    def __repr__(self) -> str:
+        return f"LikePattern({self.pattern!r})"
+
+    def match(self, text: str) -> bool:
+        """Whether the whole of ``text`` matches the pattern."""
+        text = text.lower()
+        (first, first_re), *middle, (last, last_re) = self.pieces
+        start, end = len(first), len(text) - len(last)
+        if end < start:
+            return False
+        if not _piece_at(first, first_re, text, 0) or not _piece_at(last, last_re, text, end):
+            return False
+        for piece, piece_re in middle:
+            if not piece:
+                continue
+            if piece_re is None:
+                found = text.find(piece, start, end)
+            else:
+                hit = piece_re.search(text, start, end)
+                found = -1 if hit is None else hit.start()
+            if found < 0:
+                return False
+            start = found + len(piece)
+        return True
+
+
+def _piece_at(piece: str, piece_re: re.Pattern[str] | None, text: str, at: int) -> bool:
+    if piece_re is None:
+        return text.startswith(piece, at)
+    return piece_re.match(text, at, at + len(piece)) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +236,11 @@ def compile_filter(raw: Mapping[str, Any] | None) -> Filter | None:
         raise ValidationFailed(f"filter must be an object, got {type(raw).__name__!r}", field="filter")
     if not raw:
         return None
-    return _compile(raw, "filter")
+    return _compile(raw, "filter", [0], 0)
 
 
-def _compile(node: object, path: str) -> Filter:
+def _compile(node: object, path: str, count: list[int], depth: int) -> Filter:
+    """``count``: conditions compiled so far in the whole filter; ``depth``: and/or levels above ``node``."""
     if not isinstance(node, Mapping):
         raise ValidationFailed(f"filter part at {path!r} must be an object, got {node!r}", field=path)
     parts: list[Filter] = []
@@ -172,10 +254,16 @@ def _compile(node: object, path: str) -> Filter:
             sub = f"{path}.{key.lower()}"
             if not isinstance(value, list):
                 raise ValidationFailed(f"{key!r} takes a list of conditions, got {value!r}", field=sub)
-            children = tuple(_compile(item, f"{sub}[{i}]") for i, item in enumerate(value))
+            if depth >= MAX_DEPTH:
+                raise ValidationFailed(f"filter nests 'and'/'or' more than {MAX_DEPTH} levels deep", field=sub)
+            children = tuple(_compile(item, f"{sub}[{i}]", count, depth + 1) for i, item in enumerate(value))
             parts.append(And(children) if key.lower() == "and" else Or(children))
         else:
-            parts.extend(_compile_field(key, value, f"{path}.{key}"))
+            conditions = _compile_field(key, value, f"{path}.{key}")
+            count[0] += len(conditions)
+            if count[0] > MAX_CONDITIONS:
+                raise ValidationFailed(f"filter has more than {MAX_CONDITIONS} conditions", field=f"{path}.{key}")
+            parts.extend(conditions)
     return parts[0] if len(parts) == 1 else And(tuple(parts))
 
 
@@ -199,6 +287,8 @@ def _compile_field(key: str, value: object, path: str) -> list[Condition]:
 
 
 def _condition(name: str, op: Operator, operand: object, path: str, is_time: bool) -> Condition:
+    if isinstance(operand, list) and len(operand) > MAX_LIST:
+        raise ValidationFailed(f"{op!r} on {name!r} takes at most {MAX_LIST} values, got {len(operand)}", field=path)
     if op == "in":
         if not isinstance(operand, list):
             raise ValidationFailed(f"'in' on {name!r} takes a list, got {operand!r}", field=path)
@@ -208,7 +298,11 @@ def _condition(name: str, op: Operator, operand: object, path: str, is_time: boo
     if op == "like":
         if not isinstance(operand, str):
             raise ValidationFailed(f"'like' on {name!r} takes a string pattern, got {operand!r}", field=path)
-        return Condition(name, op, _like_regex(operand), False)
+        if len(operand) > MAX_PATTERN:
+            raise ValidationFailed(
+                f"'like' pattern on {name!r} is {len(operand)} characters; at most {MAX_PATTERN}", field=path
+            )
+        return Condition(name, op, LikePattern(operand), False)
     if isinstance(operand, Mapping):
         raise ValidationFailed(f"operand of {op!r} on {name!r} must be a value, got {operand!r}", field=path)
     if op in ("gt", "gte", "lt", "lte"):
@@ -233,13 +327,6 @@ def _time_operand(value: object, name: str, path: str) -> datetime:
             f"{name!r} compares with a date or ISO-8601 time such as '2025-01-01', got {value!r}", field=path
         )
     return parsed
-
-
-def _like_regex(pattern: str) -> re.Pattern[str]:
-    if "%" not in pattern:
-        pattern = f"%{pattern}%"
-    body = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
-    return re.compile(f"^{body}$", re.IGNORECASE | re.DOTALL)
 
 
 # --- evaluation -------------------------------------------------------------------------------------------
@@ -302,7 +389,7 @@ def _check(cond: Condition, actual: object) -> bool:
         if cond.op == "in":
             return any(_equal(cond, item, w) for item in items for w in cond.value)
         if cond.op == "like":
-            return any(isinstance(item, str) and cond.value.match(item) is not None for item in items)
+            return any(isinstance(item, str) and cond.value.match(item) for item in items)
         return any(_compare(cond, item) for item in items)
     if cond.op == "=":
         return _equal(cond, actual, cond.value)
@@ -314,7 +401,7 @@ def _check(cond: Condition, actual: object) -> bool:
             return all(isinstance(w, str) and w in actual for w in wanted)
         return False
     if cond.op == "like":
-        return isinstance(actual, str) and cond.value.match(actual) is not None
+        return isinstance(actual, str) and bool(cond.value.match(actual))
     return _compare(cond, actual)
 
 

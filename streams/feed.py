@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from schemas.events import AnyEvent
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 
-__all__ = ["Cursor", "format_cursor", "parse_cursor", "records", "recorded_usage", "subscribe", "usage_feed"]
+__all__ = ["MAX_OFFSET", "Cursor", "format_cursor", "parse_cursor", "parse_offset", "records", "recorded_usage", "subscribe", "usage_feed"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,14 +28,31 @@ def format_cursor(cursor: Cursor) -> str:
     return ",".join(f"{p}:{o}" for p, o in sorted(cursor.items()))
 
 
+_NUMBER = re.compile(r"[0-9]{1,19}")
+MAX_OFFSET = 2**63 - 1
+"""The largest log offset (Kafka's and SQLite's signed 64-bit integers)."""
+
+
+def parse_offset(text: str) -> int | None:
+    """A partition or offset written in ASCII digits, at most ``MAX_OFFSET``; None for anything else."""
+    if _NUMBER.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= MAX_OFFSET else None
+
+
 def parse_cursor(text: str) -> Cursor:
-    """Parse '0:12,3:40'; ValidationFailed on malformed text."""
+    """Parse '0:12,3:40'; ValidationFailed on malformed text (or a number past ``MAX_OFFSET``)."""
     cursor: Cursor = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        partition, sep, offset = part.partition(":")
-        if not sep or not partition.isdigit() or not offset.isdigit():
-            raise ValidationFailed(f"malformed cursor part {part!r}; expected 'partition:offset'", field="cursor")
-        cursor[int(partition)] = int(offset)
+        partition_text, sep, offset_text = part.partition(":")
+        partition, offset = parse_offset(partition_text), parse_offset(offset_text)
+        if not sep or partition is None or offset is None:
+            raise ValidationFailed(
+                f"malformed cursor part {part[:64]!r}; expected 'partition:offset' (ASCII digits, at most "
+                f"{MAX_OFFSET})", field="cursor",
+            )
+        cursor[partition] = offset
     return cursor
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from memory_store.control.base import cube_key, user_key
 from memos.application.access import AccessUseCases
@@ -30,6 +31,9 @@ from schemas.events import (
 )
 from schemas.memory import MemoryRecord
 from streams.log.base import OutgoingRecord
+
+if TYPE_CHECKING:
+    from processors.filters import Filter
 
 __all__ = ["MemoryService", "memory_view"]
 
@@ -194,14 +198,16 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
 
     async def get_memories(self, request: MemoriesQuery) -> dict[str, Any]:
         """The memories of one cube by bucket (text, preference, tool, skill), filtered and paged."""
-        from processors.filters import compile_filter, matches
+        from processors.filters import compile_filter
 
         await self.check_read(request.user_id, request.cube_id)
         cube_id = check_id(request.cube_id, "mem_cube_id")
         types = types_for(preference=request.include_preference, tool=request.include_tool_memory,
                           skill=request.include_skill_memory)
         flt = compile_filter(request.filter) if request.filter else None
-        records = [r for r in await self.rt.graph.list_memories(cube_id, memory_types=types) if matches(flt, r)]
+        records = await self.rt.graph.list_memories(cube_id, memory_types=types)
+        if flt is not None:  # a scan of the whole cube: off the event loop, so other callers are served meanwhile
+            records = await asyncio.to_thread(_passing, flt, records)
         total = len(records)
         if request.page is not None or request.page_size is not None:
             size = request.page_size or 50
@@ -236,7 +242,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
 
     async def delete_memories(self, request: DeleteRequest) -> list[str]:
         """Retire memories by id, file id or filter, only inside the named cubes; unknown ids are NotFound."""
-        from processors.filters import compile_filter, matches
+        from processors.filters import compile_filter
 
         user_id = check_id(request.user_id, "user_id")
         cubes = check_ids(list(request.cube_ids), "writable_cube_ids")
@@ -263,9 +269,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         if selectors:
             flt = compile_filter(selectors[0] if len(selectors) == 1 else {"and": selectors})
             for cube in cubes:
-                for record in await self.rt.graph.list_memories(cube):
-                    if matches(flt, record):
-                        plan[cube][record.id] = record
+                for record in await asyncio.to_thread(_passing, flt, await self.rt.graph.list_memories(cube)):
+                    plan[cube][record.id] = record
         deleted: list[str] = []
         for cube, records in plan.items():
             if records:
@@ -312,6 +317,9 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         ``user_id`` None: an operator (the CLI on the data directory): every cube, or the named ones,
         which must exist (NotFound otherwise).
         """
+        from memos.application.feeds import check_start
+
+        check_start(start)
         if user_id is None:
             named = check_ids(list(cube_ids), "cube") if cube_ids else None
             for cube in named or []:
@@ -379,3 +387,10 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
         await self.rt.forget_records(registry_key=user_key(user_id))
         return owned
+
+
+def _passing(flt: Filter | None, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+    """The records that pass a filter (run on a worker thread: a scan of a whole cube)."""
+    from processors.filters import matches
+
+    return [r for r in records if matches(flt, r)]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from sse_starlette import EventSourceResponse
 
 from memos.api.product_models import BaseResponse
-from memos.application.feeds import Cursor, format_cursor, parse_cursor
+from memos.application.feeds import MAX_OFFSET, Cursor, format_cursor, parse_cursor, parse_offset
 from memos.application.service import MemoryService
 from memos.server.auth import Caller, acting_user, get_caller
 from memos.server.metrics import CONTENT_TYPE, Metrics
@@ -61,9 +61,13 @@ def feed_start(start: str, cursor_text: str | None) -> Literal["beginning", "now
         return parse_cursor(cursor_text)
     if start in ("beginning", "now"):
         return start  # type: ignore[return-value]
-    if start.isdigit():
-        return int(start)
-    raise ValidationFailed(f"from must be 'beginning', 'now' or an offset, not {start!r}", field="from")
+    offset = parse_offset(start)
+    if offset is not None:
+        return offset
+    raise ValidationFailed(
+        f"from must be 'beginning', 'now' or an offset (ASCII digits, at most {MAX_OFFSET}), not {start[:64]!r}",
+        field="from",
+    )
 
 
 @router.get(

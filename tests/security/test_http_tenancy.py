@@ -450,3 +450,36 @@ def test_local_only_is_refused_for_remote_clients(tmp_path: Any) -> None:
         with pytest.raises(PermissionDenied, match="non-loopback"):
             local.call(resolve_caller(state, {}, "192.0.2.7"))
         assert local.call(resolve_caller(state, {}, "127.0.0.1")).user_id is None
+
+
+def test_hostile_filters_and_feed_positions_are_refused_or_bounded(server: BackgroundServer, alice: Tenant) -> None:
+    nested: dict[str, Any] = {"user_id": "alice"}
+    for _ in range(330):  # the recursion that used to answer 500 or drop the connection
+        nested = {"and": [nested]}
+    with client_for(server, alice) as c:
+        add = c.post("/product/add", json={
+            "user_id": "alice", "writable_cube_ids": ["alice_like"], "mode": "fast", "async_mode": "sync",
+            "messages": [{"role": "user", "content": "a" * 400}]})  # fmt: skip
+        assert add.status_code == 200, add.text
+        for route, body in (
+            ("/product/get_memory", {"user_id": "alice", "mem_cube_id": "alice_like"}),
+            ("/product/search", {"user_id": "alice", "query": "a", "readable_cube_ids": ["alice_like"]}),
+            ("/product/delete_memory", {"user_id": "alice", "writable_cube_ids": ["alice_like"]}),
+        ):
+            r = c.post(route, json={**body, "filter": nested})
+            assert r.status_code == 422 and "levels deep" in r.json()["message"], (route, r.text)
+        # a pattern the backtracking regex took minutes on is answered now, and rightly
+        listed = c.post("/product/get_memory", json={"user_id": "alice", "mem_cube_id": "alice_like",
+                                                     "filter": {"memory": {"like": "%a%a%a%a%b%"}}})
+        assert listed.status_code == 200 and listed.json()["data"]["total"] == 0, listed.text
+        listed = c.post("/product/get_memory", json={"user_id": "alice", "mem_cube_id": "alice_like",
+                                                     "filter": {"memory": {"like": "%a%a%a%a%"}}})
+        assert listed.status_code == 200 and listed.json()["data"]["total"] >= 1, listed.text
+        for params, headers, field in (
+            ({"from": str(2**63)}, {}, "from"),
+            ({"from": "²"}, {}, "from"),
+            ({"cursor": f"0:{2**64}"}, {}, "cursor"),
+            ({}, {"Last-Event-ID": f"{2**63}:1"}, "cursor"),
+        ):
+            r = c.get("/v1/feed", params={**params, "follow": "false"}, headers=headers)
+            assert r.status_code == 422 and field in r.json()["message"], (params, headers, r.text)
