@@ -181,6 +181,13 @@ class DoorSettings(_Section):
         default=10.0, ge=0,
         description="Under overload (LIFO mode), waiting searches this old are refused when a slot frees rather than "
                     "admitted late (controlled delay); unset: they wait out search_queue_ms.")
+    key_checks_at_once: int = Field(
+        default=1, ge=0, description="API-key hash checks (scrypt) running at once per process (0: no limit).")
+    key_checks_waiting: int = Field(
+        default=16, ge=0, description="Key checks that may wait for a slot; more are refused (429, Retry-After).")
+    key_retry_s: float = Field(
+        default=0.5, ge=0,
+        description="After a failed check of a key id, further checks of it within this time are refused (429) unhashed.")
 
 
 class AppSettings(BaseSettings):

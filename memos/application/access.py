@@ -35,6 +35,8 @@ from memory_store.control.base import (
     user_key,
 )
 from memos.application.ids import check_id
+from memos.application.key_checks import key_gate_for
+from memos.application.limits import DoorLimits
 from memos.application.ports import Platform
 from memos.application.registry_memo import MISSING, RegistryMemo
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
@@ -59,6 +61,7 @@ class AccessUseCases:
     """Registry use cases and authorization, over the control store's read side."""
 
     rt: Platform
+    limits: DoorLimits
     _memo: RegistryMemo | None = None
 
     async def _remembered(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
@@ -216,12 +219,17 @@ class AccessUseCases:
         return keys
 
     async def authenticate(self, api_key: str) -> str | None:
-        """The user id of a valid API key (``mk_<id>_<secret>``), else None."""
+        """The user id of a valid API key (``mk_<id>_<secret>``), else None; KeyChecksBusy (429) when the hash
+        checks are busy or the key id failed one a moment ago (``memos.application.key_checks``)."""
         parts = api_key.split("_", 2)
         if len(parts) != 3 or parts[0] != "mk" or not parts[1] or not parts[2]:
             return None
-        user: str | None = await self.control.key_user(parts[1], parts[2])
-        return user
+        info = await self.control.key(parts[1])
+        if info is None or info.revoked:
+            return None  # known without hashing: nothing to bound
+        gate = key_gate_for(self.rt, at_once=self.limits.key_checks_at_once,
+                            waiting=self.limits.key_checks_waiting, retry_s=self.limits.key_retry_s)
+        return await gate.check(parts[1], lambda: self.control.key_user(parts[1], parts[2]))
 
     async def key_active(self, user_id: str, key_id: str) -> bool:
         """Whether the user's key exists and is not revoked."""

@@ -20,7 +20,7 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "SearchesBusy", "describe", "retry_after", "status_of"]
+__all__ = ["AddTimedOut", "BacklogFull", "KeyChecksBusy", "SearchesBusy", "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ class BacklogFull(StoreBackpressure):
 
 class SearchesBusy(StoreBackpressure):
     """Too many searches are running or waiting (for everyone, or for this user): HTTP 429, retry later."""
+
+
+class KeyChecksBusy(StoreBackpressure):
+    """API-key checks are bounded (per process, and per key id after a failure): HTTP 429, retry later."""
 
 
 class AddTimedOut(MemorySystemError):

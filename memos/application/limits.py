@@ -70,6 +70,12 @@ class DoorLimits:
     """Once the oldest waiter has waited this long, a freed slot goes to the newest (None: always FIFO)."""
     search_overload_queue_ms: float | None = 10.0
     """Under overload (LIFO mode), waiters this old are refused when a slot frees (None: none)."""
+    key_checks_at_once: int = 1
+    """API-key hash checks (scrypt, about 20 ms of one core each) running at once per process (0: no limit)."""
+    key_checks_waiting: int = 16
+    """Key checks that may wait for one of those slots; more are refused (429, Retry-After)."""
+    key_retry_s: float = 0.5
+    """After a failed check of a key id, checks of that key id within this time are refused (429) unhashed."""
 
     @property
     def active_searches(self) -> int:

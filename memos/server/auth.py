@@ -14,6 +14,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from memos.application.errors import KeyChecksBusy, retry_after
 from memos.application.ids import check_id
 from memos.application.service import MemoryService
 from schemas.errors import PermissionDenied, ValidationFailed
@@ -176,6 +177,9 @@ class AuthMiddleware:
             return
         except PermissionDenied as exc:
             await _reject(scope, receive, send, 403, str(exc), None)
+            return
+        except KeyChecksBusy as exc:  # key checks are bounded (memos.application.key_checks)
+            await _reject(scope, receive, send, 429, str(exc), {"Retry-After": str(retry_after(exc))})
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)

@@ -38,13 +38,14 @@ class Tenant:
         )
 
 
-def start_server(home: Path, **derivation: Any) -> BackgroundServer:
-    """The HTTP server over a fresh home with the given derivation settings (API keys on)."""
+def start_server(home: Path, *, door: dict[str, Any] | None = None, **derivation: Any) -> BackgroundServer:
+    """The HTTP server over a fresh home with the given derivation (and door) settings (API keys on)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEMOS_HOME", str(home))
         settings = load_settings("default")
         settings = settings.model_copy(
-            update={"derivation": settings.derivation.model_copy(update=derivation)}
+            update={"derivation": settings.derivation.model_copy(update=derivation),
+                    "door": settings.door.model_copy(update=door or {})}
         )
         return BackgroundServer(create_app(settings)).start()
 
