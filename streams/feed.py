@@ -15,7 +15,8 @@ from schemas.events import AnyEvent
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 
-__all__ = ["MAX_OFFSET", "Cursor", "format_cursor", "parse_cursor", "parse_offset", "records", "recorded_usage", "subscribe", "usage_feed"]
+__all__ = ["MAX_OFFSET", "Cursor", "format_cursor", "parse_cursor", "parse_offset", "records", "recorded_usage",
+           "subscribe", "usage_feed"]
 
 logger = logging.getLogger(__name__)
 
