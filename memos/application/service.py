@@ -296,8 +296,9 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         """Append one MemoryAdded per draft (MemoryAdded fields, ``memory_id`` required); returns ids added.
 
         Idempotent by memory id: ids the cube already holds (current or retired) are skipped; an id another
-        cube holds is re-keyed to ``derive_id("import:<cube>", id)`` (never moved). Embeddings are kept
-        when they come from this runtime's embedder, else computed. Waits until searchable.
+        cube holds is re-keyed to ``derive_id("import:<cube>", id)`` (never moved; a random id where that one
+        is taken too). The importer is the author. Embeddings are kept when they come from this runtime's
+        embedder with its dimension and finite values, else computed. Waits until searchable.
         """
         from memos.application.transfer import import_events
 
