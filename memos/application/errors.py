@@ -64,6 +64,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (FetchFailed, 422),
     (BacklogFull, 429),
     (SearchesBusy, 429),
+    (KeyChecksBusy, 429),
     (AddTimedOut, 504),
     (StoreBackpressure, 503),
     (StoreUnavailable, 503),

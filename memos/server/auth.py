@@ -14,7 +14,7 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from memos.application.errors import KeyChecksBusy, retry_after
+from memos.application.errors import KeyChecksBusy, retry_after, status_of
 from memos.application.ids import check_id
 from memos.application.service import MemoryService
 from schemas.errors import PermissionDenied, ValidationFailed
@@ -175,11 +175,9 @@ class AuthMiddleware:
         except HTTPException as exc:
             await _reject(scope, receive, send, exc.status_code, str(exc.detail), exc.headers)
             return
-        except PermissionDenied as exc:
-            await _reject(scope, receive, send, 403, str(exc), None)
-            return
-        except KeyChecksBusy as exc:  # key checks are bounded (memos.application.key_checks)
-            await _reject(scope, receive, send, 429, str(exc), {"Retry-After": str(retry_after(exc))})
+        except (PermissionDenied, KeyChecksBusy) as exc:  # 403; 429 (key checks are bounded)
+            wait = retry_after(exc)
+            await _reject(scope, receive, send, status_of(exc), str(exc), {"Retry-After": str(wait)} if wait else None)
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)

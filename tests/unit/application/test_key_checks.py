@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from memos.application.errors import KeyChecksBusy, retry_after
+from memos.application.errors import KeyChecksBusy, retry_after, status_of
 from memos.application.key_checks import KeyCheckGate
 
 
@@ -37,7 +37,7 @@ async def test_a_failed_key_id_is_refused_unhashed_until_its_retry_time() -> Non
     with pytest.raises(KeyChecksBusy) as info:
         await gate.check("k1", wrong)
     assert wrong.calls == 1  # the second guess was not hashed
-    assert retry_after(info.value) == 60
+    assert retry_after(info.value) == 60 and status_of(info.value) == 429  # on every front end
     assert await gate.check("k2", _Verifier("ann")) == "ann"  # other key ids are not affected
 
     gate = KeyCheckGate(retry_s=0.0)  # no pause: every guess is hashed, and a success clears the failure
