@@ -24,11 +24,12 @@ from tests.unit.retrieval.records import record
 
 
 def _reference(pattern: str) -> re.Pattern[str]:
-    """What ``like`` meant before: the pattern as a backtracking regex (a substring without ``%``)."""
+    """What ``like`` meant before: the pattern as a backtracking regex (a substring without ``%``), anchored at
+    the very end (``\\Z``: the old ``$`` also matched before a final newline, which no LIKE does)."""
     if "%" not in pattern:
         pattern = f"%{pattern}%"
     body = "".join(".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern)
-    return re.compile(f"^{body}$", re.IGNORECASE | re.DOTALL)
+    return re.compile(f"^{body}\\Z", re.IGNORECASE | re.DOTALL)
 
 
 @settings(max_examples=400, deadline=None)
@@ -45,6 +46,10 @@ def test_a_pattern_that_made_the_regex_backtrack_is_matched_at_once() -> None:
     assert LikePattern("%a%a%a%a%").match(text)
     assert not LikePattern("%" + "a_" * 60 + "b%").match(text)
     assert time.process_time() - started < 5.0  # generous: the backtracking regex would not finish
+
+
+def test_a_pattern_ends_at_the_end_of_the_text() -> None:
+    assert not LikePattern("%b").match("ab\n") and LikePattern("%b_").match("ab\n")
 
 
 def test_like_through_a_filter_on_a_record() -> None:
