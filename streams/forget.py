@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from memory_store.base import Projection
 from schemas.codec import decode
@@ -21,12 +22,59 @@ from schemas.events import (
     TaskSubmitted,
 )
 from schemas.topics import CONVERSATIONS, MEMORIES, TASKS
-from streams.log.base import EventLog, partition_for
+from streams.log.base import EventLog, TopicPartition, partition_for
 from streams.replay import replay_cube
 
-__all__ = ["forget_user_writes", "user_records"]
+__all__ = ["DERIVED_FROM", "derivation_fence", "forget_user_writes", "user_records"]
 
 logger = logging.getLogger(__name__)
+
+
+DERIVED_FROM: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (CONVERSATIONS, ("deriver", "deriver-large", "refiner", "refiner-large")),
+    (TASKS, ("scheduler",)),
+)
+"""The cube-keyed topics that stages derive memory events from, and those stages (by name)."""
+
+WaitFor = Callable[[str, Mapping[TopicPartition, int], float], Awaitable[None]]
+"""Wait until a stage (by name) committed past the targets, for at most the given seconds (TimeoutError)."""
+
+
+async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str], str], wait_for: WaitFor,
+                           timeout_s: float, batch: int = 2000) -> int:
+    """Return once every stage that derives memory events from a cube's records (``DERIVED_FROM``) has
+    committed past the last of them now on the log, so nothing derived from what is there can still be
+    published; the records waited for. ``group`` names a stage's consumer group. TimeoutError (naming the
+    stage) after ``timeout_s`` in all.
+
+    Only the cube's partition is read, from where the furthest-behind stage has committed to the end: records
+    before that are derived already, and other cubes' records are never waited for past the cube's last one.
+    """
+    key = cube_id.encode()
+    deadline = time.monotonic() + timeout_s
+    waited = 0
+    for topic, stages in DERIVED_FROM:
+        partition = partition_for(key, await log.partitions(topic))
+        committed = {s: (await log.committed(group(s), topic)).get(partition, 0) for s in stages}
+        offset, end = min(committed.values()), (await log.end_offsets(topic)).get(partition, 0)
+        last, mine = -1, 0
+        while offset < end:
+            records = await log.read(topic, partition, offset, limit=batch)
+            if not records:
+                break
+            for record in records:
+                if record.key == key:
+                    last, mine = record.position.offset, mine + 1
+            offset = records[-1].position.offset + 1
+        for stage, at in committed.items():
+            if at <= last:
+                try:
+                    await wait_for(stage, {(topic, partition): last + 1}, max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise TimeoutError(f"stage {stage!r} has not derived cube {cube_id!r}'s records on {topic} up "
+                                       f"to offset {last} within {timeout_s:g}s") from None
+        waited += mine
+    return waited
 
 
 async def user_records(log: EventLog, cube_id: str, user_id: str, *, batch: int = 2000) -> dict[str, list[Position]]:

@@ -34,6 +34,7 @@ from memory_store.control.base import (
     hash_api_key,
     user_key,
 )
+from memos.application.cube_guard import CubeGuard
 from memos.application.ids import check_id
 from memos.application.key_checks import key_gate_for
 from memos.application.limits import DoorLimits
@@ -62,6 +63,7 @@ class AccessUseCases:
 
     rt: Platform
     limits: DoorLimits
+    cube_guard: CubeGuard
     _memo: RegistryMemo | None = None
 
     async def _remembered(self, key: Hashable, read: Callable[[], Awaitable[T]]) -> T:
@@ -136,6 +138,7 @@ class AccessUseCases:
         """NotFound for unknown cubes (unless created for the user, see ``auto_create_cubes``),
         PermissionDenied without write access."""
         user_id, cube_id = check_id(user_id, "user_id"), check_id(cube_id, "cube_id")
+        self.cube_guard.check([cube_id])
         create = self.rt.settings.auto_create_cubes if auto_create is None else auto_create
         if create and not await self.cube_exists(cube_id):
             await self.create_cube(cube_id, owner_id=user_id)
@@ -249,6 +252,7 @@ class AccessUseCases:
         (creating can only say that the id is taken).
         """
         cube_id, owner_id = check_id(cube_id, "cube_id"), check_id(owner_id, "owner_id")
+        self.cube_guard.check([cube_id])  # not re-created while it is being forgotten
         owner_id = await self.ensure_user(owner_id)
         if cube_id != owner_id and await self.control.user_exists(cube_id):
             raise PermissionDenied(

@@ -20,7 +20,7 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "KeyChecksBusy", "SearchesBusy", "describe", "retry_after", "status_of"]
+__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "SearchesBusy", "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,11 @@ class SearchesBusy(StoreBackpressure):
 
 class KeyChecksBusy(StoreBackpressure):
     """API-key checks are bounded (per process, and per key id after a failure): HTTP 429, retry later."""
+
+
+class CubeBusy(StoreBackpressure):
+    """A cube is being forgotten (writes to it are refused meanwhile), or its forget could not start yet because
+    its adds are still being derived: HTTP 409, retry later."""
 
 
 class AddTimedOut(MemorySystemError):
@@ -65,6 +70,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (BacklogFull, 429),
     (SearchesBusy, 429),
     (KeyChecksBusy, 429),
+    (CubeBusy, 409),
     (AddTimedOut, 504),
     (StoreBackpressure, 503),
     (StoreUnavailable, 503),

@@ -9,7 +9,7 @@ every change to them is an event on the log, which the control stage projects (o
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from memory_store.embedding.base import Embedder
 from memos.application.limits import DoorLimits
 from schemas.envelope import Position
 from schemas.events import Event, TaskSubmitted
-from streams.log.base import EventLog, OutgoingRecord
+from streams.log.base import EventLog, OutgoingRecord, TopicPartition
 from streams.settings import AppSettings
 
 __all__ = ["Platform", "SearchPort", "TaskHandler"]
@@ -90,6 +90,14 @@ class Platform(Protocol):
 
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:
         """Read-your-writes for the control projection only (registry and task records)."""
+        ...
+
+    def group(self, stage_name: str) -> str:
+        """The consumer group of a stage (its name with the deployment's group prefix)."""
+        ...
+
+    async def wait_for(self, group: str, targets: Mapping[TopicPartition, int], *, timeout_s: float = 120.0) -> None:
+        """Wait until a stage (by name) has committed past every (topic, partition) -> offset; TimeoutError."""
         ...
 
     async def derivation_backlog(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from memory_store.control.base import cube_key, user_key
@@ -13,7 +13,8 @@ from memos.application.access import AccessUseCases
 from memos.application.admission import SearchGate, gate_for
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
-from memos.application.errors import AddTimedOut, BacklogFull
+from memos.application.cube_guard import CubeGuard, cube_guard_for
+from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import DoorLimits, check_add_size, check_query, check_strings, check_text
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
@@ -21,6 +22,7 @@ from memos.application.ports import Platform
 from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
 from memos.application.views import memory_view
+from schemas.envelope import Position
 from schemas.errors import NotFound, ValidationFailed
 from schemas.events import (
     ConversationRecorded,
@@ -30,7 +32,7 @@ from schemas.events import (
     UserForgotten,
 )
 from schemas.memory import MemoryRecord
-from streams.log.base import OutgoingRecord
+from streams.log.base import OutgoingRecord, TopicPartition
 
 if TYPE_CHECKING:
     from processors.filters import Filter
@@ -48,6 +50,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     def __init__(self, runtime: Platform, *, limits: DoorLimits | None = None) -> None:
         self.rt = runtime
         self.limits = limits or runtime.door_limits
+        self.cube_guard: CubeGuard = cube_guard_for(runtime)
+        """Writes to a cube and its forgetting kept apart (shared by every service over this runtime)."""
         self.search_gate: SearchGate = gate_for(
             runtime, max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
             per_user=self.limits.searches_per_user, retry_after_s=self.limits.search_retry_after_s,
@@ -86,6 +90,35 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         check_text(request.session_id, "session_id")
         if request.task_id is not None:
             check_text(request.task_id, "task_id")
+        async with self.cube_guard.writing(cube_ids):  # a forget of one of them waits until this is on the log
+            positions, tasks, large = await self._record_adds(request, user_id, cube_ids)
+        if request.async_mode == "async":
+            return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
+        try:
+            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
+        except TimeoutError:
+            ids = [t for _, t in tasks]
+            raise AddTimedOut(
+                f"the add is on the log but its memories were not ready within {self.limits.sync_timeout_s:g}s; "
+                f"it will still complete: follow tasks {ids!r}", task_ids=ids,
+            ) from None
+        out = []
+        for cube_id, tid in tasks:
+            info = await self.rt.control.task(tid)
+            ids = [*info.result.get("memory_ids", []), *info.result.get("revised_ids", [])] if info else []
+            records = await self.rt.graph.get(ids, cube_id=cube_id)
+            out.append(CubeAdd(
+                cube_id=cube_id, task_id=tid, status=info.status if info else "unknown",
+                error=info.error if info else None,
+                memories=[{"memory_id": r.id, "memory": r.memory, "memory_type": r.memory_type,
+                           "cube_id": r.cube_id} for r in records],
+            ))
+        return out
+
+    async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str]
+                           ) -> tuple[list[Position], list[tuple[str, str]], bool]:
+        """Check write access and the backlog, then put one add record per cube on the log: their positions,
+        (cube, task id) pairs, and whether any went to the lane of large adds."""
         for cube_id in cube_ids:
             await self.check_write(user_id, cube_id, auto_create=request.auto_create)
         if request.async_mode == "sync":
@@ -119,30 +152,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             outgoing.extend([record, event_record(waiting)])
             tasks.append((cube_id, tid))
         positions = await self.rt.publish_records(outgoing)
-        if request.async_mode == "async":
-            return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
-        large = any(is_large_add(e, limit) for e in recorded_adds)
-        try:
-            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
-        except TimeoutError:
-            ids = [t for _, t in tasks]
-            raise AddTimedOut(
-                f"the add is on the log but its memories were not ready within {self.limits.sync_timeout_s:g}s; "
-                f"it will still complete: follow tasks {ids!r}", task_ids=ids,
-            ) from None
-        out = []
-        for cube_id, tid in tasks:
-            info = await self.rt.control.task(tid)
-            ids = [*info.result.get("memory_ids", []), *info.result.get("revised_ids", [])] if info else []
-            records = await self.rt.graph.get(ids, cube_id=cube_id)
-            out.append(CubeAdd(
-                cube_id=cube_id, task_id=tid, status=info.status if info else "unknown",
-                error=info.error if info else None,
-                memories=[{"memory_id": r.id, "memory": r.memory, "memory_type": r.memory_type,
-                           "cube_id": r.cube_id} for r in records],
-            ))
-        return out
+        return positions, tasks, any(is_large_add(e, limit) for e in recorded_adds)
 
     # --- search and reads ---------------------------------------------------------------------------
 
@@ -237,7 +248,9 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         events = [MemoryRetired(**self._event_base(cube_id), memory_id=r.id, cube_id=cube_id, reason="deleted",
                                 requested_by=user_id, valid_to=self.rt.now())
                   for r in records if r.status == "activated"]
-        await self.rt.settle(await self.rt.publish(events))
+        async with self.cube_guard.writing([cube_id]):
+            positions = await self.rt.publish(events)
+        await self.rt.settle(positions)
         return [e.memory_id for e in events]
 
     async def delete_memories(self, request: DeleteRequest) -> list[str]:
@@ -302,10 +315,12 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         """
         from memos.application.transfer import import_events
 
-        await self.check_write(user_id, cube_id, auto_create=False)
-        check_strings(list(drafts), "memories")
-        events = await import_events(self.rt, self._event_base, user_id, cube_id, drafts, producer=producer)
-        await self.rt.settle(await self.rt.publish(events))
+        async with self.cube_guard.writing([cube_id]):
+            await self.check_write(user_id, cube_id, auto_create=False)
+            check_strings(list(drafts), "memories")
+            events = await import_events(self.rt, self._event_base, user_id, cube_id, drafts, producer=producer)
+            positions = await self.rt.publish(events)
+        await self.rt.settle(positions)
         return [e.memory_id for e in events]
 
     async def feed(self, user_id: str | None, cube_ids: Sequence[str] | None, *, start: Any = "now",
@@ -370,9 +385,26 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             await self.authorize(requested_by, cube_id, "owner")
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
-        await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
-                                            requested_by=requested_by or "")])
-        await self.rt.forget_records(cube_id)
+        async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
+            await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
+            await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
+                                                requested_by=requested_by or "")])
+            await self.rt.forget_records(cube_id)
+
+    async def _fence(self, cube_id: str) -> None:
+        """Wait until the stages deriving from the cube's records passed the last one (``derivation_fence``);
+        CubeBusy, with nothing changed, when they do not within ``door.forget_wait_s``."""
+        from streams.forget import derivation_fence
+
+        async def wait_for(stage: str, targets: Mapping[TopicPartition, int], timeout_s: float) -> None:
+            await self.rt.wait_for(stage, targets, timeout_s=timeout_s)
+
+        try:
+            await derivation_fence(self.rt.log, cube_id, group=self.rt.group, wait_for=wait_for,
+                                   timeout_s=self.limits.forget_wait_s)
+        except TimeoutError as exc:
+            raise CubeBusy(f"{exc}; nothing was forgotten: retry once derivation has caught up",
+                           retry_after=self.limits.forget_wait_s / 4) from None
 
     async def forget_user(self, user_id: str) -> list[str]:
         """Forget a user: every cube it owns, and everything it wrote into cubes shared with it; returns the
@@ -384,7 +416,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         owned = [c.cube_id for c in cubes if c.access == "owner"]
         for cube_id in owned:
             await self.forget_cube(cube_id)
-        await self.rt.forget_user_writes(user_id, [c.cube_id for c in cubes if c.access != "owner"])
+        shared = [c.cube_id for c in cubes if c.access != "owner"]
+        async with self.cube_guard.closed(shared):
+            for cube_id in shared:
+                await self._fence(cube_id)
+            await self.rt.forget_user_writes(user_id, shared)
         await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
         await self.rt.forget_records(registry_key=user_key(user_id))
         return owned

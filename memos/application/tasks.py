@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from memory_store.control.base import FINISHED, TaskInfo
+from memos.application.cube_guard import CubeGuard
 from memos.application.ids import check_id
 from memos.application.limits import MAX_TASK_ID_CHARS, check_text
 from memos.application.ports import Platform, TaskHandler
@@ -72,6 +73,7 @@ class TaskUseCases:
     """Task use cases; mixed into :class:`memos.application.service.MemoryService`."""
 
     rt: Platform
+    cube_guard: CubeGuard
 
     async def may_read(self, user_id: str, cube_id: str) -> bool:  # provided by AccessUseCases
         raise NotImplementedError
@@ -166,7 +168,8 @@ class TaskUseCases:
                 content=str(item.get("content", "")), business_task_id=item.get("business_task_id"),
                 session_id=item.get("session_id") or "default_session", payload=item.get("payload", {}),
             ))
-        positions = await self.rt.publish(events)
+        async with self.cube_guard.writing([e.cube_id for e in events]):  # a forget waits for these
+            positions = await self.rt.publish(events)
         await self.rt.settle_control(positions)
         return [e.task_id for e in events]
 
