@@ -414,12 +414,12 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
         cubes = await self.control.cubes_of(user_id)
         owned = [c.cube_id for c in cubes if c.access == "owner"]
-        for cube_id in owned:
-            await self.forget_cube(cube_id)
         shared = [c.cube_id for c in cubes if c.access != "owner"]
-        async with self.cube_guard.closed(shared):
-            for cube_id in shared:
+        async with self.cube_guard.closed(owned + shared):
+            for cube_id in owned + shared:  # every fence first: a refusal (CubeBusy) leaves everything as it was
                 await self._fence(cube_id)
+            for cube_id in owned:
+                await self.forget_cube(cube_id)
             await self.rt.forget_user_writes(user_id, shared)
         await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
         await self.rt.forget_records(registry_key=user_key(user_id))
