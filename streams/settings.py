@@ -188,6 +188,8 @@ class DoorSettings(_Section):
     key_retry_s: float = Field(
         default=0.5, ge=0,
         description="After a failed check of a key id, further checks of it within this time are refused (429) unhashed.")
+    max_cubes_per_user: int = Field(
+        default=1000, ge=0, description="Cubes one user may own; creating another is refused (403). 0: no limit.")
     forget_wait_s: float = Field(
         default=120.0, gt=0,
         description="How long forgetting a cube waits for its adds still being derived before refusing (409).")

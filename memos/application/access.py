@@ -264,6 +264,10 @@ class AccessUseCases:
             if info.owner_id == owner_id:
                 return False
             raise PermissionDenied(f"cube id {cube_id!r} is taken by another user", field="cube_id")
+        limit = self.limits.max_cubes_per_user
+        if limit and sum(c.access == "owner" for c in await self.control.cubes_of(owner_id)) >= limit:
+            raise PermissionDenied(f"user {owner_id!r} owns {limit} cubes, the most one user may own "
+                                   f"(door.max_cubes_per_user); forget one first", field="cube_id")
         await self._registry([CubeCreated(**self._event_base(cube_key(cube_id)), cube_id=cube_id, owner_id=owner_id,
                                           cube_name=(cube_name or cube_id)[:256], config=config or {})])
         return True

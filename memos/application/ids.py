@@ -8,12 +8,15 @@ from typing import Final
 
 from schemas.errors import ValidationFailed
 
-__all__ = ["ID_GRAMMAR", "MAX_ID_CHARS", "check_id", "check_ids", "is_valid_id"]
+__all__ = ["ID_GRAMMAR", "MAX_IDS_PER_REQUEST", "MAX_ID_CHARS", "check_id", "check_ids", "is_valid_id"]
 
 logger = logging.getLogger(__name__)
 
 MAX_ID_CHARS: Final = 128
 """Longest user or cube id, in characters (after NFC normalisation)."""
+
+MAX_IDS_PER_REQUEST: Final = 256
+"""Most cube ids one request may name (a search, an add, a chat, a feed): each costs an access check."""
 
 ID_GRAMMAR: Final = (
     f"1-{MAX_ID_CHARS} characters of letters, digits and '.', '_', ':', '@', '-' (Unicode NFC; "
@@ -62,7 +65,11 @@ def check_id(value: object, field: str) -> str:
 
 
 def check_ids(values: object, field: str) -> list[str]:
-    """Each id checked (``field.N`` names the bad one), duplicates dropped, order kept."""
+    """Each id checked (``field.N`` names the bad one), duplicates dropped, order kept; at most
+    ``MAX_IDS_PER_REQUEST`` of them (duplicates counted: the list is bounded before any work on it)."""
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise ValidationFailed(f"{field} must be a list of ids", field=field)
+    if len(values) > MAX_IDS_PER_REQUEST:
+        raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {MAX_IDS_PER_REQUEST}",
+                               field=field)
     return list(dict.fromkeys(check_id(v, f"{field}.{n}") for n, v in enumerate(values)))

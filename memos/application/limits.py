@@ -76,6 +76,8 @@ class DoorLimits:
     """Key checks that may wait for one of those slots; more are refused (429, Retry-After)."""
     key_retry_s: float = 0.5
     """After a failed check of a key id, checks of that key id within this time are refused (429) unhashed."""
+    max_cubes_per_user: int = 1000
+    """Cubes one user may own; creating another (explicitly or by writing to a new id) is refused. 0: no limit."""
     forget_wait_s: float = 120.0
     """How long forgetting a cube waits for its adds still being derived before refusing (409, nothing forgotten)."""
 

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from memos.application.ids import MAX_IDS_PER_REQUEST
 from memos.application.inspect import CONTEXT_WORDS, Inspector
 from memos.application.service import MemoryService
 from memos.server.auth import Caller, acting_user, get_caller
@@ -220,7 +221,7 @@ async def search(request: Request, caller: CallerDep,
     user = acting_user(caller, None)
     inspector = _inspector(request)
     readable = [c.cube_id for c in await inspector.readable(user)]
-    chosen = list(dict.fromkeys(cube or readable))
+    chosen = list(dict.fromkeys(cube or readable[:MAX_IDS_PER_REQUEST]))  # by default the first the door allows
     result = await inspector.playground(user, chosen, q, top_k=top_k) if q.strip() and chosen else None
     return _render(request, "search.html", q=q, readable=readable, chosen=chosen, top_k=top_k, result=result,
                    budget=CONTEXT_WORDS)

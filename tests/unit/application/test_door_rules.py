@@ -7,8 +7,8 @@ import unicodedata
 import pytest
 
 from memos.application.buckets import BUCKET_KEYS, bucket_of, bucketed, types_for
-from memos.application.errors import AddTimedOut, BacklogFull, describe, retry_after, status_of
-from memos.application.ids import MAX_ID_CHARS, check_id, check_ids, is_valid_id
+from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, describe, retry_after, status_of
+from memos.application.ids import MAX_ID_CHARS, MAX_IDS_PER_REQUEST, check_id, check_ids, is_valid_id
 from memos.application.limits import (
     MAX_QUERY_CHARS,
     MAX_TOP_K,
@@ -65,6 +65,11 @@ def test_id_lists_name_the_bad_element_and_drop_duplicates() -> None:
     assert info.value.field == "writable_cube_ids.1"
     with pytest.raises(ValidationFailed):
         check_ids("abc", "writable_cube_ids")
+    many = [f"c{n}" for n in range(MAX_IDS_PER_REQUEST)]
+    assert check_ids(many, "readable_cube_ids") == many
+    with pytest.raises(ValidationFailed, match=f"names {MAX_IDS_PER_REQUEST + 1} ids") as info:
+        check_ids([*many, "c0"], "readable_cube_ids")  # bounded before any work: duplicates count
+    assert info.value.field == "readable_cube_ids"
 
 
 def test_one_status_map() -> None:
@@ -74,6 +79,7 @@ def test_one_status_map() -> None:
         PayloadTooLarge("x"): 413,
         ValidationFailed("x"): 422,
         BacklogFull("x", retry_after=2.4): 429,
+        CubeBusy("x", retry_after=1.0): 409,
         AddTimedOut("x", task_ids=["t"]): 504,
         StoreBackpressure("x", retry_after=1): 503,
         BrokerUnavailable("x"): 503,

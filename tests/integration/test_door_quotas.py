@@ -1,0 +1,31 @@
+"""Per-user bounds at the door: how many cubes a user may own, however they are created."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memos.application.service import MemoryService
+from memos.runtime import Runtime
+from schemas.errors import PermissionDenied
+from streams.settings import AppSettings, DoorSettings
+
+
+async def test_a_user_owns_at_most_max_cubes_per_user(tmp_path: Path) -> None:
+    async with Runtime(AppSettings(home=tmp_path, door=DoorSettings(max_cubes_per_user=3))) as rt:
+        service = MemoryService(rt)
+        note = [{"role": "user", "content": "Hello."}]
+        assert await service.create_cube("a1", owner_id="alice")
+        await service.add("alice", ["a2", "a3"], note, mode="fast")  # created by writing to new ids
+        with pytest.raises(PermissionDenied, match="owns 3 cubes"):
+            await service.create_cube("a4", owner_id="alice")
+        with pytest.raises(PermissionDenied, match="max_cubes_per_user"):
+            await service.add("alice", ["a4"], note, mode="fast")
+        assert not await service.cube_exists("a4")
+        assert await service.create_cube("b1", owner_id="bob")  # per user
+        await service.share_cube("b1", owner_id="bob", user_id="alice", access="write")
+        await service.add("alice", ["b1"], note, mode="fast")  # shared cubes are not alice's to count
+        assert not await service.create_cube("a1", owner_id="alice")  # one she has: no new cube
+        await service.forget_cube("a3", requested_by="alice")
+        assert await service.create_cube("a4", owner_id="alice")
