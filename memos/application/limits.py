@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -13,6 +13,7 @@ from schemas.errors import PayloadTooLarge, ValidationFailed
 __all__ = [
     "MAX_ADD_RECORD_BYTES",
     "MAX_MEMORY_IDS",
+    "MAX_MEMORY_ID_CHARS",
     "MAX_MESSAGES",
     "MAX_QUERY_CHARS",
     "MAX_TASK_ID_CHARS",
@@ -20,6 +21,8 @@ __all__ = [
     "DoorLimits",
     "check_add_size",
     "check_count",
+    "check_memory_ids",
+    "named_ids",
     "check_query",
     "check_strings",
     "check_text",
@@ -35,6 +38,8 @@ MAX_MESSAGES: Final = 10_000
 """Most messages in one add."""
 MAX_MEMORY_IDS: Final = 10_000
 """Most memory ids in one get or delete."""
+MAX_MEMORY_ID_CHARS: Final = 256
+"""Longest memory (or file) id a request may name."""
 MAX_TASK_ID_CHARS: Final = 256
 """Longest caller task id."""
 MAX_ADD_RECORD_BYTES: Final = 1_048_576
@@ -134,6 +139,29 @@ def check_count(value: int | None, field: str, *, low: int = 0, high: int = MAX_
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValidationFailed(f"{field} must be an integer from {low} to {high}, not {value!r}", field=field)
+
+
+def check_memory_ids(values: Any, field: str) -> list[str]:
+    """Memory (or file) ids a request names: a list of at most ``MAX_MEMORY_IDS`` strings of 1 to
+    ``MAX_MEMORY_ID_CHARS`` characters without NUL or lone surrogates, duplicates dropped, order kept;
+    ValidationFailed naming the field (``field.N`` for one id) otherwise."""
+    if isinstance(values, str) or not isinstance(values, list | tuple):
+        raise ValidationFailed(f"{field} must be a list of ids", field=field)
+    if len(values) > MAX_MEMORY_IDS:
+        raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {MAX_MEMORY_IDS}",
+                               field=field)
+    for n, value in enumerate(values):
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_MEMORY_ID_CHARS:
+            raise ValidationFailed(f"an id is a string of 1 to {MAX_MEMORY_ID_CHARS} characters", field=f"{field}.{n}")
+        check_text(value, f"{field}.{n}")
+    return list(dict.fromkeys(values))
+
+
+def named_ids(ids: Sequence[str], shown: int = 5) -> str:
+    """Ids for an error message: the first ``shown`` (each cut to 64 characters) and how many more."""
+    parts = [repr(i if len(i) <= 64 else i[:64] + "...") for i in ids[:shown]]
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return f"[{', '.join(parts)}]{more}"
 
 
 def check_add_size(size: int, limit: int, cube_id: str) -> None:

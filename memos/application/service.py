@@ -16,7 +16,15 @@ from memos.application.chat import ChatUseCases
 from memos.application.cube_guard import CubeGuard, cube_guard_for
 from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy
 from memos.application.ids import check_id, check_ids
-from memos.application.limits import DoorLimits, check_add_size, check_query, check_strings, check_text
+from memos.application.limits import (
+    DoorLimits,
+    check_add_size,
+    check_memory_ids,
+    check_query,
+    check_strings,
+    check_text,
+    named_ids,
+)
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
 from memos.application.ports import Platform
 from memos.application.status import StatusUseCases
@@ -192,7 +200,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     async def get_memory(self, user_id: str, cube_id: str, memory_id: str) -> dict[str, Any]:
         """One memory of a cube (retired ones resolve too); NotFound otherwise."""
         await self.check_read(user_id, cube_id)
-        check_text(memory_id, "memory_id")
+        memory_id = check_memory_ids([memory_id], "memory_id")[0]
         records = await self.rt.graph.get([memory_id], cube_id=cube_id)
         if not records:
             raise NotFound(f"memory {memory_id!r} not found in cube {cube_id!r}", field="memory_id")
@@ -236,12 +244,13 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
 
     async def delete(self, user_id: str, cube_id: str, memory_ids: Sequence[str]) -> list[str]:
         """Retire memories of one cube (scoped: ids of other cubes are NotFound). Returns ids retired."""
+        wanted = check_memory_ids(memory_ids if isinstance(memory_ids, str | tuple) else list(memory_ids),
+                                  "memory_ids")
         await self.check_write(user_id, cube_id, auto_create=False)
-        wanted = list(dict.fromkeys(memory_ids))
         found = {r.id: r for r in await self.rt.graph.get(wanted, cube_id=cube_id)}
         missing = [m for m in wanted if m not in found]
         if missing:
-            raise NotFound(f"memories {missing!r} not found in cube {cube_id!r}", field="memory_ids")
+            raise NotFound(f"memories {named_ids(missing)} not found in cube {cube_id!r}", field="memory_ids")
         return await self._retire(user_id, cube_id, [found[m] for m in wanted])
 
     async def _retire(self, user_id: str, cube_id: str, records: Sequence[MemoryRecord]) -> list[str]:
@@ -265,7 +274,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             raise ValidationFailed("name memory_ids, file_ids or a filter", field="memory_ids")
         plan: dict[str, dict[str, MemoryRecord]] = {cube: {} for cube in cubes}
         if request.memory_ids:
-            wanted = list(dict.fromkeys(request.memory_ids))
+            wanted = check_memory_ids(list(request.memory_ids), "memory_ids")
             seen: set[str] = set()
             for cube in cubes:
                 for record in await self.rt.graph.get(wanted, cube_id=cube):
@@ -273,10 +282,10 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                     seen.add(record.id)
             missing = [m for m in wanted if m not in seen]
             if missing:
-                raise NotFound(f"memories {missing!r} not found in cubes {cubes!r}", field="memory_ids")
+                raise NotFound(f"memories {named_ids(missing)} not found in cubes {cubes!r}", field="memory_ids")
         selectors: list[dict[str, Any]] = []
         if request.file_ids:
-            selectors.append({"file_ids": {"in": list(request.file_ids)}})
+            selectors.append({"file_ids": {"in": check_memory_ids(list(request.file_ids), "file_ids")}})
         if request.filter:
             selectors.append(request.filter)
         if selectors:

@@ -10,11 +10,15 @@ from memos.application.buckets import BUCKET_KEYS, bucket_of, bucketed, types_fo
 from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, describe, retry_after, status_of
 from memos.application.ids import MAX_ID_CHARS, MAX_IDS_PER_REQUEST, check_id, check_ids, is_valid_id
 from memos.application.limits import (
+    MAX_MEMORY_ID_CHARS,
+    MAX_MEMORY_IDS,
     MAX_QUERY_CHARS,
     MAX_TOP_K,
     check_add_size,
     check_count,
+    check_memory_ids,
     check_query,
+    named_ids,
     check_strings,
 )
 from memos.application.models import SearchRequest, build
@@ -70,6 +74,18 @@ def test_id_lists_name_the_bad_element_and_drop_duplicates() -> None:
     with pytest.raises(ValidationFailed, match=f"names {MAX_IDS_PER_REQUEST + 1} ids") as info:
         check_ids([*many, "c0"], "readable_cube_ids")  # bounded before any work: duplicates count
     assert info.value.field == "readable_cube_ids"
+
+
+def test_memory_id_lists_are_bounded_and_errors_quote_few_of_them() -> None:
+    assert check_memory_ids(("m1", "m2", "m1"), "memory_ids") == ["m1", "m2"]
+    for bad, field in ((["ok", "a\x00b"], "memory_ids.1"), (["x" * (MAX_MEMORY_ID_CHARS + 1)], "memory_ids.0"),
+                       ([""], "memory_ids.0"), ([7], "memory_ids.0"), ("m1", "memory_ids"),
+                       (["m"] * (MAX_MEMORY_IDS + 1), "memory_ids")):
+        with pytest.raises(ValidationFailed) as info:
+            check_memory_ids(bad, "memory_ids")
+        assert info.value.field == field
+    quoted = named_ids([f"id{n}" + "z" * 100 for n in range(9)])
+    assert quoted.endswith(" and 4 more") and quoted.count("'id") == 5 and len(quoted) < 400
 
 
 def test_one_status_map() -> None:
