@@ -27,14 +27,16 @@ class ChatUseCases:
     rt: Platform
 
     async def check_chat(self, user_id: str, readable: Sequence[str], writable: Sequence[str] = (), *,
-                         record: bool = False) -> None:
+                         record: bool = False, create: bool = True) -> None:
         """Check a chat before any model runs: read access to ``readable``, write access to ``writable``
-        when the turn is to be ``record``-ed (unknown cubes are created for the user, as an add does)."""
+        when the turn is to be ``record``-ed (unknown cubes are created for the user, as an add does, unless
+        ``create`` is False: a chat that will not run, where only existing cubes are checked)."""
         for cube in check_ids(list(readable), "readable_cube_ids") if readable else []:
             await self.authorize(user_id, cube, "read")  # type: ignore[attr-defined]
         if record:
             for cube in check_ids(list(writable), "writable_cube_ids") if writable else []:
-                await self.check_write(user_id, cube)  # type: ignore[attr-defined]
+                if create or await self.cube_exists(cube):  # type: ignore[attr-defined]
+                    await self.check_write(user_id, cube, auto_create=None if create else False)  # type: ignore[attr-defined]
 
     async def chat_context(self, user_id: str, cube_ids: Sequence[str], query: str, **options: Any) -> list[str]:
         """The memory texts (text, then preference memories) of the readable cubes for a chat prompt."""

@@ -218,7 +218,7 @@ async def _chat_ready(
     service = _service(request)
     user = acting_user(caller, body.user_id)
     await service.check_chat(user, body.readable_cube_ids or [], body.writable_cube_ids or [],
-                             record=bool(body.add_message_on_answer))
+                             record=bool(body.add_message_on_answer), create=chat is not None)  # none for a 501
     if chat is None:
         raise HTTPException(
             501,

@@ -316,6 +316,11 @@ def test_chat_is_501_without_a_model_and_uses_the_wired_callable(
     }
     r = ac.post("/product/chat/complete", json=request)
     assert r.status_code == 501 and "chat is not configured" in r.json()["message"]
+    fresh = f"chatnew_{unique}"  # a chat that cannot run creates no cube it names
+    r = ac.post("/product/chat/complete", json={**request, "add_message_on_answer": True,
+                                                "writable_cube_ids": [fresh]})
+    assert r.status_code == 501
+    assert ac.post("/product/get_memory", json={"mem_cube_id": fresh}).status_code == 404  # never created
 
     async def answer(service: MemoryService, user_id: str, req: Any) -> AsyncIterator[str]:
         found = await service.search(user_id, req.readable_cube_ids, req.query, top_k=1, relativity=0)

@@ -18,8 +18,8 @@ from memos.application.limits import (
     check_count,
     check_memory_ids,
     check_query,
-    named_ids,
     check_strings,
+    named_ids,
 )
 from memos.application.models import SearchRequest, build
 from processors.retrieval import BUCKET_TYPES
