@@ -351,8 +351,10 @@ class ControlStore(ABC):
 
     @abstractmethod
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
-                    user_id: str | None = None, limit: int = 1000) -> list[TaskInfo]:
-        """Tasks filtered by business id, cube and user (all given filters apply), newest first."""
+                    user_id: str | None = None, cube_ids: Sequence[str] | None = None,
+                    limit: int = 1000) -> list[TaskInfo]:
+        """Tasks filtered by business id, cube, user and any of ``cube_ids`` (all given filters apply; an empty
+        ``cube_ids`` matches nothing), newest first."""
 
     @abstractmethod
     async def task_counts(self) -> dict[str, int]:

@@ -250,11 +250,19 @@ class FalkorDBControlStore(ControlStore):
         return None if r is None else _task(r)
 
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
-                    user_id: str | None = None, limit: int = 1000) -> list[TaskInfo]:
+                    user_id: str | None = None, cube_ids: Sequence[str] | None = None,
+                    limit: int = 1000) -> list[TaskInfo]:
         sets = [("business", business_task_id), ("cube", cube_id), ("user", user_id)]
         keys = [self._k("tasks", kind, value) for kind, value in sets if value is not None]
+        if cube_ids is not None and not cube_ids:
+            return []
         with map_falkordb_errors("read"):
-            ids = await (self.client.sinter(keys) if keys else self.client.smembers(self._k("tasks", "all")))
+            if cube_ids is not None:  # the union of the cubes' sets, then the other filters
+                ids = set(await self.client.sunion([self._k("tasks", "cube", c) for c in dict.fromkeys(cube_ids)]))
+                if keys:
+                    ids &= set(await self.client.sinter(keys))
+            else:
+                ids = await (self.client.sinter(keys) if keys else self.client.smembers(self._k("tasks", "all")))
         rows = [_task(r) for r in await self._many("task", sorted(ids))]
         rows.sort(key=lambda t: t.task_id)
         rows.sort(key=lambda t: t.submitted_at, reverse=True)

@@ -176,13 +176,17 @@ class SQLiteControlStore(ControlStore):
         return _task(rows[0]) if rows else None
 
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
-                    user_id: str | None = None, limit: int = 1000) -> list[TaskInfo]:
+                    user_id: str | None = None, cube_ids: Sequence[str] | None = None,
+                    limit: int = 1000) -> list[TaskInfo]:
         clauses: list[str] = []
         args: list[Any] = []
         for column, value in (("business_task_id", business_task_id), ("cube_id", cube_id), ("user_id", user_id)):
             if value is not None:
                 clauses.append(f"{column}=?")
                 args.append(value)
+        if cube_ids is not None:  # one parameter however many cubes (json_each), using the cube index
+            clauses.append("cube_id IN (SELECT value FROM json_each(?))")
+            args.append(json.dumps(list(cube_ids)))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = await self._query(
             f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC, task_id LIMIT ?",  # noqa: S608

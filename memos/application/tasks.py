@@ -69,6 +69,10 @@ def _check_task_id(value: str, field: str) -> str:
     return value
 
 
+_MAX_LISTED = 10_000
+"""Most tasks one unnamed listing returns (the newest)."""
+
+
 class TaskUseCases:
     """Task use cases; mixed into :class:`memos.application.service.MemoryService`."""
 
@@ -101,10 +105,13 @@ class TaskUseCases:
             found = [t for t in await control.tasks(business_task_id=business_task_id)
                      if await self._visible(user_id, t)]
             return found or None
-        tasks: list[TaskInfo] = []
-        for cube in await control.cubes_of(user_id):
-            tasks += [t for t in await control.tasks(cube_id=cube.cube_id) if await self._visible(user_id, t)]
-        return tasks
+        readable = [c.cube_id for c in await control.cubes_of(user_id) if c.access in ("owner", "write", "read")]
+        if not readable:
+            return []
+        # one read however many cubes; a task of a readable cube is the user's to see unless another user
+        # submitted it (``_visible`` without a query per task)
+        listed: list[TaskInfo] = await control.tasks(cube_ids=readable, limit=_MAX_LISTED)
+        return [t for t in listed if t.user_id in ("", user_id)]
 
     async def task_status(self, user_id: str, task_id: str) -> list[TaskInfo]:
         """The user's task(s) named ``task_id``; NotFound otherwise (whoever else has such a task)."""

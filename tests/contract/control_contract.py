@@ -229,6 +229,10 @@ class ControlStoreContract:
         assert [t.task_id for t in await control_store.tasks(cube_id="c1")] == ["d", "b", "a"]
         assert [t.task_id for t in await control_store.tasks(user_id="ann", cube_id="c1")] == ["d", "a"]
         assert [t.task_id for t in await control_store.tasks(business_task_id="b1")] == ["b", "a"]
+        assert [t.task_id for t in await control_store.tasks(cube_ids=["c2", "c1", "c9"])] == ["d", "c", "b", "a"]
+        assert [t.task_id for t in await control_store.tasks(cube_ids=["c2"], user_id="ann")] == ["c"]
+        assert [t.task_id for t in await control_store.tasks(cube_ids=["c1"], business_task_id="b1")] == ["b", "a"]
+        assert await control_store.tasks(cube_ids=[]) == []
         assert [t.task_id for t in await control_store.tasks(limit=2)] == ["d", "c"]
         assert await control_store.task_counts() == {"waiting": 4}
 
