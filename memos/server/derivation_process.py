@@ -1,5 +1,5 @@
-"""`memos serve`'s derivation process: the stages that compute (derivation, projection, task dispatch) in a
-child `memos worker`, restarted when it dies, so the serving process's interpreter only serves."""
+"""`memos serve`'s derivation process: the stages that compute (derivation, task dispatch) in a child
+`memos worker`, restarted when it dies, so the serving process's interpreter does not run them."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ __all__ = ["CHILD_STAGES", "SERVER_STAGES", "DerivationProcess"]
 
 logger = logging.getLogger(__name__)
 
-CHILD_STAGES = ("deriver", "refiner", "projector", "scheduler")
+CHILD_STAGES = ("deriver", "refiner", "scheduler")
 """Stages the child hosts (naming a derivation stage hosts both its lanes)."""
 
-SERVER_STAGES = frozenset({"control", "kv-warmer"})
-"""Stages the serving process keeps: access data must be fresh where requests are checked, and warm KV caches
-are used where chat runs."""
+SERVER_STAGES = frozenset({"control", "projector", "kv-warmer"})
+"""Stages the serving process keeps: access data must be fresh where requests are checked; the projector is
+paused by the replays and forgets the server runs (one process writes the projections, so a replay cannot race
+the live projection); warm KV caches are used where chat runs."""
 
 _PR_SET_PDEATHSIG = 1
 _prctl: Any

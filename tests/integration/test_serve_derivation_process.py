@@ -1,12 +1,13 @@
-"""`memos serve` with its derivation process: a child `memos worker` derives and projects, the server
-reads what it wrote (read-your-writes through the vector journal), a killed child is restarted, and no child
-outlives the server."""
+"""`memos serve` with its derivation process: a child `memos worker` derives, the server projects and reads
+(read-your-writes through the log's committed offsets), a killed child is restarted, no child outlives the
+server, and replays while the child derives lose nothing."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,3 +99,47 @@ def test_the_child_derives_the_server_reads_and_a_killed_child_comes_back(
     while _is_worker(replacement):
         assert time.monotonic() < deadline, "the derivation process outlived the server"
         time.sleep(0.1)  # polling another process's exit
+
+
+def _memory_ids(url: str) -> set[str]:
+    r = httpx.post(f"{url}/product/get_memory", json={"user_id": "ann", "mem_cube_id": "ann_cube"}, timeout=60)
+    assert r.status_code == 200, r.text
+    return {m["id"] for m in r.json()["data"]["text_mem"][0]["memories"]}
+
+
+def test_replays_while_adds_are_projected_lose_nothing(server: tuple[subprocess.Popen[bytes], str]) -> None:
+    """The projector runs where replays run (the server), so a replay pauses it: replaying while the child derives
+    a stream of adds leaves the live projection equal to a replay of the log (it used to lose most of them)."""
+    _, url = server
+    _add(url, "I keep three beehives on the roof of my flat in Porto.")
+    sent: list[int] = []
+
+    def add_many(first: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for n in range(first, first + 120):
+                r = client.post("/product/add", json={
+                    "user_id": "ann", "writable_cube_ids": ["ann_cube"], "mode": "fast", "async_mode": "async",
+                    "messages": f"Parcel {n} went to street {n * 13}, door {n * 7}."})  # fmt: skip
+                assert r.status_code == 200, r.text
+                sent.append(n)
+
+    adders = [threading.Thread(target=add_many, args=(first,)) for first in (0, 1000)]
+    for thread in adders:
+        thread.start()
+    replays = 0
+    while any(thread.is_alive() for thread in adders) or replays < 2:
+        r = httpx.post(f"{url}/v1/cubes/ann_cube/replay?user_id=ann", timeout=120)
+        assert r.status_code == 200, r.text
+        replays += 1
+    for thread in adders:
+        thread.join()
+    assert len(sent) == 240
+    r = httpx.get(f"{url}/product/scheduler/wait", params={"user_id": "ann", "timeout_seconds": 240}, timeout=260)
+    assert r.status_code == 200 and r.json()["data"]["done"], r.text  # both phases of every add derived
+    _add(url, "My sister Ines teaches the violin in Braga.")  # sync: what they derived is projected too
+    live = _memory_ids(url)
+    r = httpx.post(f"{url}/v1/cubes/ann_cube/replay?user_id=ann", timeout=120)
+    assert r.status_code == 200, r.text
+    replayed = _memory_ids(url)
+    assert replayed == live, (len(live), len(replayed), len(live - replayed), len(replayed - live))
+    assert len(live) >= 60  # the parcels are distinct: few may merge, none may be lost
