@@ -21,6 +21,7 @@ __all__ = [
     "DoorLimits",
     "check_add_size",
     "check_count",
+    "check_memory_id",
     "check_memory_ids",
     "named_ids",
     "check_query",
@@ -150,11 +151,16 @@ def check_memory_ids(values: Any, field: str) -> list[str]:
     if len(values) > MAX_MEMORY_IDS:
         raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {MAX_MEMORY_IDS}",
                                field=field)
-    for n, value in enumerate(values):
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_MEMORY_ID_CHARS:
-            raise ValidationFailed(f"an id is a string of 1 to {MAX_MEMORY_ID_CHARS} characters", field=f"{field}.{n}")
-        check_text(value, f"{field}.{n}")
-    return list(dict.fromkeys(values))
+    return list(dict.fromkeys(check_memory_id(value, f"{field}.{n}") for n, value in enumerate(values)))
+
+
+def check_memory_id(value: Any, field: str) -> str:
+    """One memory (or file) id: a string of 1 to ``MAX_MEMORY_ID_CHARS`` characters without NUL or lone
+    surrogates; ValidationFailed naming ``field`` otherwise."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_MEMORY_ID_CHARS:
+        raise ValidationFailed(f"an id is a string of 1 to {MAX_MEMORY_ID_CHARS} characters", field=field)
+    check_text(value, field)
+    return value
 
 
 def named_ids(ids: Sequence[str], shown: int = 5) -> str:

@@ -19,6 +19,7 @@ from memos.application.ids import check_id, check_ids
 from memos.application.limits import (
     DoorLimits,
     check_add_size,
+    check_memory_id,
     check_memory_ids,
     check_query,
     check_strings,
@@ -200,7 +201,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
     async def get_memory(self, user_id: str, cube_id: str, memory_id: str) -> dict[str, Any]:
         """One memory of a cube (retired ones resolve too); NotFound otherwise."""
         await self.check_read(user_id, cube_id)
-        memory_id = check_memory_ids([memory_id], "memory_id")[0]
+        memory_id = check_memory_id(memory_id, "memory_id")
         records = await self.rt.graph.get([memory_id], cube_id=cube_id)
         if not records:
             raise NotFound(f"memory {memory_id!r} not found in cube {cube_id!r}", field="memory_id")

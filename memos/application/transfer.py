@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from memos.application.limits import check_memory_id
 from memos.application.ports import Platform
 from schemas.errors import ValidationFailed
 from schemas.events import MemoryAdded, derive_id
@@ -33,6 +34,10 @@ async def import_events(rt: Platform, event_base: Callable[[str, str], dict[str,
     draft's embedding is kept only when it comes from this runtime's model, has its dimension and is
     finite; otherwise the text is embedded again.
     """
+    for n, draft in enumerate(drafts):  # ids as every other use case takes them (get and delete find them)
+        if not isinstance(draft, dict) or "memory_id" not in draft:
+            raise ValidationFailed("each memory to import is an object with a memory_id", field=f"memories.{n}")
+        check_memory_id(str(draft["memory_id"]), f"memories.{n}.memory_id")
     unique = {str(d["memory_id"]): d for d in drafts if str(d.get("memory") or "").strip()}
     rekeyed = {i: str(derive_id(f"import:{cube_id}", i)) for i in unique}
     owner = {r.id: r.cube_id for r in await rt.graph.get([*unique, *rekeyed.values()])} if unique else {}

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
+
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
+from schemas.errors import ValidationFailed
 from schemas.events import derive_id
 from streams.settings import AppSettings
 
@@ -38,6 +41,12 @@ async def test_hostile_import_drafts_change_nothing_of_other_cubes(tmp_path: Pat
         assert {r.user_id for r in held.values()} == {"bob"}  # the importer is the author
         kept = await rt.graph.get([planted], cube_id="atk")
         assert [r.memory for r in kept] == ["mine now"]  # mallory's memory stayed hers, and bob's copy is apart
+
+        for bad, field in (([{"memory": "no id"}], "memories.0"), ([{"memory_id": "x" * 257, "memory": "long"}],
+                                                                   "memories.0.memory_id")):
+            with pytest.raises(ValidationFailed) as refused:
+                await service.import_memories("bob", "vdst", bad)
+            assert refused.value.field == field  # a 422 naming the draft (a missing id was a KeyError 500)
 
         assert await service.replay("atk", user_id="mallory") > 0
         assert await service.replay("vdst", user_id="bob") > 0  # nothing poisoned the log
