@@ -42,10 +42,7 @@ class CubeGuard:
         try:
             yield
         finally:
-            self._writing.subtract(cubes)
-            for cube_id in cubes:
-                if self._writing[cube_id] <= 0:
-                    del self._writing[cube_id]
+            _release(self._writing, cubes)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -59,14 +56,18 @@ class CubeGuard:
                 await self._changed.wait_for(lambda: not any(self._writing[c] for c in cubes))
             yield
         finally:
-            self._closed.subtract(cubes)
-            for cube_id in cubes:
-                if self._closed[cube_id] <= 0:
-                    del self._closed[cube_id]
+            _release(self._closed, cubes)
 
     def writes_under_way(self, cube_id: str) -> int:
         """How many writes to ``cube_id`` are between their check and their records being on the log."""
         return self._writing[cube_id]
+
+
+def _release(counts: Counter[str], cube_ids: list[str]) -> None:
+    counts.subtract(cube_ids)
+    for cube_id in cube_ids:
+        if counts[cube_id] <= 0:
+            del counts[cube_id]
 
 
 _GUARDS: weakref.WeakKeyDictionary[object, CubeGuard] = weakref.WeakKeyDictionary()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import unicodedata
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
 from schemas.errors import ValidationFailed
 
-__all__ = ["ID_GRAMMAR", "MAX_IDS_PER_REQUEST", "MAX_ID_CHARS", "check_id", "check_ids", "is_valid_id"]
+__all__ = ["ID_GRAMMAR", "MAX_IDS_PER_REQUEST", "MAX_ID_CHARS", "check_id", "check_ids", "check_list", "is_valid_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +68,14 @@ def check_id(value: object, field: str) -> str:
 def check_ids(values: object, field: str) -> list[str]:
     """Each id checked (``field.N`` names the bad one), duplicates dropped, order kept; at most
     ``MAX_IDS_PER_REQUEST`` of them (duplicates counted: the list is bounded before any work on it)."""
+    return check_list(values, field, limit=MAX_IDS_PER_REQUEST, check=check_id)
+
+
+def check_list(values: object, field: str, *, limit: int, check: Callable[[Any, str], str]) -> list[str]:
+    """A list (or tuple) of at most ``limit`` values, each checked by ``check(value, "field.N")``, duplicates
+    dropped, order kept; ValidationFailed naming ``field`` for anything else."""
     if isinstance(values, str) or not isinstance(values, list | tuple):
         raise ValidationFailed(f"{field} must be a list of ids", field=field)
-    if len(values) > MAX_IDS_PER_REQUEST:
-        raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {MAX_IDS_PER_REQUEST}",
-                               field=field)
-    return list(dict.fromkeys(check_id(v, f"{field}.{n}") for n, v in enumerate(values)))
+    if len(values) > limit:
+        raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {limit}", field=field)
+    return list(dict.fromkeys(check(v, f"{field}.{n}") for n, v in enumerate(values)))

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from memos.application.ids import check_list
 from schemas.errors import PayloadTooLarge, ValidationFailed
 
 __all__ = [
@@ -146,12 +147,7 @@ def check_memory_ids(values: Any, field: str) -> list[str]:
     """Memory (or file) ids a request names: a list of at most ``MAX_MEMORY_IDS`` strings of 1 to
     ``MAX_MEMORY_ID_CHARS`` characters without NUL or lone surrogates, duplicates dropped, order kept;
     ValidationFailed naming the field (``field.N`` for one id) otherwise."""
-    if isinstance(values, str) or not isinstance(values, list | tuple):
-        raise ValidationFailed(f"{field} must be a list of ids", field=field)
-    if len(values) > MAX_MEMORY_IDS:
-        raise ValidationFailed(f"{field} names {len(values)} ids; a request may name at most {MAX_MEMORY_IDS}",
-                               field=field)
-    return list(dict.fromkeys(check_memory_id(value, f"{field}.{n}") for n, value in enumerate(values)))
+    return check_list(values, field, limit=MAX_MEMORY_IDS, check=check_memory_id)
 
 
 def check_memory_id(value: Any, field: str) -> str:
