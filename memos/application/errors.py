@@ -20,7 +20,8 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "SearchesBusy", "describe", "retry_after", "status_of"]
+__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "ProjectorElsewhere", "SearchesBusy", "describe",
+           "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class KeyChecksBusy(StoreBackpressure):
 class CubeBusy(StoreBackpressure):
     """A cube is being forgotten (writes to it are refused meanwhile), or its forget could not start yet because
     its adds are still being derived: HTTP 409, retry later."""
+
+
+class ProjectorElsewhere(MemorySystemError):
+    """A replay or forget asked of a process while another process projects the same data: it could pause only
+    its own projector and race the other one (HTTP 409); ask the process that hosts the projector."""
 
 
 class AddTimedOut(MemorySystemError):
@@ -71,6 +77,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (SearchesBusy, 429),
     (KeyChecksBusy, 429),
     (CubeBusy, 409),
+    (ProjectorElsewhere, 409),
     (AddTimedOut, 504),
     (StoreBackpressure, 503),
     (StoreUnavailable, 503),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,7 +16,7 @@ from memos.application.admission import SearchGate, gate_for
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.cube_guard import CubeGuard, cube_guard_for
-from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy
+from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, ProjectorElsewhere
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import (
     DoorLimits,
@@ -383,6 +385,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             await self.check_write(user_id, cube_id, auto_create=False)
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
+        await self._projector_here("replay")
         applied: int = await self.rt.replay_cube(cube_id)
         return applied
 
@@ -395,11 +398,24 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             await self.authorize(requested_by, cube_id, "owner")
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
+        await self._projector_here("forget")
         async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
             await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
             await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
                                                 requested_by=requested_by or "")])
             await self.rt.forget_records(cube_id)
+
+    async def _projector_here(self, what: str) -> None:
+        """ProjectorElsewhere when another process has a live projector on this log (where the log knows its
+        members): a replay or forget here would pause only this process's projector and race that one."""
+        processes = await self.rt.log.group_processes(self.rt.group("projector"))
+        here = (socket.gethostname(), os.getpid())  # how this process appears among the group's members
+        elsewhere = [f"{host}:{pid}" for host, pid in processes or () if (host, pid) != here]
+        if elsewhere:
+            raise ProjectorElsewhere(
+                f"another process projects this data ({', '.join(elsewhere)}: memos serve or memos worker); a {what} "
+                f"from here would race its projector: ask that process (memos serve: POST /v1/cubes/<cube>/replay, "
+                f"the console's forget) or stop it first")
 
     async def _fence(self, cube_id: str) -> None:
         """Wait until the stages deriving from the cube's records passed the last one (``derivation_fence``);
@@ -422,6 +438,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         user_id = check_id(user_id, "user_id")
         if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
+        await self._projector_here("forget")
         cubes = await self.control.cubes_of(user_id)
         owned = [c.cube_id for c in cubes if c.access == "owner"]
         shared = [c.cube_id for c in cubes if c.access != "owner"]

@@ -192,6 +192,11 @@ class EventLog(ABC):
         """
         raise TransportError(f"this log cannot delete single records of topic {topic!r}")
 
+    async def group_processes(self, group_id: str) -> list[tuple[str, int]] | None:
+        """(host, pid) of the processes with a live member in a consumer group, where the log knows them
+        (the embedded log does); None where it does not (Kafka keeps members by client id only)."""
+        return None
+
     @abstractmethod
     def consumer(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -143,3 +144,22 @@ def test_replays_while_adds_are_projected_lose_nothing(server: tuple[subprocess.
     replayed = _memory_ids(url)
     assert replayed == live, (len(live), len(replayed), len(live - replayed), len(replayed - live))
     assert len(live) >= 60  # the parcels are distinct: few may merge, none may be lost
+
+
+def test_a_replay_from_another_process_is_refused_while_the_server_projects(
+    server: tuple[subprocess.Popen[bytes], str], tmp_path: Path,
+) -> None:
+    """`memos replay` on the data directory of a running `memos serve` could pause only its own (absent)
+    projector: it is refused, naming the server's process, and nothing is dropped."""
+    process, url = server
+    _add(url, "I keep three beehives on the roof of my flat in Porto.")
+    before = _memory_ids(url)
+    env = {**os.environ, "MEMOS_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
+    env.pop("MEMOS_CONFIG", None)
+    cli = subprocess.run([sys.executable, "-m", "memos", "replay", "--cube", "ann_cube"], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode != 0
+    assert "another process projects this data" in cli.stdout + cli.stderr and f":{process.pid}" in cli.stdout + cli.stderr
+    assert _memory_ids(url) == before and before
+    r = httpx.post(f"{url}/v1/cubes/ann_cube/replay?user_id=ann", timeout=120)  # the server's own replay runs
+    assert r.status_code == 200 and r.json()["data"]["events_applied"] >= 1, r.text

@@ -20,6 +20,7 @@ __all__ = [
     "count_attempt",
     "heartbeat",
     "leave_group",
+    "live_processes",
     "sync_member",
     "topic_state",
 ]
@@ -175,6 +176,16 @@ def sync_member(
     }
     generation = conn.execute("SELECT generation FROM log_groups WHERE group_id = ?", (group,)).fetchone()[0]
     return GroupView(generation, topology, rejoined, now_owned, desired, committed, ends)
+
+
+def live_processes(conn: sqlite3.Connection, group: str, session_timeout_s: float) -> list[tuple[str, int]]:
+    """(host, pid) of the group's members that heartbeat within the session timeout (and, on this host, whose
+    process is still alive)."""
+    now_ms, host = int(time.time() * 1000), socket.gethostname()
+    rows = conn.execute("SELECT host, pid, MAX(heartbeat_ms) FROM log_members WHERE group_id = ? "
+                        "GROUP BY host, pid", (group,)).fetchall()
+    return [(h, int(p)) for h, p, beat in rows
+            if now_ms - beat <= session_timeout_s * 1000 and (h != host or _pid_alive(int(p)))]
 
 
 def leave_group(conn: sqlite3.Connection, group: str, member: str) -> None:

@@ -37,6 +37,7 @@ from streams.log.base import (
     partition_for,
 )
 from streams.log.local.consumer import LocalConsumer, LogContext
+from streams.log.local.group import live_processes
 from streams.log.local.sqlite import (
     SCHEMA,
     SqliteReader,
@@ -304,6 +305,12 @@ class LocalEventLog(EventLog):
                 ).fetchall()
             )
         return {int(p): int(o) for p, o in rows}
+
+    async def group_processes(self, group_id: str) -> list[tuple[str, int]] | None:
+        """(host, pid) of the processes with a live member in the group."""
+        ctx = self._require()
+        with map_sqlite_errors("group members", self.path):
+            return await ctx.reader.run(lambda conn: live_processes(conn, group_id, ctx.session_timeout_s))
 
     async def read(self, topic: str, partition: int, offset: int, *, limit: int = 500) -> list[Record]:
         """Up to ``limit`` records of one partition from ``offset`` on, without a group."""

@@ -7,7 +7,15 @@ import unicodedata
 import pytest
 
 from memos.application.buckets import BUCKET_KEYS, bucket_of, bucketed, types_for
-from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, describe, retry_after, status_of
+from memos.application.errors import (
+    AddTimedOut,
+    BacklogFull,
+    CubeBusy,
+    ProjectorElsewhere,
+    describe,
+    retry_after,
+    status_of,
+)
 from memos.application.ids import MAX_ID_CHARS, MAX_IDS_PER_REQUEST, check_id, check_ids, is_valid_id
 from memos.application.limits import (
     MAX_MEMORY_ID_CHARS,
@@ -96,6 +104,7 @@ def test_one_status_map() -> None:
         ValidationFailed("x"): 422,
         BacklogFull("x", retry_after=2.4): 429,
         CubeBusy("x", retry_after=1.0): 409,
+        ProjectorElsewhere("x"): 409,
         AddTimedOut("x", task_ids=["t"]): 504,
         StoreBackpressure("x", retry_after=1): 503,
         BrokerUnavailable("x"): 503,
