@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +15,7 @@ import pytest
 from schemas.envelope import Record
 from schemas.errors import BrokerUnavailable, ConfigError, PayloadTooLarge, TransportError
 from streams.log.base import Consumer, EventLog, OutgoingRecord, partition_for
+from streams.log.local.log import LocalEventLog
 from streams.log.registry import event_log_from_url
 from tests.engines import engine_url
 
@@ -323,6 +326,23 @@ async def test_group_members_split_partitions_and_hand_over(
     finally:
         await c1.aclose()
         await c2.aclose()
+
+
+async def test_group_processes_are_known_locally_and_unknown_on_kafka(
+    event_log: EventLog, topic: str, group: str
+) -> None:
+    await event_log.create_topic(topic, partitions=PARTITIONS)
+    if not isinstance(event_log, LocalEventLog):
+        assert await event_log.group_processes(group) is None  # Kafka keeps members by client id only
+        return
+    assert await event_log.group_processes(group) == []
+    consumer = event_log.consumer([topic], group_id=group)
+    try:
+        await collect([consumer], lambda _: bool(consumer.assignment()))
+        assert await event_log.group_processes(group) == [(socket.gethostname(), os.getpid())]
+    finally:
+        await consumer.aclose()
+    assert await event_log.group_processes(group) == []  # a member that left is not live
 
 
 async def test_forget_key_deletes_locally_and_is_refused_by_kafka(event_log: EventLog, topic: str) -> None:
