@@ -140,9 +140,9 @@ class ServerSettings(_Section):
                     "the event loop under load, and /metrics counts requests and latency per route.")
     derivation_process: bool = Field(
         default=True,
-        description="`memos serve`: run derivation, projection and task dispatch in a child "
-                    "`memos worker` (restarted if it dies), so requests never wait for the interpreter "
-                    "lock behind them. Off: every stage runs in the server's own process.")
+        description="`memos serve`: run derivation and task dispatch in a child `memos worker` (restarted if "
+                    "it dies), so requests never wait for the interpreter lock behind them; the projector stays "
+                    "in the server, where replays and forgets pause it. Off: every stage runs in the server.")
     derivation_niceness: int = Field(
         default=10, ge=0, le=19,
         description="Niceness of the whole derivation process, so that when both want the CPU the kernel "
