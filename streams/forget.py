@@ -42,10 +42,11 @@ WaitFor = Callable[[str, Mapping[TopicPartition, int], float], Awaitable[None]]
 
 async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str], str], wait_for: WaitFor,
                            timeout_s: float, batch: int = 2000) -> int:
-    """Return once every stage that derives memory events from a cube's records (``DERIVED_FROM``) has
-    committed past the last of them now on the log, so nothing derived from what is there can still be
-    published; the records waited for. ``group`` names a stage's consumer group. TimeoutError (naming the
-    stage) after ``timeout_s`` in all.
+    """Return once every stage that derives from a cube's records (``DERIVED_FROM``) has committed past the
+    last of them on the log, so nothing derived from them can still be published; the records waited for.
+    What those stages publish for the cube meanwhile (a task's follow-up task) is waited for too: the fence
+    reads again until a pass finds nothing new. ``group`` names a stage's consumer group. TimeoutError
+    (naming the stage) after ``timeout_s`` in all.
 
     Only the cube's partition is read, from where the furthest-behind stage has committed to the end: records
     before that are derived already, and other cubes' records are never waited for past the cube's last one.
@@ -53,28 +54,41 @@ async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str]
     key = cube_id.encode()
     deadline = time.monotonic() + timeout_s
     waited = 0
-    for topic, stages in DERIVED_FROM:
-        partition = partition_for(key, await log.partitions(topic))
-        committed = {s: (await log.committed(group(s), topic)).get(partition, 0) for s in stages}
-        offset, end = min(committed.values()), (await log.end_offsets(topic)).get(partition, 0)
-        last, mine = -1, 0
-        while offset < end:
-            records = await log.read(topic, partition, offset, limit=batch)
-            if not records:
-                break
-            for record in records:
-                if record.key == key:
-                    last, mine = record.position.offset, mine + 1
-            offset = records[-1].position.offset + 1
-        for stage, at in committed.items():
-            if at <= last:
-                try:
-                    await wait_for(stage, {(topic, partition): last + 1}, max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
-                    raise TimeoutError(f"stage {stage!r} has not derived cube {cube_id!r}'s records on {topic} up "
-                                       f"to offset {last} within {timeout_s:g}s") from None
-        waited += mine
-    return waited
+    passed: dict[str, int] = {}
+    while True:
+        found = False
+        for topic, stages in DERIVED_FROM:
+            partition = partition_for(key, await log.partitions(topic))
+            committed = {s: (await log.committed(group(s), topic)).get(partition, 0) for s in stages}
+            last, mine = await _last_of(log, topic, partition, key, min(committed.values()), batch)
+            if last <= passed.get(topic, -1):
+                continue
+            found, passed[topic], waited = True, last, waited + mine
+            for stage, at in committed.items():
+                if at <= last:
+                    try:
+                        await wait_for(stage, {(topic, partition): last + 1}, max(0.0, deadline - time.monotonic()))
+                    except TimeoutError:
+                        raise TimeoutError(f"stage {stage!r} has not derived cube {cube_id!r}'s records on {topic} "
+                                           f"up to offset {last} within {timeout_s:g}s") from None
+        if not found:
+            return waited
+
+
+async def _last_of(log: EventLog, topic: str, partition: int, key: bytes, offset: int, batch: int) -> tuple[int, int]:
+    """The offset of the last record keyed ``key`` in a partition from ``offset`` to its end (-1: none), and how
+    many there are."""
+    end = (await log.end_offsets(topic)).get(partition, 0)
+    last, mine = -1, 0
+    while offset < end:
+        records = await log.read(topic, partition, offset, limit=batch)
+        if not records:
+            break
+        for record in records:
+            if record.key == key:
+                last, mine = record.position.offset, mine + 1
+        offset = records[-1].position.offset + 1
+    return last, mine
 
 
 async def user_records(log: EventLog, cube_id: str, user_id: str, *, batch: int = 2000) -> dict[str, list[Position]]:

@@ -15,7 +15,7 @@ from memos.application.errors import CubeBusy
 from memos.application.limits import DoorLimits
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
-from schemas.topics import CONVERSATIONS, MEMORIES
+from schemas.topics import CONVERSATIONS, MEMORIES, TASKS
 from streams.log.base import partition_for
 from streams.settings import AppSettings
 
@@ -132,3 +132,22 @@ async def test_a_forget_waits_for_writes_between_their_check_and_the_log() -> No
     await task
     assert order == ["written", "forget"]
     guard.check(["c2"])  # open again
+
+
+async def test_forget_waits_for_what_the_cubes_tasks_publish(tmp_path: Path) -> None:
+    """A 'query' task publishes a follow-up task for the cube while the forget waits for the first one: the
+    forget waits for that too, so neither the log nor the task list keeps anything of the cube."""
+    async with Runtime(AppSettings(home=tmp_path)) as rt:
+        service = MemoryService(rt)
+        await service.add("alice", ["diary"], [{"role": "user", "content": "I like green tea."}], mode="fast")
+        await service.submit_tasks([{"user_id": "alice", "cube_id": "diary", "label": "query",
+                                     "content": f"private question {n}"} for n in range(20)])  # fmt: skip
+        await service.forget_cube("diary", requested_by="alice")
+        ends = await rt.log.end_offsets(TASKS)
+        await rt.wait_for("scheduler", {(TASKS, p): end for p, end in ends.items() if end}, timeout_s=60)
+        await derived_everything(rt)
+        for topic in (TASKS, MEMORIES, CONVERSATIONS):
+            partition = partition_for(b"diary", await rt.log.partitions(topic))
+            end = (await rt.log.end_offsets(topic)).get(partition, 0)
+            assert [r for r in await rt.log.read(topic, partition, 0, limit=max(end, 1)) if r.key == b"diary"] == []
+        assert await rt.control.tasks(cube_id="diary") == []  # the next owner of the id would see them
