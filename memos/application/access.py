@@ -259,17 +259,19 @@ class AccessUseCases:
                 f"cube id {cube_id!r} is the default cube of user {cube_id!r}; only that user may create it",
                 field="cube_id",
             )
-        info: CubeInfo | None = await self.control.find_cube(cube_id)
-        if info is not None:
-            if info.owner_id == owner_id:
-                return False
-            raise PermissionDenied(f"cube id {cube_id!r} is taken by another user", field="cube_id")
-        limit = self.limits.max_cubes_per_user
-        if limit and sum(c.access == "owner" for c in await self.control.cubes_of(owner_id)) >= limit:
-            raise PermissionDenied(f"user {owner_id!r} owns {limit} cubes, the most one user may own "
-                                   f"(door.max_cubes_per_user); forget one first", field="cube_id")
-        await self._registry([CubeCreated(**self._event_base(cube_key(cube_id)), cube_id=cube_id, owner_id=owner_id,
-                                          cube_name=(cube_name or cube_id)[:256], config=config or {})])
+        async with self.cube_guard.creation:  # checks and creation one at a time: none reads a count or an id
+            info: CubeInfo | None = await self.control.find_cube(cube_id)  # that another is about to change
+            if info is not None:
+                if info.owner_id == owner_id:
+                    return False
+                raise PermissionDenied(f"cube id {cube_id!r} is taken by another user", field="cube_id")
+            limit = self.limits.max_cubes_per_user
+            if limit and sum(c.access == "owner" for c in await self.control.cubes_of(owner_id)) >= limit:
+                raise PermissionDenied(f"user {owner_id!r} owns {limit} cubes, the most one user may own "
+                                       f"(door.max_cubes_per_user); forget one first", field="cube_id")
+            await self._registry([CubeCreated(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
+                                              owner_id=owner_id, cube_name=(cube_name or cube_id)[:256],
+                                              config=config or {})])  # waits until the control store has it
         return True
 
     async def share_cube(self, cube_id: str, *, owner_id: str, user_id: str,

@@ -25,6 +25,8 @@ class CubeGuard:
         self._closed: Counter[str] = Counter()
         self._writing: Counter[str] = Counter()
         self._changed = asyncio.Condition()
+        self.creation = asyncio.Lock()
+        """Held while a cube is checked and created (its id free, its owner under the cube limit) in this process."""
 
     def check(self, cube_ids: Iterable[str]) -> None:
         """CubeBusy when a forget is under way on one of the cubes."""
