@@ -352,9 +352,10 @@ class ControlStore(ABC):
     @abstractmethod
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
                     user_id: str | None = None, cube_ids: Sequence[str] | None = None,
-                    limit: int = 1000) -> list[TaskInfo]:
+                    per_cube: int | None = None, limit: int = 1000) -> list[TaskInfo]:
         """Tasks filtered by business id, cube, user and any of ``cube_ids`` (all given filters apply; an empty
-        ``cube_ids`` matches nothing), newest first."""
+        ``cube_ids`` matches nothing), newest first; ``per_cube``: at most that many (the newest) of each cube,
+        so that a cube with many tasks does not crowd the others out of ``limit``."""
 
     @abstractmethod
     async def task_counts(self) -> dict[str, int]:

@@ -251,7 +251,7 @@ class FalkorDBControlStore(ControlStore):
 
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
                     user_id: str | None = None, cube_ids: Sequence[str] | None = None,
-                    limit: int = 1000) -> list[TaskInfo]:
+                    per_cube: int | None = None, limit: int = 1000) -> list[TaskInfo]:
         sets = [("business", business_task_id), ("cube", cube_id), ("user", user_id)]
         keys = [self._k("tasks", kind, value) for kind, value in sets if value is not None]
         if cube_ids is not None and not cube_ids:
@@ -266,6 +266,14 @@ class FalkorDBControlStore(ControlStore):
         rows = [_task(r) for r in await self._many("task", sorted(ids))]
         rows.sort(key=lambda t: t.task_id)
         rows.sort(key=lambda t: t.submitted_at, reverse=True)
+        if per_cube is not None:  # each cube's newest per_cube, in the same order
+            kept: list[TaskInfo] = []
+            seen: dict[str, int] = {}
+            for task in rows:
+                seen[task.cube_id] = seen.get(task.cube_id, 0) + 1
+                if seen[task.cube_id] <= per_cube:
+                    kept.append(task)
+            rows = kept
         return rows[:limit]
 
     async def task_counts(self) -> dict[str, int]:

@@ -177,7 +177,7 @@ class SQLiteControlStore(ControlStore):
 
     async def tasks(self, *, business_task_id: str | None = None, cube_id: str | None = None,
                     user_id: str | None = None, cube_ids: Sequence[str] | None = None,
-                    limit: int = 1000) -> list[TaskInfo]:
+                    per_cube: int | None = None, limit: int = 1000) -> list[TaskInfo]:
         clauses: list[str] = []
         args: list[Any] = []
         for column, value in (("business_task_id", business_task_id), ("cube_id", cube_id), ("user_id", user_id)):
@@ -188,8 +188,13 @@ class SQLiteControlStore(ControlStore):
             clauses.append("cube_id IN (SELECT value FROM json_each(?))")
             args.append(json.dumps(list(cube_ids)))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        source = "tasks"
+        if per_cube is not None:  # each cube's newest first, numbered, cut at per_cube
+            source = (f"(SELECT *, ROW_NUMBER() OVER (PARTITION BY cube_id ORDER BY submitted_at DESC, task_id) "
+                      f"AS nth FROM tasks {where})")  # noqa: S608
+            where, args = "WHERE nth <= ?", [*args, per_cube]
         rows = await self._query(
-            f"SELECT * FROM tasks {where} ORDER BY submitted_at DESC, task_id LIMIT ?",  # noqa: S608
+            f"SELECT * FROM {source} {where} ORDER BY submitted_at DESC, task_id LIMIT ?",  # noqa: S608
             (*args, limit))
         return [_task(r) for r in rows]
 

@@ -69,7 +69,10 @@ def _check_task_id(value: str, field: str) -> str:
     return value
 
 
-_MAX_LISTED = 10_000
+_PER_CUBE = 1000
+"""Most tasks of one cube an unnamed listing returns (the newest): one busy cube, a shared one where others write
+too, does not crowd the user's other cubes out."""
+_MAX_LISTED = 100_000
 """Most tasks one unnamed listing returns (the newest)."""
 
 
@@ -110,7 +113,7 @@ class TaskUseCases:
             return []
         # one read however many cubes; a task of a readable cube is the user's to see unless another user
         # submitted it (``_visible`` without a query per task)
-        listed: list[TaskInfo] = await control.tasks(cube_ids=readable, limit=_MAX_LISTED)
+        listed: list[TaskInfo] = await control.tasks(cube_ids=readable, per_cube=_PER_CUBE, limit=_MAX_LISTED)
         return [t for t in listed if t.user_id in ("", user_id)]
 
     async def task_status(self, user_id: str, task_id: str) -> list[TaskInfo]:

@@ -233,6 +233,8 @@ class ControlStoreContract:
         assert [t.task_id for t in await control_store.tasks(cube_ids=["c2"], user_id="ann")] == ["c"]
         assert [t.task_id for t in await control_store.tasks(cube_ids=["c1"], business_task_id="b1")] == ["b", "a"]
         assert await control_store.tasks(cube_ids=[]) == []
+        assert [t.task_id for t in await control_store.tasks(cube_ids=["c1", "c2"], per_cube=1)] == ["d", "c"]
+        assert [t.task_id for t in await control_store.tasks(cube_ids=["c1", "c2"], per_cube=2, limit=2)] == ["d", "c"]
         assert [t.task_id for t in await control_store.tasks(limit=2)] == ["d", "c"]
         assert await control_store.task_counts() == {"waiting": 4}
 
