@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -417,17 +418,18 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                 f"from here would race its projector: ask that process (memos serve: POST /v1/cubes/<cube>/replay, "
                 f"the console's forget) or stop it first")
 
-    async def _fence(self, cube_id: str) -> None:
+    async def _fence(self, cube_id: str, deadline: float | None = None) -> None:
         """Wait until the stages deriving from the cube's records passed the last one (``derivation_fence``);
-        CubeBusy, with nothing changed, when they do not within ``door.forget_wait_s``."""
+        CubeBusy, with nothing changed, when they do not within ``door.forget_wait_s`` (or by ``deadline``, a
+        ``time.monotonic()`` time)."""
         from streams.forget import derivation_fence
 
         async def wait_for(stage: str, targets: Mapping[TopicPartition, int], timeout_s: float) -> None:
             await self.rt.wait_for(stage, targets, timeout_s=timeout_s)
 
         try:
-            await derivation_fence(self.rt.log, cube_id, group=self.rt.group, wait_for=wait_for,
-                                   timeout_s=self.limits.forget_wait_s)
+            timeout_s = self.limits.forget_wait_s if deadline is None else max(0.0, deadline - time.monotonic())
+            await derivation_fence(self.rt.log, cube_id, group=self.rt.group, wait_for=wait_for, timeout_s=timeout_s)
         except TimeoutError as exc:
             raise CubeBusy(f"{exc}; nothing was forgotten: retry once derivation has caught up",
                            retry_after=self.limits.forget_wait_s / 4) from None
@@ -443,8 +445,9 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         owned = [c.cube_id for c in cubes if c.access == "owner"]
         shared = [c.cube_id for c in cubes if c.access != "owner"]
         async with self.cube_guard.closed(owned + shared):
+            deadline = time.monotonic() + self.limits.forget_wait_s  # one wait for all of them
             for cube_id in owned + shared:  # every fence first: a refusal (CubeBusy) leaves everything as it was
-                await self._fence(cube_id)
+                await self._fence(cube_id, deadline)
             for cube_id in owned:
                 await self.forget_cube(cube_id)
             await self.rt.forget_user_writes(user_id, shared)
