@@ -402,9 +402,13 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         await self._projector_here("forget")
         async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
             await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
-            await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
-                                                requested_by=requested_by or "")])
-            await self.rt.forget_records(cube_id)
+            await self._sweep(cube_id, requested_by or "")
+
+    async def _sweep(self, cube_id: str, requested_by: str) -> None:
+        """Forget a closed, fenced cube: CubeForgotten, then its records leave the log and the projections."""
+        await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
+                                            requested_by=requested_by)])
+        await self.rt.forget_records(cube_id)
 
     async def _projector_here(self, what: str) -> None:
         """ProjectorElsewhere when another process has a live projector on this log (where the log knows its
@@ -448,8 +452,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             deadline = time.monotonic() + self.limits.forget_wait_s  # one wait for all of them
             for cube_id in owned + shared:  # every fence first: a refusal (CubeBusy) leaves everything as it was
                 await self._fence(cube_id, deadline)
-            for cube_id in owned:
-                await self.forget_cube(cube_id)
+            for cube_id in owned:  # closed and fenced above
+                await self._sweep(cube_id, "")
             await self.rt.forget_user_writes(user_id, shared)
         await self._registry([UserForgotten(**self._event_base(user_key(user_id)), user_id=user_id)])
         await self.rt.forget_records(registry_key=user_key(user_id))
