@@ -41,9 +41,9 @@ WaitFor = Callable[[str, Mapping[TopicPartition, int], float], Awaitable[None]]
 
 
 async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str], str], wait_for: WaitFor,
-                           timeout_s: float, batch: int = 2000) -> int:
+                           timeout_s: float, batch: int = 2000) -> None:
     """Return once every stage that derives from a cube's records (``DERIVED_FROM``) has committed past the
-    last of them on the log, so nothing derived from them can still be published; the records waited for.
+    last of them on the log, so nothing derived from them can still be published.
     What those stages publish for the cube meanwhile (a task's follow-up task) is waited for too: the fence
     reads again until a pass finds nothing new. ``group`` names a stage's consumer group. TimeoutError
     (naming the stage) after ``timeout_s`` in all.
@@ -53,17 +53,16 @@ async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str]
     """
     key = cube_id.encode()
     deadline = time.monotonic() + timeout_s
-    waited = 0
     passed: dict[str, int] = {}
     while True:
         found = False
         for topic, stages in DERIVED_FROM:
             partition = partition_for(key, await log.partitions(topic))
             committed = {s: (await log.committed(group(s), topic)).get(partition, 0) for s in stages}
-            last, mine = await _last_of(log, topic, partition, key, min(committed.values()), batch)
+            last = await _last_of(log, topic, partition, key, min(committed.values()), batch)
             if last <= passed.get(topic, -1):
                 continue
-            found, passed[topic], waited = True, last, waited + mine
+            found, passed[topic] = True, last
             for stage, at in committed.items():
                 if at <= last:
                     try:
@@ -72,23 +71,22 @@ async def derivation_fence(log: EventLog, cube_id: str, *, group: Callable[[str]
                         raise TimeoutError(f"stage {stage!r} has not derived cube {cube_id!r}'s records on {topic} "
                                            f"up to offset {last} within {timeout_s:g}s") from None
         if not found:
-            return waited
+            return
 
 
-async def _last_of(log: EventLog, topic: str, partition: int, key: bytes, offset: int, batch: int) -> tuple[int, int]:
-    """The offset of the last record keyed ``key`` in a partition from ``offset`` to its end (-1: none), and how
-    many there are."""
+async def _last_of(log: EventLog, topic: str, partition: int, key: bytes, offset: int, batch: int) -> int:
+    """The offset of the last record keyed ``key`` in a partition from ``offset`` to its end (-1: none)."""
     end = (await log.end_offsets(topic)).get(partition, 0)
-    last, mine = -1, 0
+    last = -1
     while offset < end:
         records = await log.read(topic, partition, offset, limit=batch)
         if not records:
             break
         for record in records:
             if record.key == key:
-                last, mine = record.position.offset, mine + 1
+                last = record.position.offset
         offset = records[-1].position.offset + 1
-    return last, mine
+    return last
 
 
 async def user_records(log: EventLog, cube_id: str, user_id: str, *, batch: int = 2000) -> dict[str, list[Position]]:
