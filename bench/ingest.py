@@ -295,6 +295,7 @@ async def measure(args: argparse.Namespace, home: Path) -> dict[str, Any]:
                     session_id=f"{cubes[n]}:{s}",
                     mode="fast",
                     async_mode="async",
+                    origin="local",  # in-process: held back, not refused, past door.max_pending_per_user
                 )
         await wait_searchable(rt)
         pipeline_s = time.perf_counter() - started

@@ -44,7 +44,7 @@ async def _run(cubes: list[LocomoCube], questions: int, profile: str) -> dict[st
                 for n, session in enumerate(cube.sessions):
                     await service.add(
                         "bench", [cube.cube_id], session, session_id=f"{cube.cube_id}:{n}",
-                        mode="fast", async_mode="async",
+                        mode="fast", async_mode="async", origin="local",  # held back past the per-user bound
                     )  # fmt: skip
             await wait_searchable(rt)
             memories = [await rt.graph.count(c.cube_id) for c in cubes]

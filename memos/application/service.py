@@ -30,6 +30,7 @@ from memos.application.limits import (
     named_ids,
 )
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
+from memos.application.pending import PendingWork, Waiting, pending_work_for
 from memos.application.ports import Platform
 from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
@@ -64,6 +65,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         self.limits = limits or runtime.door_limits
         self.cube_guard: CubeGuard = cube_guard_for(runtime)
         """Writes to a cube and its forgetting kept apart (shared by every service over this runtime)."""
+        self.pending: PendingWork = pending_work_for(runtime)
+        """Each user's adds and tasks waiting for derivation (``door.max_pending_per_user``), shared likewise."""
         self.search_gate: SearchGate = gate_for(
             runtime, max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
             per_user=self.limits.searches_per_user, retry_after_s=self.limits.search_retry_after_s,
@@ -163,9 +166,16 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             recorded_adds.append(recorded)
             outgoing.extend([record, event_record(waiting)])
             tasks.append((cube_id, tid))
-        positions = await self.rt.publish_records(outgoing)
         limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
-        return positions, tasks, any(is_large_add(e, limit) for e in recorded_adds)
+        lanes = ["-large" if is_large_add(e, limit) else "" for e in recorded_adds]
+        wait_s = None if request.origin == "remote" else self.limits.sync_timeout_s  # in-process: held back
+        async with self.pending.admit(user_id, len(recorded_adds), wait_s=wait_s) as waiting_on:
+            positions = await self.rt.publish_records(outgoing)
+            refined = request.mode == "fine" and request.async_mode == "async"
+            waiting_on([Waiting(p.topic, p.partition, p.offset + 1,
+                                (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",))
+                        for p, lane in zip(positions[::2], lanes, strict=True)])
+        return positions, tasks, any(lanes)
 
     # --- search and reads ---------------------------------------------------------------------------
 

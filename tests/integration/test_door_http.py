@@ -11,7 +11,9 @@ import httpx
 import pytest
 
 from memos.application.limits import MAX_ADD_RECORD_BYTES, DoorLimits
+from memos.application.pending import PendingWork, Waiting
 from memos.server.app import BackgroundServer
+from schemas.topics import CONVERSATIONS
 from tests.integration.test_http_api import Tenant, client_for, live_server, make_user, service_of
 
 pytestmark = pytest.mark.timeout(600)
@@ -159,6 +161,25 @@ def test_a_full_backlog_is_429_with_retry_after_and_async_still_accepted(
             assert accepted.status_code == 200, accepted.text
     finally:
         service.limits = saved
+
+
+def test_a_user_past_the_pending_bound_is_429_with_retry_after(
+    server: BackgroundServer, alice: Tenant, bob: Tenant, unique: str
+) -> None:
+    service = service_of(server)
+    saved = service.pending
+    pending = service.pending = PendingWork(service.rt, per_user=1, retry_after_s=7)
+    # alice has one add on the log that derivation will never pass (an offset past the end)
+    pending._waiting[alice.user_id].append(Waiting(CONVERSATIONS, 0, 1 << 62, ("deriver",)))
+    try:
+        with client_for(server, alice) as c:
+            r = _add(c, f"flood_{unique}", async_mode="async")
+            assert r.status_code == 429 and r.headers["retry-after"] == "7", r.text
+            assert "max_pending_per_user" in r.json()["message"]
+        with client_for(server, bob) as c:  # another user is not held by alice's count
+            assert _add(c, f"calm_{unique}", async_mode="async").status_code == 200
+    finally:
+        service.pending = saved
 
 
 def test_a_sync_add_that_times_out_says_it_will_complete(server: BackgroundServer, alice: Tenant, unique: str) -> None:
