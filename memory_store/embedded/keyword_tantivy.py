@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import shutil
 import sqlite3
 import threading
@@ -18,21 +17,28 @@ import tantivy
 
 from memory_store.base import KeywordIndex
 from memory_store.embedded.db import EmbeddedProjection, Synchronous, runs_by_kind
+from memory_store.embedded.keyword_pending import (
+    create_pending,
+    flush_pending,
+    note_pending,
+    pending_count,
+    pending_table,
+    rank,
+    read_pending,
+    tantivy_document,
+)
 from memory_store.embedded.keyword_tantivy_parts import (
-    TANTIVY_SCHEMA,
     CubeIndex,
     Doc,
     analyze,
-    bm25,
     cube_slot,
     doc_length,
-    idf,
     known_docs,
     tantivy_paths,
-    tantivy_stats,
     top_doc,
     update_docs,
 )
+from schemas.envelope import Position
 from schemas.errors import StoreError, StoreUnavailable
 from schemas.memory import ScoredMemory
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -42,15 +48,19 @@ __all__ = ["TantivyKeywordIndex"]
 
 _MAX_TERMS = 64
 _MAX_WRITERS = 8  # cube writers kept between batches at most
-_SLACK = 1e-3  # tantivy scores in float32: a generous relative margin for the exactness bound
 
 logger = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kwt_cubes (cube_id TEXT PRIMARY KEY, slot TEXT NOT NULL UNIQUE,
     docs INTEGER NOT NULL DEFAULT 0, tokens INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS kwt_revs (slot TEXT PRIMARY KEY, rev INTEGER NOT NULL);
 """
-"""Cubes with their BM25 statistics: documents with text (retired included) and their total length."""
+"""Cubes with their BM25 statistics: documents with text (retired included) and their total length; and
+per cube slot a count of the batches that changed its documents (kept across drops, so never reused), under
+which searches keep the cube's pending documents read."""
+
+_BUMP = "INSERT INTO kwt_revs (slot, rev) VALUES (?, 1) ON CONFLICT (slot) DO UPDATE SET rev=rev+1"
 
 _CUBE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS "kwt_docs_{slot}" (doc_no INTEGER PRIMARY KEY, memory_id TEXT NOT NULL UNIQUE,
@@ -60,21 +70,17 @@ CREATE TABLE IF NOT EXISTS "kwt_docs_{slot}" (doc_no INTEGER PRIMARY KEY, memory
 tombstone (a retirement that arrived before its memory)."""
 
 
-def _live_count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
-    """Live (not deleted) documents matching ``query``."""
-    count: int | None = searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
-    return count or 0
-
-
 class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     """KeywordIndex over tantivy (block-max WAND top-k), one index folder per cube, exact BM25 per cube.
 
     ``tantivy:///abs/keyword.db`` (or ``sqlite:///abs/store.db``) keeps checkpoints, cube statistics and
     each cube's documents (terms, type, status; tombstones) in that SQLite file, and the indexes in
-    ``<path>.tantivy/<slot>/``. A batch writes the tantivy indexes first and commits them before the
-    SQLite transaction (data + checkpoint) commits; writes are absolute (delete the document, add it
-    again) and computed from the SQLite state, so a batch re-applied after a crash between the two ends
-    in the same state. A cube's writer is kept between batches (at most ``_MAX_WRITERS``) and let go after
+    ``<path>.tantivy/<slot>/``. Live batches note the documents they change as pending in SQLite
+    (``keyword_pending``: searched from there, exactly) and write a cube's index once ``flush_docs`` of its
+    documents are pending; replays write every batch. A batch writes the tantivy indexes first and commits
+    them before the SQLite transaction (data + checkpoint) commits; writes are absolute (delete the document,
+    add it again) and computed from the SQLite state, so a batch re-applied after a crash between the two
+    ends in the same state. A cube's writer is kept between batches (at most ``_MAX_WRITERS``) and let go after
     ``writer_idle_s`` without writes, so another process (a CLI command beside the server) can write
     next; while one holds it, a batch waits up to ``busy_timeout_s`` and then fails retryably.
 
@@ -96,6 +102,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         busy_timeout_s: float = 30.0,
         namespace: str = "",
         writer_idle_s: float = 0.5,
+        flush_docs: int = 128,
     ) -> None:
         sqlite_url, self._folder = tantivy_paths(url)
         super().__init__(
@@ -109,6 +116,17 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         self._slots: dict[str, str] = {}
         """Slot of each cube seen in the current batch."""
         self._busy_timeout_s = busy_timeout_s
+        self._flush_docs = flush_docs
+        """Documents a cube's live batches leave pending (``keyword_pending``) before its index is written
+        and committed (1: every batch, as replays do)."""
+        self._defer = False
+        """Whether this batch leaves its documents pending (live batches) or writes them (replays)."""
+        self._noted: set[str] = set()
+        """Slots of this batch whose pending table is made (deferred) or flushed (written)."""
+        self._visible = threading.Lock()
+        """Held from a batch's first tantivy commit until its SQLite transaction is over, and by a search while it
+        takes a cube's searcher and pending documents: a search sees both or neither (in this process)."""
+        self._visible_held = False
         self._writer_idle_s = writer_idle_s
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
@@ -175,18 +193,29 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     # -- writes (inside the SQLite batch transaction) ---------------------------------------------------
 
+    def _apply_locked(self, batch: Sequence[tuple[Sequence[AnyOp], Position]], replay: bool) -> list[bool]:
+        self._defer = not replay and self._flush_docs > 1
+        return super()._apply_locked(batch, replay)
+
     def _begin_batch(self) -> None:
-        self._touched, self._deltas, self._slots = {}, {}, {}
+        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
 
     def _abort_batch(self) -> None:
         for cube in self._touched.values():
             CubeIndex.release(cube.take_writer(), rollback=True)
-        self._touched, self._deltas, self._slots = {}, {}, {}
+        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
+        self._release_visible()
 
     def _commit_batch(self) -> None:
         for cube in self._touched.values():
             cube.refresh(force=True)
-        self._touched, self._deltas, self._slots = {}, {}, {}
+        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
+        self._release_visible()
+
+    def _release_visible(self) -> None:
+        if self._visible_held:
+            self._visible_held = False
+            self._visible.release()
 
     def _slot_of(self, conn: sqlite3.Connection, cube_id: str, *, create: bool) -> str | None:
         slot = self._slots.get(cube_id)  # known in this batch (a drop forgets it)
@@ -213,31 +242,38 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             cube = self._touched[slot] = self._cube(slot)
         return cube.open_writer(self._busy_timeout_s)
 
-    def _write_many(self, slot: str, changes: Sequence[tuple[int, Doc | None, Doc | None]]) -> None:
+    def _write_many(self, conn: sqlite3.Connection, slot: str,
+                    changes: Sequence[tuple[int, Doc | None, Doc | None]]) -> None:
         """For each (doc_no, old, new) in order, replace document ``doc_no`` of the cube's index by ``new``
-        or delete it (``new`` None or a tombstone); keep the statistics."""
+        or delete it (``new`` None or a tombstone), or note it pending (live batches); keep the statistics."""
         if not changes:
             return
-        writer = self._writer(slot)
         delta = self._deltas.setdefault(slot, [0, 0])
         docs, tokens = delta
-        delete, add, new_doc = writer.delete_documents_by_term, writer.add_document, tantivy.Document
-        for doc_no, old, new in changes:
+        for _, old, new in changes:
             if old is not None and old.body is not None:
-                delete("key", str(doc_no))
                 docs -= 1
                 tokens -= old.length
             if new is not None and new.body is not None:
-                doc = new_doc()
-                doc.add_unsigned("doc_no", doc_no)
-                doc.add_text("key", str(doc_no))
-                doc.add_text("type", new.memory_type)
-                doc.add_text("status", new.status)
-                doc.add_text("text", new.text)
-                add(doc)
                 docs += 1
                 tokens += new.length
         delta[:] = docs, tokens
+        first = slot not in self._noted
+        self._noted.add(slot)
+        if self._defer:
+            if first:
+                create_pending(conn, slot)
+            note_pending(conn, slot, changes)
+            return
+        writer = self._writer(slot)
+        if first and pending_count(conn, slot):  # written directly: what live batches left pending goes first
+            flush_pending(conn, slot, writer)
+        delete, add = writer.delete_documents_by_term, writer.add_document
+        for doc_no, old, new in changes:
+            if old is not None and old.body is not None:
+                delete("key", str(doc_no))
+            if new is not None and new.body is not None:
+                add(tantivy_document(doc_no, new))
 
     def _apply_ops(self, conn: sqlite3.Connection, ops: Sequence[AnyOp]) -> None:
         by_cube: dict[str, list[AnyOp]] = {}  # cubes are independent: each cube's ops, in order
@@ -253,6 +289,14 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                 conn.execute(
                     "UPDATE kwt_cubes SET docs=docs+?, tokens=tokens+? WHERE slot=?", (docs, tokens, slot)
                 )
+        if self._defer:  # a cube with enough pending documents has them written, committed below
+            for slot in self._noted:
+                if pending_count(conn, slot) >= self._flush_docs:
+                    flush_pending(conn, slot, self._writer(slot))
+        conn.executemany(_BUMP, [(slot,) for slot in self._noted])
+        if self._touched and not self._visible_held:  # searches see both commits or neither (released
+            self._visible.acquire()  # once the SQLite transaction is over: _commit_batch, _abort_batch)
+            self._visible_held = True
         try:
             for cube in self._touched.values():
                 if cube.writer is not None:
@@ -310,7 +354,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             updates.append((*new, doc_no))
             changes.append((doc_no, old, new))
         update_docs(conn, slot, updates)
-        self._write_many(slot, changes)
+        self._write_many(conn, slot, changes)
 
     def _revise_run(self, conn: sqlite3.Connection, run: Sequence[ReviseMemory]) -> None:
         """Revisions of one cube in order: the documents they touch read in one query, written in one call.
@@ -333,7 +377,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             updates.append((*new, doc_no))
             changes.append((doc_no, old, new))
         update_docs(conn, slot, updates)
-        self._write_many(slot, changes)
+        self._write_many(conn, slot, changes)
 
     def _retire_run(self, conn: sqlite3.Connection, run: Sequence[RetireMemory]) -> None:
         """Retirements of one cube in order; one of a memory not (yet) held leaves a tombstone."""
@@ -363,13 +407,16 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                 tombstones,
             )
         update_docs(conn, slot, updates)
-        self._write_many(slot, changes)
+        self._write_many(conn, slot, changes)
 
     def _drop(self, conn: sqlite3.Connection, cube_id: str) -> None:
         slot = self._slot_of(conn, cube_id, create=False)
         if slot is None:
             return
         conn.execute(f'DROP TABLE IF EXISTS "kwt_docs_{slot}"')
+        conn.execute(f"DROP TABLE IF EXISTS {pending_table(slot)}")
+        self._noted.discard(slot)  # a new table if the cube comes back in this batch; its revision moves on now
+        conn.execute(_BUMP, (slot,))
         conn.execute("DELETE FROM kwt_cubes WHERE slot=?", (slot,))
         self._touched.pop(slot, None)
         self._deltas.pop(slot, None)
@@ -378,90 +425,39 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     # -- reads ---------------------------------------------------------------------------------------
 
-    def tantivy_stats(self, cube: CubeIndex, searcher: tantivy.Searcher, term: str) -> dict[str, float]:
-        """Tantivy's N and average length (they count deleted documents), read once per searcher reload."""
-        generation = cube.generation
-        if cube.stats is not None and cube.stats[0] == generation:
-            return cube.stats[1]
-        query = tantivy.Query.term_query(TANTIVY_SCHEMA, "text", term)
-        hits = searcher.search(query, 1, count=False).hits
-        stats = tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json())) if hits else {}
-        if "N" in stats and "avgdl" in stats:
-            cube.stats = (generation, stats)
-        return stats
-
     def _search_sync(
         self, cube_id: str, terms: list[str], k: int, types: list[str] | None, include_retired: bool
     ) -> list[tuple[float, str]]:
-        with self.db.read() as conn:
+        with self.db.read() as conn, self._visible:  # the index and the pending documents of one moment
             row = conn.execute(
-                "SELECT slot, docs, tokens FROM kwt_cubes WHERE cube_id=?", (cube_id,)
+                "SELECT c.slot, c.docs, c.tokens, coalesce(r.rev, 0) FROM kwt_cubes c"
+                " LEFT JOIN kwt_revs r ON r.slot = c.slot WHERE c.cube_id=?", (cube_id,)
             ).fetchone()
-        if row is None or row[1] <= 0:
-            return []
-        slot, docs, tokens = str(row[0]), int(row[1]), int(row[2])
-        cube = self._cube(slot)
-        cube.refresh()
-        searcher = cube.index.searcher()
-        field = "text"
-        df = {t: _live_count(searcher, tantivy.Query.term_query(TANTIVY_SCHEMA, field, t)) for t in terms}
-        terms = [t for t in terms if df[t] > 0]
-        if not terms:
-            return []
-        avg_length = max(tokens, 1) / docs
-        weight = {t: idf(docs, min(df[t], docs)) for t in terms}
-        stats = self.tantivy_stats(cube, searcher, terms[0])
-        if stats:
-            bound = max(1.0, avg_length / stats["avgdl"]) * (1.0 + _SLACK)
-            boosts = {t: weight[t] / idf(int(stats["N"]), searcher.doc_freq(field, t)) for t in terms}
-        else:  # no explanation: fetch every match
-            bound, boosts = math.inf, dict.fromkeys(terms, 1.0)
-        query = tantivy.Query.boolean_query(
-            [(tantivy.Occur.Should, tantivy.Query.boost_query(tantivy.Query.term_query(TANTIVY_SCHEMA, field, t),
-                                                              boosts[t])) for t in terms]
-        )  # fmt: skip
-        clauses = [(tantivy.Occur.Must, query)]
-        if not include_retired:
-            clauses.append(
-                (tantivy.Occur.MustNot, tantivy.Query.term_query(TANTIVY_SCHEMA, "status", "retired"))
-            )
-        if types is not None:
-            kinds = tantivy.Query.term_set_query(TANTIVY_SCHEMA, "type", types)
-            clauses.append((tantivy.Occur.Must, tantivy.Query.const_score_query(kinds, 0.0)))
-        if len(clauses) > 1:
-            query = tantivy.Query.boolean_query(clauses)
-        total = searcher.num_docs
-        limit = min(total, k + max(10, k // 2))
-        scored: dict[int, tuple[float, str]] = {}
-        while True:
-            hits = searcher.search(query, limit, count=False).hits
-            numbers = searcher.fast_field_values("doc_no", [address for _, address in hits])
-            todo = [n for n in numbers if n is not None and n not in scored]
-            with self.db.read() as conn:
-                try:
-                    rows = conn.execute(
-                        f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
-                        " WHERE doc_no IN (SELECT value FROM json_each(?))",
-                        (json.dumps(todo),),
-                    ).fetchall()
-                except StoreUnavailable as exc:
-                    if "no such table" in str(exc):  # the cube was dropped since
-                        return []
-                    raise
-            for doc_no, memory_id, body, title, length in rows:
-                words = f"{body or ''} {title or ''}".split()
-                score = 0.0  # summed in query order: documents alike in what counts tie exactly (then by id)
-                for t in terms:
-                    tf = words.count(t)
-                    if tf:
-                        score += bm25(tf, length, weight[t], avg_length)
-                scored[doc_no] = (score, memory_id)
-            ranked = sorted(scored.values(), key=lambda hit: (-hit[0], hit[1]))
-            if len(hits) < limit or limit >= total:
-                return ranked[:k]
-            if len(ranked) >= k and ranked[k - 1][0] > bound * hits[-1][0]:
-                return ranked[:k]  # nothing left out can reach the k-th score
-            limit = min(total, limit * 4)
+            if row is None or row[1] <= 0:
+                return []
+            slot, docs, tokens, rev = str(row[0]), int(row[1]), int(row[2]), int(row[3])
+            cube = self._cube(slot)
+            cube.refresh()
+            searcher = cube.index.searcher()
+            if cube.pending is None or cube.pending[0] != rev:  # read once per batch that changed the cube
+                cube.pending = (rev, *read_pending(conn, slot))
+            _, pending, stale = cube.pending
+        return rank(searcher, cube, pending, stale, terms, docs, tokens, k, types, include_retired,
+                    lambda todo: self._rows(slot, todo))
+
+    def _rows(self, slot: str, doc_nos: list[int]) -> list[tuple[int, str, str | None, str | None, int]] | None:
+        """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
+        with self.db.read() as conn:
+            try:
+                return conn.execute(
+                    f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
+                    " WHERE doc_no IN (SELECT value FROM json_each(?))",
+                    (json.dumps(doc_nos),),
+                ).fetchall()
+            except StoreUnavailable as exc:
+                if "no such table" in str(exc):
+                    return None
+                raise
 
     async def search(
         self,

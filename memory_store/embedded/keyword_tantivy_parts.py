@@ -69,6 +69,23 @@ def bm25(tf: int, length: int, idf: float, avg_length: float) -> float:
     return idf * (K1 + 1.0) * tf / (tf + K1 * (1.0 - B + B * length / avg_length))
 
 
+def bm25_score(text: str, length: int, terms: Sequence[str], weight: dict[str, float], avg_length: float) -> float:
+    """A document's BM25 score, summed in query order: documents alike in what counts tie exactly."""
+    words = text.split()
+    score = 0.0
+    for t in terms:
+        tf = words.count(t)
+        if tf:
+            score += bm25(tf, length, weight[t], avg_length)
+    return score
+
+
+def live_count(searcher: tantivy.Searcher, query: tantivy.Query) -> int:
+    """Live (not deleted) documents matching ``query``."""
+    count: int | None = searcher.search(query, 1, count=True).count  # type: ignore[attr-defined]
+    return count or 0
+
+
 def idf(docs: int, df: int) -> float:
     """BM25 inverse document frequency (as tantivy and Lucene compute it)."""
     return math.log(1.0 + (docs - df + 0.5) / (df + 0.5))
@@ -196,6 +213,8 @@ class CubeIndex:
         self.generation = 0
         self.stats: tuple[int, dict[str, float]] | None = None
         """Tantivy's (N, avgdl) for ``generation``, read from an explanation once per generation."""
+        self.pending: tuple[int, Any, frozenset[int]] | None = None
+        """The cube's pending documents as last read (``keyword_pending.read_pending``), under their revision."""
 
     def _meta_stamp(self) -> tuple[int, int, int]:
         """Identity of the index's meta.json: tantivy replaces it (a new inode) on every commit."""
@@ -214,6 +233,17 @@ class CubeIndex:
             self.index.reload()
             self.seen = stamp
             self.generation += 1
+
+    def tantivy_stats(self, searcher: tantivy.Searcher, term: str) -> dict[str, float]:
+        """Tantivy's N and average length (they count deleted documents), read once per searcher reload."""
+        if self.stats is not None and self.stats[0] == self.generation:
+            return self.stats[1]
+        query = tantivy.Query.term_query(TANTIVY_SCHEMA, "text", term)
+        hits = searcher.search(query, 1, count=False).hits
+        stats = tantivy_stats(json.loads(query.explain(searcher, hits[0][1]).to_json())) if hits else {}
+        if "N" in stats and "avgdl" in stats:
+            self.stats = (self.generation, stats)
+        return stats
 
     def open_writer(self, timeout_s: float) -> tantivy.IndexWriter:
         """This cube's writer, taken now if not held: while another process holds it, wait up to

@@ -61,11 +61,18 @@ def _expected(
     return sorted(hits, key=lambda h: (-h[1], h[0]))[:k]
 
 
+@pytest.mark.parametrize("flush_docs", [1, 7, 128, 100_000])
 async def test_scores_are_exact_per_cube_bm25_whatever_the_history(
-    keyword_index: TantivyKeywordIndex, unique: str
+    tmp_path: Path, unique: str, flush_docs: int
 ) -> None:
     """Many revisions leave deleted documents in tantivy's segments (its statistics count them); the
-    results are still the exact top k of BM25 over the cube's current documents, scores included."""
+    results are still the exact top k of BM25 over the cube's current documents, scores included, whether
+    live batches write every document (1), leave some pending (7, 128) or all of them (100,000)."""
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=flush_docs) as keyword_index:
+        await _exact_whatever_the_history(keyword_index, unique)
+
+
+async def _exact_whatever_the_history(keyword_index: TantivyKeywordIndex, unique: str) -> None:
     cube, rng = f"c-{unique}", random.Random(7)
     docs: dict[str, tuple[str, str, str, str]] = {}
     offset = 0
@@ -168,9 +175,10 @@ async def test_a_writer_held_elsewhere_is_waited_for_then_the_batch_is_retryable
     tmp_path: Path, unique: str
 ) -> None:
     """A cube's writer is kept between batches and let go when idle; another holder is waited for up to
-    the busy timeout, then the batch fails retryably and applies once the writer is free."""
+    the busy timeout, then the batch fails retryably and applies once the writer is free (batches that
+    write the index: here every one)."""
     cube = f"c-{unique}"
-    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", busy_timeout_s=0.2) as store:
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", busy_timeout_s=0.2, flush_docs=1) as store:
         await store.apply(
             [UpsertMemory(memory=make_memory(cube, "m1", memory="orchid care"))], position(unique, 0)
         )
@@ -186,11 +194,19 @@ async def test_a_writer_held_elsewhere_is_waited_for_then_the_batch_is_retryable
         assert sorted(h.memory_id for h in await store.search(cube, "orchid")) == ["m1", "m2"]
 
 
+@pytest.mark.parametrize("flush_docs", [1, 4])
 async def test_a_batch_that_fails_after_the_index_commit_is_applied_again_to_the_same_state(
-    keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flush_docs: int
 ) -> None:
     """The tantivy commit precedes the SQLite one: a failure between them leaves the checkpoint behind,
-    and the batch applied again ends where a clean apply ends."""
+    and the batch applied again ends where a clean apply ends (the second batch writes the index: every
+    batch does at 1; at 4 its pending documents reach the flush)."""
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=flush_docs) as keyword_index:
+        await _fails_after_the_commit(keyword_index, unique, tmp_path, monkeypatch)
+
+
+async def _fails_after_the_commit(keyword_index: TantivyKeywordIndex, unique: str, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
     cube = f"c-{unique}"
     first = [
         UpsertMemory(memory=make_memory(cube, f"m{i}", memory=f"orchid {'care ' * i}")) for i in range(1, 4)
@@ -219,9 +235,12 @@ async def test_a_batch_that_fails_after_the_index_commit_is_applied_again_to_the
             )
 
 
-async def test_a_batch_over_many_cubes_keeps_a_few_writers(
-    keyword_index: TantivyKeywordIndex, unique: str
-) -> None:
+async def test_a_batch_over_many_cubes_keeps_a_few_writers(tmp_path: Path, unique: str) -> None:
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=1) as keyword_index:
+        await _few_writers(keyword_index, unique)
+
+
+async def _few_writers(keyword_index: TantivyKeywordIndex, unique: str) -> None:
     cubes = [f"c{i}-{unique}" for i in range(20)]
     ops = [
         UpsertMemory(memory=make_memory(c, f"m-{c}", memory=f"orchid number {i}"))
@@ -271,3 +290,37 @@ async def test_a_cube_dropped_by_another_handle_can_be_written_again(tmp_path: P
         )
         assert [h.memory_id for h in await server.search(cube, "orchid")] == ["m2"]
         assert [h.memory_id for h in await cli.search(cube, "orchid")] == ["m2"]
+
+
+def _committed_docs(folder: Path) -> int:
+    """Documents in the cube's tantivy index as committed (0 when it has none yet)."""
+    if not (folder / "meta.json").exists():
+        return 0
+    index = tantivy.Index(TANTIVY_SCHEMA, path=str(folder), reuse=True)
+    return int(index.searcher().num_docs)
+
+
+async def test_live_batches_leave_documents_pending_until_flush_docs(tmp_path: Path, unique: str) -> None:
+    """A live batch writes no tantivy segment (a commit costs milliseconds of CPU whatever it holds): the
+    cube's documents wait in SQLite, are found from there, stay found after a restart, and are written
+    and committed once ``flush_docs`` are pending."""
+    url = f"tantivy:///{tmp_path / 'store.db'}"
+    cube = f"c-{unique}"
+
+    def add(i: int, text: str) -> tuple[list[AnyOp], object]:
+        return [UpsertMemory(memory=make_memory(cube, f"m{i}", memory=text, key=""))], position(unique, i)
+
+    async with TantivyKeywordIndex(url, flush_docs=5) as store:
+        for i in range(4):
+            await store.apply(*add(i, f"orchid care {'water ' * i}"))  # type: ignore[arg-type]
+        found = await store.search(cube, "orchid water", k=10)
+        assert [h.memory_id for h in found] == ["m3", "m2", "m1", "m0"]
+    (folder,) = list((tmp_path / "store.db.tantivy").iterdir())
+    assert _committed_docs(folder) == 0
+    async with TantivyKeywordIndex(url, flush_docs=5) as store:
+        assert await store.search(cube, "orchid water", k=10) == found  # pending documents outlive the process
+        await store.apply(*add(4, "orchid soil"))  # type: ignore[arg-type]
+        assert _committed_docs(folder) == 5
+        with store.db.read() as conn:
+            assert conn.execute(f'SELECT count(*) FROM "kwt_pending_{folder.name}"').fetchone()[0] == 0
+        assert [h.memory_id for h in await store.search(cube, "orchid water", k=10)] == ["m3", "m2", "m1", "m0", "m4"]

@@ -150,7 +150,7 @@ async def _scenario(tmp: Path, actions: Sequence[tuple[str, int, int, int]], see
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions=ACTIONS, seed=st.integers(0, 2**16), cube_index=st.integers(0, len(CUBES) - 1),
-       batch=st.integers(1, 9), keyword=st.sampled_from(["fts5", "tantivy"]))  # fmt: skip
+       batch=st.integers(1, 9), keyword=st.sampled_from(["fts5", "tantivy", "tantivy-flush"]))  # fmt: skip
 def test_replay_cube_from_the_log_equals_the_incremental_build(
     actions: list[tuple[str, int, int, int]], seed: int, cube_index: int, batch: int, keyword: str
 ) -> None:

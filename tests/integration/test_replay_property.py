@@ -127,14 +127,15 @@ class Stores:
 
 
 async def open_stores(path: Path, keyword: str = "fts5") -> Stores:
-    """The three embedded stores in one file; the keyword index FTS5 or ("tantivy") tantivy beside it."""
+    """The three embedded stores in one file; the keyword index FTS5 or ("tantivy", "tantivy-flush") tantivy beside
+    it (live batches leave documents pending: the pending ones must search like committed ones)."""
     url = f"sqlite:///{path}"
-    index = TantivyKeywordIndex if keyword == "tantivy" else EmbeddedKeywordIndex
-    stores = Stores(
-        EmbeddedGraphStore(url, synchronous="OFF"),
-        EmbeddedVectorStore(url, synchronous="OFF"),
-        index(url, synchronous="OFF"),
-    )
+    keywords: EmbeddedKeywordIndex | TantivyKeywordIndex
+    if keyword.startswith("tantivy"):  # "tantivy-flush": a cube's pending documents written every 2, not 128
+        keywords = TantivyKeywordIndex(url, synchronous="OFF", flush_docs=2 if keyword == "tantivy-flush" else 128)
+    else:
+        keywords = EmbeddedKeywordIndex(url, synchronous="OFF")
+    stores = Stores(EmbeddedGraphStore(url, synchronous="OFF"), EmbeddedVectorStore(url, synchronous="OFF"), keywords)
     for store in stores.all:
         await store.start()
     return stores
@@ -259,7 +260,7 @@ ACTIONS = st.lists(
     resends=st.lists(st.tuples(st.integers(0, 100), st.integers(0, 100)), max_size=12),
     sizes=st.lists(st.integers(1, 8), max_size=4),
     replay_cube=st.integers(0, len(CUBES) - 1),
-    keyword=st.sampled_from(["fts5", "tantivy"]),
+    keyword=st.sampled_from(["fts5", "tantivy", "tantivy-flush"]),
 )
 def test_incremental_with_redelivery_equals_fresh_and_equals_cube_replay(
     actions: list[tuple[str, int, int, int]], seed: int, resends: list[tuple[int, int]], sizes: list[int],
@@ -278,6 +279,6 @@ def test_revision_heavy_history_folds_and_still_equals_the_fresh_build() -> None
     ops = [op for ops in own for op in ops]
     # three revisions of alpha-m0 (one past an edge), alpha-m1's before its retirement, alpha-m2's fold
     assert len(fold_revisions(ops, set())) == len(ops) - 5
-    for keyword in ("fts5", "tantivy"):
+    for keyword in ("fts5", "tantivy", "tantivy-flush"):
         with tempfile.TemporaryDirectory() as tmp:
             asyncio.run(scenario(Path(tmp), actions, 7, [], [], 0, keyword))
