@@ -122,7 +122,9 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         self._defer = False
         """Whether this batch leaves its documents pending (live batches) or writes them (replays)."""
         self._noted: set[str] = set()
-        """Slots of this batch whose pending table is made (deferred) or flushed (written)."""
+        """Slots of this batch with changes (their revision moves on; a pending table is made for them)."""
+        self._direct: set[str] = set()
+        """Slots this batch writes to tantivy (their earlier pending documents flushed first)."""
         self._visible = threading.Lock()
         """Held from a batch's first tantivy commit until its SQLite transaction is over, and by a search while it
         takes a cube's searcher and pending documents: a search sees both or neither (in this process)."""
@@ -198,18 +200,18 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         return super()._apply_locked(batch, replay)
 
     def _begin_batch(self) -> None:
-        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
+        self._touched, self._deltas, self._slots, self._noted, self._direct = {}, {}, {}, set(), set()
 
     def _abort_batch(self) -> None:
         for cube in self._touched.values():
             CubeIndex.release(cube.take_writer(), rollback=True)
-        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
+        self._begin_batch()
         self._release_visible()
 
     def _commit_batch(self) -> None:
         for cube in self._touched.values():
             cube.refresh(force=True)
-        self._touched, self._deltas, self._slots, self._noted = {}, {}, {}, set()
+        self._begin_batch()
         self._release_visible()
 
     def _release_visible(self) -> None:
@@ -260,14 +262,16 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         delta[:] = docs, tokens
         first = slot not in self._noted
         self._noted.add(slot)
-        if self._defer:
+        if self._defer and slot not in self._direct and len(changes) < self._flush_docs:
             if first:
                 create_pending(conn, slot)
             note_pending(conn, slot, changes)
             return
-        writer = self._writer(slot)
-        if first and pending_count(conn, slot):  # written directly: what live batches left pending goes first
-            flush_pending(conn, slot, writer)
+        writer = self._writer(slot)  # a replay, or a live run of flush_docs or more (written, not noted)
+        if slot not in self._direct:
+            self._direct.add(slot)
+            if pending_count(conn, slot):  # what was left pending (also earlier in this batch) goes first
+                flush_pending(conn, slot, writer)
         delete, add = writer.delete_documents_by_term, writer.add_document
         for doc_no, old, new in changes:
             if old is not None and old.body is not None:
@@ -290,7 +294,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                     "UPDATE kwt_cubes SET docs=docs+?, tokens=tokens+? WHERE slot=?", (docs, tokens, slot)
                 )
         if self._defer:  # a cube with enough pending documents has them written, committed below
-            for slot in self._noted:
+            for slot in self._noted - self._direct:
                 if pending_count(conn, slot) >= self._flush_docs:
                     flush_pending(conn, slot, self._writer(slot))
         conn.executemany(_BUMP, [(slot,) for slot in self._noted])
@@ -416,6 +420,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         conn.execute(f'DROP TABLE IF EXISTS "kwt_docs_{slot}"')
         conn.execute(f"DROP TABLE IF EXISTS {pending_table(slot)}")
         self._noted.discard(slot)  # a new table if the cube comes back in this batch; its revision moves on now
+        self._direct.discard(slot)
         conn.execute(_BUMP, (slot,))
         conn.execute("DELETE FROM kwt_cubes WHERE slot=?", (slot,))
         self._touched.pop(slot, None)

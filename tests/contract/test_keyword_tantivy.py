@@ -324,3 +324,21 @@ async def test_live_batches_leave_documents_pending_until_flush_docs(tmp_path: P
         with store.db.read() as conn:
             assert conn.execute(f'SELECT count(*) FROM "kwt_pending_{folder.name}"').fetchone()[0] == 0
         assert [h.memory_id for h in await store.search(cube, "orchid water", k=10)] == ["m3", "m2", "m1", "m0", "m4"]
+
+
+async def test_a_live_run_of_flush_docs_or_more_is_written_at_once(tmp_path: Path, unique: str) -> None:
+    """Noting thousands of documents pending only to flush them in the same batch would cost SQLite rows for
+    nothing: a cube's run of ``flush_docs`` or more is written directly, after what was pending."""
+    cube = f"c-{unique}"
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=5) as store:
+        for i in range(2):
+            await store.apply([UpsertMemory(memory=make_memory(cube, f"m{i}", memory="orchid care", key=""))],
+                              position(unique, i))
+        assert not (tmp_path / "store.db.tantivy").exists()  # nothing written to tantivy yet
+        await store.apply([UpsertMemory(memory=make_memory(cube, f"m{i}", memory="orchid soil", key=""))
+                           for i in range(2, 8)], position(unique, 2))
+        (folder,) = list((tmp_path / "store.db.tantivy").iterdir())
+        assert _committed_docs(folder) == 8
+        with store.db.read() as conn:
+            assert conn.execute(f'SELECT count(*) FROM "kwt_pending_{folder.name}"').fetchone()[0] == 0
+        assert len(await store.search(cube, "orchid", k=20)) == 8
