@@ -85,14 +85,19 @@ class PendingWork:
             if self._over(user_id, records):
                 await self._make_room(user_id, records, wait_s)
         self._reserved[user_id] += records
+
+        def record(items: Sequence[Waiting]) -> None:
+            if items:
+                self._waiting[user_id].extend(items)
+
         try:
-            yield self._waiting[user_id].extend
+            yield record
         finally:
             self._reserved[user_id] -= records
             if not self._reserved[user_id]:
                 del self._reserved[user_id]
-            if not self._waiting.get(user_id, True):
-                del self._waiting[user_id]
+                if not self._waiting.get(user_id, True):
+                    del self._waiting[user_id]
 
     async def _make_room(self, user_id: str, records: int, wait_s: float | None) -> None:
         """Return once the write fits, waiting on the user's oldest record for at most ``wait_s``; else refuse."""
@@ -124,19 +129,26 @@ class PendingWork:
         if fresh or time.monotonic() - self._read_at >= self.refresh_s or not needed <= self._committed.keys():
             reading = self._reading
             if reading is None or reading.done():
-                reading = self._reading = asyncio.ensure_future(self._read({
-                    (group, w.topic) for items in self._waiting.values() for w in items for group in w.groups}))
+                reading = self._reading = asyncio.ensure_future(self._read(needed | self._committed.keys()))
             await asyncio.shield(reading)
-        committed = self._committed
-        waiting[:] = [w for w in waiting if any(
-            committed.get((g, w.topic), {}).get(w.partition, 0) < w.end for g in w.groups)]
+        waiting[:] = [w for w in waiting if self._ahead(w)]
+
+    def _ahead(self, w: Waiting) -> bool:
+        """Whether a stage of ``w`` had not passed it at the last reading."""
+        return any(self._committed.get((g, w.topic), {}).get(w.partition, 0) < w.end for g in w.groups)
 
     async def _read(self, pairs: set[tuple[str, str]]) -> None:
+        """Read the stages' committed offsets, then drop every user's passed records (users who stopped
+        writing keep none for long: each reading sweeps them all)."""
         started = time.monotonic()
         groups = sorted(pairs)
         offsets = await asyncio.gather(*(self.rt.log.committed(self.rt.group(g), topic) for g, topic in groups))
         self._committed = dict(zip(groups, offsets, strict=True))
         self._read_at = started
+        for user_id, waiting in list(self._waiting.items()):
+            waiting[:] = [w for w in waiting if self._ahead(w)]
+            if not waiting and user_id not in self._reserved:
+                del self._waiting[user_id]
 
 
 def _ignore(_: Sequence[Waiting]) -> None:

@@ -56,6 +56,7 @@ async def test_a_users_waiting_adds_are_bounded_and_others_still_add(
         for n in range(11, 15):
             await service.add("mallory", ["flood"], _msg(n), mode="fast", async_mode="async")
         assert service.pending.count("mallory") <= 4
+        assert service.pending.count("alice") == 0  # every reading sweeps all users' passed records
 
 
 async def test_no_bound_when_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
