@@ -195,7 +195,7 @@ class DoorSettings(_Section):
         description="How long forgetting a cube waits for its adds still being derived before refusing (409).")
     max_pending_per_user: int = Field(
         default=500, ge=0,
-        description="Adds (one per cube named) and tasks one user may have waiting for derivation; more are refused "
+        description="Adds (one per cube named) one user may have waiting for derivation; more are refused "
                     "(429, Retry-After door.backlog_retry_after_s). Per API process; 0: no limit.")
 
 

@@ -191,7 +191,11 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         if cube is not None:
             CubeIndex.release(cube.take_writer(), rollback=True)
         if self._folder is not None:
-            shutil.rmtree(self._folder / slot, ignore_errors=True)
+            with self._cubes_lock:  # no search re-opens the folder while it goes (it held only lock files after)
+                again = self._cubes.pop(slot, None)  # a search opened it meanwhile: that goes with the folder
+                shutil.rmtree(self._folder / slot, ignore_errors=True)
+            if again is not None:
+                CubeIndex.release(again.take_writer(), rollback=True)
 
     # -- writes (inside the SQLite batch transaction) ---------------------------------------------------
 
@@ -433,36 +437,28 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     def _search_sync(
         self, cube_id: str, terms: list[str], k: int, types: list[str] | None, include_retired: bool
     ) -> list[tuple[float, str]]:
-        with self.db.read() as conn, self._visible:  # the index and the pending documents of one moment
-            row = conn.execute(
-                "SELECT c.slot, c.docs, c.tokens, coalesce(r.rev, 0) FROM kwt_cubes c"
-                " LEFT JOIN kwt_revs r ON r.slot = c.slot WHERE c.cube_id=?", (cube_id,)
-            ).fetchone()
-            if row is None or row[1] <= 0:
-                return []
-            slot, docs, tokens, rev = str(row[0]), int(row[1]), int(row[2]), int(row[3])
-            cube = self._cube(slot)
-            cube.refresh()
-            searcher = cube.index.searcher()
-            if cube.pending is None or cube.pending[0] != rev:  # read once per batch that changed the cube
-                cube.pending = (rev, *read_pending(conn, slot))
-            _, pending, stale = cube.pending
-        return rank(searcher, cube, pending, stale, terms, docs, tokens, k, types, include_retired,
-                    lambda todo: self._rows(slot, todo))
-
-    def _rows(self, slot: str, doc_nos: list[int]) -> list[tuple[int, str, str | None, str | None, int]] | None:
-        """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
         with self.db.read() as conn:
+            conn.execute("BEGIN")  # one snapshot: statistics, pending documents and the rows scored agree
             try:
-                return conn.execute(
-                    f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
-                    " WHERE doc_no IN (SELECT value FROM json_each(?))",
-                    (json.dumps(doc_nos),),
-                ).fetchall()
-            except StoreUnavailable as exc:
-                if "no such table" in str(exc):
-                    return None
-                raise
+                with self._visible:  # and the index as committed with them
+                    row = conn.execute(
+                        "SELECT c.slot, c.docs, c.tokens, coalesce(r.rev, 0) FROM kwt_cubes c"
+                        " LEFT JOIN kwt_revs r ON r.slot = c.slot WHERE c.cube_id=?", (cube_id,)
+                    ).fetchone()
+                    if row is None or row[1] <= 0:
+                        return []
+                    slot, docs, tokens, rev = str(row[0]), int(row[1]), int(row[2]), int(row[3])
+                    cube = self._cube(slot)
+                    cube.refresh()
+                    searcher = cube.index.searcher()
+                    if cube.pending is None or cube.pending[0] != rev:  # read once per batch that changed it
+                        cube.pending = (rev, *read_pending(conn, slot))
+                    _, pending, stale = cube.pending
+                return rank(searcher, cube, pending, stale, terms, docs, tokens, k, types, include_retired,
+                            lambda todo: _rows(conn, slot, todo))
+            finally:
+                conn.execute("ROLLBACK")  # read only
+
 
     async def search(
         self,
@@ -482,3 +478,18 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             self._search_sync, cube_id, terms, min(k, 2**31 - 1), types, include_retired
         )
         return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="keyword") for s, i in hits]
+
+
+def _rows(conn: sqlite3.Connection, slot: str, doc_nos: list[int]
+          ) -> list[tuple[int, str, str | None, str | None, int]] | None:
+    """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
+    try:
+        return conn.execute(
+            f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
+            " WHERE doc_no IN (SELECT value FROM json_each(?))",
+            (json.dumps(doc_nos),),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise

@@ -88,7 +88,7 @@ class DoorLimits:
     forget_wait_s: float = 120.0
     """How long forgetting a cube waits for its adds still being derived before refusing (409, nothing forgotten)."""
     max_pending_per_user: int = 500
-    """Adds (one per cube named) and tasks one user may have on the log that derivation has not passed yet; more
+    """Adds (one per cube named) one user may have on the log that derivation has not passed yet; more
     are refused with 429 and Retry-After (per process; 0: no limit)."""
 
     @property

@@ -1,4 +1,4 @@
-"""Per-user bound on work waiting for derivation: adds and tasks on the log that their stages have not passed yet."""
+"""Per-user bound on work waiting for derivation: adds on the log that their stages have not passed yet."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ class PendingWork:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise UserBacklogFull(
-                    f"user {user_id!r} has {self.count(user_id)} adds or tasks waiting for derivation (limit "
+                    f"user {user_id!r} has {self.count(user_id)} adds waiting for derivation (limit "
                     f"{self.per_user}, door.max_pending_per_user); retry later", retry_after=self.retry_after_s)
             waiting = self._waiting.get(user_id)
             if waiting:  # derivation passing the oldest makes room

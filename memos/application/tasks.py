@@ -12,17 +12,14 @@ import asyncio
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from memory_store.control.base import FINISHED, TaskInfo
 from memos.application.cube_guard import CubeGuard
 from memos.application.ids import check_id
-from memos.application.limits import MAX_TASK_ID_CHARS, DoorLimits, check_text
-from memos.application.pending import PendingWork, Waiting
+from memos.application.limits import MAX_TASK_ID_CHARS, check_text
 from memos.application.ports import Platform, TaskHandler
 from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 from schemas.events import TaskSubmitted
@@ -84,8 +81,6 @@ class TaskUseCases:
 
     rt: Platform
     cube_guard: CubeGuard
-    pending: PendingWork
-    limits: DoorLimits
 
     async def may_read(self, user_id: str, cube_id: str) -> bool:  # provided by AccessUseCases
         raise NotImplementedError
@@ -183,13 +178,10 @@ class TaskUseCases:
                 content=str(item.get("content", "")), business_task_id=item.get("business_task_id"),
                 session_id=item.get("session_id") or "default_session", payload=item.get("payload", {}),
             ))
-        async with self.cube_guard.writing([e.cube_id for e in events]), AsyncExitStack() as admitted:
-            by_user = Counter(e.user_id for e in events)  # each user's tasks count against their bound
-            waiting_on = {u: await admitted.enter_async_context(self.pending.admit(  # in-process: held back
-                u, n, wait_s=self.limits.sync_timeout_s)) for u, n in by_user.items()}
+        # Not counted against door.max_pending_per_user: tasks come from in-process code only (no front end
+        # submits them), and a handler's follow-up tasks would wait for the stage that runs the handler.
+        async with self.cube_guard.writing([e.cube_id for e in events]):  # a forget waits for these
             positions = await self.rt.publish(events)
-            for event, p in zip(events, positions, strict=True):
-                waiting_on[event.user_id]([Waiting(p.topic, p.partition, p.offset + 1, ("scheduler",))])
         await self.rt.settle_control(positions)
         return [e.task_id for e in events]
 

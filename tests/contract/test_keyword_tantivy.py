@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter
@@ -342,3 +343,68 @@ async def test_a_live_run_of_flush_docs_or_more_is_written_at_once(tmp_path: Pat
         with store.db.read() as conn:
             assert conn.execute(f'SELECT count(*) FROM "kwt_pending_{folder.name}"').fetchone()[0] == 0
         assert len(await store.search(cube, "orchid", k=20)) == 8
+
+
+async def test_searches_during_live_batches_see_one_moment(tmp_path: Path) -> None:
+    """Found by a probe: the cube's statistics and its pending documents were read in two statements, so a
+    batch committing between them gave scores of no committed state. Every committed state here has N equal
+    documents scoring idf(N, N) each; searches run while batches of 1-7 add more."""
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=16) as store:
+        stop, bad, searched = False, [], 0
+
+        async def write() -> None:
+            nonlocal stop
+            n = 0
+            for b in range(300):
+                size = 1 + b % 7
+                await store.apply([UpsertMemory(memory=make_memory("c", f"m{n + i:05d}", memory="tea", key=""))
+                                   for i in range(size)], position("race", b))
+                n += size
+            stop = True
+
+        async def read() -> None:
+            nonlocal searched
+            while not stop:
+                hits = await store.search("c", "tea", k=100_000)
+                searched += 1
+                if hits and any(abs(h.score - idf(len(hits), len(hits))) > 1e-9 for h in hits):
+                    bad.append((len(hits), hits[0].score))
+
+        await asyncio.gather(write(), read(), read())
+        assert searched > 50 and bad == []
+
+
+async def test_searches_while_a_cube_is_dropped_and_made_again(tmp_path: Path) -> None:
+    """Found by a probe: a search re-opened a cube's folder while its drop deleted it, leaving only tantivy's
+    lock files, and every later batch of the cube failed ("meta.json" missing) until a restart."""
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}") as store:
+        stop, errors, mixed = False, [], 0
+
+        async def write() -> None:
+            nonlocal stop
+            offset = 0
+            for round_ in range(20):
+                for b in range(8):
+                    size = 150 if b == 5 else 1 + b % 4  # pending batches and one written at once
+                    ops = [UpsertMemory(memory=make_memory("c", f"r{round_:02d}-{b}-{i}", memory="tea garden", key=""))
+                           for i in range(size)]
+                    await store.apply(ops, position("drop", offset))  # type: ignore[arg-type]
+                    offset += 1
+                await store.apply([DropCube(cube_id="c")], position("drop", offset))
+                offset += 1
+            stop = True
+
+        async def read() -> None:
+            nonlocal mixed
+            while not stop:
+                try:
+                    hits = await store.search("c", "tea", k=1000)
+                except Exception as exc:  # noqa: BLE001 - any error is what the test looks for
+                    errors.append(exc)
+                    continue
+                mixed += len({h.memory_id.split("-")[0] for h in hits}) > 1
+
+        await asyncio.gather(write(), read(), read())
+        assert errors == [] and mixed == 0
+        await store.apply([UpsertMemory(memory=make_memory("c", "last", memory="tea", key=""))], position("drop", 999))
+        assert [h.memory_id for h in await store.search("c", "tea")] == ["last"]
