@@ -28,7 +28,8 @@ from memory_store.embedded.keyword_tantivy_parts import (
     live_count,
 )
 
-__all__ = ["Pending", "flush_pending", "note_pending", "pending_count", "pending_table", "rank", "read_pending"]
+__all__ = ["Pending", "create_pending", "flush_pending", "note_pending", "pending_count", "pending_table", "rank",
+           "read_pending", "tantivy_document"]
 
 
 def pending_table(slot: str) -> str:
@@ -89,17 +90,19 @@ def tantivy_document(doc_no: int, doc: Doc) -> tantivy.Document:
 class Pending:
     """A cube's pending documents as a search sees them."""
 
-    committed: list[frozenset[str]] = field(default_factory=list)
-    """Terms of the text tantivy holds for each pending document that it holds."""
+    committed: Counter[str] = field(default_factory=Counter)
+    """Document frequency of each term in the text tantivy holds for the pending documents."""
     current: dict[int, tuple[str, str, str, int, Counter[str]]] = field(default_factory=dict)
     """doc_no -> (memory_id, memory_type, status, length, term counts) of each pending document with text."""
+    current_df: Counter[str] = field(default_factory=Counter)
+    """Document frequency of each term in the pending documents' current text."""
 
     def __bool__(self) -> bool:
         return bool(self.committed or self.current)
 
     def df_correction(self, term: str) -> int:
         """What to add to tantivy's document frequency of ``term`` for the pending documents' current text."""
-        return sum(term in terms for *_, terms in self.current.values()) - sum(term in c for c in self.committed)
+        return self.current_df[term] - self.committed[term]
 
     def matches(self, terms: Sequence[str], types: Sequence[str] | None, include_retired: bool) -> list[int]:
         """Pending documents holding one of ``terms`` that the search's filters keep."""
@@ -124,9 +127,11 @@ def read_pending(conn: sqlite3.Connection, slot: str) -> tuple[Pending, frozense
     pending = Pending()
     for doc_no, committed, memory_id, memory_type, status, body, title, length in rows:
         if committed is not None:
-            pending.committed.append(frozenset(committed.split()))
+            pending.committed.update(set(committed.split()))
         if body is not None:
-            pending.current[doc_no] = (memory_id, memory_type, status, length, Counter(f"{body} {title or ''}".split()))
+            counts = Counter(f"{body} {title or ''}".split())
+            pending.current[doc_no] = (memory_id, memory_type, status, length, counts)
+            pending.current_df.update(counts.keys())
     return pending, frozenset(r[0] for r in rows)
 
 
