@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from memos.application.errors import BacklogFull
 from memos.application.ports import Platform
 
-__all__ = ["PendingWork", "UserBacklogFull", "Waiting", "pending_work_for"]
+__all__ = ["PendingWork", "Record", "UserBacklogFull", "Waiting", "pending_work_for"]
 
 
 class UserBacklogFull(BacklogFull):

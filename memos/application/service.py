@@ -30,7 +30,7 @@ from memos.application.limits import (
     named_ids,
 )
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
-from memos.application.pending import PendingWork, Waiting, pending_work_for
+from memos.application.pending import PendingWork, Record, Waiting, pending_work_for
 from memos.application.ports import Platform
 from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
@@ -66,7 +66,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         self.cube_guard: CubeGuard = cube_guard_for(runtime)
         """Writes to a cube and its forgetting kept apart (shared by every service over this runtime)."""
         self.pending: PendingWork = pending_work_for(runtime)
-        """Each user's adds and tasks waiting for derivation (``door.max_pending_per_user``), shared likewise."""
+        """Each user's adds waiting for derivation (``door.max_pending_per_user``), shared likewise."""
         self.search_gate: SearchGate = gate_for(
             runtime, max_active=self.limits.active_searches, queue_ms=self.limits.search_queue_ms,
             per_user=self.limits.searches_per_user, retry_after_s=self.limits.search_retry_after_s,
@@ -105,8 +105,13 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         check_text(request.session_id, "session_id")
         if request.task_id is not None:
             check_text(request.task_id, "task_id")
-        async with self.cube_guard.writing(cube_ids):  # a forget of one of them waits until this is on the log
-            positions, tasks, large = await self._record_adds(request, user_id, cube_ids)
+        # The per-user bound first (remote callers refused, in-process ones held back), outside the cube guard so
+        # that a held-back add does not hold up a forget; the guard then keeps a forget of these cubes waiting
+        # until the records are on the log.
+        wait_s = None if request.origin == "remote" else self.limits.sync_timeout_s
+        async with self.pending.admit(user_id, len(cube_ids), wait_s=wait_s) as waiting_on, \
+                self.cube_guard.writing(cube_ids):
+            positions, tasks, large = await self._record_adds(request, user_id, cube_ids, waiting_on)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         try:
@@ -130,10 +135,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             ))
         return out
 
-    async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str]
+    async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str], waiting_on: Record
                            ) -> tuple[list[Position], list[tuple[str, str]], bool]:
         """Check write access and the backlog, then put one add record per cube on the log: their positions,
-        (cube, task id) pairs, and whether any went to the lane of large adds."""
+        (cube, task id) pairs, and whether any went to the lane of large adds; ``waiting_on`` is told where
+        they are, for derivation to pass."""
         for cube_id in cube_ids:
             await self.check_write(user_id, cube_id, auto_create=request.auto_create)
         if request.async_mode == "sync":
@@ -168,13 +174,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             tasks.append((cube_id, tid))
         limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
         lanes = ["-large" if is_large_add(e, limit) else "" for e in recorded_adds]
-        wait_s = None if request.origin == "remote" else self.limits.sync_timeout_s  # in-process: held back
-        async with self.pending.admit(user_id, len(recorded_adds), wait_s=wait_s) as waiting_on:
-            positions = await self.rt.publish_records(outgoing)
-            refined = request.mode == "fine" and request.async_mode == "async"
-            waiting_on([Waiting(p.topic, p.partition, p.offset + 1,
-                                (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",))
-                        for p, lane in zip(positions[::2], lanes, strict=True)])
+        positions = await self.rt.publish_records(outgoing)
+        refined = request.mode == "fine" and request.async_mode == "async"
+        waiting_on([Waiting(p.topic, p.partition, p.offset + 1,
+                            (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",))
+                    for p, lane in zip(positions[::2], lanes, strict=True)])
         return positions, tasks, any(lanes)
 
     # --- search and reads ---------------------------------------------------------------------------
