@@ -1,4 +1,4 @@
-"""One user's adds and tasks waiting for derivation are bounded (door.max_pending_per_user); others still write."""
+"""One user's adds waiting for derivation are bounded (door.max_pending_per_user); others still write; tasks are not counted."""
 
 from __future__ import annotations
 
