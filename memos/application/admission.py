@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from memos.application.errors import SearchesBusy
+from memos.application.shared import shared
 
 __all__ = ["AdmissionStats", "SearchGate", "gate_for"]
 
@@ -187,15 +187,9 @@ class SearchGate:
         self._active -= 1
 
 
-_GATES: weakref.WeakKeyDictionary[object, SearchGate] = weakref.WeakKeyDictionary()
-
-
 def gate_for(owner: object, *, max_active: int, queue_ms: float, per_user: int, retry_after_s: float,
              lifo_after_ms: float | None = None, overload_queue_ms: float | None = None) -> SearchGate:
     """The one gate of ``owner`` (a runtime): every front end over the same runtime shares its slots."""
-    gate = _GATES.get(owner)
-    if gate is None:
-        gate = _GATES[owner] = SearchGate(max_active=max_active, queue_ms=queue_ms, per_user=per_user,
-                                          retry_after_s=retry_after_s, lifo_after_ms=lifo_after_ms,
-                                          overload_queue_ms=overload_queue_ms)  # fmt: skip
-    return gate
+    return shared(owner, SearchGate, lambda: SearchGate(
+        max_active=max_active, queue_ms=queue_ms, per_user=per_user, retry_after_s=retry_after_s,
+        lifo_after_ms=lifo_after_ms, overload_queue_ms=overload_queue_ms))

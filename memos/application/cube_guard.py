@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from memos.application.errors import CubeBusy
+from memos.application.shared import shared
 
 __all__ = ["CubeGuard", "cube_guard_for"]
 
@@ -72,12 +72,6 @@ def _release(counts: Counter[str], cube_ids: list[str]) -> None:
             del counts[cube_id]
 
 
-_GUARDS: weakref.WeakKeyDictionary[object, CubeGuard] = weakref.WeakKeyDictionary()
-
-
 def cube_guard_for(owner: object) -> CubeGuard:
     """The one guard of ``owner`` (a runtime): every front end over it shares it."""
-    guard = _GUARDS.get(owner)
-    if guard is None:
-        guard = _GUARDS[owner] = CubeGuard()
-    return guard
+    return shared(owner, CubeGuard, CubeGuard)

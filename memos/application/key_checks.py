@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
 from memos.application.errors import KeyChecksBusy
+from memos.application.shared import shared
 
 __all__ = ["KeyCheckGate", "key_gate_for"]
 
@@ -65,12 +65,6 @@ class KeyCheckGate:
         return user
 
 
-_GATES: weakref.WeakKeyDictionary[object, KeyCheckGate] = weakref.WeakKeyDictionary()
-
-
 def key_gate_for(owner: object, *, at_once: int, waiting: int, retry_s: float) -> KeyCheckGate:
     """The one key-check gate of ``owner`` (a runtime): every front end over it shares the bounds."""
-    gate = _GATES.get(owner)
-    if gate is None:
-        gate = _GATES[owner] = KeyCheckGate(at_once=at_once, waiting=waiting, retry_s=retry_s)
-    return gate
+    return shared(owner, KeyCheckGate, lambda: KeyCheckGate(at_once=at_once, waiting=waiting, retry_s=retry_s))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 
 from memos.application.errors import BacklogFull
 from memos.application.ports import Platform
+from memos.application.shared import shared
 
 __all__ = ["PendingWork", "Record", "UserBacklogFull", "Waiting", "pending_work_for"]
 
@@ -155,14 +155,8 @@ def _ignore(_: Sequence[Waiting]) -> None:
     return None
 
 
-_PENDING: weakref.WeakKeyDictionary[object, PendingWork] = weakref.WeakKeyDictionary()
-
-
 def pending_work_for(platform: Platform) -> PendingWork:
     """The one count of ``platform`` (a runtime): every front end over it shares it."""
-    pending = _PENDING.get(platform)
-    if pending is None:
-        limits = platform.door_limits
-        pending = _PENDING[platform] = PendingWork(
-            platform, per_user=limits.max_pending_per_user, retry_after_s=limits.backlog_retry_after_s)
-    return pending
+    limits = platform.door_limits
+    return shared(platform, PendingWork, lambda: PendingWork(
+        platform, per_user=limits.max_pending_per_user, retry_after_s=limits.backlog_retry_after_s))
