@@ -22,7 +22,6 @@ from memory_store.embedded.keyword_tantivy_parts import (
     TANTIVY_SCHEMA,
     CubeIndex,
     Doc,
-    bm25,
     bm25_score,
     idf,
     live_count,
@@ -179,13 +178,9 @@ def rank(searcher: tantivy.Searcher, cube: CubeIndex, pending: Pending, stale: f
     total = searcher.num_docs
     limit = min(total, k + max(10, k // 2))
     scored: dict[int, tuple[float, str]] = {}
-    for doc_no in pending.matches(terms, types, include_retired):  # scored as bm25_score scores every hit
+    for doc_no in pending.matches(terms, types, include_retired):  # scored like every hit, from their counts
         memory_id, _, _, length, counts = pending.current[doc_no]
-        score = 0.0
-        for t in terms:
-            if counts[t]:
-                score += bm25(counts[t], length, weight[t], avg_length)
-        scored[doc_no] = (score, memory_id)
+        scored[doc_no] = (bm25_score(counts.__getitem__, length, terms, weight, avg_length), memory_id)
     while True:
         hits = searcher.search(query, limit, count=False).hits if limit > 0 else []
         numbers = searcher.fast_field_values("doc_no", [address for _, address in hits])
@@ -194,8 +189,8 @@ def rank(searcher: tantivy.Searcher, cube: CubeIndex, pending: Pending, stale: f
         if rows is None:  # the cube was dropped since
             return []
         for doc_no, memory_id, text, title, length in rows:
-            scored[doc_no] = (bm25_score(f"{text or ''} {title or ''}", length, terms, weight, avg_length),
-                              memory_id)
+            words = f"{text or ''} {title or ''}".split()
+            scored[doc_no] = (bm25_score(words.count, length, terms, weight, avg_length), memory_id)
         ranked = sorted(scored.values(), key=lambda hit: (-hit[0], hit[1]))
         if len(hits) < limit or limit >= total:
             return ranked[:k]

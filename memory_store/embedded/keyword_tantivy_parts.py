@@ -11,7 +11,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -69,12 +69,13 @@ def bm25(tf: int, length: int, idf: float, avg_length: float) -> float:
     return idf * (K1 + 1.0) * tf / (tf + K1 * (1.0 - B + B * length / avg_length))
 
 
-def bm25_score(text: str, length: int, terms: Sequence[str], weight: dict[str, float], avg_length: float) -> float:
-    """A document's BM25 score, summed in query order: documents alike in what counts tie exactly."""
-    words = text.split()
+def bm25_score(tf_of: Callable[[str], int], length: int, terms: Sequence[str], weight: dict[str, float],
+               avg_length: float) -> float:
+    """A document's BM25 score from its term frequencies (``tf_of``), summed in query order: documents alike in
+    what counts tie exactly, however their frequencies were counted."""
     score = 0.0
     for t in terms:
-        tf = words.count(t)
+        tf = tf_of(t)
         if tf:
             score += bm25(tf, length, weight[t], avg_length)
     return score
