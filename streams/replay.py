@@ -188,8 +188,8 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
 
     The live projection is paused (``live_lock``, the projection stage's) for the duration, so no record
     of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
-    with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one
-    (batches are still applied strictly in log order).
+    with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one,
+    and the first with dropping the cube's old state (batches are still applied strictly in log order).
     """
     key = cube_id.encode()
     partitions = await log.partitions(MEMORIES)
@@ -209,9 +209,12 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     fold = all(getattr(store, "folds_revisions", False) for store in stores)
     retired: set[str] = set()  # memories retired so far in this replay (no revision folds into their upserts)
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
-    await _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
     offset = 0
-    applying: asyncio.Task[None] | None = None
+    # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
+    # one long statement per table with the interpreter lock released, so it runs beside the decoding
+    applying: asyncio.Task[None] | None = asyncio.create_task(
+        _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
+    )
     try:
         while offset < end:
             records = await log.read(MEMORIES, partition, offset, limit=batch)

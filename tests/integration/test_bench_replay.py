@@ -18,8 +18,10 @@ def test_replay_figures_with_phases(tmp_path: Path) -> None:
     args = argparse.Namespace(replay=300, dir=str(tmp_path), replay_phases=True)
     figures = asyncio.run(replay_figures(args, table))
     assert figures["replay_eps"] is not None and figures["replay_eps"] > 0
+    assert figures["replay_eps_populated"] is not None and figures["replay_eps_populated"] > 0
     phases = ("read", "decode_project", "fold", "by_kind", "apply_graph", "apply_vector", "apply_keyword")
     for phase in phases:
         assert (figures[f"replay_cpu_us_{phase}"] or 0) > 0, phase
     # 300 events: 240 adds, 30 revisions and 30 retirements of added memories
     assert "210 current memories" in str(table.columns[-1]._cells[0])
+    assert "210 memories dropped first, 210 rebuilt" in str(table.columns[-1]._cells[1])
