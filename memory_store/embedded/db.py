@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 from urllib.parse import urlsplit
 
 from memory_store.base import Projection
+from memory_store.embedded.wal import SAFETY_PAGES, WalCheckpointer, checkpointer_for, release_checkpointer
 from schemas.envelope import Position
 from schemas.errors import ConfigError, StoreError, StoreUnavailable
 from schemas.ops import AnyOp
@@ -105,6 +106,8 @@ class EmbeddedDatabase:
         self._read_lock = self.lock if path == ":memory:" else threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._wal: WalCheckpointer | None = None
+        """Checkpoints the file's log after commits, off the writer's thread (``memory_store.embedded.wal``)."""
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -129,10 +132,14 @@ class EmbeddedDatabase:
                     conn.execute(f"PRAGMA synchronous={self.synchronous}")
                     conn.executescript(CHECKPOINT_SCHEMA + schema)
                     reader = conn if self.path == ":memory:" else self._connect()
+                    if reader is not conn:
+                        conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_PAGES}")
                 except BaseException:
                     conn.close()
                     raise
             self._conn, self._reader = conn, reader
+            if reader is not conn:
+                self._wal = checkpointer_for(str(Path(self.path).resolve()))
             logger.info("opened embedded store path=%s synchronous=%s", self.path, self.synchronous)
 
     def close(self) -> None:
@@ -141,6 +148,9 @@ class EmbeddedDatabase:
             for conn in {id(c): c for c in (self._conn, self._reader) if c is not None}.values():
                 conn.close()
             self._conn = self._reader = None
+            if self._wal is not None:
+                release_checkpointer(self._wal.path)
+                self._wal = None
 
     @property
     def is_open(self) -> bool:
@@ -171,6 +181,9 @@ class EmbeddedDatabase:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+        wal = self._wal
+        if wal is not None:
+            wal.poke()
 
     @staticmethod
     def checkpoint_in(conn: sqlite3.Connection, projection: str, topic: str, partition: int) -> int | None:
