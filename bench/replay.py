@@ -17,14 +17,14 @@ from rich.table import Table
 from memory_store.base import Projection
 from memos.runtime import Runtime
 from processors.fold import fold_revisions
-from schemas.envelope import Position, Record
+from schemas.envelope import Position
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
 from schemas.ops import DropCube
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.runner import event_record
 from streams.pipeline.stages import apply_planned
-from streams.replay import by_kind, collector_relaxed, plan_records, replay_cube, small_pages
+from streams.replay import by_kind, collector_relaxed, plan_values, replay_cube, small_pages
 from streams.settings import AppSettings
 
 __all__ = ["replay_breakdown", "replay_figures"]
@@ -99,17 +99,14 @@ async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -
         spent[phase] = spent.get(phase, 0.0) + time.process_time() - started
 
     with collector_relaxed(), small_pages():  # as replay_cube runs
-        batches: list[list[Record]] = []
+        batches: list[list[tuple[int, bytes]]] = []
         offset, started = 0, time.process_time()
         while offset < end:
-            records = await log.read(MEMORIES, partition, offset, limit=5000)
-            if not records:
-                break
-            batches.append(records)
-            offset = records[-1].position.offset + 1
+            values, offset = await log.read_key(MEMORIES, partition, key, offset, end, limit=5000)
+            batches.append(values)
         timed("read", started)
         started = time.process_time()
-        planned = [plan_records(records, key, end, lazy_vectors=True) for records in batches]
+        planned = [plan_values(values, MEMORIES, partition, lazy_vectors=True) for values in batches]
         timed("decode_project", started)
         started, retired = time.process_time(), set[str]()
         planned = [fold_revisions(ops, retired) for ops in planned]
@@ -120,8 +117,9 @@ async def replay_breakdown(log: EventLog, stores: list[Projection], cube: str) -
         for store in stores:
             await apply_planned([store], [([DropCube(cube_id=cube)], Position(MEMORIES, partition, -1))], replay=True)
             started = time.process_time()
-            for ops, records in zip(ordered, batches, strict=True):
-                await apply_planned([store], [(ops, records[-1].position)], replay=True)
+            for ops, values in zip(ordered, batches, strict=True):
+                last = Position(MEMORIES, partition, values[-1][0] if values else end - 1)
+                await apply_planned([store], [(ops, last)], replay=True)
             timed(f"apply_{store.name}", started)
-    events = sum(1 for records in batches for r in records if r.key == key and r.position.offset < end)
+    events = sum(len(values) for values in batches)
     return {phase: seconds / max(events, 1) * 1e6 for phase, seconds in spent.items()}

@@ -21,7 +21,7 @@ from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.stages import apply_planned
 
-__all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_records", "replay_cube", "small_pages"]
+__all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_records", "plan_values", "replay_cube", "small_pages"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,24 +92,32 @@ def small_pages() -> Iterator[None]:
 
 
 def plan_records(records: Sequence[Record], key: bytes, end: int, *, lazy_vectors: bool = False) -> list[AnyOp]:
-    """The ops of the cube's records below ``end``, in log order; poison records skipped.
+    """The ops of the cube's records below ``end``, in log order; poison records skipped (``plan_values``)."""
+    if not records:
+        return []
+    first = records[0].position
+    values = [(r.position.offset, r.value) for r in records if r.key == key and r.position.offset < end]
+    return plan_values(values, first.topic, first.partition, lazy_vectors=lazy_vectors)
+
+
+def plan_values(values: Sequence[tuple[int, bytes]], topic: str, partition: int, *,
+                lazy_vectors: bool = False) -> list[AnyOp]:
+    """The ops of one cube's records ((offset, value) pairs of a partition of ``topic``), in log order;
+    poison records skipped.
 
     Memory events of the current schema take the fast lane (``decode_raw`` + ``project_raw``, no event
     model built); anything else, or anything the fast lane declines, ``decode`` + ``project``.
     """
     planned: list[AnyOp] = []
-    for record in records:
-        if record.position.offset >= end:
-            break
-        if record.key != key:
-            continue
-        raw = decode_raw(record.value)
+    for offset, value in values:
+        raw = decode_raw(value)
         ops = None if raw is None else project_raw(raw[0], raw[1], lazy_vectors=lazy_vectors)
         if ops is None:
             try:
-                event = decode(record.value)
+                event = decode(value)
             except EventDecodeError as exc:
-                logger.warning("replay skipped poison record position=%s error=%s", record.position, exc)
+                logger.warning("replay skipped poison record position=%s error=%s",
+                               Position(topic, partition, offset), exc)
                 continue
             ops = project(event)
         planned.extend(ops)
@@ -217,12 +225,9 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     )
     try:
         while offset < end:
-            records = await log.read(MEMORIES, partition, offset, limit=batch)
-            if not records:
-                break
-            ops = plan_records(records, key, end, lazy_vectors=lazy_vectors)
-            last = records[-1].position
-            offset = last.offset + 1
+            values, offset = await log.read_key(MEMORIES, partition, key, offset, end, limit=batch)
+            ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
+            last = Position(MEMORIES, partition, offset - 1)
             if applying is not None:
                 await applying
                 applying = None

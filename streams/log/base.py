@@ -176,6 +176,31 @@ class EventLog(ABC):
     async def read(self, topic: str, partition: int, offset: int, *, limit: int = 500) -> list[Record]:
         """Read records of one partition from ``offset`` without any group (for replay and feeds)."""
 
+    async def read_key(
+        self, topic: str, partition: int, key: bytes, offset: int, end: int, *, limit: int = 500
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """(offset, value) of the records of ``key`` at offsets in [``offset``, ``end``) of one partition, at
+        most ``limit`` of them, and the offset to read on from (``end`` once none is left).
+
+        A replay's read: one cube's values, nothing else built. This default reads ``limit`` records at a
+        time through ``read`` and keeps the key's; the embedded log selects them in SQL.
+        """
+        out: list[tuple[int, bytes]] = []
+        while offset < end:
+            records = await self.read(topic, partition, offset, limit=limit)
+            if not records:
+                break
+            for record in records:
+                at = record.position.offset
+                if at >= end:
+                    return out, end
+                offset = at + 1
+                if record.key == key:
+                    out.append((at, record.value))
+                    if len(out) == limit:
+                        return out, min(offset, end)
+        return out, end
+
     @abstractmethod
     async def forget_key(self, topic: str, key: bytes) -> int:
         """Make every record of ``key`` on ``topic`` unreadable; returns how many were removed.

@@ -222,6 +222,29 @@ async def test_read_pages_through_a_partition(event_log: EventLog, topic: str) -
     ]
 
 
+async def test_read_key_pages_through_one_keys_records_below_an_end(event_log: EventLog, topic: str) -> None:
+    # a replay's read: the key's (offset, value) pairs only, in pages, up to (not including) ``end``
+    await event_log.create_topic(topic, partitions=1)
+    keys = [b"a" if i % 3 else b"b" for i in range(40)]  # offsets 0, 3, 6, ... are b's
+    await event_log.append_batch([OutgoingRecord(topic, k, b"%d" % i) for i, k in enumerate(keys)])
+    await event_log.append(topic, b"a", b"after the end")
+    end = 40
+    pages, offset = [], 0
+    while offset < end:
+        values, offset = await event_log.read_key(topic, 0, b"a", offset, end, limit=7)
+        assert offset <= end
+        pages.append(values)
+    a_offsets = [i for i, k in enumerate(keys) if k == b"a"]
+    assert [o for page in pages for o, _ in page] == a_offsets  # every one, in order, none past the end
+    assert [v for page in pages for _, v in page] == [b"%d" % i for i in a_offsets]
+    assert [len(page) for page in pages[:-1]] == [7] * (len(pages) - 1)  # full pages until the last
+    assert await event_log.read_key(topic, 0, b"b", 38, end, limit=7) == ([(39, b"39")], end)
+    assert await event_log.read_key(topic, 0, b"b", 37, 39, limit=7) == ([], 39)
+    assert await event_log.read_key(topic, 0, b"b", 36, end, limit=1) == ([(36, b"36")], 37)
+    assert await event_log.read_key(topic, 0, b"zz", 0, end, limit=5) == ([], end)
+    assert await event_log.read_key(topic, 0, b"a", end, end, limit=5) == ([], end)
+
+
 async def test_consumer_earliest_replays_from_zero(event_log: EventLog, topic: str) -> None:
     sent = await fill(event_log, topic, 30)
     async with event_log.consumer([topic], start_from="earliest") as consumer:

@@ -130,6 +130,17 @@ def _read(conn: sqlite3.Connection, topic: str, partition: int, offset: int, lim
     return [Record(Position(topic, partition, o), k, v, unpack_headers(h), ts) for o, k, v, h, ts in rows]
 
 
+def _read_key(
+    conn: sqlite3.Connection, topic: str, partition: int, key: bytes, offset: int, end: int, limit: int
+) -> tuple[list[tuple[int, bytes]], int]:
+    rows = conn.execute(
+        "SELECT offset, value FROM log_records WHERE topic = ? AND partition = ? AND offset >= ? AND offset < ?"
+        " AND key = ? ORDER BY offset LIMIT ?",
+        (topic, partition, offset, end, key, limit),
+    ).fetchall()
+    return rows, (rows[-1][0] + 1 if len(rows) == limit else end)
+
+
 def _forget(conn: sqlite3.Connection, topic: str, key: bytes) -> int:
     row = conn.execute("SELECT partitions FROM log_topics WHERE topic = ?", (topic,)).fetchone()
     if row is None:
@@ -318,6 +329,20 @@ class LocalEventLog(EventLog):
         with map_sqlite_errors("read", self.path):
             return await ctx.reader.run(
                 lambda conn: _read(conn, topic, partition, max(0, offset), max(1, limit))
+            )
+
+    async def read_key(
+        self, topic: str, partition: int, key: bytes, offset: int, end: int, *, limit: int = 500
+    ) -> tuple[list[tuple[int, bytes]], int]:
+        """(offset, value) of ``key``'s records in [``offset``, ``end``), at most ``limit``, in one query (the
+        other keys' records are skipped by SQLite, not turned into Records); and the offset to read on from."""
+        ctx = self._require()
+        start = max(0, offset)
+        if start >= end:
+            return [], end
+        with map_sqlite_errors("read", self.path):
+            return await ctx.reader.run(
+                lambda conn: _read_key(conn, topic, partition, key, start, end, max(1, limit))
             )
 
     async def forget_key(self, topic: str, key: bytes) -> int:
