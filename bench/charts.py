@@ -1,7 +1,8 @@
 """PNG charts of the benchmarks' figures with matplotlib (headless Agg), written beside their tables.
 
 ``search_chart`` (latency against number of memories), ``ingest_chart`` (throughput), ``kv_chart``
-(time to first token against prefix length) and the generic ``line_chart`` / ``bar_chart`` any other
+(time to first token against prefix length), ``replay_chart`` (replay rates and parts), ``retrieval_chart``
+(recall per question category against the targets) and the generic ``line_chart`` / ``bar_chart`` any other
 benchmark may call. matplotlib is a dev extra; without it a chart is skipped with a log line, never
 failing the benchmark.
 """
@@ -13,7 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bar_chart", "ingest_chart", "kv_chart", "line_chart", "search_chart"]
+__all__ = [
+    "RETRIEVAL_TARGETS",
+    "bar_chart",
+    "ingest_chart",
+    "kv_chart",
+    "line_chart",
+    "replay_chart",
+    "retrieval_chart",
+    "search_chart",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -166,3 +176,71 @@ def kv_chart(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, Any], path
         path, series, title="Time to first token against memory prefix length (CPU)",
         xlabel="memory prefix tokens", ylabel="milliseconds to first token", note=_load_note(figures),
     )  # fmt: skip
+
+
+def replay_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
+    """bench.log: replay rates (into empty and into populated projections) against the target, and, when timed,
+    each part of a replay in CPU-us per event."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    phases = {k.removeprefix("replay_cpu_us_"): float(v) for k, v in figures.items()
+              if k.startswith("replay_cpu_us_") and k != "replay_cpu_us_per_event" and v is not None}  # fmt: skip
+    fig, axes = plt.subplots(1, 2 if phases else 1, figsize=(10 if phases else 6, 4.2), squeeze=False)
+    rates = {"into empty\nprojections": figures.get("replay_eps"),
+             "into populated\nprojections": figures.get("replay_eps_populated")}  # fmt: skip
+    labels = [k for k, v in rates.items() if v is not None]
+    ax = axes[0][0]
+    drawn = ax.bar(labels, [float(rates[k] or 0) for k in labels], color=["C0", "C1"][: len(labels)])
+    ax.bar_label(drawn, fmt="%.0f", fontsize=8)
+    ax.axhline(20_000, linestyle="--", linewidth=1, color="C3", label="target (20,000 events/s)")
+    ax.set(title="Replay of 20k memory events into the embedded stores", ylabel="memory events per second")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    if phases:
+        ax = axes[0][1]
+        drawn = ax.bar(list(phases), list(phases.values()), color=[f"C{i}" for i in range(len(phases))])
+        ax.bar_label(drawn, fmt="%.1f", fontsize=8)
+        ax.set(title="Each part alone, in turn", ylabel="CPU-us per event")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+    total = figures.get("replay_cpu_us_per_event")
+    if total is not None:
+        fig.text(0.01, 0.01, f"whole replay: {float(total):.0f} CPU-us per event, all threads", fontsize=7, alpha=0.7)
+    return _save(plt, fig, path)
+
+
+RETRIEVAL_TARGETS = {"all": 0.88, "temporal": 0.90, "multi_hop": 0.65, "open_domain": 0.60}
+"""Leave-one-out targets of issue 12, by category."""
+
+
+def retrieval_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
+    """bench.retrieval: evidence recall within the word budget per question category, in-sample and
+    leave-one-conversation-out, with the targets marked over their categories."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    categories = ["all", "temporal", "multi_hop", "open_domain", "single_hop", "adversarial"]
+
+    def value(prefix: str, category: str) -> float:
+        key = f"{prefix}_recall" if category == "all" else f"{prefix}_{category}"
+        found = figures.get(key)
+        return float(found) if isinstance(found, int | float) else 0.0
+
+    fig, ax = plt.subplots(figsize=(9, 4.2))
+    xs = list(range(len(categories)))
+    width = 0.38
+    for n, (prefix, label) in enumerate((("in_sample", "in-sample best"), ("loo", "leave-one-out"))):
+        drawn = ax.bar([x + (n - 0.5) * width for x in xs], [value(prefix, c) for c in categories], width,
+                       label=label, color=f"C{n}")  # fmt: skip
+        ax.bar_label(drawn, fmt="%.3f", fontsize=7)
+    for x, category in zip(xs, categories, strict=True):
+        target = RETRIEVAL_TARGETS.get(category)
+        if target is not None:
+            ax.hlines(target, x - width, x + width, colors="C3", linestyles="--", linewidth=1.2,
+                      label="target" if category == "all" else None)  # fmt: skip
+    ax.set_xticks(xs, [c.replace("_", "-") for c in categories])
+    ax.set(title="LoCoMo dev: evidence recall within 1,000 words", ylabel="recall", ylim=(0, 1.08))
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(plt, fig, path)

@@ -1,11 +1,11 @@
 """Event log benchmark: append ack latency, batched append throughput and read rate, embedded and Kafka.
 
     python -m bench.log [--kafka kafka://127.0.0.1:19092] [--acks 2000] [--total 20000] [--batch 500]
-                        [--replay 20000] [--replay-phases]
+                        [--replay 20000] [--replay-phases] [--chart docs/bench/replay.png]
 
 Values are ~300-byte Avro-encoded MemoryAdded events (schemas.codec.encode). Kafka runs when --kafka or
 MEMOS_TEST_KAFKA_URL is given and reachable; otherwise its figures are null. The last line printed is
-one JSON object of headline figures.
+one JSON object of headline figures; ``--chart`` gets a PNG of the replay figures.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench.charts import replay_chart
 from schemas.codec import encode
 from schemas.errors import MemorySystemError
 from schemas.events import MemoryAdded
@@ -237,11 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replay-phases", action="store_true",
                         help="after the replay, time its parts one by one (CPU-us per event each)")
     parser.add_argument("--dir", default=None, help="folder for the embedded log files (default: temp)")
+    parser.add_argument("--chart", default="docs/bench/replay.png", help="PNG of the replay figures ('' for none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     figures = asyncio.run(run(args))
     size = statistics.mean(len(v) for _, v in memory_values(50))
     Console().print(f"value size: {size:.0f} bytes (Avro MemoryAdded)")
+    if args.chart and figures.get("replay_eps") is not None:
+        replay_chart(figures, Path(args.chart))
     print(json.dumps(figures))
 
 

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.charts import retrieval_chart
 from bench.retrieval_loo import (
     Candidates,
     EmbeddingCache,
@@ -413,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-cache", dest="cache", action="store_false", help="do not cache embeddings under /tmp"
     )
+    parser.add_argument(
+        "--chart", default="docs/bench/retrieval.png",
+        help="PNG of recall per category against the targets (leave-one-out runs only; '' for none)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
@@ -425,6 +430,8 @@ def main(argv: list[str] | None = None) -> None:
             figures = evaluate(args)
         finally:
             reset_default_client()
+    if args.chart and "loo_recall" in figures:
+        retrieval_chart(figures, Path(args.chart))
     print(json.dumps(figures))
 
 

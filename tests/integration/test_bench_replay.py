@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from bench.charts import replay_chart, retrieval_chart
 from bench.replay import replay_figures
 
 
@@ -25,3 +26,14 @@ def test_replay_figures_with_phases(tmp_path: Path) -> None:
     # 300 events: 240 adds, 30 revisions and 30 retirements of added memories
     assert "210 current memories" in str(table.columns[-1]._cells[0])
     assert "210 memories dropped first, 210 rebuilt" in str(table.columns[-1]._cells[1])
+    chart = replay_chart(figures, tmp_path / "replay.png")
+    assert chart is not None and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_retrieval_chart_draws_every_category(tmp_path: Path) -> None:
+    figures = {"loo_recall": 0.9, "in_sample_recall": 0.91}
+    for category in ("temporal", "multi_hop", "open_domain", "single_hop", "adversarial"):
+        figures[f"loo_{category}"] = 0.6
+        figures[f"in_sample_{category}"] = 0.62
+    chart = retrieval_chart(figures, tmp_path / "retrieval.png")
+    assert chart is not None and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -105,7 +105,11 @@ def _run(args: list[str], home: Path) -> dict[str, Any]:
 def test_retrieval_benchmark_on_a_synthesised_conversation(tmp_path: Path) -> None:
     path = tmp_path / "locomo-smoke.json"
     path.write_text(json.dumps([_conversation()]), encoding="utf-8")
-    figures = _run(["bench.retrieval", str(path), "--relativity", "default,0"], tmp_path / "home")
+    chart = tmp_path / "retrieval.png"
+    figures = _run(
+        ["bench.retrieval", str(path), "--relativity", "default,0", "--chart", str(chart)], tmp_path / "home"
+    )
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for key in ("recall_at_1000w", "search_p50_ms", "search_p95_ms", *CATEGORY_KEYS, "recall_at_1000w_rel0"):
         assert key in figures, key
     assert figures["turns"] == 18
