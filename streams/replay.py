@@ -14,14 +14,14 @@ from processors.fold import fold_revisions
 from processors.projection import project
 from processors.raw_projection import project_raw
 from schemas.codec import decode, decode_raw
-from schemas.envelope import Position, Record
+from schemas.envelope import Position
 from schemas.errors import EventDecodeError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.stages import apply_planned
 
-__all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_records", "plan_values", "replay_cube", "small_pages"]
+__all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_values", "replay_cube", "small_pages"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +89,6 @@ def small_pages() -> Iterator[None]:
         _small_page_holds[0] -= 1
         if _small_page_holds[0] == 0:
             switch(bool(_small_page_holds[1]))
-
-
-def plan_records(records: Sequence[Record], key: bytes, end: int, *, lazy_vectors: bool = False) -> list[AnyOp]:
-    """The ops of the cube's records below ``end``, in log order; poison records skipped (``plan_values``)."""
-    if not records:
-        return []
-    first = records[0].position
-    values = [(r.position.offset, r.value) for r in records if r.key == key and r.position.offset < end]
-    return plan_values(values, first.topic, first.partition, lazy_vectors=lazy_vectors)
 
 
 def plan_values(values: Sequence[tuple[int, bytes]], topic: str, partition: int, *,

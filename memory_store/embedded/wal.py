@@ -82,9 +82,10 @@ class WalCheckpointer:
                     self._cond.notify_all()
                 if self._stop.wait(self.interval_s):  # at most one checkpoint per interval
                     return
-        finally:
+        finally:  # stopped, or died: either way nobody waits on it any longer
             if conn is not None:
                 conn.close()
+            self._stop.set()
             with self._cond:
                 self._cond.notify_all()
 
