@@ -194,7 +194,7 @@ def replay_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
     drawn = ax.bar(labels, [float(rates[k] or 0) for k in labels], color=["C0", "C1"][: len(labels)])
     ax.bar_label(drawn, fmt="%.0f", fontsize=8)
     ax.axhline(20_000, linestyle="--", linewidth=1, color="C3", label="target (20,000 events/s)")
-    ax.set(title="Replay of 20k memory events into the embedded stores", ylabel="memory events per second")
+    ax.set(title="Replay of memory events into the embedded stores", ylabel="memory events per second")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     if phases:
@@ -214,13 +214,13 @@ RETRIEVAL_TARGETS = {"all": 0.88, "temporal": 0.90, "multi_hop": 0.65, "open_dom
 """Leave-one-out targets of issue 12, by category."""
 
 
-def retrieval_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
-    """bench.retrieval: evidence recall within the word budget per question category, in-sample and
-    leave-one-conversation-out, with the targets marked over their categories."""
+def retrieval_chart(figures: Mapping[str, Any], names: Sequence[str], path: Path) -> Path | None:
+    """bench.retrieval: evidence recall within the word budget overall and per question category (``names``,
+    as in its figures' keys), in-sample and leave-one-conversation-out, with the targets marked over them."""
     plt = _pyplot()
     if plt is None:
         return None
-    categories = ["all", "temporal", "multi_hop", "open_domain", "single_hop", "adversarial"]
+    categories = ["all", *names]
 
     def value(prefix: str, category: str) -> float:
         key = f"{prefix}_recall" if category == "all" else f"{prefix}_{category}"

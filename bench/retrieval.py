@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             reset_default_client()
     if args.chart and "loo_recall" in figures:
-        retrieval_chart(figures, Path(args.chart))
+        retrieval_chart(figures, list(CATEGORIES.values()), Path(args.chart))
     print(json.dumps(figures))
 
 

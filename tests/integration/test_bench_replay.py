@@ -10,6 +10,7 @@ from rich.table import Table
 
 from bench.charts import replay_chart, retrieval_chart
 from bench.replay import replay_figures
+from bench.retrieval_report import CATEGORIES
 
 
 def test_replay_figures_with_phases(tmp_path: Path) -> None:
@@ -32,8 +33,8 @@ def test_replay_figures_with_phases(tmp_path: Path) -> None:
 
 def test_retrieval_chart_draws_every_category(tmp_path: Path) -> None:
     figures = {"loo_recall": 0.9, "in_sample_recall": 0.91}
-    for category in ("temporal", "multi_hop", "open_domain", "single_hop", "adversarial"):
+    for category in CATEGORIES.values():
         figures[f"loo_{category}"] = 0.6
         figures[f"in_sample_{category}"] = 0.62
-    chart = retrieval_chart(figures, tmp_path / "retrieval.png")
+    chart = retrieval_chart(figures, list(CATEGORIES.values()), tmp_path / "retrieval.png")
     assert chart is not None and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
