@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Literal, Self
 
@@ -49,6 +49,19 @@ class Projection(ABC):
     @abstractmethod
     async def checkpoint(self, topic: str, partition: int) -> int | None:
         """Offset of the last record applied from that partition, or None."""
+
+    def reopener(self) -> Callable[[], Projection] | None:
+        """A picklable callable that opens this store again in another process (a replay helper's), or None
+        when only this process can write it (the default: in-memory state, or a remote engine)."""
+        return None
+
+    async def lend(self) -> None:
+        """Before another process writes this store: let go of what only one process may hold (writers)."""
+        return None
+
+    async def take_back(self, cube_id: str) -> None:
+        """After another process rewrote ``cube_id`` in this store: drop what this process cached of it."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -316,7 +316,7 @@ def worker(config: str | None = CONFIG,
         raise fail(f"--engine must be runner or faust, not {engine!r}")
     loaded = settings(config)
     if engine == "faust":
-        from memos.runtime import run_faust_worker
+        from memos.runtime_tools import run_faust_worker
         from schemas.errors import MemorySystemError
 
         try:
@@ -346,7 +346,7 @@ def worker(config: str | None = CONFIG,
 def make_tiny(directory: Path = typer.Argument(..., help="Where to write the model."),
               arch: str = typer.Option("llama", help="llama or qwen2")) -> None:
     """Write a small random-weight causal LM with a real tokenizer and chat template."""
-    from memos.runtime import make_tiny_model
+    from memos.runtime_tools import make_tiny_model
     from schemas.errors import ConfigError
 
     try:

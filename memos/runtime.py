@@ -12,7 +12,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from memory_store.base import GraphStore, KeywordIndex, Projection, VectorStore
@@ -50,6 +49,7 @@ from streams.pipeline.stages import (
     is_large_add,
 )
 from streams.replay import catch_up_control, replay_cube
+from streams.replay_helper import ReplayHelper
 from streams.settings import AppSettings
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from streams.kv.worker import KVWarmerStage
     from streams.replay import Progress
 
-__all__ = ["Runtime", "make_tiny_model", "run_faust_worker"]
+__all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class Runtime:
         """Committed offsets of the stages hosted here, and the waits on them."""
         self._backlog_reading: asyncio.Future[int] | None = None
         self._ends_pending: asyncio.Future[dict[str, dict[int, int]]] | None = None
+        self.replay_helper: ReplayHelper | None = None  # started by the first replay (stores.replay_helper)
         self.followers = CommittedFollower(self.log)
         """Waits on stages hosted by other processes (one poll of the log per group, however many wait)."""
         self._started = False
@@ -282,6 +283,8 @@ class Runtime:
             await self._embedder.aclose()
         if self._llm is not None:
             await self._llm.aclose()
+        if self.replay_helper is not None:
+            await self.replay_helper.aclose()
         for store in self.stores:
             await store.aclose()
         await self.control.aclose()
@@ -451,8 +454,20 @@ class Runtime:
         return removed
 
     async def replay_cube(self, cube_id: str, *, progress: Progress | None = None) -> int:
-        """Rebuild one cube in every projection from the memories topic (live projection paused)."""
-        return await replay_cube(self.log, self.stores, self.projection_stage.lock, cube_id, progress=progress)
+        """Rebuild one cube in every projection from the memories topic (live projection paused), with the
+        replay helper (started now if it is not running: it takes its stores over once it is ready)."""
+        return await replay_cube(self.log, self.stores, self.projection_stage.lock, cube_id, progress=progress,
+                                 helper=self.start_replay_helper())
+
+    def start_replay_helper(self) -> ReplayHelper | None:
+        """The replay helper, started if not running; None when turned off or no store can be lent."""
+        if self.replay_helper is None:
+            modules = sorted({type(s).__module__ for s in self.stores if s.reopener() is not None})
+            if not self.settings.stores.replay_helper or not modules:
+                return None
+            self.replay_helper = ReplayHelper(modules)
+        self.replay_helper.start()
+        return self.replay_helper
 
     async def rebuild_control(self) -> int:
         """Empty the control projection and rebuild it from the registry and tasks topics."""
@@ -473,26 +488,6 @@ class Runtime:
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""
         return datetime.now(UTC)
-
-
-def run_faust_worker(settings: AppSettings, *, stage_names: Sequence[str] | None = None,
-                     group_prefix: str | None = None) -> None:
-    """Host the stages in a faust-streaming app over the configured Kafka log until interrupted
-    (``group_prefix`` None: ``log.group_prefix``)."""
-    from streams.pipeline.faust_app import run_faust_worker as run_app
-
-    run_app(settings, lambda: Runtime(settings, run_stages=False), stage_names=stage_names,
-            group_prefix=group_prefix)
-
-
-def make_tiny_model(directory: str | Path, *, arch: str = "llama") -> Path:
-    """Write a small random-weight causal LM with a real tokenizer (``memory_store.kv.tiny``); ConfigError
-    for an unknown architecture."""
-    from memory_store.kv.tiny import make_tiny_model as make
-
-    if arch not in ("llama", "qwen2"):
-        raise ConfigError(f"tiny model architecture must be llama or qwen2, not {arch!r}")
-    return make(directory, arch="llama" if arch == "llama" else "qwen2")
 
 
 def _keyed(event: Event) -> Event:

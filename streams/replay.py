@@ -7,6 +7,7 @@ import gc
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 from memory_store.base import Projection
 from memory_store.control.base import CONTROL_TOPICS, ControlStore
@@ -15,11 +16,14 @@ from processors.projection import project
 from processors.raw_projection import project_raw
 from schemas.codec import decode, decode_raw
 from schemas.envelope import Position
-from schemas.errors import EventDecodeError
+from schemas.errors import EventDecodeError, StoreError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
 from streams.pipeline.stages import apply_planned
+
+if TYPE_CHECKING:
+    from streams.replay_helper import HelperJob, ReplayHelper
 
 __all__ = ["Progress", "by_kind", "catch_up_control", "collector_relaxed", "plan_values", "replay_cube", "small_pages"]
 
@@ -182,26 +186,49 @@ async def _apply_all(stores: Sequence[Projection], planned: Sequence[tuple[Seque
 
 
 async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: asyncio.Lock, cube_id: str, *,
-                      progress: Progress | None = None, batch: int = 5000) -> int:
+                      progress: Progress | None = None, batch: int = 5000, helper: ReplayHelper | None = None) -> int:
     """Rebuild ``cube_id`` in every projection from the memories topic; returns events applied.
 
     The live projection is paused (``live_lock``, the projection stage's) for the duration, so no record
     of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
     with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one,
     and the first with dropping the cube's old state (batches are still applied strictly in log order).
+    With a ``helper`` process, the stores it can open too (``Projection.reopener``, one database) are lent
+    to it once it is ready and replayed there, on another core, from the values this process reads; if it
+    fails they are replayed here afterwards.
     """
     key = cube_id.encode()
     partitions = await log.partitions(MEMORIES)
     partition = partition_for(key, partitions)
     async with live_lock:
         with collector_relaxed(), small_pages():
-            applied = await _replay_locked(log, stores, cube_id, key, partition, progress, batch)
+            applied = await _replay_locked(log, stores, cube_id, key, partition, progress, batch, helper)
     logger.info("replayed cube=%s topic=%s partition=%d events=%d", cube_id, MEMORIES, partition, applied)
     return applied
 
 
+def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list[Projection]:
+    """The stores a helper may replay: the first database's stores that another process can open."""
+    if helper is None:
+        return []
+    groups: dict[str, list[Projection]] = {}
+    for store in stores:
+        if store.reopener() is not None:
+            groups.setdefault(str(getattr(store, "url", id(store))), []).append(store)
+    return next(iter(groups.values()), [])
+
+
+async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, partition: int, *,
+                     lazy_vectors: bool, fold: bool, retired: set[str], drop: bool) -> HelperJob:
+    for store in lent:
+        await store.lend()
+    factories = [factory for store in lent if (factory := store.reopener()) is not None]
+    return helper.begin(factories, cube_id=cube_id, topic=MEMORIES, partition=partition, lazy_vectors=lazy_vectors,
+                        fold=fold, retired=retired, drop=drop)
+
+
 async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: str, key: bytes, partition: int,
-                         progress: Progress | None, batch: int) -> int:
+                         progress: Progress | None, batch: int, helper: ReplayHelper | None) -> int:
     """``replay_cube``'s work, with the live projection paused."""
     applied = 0
     lazy_vectors = all(getattr(store, "reads_float32_bytes", False) for store in stores)
@@ -209,14 +236,31 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     retired: set[str] = set()  # memories retired so far in this replay (no revision folds into their upserts)
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
     offset = 0
+    lent, local, job, failed, handed = _lendable(stores, helper), list(stores), None, False, False
+    options = {"lazy_vectors": lazy_vectors, "fold": fold}
+    if lent and helper is not None and helper.ready():  # from the start: the helper drops the cube there too
+        job = await _hand_over(helper, lent, cube_id, partition, retired=retired, drop=True, **options)
+        local, handed = [store for store in stores if store not in lent], True
     # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
     # one long statement per table with the interpreter lock released, so it runs beside the decoding
     applying: asyncio.Task[None] | None = asyncio.create_task(
-        _apply_all(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
+        _apply_all(local, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
     )
     try:
         while offset < end:
             values, offset = await log.read_key(MEMORIES, partition, key, offset, end, limit=batch)
+            if job is None and not failed and lent and helper is not None and helper.ready():
+                if applying is not None:  # the lent stores hold every batch before this one
+                    await applying
+                    applying = None
+                job = await _hand_over(helper, lent, cube_id, partition, retired=retired, drop=False, **options)
+                local, handed = [store for store in stores if store not in lent], True
+            if job is not None and values:
+                try:
+                    await job.send(values)
+                except StoreError as exc:
+                    logger.warning("replay helper failed cube=%s, replaying its stores here after: %s", cube_id, exc)
+                    job, failed = None, True
             ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
             last = Position(MEMORIES, partition, offset - 1)
             if applying is not None:
@@ -226,16 +270,30 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 applied += len(ops)  # events applied: a folded revision is applied (in its memory's upsert)
                 if fold:
                     ops = fold_revisions(ops, retired)
-                applying = asyncio.create_task(_apply_all(stores, [(by_kind(ops), last)]))
+                applying = asyncio.create_task(_apply_all(local, [(by_kind(ops), last)]))
             if progress is not None:
                 progress(min(offset, end), end)
         if applying is not None:
             await applying
+        if job is not None:
+            try:
+                await job.finish()
+            except StoreError as exc:
+                logger.warning("replay helper failed cube=%s, replaying its stores here: %s", cube_id, exc)
+                failed = True
+            job = None
     finally:
         if applying is not None and not applying.done():
             applying.cancel()
             with suppress(asyncio.CancelledError):
                 await applying
+        if job is not None:  # this process gave up part-way
+            job.abandon()
+        if handed:
+            for store in lent:
+                await store.take_back(cube_id)
+    if failed:
+        await _replay_locked(log, lent, cube_id, key, partition, None, batch, None)
     return applied
 
 

@@ -63,6 +63,9 @@ class StoreSettings(_Section):
         default="", description="Control store (users, keys, cubes, shares, tasks): sqlite:///... or "
         "falkordb://host:port; empty: $MEMOS_HOME/control.db.")
     namespace: str = Field(default="memos", description="Namespace inside shared graph databases.")
+    replay_helper: bool = Field(
+        default=True, description="Replays also run in a helper process started with the first one (kept "
+        "for later ones): it rebuilds the stores it can open too (the embedded tantivy index) on another core.")
     neo4j_user: str = Field(default="neo4j", description="Neo4j user.")
     neo4j_password: SecretStr = Field(default=SecretStr(""), description="Neo4j password (env only).")
 

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import functools
 import logging
 import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tantivy
 
-from memory_store.base import KeywordIndex
+from memory_store.base import KeywordIndex, Projection
 from memory_store.embedded.db import EmbeddedProjection, Synchronous, runs_by_kind
 from memory_store.embedded.keyword_pending import (
     create_pending,
@@ -33,6 +33,7 @@ from memory_store.embedded.keyword_tantivy_parts import (
     analyze,
     cube_slot,
     doc_length,
+    doc_rows,
     known_docs,
     tantivy_paths,
     top_doc,
@@ -169,6 +170,26 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         for writer in idle:  # every batch committed or rolled back: nothing to drop, merges run to the end
             CubeIndex.release(writer, rollback=False)
         return len(idle)
+
+    def reopener(self) -> Callable[[], Projection] | None:
+        """This index opened again, with the same options, in another process; None when it lives in memory."""
+        if self._folder is None or self.db.path == ":memory:":
+            return None
+        return functools.partial(
+            TantivyKeywordIndex, self.url, synchronous=self.db.synchronous, busy_timeout_s=self._busy_timeout_s,
+            namespace=self.namespace, writer_idle_s=self._writer_idle_s, flush_docs=self._flush_docs,
+        )
+
+    async def lend(self) -> None:
+        """Let every writer go, so that another process can take the cubes' index locks."""
+        await asyncio.to_thread(self.release_writers, 0.0)
+
+    async def take_back(self, cube_id: str) -> None:
+        """Forget this process's handle on the cube's index (another process dropped and rebuilt its folder)."""
+        with self._cubes_lock:
+            cube = self._cubes.pop(cube_slot(cube_id), None)
+        if cube is not None:
+            CubeIndex.release(cube.take_writer(), rollback=True)
 
     # -- per-cube indexes ------------------------------------------------------------------------------
 
@@ -455,7 +476,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                         cube.pending = (rev, *read_pending(conn, slot))
                     _, pending, stale = cube.pending
                 return rank(searcher, cube, pending, stale, terms, docs, tokens, k, types, include_retired,
-                            lambda todo: _rows(conn, slot, todo))
+                            lambda todo: doc_rows(conn, slot, todo))
             finally:
                 conn.execute("ROLLBACK")  # read only
 
@@ -479,17 +500,3 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         )
         return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="keyword") for s, i in hits]
 
-
-def _rows(conn: sqlite3.Connection, slot: str, doc_nos: list[int]
-          ) -> list[tuple[int, str, str | None, str | None, int]] | None:
-    """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
-    try:
-        return conn.execute(
-            f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
-            " WHERE doc_no IN (SELECT value FROM json_each(?))",
-            (json.dumps(doc_nos),),
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return None
-        raise

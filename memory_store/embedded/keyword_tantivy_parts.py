@@ -34,6 +34,7 @@ __all__ = [
     "bm25",
     "cube_slot",
     "doc_length",
+    "doc_rows",
     "idf",
     "known_docs",
     "tantivy_paths",
@@ -276,3 +277,18 @@ class CubeIndex:
             if rollback:
                 writer.rollback()
             writer.wait_merging_threads()
+
+
+def doc_rows(conn: sqlite3.Connection, slot: str, doc_nos: list[int]
+          ) -> list[tuple[int, str, str | None, str | None, int]] | None:
+    """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
+    try:
+        return conn.execute(
+            f'SELECT doc_no, memory_id, body, title, length FROM "kwt_docs_{slot}"'
+            " WHERE doc_no IN (SELECT value FROM json_each(?))",
+            (json.dumps(doc_nos),),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return None
+        raise
