@@ -179,8 +179,8 @@ def kv_chart(rows: Sequence[Mapping[str, Any]], figures: Mapping[str, Any], path
 
 
 def replay_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
-    """bench.log: replay rates (into empty and into populated projections) against the target, and, when timed,
-    each part of a replay in CPU-us per event."""
+    """bench.log: replay rates (into empty and into populated projections, with the replay helper, and without
+    it) against the target, and, when timed, each part of a replay in CPU-us per event."""
     plt = _pyplot()
     if plt is None:
         return None
@@ -188,10 +188,11 @@ def replay_chart(figures: Mapping[str, Any], path: Path) -> Path | None:
               if k.startswith("replay_cpu_us_") and k != "replay_cpu_us_per_event" and v is not None}  # fmt: skip
     fig, axes = plt.subplots(1, 2 if phases else 1, figsize=(10 if phases else 6, 4.2), squeeze=False)
     rates = {"into empty\nprojections": figures.get("replay_eps"),
-             "into populated\nprojections": figures.get("replay_eps_populated")}  # fmt: skip
+             "into populated\nprojections": figures.get("replay_eps_populated"),
+             "populated,\none process": figures.get("replay_eps_one_process")}  # fmt: skip
     labels = [k for k, v in rates.items() if v is not None]
     ax = axes[0][0]
-    drawn = ax.bar(labels, [float(rates[k] or 0) for k in labels], color=["C0", "C1"][: len(labels)])
+    drawn = ax.bar(labels, [float(rates[k] or 0) for k in labels], color=["C0", "C1", "C7"][: len(labels)])
     ax.bar_label(drawn, fmt="%.0f", fontsize=8)
     ax.axhline(20_000, linestyle="--", linewidth=1, color="C3", label="target (20,000 events/s)")
     ax.set(title="Replay of memory events into the embedded stores", ylabel="memory events per second")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -52,37 +53,65 @@ def _events(cube: str, n: int, dim: int = 384) -> list[MemoryAdded | MemoryRevis
     return out
 
 
+def _helper_cpu_s(pid: int | None) -> float:
+    """CPU seconds the helper process has used (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, float | None]:
-    """Append ``--replay`` memory events of one cube, then time ``replay_cube`` into the embedded stores."""
+    """Append ``--replay`` memory events of one cube, then time ``replay_cube`` into the embedded stores: with
+    the replay helper (started with the runtime, as a server's is after its first replay), then in one
+    process (the same-run baseline)."""
     n = int(getattr(args, "replay", 20000))
     with tempfile.TemporaryDirectory(dir=getattr(args, "dir", None)) as home:
         settings = AppSettings(home=Path(home))
         async with Runtime(settings, run_stages=False) as rt:
+            helper = rt.start_replay_helper()
             cube = "bench_cube"
             events = _events(cube, n)
             for start in range(0, len(events), 1000):
                 await rt.log.append_batch([event_record(e) for e in events[start:start + 1000]])
-            started, cpu = time.perf_counter(), time.process_time()
-            applied = await replay_cube(rt.log, rt.stores, rt.projection_stage.lock, cube)
+            warm = helper is not None and await helper.wait_ready(60.0)
+            pid = helper.pid if helper is not None else None
+            started, cpu, helper_cpu = time.perf_counter(), time.process_time(), _helper_cpu_s(pid)
+            applied = await rt.replay_cube(cube)
             elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+            helper_cpu = _helper_cpu_s(pid) - helper_cpu
             count = await rt.graph.count(cube)
             again = time.perf_counter()  # the usual case: the cube's projections hold it already (dropped first)
-            await replay_cube(rt.log, rt.stores, rt.projection_stage.lock, cube)
+            await rt.replay_cube(cube)
             again = time.perf_counter() - again
             rebuilt = await rt.graph.count(cube)
+            jobs = helper.jobs if helper is not None else 0
+            alone = time.perf_counter()  # the baseline: the same replay in this process alone
+            await replay_cube(rt.log, rt.stores, rt.projection_stage.lock, cube)
+            alone = time.perf_counter() - alone
             phases = await replay_breakdown(rt.log, rt.stores, cube) if getattr(args, "replay_phases", False) else {}
     eps = applied / elapsed if elapsed else 0.0
-    cpu_us = cpu / applied * 1e6 if applied else 0.0
+    cpu_us, helper_us = (cpu / applied * 1e6, helper_cpu / applied * 1e6) if applied else (0.0, 0.0)
+    lent = f"the keyword index replayed by the helper process ({helper_us:.0f} CPU-us per event there)" if jobs \
+        else "no helper (none could be lent, or it was not ready)"
     table.add_row("replay -> embedded projections", "", "", "", f"{eps:,.0f}",
                   f"{applied} events (adds, revisions, retirements; 384-d vectors) -> {count} current memories;"
-                  f" {cpu_us:.0f} CPU-us per event (all threads)")
+                  f" {cpu_us:.0f} CPU-us per event in this process (all threads); {lent}")
     again_eps = applied / again if again else 0.0
     table.add_row("replay -> populated projections", "", "", "", f"{again_eps:,.0f}",
                   f"the same cube again: its {count} memories dropped first, {rebuilt} rebuilt")
+    alone_eps = applied / alone if alone else 0.0
+    table.add_row("replay -> populated, one process", "", "", "", f"{alone_eps:,.0f}",
+                  f"the same again without the helper (baseline): x{again_eps / alone_eps if alone_eps else 0:.2f}"
+                  " with it")
     for phase, us in phases.items():
         table.add_row(f"  replay phase: {phase}", "", "", "", "", f"{us:.1f} CPU-us per event (alone, in turn)")
     return {"replay_eps": round(eps), "replay_cpu_us_per_event": round(cpu_us, 1),
-            "replay_eps_populated": round(again_eps),
+            "replay_helper_cpu_us_per_event": round(helper_us, 1) if jobs else None,
+            "replay_helper_warm": bool(warm), "replay_helper_jobs": jobs,
+            "replay_eps_populated": round(again_eps), "replay_eps_one_process": round(alone_eps),
+            "replay_helper_speedup": round(again_eps / alone_eps, 2) if alone_eps else None,
             **{f"replay_cpu_us_{phase}": round(us, 1) for phase, us in phases.items()}}
 
 

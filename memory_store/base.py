@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, NamedTuple, Self
 
 from schemas.envelope import Position
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 from schemas.ops import AnyOp
 
-__all__ = ["GraphStore", "KeywordIndex", "Projection", "VectorStore"]
+__all__ = ["GraphStore", "KeywordIndex", "Lending", "Projection", "VectorStore"]
 
 logger = logging.getLogger(__name__)
+
+
+class Lending(NamedTuple):
+    """How another process replays a store: ``opener`` (picklable) opens it there, and ``reads`` names the
+    fields the store reads of each op type (of the op's record for UpsertMemory and UpsertRelation): only
+    those travel, and ops of the other types are not sent (the store must ignore them)."""
+
+    opener: Callable[[], Projection]
+    reads: Mapping[type[AnyOp], tuple[str, ...]]
 
 
 class Projection(ABC):
@@ -50,9 +59,9 @@ class Projection(ABC):
     async def checkpoint(self, topic: str, partition: int) -> int | None:
         """Offset of the last record applied from that partition, or None."""
 
-    def reopener(self) -> Callable[[], Projection] | None:
-        """A picklable callable that opens this store again in another process (a replay helper's), or None
-        when only this process can write it (the default: in-memory state, or a remote engine)."""
+    def lending(self) -> Lending | None:
+        """How another process (a replay helper) can replay this store, or None when only this process can
+        write it (the default: state held in memory, or a remote engine)."""
         return None
 
     async def lend(self) -> None:

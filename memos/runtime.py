@@ -462,7 +462,7 @@ class Runtime:
     def start_replay_helper(self) -> ReplayHelper | None:
         """The replay helper, started if not running; None when turned off or no store can be lent."""
         if self.replay_helper is None:
-            modules = sorted({type(s).__module__ for s in self.stores if s.reopener() is not None})
+            modules = sorted({type(s).__module__ for s in self.stores if s.lending() is not None})
             if not self.settings.stores.replay_helper or not modules:
                 return None
             self.replay_helper = ReplayHelper(modules)

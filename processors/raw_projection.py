@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from schemas.codec import Float32List, Float32Vector, float32_tuple
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised, ModelUsage, SourceRef
 from schemas.memory import MemoryRecord
-from schemas.ops import AnyOp, RetireMemory, ReviseMemory, UpsertMemory
+from schemas.ops import AnyOp, RetireMemory, ReviseMemory, UpsertMemory, as_is
 
 __all__ = ["project_raw"]
 
@@ -29,7 +29,6 @@ logger = logging.getLogger(__name__)
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 """The form ``str(uuid.UUID(...))`` gives (and the encoder writes); any other spelling takes the slow path."""
-_set = object.__setattr__
 
 
 def _literals(model: type[BaseModel]) -> dict[str, frozenset[str]]:
@@ -50,15 +49,6 @@ _SOURCE_FIELDS = frozenset(SourceRef.model_fields)
 _RECORD_SET = frozenset(MemoryRecord.model_fields)
 
 
-def _build(cls: type[BaseModel], values: dict[str, Any], fields_set: set[str]) -> Any:
-    """An instance holding ``values`` as they are (what ``model_construct`` makes, without its overhead)."""
-    obj = cls.__new__(cls)
-    _set(obj, "__dict__", values)
-    _set(obj, "__pydantic_fields_set__", fields_set)
-    _set(obj, "__pydantic_extra__", None)
-    _set(obj, "__pydantic_private__", None)
-    return obj
-
 
 def _allowed(values: dict[str, Any], literals: dict[str, frozenset[str]]) -> bool:
     for name, allowed in literals.items():
@@ -74,7 +64,7 @@ def _sources(raw: list[dict[str, Any]]) -> tuple[SourceRef, ...] | None:
     for source in raw:
         if source.keys() != _SOURCE_FIELDS or not _allowed(source, _SOURCE):
             return None
-        out.append(_build(SourceRef, source, set(_SOURCE_FIELDS)))
+        out.append(as_is(SourceRef, source, set(_SOURCE_FIELDS)))
     return tuple(out)
 
 
@@ -127,7 +117,7 @@ def _added(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
     if sources is None or metadata is None or embedding is None:
         return None
     at = v["occurred_at"]
-    record = _build(MemoryRecord, {  # every field, in the model's order
+    record = as_is(MemoryRecord, {  # every field, in the model's order
         "id": v["memory_id"], "cube_id": v["cube_id"], "user_id": v["user_id"], "session_id": v["session_id"],
         "memory": v["memory"], "memory_type": v["memory_type"], "key": v["title"], "tags": tuple(v["tags"]),
         "background": v["background"], "sources": sources, "metadata": metadata, "embedding": embedding,
@@ -136,7 +126,7 @@ def _added(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
         "origin_event_id": origin if origin is not None else v["event_id"], "created_at": at, "updated_at": at,
         "valid_from": v["valid_from"], "valid_to": None,
     }, set(_RECORD_SET))  # fmt: skip
-    return [_build(UpsertMemory, {"op": "UpsertMemory", "memory": record}, {"memory"})]
+    return [as_is(UpsertMemory, {"op": "UpsertMemory", "memory": record}, {"memory"})]
 
 
 _REVISE_FIELDS = ("op", "memory_id", "cube_id", "memory", "tags", "metadata", "sources", "embedding",
@@ -158,7 +148,7 @@ def _revised(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
         "ReviseMemory", v["memory_id"], v["cube_id"], v["memory"], tuple(v["tags"]), metadata, sources,
         embedding, v["embedding_model"], v["revision"], v["occurred_at"],
     ), strict=True))  # fmt: skip
-    return [_build(ReviseMemory, values, set(_REVISE_FIELDS))]
+    return [as_is(ReviseMemory, values, set(_REVISE_FIELDS))]
 
 
 _RETIRE_FIELDS = ("op", "memory_id", "cube_id", "reason", "successor_ids", "valid_to", "updated_at")
@@ -172,7 +162,7 @@ def _retired(v: dict[str, Any], lazy: bool) -> list[AnyOp] | None:
         "RetireMemory", v["memory_id"], v["cube_id"], v["reason"], tuple(v["successor_ids"]),
         valid_to if valid_to is not None else v["occurred_at"], v["occurred_at"],
     ), strict=True))  # fmt: skip
-    return [_build(RetireMemory, values, set(_RETIRE_FIELDS[1:]))]
+    return [as_is(RetireMemory, values, set(_RETIRE_FIELDS[1:]))]
 
 
 _LANES = {"MemoryAdded": _added, "MemoryRevised": _revised, "MemoryRetired": _retired}

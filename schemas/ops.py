@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -12,6 +12,7 @@ from schemas.memory import MemoryRecord, RelationRecord
 
 __all__ = [
     "AnyOp",
+    "as_is",
     "DropCube",
     "ReviseMemory",
     "RetireMemory",
@@ -21,6 +22,20 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_Model = TypeVar("_Model", bound=BaseModel)
+_set = object.__setattr__
+
+
+def as_is(cls: type[_Model], values: dict[str, Any], fields_set: set[str] | None = None) -> _Model:
+    """An instance of ``cls`` holding ``values`` as they are, unvalidated: what ``model_construct`` makes,
+    without its overhead (no defaults filled in: a field left out raises AttributeError when read)."""
+    obj = cls.__new__(cls)
+    _set(obj, "__dict__", values)
+    _set(obj, "__pydantic_fields_set__", set(values) if fields_set is None else fields_set)
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
+    return obj
 
 
 class _Op(BaseModel):

@@ -193,8 +193,8 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
     with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one,
     and the first with dropping the cube's old state (batches are still applied strictly in log order).
-    With a ``helper`` process, the stores it can open too (``Projection.reopener``, one database) are lent
-    to it once it is ready and replayed there, on another core, from the values this process reads; if it
+    With a ``helper`` process, the stores it can open too (``Projection.lending``, one database) are lent
+    to it once it is ready and replayed there, on another core, from the ops this process decodes; if it
     fails they are replayed here afterwards.
     """
     key = cube_id.encode()
@@ -213,18 +213,16 @@ def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list
         return []
     groups: dict[str, list[Projection]] = {}
     for store in stores:
-        if store.reopener() is not None:
+        if store.lending() is not None:
             groups.setdefault(str(getattr(store, "url", id(store))), []).append(store)
     return next(iter(groups.values()), [])
 
 
-async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, partition: int, *,
-                     lazy_vectors: bool, fold: bool, retired: set[str], drop: bool) -> HelperJob:
+async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, *, drop: bool) -> HelperJob:
     for store in lent:
         await store.lend()
-    factories = [factory for store in lent if (factory := store.reopener()) is not None]
-    return helper.begin(factories, cube_id=cube_id, topic=MEMORIES, partition=partition, lazy_vectors=lazy_vectors,
-                        fold=fold, retired=retired, drop=drop)
+    lendings = [lending for store in lent if (lending := store.lending()) is not None]
+    return helper.begin(lendings, cube_id=cube_id, drop=drop)
 
 
 async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: str, key: bytes, partition: int,
@@ -237,9 +235,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
     offset = 0
     lent, local, job, failed, handed = _lendable(stores, helper), list(stores), None, False, False
-    options = {"lazy_vectors": lazy_vectors, "fold": fold}
     if lent and helper is not None and helper.ready():  # from the start: the helper drops the cube there too
-        job = await _hand_over(helper, lent, cube_id, partition, retired=retired, drop=True, **options)
+        job = await _hand_over(helper, lent, cube_id, drop=True)
         local, handed = [store for store in stores if store not in lent], True
     # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
     # one long statement per table with the interpreter lock released, so it runs beside the decoding
@@ -253,14 +250,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 if applying is not None:  # the lent stores hold every batch before this one
                     await applying
                     applying = None
-                job = await _hand_over(helper, lent, cube_id, partition, retired=retired, drop=False, **options)
+                job = await _hand_over(helper, lent, cube_id, drop=False)
                 local, handed = [store for store in stores if store not in lent], True
-            if job is not None and values:
-                try:
-                    await job.send(values)
-                except StoreError as exc:
-                    logger.warning("replay helper failed cube=%s, replaying its stores here after: %s", cube_id, exc)
-                    job, failed = None, True
             ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
             last = Position(MEMORIES, partition, offset - 1)
             if applying is not None:
@@ -270,7 +261,15 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 applied += len(ops)  # events applied: a folded revision is applied (in its memory's upsert)
                 if fold:
                     ops = fold_revisions(ops, retired)
-                applying = asyncio.create_task(_apply_all(local, [(by_kind(ops), last)]))
+                ordered = by_kind(ops)
+                if job is not None:  # the lent stores' part of the batch goes to the helper first
+                    try:
+                        await job.send(ordered, last)
+                    except StoreError as exc:
+                        logger.warning("replay helper failed cube=%s, replaying its stores here after: %s",
+                                       cube_id, exc)
+                        job, failed = None, True
+                applying = asyncio.create_task(_apply_all(local, [(ordered, last)]))
             if progress is not None:
                 progress(min(offset, end), end)
         if applying is not None:

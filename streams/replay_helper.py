@@ -9,16 +9,21 @@ import os
 import pickle
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from multiprocessing.connection import Connection
+from typing import Any
 
-from memory_store.base import Projection
+from pydantic import BaseModel
+
+from memory_store.base import Lending, Projection
 from schemas.envelope import Position
 from schemas.errors import StoreUnavailable
-from schemas.ops import DropCube
+from schemas.memory import MemoryRecord, RelationRecord
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation, as_is
+from schemas.topics import MEMORIES
 
-__all__ = ["HelperJob", "ReplayHelper", "main"]
+__all__ = ["HelperJob", "ReplayHelper", "main", "merged_reads", "pack_ops", "unpack_ops"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,19 +31,18 @@ _READY = b"ready"
 _END = b""
 """Ends a job's batches (from this process), or asks the helper to exit (in place of a job)."""
 
-Factory = Callable[[], Projection]
-
 
 class ReplayHelper:
     """A Python process started ahead of replays (``python -m streams.replay_helper``) that replays a cube
     into stores lent to it, beside the process that lends them.
 
     A replay is bound by one interpreter lock: the stores' Python work, decoding included, runs on one core
-    however many threads apply it. The helper is a second interpreter: it decodes the values sent to it
-    and applies them to its own handles on the lent stores (``Projection.reopener``) while this process
-    applies the rest. It is started ahead because an interpreter with the store modules loaded takes about
-    half a second to start; a replay begun before it is ready runs here and hands the lent stores over at
-    the first batch boundary after it is. One job at a time; ``aclose`` lets it exit.
+    however many threads apply it. The helper is a second interpreter: this process decodes the log and
+    sends it each batch's ops, cut down to the fields the lent stores read (``Projection.lending``), and
+    it applies them to its own handles on those stores while this process applies the rest. It is started
+    ahead because an interpreter with the store modules loaded takes about half a second to start; a replay
+    begun before it is ready runs here and hands the lent stores over at the first batch boundary after it
+    is. One job at a time; ``aclose`` lets it exit.
     """
 
     def __init__(self, preload: Sequence[str] = ()) -> None:
@@ -56,6 +60,11 @@ class ReplayHelper:
     def alive(self) -> bool:
         """Whether the process runs."""
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self._process.pid if self.alive and self._process is not None else None
 
     def start(self) -> None:
         """Start the process (returns at once; ``ready`` says when it can take a job). Does nothing if it runs."""
@@ -100,16 +109,16 @@ class ReplayHelper:
                 await asyncio.to_thread(self._up.poll, timeout_s)
         return self._loaded()
 
-    def begin(self, factories: Sequence[Factory], *, cube_id: str, topic: str, partition: int,
-              lazy_vectors: bool, fold: bool, retired: set[str], drop: bool) -> HelperJob:
-        """A job replaying ``cube_id`` into the stores ``factories`` open, from the values ``send`` gives
-        (``drop``: the cube is dropped from them first; ``retired``: memories retired before the first value).
-        The stores must have been lent (``Projection.lend``) and nothing else may write them until ``finish``."""
+    def begin(self, lendings: Sequence[Lending], *, cube_id: str, drop: bool) -> HelperJob:
+        """A job replaying ``cube_id`` into the stores ``lendings`` open, from the ops ``send`` gives
+        (``drop``: the cube is dropped from them first). The stores must have been lent (``Projection.lend``),
+        and nothing else may write them until ``finish``."""
         if self._busy or not self._loaded():
             raise StoreUnavailable("the replay helper is not ready")
         self._busy = True
-        header = (list(factories), cube_id, topic, partition, lazy_vectors, fold, set(retired), drop)
-        return HelperJob(self, pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL))
+        reads = merged_reads(lendings)
+        header = ([lending.opener for lending in lendings], cube_id, drop, _kinds(reads))
+        return HelperJob(self, pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL), reads)
 
     def _send(self, payload: bytes) -> None:
         assert self._down is not None
@@ -147,13 +156,14 @@ class ReplayHelper:
 
 
 class HelperJob:
-    """One replay handed to the helper: batches of values in log order, then ``finish``."""
+    """One replay handed to the helper: batches of ops in log order, then ``finish``."""
 
-    def __init__(self, helper: ReplayHelper, header: bytes) -> None:
+    def __init__(self, helper: ReplayHelper, header: bytes, reads: Reads) -> None:
         self._helper = helper
+        self._reads = reads
         self._sending: asyncio.Future[None] | None = asyncio.ensure_future(self._write(header))
         self.sent = 0
-        """Values sent so far."""
+        """Ops sent so far."""
 
     async def _write(self, payload: bytes) -> None:
         try:
@@ -162,13 +172,14 @@ class HelperJob:
             self._helper.kill()
             raise StoreUnavailable(f"the replay helper stopped: {exc}") from exc
 
-    async def send(self, values: Sequence[tuple[int, bytes]]) -> None:
-        """Queue one batch of (offset, value) pairs; waits until the batch before it is written (so this
-        process runs at most one batch ahead of the helper). StoreUnavailable if the helper stopped."""
+    async def send(self, ops: Sequence[AnyOp], last: Position) -> None:
+        """Queue one batch (``last``: the position of its last record); waits until the batch before it is
+        written, so this process runs at most one batch ahead of the helper. StoreUnavailable if it stopped."""
+        rows = pack_ops(ops, self._reads)
         if self._sending is not None:
             await self._sending
-        self._sending = asyncio.ensure_future(self._write(pickle.dumps(list(values), protocol=5)))
-        self.sent += len(values)
+        self._sending = asyncio.ensure_future(self._write(pickle.dumps(((last.topic, last.partition, last.offset), rows), protocol=5)))
+        self.sent += len(rows)
 
     async def finish(self) -> int:
         """Wait until the helper applied every batch and closed its stores; returns the ops it applied.
@@ -197,54 +208,99 @@ class HelperJob:
         self._helper.kill()
 
 
+# --- ops as they travel ------------------------------------------------------------------------------------
+
+Reads = Mapping[type[AnyOp], tuple[str, ...]]
+_KINDS: tuple[type[AnyOp], ...] = (UpsertMemory, ReviseMemory, RetireMemory, UpsertRelation, DropCube)
+_RECORDS: dict[type[AnyOp], tuple[str, type[BaseModel]]] = {
+    UpsertMemory: ("memory", MemoryRecord), UpsertRelation: ("relation", RelationRecord)}
+"""The op types that wrap a record: the reads name the record's fields."""
+
+
+def merged_reads(lendings: Sequence[Lending]) -> Reads:
+    """Every field that any of the stores reads, per op type."""
+    merged: dict[type[AnyOp], tuple[str, ...]] = {}
+    for lending in lendings:
+        for kind, names in lending.reads.items():
+            merged[kind] = tuple(dict.fromkeys((*merged.get(kind, ()), *names)))
+    return merged
+
+
+def _kinds(reads: Reads) -> dict[int, tuple[type[AnyOp], tuple[str, ...]]]:
+    return {index: (kind, reads[kind]) for index, kind in enumerate(_KINDS) if kind in reads}
+
+
+def pack_ops(ops: Sequence[AnyOp], reads: Reads) -> list[tuple[object, ...]]:
+    """``ops`` as rows of (kind, the fields read...); ops of a type no store reads are left out."""
+    kinds = {kind: (index, names) for index, (kind, names) in _kinds(reads).items()}
+    rows: list[tuple[object, ...]] = []
+    for op in ops:
+        entry = kinds.get(type(op))
+        if entry is None:
+            continue
+        index, names = entry
+        record = _RECORDS.get(type(op))
+        values = (getattr(op, record[0]) if record is not None else op).__dict__
+        rows.append((index, *[values[name] for name in names]))
+    return rows
+
+
+def unpack_ops(rows: Sequence[tuple[object, ...]], kinds: Mapping[int, tuple[type[AnyOp], tuple[str, ...]]]
+               ) -> list[AnyOp]:
+    """The ops ``pack_ops`` gave rows of, holding the fields read alone (reading another raises AttributeError)."""
+    ops: list[AnyOp] = []
+    for row in rows:
+        kind, names = kinds[int(row[0])]  # type: ignore[call-overload]
+        values: dict[str, Any] = dict(zip(names, row[1:], strict=True))
+        record = _RECORDS.get(kind)
+        if record is not None:
+            values = {record[0]: as_is(record[1], values)}
+        ops.append(as_is(kind, values))
+    return ops
+
+
 # --- the helper process -----------------------------------------------------------------------------------
 
 
 async def _run_job(down: Connection, header: bytes) -> int:
-    """Apply one job's batches as they arrive (decoding the next while the last is applied); every batch is
+    """Apply one job's batches as they arrive (reading the next while the last is applied); every batch is
     read up to the end mark even after a failure, which is raised at the end."""
-    from processors.fold import fold_revisions
     from streams.pipeline.stages import apply_planned
-    from streams.replay import by_kind, collector_relaxed, plan_values, small_pages
 
     stores: list[Projection] = []
     failure: BaseException | None = None
     applying: asyncio.Task[None] | None = None
     applied = 0
-    topic, partition, lazy_vectors, fold, retired = "", 0, False, False, set[str]()
+    kinds: dict[int, tuple[type[AnyOp], tuple[str, ...]]] = {}
     try:
-        factories, cube_id, topic, partition, lazy_vectors, fold, retired, drop = pickle.loads(header)
-        for factory in factories:
-            stores.append(factory())
+        openers, cube_id, drop, kinds = pickle.loads(header)
+        for opener in openers:
+            stores.append(opener())
             await stores[-1].start()
         if drop:
-            await apply_planned(stores, [([DropCube(cube_id=cube_id)], Position(topic, partition, -1))], replay=True)
+            await apply_planned(stores, [([DropCube(cube_id=cube_id)], Position(MEMORIES, 0, -1))], replay=True)
     except Exception as exc:  # noqa: BLE001 - reported to the lending process, which replays them itself
         failure = exc
     try:
-        with collector_relaxed(), small_pages():
-            while data := await asyncio.to_thread(down.recv_bytes):
-                if failure is not None:
-                    continue
-                try:
-                    values: list[tuple[int, bytes]] = pickle.loads(data)
-                    ops = plan_values(values, topic, partition, lazy_vectors=bool(lazy_vectors))
-                    if applying is not None:
-                        await applying
-                        applying = None
-                    if ops:
-                        applied += len(ops)
-                        if fold:
-                            ops = fold_revisions(ops, retired)
-                        last = Position(topic, partition, values[-1][0])
-                        applying = asyncio.create_task(apply_planned(stores, [(by_kind(ops), last)], replay=True))
-                except Exception as exc:  # noqa: BLE001 - as above
-                    failure = exc
-            if applying is not None:
-                try:
+        while data := await asyncio.to_thread(down.recv_bytes):
+            if failure is not None:
+                continue
+            try:
+                last, rows = pickle.loads(data)
+                ops = unpack_ops(rows, kinds)
+                if applying is not None:
                     await applying
-                except Exception as exc:  # noqa: BLE001 - as above
-                    failure = failure or exc
+                    applying = None
+                if ops:
+                    applied += len(ops)
+                    applying = asyncio.create_task(apply_planned(stores, [(ops, Position(*last))], replay=True))
+            except Exception as exc:  # noqa: BLE001 - as above
+                failure = exc
+        if applying is not None:
+            try:
+                await applying
+            except Exception as exc:  # noqa: BLE001 - as above
+                failure = failure or exc
     finally:
         for store in stores:
             with suppress(Exception):

@@ -10,12 +10,12 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import tantivy
 
-from memory_store.base import KeywordIndex, Projection
+from memory_store.base import KeywordIndex, Lending
 from memory_store.embedded.db import EmbeddedProjection, Synchronous, runs_by_kind
 from memory_store.embedded.keyword_pending import (
     create_pending,
@@ -47,6 +47,10 @@ from schemas.text import index_text, query_tokens
 
 __all__ = ["TantivyKeywordIndex"]
 
+_READS: dict[type[AnyOp], tuple[str, ...]] = {
+    UpsertMemory: ("id", "cube_id", "memory_type", "status", "memory", "key"),
+    ReviseMemory: ("memory_id", "cube_id", "memory"), RetireMemory: ("memory_id", "cube_id"), DropCube: ("cube_id",)}
+"""What a replay in another process sends of each op this index applies (``lending``)."""
 _MAX_TERMS = 64
 _MAX_WRITERS = 8  # cube writers kept between batches at most
 
@@ -171,14 +175,15 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             CubeIndex.release(writer, rollback=False)
         return len(idle)
 
-    def reopener(self) -> Callable[[], Projection] | None:
+    def lending(self) -> Lending | None:
         """This index opened again, with the same options, in another process; None when it lives in memory."""
         if self._folder is None or self.db.path == ":memory:":
             return None
-        return functools.partial(
+        opener = functools.partial(
             TantivyKeywordIndex, self.url, synchronous=self.db.synchronous, busy_timeout_s=self._busy_timeout_s,
             namespace=self.namespace, writer_idle_s=self._writer_idle_s, flush_docs=self._flush_docs,
         )
+        return Lending(opener, _READS)
 
     async def lend(self) -> None:
         """Let every writer go, so that another process can take the cubes' index locks."""

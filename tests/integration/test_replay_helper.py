@@ -135,8 +135,10 @@ async def test_a_failing_helper_leaves_the_stores_replayed_here(tmp_path: Path,
         expected = await _state(rt, tmp_path / "home")
         assert isinstance(rt.keyword, TantivyKeywordIndex)
         # the helper opens an index it cannot create: its job fails, after it read every batch
-        rt.keyword.reopener = lambda: functools.partial(  # type: ignore[method-assign]
-            TantivyKeywordIndex, f"tantivy:///{blocker / 'keyword.db'}")
+        lending = rt.keyword.lending()
+        assert lending is not None
+        rt.keyword.lending = lambda: lending._replace(  # type: ignore[method-assign]
+            opener=functools.partial(TantivyKeywordIndex, f"tantivy:///{blocker / 'keyword.db'}"))
         for helper in (ReplayHelper(PRELOAD), DyingHelper(PRELOAD)):
             helper.start()
             try:
@@ -173,5 +175,5 @@ async def test_the_runtime_starts_its_helper_with_a_replay_unless_turned_off(tmp
 
 
 async def test_a_store_in_memory_is_not_lent(tmp_path: Path) -> None:
-    assert TantivyKeywordIndex("tantivy:///:memory:").reopener() is None
-    assert TantivyKeywordIndex(f"tantivy:///{tmp_path / 'k.db'}").reopener() is not None
+    assert TantivyKeywordIndex("tantivy:///:memory:").lending() is None
+    assert TantivyKeywordIndex(f"tantivy:///{tmp_path / 'k.db'}").lending() is not None
