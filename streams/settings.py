@@ -248,11 +248,18 @@ class AppSettings(BaseSettings):
         return options
 
     def store_url(self, which: Literal["graph", "vector", "keyword"]) -> str:
-        """A store URL, defaulting to the embedded store file in the data directory."""
+        """A store URL, defaulting to the embedded store's file in the data directory: ``store.db`` (graph),
+        ``vector.db`` and ``keyword.db`` (tantivy, one index per cube beside it). The graph and vector stores
+        write their own files at the same time (a replay applies both together); a home made while they
+        shared ``store.db`` (it exists, ``vector.db`` does not) keeps its vectors there."""
         value: str = getattr(self.stores, f"{which}_url")
-        if not value and which == "keyword":  # tantivy, one index per cube, beside its own SQLite file
+        if value:
+            return value
+        if which == "keyword":
             return f"tantivy:///{self.home / 'keyword.db'}"
-        return value or f"sqlite:///{self.home / 'store.db'}"
+        if which == "vector" and not ((self.home / "store.db").exists() and not (self.home / "vector.db").exists()):
+            return f"sqlite:///{self.home / 'vector.db'}"
+        return f"sqlite:///{self.home / 'store.db'}"
 
 
 def load_settings(name_or_path: str | Path | None = None, **overrides: Any) -> AppSettings:
