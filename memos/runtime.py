@@ -466,7 +466,11 @@ class Runtime:
             if not self.settings.stores.replay_helper or not modules:
                 return None
             self.replay_helper = ReplayHelper(modules)
-        self.replay_helper.start()
+        try:
+            self.replay_helper.start()
+        except OSError as exc:  # the replay runs here alone
+            logger.warning("replay helper could not start: %s", exc)
+            return None
         return self.replay_helper
 
     async def rebuild_control(self) -> int:

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -73,10 +74,12 @@ class ReplayHelper:
         self.kill()
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
-        try:
+        root = str(Path(__file__).resolve().parents[1])  # the code this process runs, wherever the helper starts
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH"))))}
+        try:  # its own session: a Ctrl-C at the terminal is this process's to handle (the helper exits on EOF)
             self._process = subprocess.Popen(
                 [sys.executable, "-m", "streams.replay_helper", str(down_read), str(up_write), *self.preload],
-                pass_fds=(down_read, up_write), stdin=subprocess.DEVNULL,
+                pass_fds=(down_read, up_write), stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             )
         except OSError:
             for fd in (down_read, down_write, up_read, up_write):

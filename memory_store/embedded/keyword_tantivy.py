@@ -28,6 +28,7 @@ from memory_store.embedded.keyword_pending import (
     tantivy_document,
 )
 from memory_store.embedded.keyword_tantivy_parts import (
+    LENT_READS,
     CubeIndex,
     Doc,
     analyze,
@@ -47,10 +48,6 @@ from schemas.text import index_text, query_tokens
 
 __all__ = ["TantivyKeywordIndex"]
 
-_READS: dict[type[AnyOp], tuple[str, ...]] = {
-    UpsertMemory: ("id", "cube_id", "memory_type", "status", "memory", "key"),
-    ReviseMemory: ("memory_id", "cube_id", "memory"), RetireMemory: ("memory_id", "cube_id"), DropCube: ("cube_id",)}
-"""What a replay in another process sends of each op this index applies (``lending``)."""
 _MAX_TERMS = 64
 _MAX_WRITERS = 8  # cube writers kept between batches at most
 
@@ -99,20 +96,10 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
 
     name = "keyword"
 
-    def __init__(
-        self,
-        url: str | Path,
-        *,
-        synchronous: Synchronous = "FULL",
-        busy_timeout_s: float = 30.0,
-        namespace: str = "",
-        writer_idle_s: float = 0.5,
-        flush_docs: int = 128,
-    ) -> None:
+    def __init__(self, url: str | Path, *, synchronous: Synchronous = "FULL", busy_timeout_s: float = 30.0,
+                 namespace: str = "", writer_idle_s: float = 0.5, flush_docs: int = 128) -> None:
         sqlite_url, self._folder = tantivy_paths(url)
-        super().__init__(
-            sqlite_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace
-        )
+        super().__init__(sqlite_url, synchronous=synchronous, busy_timeout_s=busy_timeout_s, namespace=namespace)
         self.url = str(url)
         self._cubes: dict[str, CubeIndex] = {}
         self._cubes_lock = threading.Lock()
@@ -183,7 +170,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
             TantivyKeywordIndex, self.url, synchronous=self.db.synchronous, busy_timeout_s=self._busy_timeout_s,
             namespace=self.namespace, writer_idle_s=self._writer_idle_s, flush_docs=self._flush_docs,
         )
-        return Lending(opener, _READS)
+        return Lending(opener, LENT_READS)
 
     async def lend(self) -> None:
         """Let every writer go, so that another process can take the cubes' index locks."""

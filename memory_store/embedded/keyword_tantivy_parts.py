@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 import tantivy
 
 from schemas.errors import ConfigError, StoreUnavailable
+from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory
 from schemas.text import index_text
 
 __all__ = [
     "ANALYZER",
+    "LENT_READS",
     "MAX_TOKEN",
     "WRITER_HEAP",
     "B",
@@ -44,6 +46,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+LENT_READS: dict[type[AnyOp], tuple[str, ...]] = {
+    UpsertMemory: ("id", "cube_id", "memory_type", "status", "memory", "key"),
+    ReviseMemory: ("memory_id", "cube_id", "memory"), RetireMemory: ("memory_id", "cube_id"), DropCube: ("cube_id",)}
+"""What a replay in another process sends of each op the index applies (``TantivyKeywordIndex.lending``)."""
 
 K1, B = 1.2, 0.75
 """BM25 parameters (tantivy's and Lucene's defaults)."""
