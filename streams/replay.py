@@ -254,22 +254,23 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 local, handed = [store for store in stores if store not in lent], True
             ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
             last = Position(MEMORIES, partition, offset - 1)
+            if ops:  # made ready before the previous batch is waited for: the stores go on at once
+                applied += len(ops)  # events applied: a folded revision is applied (in its memory's upsert)
+                if fold:
+                    ops = fold_revisions(ops, retired)
+                ops = by_kind(ops)
             if applying is not None:
                 await applying
                 applying = None
             if ops:
-                applied += len(ops)  # events applied: a folded revision is applied (in its memory's upsert)
-                if fold:
-                    ops = fold_revisions(ops, retired)
-                ordered = by_kind(ops)
-                if job is not None:  # the lent stores' part of the batch goes to the helper first
+                applying = asyncio.create_task(_apply_all(local, [(ops, last)]))
+                if job is not None:  # the lent stores' part of the batch goes to the helper meanwhile
                     try:
-                        await job.send(ordered, last)
+                        await job.send(ops, last)
                     except StoreError as exc:
                         logger.warning("replay helper failed cube=%s, replaying its stores here after: %s",
                                        cube_id, exc)
                         job, failed = None, True
-                applying = asyncio.create_task(_apply_all(local, [(ordered, last)]))
             if progress is not None:
                 progress(min(offset, end), end)
         if applying is not None:
