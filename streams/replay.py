@@ -235,6 +235,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     end = (await log.end_offsets(MEMORIES)).get(partition, 0)
     offset = 0
     lent, local, job, failed, handed = _lendable(stores, helper), list(stores), None, False, False
+    reading: asyncio.Future[tuple[list[tuple[int, bytes]], int]] | None = None
     if lent and helper is not None and helper.ready():  # from the start: the helper drops the cube there too
         job = await _hand_over(helper, lent, cube_id, drop=True)
         local, handed = [store for store in stores if store not in lent], True
@@ -245,7 +246,9 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     )
     try:
         while offset < end:
-            values, offset = await log.read_key(MEMORIES, partition, key, offset, end, limit=batch)
+            values, offset = await (reading or log.read_key(MEMORIES, partition, key, offset, end, limit=batch))
+            reading = asyncio.ensure_future(  # the next batch is read while this one is decoded
+                log.read_key(MEMORIES, partition, key, offset, end, limit=batch)) if offset < end else None
             if job is None and not failed and lent and helper is not None and helper.ready():
                 if applying is not None:  # the lent stores hold every batch before this one
                     await applying
@@ -283,6 +286,10 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 failed = True
             job = None
     finally:
+        if reading is not None and not reading.done():
+            reading.cancel()
+            with suppress(asyncio.CancelledError):
+                await reading
         if applying is not None and not applying.done():
             applying.cancel()
             with suppress(asyncio.CancelledError):
