@@ -269,6 +269,7 @@ async def _run_job(down: Connection, header: bytes) -> int:
     """Apply one job's batches as they arrive (reading the next while the last is applied); every batch is
     read up to the end mark even after a failure, which is raised at the end."""
     from streams.pipeline.stages import apply_planned
+    from streams.replay import collector_relaxed
 
     stores: list[Projection] = []
     failure: BaseException | None = None
@@ -285,25 +286,26 @@ async def _run_job(down: Connection, header: bytes) -> int:
     except Exception as exc:  # noqa: BLE001 - reported to the lending process, which replays them itself
         failure = exc
     try:
-        while data := await asyncio.to_thread(down.recv_bytes):
-            if failure is not None:
-                continue
-            try:
-                last, rows = pickle.loads(data)
-                ops = unpack_ops(rows, kinds)
-                if applying is not None:
+        with collector_relaxed():  # as in the lending process: no young passes over a batch's objects
+            while data := await asyncio.to_thread(down.recv_bytes):
+                if failure is not None:
+                    continue
+                try:
+                    last, rows = pickle.loads(data)
+                    ops = unpack_ops(rows, kinds)
+                    if applying is not None:
+                        await applying
+                        applying = None
+                    if ops:
+                        applied += len(ops)
+                        applying = asyncio.create_task(apply_planned(stores, [(ops, Position(*last))], replay=True))
+                except Exception as exc:  # noqa: BLE001 - as above
+                    failure = exc
+            if applying is not None:
+                try:
                     await applying
-                    applying = None
-                if ops:
-                    applied += len(ops)
-                    applying = asyncio.create_task(apply_planned(stores, [(ops, Position(*last))], replay=True))
-            except Exception as exc:  # noqa: BLE001 - as above
-                failure = exc
-        if applying is not None:
-            try:
-                await applying
-            except Exception as exc:  # noqa: BLE001 - as above
-                failure = failure or exc
+                except Exception as exc:  # noqa: BLE001 - as above
+                    failure = failure or exc
     finally:
         for store in stores:
             with suppress(Exception):
