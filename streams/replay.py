@@ -218,11 +218,17 @@ def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list
     return next(iter(groups.values()), [])
 
 
-async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, *, drop: bool) -> HelperJob:
-    for store in lent:
-        await store.lend()
-    lendings = [lending for store in lent if (lending := store.lending()) is not None]
-    return helper.begin(lendings, cube_id=cube_id, drop=drop)
+async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, *,
+                     drop: bool) -> HelperJob | None:
+    """A job of the helper's for the lent stores, or None (logged) when they cannot be handed over."""
+    try:
+        for store in lent:
+            await store.lend()
+        lendings = [lending for store in lent if (lending := store.lending()) is not None]
+        return helper.begin(lendings, cube_id=cube_id, drop=drop)
+    except StoreError as exc:
+        logger.warning("replay helper not used cube=%s: %s", cube_id, exc)
+        return None
 
 
 async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: str, key: bytes, partition: int,
@@ -238,7 +244,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     reading: asyncio.Future[tuple[list[tuple[int, bytes]], int]] | None = None
     if lent and helper is not None and helper.ready():  # from the start: the helper drops the cube there too
         job = await _hand_over(helper, lent, cube_id, drop=True)
-        local, handed = [store for store in stores if store not in lent], True
+        lent, local, handed = (lent, [s for s in stores if s not in lent], True) if job else ([], local, False)
     # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
     # one long statement per table with the interpreter lock released, so it runs beside the decoding
     applying: asyncio.Task[None] | None = asyncio.create_task(
@@ -254,7 +260,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                     await applying
                     applying = None
                 job = await _hand_over(helper, lent, cube_id, drop=False)
-                local, handed = [store for store in stores if store not in lent], True
+                lent, local, handed = (lent, [s for s in stores if s not in lent], True) if job else ([], local, False)
             ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
             last = Position(MEMORIES, partition, offset - 1)
             if ops:  # made ready before the previous batch is waited for: the stores go on at once

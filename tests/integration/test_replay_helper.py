@@ -19,6 +19,7 @@ from memory_store.embedded.keyword_tantivy import TantivyKeywordIndex
 from memos.runtime import Runtime
 from processors.projection import project
 from schemas.envelope import Position
+from schemas.errors import StoreUnavailable
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
 from schemas.topics import MEMORIES
 from streams.pipeline.runner import event_record
@@ -101,6 +102,13 @@ class DyingHelper(ReplayHelper):
         return job
 
 
+class RefusingHelper(ReplayHelper):
+    """Ready, but refuses every job."""
+
+    def begin(self, *args: Any, **kwargs: Any) -> HelperJob:
+        raise StoreUnavailable("refused by the test")
+
+
 PRELOAD = ["memory_store.embedded.keyword_tantivy"]
 
 
@@ -177,3 +185,22 @@ async def test_the_runtime_starts_its_helper_with_a_replay_unless_turned_off(tmp
 async def test_a_store_in_memory_is_not_lent(tmp_path: Path) -> None:
     assert TantivyKeywordIndex("tantivy:///:memory:").lending() is None
     assert TantivyKeywordIndex(f"tantivy:///{tmp_path / 'k.db'}").lending() is not None
+
+
+async def test_a_helper_that_refuses_the_job_leaves_the_replay_here(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    async with Runtime(AppSettings(home=tmp_path), run_stages=False) as rt:
+        await _filled(rt)
+        await _replay(rt, None)
+        expected = await _state(rt, tmp_path)
+        await _stray(rt)
+        helper = RefusingHelper(PRELOAD)
+        helper.start()
+        try:
+            assert await helper.wait_ready(60.0)
+            with caplog.at_level(logging.WARNING, logger="streams.replay"):
+                assert await _replay(rt, helper) == 700
+            assert "replay helper not used" in caplog.text and "replay helper failed" not in caplog.text
+            assert helper.jobs == 0 and await _state(rt, tmp_path) == expected
+        finally:
+            await helper.aclose()
