@@ -90,13 +90,17 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @asynccontextmanager
-async def service(config: str | None, *, stages: bool = False,
-                  stage_names: set[str] | None = None) -> AsyncIterator[MemoryService]:
-    """The application layer over a started runtime (``stages``: this process hosts the processors)."""
+async def service(config: str | None, *, stages: bool = False, stage_names: set[str] | None = None,
+                  replays: bool = False) -> AsyncIterator[MemoryService]:
+    """The application layer over a started runtime (``stages``: this process hosts the processors;
+    ``replays``: the replay helper starts before the runtime does, so it is ready by the first replay)."""
     from memos.application.service import MemoryService
     from memos.runtime import Runtime
 
-    async with Runtime(settings(config), run_stages=stages, stage_names=stage_names) as rt:
+    runtime = Runtime(settings(config), run_stages=stages, stage_names=stage_names)
+    if replays:
+        runtime.start_replay_helper()
+    async with runtime as rt:
         yield MemoryService(rt)
 
 
@@ -165,7 +169,7 @@ def replay(cube: str = typer.Option(..., "--cube", help="Cube to rebuild."), use
     """Drop a cube's projections and rebuild them from the log (an unknown cube is an error)."""
 
     async def go() -> int:
-        async with service(config) as svc:
+        async with service(config, replays=True) as svc:
             with console().status(f"replaying cube {cube!r}"):
                 applied: int = await svc.replay(cube, user_id=user)
             return applied
