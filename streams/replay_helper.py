@@ -124,11 +124,13 @@ class ReplayHelper:
         return HelperJob(self, pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL), reads)
 
     def _send(self, payload: bytes) -> None:
-        assert self._down is not None
+        if self._down is None:
+            raise OSError("the replay helper is not running")
         self._down.send_bytes(payload)
 
     def _receive(self) -> bytes:
-        assert self._up is not None
+        if self._up is None:
+            raise OSError("the replay helper is not running")
         return self._up.recv_bytes()
 
     def _done(self) -> None:
@@ -181,7 +183,8 @@ class HelperJob:
         rows = pack_ops(ops, self._reads)
         if self._sending is not None:
             await self._sending
-        self._sending = asyncio.ensure_future(self._write(pickle.dumps(((last.topic, last.partition, last.offset), rows), protocol=5)))
+        payload = pickle.dumps(((last.topic, last.partition, last.offset), rows), protocol=5)
+        self._sending = asyncio.ensure_future(self._write(payload))
         self.sent += len(rows)
 
     async def finish(self) -> int:
