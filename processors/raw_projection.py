@@ -49,7 +49,6 @@ _SOURCE_FIELDS = frozenset(SourceRef.model_fields)
 _RECORD_SET = frozenset(MemoryRecord.model_fields)
 
 
-
 def _allowed(values: dict[str, Any], literals: dict[str, frozenset[str]]) -> bool:
     for name, allowed in literals.items():
         if values.get(name) not in allowed:

@@ -287,7 +287,7 @@ class CubeIndex:
 
 
 def doc_rows(conn: sqlite3.Connection, slot: str, doc_nos: list[int]
-          ) -> list[tuple[int, str, str | None, str | None, int]] | None:
+             ) -> list[tuple[int, str, str | None, str | None, int]] | None:
     """(doc_no, memory_id, body, title, length) of these documents of a cube; None if it was dropped since."""
     try:
         return conn.execute(
