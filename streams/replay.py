@@ -181,7 +181,7 @@ async def _apply_all(stores: Sequence[Projection], planned: Sequence[tuple[Seque
     those sharing one in turn."""
     groups: dict[str, list[Projection]] = {}
     for store in stores:
-        groups.setdefault(str(getattr(store, "url", id(store))), []).append(store)
+        groups.setdefault(_database(store), []).append(store)
     await asyncio.gather(*(apply_planned(group, planned, replay=True) for group in groups.values()))
 
 
@@ -207,6 +207,11 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     return applied
 
 
+def _database(store: Projection) -> str:
+    """What stores writing the same database share (their URL)."""
+    return str(getattr(store, "url", id(store)))
+
+
 def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list[Projection]:
     """The stores a helper may replay: the first database's stores that another process can open."""
     if helper is None:
@@ -214,7 +219,7 @@ def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list
     groups: dict[str, list[Projection]] = {}
     for store in stores:
         if store.lending() is not None:
-            groups.setdefault(str(getattr(store, "url", id(store))), []).append(store)
+            groups.setdefault(_database(store), []).append(store)
     return next(iter(groups.values()), [])
 
 

@@ -119,9 +119,9 @@ class ReplayHelper:
         if self._busy or not self._loaded():
             raise StoreUnavailable("the replay helper is not ready")
         self._busy = True
-        reads = merged_reads(lendings)
-        header = ([lending.opener for lending in lendings], cube_id, drop, _kinds(reads))
-        return HelperJob(self, pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL), reads)
+        kinds = _kinds(merged_reads(lendings))
+        header = ([lending.opener for lending in lendings], cube_id, drop, kinds)
+        return HelperJob(self, pickle.dumps(header, protocol=pickle.HIGHEST_PROTOCOL), kinds)
 
     def _send(self, payload: bytes) -> None:
         if self._down is None:
@@ -163,12 +163,10 @@ class ReplayHelper:
 class HelperJob:
     """One replay handed to the helper: batches of ops in log order, then ``finish``."""
 
-    def __init__(self, helper: ReplayHelper, header: bytes, reads: Reads) -> None:
+    def __init__(self, helper: ReplayHelper, header: bytes, kinds: Kinds) -> None:
         self._helper = helper
-        self._reads = reads
+        self._kinds = kinds
         self._sending: asyncio.Future[None] | None = asyncio.ensure_future(self._write(header))
-        self.sent = 0
-        """Ops sent so far."""
 
     async def _write(self, payload: bytes) -> None:
         try:
@@ -180,12 +178,11 @@ class HelperJob:
     async def send(self, ops: Sequence[AnyOp], last: Position) -> None:
         """Queue one batch (``last``: the position of its last record); waits until the batch before it is
         written, so this process runs at most one batch ahead of the helper. StoreUnavailable if it stopped."""
-        rows = pack_ops(ops, self._reads)
+        rows = pack_ops(ops, self._kinds)
         if self._sending is not None:
             await self._sending
         payload = pickle.dumps(((last.topic, last.partition, last.offset), rows), protocol=5)
         self._sending = asyncio.ensure_future(self._write(payload))
-        self.sent += len(rows)
 
     async def finish(self) -> int:
         """Wait until the helper applied every batch and closed its stores; returns the ops it applied.
@@ -232,13 +229,17 @@ def merged_reads(lendings: Sequence[Lending]) -> Reads:
     return merged
 
 
+Kinds = Mapping[int, tuple[type[AnyOp], tuple[str, ...]]]
+"""The op types sent, by their index in the rows, with the fields sent of each."""
+
+
 def _kinds(reads: Reads) -> dict[int, tuple[type[AnyOp], tuple[str, ...]]]:
     return {index: (kind, reads[kind]) for index, kind in enumerate(_KINDS) if kind in reads}
 
 
-def pack_ops(ops: Sequence[AnyOp], reads: Reads) -> list[tuple[object, ...]]:
+def pack_ops(ops: Sequence[AnyOp], sent: Kinds) -> list[tuple[object, ...]]:
     """``ops`` as rows of (kind, the fields read...); ops of a type no store reads are left out."""
-    kinds = {kind: (index, names) for index, (kind, names) in _kinds(reads).items()}
+    kinds = {kind: (index, names) for index, (kind, names) in sent.items()}
     rows: list[tuple[object, ...]] = []
     for op in ops:
         entry = kinds.get(type(op))
@@ -251,8 +252,7 @@ def pack_ops(ops: Sequence[AnyOp], reads: Reads) -> list[tuple[object, ...]]:
     return rows
 
 
-def unpack_ops(rows: Sequence[tuple[object, ...]], kinds: Mapping[int, tuple[type[AnyOp], tuple[str, ...]]]
-               ) -> list[AnyOp]:
+def unpack_ops(rows: Sequence[tuple[object, ...]], kinds: Kinds) -> list[AnyOp]:
     """The ops ``pack_ops`` gave rows of, holding the fields read alone (reading another raises AttributeError)."""
     ops: list[AnyOp] = []
     for row in rows:
