@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from memory_store.base import GraphStore
+from memory_store.embedded.bulk import insert_rows
 from memory_store.embedded.db import EmbeddedProjection, runs_by_kind
 from schemas.codec import float32_blob
 from schemas.events import SourceRef
@@ -53,14 +54,7 @@ CREATE INDEX IF NOT EXISTS graph_retirements_cube ON graph_retirements (cube_id)
 lands retired when its (id, cube) has one, as if the retirement came right after it. The (cube, status)
 index answers a cube's current count and its pages of current memories without reading the rows it skips."""
 
-_RETIRE = (
-    "UPDATE graph_memories SET status='retired', retire_reason=?, successor_ids=?, valid_to=?, updated_at=?"
-    " WHERE id=? AND cube_id=?"
-)
-_REMEMBER_RETIREMENT = (
-    "INSERT OR REPLACE INTO graph_retirements (reason, successor_ids, valid_to, updated_at, id, cube_id)"
-    " VALUES (?,?,?,?,?,?)"
-)
+_REMEMBER_RETIREMENT = "INSERT OR REPLACE INTO graph_retirements (reason, successor_ids, valid_to, updated_at, id, cube_id)"
 _APPLY_RETIREMENTS = (
     "UPDATE graph_memories SET status='retired', retire_reason=t.reason, successor_ids=t.successor_ids,"
     " valid_to=t.valid_to, updated_at=t.updated_at FROM graph_retirements t"
@@ -73,7 +67,8 @@ _COLUMNS = (
     "embedding, embedding_model, extractor, status, retire_reason, successor_ids, revision, confidence, "
     "origin_event_id, created_at, created_us, updated_at, valid_from, valid_to"
 )
-_INSERT = f"INSERT OR REPLACE INTO graph_memories ({_COLUMNS}) VALUES ({', '.join('?' * 25)})"
+_INSERT = f"INSERT OR REPLACE INTO graph_memories ({_COLUMNS})"
+_ROW = f"({','.join('?' * 25)})"
 _SELECT = f"SELECT {_COLUMNS} FROM graph_memories"
 _EDGE_COLUMNS = "id, cube_id, source_id, target_id, relation, weight, metadata, created_at"
 
@@ -235,7 +230,7 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
         first = run[0]
         if isinstance(first, UpsertMemory):
             upserts = [op.memory for op in run if isinstance(op, UpsertMemory)]
-            conn.executemany(_INSERT, [_row(m) for m in upserts])
+            insert_rows(conn, _INSERT, _ROW, [_row(m) for m in upserts])
             conn.execute(_APPLY_RETIREMENTS, (_json(list(dict.fromkeys(m.id for m in upserts))),))
         elif isinstance(first, RetireMemory):
             rows = [
@@ -243,11 +238,11 @@ class EmbeddedGraphStore(EmbeddedProjection, GraphStore):
                  op.memory_id, op.cube_id)
                 for op in run if isinstance(op, RetireMemory)
             ]  # fmt: skip
-            conn.executemany(_REMEMBER_RETIREMENT, rows)
-            conn.executemany(_RETIRE, rows)
+            insert_rows(conn, _REMEMBER_RETIREMENT, "(?,?,?,?,?,?)", rows)  # the last one of a memory wins
+            conn.execute(_APPLY_RETIREMENTS, (_json(list(dict.fromkeys(row[4] for row in rows))),))
         elif isinstance(first, UpsertRelation):
-            conn.executemany(
-                f"INSERT OR REPLACE INTO graph_edges ({_EDGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+            insert_rows(
+                conn, f"INSERT OR REPLACE INTO graph_edges ({_EDGE_COLUMNS})", "(?,?,?,?,?,?,?,?)",
                 [
                     (e.id, e.cube_id, e.source_id, e.target_id, e.relation, e.weight, _json(e.metadata),
                      e.created_at.isoformat())

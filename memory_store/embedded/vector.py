@@ -16,6 +16,7 @@ import numpy as np
 
 from memory_store.base import VectorStore
 from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex, stacked
+from memory_store.embedded.bulk import insert_rows
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
 from memory_store.embedded.vector_journal import JOURNAL_SCHEMA, VectorJournal
 from memory_store.embedded.vector_rows import F32, SCHEMA, Change, Drop, Put, Status, as_float32
@@ -307,16 +308,15 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
 
         Each is staged as a status change: where its row did not change (already retired, or the id is
         another cube's) publishing it changes nothing, as the in-memory state agrees already."""
-        conn.executemany(
-            "INSERT INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
-            " VALUES (?, ?, '', 'retired', NULL) ON CONFLICT (memory_id) DO UPDATE SET status='retired'"
-            " WHERE cube_id=excluded.cube_id AND status<>'retired'",
-            [(op.memory_id, op.cube_id) for op in run],
+        insert_rows(
+            conn, "INSERT INTO vector_items (memory_id, cube_id, memory_type, status, embedding)",
+            "(?,?,'','retired',NULL)", [(op.memory_id, op.cube_id) for op in run],
+            " ON CONFLICT (memory_id) DO UPDATE SET status='retired' WHERE cube_id=excluded.cube_id AND status<>'retired'",
         )
         self._staged.extend(Status(op.memory_id, op.cube_id, False) for op in run)
 
     def _upsert_run(self, conn: sqlite3.Connection, run: Sequence[UpsertMemory]) -> None:
-        """Upserts of one cube in one executemany; a memory already retired there stays retired.
+        """Upserts of one cube in few statements (``insert_rows``); a memory already retired there stays retired.
 
         Embeddings decoded from float32 bytes are stored as they are, and their vectors are views into
         one array made from all of them (no array per memory)."""
@@ -348,11 +348,8 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
             status = "retired" if m.id in retired else m.status
             rows.append((m.id, cube_id, m.memory_type, status, blob))
             staged.append(Put(m.id, cube_id, vector, m.memory_type, status == "activated"))
-        conn.executemany(
-            "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)"
-            " VALUES (?,?,?,?,?)",
-            rows,
-        )
+        insert_rows(conn, "INSERT OR REPLACE INTO vector_items (memory_id, cube_id, memory_type, status, embedding)",
+                    "(?,?,?,?,?)", rows)
 
     @staticmethod
     def _vectors(blobs: Sequence[bytes | None], size: int) -> list[F32 | None]:
