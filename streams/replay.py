@@ -20,7 +20,7 @@ from schemas.errors import EventDecodeError, StoreError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
-from streams.pipeline.stages import apply_planned
+from streams.pipeline.stages import apply_planned, database_of
 
 if TYPE_CHECKING:
     from streams.replay_helper import HelperJob, ReplayHelper
@@ -176,15 +176,6 @@ def by_kind(ops: Sequence[AnyOp]) -> list[AnyOp]:
     return [op for slot in sorted(buckets) for op in buckets[slot]]
 
 
-async def _apply_all(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]]) -> None:
-    """Apply to every store (replay: no checkpoints): stores in different databases at the same time,
-    those sharing one in turn."""
-    groups: dict[str, list[Projection]] = {}
-    for store in stores:
-        groups.setdefault(_database(store), []).append(store)
-    await asyncio.gather(*(apply_planned(group, planned, replay=True) for group in groups.values()))
-
-
 async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: asyncio.Lock, cube_id: str, *,
                       progress: Progress | None = None, batch: int = 5000, helper: ReplayHelper | None = None) -> int:
     """Rebuild ``cube_id`` in every projection from the memories topic; returns events applied.
@@ -207,11 +198,6 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     return applied
 
 
-def _database(store: Projection) -> str:
-    """What stores writing the same database share (their URL)."""
-    return str(getattr(store, "url", id(store)))
-
-
 def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list[Projection]:
     """The stores a helper may replay: the first database's stores that another process can open."""
     if helper is None:
@@ -219,7 +205,7 @@ def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list
     groups: dict[str, list[Projection]] = {}
     for store in stores:
         if store.lending() is not None:
-            groups.setdefault(_database(store), []).append(store)
+            groups.setdefault(database_of(store), []).append(store)
     return next(iter(groups.values()), [])
 
 
@@ -253,7 +239,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
     # one long statement per table with the interpreter lock released, so it runs beside the decoding
     applying: asyncio.Task[None] | None = asyncio.create_task(
-        _apply_all(local, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))])
+        apply_planned(local, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))], replay=True)
     )
     try:
         while offset < end:
@@ -277,7 +263,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 await applying
                 applying = None
             if ops:
-                applying = asyncio.create_task(_apply_all(local, [(ops, last)]))
+                applying = asyncio.create_task(apply_planned(local, [(ops, last)], replay=True))
                 if job is not None:  # the lent stores' part of the batch goes to the helper meanwhile
                     try:
                         await job.send(ops, last)

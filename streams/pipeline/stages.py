@@ -274,9 +274,32 @@ class ProjectionStage(Stage):
         return []
 
 
+def database_of(store: Projection) -> str:
+    """What stores writing the same database share (their URL); a store without one has its own."""
+    return str(getattr(store, "url", id(store)))
+
+
 async def apply_planned(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]],
                         *, replay: bool) -> None:
-    """Apply (ops, position) pairs to every store, batched where the store supports ``apply_many``."""
+    """Apply (ops, position) pairs to every store, batched where the store supports ``apply_many``: stores
+    writing different databases at the same time (their engines' work runs side by side), those sharing one
+    in turn. Every group runs to its end even when another fails, then the first failure is raised (each
+    store's checkpoint records what it applied, so a retry of the batch skips that)."""
+    groups: dict[str, list[Projection]] = {}
+    for store in stores:
+        groups.setdefault(database_of(store), []).append(store)
+    if len(groups) <= 1:
+        await _apply_in_turn(stores, planned, replay=replay)
+        return
+    results = await asyncio.gather(*(_apply_in_turn(group, planned, replay=replay) for group in groups.values()),
+                                   return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def _apply_in_turn(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]],
+                         *, replay: bool) -> None:
     for store in stores:
         apply_many = getattr(store, "apply_many", None)
         if apply_many is not None:
