@@ -300,6 +300,7 @@ async def apply_planned(stores: Sequence[Projection], planned: Sequence[tuple[Se
 
 async def _apply_in_turn(stores: Sequence[Projection], planned: Sequence[tuple[Sequence[AnyOp], Position]],
                          *, replay: bool) -> None:
+    """Apply (ops, position) pairs to ``stores`` one after another (stores sharing one database)."""
     for store in stores:
         apply_many = getattr(store, "apply_many", None)
         if apply_many is not None:
