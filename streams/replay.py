@@ -209,17 +209,19 @@ def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list
     return next(iter(groups.values()), [])
 
 
-async def _hand_over(helper: ReplayHelper, lent: Sequence[Projection], cube_id: str, *,
-                     drop: bool) -> HelperJob | None:
-    """A job of the helper's for the lent stores, or None (logged) when they cannot be handed over."""
+async def _hand_over(helper: ReplayHelper, stores: Sequence[Projection], lent: Sequence[Projection], cube_id: str,
+                     *, drop: bool) -> tuple[HelperJob | None, list[Projection], list[Projection]]:
+    """(a job of the helper's for the ``lent`` stores, the stores lent, the stores applied here); (None, [],
+    every store) when they cannot be handed over (logged)."""
     try:
         for store in lent:
             await store.lend()
         lendings = [lending for store in lent if (lending := store.lending()) is not None]
-        return helper.begin(lendings, cube_id=cube_id, drop=drop)
+        job = helper.begin(lendings, cube_id=cube_id, drop=drop)
     except StoreError as exc:
         logger.warning("replay helper not used cube=%s: %s", cube_id, exc)
-        return None
+        return None, [], list(stores)
+    return job, list(lent), [s for s in stores if s not in lent]
 
 
 async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: str, key: bytes, partition: int,
@@ -234,8 +236,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     lent, local, job, failed, handed = _lendable(stores, helper), list(stores), None, False, False
     reading: asyncio.Future[tuple[list[tuple[int, bytes]], int]] | None = None
     if lent and helper is not None and helper.ready():  # from the start: the helper drops the cube there too
-        job = await _hand_over(helper, lent, cube_id, drop=True)
-        lent, local, handed = (lent, [s for s in stores if s not in lent], True) if job else ([], local, False)
+        job, lent, local = await _hand_over(helper, stores, lent, cube_id, drop=True)
+        handed = job is not None
     # the cube's old state goes while the first batch is read and decoded: deleting it is SQLite's work,
     # one long statement per table with the interpreter lock released, so it runs beside the decoding
     applying: asyncio.Task[None] | None = asyncio.create_task(
@@ -250,8 +252,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 if applying is not None:  # the lent stores hold every batch before this one
                     await applying
                     applying = None
-                job = await _hand_over(helper, lent, cube_id, drop=False)
-                lent, local, handed = (lent, [s for s in stores if s not in lent], True) if job else ([], local, False)
+                job, lent, local = await _hand_over(helper, stores, lent, cube_id, drop=False)
+                handed = job is not None
             ops = plan_values(values, MEMORIES, partition, lazy_vectors=lazy_vectors)
             last = Position(MEMORIES, partition, offset - 1)
             if ops:  # made ready before the previous batch is waited for: the stores go on at once
