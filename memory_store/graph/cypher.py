@@ -152,13 +152,15 @@ SET m.status = 'retired',
     m.updated_at_us = row.updated_at_us"""
 
 # An edge id names one edge: drop an older edge with that id but another type or other ends, then MERGE.
+# The older edge may touch neither new end (an id re-sent with both ends changed), so it is looked for among
+# the edges leaving the cube's memories, not only those of the new ends.
 _UPSERT_RELATION = """UNWIND $p.rows AS row
 MERGE (s:Memory {namespace: $ns, id: row.source_id})
 ON CREATE SET s.cube_id = row.cube_id
 MERGE (t:Memory {namespace: $ns, id: row.target_id})
 ON CREATE SET t.cube_id = row.cube_id
 WITH row, s, t
-OPTIONAL MATCH (s)-[old]-()
+OPTIONAL MATCH (:Memory {namespace: $ns, cube_id: row.cube_id})-[old]->()
 WHERE old.id = row.id AND (type(old) <> '%(type)s' OR startNode(old).id <> row.source_id
                            OR endNode(old).id <> row.target_id)
 DELETE old

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from processors.projection import memory_record, project
@@ -190,6 +190,9 @@ async def _cypher_scenario(tmp: Path, url: str, actions: Sequence[tuple[str, int
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions=ACTIONS, seed=st.integers(0, 2**16), cube_index=st.integers(0, len(CUBES) - 1))
+@example(  # an edge id sent again with both ends changed: the older edge touched neither new end
+    actions=[("add", 0, 0, 0), ("add", 0, 0, 0), ("add", 0, 0, 0), ("relate", 0, 0, 0), ("relate", 0, 4, 0)],
+    seed=0, cube_index=0)
 def test_replay_cube_into_falkordb_equals_its_incremental_build(
     actions: list[tuple[str, int, int, int]], seed: int, cube_index: int
 ) -> None:
