@@ -20,7 +20,7 @@ from schemas.errors import EventDecodeError, StoreError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
-from streams.pipeline.stages import apply_planned, database_of
+from streams.pipeline.stages import apply_planned
 
 if TYPE_CHECKING:
     from streams.replay_helper import HelperJob, ReplayHelper
@@ -184,7 +184,7 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
     of the cube is applied out of order; the live checkpoints are left where they are (ops are applied
     with ``replay=True``). Reading and decoding the next batch overlaps with applying the previous one,
     and the first with dropping the cube's old state (batches are still applied strictly in log order).
-    With a ``helper`` process, the stores it can open too (``Projection.lending``, one database) are lent
+    With a ``helper`` process, the stores it can open too (``Projection.lending``) are lent
     to it once it is ready and replayed there, on another core, from the ops this process decodes; if it
     fails they are replayed here afterwards.
     """
@@ -199,14 +199,10 @@ async def replay_cube(log: EventLog, stores: Sequence[Projection], live_lock: as
 
 
 def _lendable(stores: Sequence[Projection], helper: ReplayHelper | None) -> list[Projection]:
-    """The stores a helper may replay: the first database's stores that another process can open."""
+    """The stores a helper may replay: those that another process can open."""
     if helper is None:
         return []
-    groups: dict[str, list[Projection]] = {}
-    for store in stores:
-        if store.lending() is not None:
-            groups.setdefault(database_of(store), []).append(store)
-    return next(iter(groups.values()), [])
+    return [store for store in stores if store.lending() is not None]
 
 
 async def _hand_over(helper: ReplayHelper, stores: Sequence[Projection], lent: Sequence[Projection], cube_id: str,

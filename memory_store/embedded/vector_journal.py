@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from typing import Any
 
 import numpy as np
 
-from memory_store.embedded.ann import CubeVectors
-from memory_store.embedded.db import EmbeddedDatabase
 from memory_store.embedded.vector_rows import Change, Drop, Put
+from memory_store.embedded.vector_state import VectorState
 
 __all__ = ["JOURNAL_SCHEMA", "VectorJournal"]
 
@@ -28,12 +26,13 @@ CREATE TABLE IF NOT EXISTS vector_journal (seq INTEGER PRIMARY KEY AUTOINCREMENT
 _ROW = "memory_id, cube_id, memory_type, status, embedding"
 
 
+
 def _latest(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='vector_journal'").fetchone()
     return int(row[0]) if row else 0
 
 
-class VectorJournal:
+class VectorJournal(VectorState):
     """Mixin of EmbeddedVectorStore: cross-process freshness through the ``vector_journal`` table.
 
     A write batch adds one journal row inside its transaction (``_journal_write``). A process keeps the
@@ -48,17 +47,7 @@ class VectorJournal:
     """Batches the journal keeps (a batch names up to a few hundred ids: a few MB at most)."""
     journal_prune_every = 256
     """Batches between two prunings of the journal (each keeps the last ``journal_keep``)."""
-    db: EmbeddedDatabase
-    _cubes: dict[str, CubeVectors]
-    _where: dict[str, str]
     _staged: list[Change]
-    _state_lock: threading.RLock
-
-    def _publish(self, change: Change) -> None:
-        raise NotImplementedError
-
-    def _load_cube(self, rows: list[tuple[Any, ...]]) -> int:
-        raise NotImplementedError
 
     def _load_all(self) -> None:
         raise NotImplementedError
@@ -142,9 +131,10 @@ class VectorJournal:
             for cube_id in dropped
         }
         rows: dict[str, tuple[Any, ...] | None] = dict.fromkeys(ids)
-        for row in conn.execute(
-            f"SELECT {_ROW} FROM vector_items WHERE memory_id IN (SELECT value FROM json_each(?))",
-            (json.dumps(list(ids)),),
+        for row in conn.execute(  # a dropped cube's vectors are read with its cube's rows, not again here
+            "SELECT memory_id, cube_id, memory_type, status, IIF(cube_id IN (SELECT value FROM json_each(?2)),"
+            " NULL, embedding) FROM vector_items WHERE memory_id IN (SELECT value FROM json_each(?1))",
+            (json.dumps(list(ids)), json.dumps(list(dropped))),
         ):
             rows[row[0]] = row
         return rows, cube_rows
@@ -159,6 +149,7 @@ class VectorJournal:
                     self._where.pop(memory_id, None)
             if cube_rows:
                 self._load_cube(cube_rows)
+        puts: list[Change] = []
         for memory_id, row in rows.items():
             if row is None:
                 gone = self._where.pop(memory_id, None)
@@ -167,5 +158,8 @@ class VectorJournal:
                     cube.remove(memory_id)
                 continue
             _, cube_id, memory_type, status, blob = row
+            if cube_id in dropped:  # its row was just loaded with its cube's
+                continue
             vector = np.frombuffer(blob, dtype="<f4") if blob is not None else None
-            self._publish(Put(memory_id, cube_id, vector, memory_type, status == "activated"))
+            puts.append(Put(memory_id, cube_id, vector, memory_type, status == "activated"))
+        self._publish_all(puts)

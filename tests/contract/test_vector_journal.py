@@ -94,3 +94,27 @@ async def test_a_store_behind_the_pruned_journal_reloads_everything(tmp_path: Pa
         query = random_unit(rng, 8)
         assert await _ids(reader, cube, query, k=30) == [i for i, _ in brute_force(records[1:], query, 30)]
         assert reader.stats()[cube]["live"] == 30  # the retired one is kept (include_retired), not duplicated
+
+
+async def test_a_cube_dropped_and_rebuilt_elsewhere_is_read_back_once(tmp_path: Path, unique: str) -> None:
+    """What a replay in another process (``memos replay`` beside a server) leaves: the cube dropped, then
+    written again in several batches, all read back by one refresh (the cube's rows once, each memory once)."""
+    cube, other = f"c-{unique}", f"o-{unique}"
+    rng = random.Random(15)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    old, kept = _memories(cube, unique, rng, 12, tag="old"), _memories(other, unique, rng, 5, tag="k")
+    new = _memories(cube, unique, rng, 30, tag="new")
+    async with EmbeddedVectorStore(url) as writer, EmbeddedVectorStore(url) as reader:
+        await writer.apply([UpsertMemory(memory=r) for r in old + kept], position(unique, 0))
+        query = random_unit(rng, 8)
+        assert await _ids(reader, cube, query, k=3) == [i for i, _ in brute_force(old, query, 3)]
+        await writer.apply([DropCube(cube_id=cube)], position(unique, 1))
+        for n, start in enumerate(range(0, 30, 10), start=2):
+            await writer.apply([UpsertMemory(memory=r) for r in new[start:start + 10]], position(unique, n))
+        gone = new[0].id
+        await writer.apply([RetireMemory(memory_id=gone, cube_id=cube, reason="deleted", updated_at=T0)],
+                           position(unique, 5))  # fmt: skip
+        assert await _ids(reader, cube, query, k=30) == [i for i, _ in brute_force(new[1:], query, 30)]
+        assert await _ids(reader, other, query, k=5) == [i for i, _ in brute_force(kept, query, 5)]
+        assert reader.stats()[cube]["live"] == 30 and reader.stats()[other]["live"] == 5
+        assert reader._seen_seq == writer._seen_seq

@@ -51,16 +51,22 @@ def _events(n: int) -> list[MemoryAdded | MemoryRevised | MemoryRetired]:
 
 
 async def _state(rt: Runtime, home: Path) -> dict[str, Any]:
-    """What a replay must reproduce: keyword rankings (searched in this process), the index's rows and
-    statistics, and the graph's current memories."""
+    """What a replay must reproduce: keyword and vector rankings (searched in this process), the index's rows
+    and statistics, the vector rows, and the graph's current memories."""
     searches = {q: [(h.memory_id, round(h.score, 9)) for h in await rt.keyword.search(CUBE, q, k=20)]
                 for q in QUERIES}
+    rng = np.random.default_rng(5)
+    nearest = [[(h.memory_id, round(h.score, 6)) for h in await rt.vector.search(CUBE, rng.standard_normal(384).tolist(),
+                                                                                  k=10)] for _ in range(4)]
+    with sqlite3.connect(home / "vector.db") as conn:
+        vectors = conn.execute("SELECT * FROM vector_items WHERE cube_id=? ORDER BY memory_id", (CUBE,)).fetchall()
     with sqlite3.connect(home / "keyword.db") as conn:
         slot, docs, tokens = conn.execute("SELECT slot, docs, tokens FROM kwt_cubes WHERE cube_id=?",
                                           (CUBE,)).fetchone()
         rows = conn.execute(f'SELECT * FROM "kwt_docs_{slot}" ORDER BY doc_no').fetchall()
     memories = sorted((m.id, m.memory, m.status) for m in await rt.graph.list_memories(CUBE, limit=10_000))
-    return {"searches": searches, "stats": (docs, tokens), "rows": rows, "memories": memories}
+    return {"searches": searches, "stats": (docs, tokens), "rows": rows, "memories": memories, "nearest": nearest,
+            "vectors": vectors, "live": rt.vector.stats().get(CUBE)}
 
 
 async def _filled(rt: Runtime, n: int = 700) -> None:
@@ -70,10 +76,12 @@ async def _filled(rt: Runtime, n: int = 700) -> None:
 
 
 async def _stray(rt: Runtime) -> None:
-    """A document in the cube's keyword index that the log does not hold."""
+    """A document in the cube's keyword index and a vector in its vector store that the log does not hold."""
     event = MemoryAdded(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key=CUBE, cube_id=CUBE,
-                        memory_id="stray", user_id="u", memory="memory number 17 topic stray place 3")
-    await rt.keyword.apply(project(event), Position(MEMORIES, 0, 10**9), replay=True)
+                        memory_id="stray", user_id="u", memory="memory number 17 topic stray place 3",
+                        embedding=[1.0] + [0.0] * 383, embedding_model="test")
+    for store in (rt.keyword, rt.vector):
+        await store.apply(project(event), Position(MEMORIES, 0, 10**9), replay=True)
 
 
 async def _replay(rt: Runtime, helper: ReplayHelper | None) -> int:
@@ -118,7 +126,9 @@ async def test_a_helper_replay_leaves_the_state_of_a_replay_here(tmp_path: Path,
         await _filled(rt)
         assert await _replay(rt, None) == 700
         expected = await _state(rt, tmp_path)
-        assert expected["rows"] and all(expected["searches"].values())
+        assert expected["rows"] and all(expected["searches"].values()) and expected["vectors"]
+        await _stray(rt)  # only a replay removes it
+        assert await _state(rt, tmp_path) != expected
         helper = ReplayHelper(PRELOAD) if kind == "from the start" else LateHelper(PRELOAD, after=4)
         helper.start()
         try:
