@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -174,6 +175,20 @@ class VectorStore(Projection):
 
         Raises DimensionMismatch when ``vector`` does not fit the cube's dimension.
         """
+
+    async def search_many(
+        self,
+        cube_id: str,
+        vectors: Sequence[Sequence[float]],
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[list[ScoredMemory]]:
+        """``search`` for each of ``vectors``, in order (here one call each; an adapter may answer them together)."""
+        return list(await asyncio.gather(*(
+            self.search(cube_id, v, k=k, memory_types=memory_types, include_retired=include_retired) for v in vectors
+        )))  # fmt: skip
 
     @abstractmethod
     async def dimension(self, cube_id: str) -> int | None:

@@ -30,12 +30,12 @@ from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import ConfigError
 from schemas.events import ConversationRecorded, Event
-from schemas.memory import MemoryRecord
 from schemas.ops import DropCube
 from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.log.base import EventLog, OutgoingRecord, TopicPartition
 from streams.log.registry import event_log_from_url
 from streams.pipeline.derivation import Deriver
+from streams.pipeline.derivation_types import similar_in
 from streams.pipeline.lanes import background_context, install_lanes
 from streams.pipeline.runner import Runner, Stage, event_record
 from streams.pipeline.stages import (
@@ -203,14 +203,9 @@ class Runtime:
                                allow_hosts=d.fetch_allow_hosts, local_roots=d.fetch_local_roots)
         self._deriver = Deriver(
             self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
-            similar=self._similar if d.dedup else None,
+            similar=similar_in(self.vector, self.graph) if d.dedup else None,
         )
         self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder)
-
-    async def _similar(self, cube_id: str, vector: Sequence[float], k: int) -> list[tuple[MemoryRecord, float]]:
-        hits = await self.vector.search(cube_id, vector, k=k)
-        records = {r.id: r for r in await self.graph.get([h.memory_id for h in hits], cube_id=cube_id)}
-        return [(records[h.memory_id], h.score) for h in hits if h.memory_id in records]
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""

@@ -331,26 +331,28 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
                     self._save_index(cube_id)
 
     def _search_sync(
-        self, cube_id: str, query: F32, k: int, memory_types: Sequence[str] | None, include_retired: bool
-    ) -> list[ScoredMemory]:
+        self, cube_id: str, queries: Sequence[F32], k: int, memory_types: Sequence[str] | None, include_retired: bool
+    ) -> list[list[ScoredMemory]]:
         self._refresh()
         self._ensure_index(cube_id)
         with self._state_lock:
             cube = self._cubes.get(cube_id)
             if cube is None or cube.live == 0:
-                return []
-            if len(query) != cube.dim:
-                raise DimensionMismatch(
-                    f"query vector has dimension {len(query)}, cube {cube_id!r} holds {cube.dim}"
-                )
+                return [[] for _ in queries]
+            for query in queries:
+                if len(query) != cube.dim:
+                    raise DimensionMismatch(
+                        f"query vector has dimension {len(query)}, cube {cube_id!r} holds {cube.dim}"
+                    )
             codes = None
             if memory_types is not None:
                 codes = [self._types[t] for t in memory_types if t in self._types]
                 if not codes:
-                    return []
-            hits = cube.search(query, k, codes=codes, include_retired=include_retired,
-                               use_index=cube.live > self.ann_threshold)  # fmt: skip
-        return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="vector") for i, s in hits]
+                    return [[] for _ in queries]
+            found = [cube.search(query, k, codes=codes, include_retired=include_retired,
+                                 use_index=cube.live > self.ann_threshold) for query in queries]  # fmt: skip
+        return [[ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="vector") for i, s in hits]
+                for hits in found]  # fmt: skip
 
     async def search(
         self,
@@ -365,10 +367,23 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
 
         Raises DimensionMismatch when ``vector`` does not fit the cube's dimension.
         """
-        if k <= 0:
-            return []
-        query = as_float32(vector)
-        return await asyncio.to_thread(self._search_sync, cube_id, query, k, memory_types, include_retired)
+        return (await self.search_many(cube_id, [vector], k=k, memory_types=memory_types,
+                                       include_retired=include_retired))[0]  # fmt: skip
+
+    async def search_many(
+        self,
+        cube_id: str,
+        vectors: Sequence[Sequence[float]],
+        *,
+        k: int = 10,
+        memory_types: Sequence[str] | None = None,
+        include_retired: bool = False,
+    ) -> list[list[ScoredMemory]]:
+        """``search`` for each of ``vectors``, answered together (one thread hop, one look at the journal)."""
+        if k <= 0 or not vectors:
+            return [[] for _ in vectors]
+        queries = [as_float32(vector) for vector in vectors]
+        return await asyncio.to_thread(self._search_sync, cube_id, queries, k, memory_types, include_retired)
 
     async def aclose(self) -> None:
         """Save the indexes changed since their last save, then close the database."""

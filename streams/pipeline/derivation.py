@@ -322,7 +322,7 @@ class Deriver(FineExtraction):
                 if len(added) > step:
                     await self._report(event, "deduplicating", lo, len(added), sink)
                 part = added[lo : lo + step]
-                found = await asyncio.gather(*(self.similar(event.cube_id, m.embedding, k) for m in part))
+                found = await self.similar(event.cube_id, [m.embedding for m in part], k)
                 views.update({m.memory_id: list(f) for m, f in zip(part, found, strict=True)})
         add_batch_view(views, added, earlier[-self.settings.batch_view :], self.settings.dedup_k)
         result = await asyncio.to_thread(resolve_candidates, event, added, views, self.settings.dedup)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from memory_store.base import GraphStore, VectorStore
 from processors.dedup import DedupSettings
 from processors.documents import DocumentBudget
 from processors.fast import FastSettings, MemoryDraft
@@ -15,13 +16,27 @@ from schemas.memory import MemoryRecord
 from streams.pipeline.sandbox import SandboxLimits
 from streams.settings import DerivationSettings
 
-__all__ = ["DeriverSettings", "Phase", "Plan", "Progress", "ProgressSink", "SimilarFn", "failed"]
+__all__ = ["DeriverSettings", "Phase", "Plan", "Progress", "ProgressSink", "SimilarFn", "failed", "similar_in"]
 
 logger = logging.getLogger(__name__)
 
 Phase = Literal["fast", "fine", "both"]
-SimilarFn = Callable[[str, Sequence[float], int], Awaitable[list[tuple[MemoryRecord, float]]]]
-"""``async (cube_id, vector, k) -> [(record, cosine similarity)]``: the dedup view from the vector store."""
+SimilarFn = Callable[[str, Sequence[Sequence[float]], int], Awaitable[list[list[tuple[MemoryRecord, float]]]]]
+"""``async (cube_id, vectors, k) -> [[(record, cosine similarity)] per vector]``: the dedup view from the stores."""
+
+
+def similar_in(vector: VectorStore, graph: GraphStore) -> SimilarFn:
+    """The dedup view of a slice of an add's memories from the stores: one k-NN call for all its vectors and
+    one read of the records found (two calls per memory had cost the LoCoMo dev ingest about 0.5 s of 31)."""
+
+    async def similar(cube_id: str, vectors: Sequence[Sequence[float]],
+                      k: int) -> list[list[tuple[MemoryRecord, float]]]:
+        found = await vector.search_many(cube_id, vectors, k=k)
+        ids = list(dict.fromkeys(h.memory_id for hits in found for h in hits))
+        records = {r.id: r for r in await graph.get(ids, cube_id=cube_id)}
+        return [[(records[h.memory_id], h.score) for h in hits if h.memory_id in records] for hits in found]
+
+    return similar
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,24 @@ class VectorStoreContract:
             assert [h.score for h in got] == pytest.approx([s for _, s in expected], abs=1e-4)
             assert all(h.cube_id == cube for h in got)
 
+    async def test_search_many_answers_as_search_does_for_each_vector(
+        self, vector_store: VectorStore, unique: str, cube: str, other_cube: str
+    ) -> None:
+        records = self._records(cube, unique, 40)
+        await self._load(vector_store, unique, records)
+        rng = random.Random(12)
+        queries = [random_unit(rng, self.dim) for _ in range(6)]
+        many = await vector_store.search_many(cube, queries, k=4)
+        assert len(many) == 6
+        for query, hits in zip(queries, many, strict=True):
+            one = await vector_store.search(cube, query, k=4)
+            assert [h.memory_id for h in hits] == [h.memory_id for h in one] == [i for i, _ in brute_force(records, query, 4)]
+            assert [h.score for h in hits] == pytest.approx([h.score for h in one], abs=1e-6)
+        assert await vector_store.search_many(cube, [], k=4) == []
+        assert await vector_store.search_many(other_cube, queries[:2], k=4) == [[], []]  # no vectors there
+        with pytest.raises(DimensionMismatch):
+            await vector_store.search_many(cube, [queries[0], [1.0, 0.0]], k=4)
+
     async def test_scores_are_cosine_best_first(
         self, vector_store: VectorStore, unique: str, cube: str
     ) -> None:

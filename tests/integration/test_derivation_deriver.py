@@ -264,10 +264,10 @@ class MemoryView:
                 self.records[e.memory_id] = old.model_copy(update={"revision": e.revision})
 
     async def similar(
-        self, cube_id: str, vector: Sequence[float], k: int
-    ) -> list[tuple[MemoryRecord, float]]:
-        scored = [(r, cosine(vector, r.embedding)) for r in self.records.values() if r.cube_id == cube_id]
-        return sorted(scored, key=lambda p: -p[1])[:k]
+        self, cube_id: str, vectors: Sequence[Sequence[float]], k: int
+    ) -> list[list[tuple[MemoryRecord, float]]]:
+        records = [r for r in self.records.values() if r.cube_id == cube_id]
+        return [sorted(((r, cosine(v, r.embedding)) for r in records), key=lambda p: -p[1])[:k] for v in vectors]
 
 
 async def test_dedup_and_supersede_across_adds() -> None:
