@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -64,8 +65,10 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def _tokens(text: str) -> set[str]:
-    return {text[s:e].casefold() for s, e in token_spans(text) if text[s:e].strip(".,;:!?\"'()[]")}
+@lru_cache(maxsize=8192)
+def _tokens(text: str) -> frozenset[str]:
+    """The token set ``token_overlap`` compares (cached: a stored memory is compared with many new ones)."""
+    return frozenset(text[s:e].casefold() for s, e in token_spans(text) if text[s:e].strip(".,;:!?\"'()[]"))
 
 
 def token_overlap(a: str, b: str) -> float:
@@ -196,7 +199,7 @@ class _BatchTwins:
         self.rows: list[int] = []
         self.exact: dict[tuple[str, str], int] = {}
         self.unit = _unit_rows(candidates)
-        self.token_sets: dict[int, set[str]] = {}
+        self.token_sets: dict[int, frozenset[str]] = {}
 
     def find(self, row: int) -> int | None:
         """Index (in kept order) of the earliest kept twin of candidate ``row``, or None."""
@@ -223,7 +226,7 @@ class _BatchTwins:
                     break
         return min(found) if found else None
 
-    def _tokens(self, row: int) -> set[str]:
+    def _tokens(self, row: int) -> frozenset[str]:
         """The token set of candidate ``row`` (computed once: a candidate meets up to ``window`` others)."""
         cached = self.token_sets.get(row)
         if cached is None:

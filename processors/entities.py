@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 from schemas.events import ConversationRecorded, MemoryAdded, RelationAdded, derive_id, derived_header
 from schemas.memory import MemoryRecord
@@ -39,13 +40,16 @@ _COMMON = frozenset(
 _MAX_LINKS = 8
 
 
-def speaker_labels(text: str) -> set[str]:
+@lru_cache(maxsize=8192)
+def speaker_labels(text: str) -> frozenset[str]:
     """Lower-cased names that label lines of a transcript ("Caroline: hi" -> "caroline")."""
-    return {m.group(1).strip().lower() for m in _LABEL.finditer(text)}
+    return frozenset(m.group(1).strip().lower() for m in _LABEL.finditer(text))
 
 
-def entity_names(text: str) -> set[str]:
-    """Lower-cased names a text mentions (speaker labels and sentence-initial words excluded)."""
+@lru_cache(maxsize=8192)
+def entity_names(text: str) -> frozenset[str]:
+    """Lower-cased names a text mentions (speaker labels and sentence-initial words excluded; cached: a stored
+    memory is compared with many new ones)."""
     labels = speaker_labels(text)
     names: set[str] = set()
     for m in _NAME.finditer(text):
@@ -62,7 +66,7 @@ def entity_names(text: str) -> set[str]:
             item = item.strip(" 等")
             if 2 <= len(item) <= 12:
                 names.add(item.lower())
-    return names - labels
+    return frozenset(names - labels)
 
 
 def entity_relations(

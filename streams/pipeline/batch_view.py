@@ -33,8 +33,10 @@ def add_batch_view(
     fresh = np.asarray([m.embedding for m in added], dtype=np.float32)
     fresh /= np.maximum(np.linalg.norm(fresh, axis=1, keepdims=True), 1e-12)
     sims = fresh @ known.T
+    records: dict[int, MemoryRecord] = {}  # each earlier memory made a record once, however many views hold it
     for row, candidate in enumerate(added):
-        extra = [(_record(same_cube[j]), float(sims[row, j])) for j in np.argsort(-sims[row])[:k]]
+        extra = [(records.get(j) or records.setdefault(j, _record(same_cube[j])), float(sims[row, j]))
+                 for j in np.argsort(-sims[row])[:k].tolist()]  # fmt: skip
         views[candidate.memory_id] = sorted([*views[candidate.memory_id], *extra], key=lambda p: -p[1])[:k]
 
 
