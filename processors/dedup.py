@@ -65,10 +65,21 @@ def cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-@lru_cache(maxsize=8192)
-def _tokens(text: str) -> frozenset[str]:
-    """The token set ``token_overlap`` compares (cached: a stored memory is compared with many new ones)."""
+CACHED_CHARS = 2000
+"""Texts up to this long (a window, a fact) have their token sets and names cached: a stored memory is compared with
+many new ones. Longer ones (file chunks) are not kept, so the caches stay within a few tens of MB."""
+
+
+def _token_set(text: str) -> frozenset[str]:
     return frozenset(text[s:e].casefold() for s, e in token_spans(text) if text[s:e].strip(".,;:!?\"'()[]"))
+
+
+_cached_tokens = lru_cache(maxsize=4096)(_token_set)
+
+
+def _tokens(text: str) -> frozenset[str]:
+    """The token set ``token_overlap`` compares (cached up to ``CACHED_CHARS``)."""
+    return _cached_tokens(text) if len(text) <= CACHED_CHARS else _token_set(text)
 
 
 def token_overlap(a: str, b: str) -> float:

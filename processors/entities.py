@@ -15,6 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
+from processors.dedup import CACHED_CHARS
 from schemas.events import ConversationRecorded, MemoryAdded, RelationAdded, derive_id, derived_header
 from schemas.memory import MemoryRecord
 
@@ -40,16 +41,23 @@ _COMMON = frozenset(
 _MAX_LINKS = 8
 
 
-@lru_cache(maxsize=8192)
 def speaker_labels(text: str) -> frozenset[str]:
-    """Lower-cased names that label lines of a transcript ("Caroline: hi" -> "caroline")."""
+    """Lower-cased names that label lines of a transcript ("Caroline: hi" -> "caroline"); cached up to
+    ``processors.dedup.CACHED_CHARS``."""
+    return _cached_labels(text) if len(text) <= CACHED_CHARS else _labels(text)
+
+
+def entity_names(text: str) -> frozenset[str]:
+    """Lower-cased names a text mentions (speaker labels and sentence-initial words excluded); cached up to
+    ``processors.dedup.CACHED_CHARS``."""
+    return _cached_names(text) if len(text) <= CACHED_CHARS else _names(text)
+
+
+def _labels(text: str) -> frozenset[str]:
     return frozenset(m.group(1).strip().lower() for m in _LABEL.finditer(text))
 
 
-@lru_cache(maxsize=8192)
-def entity_names(text: str) -> frozenset[str]:
-    """Lower-cased names a text mentions (speaker labels and sentence-initial words excluded; cached: a stored
-    memory is compared with many new ones)."""
+def _names(text: str) -> frozenset[str]:
     labels = speaker_labels(text)
     names: set[str] = set()
     for m in _NAME.finditer(text):
@@ -67,6 +75,10 @@ def entity_names(text: str) -> frozenset[str]:
             if 2 <= len(item) <= 12:
                 names.add(item.lower())
     return frozenset(names - labels)
+
+
+_cached_labels = lru_cache(maxsize=4096)(_labels)
+_cached_names = lru_cache(maxsize=4096)(_names)
 
 
 def entity_relations(

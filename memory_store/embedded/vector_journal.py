@@ -26,7 +26,6 @@ CREATE TABLE IF NOT EXISTS vector_journal (seq INTEGER PRIMARY KEY AUTOINCREMENT
 _ROW = "memory_id, cube_id, memory_type, status, embedding"
 
 
-
 def _latest(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='vector_journal'").fetchone()
     return int(row[0]) if row else 0

@@ -190,3 +190,18 @@ def test_a_large_add_never_builds_an_all_pairs_matrix() -> None:
     kept = [e for e in result.events if isinstance(e, MemoryAdded)]
     assert len(kept) == n - 2
     assert peak < 40 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB: something built an n x n matrix"
+
+
+def test_token_sets_and_names_are_cached_only_for_texts_of_a_memorys_usual_size() -> None:
+    from processors import dedup, entities
+
+    short = "Caroline: I went to the LGBTQ support group in Boston yesterday. " * 3
+    long = "Melanie: we painted the lake at sunrise with the kids in Ontario. " * 60  # a file chunk's size
+    assert len(short) <= dedup.CACHED_CHARS < len(long)
+    before = (dedup._cached_tokens.cache_info().currsize, entities._cached_names.cache_info().currsize)
+    for _ in range(2):
+        assert dedup.token_overlap(short, long) == dedup.token_overlap(long, short)
+        assert entities.entity_names(short) == {"lgbtq", "boston"} and "ontario" in entities.entity_names(long)
+    after = (dedup._cached_tokens.cache_info().currsize, entities._cached_names.cache_info().currsize)
+    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1  # the short text at most, never the long one
+    assert dedup._tokens(long) == dedup._token_set(long) and isinstance(dedup._tokens(short), frozenset)
