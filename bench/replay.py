@@ -18,6 +18,7 @@ from rich.table import Table
 from memory_store.base import Projection
 from memos.runtime import Runtime
 from processors.fold import fold_revisions
+from schemas.avro_fast import NATIVE
 from schemas.envelope import Position
 from schemas.events import MemoryAdded, MemoryRetired, MemoryRevised
 from schemas.ops import DropCube
@@ -103,7 +104,8 @@ async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, fl
         else "no helper (none could be lent, or it was not ready)"
     table.add_row("replay -> embedded projections", "", "", "", f"{eps:,.0f}",
                   f"{applied} events (adds, revisions, retirements; 384-d vectors) -> {count} current memories;"
-                  f" {cpu_us:.0f} CPU-us per event in this process (all threads); {lent}")
+                  f" {cpu_us:.0f} CPU-us per event in this process (all threads); {lent};"
+                  f" Avro read in {'C' if NATIVE else 'Python (the C reader is not built)'}")
     again_eps = applied / again if again else 0.0
     table.add_row("replay -> populated projections", "", "", "", f"{again_eps:,.0f}",
                   f"the same cube again: its {count} memories dropped first, {rebuilt} rebuilt")
@@ -119,7 +121,7 @@ async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, fl
         table.add_row(f"  replay phase: {phase}", "", "", "", "", f"{us:.1f} CPU-us per event (alone, in turn)")
     return {"replay_eps": round(eps), "replay_cpu_us_per_event": round(cpu_us, 1),
             "replay_helper_cpu_us_per_event": round(helper_us, 1) if jobs else None,
-            "replay_helper_warm": bool(warm), "replay_helper_jobs": jobs,
+            "replay_helper_warm": bool(warm), "replay_helper_jobs": jobs, "replay_avro_reader_c": NATIVE,
             "replay_eps_populated": round(again_eps), "replay_eps_one_process": round(alone_eps),
             "replay_helper_speedup": round(again_eps / alone_eps, 2) if alone_eps else None,
             "replay_eps_helper_starting": round(cold_eps) if cold_eps is not None else None,
