@@ -96,6 +96,10 @@ static PyObject *read_array(Cursor *c, PyObject *item, int depth) {
         if (count == 0) return out;
         if (count < 0) { /* a block with its size in bytes: the size is skipped */
             int64_t skipped;
+            if (count == INT64_MIN) {
+                truncated();
+                goto fail;
+            }
             count = -count;
             if (read_long(c, &skipped) < 0) goto fail;
         }

@@ -217,6 +217,14 @@ def test_the_c_reader_refuses_wide_varints_and_what_is_not_a_program() -> None:
     for wide in (b"\xff" * 9 + b"\x02", b"\xff" * 10 + b"\x01"):
         with pytest.raises((OverflowError, ValueError)):
             reader(wide, 0)
+    lowest = b"\xff" * 9 + b"\x01"  # zigzag of -(2**63): an array block of that many items (negated: no int64)
+    assert reader(lowest, 0) == ({"n": -(2**63)}, 10)
+    items = compile_reader({"type": "record", "name": "A", "fields": [
+        {"name": "xs", "type": {"type": "array", "items": "long"}}]})  # fmt: skip
+    assert items is not None
+    for count in (lowest, b"\xfe\xff\xff\xff\x0f"):  # that block; 2**31 - 1 items in a few bytes
+        with pytest.raises(ValueError):
+            items(count + b"\x00" * 4, 0)
     for bad in ((), (99,), (_avroc.RECORD, ("a",), ()), (_avroc.UNION, 5), "x"):
         with pytest.raises(TypeError):
             _avroc.read(bad, b"\x00", 0)  # type: ignore[arg-type]
