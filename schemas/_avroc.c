@@ -8,6 +8,8 @@
  * (a truncated or malformed body, a union index out of range), UnicodeDecodeError, or OverflowError
  * (a varint wider than 64 bits, a time out of range) where the Python reader raises or would build a
  * value that only the reference path may judge. Every read is bounds-checked against the buffer.
+ * Built by `pip install -e .` (pyproject.toml, [tool.setuptools.ext-modules]); after editing this file run
+ * that again: an editable install does not rebuild it by itself.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -237,3 +237,18 @@ def test_the_c_reader_is_built_where_required() -> None:
     if os.environ.get("MEMOS_REQUIRE_NATIVE") != "1":
         pytest.skip("MEMOS_REQUIRE_NATIVE is not set (CI sets it)")
     assert NATIVE, "schemas._avroc was not built: is a C compiler installed? (pip install -e . builds it)"
+
+
+@pytest.mark.skipif(not NATIVE, reason="the C reader is not built here (no C compiler at install)")
+def test_the_built_c_reader_is_not_older_than_its_source() -> None:
+    """An editable install does not rebuild the extension when schemas/_avroc.c changes: a stale build would
+    test the old reader."""
+    from pathlib import Path
+
+    from schemas import _avroc
+
+    source = Path(__file__).resolve().parents[2] / "schemas" / "_avroc.c"
+    built = Path(_avroc.__file__)
+    if not source.is_file() or built.parent != source.parent:
+        pytest.skip("not an editable install of this checkout")
+    assert built.stat().st_mtime >= source.stat().st_mtime, "schemas/_avroc.c changed: run pip install -e . again"
