@@ -95,6 +95,8 @@ class Pending:
     """doc_no -> (memory_id, memory_type, status, length, term counts) of each pending document with text."""
     current_df: Counter[str] = field(default_factory=Counter)
     """Document frequency of each term in the pending documents' current text."""
+    current_types: set[str] = field(default_factory=set)
+    """The memory types of the pending documents' current versions."""
 
     def __bool__(self) -> bool:
         return bool(self.committed or self.current)
@@ -131,6 +133,7 @@ def read_pending(conn: sqlite3.Connection, slot: str) -> tuple[Pending, frozense
             counts = Counter(f"{body} {title or ''}".split())
             pending.current[doc_no] = (memory_id, memory_type, status, length, counts)
             pending.current_df.update(counts.keys())
+            pending.current_types.add(memory_type)
     return pending, frozenset(r[0] for r in rows)
 
 
@@ -147,6 +150,10 @@ def rank(searcher: tantivy.Searcher, cube: CubeIndex, pending: Pending, stale: f
     version there is stale), the pending documents are candidates from SQLite, and every candidate is scored
     from SQLite with the cube's own statistics; more are fetched until none left out can beat the k-th."""
     field = "text"
+    if types is not None and pending.current_types.isdisjoint(types) and not live_count(
+        searcher, tantivy.Query.term_set_query(TANTIVY_SCHEMA, "type", types)
+    ):  # no document of these types at all (tantivy's stale versions counted too): nothing to rank
+        return []
     df = {t: live_count(searcher, tantivy.Query.term_query(TANTIVY_SCHEMA, field, t)) for t in terms}
     if pending:  # tantivy's counts with the pending documents' current text instead of what it holds
         df = {t: n + pending.df_correction(t) for t, n in df.items()}

@@ -118,6 +118,8 @@ async def _exact_whatever_the_history(keyword_index: TantivyKeywordIndex, unique
             (5, None, False),
             (40, None, True),
             (10, ["UserMemory"], False),
+            (10, ["SkillMemory"], True),  # a type no document has: nothing, at once
+            (10, ["SkillMemory", "UserMemory"], False),
             (500, None, False),
         ):
             got = await keyword_index.search(cube, query, k=k, memory_types=types, include_retired=retired)
