@@ -158,8 +158,10 @@ class _Compiler:
 
 def program(schema: Any) -> tuple[Any, ...]:
     """The tuple program ``schemas._avroc.read`` walks for ``schema`` (types as ``_Compiler.value`` reads them;
-    call only for a schema ``compile_reader`` compiles)."""
+    call only for a schema ``compile_reader`` compiles, where the C reader is built)."""
     c = _avroc
+    if c is None:
+        raise ImportError("schemas._avroc is not built (pip install -e . builds it where a C compiler is found)")
     if isinstance(schema, list):
         return (c.UNION, tuple(program(branch) for branch in schema))
     kind, logical = (schema["type"], schema.get("logicalType")) if isinstance(schema, dict) else (schema, None)
