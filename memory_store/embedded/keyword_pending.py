@@ -150,10 +150,8 @@ def rank(searcher: tantivy.Searcher, cube: CubeIndex, pending: Pending, stale: f
     version there is stale), the pending documents are candidates from SQLite, and every candidate is scored
     from SQLite with the cube's own statistics; more are fetched until none left out can beat the k-th."""
     field = "text"
-    if types is not None and pending.current_types.isdisjoint(types) and not live_count(
-        searcher, tantivy.Query.term_set_query(TANTIVY_SCHEMA, "type", types)
-    ):  # no document of these types at all (tantivy's stale versions counted too): nothing to rank
-        return []
+    if types is not None and pending.current_types.isdisjoint(types) and not cube.holds_types(searcher, types):
+        return []  # no document of these types at all (tantivy's stale versions counted too): nothing to rank
     df = {t: live_count(searcher, tantivy.Query.term_query(TANTIVY_SCHEMA, field, t)) for t in terms}
     if pending:  # tantivy's counts with the pending documents' current text instead of what it holds
         df = {t: n + pending.df_correction(t) for t, n in df.items()}

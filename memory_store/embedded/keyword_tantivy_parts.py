@@ -224,6 +224,8 @@ class CubeIndex:
         """Tantivy's (N, avgdl) for ``generation``, read from an explanation once per generation."""
         self.pending: tuple[int, Any, frozenset[int]] | None = None
         """The cube's pending documents as last read (``keyword_pending.read_pending``), under their revision."""
+        self.kinds: tuple[int, dict[tuple[str, ...], bool]] = (0, {})
+        """Whether tantivy holds a document of each type set asked about, for ``generation``."""
 
     def _meta_stamp(self) -> tuple[int, int, int]:
         """Identity of the index's meta.json: tantivy replaces it (a new inode) on every commit."""
@@ -253,6 +255,18 @@ class CubeIndex:
         if "N" in stats and "avgdl" in stats:
             self.stats = (self.generation, stats)
         return stats
+
+    def holds_types(self, searcher: tantivy.Searcher, types: Sequence[str]) -> bool:
+        """Whether tantivy holds any document of ``types`` (stale versions of pending ones too), counted once per
+        searcher reload."""
+        if self.kinds[0] != self.generation:
+            self.kinds = (self.generation, {})
+        key = tuple(types)
+        held = self.kinds[1].get(key)
+        if held is None:
+            held = self.kinds[1][key] = live_count(searcher, tantivy.Query.term_set_query(TANTIVY_SCHEMA, "type",
+                                                                                          list(types))) > 0
+        return held
 
     def open_writer(self, timeout_s: float) -> tantivy.IndexWriter:
         """This cube's writer, taken now if not held: while another process holds it, wait up to
