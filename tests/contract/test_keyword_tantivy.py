@@ -329,6 +329,25 @@ async def test_live_batches_leave_documents_pending_until_flush_docs(tmp_path: P
         assert [h.memory_id for h in await store.search(cube, "orchid water", k=10)] == ["m3", "m2", "m1", "m0", "m4"]
 
 
+async def test_a_type_first_written_straight_to_tantivy_is_found_after_a_search_found_none(
+    tmp_path: Path, unique: str
+) -> None:
+    """Whether tantivy holds a type is counted once per searcher reload: a commit that brings the first
+    documents of a type (a run written at once, never pending) makes the next search count again."""
+    cube = f"c-{unique}"
+
+    def run(memory_type: str, start: int) -> list[AnyOp]:
+        return [UpsertMemory(memory=make_memory(cube, f"m{i}", memory="orchid care", key="", memory_type=memory_type))
+                for i in range(start, start + 3)]  # fmt: skip
+
+    async with TantivyKeywordIndex(f"tantivy:///{tmp_path / 'store.db'}", flush_docs=2) as store:
+        await store.apply(run("LongTermMemory", 0), position(unique, 0))
+        assert await store.search(cube, "orchid", k=10, memory_types=["SkillMemory"]) == []
+        await store.apply(run("SkillMemory", 3), position(unique, 1))
+        found = await store.search(cube, "orchid", k=10, memory_types=["SkillMemory"])
+        assert sorted(h.memory_id for h in found) == ["m3", "m4", "m5"]
+
+
 async def test_a_live_run_of_flush_docs_or_more_is_written_at_once(tmp_path: Path, unique: str) -> None:
     """Noting thousands of documents pending only to flush them in the same batch would cost SQLite rows for
     nothing: a cube's run of ``flush_docs`` or more is written directly, after what was pending."""
