@@ -1,5 +1,6 @@
 """The embedded log's fast append: on the caller's thread when nothing is queued and the write lock is free,
-through the writer thread otherwise; the same records and offsets either way."""
+on the caller's event loop once another connection lets the lock go (``LockWait``), through the writer thread
+otherwise; the same records and offsets either way."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
+from schemas.errors import BrokerUnavailable, TransportError
 from streams.log.base import OutgoingRecord
 from streams.log.local.log import LocalEventLog
 
@@ -19,11 +23,13 @@ def _records(n: int, start: int = 0) -> list[OutgoingRecord]:
 
 
 @asynccontextmanager
-async def _lock_held_elsewhere(tmp_path: Path) -> AsyncIterator[tuple[LocalEventLog, sqlite3.Connection]]:
+async def _lock_held_elsewhere(
+    tmp_path: Path, *, busy_timeout_s: float = 30.0
+) -> AsyncIterator[tuple[LocalEventLog, sqlite3.Connection]]:
     """A started log, and another connection to its file holding the write lock (another process's
     transaction, say) until the test commits it."""
     path = tmp_path / "log.db"
-    log = LocalEventLog(path)
+    log = LocalEventLog(path, busy_timeout_s=busy_timeout_s)
     await log.start()
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
@@ -52,17 +58,88 @@ async def test_an_append_with_the_lock_free_commits_on_the_callers_thread(tmp_pa
         await log.aclose()
 
 
-async def test_with_the_write_lock_held_elsewhere_the_append_waits_on_the_writer_thread(tmp_path: Path) -> None:
+async def test_with_the_write_lock_held_elsewhere_appends_wait_on_the_loop_and_commit_together(
+    tmp_path: Path,
+) -> None:
     async with _lock_held_elsewhere(tmp_path) as (log, other):
         writer = log._require().writer  # noqa: SLF001
         assert writer.try_now(lambda conn: 1) == (False, None)  # refused at once, not blocked
-        pending = asyncio.ensure_future(log.append_batch(_records(1)))
+        pending = [asyncio.ensure_future(log.append_batch(_records(1, n))) for n in range(5)]
+        threads: list[int] = []
+        job = asyncio.ensure_future(writer.run(lambda conn: threads.append(threading.get_ident()) or 9))
         await asyncio.sleep(0.05)
-        assert not pending.done()  # queued for the writer thread, which waits for the lock
+        assert not any(p.done() for p in pending) and not job.done()
+        wait = writer._lock_wait()  # noqa: SLF001
+        assert wait.waiting == 6
+        assert writer._inflight == 0  # noqa: SLF001 - nothing went to the writer thread
         other.execute("COMMIT")
-        (position,) = await asyncio.wait_for(pending, 30)
-        assert position.offset == 0
+        positions = [p for batch in await asyncio.wait_for(asyncio.gather(*pending), 30) for p in batch]
+        assert await asyncio.wait_for(job, 30) == 9
+        assert [p.offset for p in positions] == [0, 1, 2, 3, 4]  # in the order they came
+        assert threads == [threading.get_ident()]  # ran on this loop's thread
+        assert wait.commits == 1  # all six in one transaction
+        read = await log.read("t.v1", positions[0].partition, 0, limit=10)
+        assert [r.value for r in read] == [f"v{i}".encode() for i in range(5)]
         assert writer.try_now(lambda conn: 2) == (True, 2)  # free again: the fast path is back
+
+
+async def test_a_failing_job_among_those_waiting_for_the_lock_fails_alone(tmp_path: Path) -> None:
+    async with _lock_held_elsewhere(tmp_path) as (log, other):
+        writer = log._require().writer  # noqa: SLF001
+        first = asyncio.ensure_future(log.append_batch(_records(1)))
+
+        def bad(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO log_meta (name, value) VALUES ('scratch', 1)")
+            raise ValueError("this job fails")
+
+        failing = asyncio.ensure_future(writer.run(bad))
+        last = asyncio.ensure_future(log.append_batch(_records(1, 1)))
+        await asyncio.sleep(0.05)
+        other.execute("COMMIT")
+        with pytest.raises(ValueError, match="this job fails"):
+            await asyncio.wait_for(failing, 30)
+        assert [p.offset for p in await first + await last] == [0, 1]
+        assert await writer.run(lambda conn: conn.execute(
+            "SELECT COUNT(*) FROM log_meta WHERE name = 'scratch'").fetchone()[0]) == 0  # rolled back
+
+
+async def test_a_job_waiting_past_the_busy_timeout_fails_as_the_log_being_unavailable(tmp_path: Path) -> None:
+    async with _lock_held_elsewhere(tmp_path, busy_timeout_s=0.2) as (log, other):
+        with pytest.raises(BrokerUnavailable, match="locked"):
+            await asyncio.wait_for(log.append_batch(_records(1)), 30)
+        other.execute("COMMIT")
+        (position,) = await log.append_batch(_records(1, 1))
+        assert position.offset == 0  # the timed-out append was not written
+
+
+async def test_a_waiter_cancelled_before_its_turn_leaves_its_append_unwritten(tmp_path: Path) -> None:
+    async with _lock_held_elsewhere(tmp_path) as (log, other):
+        cancelled = asyncio.ensure_future(log.append_batch(_records(1)))
+        await asyncio.sleep(0.02)
+        cancelled.cancel()
+        kept = asyncio.ensure_future(log.append_batch(_records(1, 1)))
+        await asyncio.sleep(0.02)
+        other.execute("COMMIT")
+        (position,) = await asyncio.wait_for(kept, 30)
+        assert cancelled.cancelled()
+        read = await log.read("t.v1", position.partition, 0, limit=10)
+        assert [r.value for r in read] == [b"v1"]
+
+
+async def test_a_write_waiting_for_the_lock_fails_when_the_log_closes(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = LocalEventLog(path)
+    await log.start()
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(log.append_batch(_records(1)))
+        await asyncio.sleep(0.02)
+        await log.aclose()
+        with pytest.raises(TransportError, match="closed"):
+            await asyncio.wait_for(pending, 30)
+    finally:
+        other.close()
 
 
 async def test_a_consumer_commit_takes_the_fast_path_and_never_blocks_appends_behind_it(tmp_path: Path) -> None:

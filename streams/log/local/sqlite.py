@@ -10,14 +10,16 @@ import sqlite3
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from schemas.envelope import Header
 from schemas.errors import BrokerUnavailable, TransportError
+from streams.log.local.lock_wait import Attempt, LockWait
 from streams.log.local.notify import Notifier, notifier_for
 
 __all__ = [
@@ -187,13 +189,17 @@ class SqliteWriter:
         self._mutex = threading.Lock()
         self._inflight = 0
         """Jobs submitted and not yet finished (``try_now`` only runs when none is, so order is kept)."""
+        self._closing = False
+        """Set by ``close``: no new job is taken (``submit`` refuses, ``attempt`` says "closed")."""
         self._direct_commits = 0
-        """Commits made by ``try_now`` since the last idle checkpoint (they leave the WAL to this thread)."""
+        """Commits made by ``attempt`` since the last idle checkpoint (they leave the WAL to this thread)."""
+        self._lock_waits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LockWait] = weakref.WeakKeyDictionary()
 
     def start(self) -> None:
         """Open the connection and start the thread (connection errors surface on the first job)."""
         if self._thread is not None:
             return
+        self._closing = False
         self._thread = threading.Thread(
             target=self._run, name=f"memos-log-writer:{self._path.name}", daemon=True
         )
@@ -210,51 +216,65 @@ class SqliteWriter:
         """Run ``fn(conn)`` inside a write transaction on the writer thread; return its result.
 
         Coalescable jobs (appends) call ``on_commit`` with the ``topics`` they wrote once committed."""
-        if self._thread is None:
-            raise TransportError(f"embedded log {str(self._path)!r} is not started")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        with self._mutex:
+        with self._mutex:  # the put too: no job may land behind ``close``'s end marker
+            if self._thread is None or self._closing:
+                raise TransportError(f"embedded log {str(self._path)!r} is not started or is closing")
             self._inflight += 1
-        self._queue.put(_Job(fn, coalesce, loop, fut, frozenset(topics)))  # type: ignore[arg-type]
+            self._queue.put(_Job(fn, coalesce, loop, fut, frozenset(topics)))  # type: ignore[arg-type]
         return await fut
 
     async def run(
         self, fn: Callable[[sqlite3.Connection], T], *, coalesce: bool = False, topics: Iterable[str] = ()
     ) -> T:
-        """``fn(conn)`` in a write transaction: right here when that can be done at once (``try_now``), else on
-        the writer thread (``submit``, with ``coalesce`` and ``topics`` as there). Appends and every other
+        """``fn(conn)`` in a write transaction: right here when that can be done at once (``try_now``); while
+        another process holds the file's write lock, on this event loop once it is let go (``LockWait``); else
+        on the writer thread (``submit``, with ``coalesce`` and ``topics`` as there). Appends and every other
         write (offset commits, attempt counts, heartbeats) go through here: when those others queued on the
         writer thread, no append could take the direct path while one was queued (order is kept), and under
         load a third of the server's appends waited two thread hops (p95 14 ms under ``bench.load``)."""
-        done, result = self.try_now(fn, topics=topics)
-        if done:
-            return result  # type: ignore[return-value]
+        outcome, results = self.attempt([fn], topics=topics)
+        if outcome == "done":
+            return results[0]  # type: ignore[index,no-any-return]
+        if outcome == "busy":
+            waited: T = await self._lock_wait().wait(fn, frozenset(topics))
+            return waited
         return await self.submit(fn, coalesce=coalesce, topics=topics)
 
     def try_now(self, fn: Callable[[sqlite3.Connection], T], *, topics: Iterable[str] = ()) -> tuple[bool, T | None]:
-        """Run ``fn(conn)`` in a write transaction on the calling thread, if that can be done at once: no job
+        """(True, result) when ``attempt`` committed ``fn`` here; (False, None) when it could not start."""
+        outcome, results = self.attempt([fn], topics=topics)
+        return (True, results[0]) if outcome == "done" else (False, None)  # type: ignore[index]
+
+    def attempt(
+        self, fns: Sequence[Callable[[sqlite3.Connection], Any]], *, topics: Iterable[str] = ()
+    ) -> tuple[Attempt, list[Any] | None]:
+        """Run ``fns`` in one write transaction on the calling thread, if that can be done at once: no job
         is queued or running here, commits do not sync to disk (``synchronous=NORMAL``: an fsync is not for
         the caller's thread), and the file's write lock is free (no waiting: another process may hold it).
-        (True, result) when committed; (False, None) when the caller should ``submit`` instead.
+        ("done", results) when committed; ("busy", None) when another connection holds the write lock;
+        ("occupied", None) when this writer is in use or the commits sync (``submit`` instead); ("closed", None)
+        after ``close``. A job that
+        raises rolls the transaction back and the error propagates.
 
         This saves an append the two thread hops of ``submit`` (a saturated machine made each wait for a
         core). The commit never checkpoints the WAL here (``wal_autocheckpoint`` is off around it): the
         writer thread's own commits and other processes' do that, off the caller's thread.
         """
-        if self._synchronous.upper() != "NORMAL":
-            return False, None
         with self._mutex:
-            if self._inflight or self._thread is None or not self._executing.acquire(blocking=False):
-                return False, None
+            if self._thread is None or self._closing:
+                return "closed", None
+            if self._synchronous.upper() != "NORMAL" or self._inflight or not self._executing.acquire(blocking=False):
+                return "occupied", None
         try:
             conn = self._connection()
             try:
                 self._begin(conn, patience_s=0.0)  # one try
             except sqlite3.OperationalError:
-                return False, None  # busy: another process holds the write lock
+                return "busy", None  # another process holds the write lock
             try:
-                result = fn(conn)
+                results = [fn(conn) for fn in fns]
                 conn.execute("PRAGMA wal_autocheckpoint=0")
                 try:
                     conn.execute("COMMIT")
@@ -267,15 +287,26 @@ class SqliteWriter:
         finally:
             self._executing.release()
         self._direct_commits += 1
+        topics = frozenset(topics)
         if topics:
-            self._on_commit(frozenset(topics))
-        return True, result
+            self._on_commit(topics)
+        return "done", results
+
+    def _lock_wait(self) -> LockWait:
+        """The waiters of the running event loop (one ``LockWait`` per loop that writes here)."""
+        loop = asyncio.get_running_loop()
+        wait = self._lock_waits.get(loop)
+        if wait is None:
+            wait = self._lock_waits[loop] = LockWait(self, busy_timeout_s=self._busy_timeout_s)
+        return wait
 
     def close(self) -> None:
         """Finish queued jobs, close the connection and join the thread. Idempotent."""
         if self._thread is None:
             return
-        self._queue.put(None)
+        with self._mutex:
+            self._closing = True
+            self._queue.put(None)
         self._thread.join()
         self._thread = None
 
@@ -310,9 +341,10 @@ class SqliteWriter:
                 outcomes = self._execute(run)
             for job, result, exc in outcomes:
                 self._finish(job, result, exc)
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._executing:  # not under a transaction that ``attempt`` began before ``close``
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def _begin(self, conn: sqlite3.Connection, *, patience_s: float | None = None) -> None:
         """``BEGIN IMMEDIATE``, trying again every 0.1-1 ms while another process holds the write lock.
