@@ -150,8 +150,9 @@ class ServerSettings(_Section):
         default=10, ge=0, le=19,
         description="Niceness of the whole derivation process, so that when both want the CPU the kernel "
                     "prefers serving (under 50 clients: search p95 and async-ack p95 a quarter to a third lower "
-                    "than at 0; sync adds wait longer). The rare cost: the child preempted while it holds the "
-                    "shared log's write lock makes a server append wait (p99.9 48 ms measured).")
+                    "than at 0; sync adds wait longer). The cost: the child preempted while it holds the "
+                    "shared log's write lock makes a server append wait; such appends wait on the server's event "
+                    "loop and commit together once the lock is free (streams/log/local/lock_wait.py).")
 
 
 class DoorSettings(_Section):
