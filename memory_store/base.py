@@ -13,9 +13,16 @@ from schemas.envelope import Position
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 from schemas.ops import AnyOp
 
-__all__ = ["GraphStore", "KeywordIndex", "Lending", "Projection", "VectorStore"]
+__all__ = ["Ask", "GraphStore", "KeywordIndex", "Lending", "Projection", "VectorStore"]
 
 logger = logging.getLogger(__name__)
+
+
+class Ask(NamedTuple):
+    """One search of a ``search_each`` call: its ``k`` and the memory types it is restricted to (None: all)."""
+
+    k: int
+    memory_types: Sequence[str] | None
 
 
 class Lending(NamedTuple):
@@ -190,6 +197,18 @@ class VectorStore(Projection):
             self.search(cube_id, v, k=k, memory_types=memory_types, include_retired=include_retired) for v in vectors
         )))  # fmt: skip
 
+    async def search_each(
+        self, cube_id: str, vector: Sequence[float], asks: Sequence[Ask], *, include_retired: bool = False
+    ) -> list[list[ScoredMemory]]:
+        """``search`` of ``vector`` for each ask, in order (here one call each; an adapter may answer them together).
+
+        A search asks one cube this for all of its buckets (text, preference, tool, skill memories).
+        """
+        return list(await asyncio.gather(*(
+            self.search(cube_id, vector, k=a.k, memory_types=a.memory_types, include_retired=include_retired)
+            for a in asks
+        )))  # fmt: skip
+
     @abstractmethod
     async def dimension(self, cube_id: str) -> int | None:
         """Dimension of the cube's vectors, or None when it has none."""
@@ -211,3 +230,13 @@ class KeywordIndex(Projection):
         include_retired: bool = False,
     ) -> list[ScoredMemory]:
         """Top ``k`` memories by BM25 (higher is better). A query with no usable terms returns []."""
+
+    async def search_each(
+        self, cube_id: str, query: str, asks: Sequence[Ask], *, include_retired: bool = False
+    ) -> list[list[ScoredMemory]]:
+        """``search`` of ``query`` for each ask, in order (here one call each; an adapter may answer them
+        together, from one snapshot)."""
+        return list(await asyncio.gather(*(
+            self.search(cube_id, query, k=a.k, memory_types=a.memory_types, include_retired=include_retired)
+            for a in asks
+        )))  # fmt: skip

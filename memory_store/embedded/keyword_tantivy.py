@@ -15,7 +15,7 @@ from pathlib import Path
 
 import tantivy
 
-from memory_store.base import KeywordIndex, Lending
+from memory_store.base import Ask, KeywordIndex, Lending
 from memory_store.embedded.db import EmbeddedProjection, Synchronous, runs_by_kind
 from memory_store.embedded.keyword_pending import (
     create_pending,
@@ -448,8 +448,8 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
     # -- reads ---------------------------------------------------------------------------------------
 
     def _search_sync(
-        self, cube_id: str, terms: list[str], k: int, types: list[str] | None, include_retired: bool
-    ) -> list[tuple[float, str]]:
+        self, cube_id: str, terms: list[str], asks: list[Ask], include_retired: bool
+    ) -> list[list[tuple[float, str]]]:
         with self.db.read() as conn:
             conn.execute("BEGIN")  # one snapshot: statistics, pending documents and the rows scored agree
             try:
@@ -459,7 +459,7 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                         " LEFT JOIN kwt_revs r ON r.slot = c.slot WHERE c.cube_id=?", (cube_id,)
                     ).fetchone()
                     if row is None or row[1] <= 0:
-                        return []
+                        return [[] for _ in asks]
                     slot, docs, tokens, rev = str(row[0]), int(row[1]), int(row[2]), int(row[3])
                     cube = self._cube(slot)
                     cube.refresh()
@@ -467,11 +467,12 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
                     if cube.pending is None or cube.pending[0] != rev:  # read once per batch that changed it
                         cube.pending = (rev, *read_pending(conn, slot))
                     _, pending, stale = cube.pending
-                return rank(searcher, cube, pending, stale, terms, docs, tokens, k, types, include_retired,
-                            lambda todo: doc_rows(conn, slot, todo))
+                return [rank(searcher, cube, pending, stale, terms, docs, tokens, min(k, 2**31 - 1),
+                             None if types is None else list(types), include_retired,
+                             lambda todo: doc_rows(conn, slot, todo))
+                        if k > 0 and (types is None or types) else [] for k, types in asks]  # fmt: skip
             finally:
                 conn.execute("ROLLBACK")  # read only
-
 
     async def search(
         self,
@@ -483,12 +484,16 @@ class TantivyKeywordIndex(EmbeddedProjection, KeywordIndex):
         include_retired: bool = False,
     ) -> list[ScoredMemory]:
         """Top ``k`` memories by BM25 (higher is better, ties by id). A query with no words returns []."""
+        return (await self.search_each(cube_id, query, [Ask(k, memory_types)], include_retired=include_retired))[0]
+
+    async def search_each(
+        self, cube_id: str, query: str, asks: Sequence[Ask], *, include_retired: bool = False
+    ) -> list[list[ScoredMemory]]:
+        """``search`` for each ask, answered together: one thread hop, one snapshot."""
         terms = list(dict.fromkeys(analyze(" ".join(query_tokens(query, limit=_MAX_TERMS)))))
-        if not terms or k <= 0 or (memory_types is not None and not memory_types):
-            return []
-        types = None if memory_types is None else list(memory_types)
-        hits = await asyncio.to_thread(
-            self._search_sync, cube_id, terms, min(k, 2**31 - 1), types, include_retired
-        )
-        return [ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="keyword") for s, i in hits]
+        if not terms or not any(k > 0 and (types is None or types) for k, types in asks):
+            return [[] for _ in asks]
+        found = await asyncio.to_thread(self._search_sync, cube_id, terms, list(asks), include_retired)
+        return [[ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="keyword") for s, i in hits]
+                for hits in found]  # fmt: skip
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from memory_store.base import VectorStore
+from memory_store.base import Ask, VectorStore
 from memory_store.embedded.ann import CubeVectors, Hnsw, SavedIndex
 from memory_store.embedded.bulk import insert_rows
 from memory_store.embedded.db import EmbeddedProjection, Synchronous
@@ -331,28 +331,28 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
                     self._save_index(cube_id)
 
     def _search_sync(
-        self, cube_id: str, queries: Sequence[F32], k: int, memory_types: Sequence[str] | None, include_retired: bool
-    ) -> list[list[ScoredMemory]]:
+        self, cube_id: str, queries: Sequence[F32], asks: Sequence[Ask], include_retired: bool
+    ) -> list[list[list[ScoredMemory]]]:
+        """Per query, per ask (k, memory types), the hits."""
         self._refresh()
         self._ensure_index(cube_id)
         with self._state_lock:
             cube = self._cubes.get(cube_id)
             if cube is None or cube.live == 0:
-                return [[] for _ in queries]
+                return [[[] for _ in asks] for _ in queries]
             for query in queries:
                 if len(query) != cube.dim:
                     raise DimensionMismatch(
                         f"query vector has dimension {len(query)}, cube {cube_id!r} holds {cube.dim}"
                     )
-            codes = None
-            if memory_types is not None:
-                codes = [self._types[t] for t in memory_types if t in self._types]
-                if not codes:
-                    return [[] for _ in queries]
-            found = [cube.search(query, k, codes=codes, include_retired=include_retired,
-                                 use_index=cube.live > self.ann_threshold) for query in queries]  # fmt: skip
-        return [[ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="vector") for i, s in hits]
-                for hits in found]  # fmt: skip
+            found: list[list[list[tuple[str, float]]]] = [[] for _ in queries]
+            for k, memory_types in asks:
+                codes = None if memory_types is None else [self._types[t] for t in memory_types if t in self._types]
+                for n, query in enumerate(queries):
+                    found[n].append([] if k <= 0 or codes == [] else cube.search(
+                        query, k, codes=codes, include_retired=include_retired, use_index=cube.live > self.ann_threshold))
+        return [[[ScoredMemory(memory_id=i, cube_id=cube_id, score=s, retriever="vector") for i, s in hits]
+                 for hits in per_ask] for per_ask in found]  # fmt: skip
 
     async def search(
         self,
@@ -367,8 +367,16 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
 
         Raises DimensionMismatch when ``vector`` does not fit the cube's dimension.
         """
-        return (await self.search_many(cube_id, [vector], k=k, memory_types=memory_types,
-                                       include_retired=include_retired))[0]  # fmt: skip
+        return (await self.search_each(cube_id, vector, [Ask(k, memory_types)], include_retired=include_retired))[0]
+
+    async def search_each(
+        self, cube_id: str, vector: Sequence[float], asks: Sequence[Ask], *, include_retired: bool = False
+    ) -> list[list[ScoredMemory]]:
+        """``search`` of ``vector`` for each ask, answered together (one thread hop, one look at the journal)."""
+        if all(a.k <= 0 for a in asks):
+            return [[] for _ in asks]
+        found = await asyncio.to_thread(self._search_sync, cube_id, [as_float32(vector)], asks, include_retired)
+        return found[0]
 
     async def search_many(
         self,
@@ -383,7 +391,8 @@ class EmbeddedVectorStore(VectorJournal, EmbeddedProjection, VectorStore):
         if k <= 0 or not vectors:
             return [[] for _ in vectors]
         queries = [as_float32(vector) for vector in vectors]
-        return await asyncio.to_thread(self._search_sync, cube_id, queries, k, memory_types, include_retired)
+        found = await asyncio.to_thread(self._search_sync, cube_id, queries, [Ask(k, memory_types)], include_retired)
+        return [per_ask[0] for per_ask in found]
 
     async def aclose(self) -> None:
         """Save the indexes changed since their last save, then close the database."""

@@ -1,8 +1,9 @@
 """SearchService: the shell of multi-cube search; it queries the stores and leaves the ranking to processors.
 
-One search embeds the query once, then for every readable cube and every requested bucket (text,
-preference, tool, skill memories) runs, in parallel, a vector k-NN and a BM25 search restricted to the
-bucket's memory types; for text it reads the graph neighbours of the strongest fused hits. When the
+One search embeds the query once, then for every readable cube, in parallel, runs a vector k-NN and a BM25
+search for each requested bucket (text, preference, tool, skill memories), restricted to the bucket's memory
+types (one ``search_each`` call per store and cube answers all the buckets); for text it reads the graph
+neighbours of the strongest fused hits. When the
 query names a speaker who labels the lines of most of a cube's BM25 text hits (``processors.speakers``),
 that cube's vector searches embed the query without the name instead (still one embedding per text). Records are
 loaded from the graph store, scored by ``processors.retrieval.score_hits``, optionally reranked,
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-from memory_store.base import GraphStore, KeywordIndex, VectorStore
+from memory_store.base import Ask, GraphStore, KeywordIndex, VectorStore
 from memory_store.embedding.base import Embedder, Embeddings
 from memory_store.rerank import Reranker
 from processors.filters import Filter, compile_filter
@@ -124,23 +125,15 @@ class SearchService:
         try:
             async with asyncio.TaskGroup() as group:
                 embeddings = _QueryEmbeddings(self._embed, group)
-                decide = self.settings.speaker_share > 0 and "text" in buckets
-                if not decide:
-                    embeddings.get(query.query)
-                loop = asyncio.get_running_loop()
-                chosen = {c: loop.create_future() for c in query.readable_cube_ids} if decide else {}
                 tasks = {
-                    (cube, bucket): group.create_task(
-                        self._bucket(cube, bucket, query, embeddings, chosen.get(cube), flt)
-                    )
+                    cube: group.create_task(self._cube(cube, buckets, query, embeddings, flt))
                     for cube in query.readable_cube_ids
-                    for bucket in buckets
                 }
         except BaseExceptionGroup as group_error:
             raise _first_leaf(group_error) from None
         embed_ms = sum(t.result().latency_ms for t in embeddings.tasks.values())
         for bucket in buckets:
-            per_cube = {cube: tasks[cube, bucket].result() for cube in query.readable_cube_ids}
+            per_cube = {cube: tasks[cube].result()[bucket] for cube in query.readable_cube_ids}
             is_text = bucket == "text"
             selected[bucket] = select_hits(
                 per_cube,
@@ -172,82 +165,89 @@ class SearchService:
             raise ModelOutputInvalid(f"embedder returned {len(embeddings.vectors)!r} vectors for one query")
         return embeddings
 
-    async def _bucket(
+    async def _cube(
         self,
         cube: str,
-        bucket: Bucket,
+        buckets: Sequence[Bucket],
         query: SearchQuery,
         embeddings: _QueryEmbeddings,
-        chosen: asyncio.Future[str] | None,
         flt: Filter | None,
-    ) -> list[Hit]:
-        """One cube's bucket. ``chosen``: the text this cube's dense searches embed, which the text
-        bucket decides from its keyword hits (``processors.speakers``); None: the query itself."""
-        types = list(bucket_types(bucket, query))
-        k = candidate_k(bucket_limit(bucket, query), self.settings, filtered=flt is not None)
+    ) -> dict[Bucket, list[Hit]]:
+        """One cube's buckets. One keyword and one vector call answer all of them (``search_each``, each
+        ask restricted to its bucket's memory types): most cubes hold no memories of most buckets, and a
+        call per bucket cost a thread hop each for nothing. With ``speaker_share`` on, the text bucket's
+        keyword hits decide which text the dense searches embed (``processors.speakers``)."""
+        filtered = flt is not None
+        asks = [Ask(candidate_k(bucket_limit(b, query), self.settings, filtered=filtered), list(bucket_types(b, query)))
+                for b in buckets]  # fmt: skip
         text = keyword_query(query.query, strip_stopwords=self.settings.strip_stopwords)
+        decide = self.settings.speaker_share > 0 and "text" in buckets
         records: dict[str, MemoryRecord] = {}
         async with asyncio.TaskGroup() as group:
             keyword_task = group.create_task(
-                self.keyword.search(
-                    cube, text, k=k, memory_types=types, include_retired=query.include_history
-                )
+                self.keyword.search_each(cube, text, asks, include_retired=query.include_history)
             )
-            dense_text = query.query
-            guessed: tuple[str, asyncio.Task[list[ScoredMemory]]] | None = None
-            if chosen is not None:
-                # search now with what the cube's last speakers say the text will be; the text bucket's
-                # keyword hits decide below, and a wrong guess is searched again
+            # search now with what the cube's last speakers say the text will be; the text bucket's keyword
+            # hits decide below, and a wrong guess is searched again
+            guess = query.query
+            if decide:
                 guess = query_without_speakers(query.query, self._speakers.get(cube, ())) or query.query
-                guessed = guess, group.create_task(
-                    self._dense_of(cube, embeddings.get(guess), k, types, query.include_history))
-            if chosen is not None and bucket == "text":
-                keyword_ids = [m.memory_id for m in await keyword_task]
+            guessed = group.create_task(self._dense_each(cube, embeddings.get(guess), asks, query.include_history))
+            dense_text = guess
+            if decide:
+                keyword_ids = [m.memory_id for m in (await keyword_task)[buckets.index("text")]]
                 records = await self._records(cube, {"keyword": keyword_ids}, records)
                 speakers = speaker_names((records[i].memory for i in keyword_ids if i in records),
                                          share=self.settings.speaker_share)  # fmt: skip
                 self._remember_speakers(cube, speakers)
                 dense_text = query_without_speakers(query.query, speakers) or query.query
-                chosen.set_result(dense_text)
-            elif chosen is not None:
-                dense_text = await asyncio.shield(chosen)
-            if guessed is not None and guessed[0] == dense_text:
-                dense_task = guessed[1]
-            else:
+            dense_task = guessed
+            if dense_text != guess:
                 dense_task = group.create_task(
-                    self._dense_of(cube, embeddings.get(dense_text), k, types, query.include_history))
+                    self._dense_each(cube, embeddings.get(dense_text), asks, query.include_history))
         vector = embeddings.get(dense_text).result().vectors[0]  # done: the dense search awaited it
-        rankings: dict[str, list[str]] = {
-            "dense": [m.memory_id for m in dense_task.result()],
-            "keyword": [m.memory_id for m in keyword_task.result()],
+        rankings: dict[Bucket, dict[str, list[str]]] = {
+            b: {"dense": [m.memory_id for m in dense], "keyword": [m.memory_id for m in keyword]}
+            for b, dense, keyword in zip(buckets, dense_task.result(), keyword_task.result(), strict=True)
         }
         expansion = Expansion()
-        if bucket == "text":
-            relations = await self._neighbors(expansion_seeds(rankings, self.settings))
-            expansion = graph_expansion(rankings, relations, self.settings)
-            rankings["graph"] = list(expansion.ranking)
-        records = await self._records(cube, rankings, records)
-        if not records:  # nothing found (a bucket the cube has no memories of)
-            return []
-        hits = score_hits(
-            bucket,
-            rankings,
-            records,
-            query=query,
-            query_vector=vector,
-            terms=query_terms(query.query),
-            flt=flt,
-            settings=self.settings,
-            links=expansion.links,
-            query_model=self.embedder.model_id,
-        )
-        if self.reranker is not None and hits and (query.mode != "fast" or self.settings.rerank_in_fast_mode):
-            head = hits[: self.settings.rerank_pool]
-            scores = await self.reranker.rerank(query.query, [h.record.memory for h in head])
-            if len(scores) != len(head):
-                raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
-            hits = apply_rerank(hits, scores, self.settings)
-        return hits
+        if "text" in rankings:
+            relations = await self._neighbors(expansion_seeds(rankings["text"], self.settings))
+            expansion = graph_expansion(rankings["text"], relations, self.settings)
+            rankings["text"]["graph"] = list(expansion.ranking)
+        wanted = {f"{b}:{name}": ids for b, named in rankings.items() for name, ids in named.items()}
+        records = await self._records(cube, wanted, records)
+        out: dict[Bucket, list[Hit]] = {}
+        for b in buckets:
+            if not any(rankings[b].values()):  # nothing found (a bucket the cube has no memories of)
+                out[b] = []
+                continue
+            out[b] = score_hits(
+                b,
+                rankings[b],
+                records,
+                query=query,
+                query_vector=vector,
+                terms=query_terms(query.query),
+                flt=flt,
+                settings=self.settings,
+                links=expansion.links if b == "text" else None,
+                query_model=self.embedder.model_id,
+            )
+        if self.reranker is not None and (query.mode != "fast" or self.settings.rerank_in_fast_mode):
+            reranked = await asyncio.gather(*(self._rerank(query, out[b]) for b in buckets))
+            out = dict(zip(buckets, reranked, strict=True))
+        return out
+
+    async def _rerank(self, query: SearchQuery, hits: list[Hit]) -> list[Hit]:
+        """``hits`` with the reranker's scores on the best ``rerank_pool`` of them."""
+        if self.reranker is None or not hits:
+            return hits
+        head = hits[: self.settings.rerank_pool]
+        scores = await self.reranker.rerank(query.query, [h.record.memory for h in head])
+        if len(scores) != len(head):
+            raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
+        return apply_rerank(hits, scores, self.settings)
 
     async def _records(
         self, cube: str, rankings: Mapping[str, Sequence[str]], records: dict[str, MemoryRecord]
@@ -258,24 +258,17 @@ class SearchService:
             records.update((r.id, r) for r in await self.graph.get(wanted, cube_id=cube))
         return records
 
-    async def _dense_of(
-        self, cube: str, embedding: asyncio.Task[Embeddings], k: int, types: Sequence[str], include_retired: bool
-    ) -> list[ScoredMemory]:
-        """``_dense`` with the vector of ``embedding`` (a task other searches of this query may share)."""
+    async def _dense_each(
+        self, cube: str, embedding: asyncio.Task[Embeddings], asks: Sequence[Ask], include_retired: bool
+    ) -> list[list[ScoredMemory]]:
+        """The vector searches of ``asks`` with the vector of ``embedding`` (a task other cubes may share)."""
         vector = (await asyncio.shield(embedding)).vectors[0]
-        return await self._dense(cube, vector, k, types, include_retired)
-
-    async def _dense(
-        self, cube: str, vector: Sequence[float], k: int, types: Sequence[str], include_retired: bool
-    ) -> list[ScoredMemory]:
         try:
-            return await self.vector.search(
-                cube, vector, k=k, memory_types=types, include_retired=include_retired
-            )
+            return await self.vector.search_each(cube, vector, asks, include_retired=include_retired)
         except DimensionMismatch as exc:
             # a cube embedded by another model still answers by keyword and graph; say so in the log
             logger.warning("dense search skipped cube=%s model=%s: %s", cube, self.embedder.model_id, exc)
-            return []
+            return [[] for _ in asks]
 
     async def _neighbors(self, seeds: Sequence[str]) -> list[RelationRecord]:
         if not seeds:

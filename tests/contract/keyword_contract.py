@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from memory_store.base import KeywordIndex
+from memory_store.base import Ask, KeywordIndex
 from schemas.memory import MemoryRecord
 from schemas.ops import DropCube, RetireMemory, ReviseMemory, UpsertMemory
 from tests.contract.graph_contract import T0, make_memory, position
@@ -172,6 +172,42 @@ class KeywordIndexContract:
         await self._load(keyword_index, unique, [pref, fact])
         assert await self._ids(keyword_index, cube, "jasmine", memory_types=["PreferenceMemory"]) == [pref.id]
         assert await self._ids(keyword_index, cube, "jasmine", memory_types=["SkillMemory"]) == []
+
+    async def test_search_each_answers_every_ask_as_search_would(
+        self, keyword_index: KeywordIndex, unique: str, cube: str, other_cube: str
+    ) -> None:
+        types = ["PreferenceMemory", "LongTermMemory", "ToolTrajectoryMemory"]
+        texts = [f"green tea {'and tea ' * (i % 4)}note {i}" for i in range(12)]
+        docs = [make_memory(cube, f"e{i}-{unique}", memory=t, key="", minute=i, memory_type=types[i % 3])
+                for i, t in enumerate(texts)]  # fmt: skip
+        await self._load(keyword_index, unique, docs)
+        retire = RetireMemory(memory_id=docs[1].id, cube_id=cube, reason="superseded", updated_at=T0)
+        assert await keyword_index.apply([retire], position(unique, 1))
+        asks = [
+            Ask(2, ["LongTermMemory"]),
+            Ask(10, ["PreferenceMemory", "ToolTrajectoryMemory"]),
+            Ask(5, ["SkillMemory"]),  # a type the cube has none of
+            Ask(0, None),
+            Ask(3, None),
+            Ask(2, []),
+        ]
+        for retired in (False, True):
+            each = await keyword_index.search_each(cube, "tea", asks, include_retired=retired)
+            one = [
+                await keyword_index.search(cube, "tea", k=a.k, memory_types=a.memory_types, include_retired=retired)
+                for a in asks
+            ]
+            assert [[h.memory_id for h in hits] for hits in each] == [[h.memory_id for h in hits] for hits in one]
+            assert [len(hits) for hits in each] == [2, 8, 0, 0, 3, 0]
+            # BM25 does not depend on the type filter: each ask is the filtered head of the whole ranking
+            whole = [h.memory_id for h in await keyword_index.search(cube, "tea", k=50, include_retired=retired)]
+            assert len(whole) == (12 if retired else 11)
+            of = {d.id: d.memory_type for d in docs}
+            for ask, hits in zip(asks, each, strict=True):
+                allowed = [i for i in whole if ask.memory_types is None or of[i] in ask.memory_types]
+                assert [h.memory_id for h in hits] == allowed[: ask.k]
+        assert await keyword_index.search_each(other_cube, "tea", asks) == [[] for _ in asks]
+        assert await keyword_index.search_each(cube, "   ", asks) == [[] for _ in asks]
 
     async def test_revised_text_replaces_the_old_words(
         self, keyword_index: KeywordIndex, unique: str, cube: str

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from memory_store.base import VectorStore
+from memory_store.base import Ask, VectorStore
 from schemas.errors import DimensionMismatch
 from schemas.memory import MemoryRecord
 from schemas.ops import DropCube, RetireMemory, ReviseMemory, UpsertMemory
@@ -175,6 +175,46 @@ class VectorStoreContract:
         hits = await vector_store.search(cube, query, k=10, memory_types=["PreferenceMemory"])
         assert [h.memory_id for h in hits] == [i for i, _ in brute_force(prefs, query, 10)]
         assert await vector_store.search(cube, query, k=10, memory_types=["SkillMemory"]) == []
+
+    async def test_search_each_answers_every_ask_as_search_would(
+        self, vector_store: VectorStore, unique: str, cube: str, other_cube: str
+    ) -> None:
+        rng = random.Random(2)
+        types = ["PreferenceMemory", "LongTermMemory", "ToolTrajectoryMemory"]
+        records = [
+            make_memory(cube, f"e{i}-{unique}", embedding=random_unit(rng, self.dim), memory_type=types[i % 3])
+            for i in range(15)
+        ]
+        await self._load(vector_store, unique, records)
+        retire = RetireMemory(memory_id=records[1].id, cube_id=cube, reason="superseded", updated_at=T0)
+        assert await vector_store.apply([retire], position(unique, 1))
+        asks = [
+            Ask(3, ["LongTermMemory"]),
+            Ask(10, ["PreferenceMemory", "ToolTrajectoryMemory"]),
+            Ask(5, ["SkillMemory"]),  # a type the cube has none of
+            Ask(0, None),
+            Ask(4, None),
+            Ask(2, []),
+        ]
+        query = random_unit(rng, self.dim)
+        for retired in (False, True):
+            each = await vector_store.search_each(cube, query, asks, include_retired=retired)
+            one = [
+                await vector_store.search(cube, query, k=a.k, memory_types=a.memory_types, include_retired=retired)
+                for a in asks
+            ]
+            assert [[h.memory_id for h in hits] for hits in each] == [[h.memory_id for h in hits] for hits in one]
+            for got, want in zip(each, one, strict=True):
+                assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=1e-6)
+            for ask, hits in zip(asks, each, strict=True):  # and as an exact search of those records would
+                pool = [r for r in records if (ask.memory_types is None or r.memory_type in ask.memory_types)
+                        and (retired or r.id != records[1].id)]  # fmt: skip
+                expected = [i for i, _ in brute_force(pool, query, ask.k)] if pool and ask.k > 0 else []
+                assert [h.memory_id for h in hits] == expected
+            assert [len(hits) for hits in each] == [3, 10, 0, 0, 4, 0]
+        assert await vector_store.search_each(other_cube, query, asks) == [[] for _ in asks]
+        with pytest.raises(DimensionMismatch):
+            await vector_store.search_each(cube, [1.0, 0.0], asks)
 
     async def test_revised_embedding_moves_the_memory(
         self, vector_store: VectorStore, unique: str, cube: str

@@ -16,7 +16,7 @@ from memory_store.embedding import Embedder, embedder_from_url
 from memory_store.registry import graph_store_from_url, keyword_index_from_url, vector_store_from_url
 from memory_store.rerank import LexicalReranker
 from memos.application.search import SearchService
-from processors.retrieval import SearchQuery, SearchSettings
+from processors.retrieval import SearchQuery, SearchSettings, bucket_types
 from schemas.envelope import Position
 from schemas.errors import ModelUnavailable, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord
@@ -408,3 +408,30 @@ async def test_the_cubes_last_speakers_choose_what_is_embedded_while_its_keyword
     second = await service.search(SearchQuery(query="When did Caroline go to a parade?", readable_cube_ids=(cube,)))
     assert recording.queries == ["When did go to a parade?"]  # guessed right from the last search: once
     assert first["text_mem"][0]["memories"] and second["text_mem"][0]["memories"]
+
+
+async def test_one_keyword_and_one_vector_call_answer_all_of_a_cubes_buckets(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str, tuple[tuple[str, ...] | None, ...]]] = []
+    for name, store in (("keyword", world.keyword), ("vector", world.vector)):
+        inner = store.search_each
+
+        async def spy(cube: str, query: Any, asks: Any, *, _inner: Any = inner, _name: str = name, **kw: Any) -> Any:
+            calls.append((_name, cube, tuple(None if a.memory_types is None else tuple(a.memory_types) for a in asks)))
+            return await _inner(cube, query, asks, **kw)
+
+        monkeypatch.setattr(store, "search_each", spy)
+    query = SearchQuery(query="Which hotel do I prefer?", user_id="u1", readable_cube_ids=(TRAVEL, LOVE, EMPTY))
+    data = await world.service.search(query)
+    asked = [bucket_types(b, query) for b in ("text", "pref", "tool", "skill")]
+    expected = {(store, cube, tuple(asked)) for store in ("keyword", "vector") for cube in (TRAVEL, LOVE, EMPTY)}
+    assert sorted(calls) == sorted(expected)  # once per store and cube (no speaker to strip: the guess holds)
+    assert _ids(data, "pref_mem")[TRAVEL] == ["p1"] and _ids(data, "tool_mem")[TRAVEL] == ["k1"]
+    assert _ids(data, "pref_mem")[LOVE] == [] and _ids(data)[EMPTY] == []
+    calls.clear()
+    text_only = SearchQuery(query="hotel", readable_cube_ids=(TRAVEL,), pref_top_k=0, tool_mem_top_k=0,
+                            include_skill_memory=False)  # fmt: skip
+    assert _ids(await world.service.search(text_only))[TRAVEL]
+    assert [c[:2] for c in sorted(calls)] == [("keyword", TRAVEL), ("vector", TRAVEL)]
+    assert all(len(c[2]) == 1 for c in calls)  # only the buckets asked for
