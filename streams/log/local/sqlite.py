@@ -254,9 +254,9 @@ class SqliteWriter:
         is queued or running here, commits do not sync to disk (``synchronous=NORMAL``: an fsync is not for
         the caller's thread), and the file's write lock is free (no waiting: another process may hold it).
         ("done", results) when committed; ("busy", None) when another connection holds the write lock;
-        ("occupied", None) when this writer is in use or the commits sync (``submit`` instead); ("closed", None)
-        after ``close``. A job that
-        raises rolls the transaction back and the error propagates.
+        ("occupied", None) when this writer is in use, the commits sync, or ``BEGIN`` failed otherwise (``submit``
+        instead, which reports that failure); ("closed", None) after ``close``. A job that raises rolls the
+        transaction back and the error propagates.
 
         This saves an append the two thread hops of ``submit`` (a saturated machine made each wait for a
         core). The commit never checkpoints the WAL here (``wal_autocheckpoint`` is off around it): the
@@ -271,8 +271,9 @@ class SqliteWriter:
             conn = self._connection()
             try:
                 self._begin(conn, patience_s=0.0)  # one try
-            except sqlite3.OperationalError:
-                return "busy", None  # another process holds the write lock
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                return ("busy" if "locked" in text or "busy" in text else "occupied"), None
             try:
                 results = [fn(conn) for fn in fns]
                 conn.execute("PRAGMA wal_autocheckpoint=0")
