@@ -63,7 +63,7 @@ class LockWait:
         self._waiting: deque[_Waiting] = deque()
         self._poller: asyncio.Task[None] | None = None
         self.commits = 0
-        """Transactions run here (a test and a benchmark read it)."""
+        """Transactions run here (the tests read it)."""
 
     @property
     def waiting(self) -> int:
