@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,6 +16,14 @@ import pytest
 from schemas.errors import BrokerUnavailable, TransportError
 from streams.log.base import OutgoingRecord
 from streams.log.local.log import LocalEventLog
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Yield to the loop until ``condition`` holds (the writes under test reach their waiting state)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.001)
 
 
 def _records(n: int, start: int = 0) -> list[OutgoingRecord]:
@@ -67,10 +75,10 @@ async def test_with_the_write_lock_held_elsewhere_appends_wait_on_the_loop_and_c
         pending = [asyncio.ensure_future(log.append_batch(_records(1, n))) for n in range(5)]
         threads: list[int] = []
         job = asyncio.ensure_future(writer.run(lambda conn: threads.append(threading.get_ident()) or 9))
-        await asyncio.sleep(0.05)
-        assert not any(p.done() for p in pending) and not job.done()
         wait = writer._lock_wait()  # noqa: SLF001
-        assert wait.waiting == 6
+        await _until(lambda: wait.waiting == 6)
+        await asyncio.sleep(0.05)  # a few polls while the lock is held: none of them may commit
+        assert not any(p.done() for p in pending) and not job.done() and wait.waiting == 6
         assert writer._inflight == 0  # noqa: SLF001 - nothing went to the writer thread
         other.execute("COMMIT")
         positions = [p for batch in await asyncio.wait_for(asyncio.gather(*pending), 30) for p in batch]
@@ -94,7 +102,7 @@ async def test_a_failing_job_among_those_waiting_for_the_lock_fails_alone(tmp_pa
 
         failing = asyncio.ensure_future(writer.run(bad))
         last = asyncio.ensure_future(log.append_batch(_records(1, 1)))
-        await asyncio.sleep(0.05)
+        await _until(lambda: writer._lock_wait().waiting == 3)  # noqa: SLF001
         other.execute("COMMIT")
         with pytest.raises(ValueError, match="this job fails"):
             await asyncio.wait_for(failing, 30)
@@ -114,11 +122,12 @@ async def test_a_job_waiting_past_the_busy_timeout_fails_as_the_log_being_unavai
 
 async def test_a_waiter_cancelled_before_its_turn_leaves_its_append_unwritten(tmp_path: Path) -> None:
     async with _lock_held_elsewhere(tmp_path) as (log, other):
+        wait = log._require().writer._lock_wait()  # noqa: SLF001
         cancelled = asyncio.ensure_future(log.append_batch(_records(1)))
-        await asyncio.sleep(0.02)
+        await _until(lambda: wait.waiting == 1)
         cancelled.cancel()
         kept = asyncio.ensure_future(log.append_batch(_records(1, 1)))
-        await asyncio.sleep(0.02)
+        await _until(lambda: wait.waiting == 2 or (wait.waiting == 1 and cancelled.done()))
         other.execute("COMMIT")
         (position,) = await asyncio.wait_for(kept, 30)
         assert cancelled.cancelled()
@@ -134,7 +143,8 @@ async def test_a_write_waiting_for_the_lock_fails_when_the_log_closes(tmp_path: 
     try:
         other.execute("BEGIN IMMEDIATE")
         pending = asyncio.ensure_future(log.append_batch(_records(1)))
-        await asyncio.sleep(0.02)
+        wait = log._require().writer._lock_wait()  # noqa: SLF001
+        await _until(lambda: wait.waiting == 1)
         await log.aclose()
         with pytest.raises(TransportError, match="closed"):
             await asyncio.wait_for(pending, 30)
