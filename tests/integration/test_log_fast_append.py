@@ -54,8 +54,7 @@ async def test_an_append_with_the_lock_free_commits_on_the_callers_thread(tmp_pa
     try:
         writer = log._require().writer  # noqa: SLF001 - what the fast path bypasses
         threads: list[int] = []
-        done, positions = writer.try_now(lambda conn: threads.append(threading.get_ident()) or 7)
-        assert (done, positions) == (True, 7)
+        assert writer.attempt([lambda conn: threads.append(threading.get_ident()) or 7]) == ("done", [7])
         assert threads == [threading.get_ident()]  # ran here, no hop to the writer thread
         first = await log.append_batch(_records(3))
         second = await log.append_batch(_records(2, 3))
@@ -71,7 +70,7 @@ async def test_with_the_write_lock_held_elsewhere_appends_wait_on_the_loop_and_c
 ) -> None:
     async with _lock_held_elsewhere(tmp_path) as (log, other):
         writer = log._require().writer  # noqa: SLF001
-        assert writer.try_now(lambda conn: 1) == (False, None)  # refused at once, not blocked
+        assert writer.attempt([lambda conn: 1]) == ("busy", None)  # refused at once, not blocked
         pending = [asyncio.ensure_future(log.append_batch(_records(1, n))) for n in range(5)]
         threads: list[int] = []
         job = asyncio.ensure_future(writer.run(lambda conn: threads.append(threading.get_ident()) or 9))
@@ -88,7 +87,7 @@ async def test_with_the_write_lock_held_elsewhere_appends_wait_on_the_loop_and_c
         assert wait.commits == 1  # all six in one transaction
         read = await log.read("t.v1", positions[0].partition, 0, limit=10)
         assert [r.value for r in read] == [f"v{i}".encode() for i in range(5)]
-        assert writer.try_now(lambda conn: 2) == (True, 2)  # free again: the fast path is back
+        assert writer.attempt([lambda conn: 2]) == ("done", [2])  # free again: the fast path is back
 
 
 async def test_a_failing_job_among_those_waiting_for_the_lock_fails_alone(tmp_path: Path) -> None:
@@ -166,7 +165,7 @@ async def test_a_consumer_commit_takes_the_fast_path_and_never_blocks_appends_be
         assert threads == [threading.get_ident()]  # ran here: nothing was queued on the writer thread
         await consumer.commit()
         assert await log.committed("g", "t.v1") == {records[0].position.partition: 3}
-        assert writer.try_now(lambda conn: 1) == (True, 1)  # nothing in flight: appends keep the fast path
+        assert writer.attempt([lambda conn: 1]) == ("done", [1])  # nothing in flight: appends keep the fast path
         await consumer.aclose()
     finally:
         await log.aclose()

@@ -147,10 +147,10 @@ def _connect(path: Path, *, synchronous: str, busy_timeout_s: float) -> sqlite3.
 
 
 _AUTOCHECKPOINT_PAGES = 1000
-"""SQLite's default ``wal_autocheckpoint``, restored after a ``SqliteWriter.try_now`` commit."""
+"""SQLite's default ``wal_autocheckpoint``, restored after a ``SqliteWriter.attempt`` commit."""
 
 _IDLE_CHECKPOINT_S = 1.0
-"""After this long without a job, the writer thread checkpoints the WAL grown by ``try_now`` commits."""
+"""After this long without a job, the writer thread checkpoints the WAL grown by ``attempt`` commits."""
 
 
 @dataclass
@@ -185,10 +185,10 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._conn: sqlite3.Connection | None = None
         self._executing = threading.Lock()
-        """Held while the connection is in use: by the writer thread for each run, by ``try_now``."""
+        """Held while the connection is in use: by the writer thread for each run, by ``attempt``."""
         self._mutex = threading.Lock()
         self._inflight = 0
-        """Jobs submitted and not yet finished (``try_now`` only runs when none is, so order is kept)."""
+        """Jobs submitted and not yet finished (``attempt`` only runs when none is, so order is kept)."""
         self._closing = False
         """Set by ``close``: no new job is taken (``submit`` refuses, ``attempt`` says "closed")."""
         self._direct_commits = 0
@@ -228,7 +228,7 @@ class SqliteWriter:
     async def run(
         self, fn: Callable[[sqlite3.Connection], T], *, coalesce: bool = False, topics: Iterable[str] = ()
     ) -> T:
-        """``fn(conn)`` in a write transaction: right here when that can be done at once (``try_now``); while
+        """``fn(conn)`` in a write transaction: right here when that can be done at once (``attempt``); while
         another process holds the file's write lock, on this event loop once it is let go (``LockWait``); else
         on the writer thread (``submit``, with ``coalesce`` and ``topics`` as there). Appends and every other
         write (offset commits, attempt counts, heartbeats) go through here: when those others queued on the
@@ -241,11 +241,6 @@ class SqliteWriter:
             waited: T = await self._lock_wait().wait(fn, frozenset(topics))
             return waited
         return await self.submit(fn, coalesce=coalesce, topics=topics)
-
-    def try_now(self, fn: Callable[[sqlite3.Connection], T], *, topics: Iterable[str] = ()) -> tuple[bool, T | None]:
-        """(True, result) when ``attempt`` committed ``fn`` here; (False, None) when it could not start."""
-        outcome, results = self.attempt([fn], topics=topics)
-        return (True, results[0]) if outcome == "done" else (False, None)  # type: ignore[index]
 
     def attempt(
         self, fns: Sequence[Callable[[sqlite3.Connection], Any]], *, topics: Iterable[str] = ()
@@ -362,7 +357,7 @@ class SqliteWriter:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_s * 1000)}")
 
     def _checkpoint_direct_commits(self) -> None:
-        """Idle: checkpoint the WAL if commits made by ``try_now`` (which never checkpoint) grew it since."""
+        """Idle: checkpoint the WAL if commits made by ``attempt`` (which never checkpoint) grew it since."""
         if not self._direct_commits:
             return
         self._direct_commits = 0
