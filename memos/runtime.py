@@ -65,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 _CUBE_TOPICS = (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION)
 """Topics keyed by cube id (the registry is keyed by kind: ``user:<id>`` / ``cube:<id>``)."""
+_KINDS = (user_key(""), cube_key(""))
+"""Prefixes of typed registry keys: a bare key that starts with one is never a legacy key."""
 
 
 class Runtime:
@@ -410,10 +412,12 @@ class Runtime:
         registry: list[str] = []
         if cube_id is not None:
             registry.append(cube_key(cube_id))
-            if not await self.control.user_exists(cube_id):
-                registry.append(cube_id)  # records of logs written before keys carried their kind
+            # records of logs written before keys carried their kind; an id that reads as a typed key
+            # ("user:bob", "cube:x") names another tenant's records, never a legacy one of this cube
+            if not cube_id.startswith(_KINDS) and not await self.control.user_exists(cube_id):
+                registry.append(cube_id)
         if registry_key is not None:
-            if not registry_key.startswith(("user:", "cube:")):  # a bare id names a user
+            if not registry_key.startswith(_KINDS):  # a bare id names a user
                 if not await self.control.cube_exists(registry_key):
                     registry.append(registry_key)
                 registry_key = user_key(registry_key)

@@ -197,6 +197,26 @@ async def test_forgetting_a_user_removes_its_writes_in_shared_cubes_and_nothing_
         assert await rt.control.cube_exists("team") and await rt.control.cube_exists("bobs_notes")
 
 
+async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:
+    """A cube id may read "user:bob" or "cube:bobs" (the grammar allows ':'): forgetting such a cube deletes
+    its own records only, never bob's user, key or cube ownership; the log alone still says so."""
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        await service.create_user("ann")
+        await service.create_user("bob")
+        key = await service.issue_key("bob")
+        await service.create_cube("bobs", owner_id="bob")
+        for name in ("user:bob", "cube:bobs"):
+            await service.create_cube(name, owner_id="ann")
+            await service.forget_cube(name, requested_by="ann")
+        assert await rt.rebuild_control() > 0
+        assert await rt.control.user_exists("bob")
+        assert (await rt.control.cube("bobs")).owner_id == "bob"
+        key_id, secret = key.removeprefix("mk_").split("_", 1)
+        assert await rt.control.key_user(key_id, secret) == "bob"
+        assert not await rt.control.cube_exists("user:bob") and not await rt.control.cube_exists("cube:bobs")
+
+
 async def test_a_sync_add_tells_settle_its_lane_and_the_log_agrees(tmp_path: Path) -> None:
     settings = AppSettings(home=tmp_path, derivation={"large_add_chars": 300})
     async with Runtime(settings) as rt:
