@@ -201,6 +201,15 @@ class DoorSettings(_Section):
         default=500, ge=0,
         description="Adds (one per cube named) one user may have waiting for derivation; more are refused "
                     "(429, Retry-After door.backlog_retry_after_s). Per API process; 0: no limit.")
+    replays_per_user: int = Field(
+        default=1, ge=0,
+        description="Replays one user may have running or waiting at once; a request for a cube already being "
+                    "replayed joins that replay; more are refused (429). 0: no limit.")
+    replays_at_once: int = Field(
+        default=2, ge=0,
+        description="Replays users may have running or waiting per process (each pauses the live projection of "
+                    "every cube while it runs); more are refused (429). 0: no limit.")
+    replay_retry_after_s: float = Field(default=5.0, ge=0, description="Retry-After of a refused replay.")
 
 
 class AppSettings(BaseSettings):

@@ -47,7 +47,7 @@ from memos.api.responses import (
     UserResponse,
 )
 from memos.application.ids import ID_GRAMMAR, MAX_ID_CHARS
-from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
+from memos.application.limits import MAX_PAGE, MAX_QUERY_CHARS, MAX_TOP_K
 
 __all__ = [
     "APIADDRequest",
@@ -342,7 +342,7 @@ class GetMemoryRequest(BaseRequest):
     include_tool_memory: bool = Field(default=True, description="Whether to return tool memories.")
     include_skill_memory: bool = Field(default=True, description="Whether to return skill memories.")
     filter: dict[str, Any] | None = Field(default=None, description=_FILTER_DOC)
-    page: int | None = Field(default=None, ge=1, le=1_000_000, description="Page number from 1; None exports everything.")
+    page: int | None = Field(default=None, ge=1, le=MAX_PAGE, description="Page number from 1; None exports everything.")
     page_size: int | None = Field(default=None, ge=1, le=MAX_TOP_K, description="Items per page; None exports everything.")
 
 

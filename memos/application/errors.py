@@ -20,8 +20,8 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "ProjectorElsewhere", "SearchesBusy", "describe",
-           "retry_after", "status_of"]
+__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
+           "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ class KeyChecksBusy(StoreBackpressure):
 class CubeBusy(StoreBackpressure):
     """A cube is being forgotten (writes to it are refused meanwhile), or its forget could not start yet because
     its adds are still being derived: HTTP 409, retry later."""
+
+
+class ReplaysBusy(StoreBackpressure):
+    """A new replay would exceed the user's or the process's share of replays: HTTP 429, retry later."""
 
 
 class ProjectorElsewhere(MemorySystemError):
@@ -76,6 +80,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (BacklogFull, 429),
     (SearchesBusy, 429),
     (KeyChecksBusy, 429),
+    (ReplaysBusy, 429),
     (CubeBusy, 409),
     (ProjectorElsewhere, 409),
     (AddTimedOut, 504),

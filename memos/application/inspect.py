@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from memos.application.limits import MAX_PAGE
 from memos.application.log_digest import CubeDigest, LogDigest, UsageRow
 from memos.application.service import MemoryService
 from memos.application.views import memory_view
@@ -269,8 +270,8 @@ class Inspector:
                        extractor: str = "") -> MemoryPage:
         """A page of a cube's memories in creation order, filtered by type, status, text and extractor."""
         await self.access(user_id, cube_id)
-        if page < 1:
-            raise ValidationFailed("page must be 1 or more", field="page")
+        if not 1 <= page <= MAX_PAGE:
+            raise ValidationFailed(f"page must be between 1 and {MAX_PAGE:,}", field="page")
         if not 1 <= page_size <= 500:
             raise ValidationFailed("page_size must be between 1 and 500", field="page_size")
         if status not in ("activated", "retired", "all"):
@@ -414,15 +415,22 @@ class Inspector:
     async def start_replay(self, user_id: str, cube_id: str) -> Job:
         """Start rebuilding a cube from the log (write access); the job's progress is read with ``job``."""
         await self.access(user_id, cube_id, "write")
+        running = next((j for j in self.jobs.values() if j.status == "running" and j.cube_id == cube_id
+                        and j.user_id == user_id), None)
+        if running is not None:  # the same user asking again follows the same job
+            return running
         job = Job(uuid.uuid4().hex[:12], "replay", cube_id, user_id)
-        self.jobs = {k: v for k, v in self.jobs.items() if v.status == "running"} | {job.job_id: job}
 
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
+        # the service's checks and admission, now (a refusal is the request's answer, not a failed job)
+        replaying = await self.service.start_replay(cube_id, user_id=user_id, progress=progress)
+        self.jobs = {k: v for k, v in self.jobs.items() if v.status == "running"} | {job.job_id: job}
+
         async def run() -> None:
             try:
-                applied = await self._rt.replay_cube(cube_id, progress=progress)
+                applied = await asyncio.shield(replaying)
                 job.result, job.status = {"events_applied": applied}, "completed"
             except Exception as exc:  # reported on the job, not lost
                 logger.exception("console replay failed cube=%s", cube_id)

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_MEMORY_IDS",
     "MAX_MEMORY_ID_CHARS",
     "MAX_MESSAGES",
+    "MAX_PAGE",
     "MAX_QUERY_CHARS",
     "MAX_TASK_ID_CHARS",
     "MAX_TOP_K",
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 MAX_TOP_K: Final = 1000
 """Largest ``top_k`` (and ``pref_top_k``, ``tool_mem_top_k``, ``skill_mem_top_k``, page sizes)."""
+MAX_PAGE: Final = 1_000_000
+"""Highest page number a paged read accepts (an offset past it would overflow the stores' integers)."""
 MAX_QUERY_CHARS: Final = 8192
 """Longest search or chat query, in characters."""
 MAX_MESSAGES: Final = 10_000
@@ -90,6 +93,14 @@ class DoorLimits:
     max_pending_per_user: int = 500
     """Adds (one per cube named) one user may have on the log that derivation has not passed yet; more
     are refused with 429 and Retry-After (per process; 0: no limit)."""
+    replays_per_user: int = 1
+    """Replays one user may have running or waiting at once (a request for a cube already being replayed joins
+    that replay); more are refused with 429 (0: no limit)."""
+    replays_at_once: int = 2
+    """Replays users may have running or waiting in this process at once: each pauses the live projection of
+    every cube while it runs (0: no limit)."""
+    replay_retry_after_s: float = 5.0
+    """Retry-After of a refused replay."""
 
     @property
     def active_searches(self) -> int:

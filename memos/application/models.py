@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from memos.application.limits import (
     MAX_MEMORY_IDS,
     MAX_MESSAGES,
+    MAX_PAGE,
     MAX_QUERY_CHARS,
     MAX_TASK_ID_CHARS,
     MAX_TOP_K,
@@ -124,7 +125,7 @@ class MemoriesQuery(_Request):
     include_tool_memory: bool = True
     include_skill_memory: bool = True
     filter: dict[str, Any] | None = None
-    page: int | None = Field(default=None, ge=1, le=1_000_000)
+    page: int | None = Field(default=None, ge=1, le=MAX_PAGE)
     page_size: int | None = Field(default=None, ge=1, le=MAX_TOP_K)
 
 

@@ -20,6 +20,7 @@ from memos.application.limits import DoorLimits
 from schemas.envelope import Position
 from schemas.events import Event, TaskSubmitted
 from streams.log.base import EventLog, OutgoingRecord, TopicPartition
+from streams.replay import Progress
 from streams.settings import AppSettings
 
 __all__ = ["Platform", "SearchPort", "TaskHandler"]
@@ -112,8 +113,9 @@ class Platform(Protocol):
         """Delete what a user wrote into cubes others keep from the log and the projections."""
         ...
 
-    async def replay_cube(self, cube_id: str) -> int:
-        """Rebuild one cube in every projection from the log; returns the events applied."""
+    async def replay_cube(self, cube_id: str, *, progress: Progress | None = None) -> int:
+        """Rebuild one cube in every projection from the log (``progress``: done, total); returns the events
+        applied."""
         ...
 
     def register_task_handler(self, label: str, handler: TaskHandler | None) -> None:

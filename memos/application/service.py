@@ -32,6 +32,7 @@ from memos.application.limits import (
 from memos.application.models import AddRequest, CubeAdd, DeleteRequest, MemoriesQuery, SearchRequest, build
 from memos.application.pending import PendingWork, Record, Waiting, pending_work_for
 from memos.application.ports import Platform
+from memos.application.replays import ReplayGate, replay_gate_for
 from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
 from memos.application.views import memory_view
@@ -46,6 +47,7 @@ from schemas.events import (
 )
 from schemas.memory import MemoryRecord
 from streams.log.base import OutgoingRecord, TopicPartition
+from streams.replay import Progress
 
 if TYPE_CHECKING:
     from processors.filters import Filter
@@ -73,6 +75,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             lifo_after_ms=self.limits.search_lifo_after_ms, overload_queue_ms=self.limits.search_overload_queue_ms)
         """Admission of searches (``door.max_active_searches`` and friends), shared by every service over
         this runtime: the HTTP server, MCP and the in-process API count against the same slots."""
+        self.replays: ReplayGate = replay_gate_for(runtime)
+        """Admission of replays (``door.replays_per_user`` / ``door.replays_at_once``), shared likewise."""
 
     # --- add ----------------------------------------------------------------------------------------
 
@@ -392,17 +396,24 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                 return
             yield envelope, after
 
-    async def replay(self, cube_id: str, *, user_id: str | None = None) -> int:
+    async def replay(self, cube_id: str, *, user_id: str | None = None, progress: Progress | None = None) -> int:
         """Rebuild a cube's projections from the log (the user needs write access; None: operator).
-        NotFound for unknown cubes. Returns the events applied."""
+        NotFound for unknown cubes; ReplaysBusy past ``door.replays_*``. Returns the events applied."""
+        applied: int = await asyncio.shield(await self.start_replay(cube_id, user_id=user_id, progress=progress))
+        return applied
+
+    async def start_replay(self, cube_id: str, *, user_id: str | None = None,
+                           progress: Progress | None = None) -> asyncio.Task[int]:
+        """``replay``, checked and admitted now, running in the background: one per cube (a second request
+        joins the running one), a few per user and per process (``door.replays_per_user`` / ``_at_once``)."""
         cube_id = check_id(cube_id, "cube_id")
         if user_id is not None:
             await self.check_write(user_id, cube_id, auto_create=False)
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
         await self._projector_here("replay")
-        applied: int = await self.rt.replay_cube(cube_id)
-        return applied
+        return self.replays.start(cube_id, user_id, lambda report: self.rt.replay_cube(cube_id, progress=report),
+                                  progress=progress)
 
     # --- forget -------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from memos.application.ids import MAX_IDS_PER_REQUEST
 from memos.application.inspect import CONTEXT_WORDS, Inspector
+from memos.application.limits import MAX_PAGE
 from memos.application.service import MemoryService
 from memos.server.auth import Caller, acting_user, get_caller
 from schemas.errors import NotFound
@@ -177,7 +178,7 @@ async def cubes(request: Request, caller: CallerDep) -> HTMLResponse:
 @router.get("/v1/console/cubes/{cube_id}/memories", response_class=HTMLResponse)
 async def memories(
     request: Request, caller: CallerDep, cube_id: CubeId,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
     memory_type: Annotated[str, Query(alias="type", max_length=64)] = "",
     status: Literal["activated", "retired", "all"] = "activated",

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from memos.application.limits import MAX_ADD_RECORD_BYTES, DoorLimits
+from memos.application.limits import MAX_ADD_RECORD_BYTES, MAX_PAGE, DoorLimits
 from memos.application.pending import PendingWork, Waiting
 from memos.server.app import BackgroundServer
 from schemas.topics import CONVERSATIONS
@@ -180,6 +183,71 @@ def test_a_user_past_the_pending_bound_is_429_with_retry_after(
             assert _add(c, f"calm_{unique}", async_mode="async").status_code == 200
     finally:
         service.pending = saved
+
+
+def _until(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    """Wait for ``condition`` (checked every few ms), failing with ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+async def _release(lock: asyncio.Lock) -> None:
+    lock.release()
+
+
+def _post(server: BackgroundServer, tenant: Tenant, path: str) -> httpx.Response:
+    with client_for(server, tenant) as c:
+        return c.post(path)
+
+
+def test_replays_join_per_cube_and_a_users_share_is_bounded(server: BackgroundServer, alice: Tenant, unique: str) -> None:
+    """While alice's replay of one cube waits for the projection, a console request for the same cube joins
+    it (202, although her share is one replay), a replay of her second cube is 429 with Retry-After through
+    both front ends, and once the projection is free every request gets the same rebuilt cube."""
+    service = service_of(server)
+    first, second = f"rp1_{unique}", f"rp2_{unique}"
+    with client_for(server, alice) as c:
+        for cube in (first, second):
+            assert _add(c, cube).status_code == 200
+    lock = service.rt.projection_stage.lock
+    server.call(lock.acquire())  # the replay is admitted and then waits for the projection
+    try:
+        with ThreadPoolExecutor(1) as pool, client_for(server, alice) as c:
+            waiting = pool.submit(_post, server, alice, f"/v1/cubes/{first}/replay")
+            _until(lambda: service.replays.running(first), "the replay to be admitted")
+            for path in (f"/v1/cubes/{second}/replay", f"/v1/console/cubes/{second}/replay"):
+                busy = c.post(path)
+                assert busy.status_code == 429 and busy.headers["retry-after"] == "5", busy.text
+                assert "door.replays_per_user" in busy.json()["message"]
+            joined = c.post(f"/v1/console/cubes/{first}/replay")
+            assert joined.status_code == 202, joined.text
+            job_id = joined.json()["job_id"]
+            assert c.post(f"/v1/console/cubes/{first}/replay").json()["job_id"] == job_id  # asked again: same job
+            server.call(_release(lock))
+            lock = None
+            replayed = waiting.result(timeout=120)
+            assert replayed.status_code == 200, replayed.text
+            _until(lambda: c.get(f"/v1/console/jobs/{job_id}").json()["status"] != "running", "the console job")
+            job = c.get(f"/v1/console/jobs/{job_id}").json()
+            assert job["status"] == "completed", job
+            assert job["result"]["events_applied"] == replayed.json()["data"]["events_applied"] >= 1
+            assert not service.replays.running(first)
+            assert c.post(f"/v1/cubes/{second}/replay").status_code == 200  # her share is free again
+    finally:
+        if lock is not None:
+            server.call(_release(lock))
+
+
+def test_a_console_page_past_the_last_possible_is_422(server: BackgroundServer, alice: Tenant, unique: str) -> None:
+    cube = f"pages_{unique}"
+    with client_for(server, alice) as c:
+        assert _add(c, cube).status_code == 200
+        for page in (2**63 - 1, MAX_PAGE + 1):
+            r = c.get(f"/v1/console/cubes/{cube}/memories", params={"page": page, "page_size": 500})
+            assert r.status_code == 422 and "page" in r.text, (page, r.text[:300])
+        assert c.get(f"/v1/console/cubes/{cube}/memories", params={"page": MAX_PAGE}).status_code == 200
 
 
 def test_a_sync_add_that_times_out_says_it_will_complete(server: BackgroundServer, alice: Tenant, unique: str) -> None:
