@@ -45,13 +45,13 @@ def xlsx_text(data: bytes, *, max_chars: int) -> tuple[str, int]:
         for sheet in sheets:
             rows: list[list[str]] = []
             for values in sheet.iter_rows(values_only=True):
-                row = [_cell(v) for v in values]
+                size += 1 + len(values)  # every row and cell read counts, empty ones too (a sheet of
+                row = [_cell(v) for v in values]  # empty cells inflates to millions of them)
                 while row and not row[-1]:
                     row.pop()
-                if not row:
-                    continue
-                rows.append(row)
-                size += sum(len(c) + 3 for c in row)
+                if row:
+                    rows.append(row)
+                    size += sum(len(c) + 2 for c in row)
                 if size > max_chars:
                     break
             if rows:

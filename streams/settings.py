@@ -95,10 +95,20 @@ class DerivationSettings(_Section):
     parse_memory_mb: int = Field(default=1024, ge=64, description="Address-space limit of a document parser process.")
     parse_timeout_s: float = Field(default=45.0, gt=0, description="Wall-time limit of one document parse.")
     parse_max_chars: int = Field(default=1_000_000, ge=1000, description="Characters kept of one document.")
+    parse_budget_per_add_s: float = Field(
+        default=60.0, gt=0,
+        description="Parse time the files of one add may use together (each parse reserves at most "
+                    "parse_timeout_s of it); files past it are recorded unparsed, naming this limit.")
+    parse_budget_per_user_s: float = Field(
+        default=120.0, ge=0,
+        description="Parse time one user's adds may use per parse_budget_window_s (adds with files share one "
+                    "derivation lane); past it their files are recorded unparsed, naming this limit. 0: no limit.")
+    parse_budget_window_s: float = Field(
+        default=600.0, gt=0, description="The window of parse_budget_per_user_s, in seconds.")
     large_add_chars: int = Field(
         default=64_000, ge=0,
-        description="Adds with longer messages (JSON characters) are derived in their own lane (consumer groups "
-        "deriver-large, refiner-large) so they never stall small adds; 0: one lane.",
+        description="Adds with longer messages (JSON characters), and adds that carry a file, are derived in their "
+        "own lane (consumer groups deriver-large, refiner-large) so they never stall small adds; 0: one lane.",
     )
     slice_size: int = Field(
         default=256, ge=1, description="Memories of a large add embedded and deduplicated per step (its task shows progress per step)."

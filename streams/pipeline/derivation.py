@@ -52,7 +52,7 @@ from streams.pipeline.derivation_types import (
     SimilarFn,
 )
 from streams.pipeline.derivation_types import failed as _failed
-from streams.pipeline.sandbox import DocumentSandbox
+from streams.pipeline.sandbox import AddParseBudget, DocumentSandbox, UserParseTime
 
 __all__ = ["Deriver", "DeriverSettings", "Phase", "Progress", "ProgressSink", "SimilarFn"]
 
@@ -86,6 +86,8 @@ class Deriver(FineExtraction):
         self.similar = similar
         self.expected_dimension = expected_dimension
         self.sandbox = sandbox or DocumentSandbox(self.settings.sandbox, self.settings.documents)
+        self.parse_time = UserParseTime(self.settings.sandbox.per_user_s, self.settings.sandbox.user_window_s)
+        """Parse time each user has left in the window (``derivation.parse_budget_per_user_s``)."""
         self._progress: dict[str, Progress] = {}
         self.on_progress = on_progress
         """Called with (task id, progress) at every step of every add, on the event loop."""
@@ -280,14 +282,15 @@ class Deriver(FineExtraction):
 
         results = await asyncio.gather(*(one(r.ref, r.purpose) for r in requests))
         items = attach_fetched(read, {r.item_index: res for r, res in zip(requests, results, strict=True)})
-        return tuple(await asyncio.gather(*(self._parse(item) for item in items)))
+        shared = AddParseBudget(self.settings.sandbox.per_add_s, (self.parse_time, event.user_id))
+        return tuple(await asyncio.gather(*(self._parse(item, shared) for item in items)))
 
-    async def _parse(self, item: Item) -> Item:
+    async def _parse(self, item: Item, shared: AddParseBudget) -> Item:
         """A fetched file with its parsed document, or marked unparsed with the reason (over budget, unreadable)."""
         if item.kind != "file" or not item.ok or item.data is None:
             return item
         try:
-            document = await self.sandbox.parse(item.data, name=item.name, mime=item.mime)
+            document = await self.sandbox.parse(item.data, name=item.name, mime=item.mime, shared=shared)
         except OverBudget as exc:
             why = f"over budget: {exc}"
             return replace(

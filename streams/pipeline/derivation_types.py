@@ -88,6 +88,9 @@ class DeriverSettings:
                 memory_bytes=config.parse_memory_mb * 1024 * 1024,
                 cpu_s=max(1, int(config.parse_timeout_s)),
                 wall_s=config.parse_timeout_s,
+                per_add_s=config.parse_budget_per_add_s,
+                per_user_s=config.parse_budget_per_user_s,
+                user_window_s=config.parse_budget_window_s,
             ),
             documents=DocumentBudget(max_chars=config.parse_max_chars),
         )

@@ -72,10 +72,23 @@ def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: st
 
 
 def is_large_add(event: ConversationRecorded, large_chars: int) -> bool:
-    """Whether an add goes to the lane of large adds: its messages are over ``large_chars`` JSON characters."""
+    """Whether an add goes to the lane of large adds: its messages are over ``large_chars`` JSON characters,
+    or it carries a file (fetched and parsed in the sandbox: seconds, where a text add takes milliseconds)."""
     if large_chars <= 0:
         return False
+    if _carries_file(event.messages):
+        return True
     return len(json.dumps(event.messages, ensure_ascii=False, default=str)) > large_chars
+
+
+def _carries_file(messages: object) -> bool:
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "file" for p in content):
+            return True
+    return False
 
 
 class LargeAddsBehind:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,7 +232,10 @@ async def test_a_sync_add_tells_settle_its_lane_and_the_log_agrees(tmp_path: Pat
         service = MemoryService(rt)
         small = await service.add("ann", ["cube_l"], [{"role": "user", "content": "Pixel turned two today."}])
         large = await service.add("ann", ["cube_l"], CONVERSATION * 3)  # over 300 characters of messages
-        assert [flag for _, flag in seen] == [False, True]
-        assert [await rt._has_large_add(positions) for positions, _ in seen] == [False, True]  # the log's answer
-        for result in (small, large):  # settled in its lane: derived and searchable when the add returns
+        note = base64.b64encode(b"Pixel sleeps under the stairs.").decode()
+        filed = await service.add("ann", ["cube_l"], [{"role": "user", "content": [  # short, but it carries a file
+            {"type": "text", "text": "My notes:"}, {"type": "file", "file": {"filename": "n.txt", "file_data": note}}]}])
+        assert [flag for _, flag in seen] == [False, True, True]
+        assert [await rt._has_large_add(positions) for positions, _ in seen] == [False, True, True]  # the log's
+        for result in (small, large, filed):  # settled in its lane: derived and searchable when the add returns
             assert result[0]["status"] == "completed" and result[0]["memories"]

@@ -147,3 +147,22 @@ def test_budgets_refuse_inflation_and_cap_characters() -> None:
     )
     assert len(doc.text) == 1000 and "\x00" not in doc.text and doc.text.startswith("abcdef abcdef")
     assert doc.truncated_chars >= 1000  # at least what was read and left out
+
+
+def test_empty_cells_of_a_sheet_count_against_the_character_budget() -> None:
+    """A sheet of empty cells inflates to millions of them: reading them counts, so the parse stops early."""
+    import openpyxl
+
+    from processors.office import xlsx_text
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for row in range(1, 301):
+        sheet.cell(row=row, column=8, value=None if row < 300 else "late value")
+    sheet.cell(row=1, column=1, value="first")
+    out = io.BytesIO()
+    book.save(out)
+    text, sheets = xlsx_text(out.getvalue(), max_chars=1000)  # 300 rows of 8 cells: over 1,000 read
+    assert sheets == 1 and "first" in text and "late value" not in text
+    whole, _ = xlsx_text(out.getvalue(), max_chars=100_000)
+    assert "late value" in whole
