@@ -55,6 +55,9 @@ __all__ = ["main"]
 
 logger = logging.getLogger(__name__)
 
+_WARM_TIMEOUT_S = 300.0
+"""How long one mem_update task may take to be answered by a KVCacheWarmed event before the run fails."""
+
 _WORDS = (
     "user likes football hiking green tea noodles Lisbon sister meeting Thursday design team hotel travel "
     "Guangzhou summer vacation code word pineapple birthday March piano lessons dentist appointment garden "
@@ -160,7 +163,8 @@ def bench_device(
 async def _warm_latency(model: str, device: str, repeats: int) -> tuple[float, float]:
     home = Path(tempfile.mkdtemp(prefix="bench-kv-"))
     try:
-        settings = AppSettings(home=home, kv=KVSettings(enabled=True, model=model, device=device))
+        settings = AppSettings().model_copy(update={  # $MEMOS_HOME must not win over the temp dir
+            "home": home, "kv": KVSettings(enabled=True, model=model, device=device)})
         async with Runtime(settings, stage_names={"kv-warmer", "projector"}) as rt:
             stage = rt.kv_warmer
             if stage is None:
@@ -202,7 +206,11 @@ async def _warm_latency(model: str, device: str, repeats: int) -> tuple[float, f
                 started = time.perf_counter()
                 (position,) = await rt.publish([task])
                 warmed: KVCacheWarmed | None = None
+                deadline = started + _WARM_TIMEOUT_S
                 while warmed is None:  # follow the cube's activation partition, as a chat process does
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"no KVCacheWarmed for cube {cube!r} within {_WARM_TIMEOUT_S:g}s of its "
+                                           "mem_update task (is the kv-warmer stage running?)")
                     for record in await rt.log.read(ACTIVATION, partition, offset):
                         event = decode(record.value)
                         if isinstance(event, KVCacheWarmed) and event.cube_id == cube:

@@ -69,7 +69,7 @@ async def replay_figures(args: argparse.Namespace, table: Table) -> dict[str, fl
     process (the same-run baseline)."""
     n = int(getattr(args, "replay", 20000))
     with tempfile.TemporaryDirectory(dir=getattr(args, "dir", None)) as home:
-        settings = AppSettings(home=Path(home))
+        settings = AppSettings().model_copy(update={"home": Path(home)})  # not $MEMOS_HOME
         async with Runtime(settings, run_stages=False) as rt:
             helper = rt.start_replay_helper()
             cube = "bench_cube"

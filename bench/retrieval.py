@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -353,7 +354,8 @@ def _loo(
             memories = ranked(cand, setting, top_k=args.top_k, query_model=runtime.embedder.model_id)
             cov = budget_coverage(memories, contents_of[cand.cube], budget_words=args.budget_words)
             scores[s, q] = len(cov.covered & set(cand.evidence)) / len(cand.evidence)
-        logger.warning("setting %d/%d scored (%.0f s)", s + 1, len(settings), time.perf_counter() - started)
+        print(f"setting {s + 1}/{len(settings)} scored ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
+              flush=True)  # progress, not a warning
     elapsed = time.perf_counter() - started
     if args.scores:
         np.savez(

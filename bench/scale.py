@@ -172,7 +172,8 @@ async def measure_workers(n: int, args: argparse.Namespace, logs: Path) -> dict[
     """Fast-mode ingest with ``n`` worker processes; turns, seconds, turns/s."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-scale-{n}-", dir=args.dir))
     prefix = f"bench-scale-{uuid.uuid4().hex[:8]}-"
-    settings = AppSettings(home=home, log=LogSettings(url=args.kafka, partitions=args.partitions))
+    settings = AppSettings().model_copy(update={  # $MEMOS_HOME / $MEMOS_LOG__* must not win over these
+        "home": home, "log": LogSettings(url=args.kafka, partitions=args.partitions)})
     env = {**os.environ, "MEMOS_HOME": str(home), "MEMOS_LOG__URL": args.kafka,
            "MEMOS_LOG__PARTITIONS": str(args.partitions), "MEMOS_LOG__GROUP_PREFIX": prefix,
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEMOS_EMBED_THREADS": "1",

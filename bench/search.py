@@ -439,7 +439,7 @@ def run(args: argparse.Namespace, console: Console) -> Figures:
         )
         headline.update(found)
         table.add_row(
-            f"{found['locomo_memories_per_cube']:,.0f}/cube", str(found["locomo_cubes"]), *["-"] * 10,
+            f"{found['locomo_memories_per_cube']:,.0f}/cube", str(found["locomo_cubes"]), *["-"] * 9,
             f"{found['full_p50_ms_locomo']:.1f}/{found['full_p95_ms_locomo']:.1f}", "-",
         )  # fmt: skip
     else:

@@ -59,7 +59,14 @@ noida() {
     local bin
     bin="$(locate)"
     [[ -x "$bin" ]] || chmod u+x "$bin"
-    "$bin" "$@" --data-dir "$STATE_DIR" 2> >(grep -v "weak version" >&2)
+    # stderr goes through a file, not a process substitution: `noida up` leaves a daemon that inherits
+    # stderr, and a filter process on it would hold the caller's stderr open (`infra/up.sh | tail` never ended)
+    local err rc=0
+    mkdir -p "$STATE_DIR"
+    err="$STATE_DIR/noida.stderr"
+    "$bin" "$@" --data-dir "$STATE_DIR" 2>"$err" || rc=$?
+    grep -v "weak version" "$err" >&2 || true
+    return "$rc"
 }
 
 # A real round trip: create a topic, idempotent produce with acks=all, consume it back.

@@ -235,9 +235,13 @@ def _print_feed_item(item: dict[str, Any], as_json: bool) -> None:
         sys.stdout.flush()
         return
     event, pos = item["event"], item["position"]
-    text = event.get("memory") or event.get("reason") or ""
-    console().print(f"{pos['topic']}[{pos['partition']}]@{pos['offset']} {event['event_type']} "
-                    f"cube={event.get('cube_id', '')} {event.get('memory_id', '')} {text[:80]!r}",
+    if "source_id" in event:  # an edge: its ends and kind
+        what = f"{event['source_id']} -{event.get('relation', '')}-> {event.get('target_id', '')}"
+    else:
+        text = event.get("memory") or event.get("reason") or event.get("error") or ""
+        what = f"{event.get('memory_id', '')} {text[:80]!r}"
+    console().print(f"{pos['topic']}[{pos['partition']}]@{pos['offset']} cursor={item['cursor']} "
+                    f"{event['event_type']} cube={event.get('cube_id', '')} {what}",
                     markup=False, highlight=False, soft_wrap=True)
 
 

@@ -151,14 +151,32 @@ def add(text: str, user: str = typer.Option(..., "--user"), cube: str = typer.Op
         raise fail(f"--mode must be fast or fine, not {mode!r}")
     result = _call(config, lambda s: s.add(user, [cube], [{"role": "user", "content": text}], mode=mode),  # type: ignore[arg-type]
                     stages=True)
-    _emit(result, as_json)
+    if as_json:
+        _emit(result, True)
+        return
+    for added in result:  # one line per cube, then its memories
+        console().print(f"{added['cube_id']}: {added['status']}" + (f" ({added['error']})" if added.get("error") else ""),
+                        markup=False, highlight=False)
+        for memory in added.get("memories") or []:
+            console().print(f"  {memory['memory_type']:<17} {memory['memory']}", markup=False, highlight=False,
+                            soft_wrap=True)
 
 
 @app.command()
 def search(query: str, user: str = typer.Option(..., "--user"), cube: list[str] = typer.Option(..., "--cube"),
            top_k: int = 10, config: str | None = CONFIG, as_json: bool = JSON) -> None:
-    """Search cubes the user may read."""
-    _emit(_call(config, lambda s: s.search(user, cube, query, top_k=top_k)), as_json)
+    """Search cubes the user may read (--json: the whole MemOS answer, with metadata and score parts)."""
+    found = _call(config, lambda s: s.search(user, cube, query, top_k=top_k))
+    if as_json:
+        _emit(found, True)
+        return
+    for bucket, cubes in found.items():  # rank order within each bucket and cube; relativity in [0, 1]
+        for each in cubes if isinstance(cubes, list) else []:
+            for memory in each.get("memories") or []:
+                relativity = (memory.get("metadata") or {}).get("relativity")
+                shown = "  -  " if relativity is None else f"{relativity:.3f}"
+                console().print(f"{bucket:<9} {each.get('cube_id', '')} {shown} {memory.get('memory', '')}",
+                                markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -282,6 +282,10 @@ class AppSettings(BaseSettings):
         return f"sqlite:///{self.home / 'store.db'}"
 
 
+_ENV_ONLY: tuple[tuple[str, str], ...] = (("stores", "neo4j_password"), ("derivation", "llm_api_key"))
+"""Secrets: read from the environment only, refused in a config file (which is often committed)."""
+
+
 def load_settings(name_or_path: str | Path | None = None, **overrides: Any) -> AppSettings:
     """Load configs/<name>.yaml (or a path), apply env and keyword overrides; ConfigError on bad input."""
     data: dict[str, Any] = {}
@@ -298,6 +302,10 @@ def load_settings(name_or_path: str | Path | None = None, **overrides: Any) -> A
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from exc
     if not isinstance(loaded, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping")
+    for section, name in _ENV_ONLY:
+        if isinstance(loaded.get(section), dict) and name in loaded[section]:
+            raise ConfigError(f"config file {str(path)!r} sets {section}.{name}, a secret: set it only in the "
+                              f"environment (MEMOS_{section.upper()}__{name.upper()}), never in a file")
     data.update(loaded)
     data.update(overrides)
     try:

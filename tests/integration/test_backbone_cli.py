@@ -59,6 +59,16 @@ def test_publish_then_tail_from_beginning_returns_memory_events_with_positions(p
     assert all(offsets == sorted(offsets) for offsets in per_partition.values())
 
 
+def test_plain_tail_lines_carry_the_cursor_and_edges_name_their_ends(published: Path) -> None:
+    events = _tail(published, "--from-beginning")
+    lines = _run(["tail", "--no-follow", "--from-beginning"], published).stdout.splitlines()
+    assert len(lines) == len(events)
+    for line, item in zip(lines, events, strict=True):
+        assert f"cursor={item['cursor']} {item['event']['event_type']}" in line
+        if item["event"]["event_type"] == "RelationAdded":
+            assert f"{item['event']['source_id']} -{item['event']['relation']}-> {item['event']['target_id']}" in line
+
+
 def test_tail_filters_by_cube_and_resumes_exactly_from_a_cursor(published: Path) -> None:
     all_a = _tail(published, "--from-beginning", "--cube", "cube_a")
     assert all_a and all(e["event"]["cube_id"] == "cube_a" for e in all_a)

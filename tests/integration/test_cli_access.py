@@ -67,6 +67,21 @@ def test_a_shared_cube_is_readable_by_the_user_it_was_shared_with(home: Path) ->
     assert any("7 Days Inn" in t for t in texts), found
 
 
+def test_plain_add_and_search_print_lines_that_the_json_says(home: Path) -> None:
+    """Without --json: one line per memory (the add's type and text; the search's bucket, cube, relativity and
+    text, in rank order), the same memories as the JSON answer."""
+    added = _run(["add", "My sister lives in Porto.", "--user", "ann", "--cube", "ann_cube", "--mode", "fast"], home)
+    assert added.stdout.splitlines()[0] == "ann_cube: completed"
+    assert any("Porto" in line for line in added.stdout.splitlines()[1:]), added.stdout
+    query = ["search", "Where does my sister live?", "--user", "ann", "--cube", "ann_cube"]
+    plain = _run(query, home).stdout.splitlines()
+    found = json.loads(_run([*query, "--json"], home).stdout)
+    expected = [f"{bucket:<9} {group['cube_id']} {m['metadata']['relativity']:.3f} {m['memory']}"
+                for bucket, groups in found.items() if isinstance(groups, list)
+                for group in groups for m in group.get("memories", [])]
+    assert plain == expected and any("Porto" in line for line in plain), (plain, expected)
+
+
 @pytest.mark.parametrize("command", [
     ["search", "hotel", "--user", "carol", "--cube", "{cube}"],
     ["get", "--user", "carol", "--cube", "{cube}"],

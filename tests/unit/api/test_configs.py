@@ -447,3 +447,11 @@ def test_graph_options_of_other_engines_carry_no_credentials(monkeypatch: pytest
     monkeypatch.setenv("MEMOS_STORES__NEO4J_PASSWORD", "s3cret")
     monkeypatch.setenv("MEMOS_STORES__GRAPH_URL", "falkordb://127.0.0.1:6379")
     assert load_settings("default").graph_store_options() == {"namespace": "memos"}
+
+
+@pytest.mark.parametrize("section, name", [("stores", "neo4j_password"), ("derivation", "llm_api_key")])
+def test_a_secret_in_a_config_file_is_refused_naming_its_variable(tmp_path: Path, section: str, name: str) -> None:
+    config = tmp_path / "secret.yaml"
+    config.write_text(f"{section}:\n  {name}: hunter2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}, a secret.*MEMOS_{section.upper()}__{name.upper()}"):
+        load_settings(config)
