@@ -251,7 +251,7 @@ def import_cube(directory: str, user: str = typer.Option(..., "--user"), cube: s
             continue
         try:
             drafts.append(memory_draft(json.loads(line)))
-        except (json.JSONDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (json.JSONDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise fail(f"{str(path)!r} line {number}: {exc}") from exc
 
     async def go(s: MemoryService) -> list[str]:

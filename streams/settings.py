@@ -220,6 +220,10 @@ class DoorSettings(_Section):
         description="Replays users may have running or waiting per process (each pauses the live projection of "
                     "every cube while it runs); more are refused (429). 0: no limit.")
     replay_retry_after_s: float = Field(default=5.0, ge=0, description="Retry-After of a refused replay.")
+    feeds_per_user: int = Field(
+        default=16, ge=0,
+        description="Memory-change feeds one user may have open at once per process (each polls the log until it "
+                    "ends); more are refused (429). 0: no limit.")
 
 
 class AppSettings(BaseSettings):

@@ -20,7 +20,7 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
+__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "FeedsBusy", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
            "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +45,10 @@ class CubeBusy(StoreBackpressure):
 
 class ReplaysBusy(StoreBackpressure):
     """A new replay would exceed the user's or the process's share of replays: HTTP 429, retry later."""
+
+
+class FeedsBusy(StoreBackpressure):
+    """The user has as many feeds open as ``door.feeds_per_user`` allows: HTTP 429, retry later."""
 
 
 class ProjectorElsewhere(MemorySystemError):
@@ -81,6 +85,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (SearchesBusy, 429),
     (KeyChecksBusy, 429),
     (ReplaysBusy, 429),
+    (FeedsBusy, 429),
     (CubeBusy, 409),
     (ProjectorElsewhere, 409),
     (AddTimedOut, 504),

@@ -101,6 +101,8 @@ class DoorLimits:
     every cube while it runs (0: no limit)."""
     replay_retry_after_s: float = 5.0
     """Retry-After of a refused replay."""
+    feeds_per_user: int = 16
+    """Memory-change feeds one user may have open at once in this process (more are refused, 429; 0: no limit)."""
 
     @property
     def active_searches(self) -> int:

@@ -18,6 +18,7 @@ from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.cube_guard import CubeGuard, cube_guard_for
 from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, ProjectorElsewhere
+from memos.application.feeds import changes_for, feed_slots_for
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import (
     DoorLimits,
@@ -355,9 +356,11 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         return [e.memory_id for e in events]
 
     async def feed(self, user_id: str | None, cube_ids: Sequence[str] | None, *, start: Any = "now",
-                   follow: bool = True, everything: bool = False) -> AsyncIterator[tuple[Any, Any]]:
+                   follow: bool = True, everything: bool = False,
+                   key_id: str | None = None) -> AsyncIterator[tuple[Any, Any]]:
         """Memory-change events of readable cubes as (envelope, cursor after it); access is checked now,
-        and the iterator ends when the user's access to a cube it delivers from is withdrawn.
+        and the iterator ends when the user's access to a cube it delivers from is withdrawn, or the key
+        ``key_id`` it was opened with is revoked. A user has at most ``door.feeds_per_user`` open (FeedsBusy).
 
         ``cube_ids`` None: every cube the user may read (``everything``: all cubes, for operators).
         ``start``: 'beginning', 'now', an offset or a cursor (``memos.application.feeds``).
@@ -372,7 +375,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             for cube in named or []:
                 if not await self.control.cube_exists(cube):
                     raise NotFound(f"cube {cube!r} does not exist", field="cube")
-            return self._feed("", named, start, follow, True)
+            return changes_for(self, self.rt.log, "", named, start, follow, True)
         user_id = check_id(user_id, "user_id")
         cubes: list[str] | None
         if cube_ids:
@@ -384,17 +387,9 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             if not cubes and not everything:
                 raise NotFound(f"user {user_id!r} cannot read any cube", field="cube")
             cubes = cubes or None
-        return self._feed(user_id, cubes, start, follow, everything)
-
-    async def _feed(self, user_id: str, cubes: list[str] | None, start: Any, follow: bool, everything: bool
-                    ) -> AsyncIterator[tuple[Any, Any]]:
-        from streams.feed import subscribe
-
-        async for envelope, after in subscribe(self.rt.log, cube_ids=cubes, start=start, follow=follow):
-            if not everything and not await self.may_read(user_id, envelope.event.key):
-                logger.info("feed closed: access withdrawn user=%s cube=%s", user_id, envelope.event.key)
-                return
-            yield envelope, after
+        release = feed_slots_for(self.rt).take(user_id)
+        return changes_for(self, self.rt.log, user_id, cubes, start, follow, everything, key_id=key_id,
+                           release=release)
 
     async def replay(self, cube_id: str, *, user_id: str | None = None, progress: Progress | None = None) -> int:
         """Rebuild a cube's projections from the log (the user needs write access; None: operator).

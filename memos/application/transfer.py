@@ -38,6 +38,10 @@ async def import_events(rt: Platform, event_base: Callable[[str, str], dict[str,
         if not isinstance(draft, dict) or "memory_id" not in draft:
             raise ValidationFailed("each memory to import is an object with a memory_id", field=f"memories.{n}")
         check_memory_id(str(draft["memory_id"]), f"memories.{n}.memory_id")
+        confidence = draft.get("confidence", 1.0)
+        if isinstance(confidence, bool) or not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+            raise ValidationFailed(f"confidence must be a number from 0 to 1, not {confidence!r:.40}",
+                                   field=f"memories.{n}.confidence")  # NaN fails the range too
     unique = {str(d["memory_id"]): d for d in drafts if str(d.get("memory") or "").strip()}
     rekeyed = {i: str(derive_id(f"import:{cube_id}", i)) for i in unique}
     owner = {r.id: r.cube_id for r in await rt.graph.get([*unique, *rekeyed.values()])} if unique else {}

@@ -8,15 +8,19 @@ the server runs local-only on a loopback address, where the configured user is u
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from memos.application.errors import describe, status_of
+from memos.application.errors import describe, retry_after, status_of
 from memos.application.ids import MAX_ID_CHARS
 from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
 from memos.application.models import AddRequest, SearchRequest, build
@@ -62,7 +66,10 @@ def build_mcp_server(
     async def user_of(ctx: Context) -> str:
         key = _header_key(ctx.headers)
         if key is not None:
-            caller = await auth.authenticate(key)
+            try:
+                caller = await auth.authenticate(key)
+            except MemorySystemError as exc:  # KeyChecksBusy: 429
+                raise tool_error(exc) from exc
             if caller is None or caller.user_id is None:
                 raise ToolError("invalid or revoked API key")
             return caller.user_id
@@ -142,33 +149,84 @@ def build_mcp_server(
     return server
 
 
-class KeyGate:
-    """ASGI guard of the MCP HTTP endpoint: 401 unless the request carries a valid API key."""
+SESSIONS_PER_USER: Final = 32
+"""MCP sessions one user may hold open at once on the HTTP transport (more are refused with 429)."""
+SESSION_IDLE_S: Final = 600.0
+"""An MCP session with no request for this long is closed (the SDK's idle timeout, and this count's)."""
 
-    def __init__(self, app: ASGIApp, auth: KeyAuthenticator, *, required: bool) -> None:
+
+class KeyGate:
+    """ASGI guard of the MCP HTTP endpoint: 401 unless the request carries a valid API key (429 while key checks
+    are bounded). A session belongs to the key that opened it (the SDK refuses it to any other key), and one
+    user holds at most ``SESSIONS_PER_USER`` sessions, so no tenant can fill the server's table of them."""
+
+    def __init__(self, app: ASGIApp, auth: KeyAuthenticator, *, required: bool,
+                 per_user: int = SESSIONS_PER_USER, idle_s: float = SESSION_IDLE_S) -> None:
         self.app = app
         self.auth = auth
         self.required = required
+        self.per_user = per_user
+        self.idle_s = idle_s
+        self._sessions: dict[str, tuple[str, str | None, float]] = {}  # session id -> (user, key id, last request)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
-            key = _header_key(headers)
-            ok = (await self.auth.authenticate(key)) is not None if key else not self.required
-            if not ok:
-                from fastapi.responses import JSONResponse
-
-                message = (
-                    "invalid or revoked API key" if key else "missing API key (Authorization: Bearer mk_...)"
-                )
-                response = JSONResponse(
-                    {"code": 401, "message": message, "data": None},
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-                await response(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        key = _header_key(headers)
+        try:
+            caller = await self.auth.authenticate(key) if key else None
+        except MemorySystemError as exc:  # KeyChecksBusy
+            await _refuse(scope, receive, send, status_of(exc), describe(exc), retry_after(exc))
+            return
+        if caller is None and (key or self.required):
+            message = "invalid or revoked API key" if key else "missing API key (Authorization: Bearer mk_...)"
+            await _refuse(scope, receive, send, 401, message, None, {"WWW-Authenticate": "Bearer"})
+            return
+        if caller is None or caller.user_id is None:  # local-only, no key
+            await self.app(scope, receive, send)
+            return
+        user = caller.user_id
+        scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=user, scopes=[], subject=caller.key_id))
+        session = headers.get(_SESSION_HEADER)
+        now = time.monotonic()
+        self._sessions = {s: v for s, v in self._sessions.items() if now - v[2] < self.idle_s}
+        if session is None:
+            held = sum(1 for owner, _, _ in self._sessions.values() if owner == user)
+            if self.per_user and held >= self.per_user:
+                await _refuse(scope, receive, send, 429, f"user {user!r} has {held} MCP sessions open; at most "
+                              f"{self.per_user} (close one with DELETE, or wait {self.idle_s:g}s)", self.idle_s)
                 return
-        await self.app(scope, receive, send)
+        elif self._sessions.get(session, ("", None, 0.0))[:2] == (user, caller.key_id):  # only its own key's
+            self._sessions[session] = (user, caller.key_id, now)
+        else:
+            session = ""  # not this user's: its answer (404) changes nothing here
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                opened = dict(message.get("headers") or []).get(_SESSION_HEADER.encode())
+                if session is None and opened and message["status"] < 400:
+                    self._sessions[opened.decode("latin-1")] = (user, caller.key_id, now)
+                elif session and (message["status"] == 404 or scope.get("method") == "DELETE"):
+                    self._sessions.pop(session, None)
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
+_SESSION_HEADER: Final = "mcp-session-id"
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str, retry: float | None,
+                  headers: dict[str, str] | None = None) -> None:
+    from fastapi.responses import JSONResponse
+
+    extra = dict(headers or {})
+    if retry is not None:
+        extra["Retry-After"] = str(max(1, math.ceil(retry)))
+    await JSONResponse({"code": status, "message": message, "data": None}, status_code=status,
+                       headers=extra)(scope, receive, send)
 
 
 async def serve_mcp(
@@ -205,7 +263,8 @@ async def serve_mcp(
         import uvicorn
 
         server = build_mcp_server(service, auth, default_user=default_user if local_only else None)
-        app = KeyGate(server.streamable_http_app(host=host), auth, required=not local_only)
+        app = KeyGate(server.streamable_http_app(host=host, session_idle_timeout=SESSION_IDLE_S), auth,
+                      required=not local_only)
         logger.info("mcp server listening host=%s port=%d local_only=%s", host, port, local_only)
         await uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", loop="asyncio")

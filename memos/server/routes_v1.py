@@ -109,7 +109,8 @@ async def feed(
     service = _service(request)
     user = acting_user(caller, user_id)
     begin = feed_start(start, last_event_id or cursor)
-    changes = await service.feed(user, cube, start=begin, follow=follow, everything=caller.is_admin)
+    changes = await service.feed(user, cube, start=begin, follow=follow, everything=caller.is_admin,
+                                 key_id=caller.key_id)
 
     async def events() -> AsyncIterator[dict[str, str]]:
         count = 0

@@ -43,7 +43,10 @@ async def test_hostile_import_drafts_change_nothing_of_other_cubes(tmp_path: Pat
         assert [r.memory for r in kept] == ["mine now"]  # mallory's memory stayed hers, and bob's copy is apart
 
         for bad, field in (([{"memory": "no id"}], "memories.0"), ([{"memory_id": "x" * 257, "memory": "long"}],
-                                                                   "memories.0.memory_id")):
+                                                                   "memories.0.memory_id"),
+                           *(([{"memory_id": "ok", "memory": "fine"}, {"memory_id": "c", "memory": "odd", "confidence":
+                                                                        value}], "memories.1.confidence")
+                             for value in (math.nan, math.inf, -0.1, 1.5, "0.5", True))):
             with pytest.raises(ValidationFailed) as refused:
                 await service.import_memories("bob", "vdst", bad)
             assert refused.value.field == field  # a 422 naming the draft (a missing id was a KeyError 500)

@@ -174,3 +174,46 @@ async def test_mcp_over_http_needs_a_key_and_acts_as_its_user(home: dict[str, An
             streamable_http_client(http_mcp, http_client=http), read_timeout_seconds=120
         ) as client:
             await _exercise(client, own="bob_cube", other="alice_cube")
+
+
+_ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def _initialize(url: str, key: str) -> httpx.Response:
+    from mcp.types import LATEST_PROTOCOL_VERSION
+
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": LATEST_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    return httpx.post(url, json=body, headers={**_ACCEPT, "Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def test_mcp_sessions_belong_to_their_key_and_a_user_holds_only_so_many(home: dict[str, Any], http_mcp: str) -> None:
+    from memos.server.mcp import SESSIONS_PER_USER
+
+    alice, bob = home["keys"]["alice"], home["keys"]["bob"]
+    opened = _initialize(http_mcp, alice)
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    stolen = httpx.post(http_mcp, json=ping, headers={**_ACCEPT, "Authorization": f"Bearer {bob}",
+                                                      "mcp-session-id": session}, timeout=60)
+    assert stolen.status_code == 404  # another key cannot use alice's session, as if it did not exist
+    for _ in range(SESSIONS_PER_USER - 1):
+        assert _initialize(http_mcp, alice).status_code == 200
+    full = _initialize(http_mcp, alice)
+    assert full.status_code == 429 and int(full.headers["retry-after"]) > 0, full.text
+    assert "sessions" in full.json()["message"]
+    assert _initialize(http_mcp, bob).status_code == 200  # bob is not held by alice's sessions
+    closed = httpx.delete(http_mcp, headers={**_ACCEPT, "Authorization": f"Bearer {alice}",
+                                             "mcp-session-id": session}, timeout=60)
+    assert closed.status_code < 300, closed.text
+    assert _initialize(http_mcp, alice).status_code == 200  # a closed session frees its place
+
+
+def test_guessing_a_key_on_mcp_is_refused_with_429_never_500(home: dict[str, Any], http_mcp: str) -> None:
+    key_id = home["keys"]["alice"].split("_")[1]
+    statuses = [_initialize(http_mcp, f"mk_{key_id}_wrong{n}") for n in range(5)]
+    assert all(r.status_code in (401, 429) for r in statuses), [(r.status_code, r.text[:100]) for r in statuses]
+    assert any(r.status_code == 429 and r.headers.get("retry-after") for r in statuses), [
+        r.status_code for r in statuses]
+    assert _initialize(http_mcp, home["keys"]["bob"]).status_code == 200  # another key id is not held
