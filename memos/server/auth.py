@@ -29,6 +29,7 @@ __all__ = [
     "api_key_from_headers",
     "get_caller",
     "is_loopback",
+    "reject",
     "resolve_caller",
     "unauthorized",
 ]
@@ -173,19 +174,20 @@ class AuthMiddleware:
         try:
             caller = await resolve_caller(scope["app"].state, headers, client[0] if client else None)
         except HTTPException as exc:
-            await _reject(scope, receive, send, exc.status_code, str(exc.detail), exc.headers)
+            await reject(scope, receive, send, exc.status_code, str(exc.detail), exc.headers)
             return
         except (PermissionDenied, KeyChecksBusy) as exc:  # 403; 429 (key checks are bounded)
             wait = retry_after(exc)
-            await _reject(scope, receive, send, status_of(exc), str(exc), {"Retry-After": str(wait)} if wait else None)
+            await reject(scope, receive, send, status_of(exc), str(exc), {"Retry-After": str(wait)} if wait else None)
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)
 
 
-async def _reject(
+async def reject(
     scope: Scope, receive: Receive, send: Send, status: int, message: str, headers: Mapping[str, str] | None
 ) -> None:
+    """Answer an ASGI request with the error body every front end uses (``{code, message, data}``)."""
     response = JSONResponse(
         {"code": status, "message": message, "data": None},
         status_code=status,

@@ -26,7 +26,7 @@ from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
 from memos.application.models import AddRequest, SearchRequest, build
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
-from memos.server.auth import KeyAuthenticator, is_loopback
+from memos.server.auth import KeyAuthenticator, is_loopback, reject
 from schemas.errors import ConfigError, MemorySystemError
 from streams.settings import AppSettings
 
@@ -178,11 +178,12 @@ class KeyGate:
         try:
             caller = await self.auth.authenticate(key) if key else None
         except MemorySystemError as exc:  # KeyChecksBusy
-            await _refuse(scope, receive, send, status_of(exc), describe(exc), retry_after(exc))
+            wait = retry_after(exc)
+            await reject(scope, receive, send, status_of(exc), describe(exc), {"Retry-After": str(wait)} if wait else None)
             return
         if caller is None and (key or self.required):
             message = "invalid or revoked API key" if key else "missing API key (Authorization: Bearer mk_...)"
-            await _refuse(scope, receive, send, 401, message, None, {"WWW-Authenticate": "Bearer"})
+            await reject(scope, receive, send, 401, message, {"WWW-Authenticate": "Bearer"})
             return
         if caller is None or caller.user_id is None:  # local-only, no key
             await self.app(scope, receive, send)
@@ -195,8 +196,9 @@ class KeyGate:
         if session is None:
             held = sum(1 for owner, _, _ in self._sessions.values() if owner == user)
             if self.per_user and held >= self.per_user:
-                await _refuse(scope, receive, send, 429, f"user {user!r} has {held} MCP sessions open; at most "
-                              f"{self.per_user} (close one with DELETE, or wait {self.idle_s:g}s)", self.idle_s)
+                await reject(scope, receive, send, 429, f"user {user!r} has {held} MCP sessions open; at most "
+                             f"{self.per_user} (close one with DELETE, or wait {self.idle_s:g}s)",
+                             {"Retry-After": str(max(1, math.ceil(self.idle_s)))})
                 return
         elif self._sessions.get(session, ("", None, 0.0))[:2] == (user, caller.key_id):  # only its own key's
             self._sessions[session] = (user, caller.key_id, now)
@@ -216,17 +218,6 @@ class KeyGate:
 
 
 _SESSION_HEADER: Final = "mcp-session-id"
-
-
-async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str, retry: float | None,
-                  headers: dict[str, str] | None = None) -> None:
-    from fastapi.responses import JSONResponse
-
-    extra = dict(headers or {})
-    if retry is not None:
-        extra["Retry-After"] = str(max(1, math.ceil(retry)))
-    await JSONResponse({"code": status, "message": message, "data": None}, status_code=status,
-                       headers=extra)(scope, receive, send)
 
 
 async def serve_mcp(
