@@ -16,7 +16,7 @@ from processors.projection import project
 from processors.raw_projection import project_raw
 from schemas.codec import decode, decode_raw
 from schemas.envelope import Position
-from schemas.errors import EventDecodeError, StoreError
+from schemas.errors import EventDecodeError, StoreError, is_retryable
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
 from schemas.topics import MEMORIES
 from streams.log.base import EventLog, partition_for
@@ -239,6 +239,21 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     applying: asyncio.Task[None] | None = asyncio.create_task(
         apply_planned(local, [([DropCube(cube_id=cube_id)], Position(MEMORIES, partition, -1))], replay=True)
     )
+    pending: Sequence[tuple[int, bytes]] = ()  # the records of the batch ``applying`` applies (none: the drop)
+
+    async def landed() -> None:
+        """Wait for ``applying``; a batch the stores refuse is applied again record by record, as the live
+        projection applies it, and the records they still refuse are skipped (live, they were dead-lettered)."""
+        assert applying is not None
+        try:
+            await applying
+        except Exception as exc:
+            if not pending or is_retryable(exc):
+                raise
+            logger.warning("replay batch refused cube=%s records=%d error=%r; applying them one by one",
+                           cube_id, len(pending), exc)
+            await _one_by_one(local, pending, partition, lazy_vectors, cube_id)
+
     try:
         while offset < end:
             values, offset = await (reading or log.read_key(MEMORIES, partition, key, offset, end, limit=batch))
@@ -246,7 +261,7 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                 log.read_key(MEMORIES, partition, key, offset, end, limit=batch)) if offset < end else None
             if job is None and not failed and lent and helper is not None and helper.ready():
                 if applying is not None:  # the lent stores hold every batch before this one
-                    await applying
+                    await landed()
                     applying = None
                 job, lent, local = await _hand_over(helper, stores, lent, cube_id, drop=False)
                 handed = job is not None
@@ -258,10 +273,10 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
                     ops = fold_revisions(ops, retired)
                 ops = by_kind(ops)
             if applying is not None:
-                await applying
+                await landed()
                 applying = None
             if ops:
-                applying = asyncio.create_task(apply_planned(local, [(ops, last)], replay=True))
+                applying, pending = asyncio.create_task(apply_planned(local, [(ops, last)], replay=True)), values
                 if job is not None:  # the lent stores' part of the batch goes to the helper meanwhile
                     try:
                         await job.send(ops, last)
@@ -272,7 +287,8 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
             if progress is not None:
                 progress(min(offset, end), end)
         if applying is not None:
-            await applying
+            await landed()
+            applying = None
         if job is not None:
             try:
                 await job.finish()
@@ -297,6 +313,24 @@ async def _replay_locked(log: EventLog, stores: Sequence[Projection], cube_id: s
     if failed:
         await _replay_locked(log, lent, cube_id, key, partition, None, batch, None)
     return applied
+
+
+async def _one_by_one(stores: Sequence[Projection], values: Sequence[tuple[int, bytes]], partition: int,
+                      lazy_vectors: bool, cube_id: str) -> None:
+    """Apply a batch's records one at a time, unfolded and in log order; skip (and log) each one the stores
+    refuse for good, as the live projection dead-letters it. An engine that is down still stops the replay."""
+    for offset, value in values:
+        ops = plan_values([(offset, value)], MEMORIES, partition, lazy_vectors=lazy_vectors)
+        if not ops:
+            continue
+        position = Position(MEMORIES, partition, offset)
+        try:
+            await apply_planned(stores, [(ops, position)], replay=True)
+        except Exception as exc:
+            if is_retryable(exc):
+                raise
+            logger.warning("replay skipped a record its stores refuse cube=%s position=%s error=%r",
+                           cube_id, position, exc)
 
 
 async def catch_up_control(log: EventLog, control: ControlStore, *, batch: int = 2000) -> int:
