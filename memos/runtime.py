@@ -26,10 +26,9 @@ from memory_store.registry import (
 )
 from memos.application.limits import DoorLimits
 from memos.followers import CommittedFollower, GroupProgress
-from schemas.codec import decode
 from schemas.envelope import Position
 from schemas.errors import ConfigError
-from schemas.events import ConversationRecorded, Event
+from schemas.events import Event
 from schemas.ops import DropCube
 from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.log.base import EventLog, OutgoingRecord, TopicPartition
@@ -45,8 +44,8 @@ from streams.pipeline.stages import (
     LargeAddsBehind,
     ProjectionStage,
     TaskHandler,
+    any_large_add,
     apply_planned,
-    is_large_add,
 )
 from streams.replay import catch_up_control, replay_cube
 from streams.replay_helper import ReplayHelper
@@ -211,12 +210,13 @@ class Runtime:
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
-        large = self.settings.derivation.large_add_chars
+        large, overlap = self.settings.derivation.large_add_chars, self.settings.derivation.large_lane_batches
         stages: list[Stage] = [
             self.control_stage,
             self.projection_stage,
             *(DerivationStage(self.deriver, phase=phase, emit=self.publish, lane=lane, wait_for=self._wait_long,
-                              large_chars=large, pending_large=LargeAddsBehind(self.log, self.group, large))
+                              large_chars=large, pending_large=LargeAddsBehind(self.log, self.group, large),
+                              overlap=overlap)
               for phase in ("first", "refine") for lane in ("small", "large")),
             DispatchStage(self.task_handlers, self.publish),
         ]
@@ -315,16 +315,6 @@ class Runtime:
     async def _on_commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         self._stages.advance(group, offsets)
 
-    async def _has_large_add(self, positions: Sequence[Position]) -> bool:
-        limit = self.settings.derivation.large_add_chars
-        for p in positions:
-            if p.topic == CONVERSATIONS and limit > 0:
-                for record in await self.log.read(p.topic, p.partition, p.offset, limit=1):
-                    event = decode(record.value)
-                    if isinstance(event, ConversationRecorded) and is_large_add(event, limit):
-                        return True
-        return False
-
     async def _wait_long(self, group: str, targets: Mapping[TopicPartition, int]) -> None:
         """A derivation lane waiting for another (a small add behind its cube's large one): as long as it takes."""
         await self.wait_for(group, targets, timeout_s=7 * 24 * 3600.0)
@@ -344,16 +334,26 @@ class Runtime:
             await self.followers.wait(group, targets, timeout_s=timeout_s)
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
-                     large: bool | None = None) -> None:
+                     large: bool | None = None, tasks: Sequence[str] = ()) -> None:
         """Read-your-writes: wait until the effects of ``positions`` are in every projection.
 
         ``large``: whether any add among ``positions`` goes to the lane of large adds, when the caller knows
-        (the add use case does); None reads the adds back from the log to find out."""
+        (the add use case does); None reads the adds back from the log to find out. ``tasks``: the adds' task
+        ids; where the control stage runs here, a large add is done once its final status is applied (its lane
+        appends it with the memories, and commits only after its earlier batches, which may be other tenants'),
+        or once the lane has committed past it (a dead-lettered add has no status), whichever comes first."""
         conv = {(p.topic, p.partition): p.offset + 1 for p in positions if p.topic == CONVERSATIONS}
         if conv:
             await self.wait_for("deriver", conv, timeout_s=timeout_s)
-            if large if large is not None else await self._has_large_add(positions):
-                await self.wait_for("deriver-large", conv, timeout_s=timeout_s)  # derived in that lane
+            if large if large is not None else await any_large_add(
+                    self.log, positions, self.settings.derivation.large_add_chars):  # derived in that lane
+                waits = {asyncio.ensure_future(self.wait_for("deriver-large", conv, timeout_s=timeout_s))}
+                if tasks and "control" in self._hosted:  # sooner: the statuses it appends with the memories
+                    waits.add(asyncio.ensure_future(self.control_stage.finished(tasks)))
+                done, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for waiting in rest:
+                    waiting.cancel()
+                done.pop().result()
         pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
         if pending is None or pending.done():  # (done before it started: cancelled)
             pending = self._ends_pending = asyncio.ensure_future(self._read_ends())

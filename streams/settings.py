@@ -110,6 +110,11 @@ class DerivationSettings(_Section):
         description="Adds with longer messages (JSON characters), and adds that carry a file, are derived in their "
         "own lane (consumer groups deriver-large, refiner-large) so they never stall small adds; 0: one lane.",
     )
+    large_lane_batches: int = Field(
+        default=4, ge=1,
+        description="Batches of the large lane derived at once: different cubes' adds with files overlap, and a "
+        "batch's memories land as soon as it is done (order per cube holds, offsets commit in order); 1: in turn.",
+    )
     slice_size: int = Field(
         default=256, ge=1, description="Memories of a large add embedded and deduplicated per step (its task shows progress per step)."
     )

@@ -84,9 +84,10 @@ class Platform(Protocol):
         ...
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
-                     large: bool | None = None) -> None:
+                     large: bool | None = None, tasks: Sequence[str] = ()) -> None:
         """Read-your-writes: wait until the effects of ``positions`` are in every projection (``large``: whether
-        any add among them goes to the lane of large adds, when the caller knows; None: look it up)."""
+        any add among them goes to the lane of large adds, when the caller knows; None: look it up; ``tasks``:
+        the adds' task ids, so an add is waited for until its own status is final, not its lane's commit)."""
         ...
 
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:

@@ -120,7 +120,8 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         try:
-            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large)
+            await self.rt.settle(positions, timeout_s=self.limits.sync_timeout_s, large=large,
+                                 tasks=[t for _, t in tasks])
         except TimeoutError:
             ids = [t for _, t in tasks]
             raise AddTimedOut(

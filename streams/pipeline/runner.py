@@ -4,6 +4,7 @@ poison-record detection across crashes (``streams.pipeline.delivery``, shared wi
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -18,6 +19,9 @@ __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_rec
 # dead_letter_record and event_record live in streams.pipeline.delivery; re-exported for callers.
 
 logger = logging.getLogger(__name__)
+
+_TURN: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.ContextVar("memos_commit_turn", default=None)
+"""The batch an overlapped batch commits after (its task), in that batch's own task."""
 
 CommitListener = Callable[[str, dict[TopicPartition, int]], Awaitable[None]]
 """Called with (group, {(topic, partition): next offset}) after every commit."""
@@ -37,6 +41,11 @@ class Stage(ABC):
     exactly_once: bool = False
     """Append what a batch produced and commit its offsets in one transaction, where the log can
     (Kafka): a crash between the two can then neither lose the output nor write it twice."""
+    overlap: int = 1
+    """Batches handled at once (1: one after another). A batch waits for the earlier ones that share a key
+    with it (order per key holds), appends its output as soon as it is done, and commits in turn, after
+    every earlier batch has: so one slow key does not hold back the others' output. Where the stage commits
+    exactly once, a batch done out of turn waits for its turn to append too (one transaction)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
@@ -74,12 +83,15 @@ class Runner:
         self.max_retries = max_retries
         self.max_attempts = max_attempts
         """Process deaths while a record was in flight before it is dead-lettered (0: never)."""
-        self._attempts: dict[tuple[str, int, int], int] = {}
         self.on_commit = on_commit
         self._queue: asyncio.Queue[list[Record]] = asyncio.Queue(maxsize=queue_size)
         self._stopping = asyncio.Event()
         self._pending = 0
         """Batches handed to the queue and not yet committed (counted by the poller, so no race)."""
+        self._flight: list[tuple[frozenset[bytes | None], asyncio.Task[None]]] = []
+        """Overlapped batches not done yet: (their keys, their task), oldest first."""
+        self._transactional = False
+        """Whether the consumer appends and commits in one transaction (found at start)."""
         self._last_idle_commit = 0.0
         self.idle_commit_interval_s = 2.0
         self.processed = 0
@@ -95,7 +107,7 @@ class Runner:
         consumer = self.log.consumer(self.stage.topics, group_id=self.group, start_from=self.stage.start_from)
         try:
             if self.stage.exactly_once:  # fence a crashed predecessor: abort the transaction it left open
-                await consumer.commit_with([], {})
+                self._transactional = await consumer.commit_with([], {})
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll(consumer))
                 group.create_task(self._process(consumer))
@@ -140,26 +152,66 @@ class Runner:
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             while True:
+                self._check_flight()
                 if self._queue.empty():
                     if self._stopping.is_set():
+                        for _, task in self._flight:  # the overlapped batches in flight finish and commit
+                            await task
                         return
                     get = asyncio.ensure_future(self._queue.get())
-                    await asyncio.wait({get, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    flight = [task for _, task in self._flight]  # one failing wakes this up
+                    await asyncio.wait({get, stopping, *flight}, return_when=asyncio.FIRST_COMPLETED)
                     if not get.done():
                         get.cancel()
                         continue
                     records = get.result()
                 else:
                     records = self._queue.get_nowait()
+                if self.stage.overlap > 1:
+                    await self._overlapped(consumer, records)
+                    continue
                 await self._handle_records(consumer, records)
                 self._pending -= 1
                 self.processed += len(records)
         finally:
             stopping.cancel()
+            for _, task in self._flight:  # failing or cancelled: nothing more is committed
+                task.cancel()
+            await asyncio.gather(*(task for _, task in self._flight), return_exceptions=True)
+            self._flight = []
+
+    def _check_flight(self) -> None:
+        """Forget the overlapped batches that are done; raise the error of one that failed (the runner stops
+        before anything past it is committed)."""
+        for _, task in self._flight:
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+        self._flight = [(keys, task) for keys, task in self._flight if not task.done()]
+
+    async def _overlapped(self, consumer: Consumer, records: list[Record]) -> None:
+        """Start ``records`` as one more overlapped batch once fewer than ``stage.overlap`` are in flight."""
+        while len(self._flight) >= self.stage.overlap:
+            await asyncio.wait([task for _, task in self._flight], return_when=asyncio.FIRST_COMPLETED)
+            self._check_flight()
+        keys = frozenset(record.key for record in records)
+        after = [task for held, task in self._flight if held & keys]
+        turn = self._flight[-1][1] if self._flight else None
+        self._flight.append((keys, asyncio.create_task(self._one_batch(consumer, records, after, turn))))
+
+    async def _one_batch(self, consumer: Consumer, records: list[Record], after: list[asyncio.Task[None]],
+                         turn: asyncio.Task[None] | None) -> None:
+        """An overlapped batch: after the earlier batches of its keys, committed after ``turn``."""
+        for task in after:
+            await task  # an earlier batch of these keys failed: so does this one, uncommitted
+        _TURN.set(turn)
+        await self._handle_records(consumer, records)
+        self._pending -= 1
+        self.processed += len(records)
 
     async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
-        if self.max_attempts and await self._suspect(consumer, records):
-            await self._one_by_one(consumer, records)
+        attempts = await self._suspect(consumer, records) if self.max_attempts else {}
+        if any(n > 1 for n in attempts.values()):
+            await self._one_by_one(consumer, records, attempts)
             return
         await self._deliver(consumer, records)
 
@@ -175,32 +227,41 @@ class Runner:
             tp = (record.position.topic, record.position.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
         out = [*produced, *dead]
-        if not (self.stage.exactly_once and await consumer.commit_with(out, offsets)):
+        turn = _TURN.get()
+        if self._transactional:
+            if turn is not None:
+                await turn
+            if await consumer.commit_with(out, offsets):
+                out = []
+                offsets = {}
+        if out or offsets:
             if out:
                 await self.log.append_batch(out)
+            if turn is not None:
+                await turn  # an overlapped batch commits after every earlier one: never past one not done
             await consumer.commit(offsets)
         self.dead_lettered += len(dead)
         if self.on_commit is not None:
             await self.on_commit(self.group, offsets)
 
-    async def _suspect(self, consumer: Consumer, records: Sequence[Record]) -> bool:
+    async def _suspect(self, consumer: Consumer, records: Sequence[Record]) -> dict[tuple[str, int, int], int]:
         """Count an attempt at the first record of each partition in the batch (durably, before any work);
-        True when one of them was being processed before (the process died, or lost the partition)."""
+        returns the counts: one over 1 means it was being processed before (the process died, or lost the
+        partition)."""
         firsts: dict[TopicPartition, int] = {}
         for record in records:
             firsts.setdefault((record.position.topic, record.position.partition), record.position.offset)
-        self._attempts = {}
-        for (topic, partition), offset in firsts.items():
-            self._attempts[(topic, partition, offset)] = await consumer.record_attempt(topic, partition, offset)
-        return any(n > 1 for n in self._attempts.values())
+        return {(topic, partition, offset): await consumer.record_attempt(topic, partition, offset)
+                for (topic, partition), offset in firsts.items()}
 
-    async def _one_by_one(self, consumer: Consumer, records: Sequence[Record]) -> None:
+    async def _one_by_one(self, consumer: Consumer, records: Sequence[Record],
+                          counted: dict[tuple[str, int, int], int]) -> None:
         """After a crash: each record on its own, counted and committed, so the one that kills the
         process is found; past ``max_attempts`` it is dead-lettered with the reason instead of run."""
         logger.warning("group=%s resumes after an unfinished batch: records one by one", self.group)
         for record in records:
             p = record.position
-            attempts = self._attempts.pop((p.topic, p.partition, p.offset), None)
+            attempts = counted.pop((p.topic, p.partition, p.offset), None)
             if attempts is None:
                 attempts = await consumer.record_attempt(p.topic, p.partition, p.offset)
             if attempts > self.max_attempts:

@@ -3,9 +3,10 @@
 A zip bomb, a PDF whose streams inflate to gigabytes or a file of NULs costs a short-lived child process,
 never the server: the child runs ``processors.documents.parse_document`` under ``RLIMIT_AS`` (address
 space) and ``RLIMIT_CPU``, the parent kills it at the wall-time limit, and at most ``concurrency`` children
-run at once. The parent waits in a thread, so the serving event loop never parses. Small plain-text files
-(text, markdown, csv under ``inline_bytes``) are parsed in a thread of this process: decoding them is
-linear and capped by the character budget, and a process start would cost more than the parse.
+run at once (a freed place goes to the user holding fewest: ``FairSlots``). The parent waits in a thread, so
+the serving event loop never parses. Small plain-text files (text, markdown, csv under ``inline_bytes``) are
+parsed in a thread of this process: decoding them is linear and capped by the character budget, and a process
+start would cost more than the parse.
 
 Results: a ParsedDocument, or OverBudget (memory, time, inflated size, pages) or FetchFailed (unreadable),
 whose message names the file and the limit; the shell turns both into a memory that says so.
@@ -30,6 +31,7 @@ from typing import Any
 import schemas
 from processors.documents import DocumentBudget, ParsedDocument, detect_kind, parse_document
 from schemas.errors import FetchFailed, OverBudget
+from streams.pipeline.fairness import FairSlots
 
 __all__ = ["AddParseBudget", "DocumentSandbox", "SandboxLimits", "UserParseTime"]
 
@@ -128,7 +130,7 @@ class DocumentSandbox:
     def __init__(self, limits: SandboxLimits | None = None, budget: DocumentBudget | None = None) -> None:
         self.limits = limits or SandboxLimits()
         self.budget = budget or DocumentBudget()
-        self._gate: asyncio.Semaphore | None = None
+        self._slots = FairSlots(self.limits.concurrency)
 
     async def parse(self, data: bytes, *, name: str, mime: str | None,
                     shared: AddParseBudget | None = None) -> ParsedDocument:
@@ -137,9 +139,8 @@ class DocumentSandbox:
         kind = detect_kind(data, name=name, mime=mime)
         if kind in _INLINE_KINDS and len(data) <= self.limits.inline_bytes:
             return await asyncio.to_thread(parse_document, data, name=name, mime=mime, budget=self.budget)
-        if self._gate is None:
-            self._gate = asyncio.Semaphore(self.limits.concurrency)
-        async with self._gate:
+        owner = shared.user[1] if shared is not None and shared.user is not None else ""
+        async with self._slots.held(owner):  # a freed parser goes to the user holding fewest, not the first queued
             wall_s = self.limits.wall_s
             if shared is not None and (wall_s := shared.reserve(wall_s)) < min(_MIN_PARSE_S, self.limits.wall_s):
                 shared.give_back(wall_s)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from memory_store.base import Projection
-from memory_store.control.base import ControlStore
+from memory_store.control.base import FINISHED, ControlStore
 from processors.projection import project
 from schemas.codec import decode
 from schemas.envelope import Envelope, Position
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from streams.pipeline.derivation import Deriver, Phase, Progress
 
 __all__ = ["ControlStage", "DerivationStage", "DispatchStage", "LargeAddsBehind", "ProjectionStage", "TaskHandler",
-           "WaitFor", "is_large_add"]
+           "WaitFor", "any_large_add", "is_large_add"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,17 @@ def _carries_file(messages: object) -> bool:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "file" for p in content):
             return True
+    return False
+
+
+async def any_large_add(log: EventLog, positions: Sequence[Position], large_chars: int) -> bool:
+    """Whether an add among ``positions`` (read back from the log) goes to the lane of large adds."""
+    for p in positions:
+        if p.topic == CONVERSATIONS and large_chars > 0:
+            for record in await log.read(p.topic, p.partition, p.offset, limit=1):
+                event = decode(record.value)
+                if isinstance(event, ConversationRecorded) and is_large_add(event, large_chars):
+                    return True
     return False
 
 
@@ -148,8 +159,11 @@ class DerivationStage(Stage):
 
     def __init__(self, deriver: Deriver, *, phase: str = "first", emit: Emit | None = None,
                  progress_steps: int = 10, lane: str = "all", large_chars: int = 0,
-                 wait_for: WaitFor | None = None, pending_large: PendingLarge | None = None) -> None:
+                 wait_for: WaitFor | None = None, pending_large: PendingLarge | None = None,
+                 overlap: int = 1) -> None:
         self.deriver = deriver
+        self.overlap = overlap if lane == "large" else 1
+        """Large lane: batches derived at once (``Stage.overlap``), so one tenant's files hold no other back."""
         self.phase = phase
         base = "deriver" if phase == "first" else "refiner"
         self.name = f"{base}-large" if lane == "large" else base
@@ -333,6 +347,16 @@ class ControlStage(Stage):
         self.control = control
         self.registry_version = 0
         """Bumped after each batch with registry records is applied (access answers cached under it expire)."""
+        self._applied = asyncio.Event()
+
+    async def finished(self, task_ids: Sequence[str]) -> None:
+        """Until every one of these tasks has a final status in the control store (as this stage applies it)."""
+        for task_id in task_ids:
+            while True:
+                applied = self._applied  # taken before the read: a batch applied meanwhile sets it
+                if (task := await self.control.task(task_id)) is not None and task.status in FINISHED:
+                    break
+                await applied.wait()
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
         try:
@@ -340,6 +364,8 @@ class ControlStage(Stage):
         finally:  # also when the apply failed part-way: whatever it wrote is seen
             if any(envelope.position.topic == REGISTRY for envelope in batch):
                 self.registry_version += 1
+            applied, self._applied = self._applied, asyncio.Event()
+            applied.set()
         return []
 
 

@@ -25,6 +25,7 @@ from schemas.events import (
 )
 from schemas.topics import CONVERSATIONS, DLQ, MEMORIES
 from streams.log.base import OutgoingRecord
+from streams.pipeline.stages import any_large_add
 from streams.settings import AppSettings
 from tests.contract.control_contract import snapshot
 
@@ -236,6 +237,6 @@ async def test_a_sync_add_tells_settle_its_lane_and_the_log_agrees(tmp_path: Pat
         filed = await service.add("ann", ["cube_l"], [{"role": "user", "content": [  # short, but it carries a file
             {"type": "text", "text": "My notes:"}, {"type": "file", "file": {"filename": "n.txt", "file_data": note}}]}])
         assert [flag for _, flag in seen] == [False, True, True]
-        assert [await rt._has_large_add(positions) for positions, _ in seen] == [False, True, True]  # the log's
+        assert [await any_large_add(rt.log, positions, 300) for positions, _ in seen] == [False, True, True]  # log
         for result in (small, large, filed):  # settled in its lane: derived and searchable when the add returns
             assert result[0]["status"] == "completed" and result[0]["memories"]

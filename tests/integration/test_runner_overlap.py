@@ -1,0 +1,117 @@
+"""Overlapped batches (``Stage.overlap``): a slow key holds back neither another key's output nor its order,
+and no offset is committed past a batch that is not done."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from schemas.envelope import Envelope, Position
+from schemas.errors import StoreUnavailable
+from schemas.events import AnyEvent, Event, TaskStatusChanged, TaskSubmitted, derive_id
+from schemas.topics import TASKS
+from streams.log.base import OutgoingRecord
+from streams.log.local.log import LocalEventLog
+from streams.pipeline.runner import Runner, Stage, event_record
+
+GROUP = "overlap-test"
+
+
+class WatchedLog(LocalEventLog):
+    """Tells when a task's status was appended."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.appended: dict[str, asyncio.Event] = {}
+
+    async def append_batch(self, records: Sequence[OutgoingRecord]) -> list[Position]:
+        positions = await super().append_batch(records)
+        for record in records:
+            if b"TaskStatusChanged" in bytes(record.value):
+                for task_id, event in self.appended.items():
+                    if task_id.encode() in bytes(record.value):
+                        event.set()
+        return positions
+
+
+class Gated(Stage):
+    """Completes each submitted task; a cube's tasks wait while its gate is closed."""
+
+    name = GROUP
+    topics = (TASKS,)
+    overlap = 3
+
+    def __init__(self) -> None:
+        self.gates: dict[str, asyncio.Event] = {}
+        self.started: list[str] = []
+        self.handled: list[str] = []
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        out: list[Event] = []
+        for envelope in batch:
+            event = envelope.event
+            if not isinstance(event, TaskSubmitted):
+                continue
+            self.started.append(event.task_id)
+            gate = self.gates.get(event.cube_id)
+            if gate is not None:
+                await gate.wait()
+            self.handled.append(event.task_id)
+            out.append(TaskStatusChanged(event_id=derive_id(event.event_id, "done"), occurred_at=event.occurred_at,
+                                         key=event.key, producer=GROUP, task_id=event.task_id, cube_id=event.cube_id,
+                                         status="completed", label=event.label))
+        return out
+
+
+def _task(task_id: str, cube: str) -> OutgoingRecord:
+    return event_record(TaskSubmitted(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key=cube,
+                                      task_id=task_id, user_id="u", cube_id=cube, label="query"))
+
+
+async def test_a_slow_key_holds_back_neither_another_keys_output_nor_its_own_order(tmp_path: Path) -> None:
+    async with WatchedLog(tmp_path / "log.db", partitions=1) as log:
+        await log.create_topic(TASKS, partitions=1)
+        stage = Gated()
+        stage.gates["a"] = asyncio.Event()
+        log.appended = {t: asyncio.Event() for t in ("a1", "b1", "a2")}
+        for task_id, cube in (("a1", "a"), ("b1", "b"), ("a2", "a")):
+            await log.append_batch([_task(task_id, cube)])  # one record per batch (max_batch=1)
+        runner = Runner(log, stage, max_batch=1, poll_timeout_s=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            await asyncio.wait_for(log.appended["b1"].wait(), 30)  # b's output is on the log while a1 waits
+            assert stage.handled == ["b1"] and stage.started == ["a1", "b1"]  # a2 waits for a1: same key
+            assert (await log.committed(GROUP, TASKS)).get(0, 0) == 0  # nothing committed past a1, not done
+            stage.gates["a"].set()
+            await asyncio.wait_for(log.appended["a2"].wait(), 30)
+            assert stage.handled == ["b1", "a1", "a2"]
+        finally:
+            runner.stop()
+            await asyncio.wait_for(running, 30)
+        assert (await log.committed(GROUP, TASKS)).get(0, 0) >= 3  # every batch committed once done
+
+
+async def test_a_failing_overlapped_batch_stops_the_runner_without_committing_past_it(tmp_path: Path) -> None:
+    class Failing(Gated):
+        async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+            if any(isinstance(e.event, TaskSubmitted) and e.event.task_id == "x1" for e in batch):
+                raise StoreUnavailable("the engine went away")  # retried, then the runner stops
+            return await super().handle(batch)
+
+    async with WatchedLog(tmp_path / "log.db", partitions=1) as log:
+        await log.create_topic(TASKS, partitions=1)
+        stage = Failing()
+        stage.gates["x"] = asyncio.Event()
+        for task_id, cube in (("x0", "x"), ("x1", "y"), ("x2", "z")):
+            await log.append_batch([_task(task_id, cube)])
+        runner = Runner(log, stage, max_batch=1, poll_timeout_s=0.05, max_retries=0)
+        run = asyncio.create_task(runner.run())
+        done, _ = await asyncio.wait({run}, timeout=30)
+        if run not in done:
+            run.cancel()
+        assert run in done and run.exception() is not None  # x1 failed while x0 was still in flight
+        assert "x0" not in stage.handled
+        assert (await log.committed(GROUP, TASKS)).get(0, 0) == 0  # x0 never finished: nothing past it
