@@ -20,7 +20,7 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "FeedsBusy", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
+__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "FeedsBusy", "ForgetUnsupported", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
            "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ class ProjectorElsewhere(MemorySystemError):
     its own projector and race the other one (HTTP 409); ask the process that hosts the projector."""
 
 
+class ForgetUnsupported(MemorySystemError):
+    """This deployment's log cannot delete records (Kafka): a forget is refused, with nothing changed (HTTP 501)."""
+
+
 class AddTimedOut(MemorySystemError):
     """A sync add was recorded on the log but not derived in time (HTTP 504).
 
@@ -88,6 +92,7 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (FeedsBusy, 429),
     (CubeBusy, 409),
     (ProjectorElsewhere, 409),
+    (ForgetUnsupported, 501),
     (AddTimedOut, 504),
     (StoreBackpressure, 503),
     (StoreUnavailable, 503),

@@ -17,7 +17,7 @@ from memos.application.admission import SearchGate, gate_for
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.cube_guard import CubeGuard, cube_guard_for
-from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, ProjectorElsewhere
+from memos.application.errors import AddTimedOut, BacklogFull, CubeBusy, ForgetUnsupported, ProjectorElsewhere
 from memos.application.feeds import changes_for, feed_slots_for
 from memos.application.ids import check_id, check_ids
 from memos.application.limits import (
@@ -420,6 +420,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             await self.authorize(requested_by, cube_id, "owner")
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
+        self._forgettable()
         await self._projector_here("forget")
         async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
             await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
@@ -430,6 +431,14 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
                                             requested_by=requested_by)])
         await self.rt.forget_records(cube_id)
+
+    def _forgettable(self) -> None:
+        """ForgetUnsupported, before anything is recorded, where the log cannot delete records: recording the
+        forget would free the cube's id while its records stayed readable to the id's next owner (replay, feed)."""
+        if not self.rt.log.forgets:
+            raise ForgetUnsupported(
+                "this deployment's log (Kafka) cannot delete records, so nothing was forgotten; delete the cube's "
+                "memories instead, or forget on the embedded log (topic retention or per-key encryption at scale)")
 
     async def _projector_here(self, what: str) -> None:
         """ProjectorElsewhere when another process has a live projector on this log (where the log knows its
@@ -465,6 +474,7 @@ class MemoryService(AccessUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         user_id = check_id(user_id, "user_id")
         if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
+        self._forgettable()
         await self._projector_here("forget")
         cubes = await self.control.cubes_of(user_id)
         owned = [c.cube_id for c in cubes if c.access == "owner"]

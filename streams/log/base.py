@@ -133,6 +133,10 @@ class Consumer(ABC):
 class EventLog(ABC):
     """An ordered, partitioned, durable log of records (Kafka semantics)."""
 
+    forgets: bool = True
+    """Whether ``forget_key`` and ``forget_positions`` can delete records (Kafka cannot: a forget is refused
+    before anything is recorded)."""
+
     @abstractmethod
     async def start(self) -> None:
         """Open connections or files. Idempotent. Raises BrokerUnavailable."""

@@ -70,6 +70,8 @@ class KafkaEventLog(EventLog):
     applies).
     """
 
+    forgets = False
+
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str],
