@@ -338,13 +338,19 @@ def worker(config: str | None = CONFIG,
         import asyncio
         import signal
 
+        from schemas.errors import ProcessingError
+
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with service(config, stages=True, stage_names=wanted):
+        async with service(config, stages=True, stage_names=wanted) as svc:
             console().print(f"worker running on {loaded.log_url()} (Ctrl-C to stop)", highlight=False)
-            await stop.wait()
+            failure = asyncio.ensure_future(svc.stage_failure())
+            await asyncio.wait({failure, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            if failure.done():  # exit non-zero, for a supervisor (memos serve, systemd) to start it again
+                raise ProcessingError(f"stopped: {'; '.join(failure.result())}; the worker exits to be restarted")
+            failure.cancel()
 
     run(go())
     console().print("worker stopped: batches finished and committed")

@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from memory_store.base import GraphStore, KeywordIndex, Projection, VectorStore
 from memory_store.control.base import ControlStore, cube_key, registry_key_of, user_key
@@ -121,11 +120,7 @@ class Runtime:
     @property
     def stores(self) -> list[Projection]:
         """The memory projections, in the order they are written."""
-        unique: list[Projection] = []
-        for store in (self.graph, self.vector, self.keyword):
-            if all(store is not s for s in unique):
-                unique.append(store)
-        return unique
+        return list({id(store): store for store in (self.graph, self.vector, self.keyword)}.values())  # one each
 
     def _built(self, value: Any, what: str) -> Any:
         if value is None:
@@ -135,8 +130,7 @@ class Runtime:
     @property
     def embedder(self) -> Embedder:
         """The embedding model (after ``start``)."""
-        embedder: Embedder = self._built(self._embedder, "embedder")
-        return embedder
+        return cast(Embedder, self._built(self._embedder, "embedder"))
 
     @property
     def llm(self) -> ChatModel | None:
@@ -146,14 +140,12 @@ class Runtime:
     @property
     def deriver(self) -> Deriver:
         """The derivation shell the derivation stages run (after ``start``)."""
-        deriver: Deriver = self._built(self._deriver, "deriver")
-        return deriver
+        return cast(Deriver, self._built(self._deriver, "deriver"))
 
     @property
     def search_service(self) -> SearchService:
         """Multi-cube search over the projections (after ``start``)."""
-        search: SearchService = self._built(self._search, "search service")
-        return search
+        return cast("SearchService", self._built(self._search, "search service"))
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -187,6 +179,17 @@ class Runtime:
                 # (search, access checks) neither queues behind it nor loses the CPU to it
                 lane = None if isinstance(stage, ControlStage) else background_context()
                 self._tasks.append(asyncio.create_task(runner.run(), name=f"runner:{stage.name}", context=lane))
+
+    def failed_stages(self) -> list[str]:
+        """Stages hosted here that stopped on an error (each logged why), with their errors."""
+        return [f"{t.get_name()}: {t.exception()!r}" for t in self._tasks if t.done() and not t.cancelled()
+                and t.exception() is not None]
+
+    async def stage_failure(self) -> list[str]:
+        """Until a stage hosted here stops on an error: ``failed_stages``."""
+        await asyncio.wait(self._tasks or [asyncio.ensure_future(asyncio.Event().wait())],
+                           return_when=asyncio.FIRST_EXCEPTION)
+        return self.failed_stages()
 
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
@@ -270,9 +273,7 @@ class Runtime:
         """Stop the stages (finishing their batches and committing), then close stores and the log."""
         for runner in self._runners:
             runner.stop()
-        for task in self._tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)  # a stage that failed logged why; close the rest
         self._runners.clear()
         self._tasks.clear()
         self._hosted.clear()

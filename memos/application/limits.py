@@ -18,6 +18,8 @@ __all__ = [
     "MAX_MESSAGES",
     "MAX_PAGE",
     "MAX_QUERY_CHARS",
+    "MAX_TAGS",
+    "MAX_TAG_CHARS",
     "MAX_TASK_ID_CHARS",
     "MAX_TOP_K",
     "DoorLimits",
@@ -28,6 +30,7 @@ __all__ = [
     "named_ids",
     "check_query",
     "check_strings",
+    "check_tags",
     "check_text",
 ]
 
@@ -45,6 +48,10 @@ MAX_MEMORY_IDS: Final = 10_000
 """Most memory ids in one get or delete."""
 MAX_MEMORY_ID_CHARS: Final = 256
 """Longest memory (or file) id a request may name."""
+MAX_TAGS: Final = 64
+"""Most ``custom_tags`` of one add (every memory derived from the add carries them all)."""
+MAX_TAG_CHARS: Final = 256
+"""Longest custom tag, in characters."""
 MAX_TASK_ID_CHARS: Final = 256
 """Longest caller task id."""
 MAX_ADD_RECORD_BYTES: Final = 1_048_576
@@ -137,6 +144,18 @@ def check_strings(value: Any, field: str) -> None:
     elif isinstance(value, list | tuple):
         for n, item in enumerate(value):
             check_strings(item, f"{field}.{n}")
+
+
+def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
+    """At most ``MAX_TAGS`` tags of at most ``MAX_TAG_CHARS`` characters each: an add's tags are copied into every
+    memory derived from it (1,000 tags of 1 KB made one add write 170 times its size, and a derived memory over
+    the log's record limit)."""
+    if len(tags) > MAX_TAGS:
+        raise ValidationFailed(f"{field} has {len(tags)} tags; the limit is {MAX_TAGS}", field=field)
+    for n, tag in enumerate(tags):
+        if len(tag) > MAX_TAG_CHARS:
+            raise ValidationFailed(f"{field}.{n} is {len(tag)} characters long; the limit is {MAX_TAG_CHARS}",
+                                   field=f"{field}.{n}")
 
 
 def check_query(query: object, field: str = "query") -> str:

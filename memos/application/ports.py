@@ -90,6 +90,14 @@ class Platform(Protocol):
         the adds' task ids, so an add is waited for until its own status is final, not its lane's commit)."""
         ...
 
+    def failed_stages(self) -> list[str]:
+        """Stages hosted in this process that stopped on an error, with their errors."""
+        ...
+
+    async def stage_failure(self) -> list[str]:
+        """Until a stage hosted in this process stops on an error: ``failed_stages``."""
+        ...
+
     async def settle_control(self, positions: Sequence[Position], *, timeout_s: float = 60.0) -> None:
         """Read-your-writes for the control projection only (registry and task records)."""
         ...

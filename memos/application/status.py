@@ -49,6 +49,14 @@ class SystemStatus:
 class StatusUseCases(OperationsUseCases):
     """The status use case; mixed into the memory service (read-only, operators)."""
 
+    def failed_stages(self) -> list[str]:
+        """Stages hosted in this process that stopped on an error (each logged why), with their errors."""
+        return self.rt.failed_stages()
+
+    async def stage_failure(self) -> list[str]:
+        """Until a stage hosted in this process stops on an error: ``failed_stages``."""
+        return await self.rt.stage_failure()
+
     async def _control_to(self, topics: dict[str, dict[int, int]]) -> None:
         """Bring the control projection up to these end offsets before counting tasks and cubes (a CLI process
         on the embedded log applies them itself); a control stage that is behind elsewhere shows as lag."""

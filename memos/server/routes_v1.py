@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
 from memos.api.product_models import BaseResponse
@@ -32,13 +33,17 @@ def _service(request: Request) -> MemoryService:
 
 
 @router.get("/healthz", tags=["ops"], summary="Liveness (no authentication)")
-async def healthz(request: Request) -> dict[str, Any]:
-    """200 once the runtime is up."""
-    return {
-        "code": 200,
-        "message": "ok",
-        "data": {"status": "ok", "started": hasattr(request.app.state, "runtime")},
-    }
+async def healthz(request: Request) -> Response:
+    """200 once the runtime is up; 503 naming them once a stage this process hosts stopped on an error (its
+    log says why): restart the server."""
+    started = hasattr(request.app.state, "runtime")
+    failed = _service(request).failed_stages() if hasattr(request.app.state, "service") else []
+    status = 503 if failed else 200
+    return JSONResponse({
+        "code": status,
+        "message": f"stopped: {'; '.join(failed)}" if failed else "ok",
+        "data": {"status": "failing" if failed else "ok", "started": started, "failed_stages": failed},
+    }, status_code=status)
 
 
 @router.get(

@@ -60,11 +60,16 @@ def check_topic(topic: str) -> None:
         raise ConfigError(f"invalid topic name {topic!r}: use 1-249 characters of [A-Za-z0-9._-]")
 
 
+def record_size(record: OutgoingRecord) -> int:
+    """The bytes a record counts against ``max_record_bytes``: value, key and headers."""
+    return len(record.value) + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
+
+
 def check_record(record: OutgoingRecord, max_record_bytes: int) -> None:
     """Refuse a bad topic (ConfigError) or a record over ``max_record_bytes`` (PayloadTooLarge), before
     anything of its batch is appended."""
     check_topic(record.topic)
-    size = len(record.value) + len(record.key or b"") + sum(len(n) + len(v) for n, v in record.headers)
+    size = record_size(record)
     if size > max_record_bytes:
         raise PayloadTooLarge(
             f"record of {size} bytes for topic {record.topic!r} exceeds max_record_bytes={max_record_bytes}"

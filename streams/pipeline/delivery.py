@@ -25,7 +25,7 @@ from schemas.envelope import Envelope, Header, Position, Record
 from schemas.errors import EventDecodeError, ProcessingError, is_retryable
 from schemas.events import AnyEvent, Event
 from schemas.topics import DLQ
-from streams.log.base import OutgoingRecord
+from streams.log.base import OutgoingRecord, record_size
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -35,6 +35,7 @@ __all__ = [
     "dead_letter_record",
     "deliver",
     "event_record",
+    "fitted",
     "poison_error",
     "retrying",
 ]
@@ -67,6 +68,16 @@ def dead_letter_record(record: Record, error: BaseException, *, group: str) -> O
         ("memos.group", group.encode()),
     )
     return OutgoingRecord(topic=DLQ, key=record.key, value=record.value, headers=headers)
+
+
+def fitted(record: OutgoingRecord, max_record_bytes: int) -> OutgoingRecord:
+    """A DLQ record within the log's record limit: past it, the copy of the value is left out (the original
+    stays on its own topic, at ``memos.origin``) and the header ``memos.value_left_out`` gives its size."""
+    if not max_record_bytes or record_size(record) <= max_record_bytes:
+        return record
+    headers = tuple((name, value[:2000]) for name, value in record.headers)
+    return OutgoingRecord(topic=record.topic, key=record.key, value=b"",
+                          headers=(*headers, ("memos.value_left_out", str(len(record.value)).encode())))
 
 
 async def retrying(call: Callable[[], Awaitable[T]], *, max_retries: int, where: str) -> T:

@@ -11,9 +11,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
 from schemas.envelope import Envelope, Record
+from schemas.errors import PayloadTooLarge
 from schemas.events import AnyEvent, Event
-from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition
-from streams.pipeline.delivery import dead_letter_record, deliver, event_record, poison_error
+from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, record_size
+from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_error
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record"]
 # dead_letter_record and event_record live in streams.pipeline.delivery; re-exported for callers.
@@ -111,6 +112,10 @@ class Runner:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll(consumer))
                 group.create_task(self._process(consumer))
+        except Exception as exc:  # the stage stops here: never silently (its host decides what follows)
+            logger.critical("group=%s stopped on an error, nothing past its last commit was committed: %r",
+                            self.group, exc, exc_info=exc)
+            raise
         finally:
             await consumer.aclose()
             await self.stage.aclose()
@@ -217,7 +222,27 @@ class Runner:
 
     async def _deliver(self, consumer: Consumer, records: Sequence[Record]) -> None:
         delivered = await deliver(self.stage.handle, records, group=self.group, max_retries=self.max_retries)
-        await self._finish(consumer, records, [event_record(e) for e in delivered.produced], delivered.dead)
+        produced = [event_record(e) for e in delivered.produced]
+        limit = self._record_limit()
+        if limit and any(record_size(r) > limit for r in produced):  # found again record by record: dead-lettered
+            delivered = await deliver(self._fitting, records, group=self.group, max_retries=self.max_retries)
+            produced = [event_record(e) for e in delivered.produced]
+        await self._finish(consumer, records, produced, delivered.dead)
+
+    def _record_limit(self) -> int:
+        """The log's largest record, in bytes (0: the log has no limit)."""
+        return int(getattr(self.log, "max_record_bytes", 0) or 0)
+
+    async def _fitting(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        """The stage's events for ``batch``; PayloadTooLarge (not retried: its input is dead-lettered) when one
+        of them would be over the log's record limit, which would stop the stage at every try."""
+        out = await self.stage.handle(batch)
+        limit = self._record_limit()
+        for event in out:
+            if (size := record_size(event_record(event))) > limit:
+                raise PayloadTooLarge(f"{type(event).__name__} derived from this record would be {size} bytes, over "
+                                      f"the log's record limit ({limit}); the input stays on the log")
+        return out
 
     async def _finish(self, consumer: Consumer, records: Sequence[Record], produced: Sequence[OutgoingRecord],
                       dead: Sequence[OutgoingRecord]) -> None:
@@ -226,7 +251,8 @@ class Runner:
         for record in records:
             tp = (record.position.topic, record.position.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
-        out = [*produced, *dead]
+        limit = self._record_limit()
+        out = [*produced, *(fitted(record, limit) for record in dead)]
         turn = _TURN.get()
         if self._transactional:
             if turn is not None:

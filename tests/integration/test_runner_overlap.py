@@ -9,11 +9,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from schemas.codec import decode
 from schemas.envelope import Envelope, Position
 from schemas.errors import StoreUnavailable
 from schemas.events import AnyEvent, Event, TaskStatusChanged, TaskSubmitted, derive_id
-from schemas.topics import TASKS
-from streams.log.base import OutgoingRecord
+from schemas.topics import DLQ, TASKS
+from streams.log.base import OutgoingRecord, record_size
 from streams.log.local.log import LocalEventLog
 from streams.pipeline.runner import Runner, Stage, event_record
 
@@ -115,3 +116,43 @@ async def test_a_failing_overlapped_batch_stops_the_runner_without_committing_pa
         assert run in done and run.exception() is not None  # x1 failed while x0 was still in flight
         assert "x0" not in stage.handled
         assert (await log.committed(GROUP, TASKS)).get(0, 0) == 0  # x0 never finished: nothing past it
+
+
+class Echoing(Stage):
+    """Completes each task with its content echoed twice in the status: past the log's limit for long ones."""
+
+    name = GROUP
+    topics = (TASKS,)
+
+    async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        return [TaskStatusChanged(event_id=derive_id(e.event.event_id, "done"), occurred_at=e.event.occurred_at,
+                                  key=e.event.key, producer=GROUP, task_id=e.event.task_id, cube_id=e.event.cube_id,
+                                  status="completed", label=e.event.label, result={"echo": e.event.content * 2})
+                for e in batch if isinstance(e.event, TaskSubmitted)]
+
+
+async def test_an_output_over_the_record_limit_dead_letters_its_input_and_the_stage_goes_on(tmp_path: Path) -> None:
+    async with WatchedLog(tmp_path / "log.db", partitions=1, max_record_bytes=4096) as log:
+        await log.create_topic(TASKS, partitions=1)
+        log.appended = {"after": asyncio.Event()}
+        def task(content: str) -> TaskSubmitted:
+            return TaskSubmitted(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key="c", task_id="big",
+                                 user_id="u", cube_id="c", label="query", content=content)
+
+        big = task("x" * (4096 - record_size(event_record(task(""))) - 40))  # fits, just; its echo does not,
+        # nor its DLQ copy with the error's headers
+        await log.append_batch([_task("before", "c"), event_record(big), _task("after", "c")])
+        runner = Runner(log, Echoing(), max_batch=10, poll_timeout_s=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            await asyncio.wait_for(log.appended["after"].wait(), 30)  # the stage went past the big one
+        finally:
+            runner.stop()
+            await asyncio.wait_for(running, 30)
+        assert runner.dead_lettered == 1
+        done = [decode(r.value) for r in await log.read(TASKS, 0, 3, limit=10)]
+        assert sorted(e.task_id for e in done if isinstance(e, TaskStatusChanged)) == ["after", "before"]
+        [dead] = await log.read(DLQ, 0, 0, limit=10)
+        assert dead.value == b"" and dead.header("memos.value_left_out") == str(len(event_record(big).value)).encode()
+        assert b"record limit" in (dead.header("memos.error") or b"") and dead.header("memos.origin") is not None
+        assert (await log.committed(GROUP, TASKS)).get(0, 0) >= 3

@@ -21,12 +21,15 @@ from memos.application.limits import (
     MAX_MEMORY_ID_CHARS,
     MAX_MEMORY_IDS,
     MAX_QUERY_CHARS,
+    MAX_TAG_CHARS,
+    MAX_TAGS,
     MAX_TOP_K,
     check_add_size,
     check_count,
     check_memory_ids,
     check_query,
     check_strings,
+    check_tags,
     named_ids,
 )
 from memos.application.models import SearchRequest, build
@@ -149,6 +152,11 @@ def test_text_and_counts_are_bounded() -> None:
     with pytest.raises(PayloadTooLarge) as too_big:
         check_add_size(1_048_577, 1_048_576, "c1")
     assert "1048576" in str(too_big.value) and status_of(too_big.value) == 413
+    check_tags(["t" * MAX_TAG_CHARS] * MAX_TAGS)
+    for tags, field in ((["t"] * (MAX_TAGS + 1), "custom_tags"), (["ok", "t" * (MAX_TAG_CHARS + 1)], "custom_tags.1")):
+        with pytest.raises(ValidationFailed) as info:
+            check_tags(tags)  # every memory of the add carries them all: bounded, not only by the record size
+        assert info.value.field == field and status_of(info.value) == 422
 
 
 def test_typed_requests_refuse_out_of_range_numbers_naming_the_field() -> None:
