@@ -28,14 +28,15 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from schemas.envelope import Position, Record
-from schemas.errors import ConfigError, ProcessingError
-from streams.log.base import EventLog, OutgoingRecord
+from schemas.errors import ConfigError, PayloadTooLarge, ProcessingError
+from streams.log.base import EventLog, OutgoingRecord, record_size
 from streams.pipeline.delivery import (
     MAX_ATTEMPTS,
     AttemptStore,
     dead_letter_record,
     deliver,
     event_record,
+    fitted,
     poison_error,
     retrying,
 )
@@ -192,11 +193,18 @@ class StageHost(Service):
         if attempts > 1:
             logger.warning("record was in flight when the worker stopped %s attempt=%d", where, attempts)
         delivered = await deliver(stage.handle, [record], group=group, max_retries=self.max_retries)
-        if delivered.produced:
-            await self._append([event_record(event) for event in delivered.produced], where)
+        produced = [event_record(event) for event in delivered.produced]
+        limit = int(getattr(self.runtime.log, "max_record_bytes", 0) or 0) if self.runtime is not None else 0
+        if limit and (sizes := [record_size(r) for r in produced if record_size(r) > limit]):
+            produced = []  # never appendable: the record is dead-lettered, not retried until the worker dies
+            delivered.dead.append(dead_letter_record(record, PayloadTooLarge(
+                f"an event derived from this record would be {max(sizes)} bytes, over the log's record limit "
+                f"({limit}); the input stays on the log"), group=group))
+        if produced:
+            await self._append(produced, where)
         if delivered.dead:
             logger.warning("record sent to DLQ %s", where)
-            await self._append(delivered.dead, where)
+            await self._append([fitted(dead, limit) for dead in delivered.dead], where)
             self.dead_lettered += len(delivered.dead)
         else:
             self.processed += 1

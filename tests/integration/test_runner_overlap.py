@@ -156,3 +156,23 @@ async def test_an_output_over_the_record_limit_dead_letters_its_input_and_the_st
         assert dead.value == b"" and dead.header("memos.value_left_out") == str(len(event_record(big).value)).encode()
         assert b"record limit" in (dead.header("memos.error") or b"") and dead.header("memos.origin") is not None
         assert (await log.committed(GROUP, TASKS)).get(0, 0) >= 3
+
+
+async def test_the_faust_host_dead_letters_an_add_whose_output_cannot_be_appended(tmp_path: Path) -> None:
+    from memos.runtime import Runtime
+    from streams.pipeline.faust_app import StageHost
+    from streams.settings import AppSettings
+
+    settings = AppSettings(home=tmp_path)
+    async with Runtime(settings, run_stages=False) as rt:
+        host = StageHost(settings, lambda: rt)
+        host.runtime, host.stages = rt, {GROUP: Echoing()}
+        big = TaskSubmitted(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key="c", task_id="big",
+                            user_id="u", cube_id="c", label="query", content="x" * 600_000)  # its echo: 1.2 MB
+        dlq = (await rt.log.end_offsets(DLQ)).get(0, 0)
+        [at] = await rt.log.append_batch([event_record(big)])
+        [record] = await rt.log.read(TASKS, at.partition, at.offset, limit=1)
+        await host.process(GROUP, record)
+        assert host.dead_lettered == 1 and host.processed == 0
+        dead = [r for p in (await rt.log.end_offsets(DLQ)) for r in await rt.log.read(DLQ, p, 0, limit=100)]
+        assert len(dead) == 1 + dlq and b"record limit" in (dead[-1].header("memos.error") or b"")
