@@ -100,6 +100,8 @@ class DoorLimits:
     max_pending_per_user: int = 500
     """Adds (one per cube named) one user may have on the log that derivation has not passed yet; more
     are refused with 429 and Retry-After (per process; 0: no limit)."""
+    max_pending_bytes_per_user: int = 524_288
+    """Bytes of messages one user's adds may have waiting for derivation (0: no limit)."""
     replays_per_user: int = 1
     """Replays one user may have running or waiting at once (a request for a cube already being replayed joins
     that replay); more are refused with 429 (0: no limit)."""

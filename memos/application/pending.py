@@ -18,7 +18,8 @@ __all__ = ["PendingWork", "Record", "UserBacklogFull", "Waiting", "pending_work_
 
 
 class UserBacklogFull(BacklogFull):
-    """A user has ``door.max_pending_per_user`` records waiting for derivation: HTTP 429, retry later."""
+    """A user has ``door.max_pending_per_user`` records, or ``door.max_pending_bytes_per_user`` bytes of adds,
+    waiting for derivation: HTTP 429, retry later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,8 @@ class Waiting:
     """The record's offset + 1: what a stage's committed offset must reach."""
     groups: tuple[str, ...]
     """Stage names (without the deployment's group prefix) that derive from the record."""
+    size: int = 0
+    """What the record costs derivation, in bytes of its messages."""
 
 
 Record = Callable[[Sequence[Waiting]], None]
@@ -49,13 +52,18 @@ class PendingWork:
     process are not counted here, and the count starts afresh on restart.
     """
 
-    def __init__(self, platform: Platform, *, per_user: int, retry_after_s: float, refresh_s: float = 0.25) -> None:
+    def __init__(self, platform: Platform, *, per_user: int, retry_after_s: float, refresh_s: float = 0.25,
+                 bytes_per_user: int = 0) -> None:
         self.rt = platform
         self.per_user = per_user
+        self.bytes_per_user = bytes_per_user
+        """Bytes of messages one user may have waiting (0: no limit): adds of 60 KB cost derivation 60 times
+        what adds of 1 KB do, so a count alone let one user queue half an hour of work ahead of others."""
         self.retry_after_s = retry_after_s
         self.refresh_s = refresh_s
         self._waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
         self._reserved: defaultdict[str, int] = defaultdict(int)
+        self._reserved_bytes: defaultdict[str, int] = defaultdict(int)
         self._committed: dict[tuple[str, str], dict[int, int]] = {}
         self._read_at = -float("inf")
         self._reading: asyncio.Future[None] | None = None
@@ -64,27 +72,36 @@ class PendingWork:
         """Records of ``user_id`` counted as waiting (or reserved by writes under way), as last pruned."""
         return len(self._waiting.get(user_id, ())) + self._reserved.get(user_id, 0)
 
-    def _over(self, user_id: str, records: int) -> bool:
+    def held_bytes(self, user_id: str) -> int:
+        """Bytes of ``user_id``'s adds counted as waiting (or reserved by writes under way), as last pruned."""
+        return sum(w.size for w in self._waiting.get(user_id, ())) + self._reserved_bytes.get(user_id, 0)
+
+    def _over(self, user_id: str, records: int, size: int = 0) -> bool:
         count = self.count(user_id)
-        return count > 0 and count + records > self.per_user
+        if count <= 0:
+            return False
+        return (0 < self.per_user < count + records) or (0 < self.bytes_per_user < self.held_bytes(user_id) + size)
 
     @asynccontextmanager
-    async def admit(self, user_id: str, records: int, *, wait_s: float | None = None) -> AsyncIterator[Record]:
-        """Admit a write of ``records`` log records by ``user_id``; the body calls the yielded function with
-        their positions once they are on the log.
+    async def admit(self, user_id: str, records: int, *, size: int = 0,
+                    wait_s: float | None = None) -> AsyncIterator[Record]:
+        """Admit a write of ``records`` log records (``size`` bytes of messages in all) by ``user_id``; the body
+        calls the yielded function with their positions once they are on the log.
 
         Past the bound: UserBacklogFull at once (``wait_s`` None: remote callers), or once ``wait_s`` seconds
         have passed without derivation making room (in-process callers, which are held back rather than
         refused). A write larger than the bound is admitted when the user has nothing waiting, so it is never
         refused for good."""
-        if self.per_user <= 0:
+        if self.per_user <= 0 and self.bytes_per_user <= 0:
             yield _ignore
             return
-        if self.count(user_id) + records > self.per_user // 2:  # a user far below the bound is not read for
+        if (self.count(user_id) + records > self.per_user // 2  # a user far below the bounds is not read for
+                or self.held_bytes(user_id) + size > self.bytes_per_user // 2):
             await self._prune(user_id)
-            if self._over(user_id, records):
-                await self._make_room(user_id, records, wait_s)
+            if self._over(user_id, records, size):
+                await self._make_room(user_id, records, size, wait_s)
         self._reserved[user_id] += records
+        self._reserved_bytes[user_id] += size
 
         def record(items: Sequence[Waiting]) -> None:
             if items:
@@ -94,20 +111,24 @@ class PendingWork:
             yield record
         finally:
             self._reserved[user_id] -= records
+            self._reserved_bytes[user_id] -= size
+            if not self._reserved_bytes[user_id]:
+                del self._reserved_bytes[user_id]
             if not self._reserved[user_id]:
                 del self._reserved[user_id]
                 if not self._waiting.get(user_id, True):
                     del self._waiting[user_id]
 
-    async def _make_room(self, user_id: str, records: int, wait_s: float | None) -> None:
+    async def _make_room(self, user_id: str, records: int, size: int, wait_s: float | None) -> None:
         """Return once the write fits, waiting on the user's oldest record for at most ``wait_s``; else refuse."""
         deadline = time.monotonic() + (wait_s or 0.0)
-        while self._over(user_id, records):
+        while self._over(user_id, records, size):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise UserBacklogFull(
-                    f"user {user_id!r} has {self.count(user_id)} adds waiting for derivation (limit "
-                    f"{self.per_user}, door.max_pending_per_user); retry later", retry_after=self.retry_after_s)
+                    f"user {user_id!r} has {self.count(user_id)} adds ({self.held_bytes(user_id)} bytes) waiting for "
+                    f"derivation (limits {self.per_user}, door.max_pending_per_user, and {self.bytes_per_user} "
+                    f"bytes, door.max_pending_bytes_per_user); retry later", retry_after=self.retry_after_s)
             waiting = self._waiting.get(user_id)
             if waiting:  # derivation passing the oldest makes room
                 oldest = waiting[0]
@@ -159,4 +180,5 @@ def pending_work_for(platform: Platform) -> PendingWork:
     """The one count of ``platform`` (a runtime): every front end over it shares it."""
     limits = platform.door_limits
     return shared(platform, PendingWork, lambda: PendingWork(
-        platform, per_user=limits.max_pending_per_user, retry_after_s=limits.backlog_retry_after_s))
+        platform, per_user=limits.max_pending_per_user, retry_after_s=limits.backlog_retry_after_s,
+        bytes_per_user=limits.max_pending_bytes_per_user))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -110,9 +111,10 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         # that a held-back add does not hold up a forget; the guard then keeps a forget of these cubes waiting
         # until the records are on the log.
         wait_s = None if request.origin == "remote" else self.limits.sync_timeout_s
-        async with self.pending.admit(user_id, len(cube_ids), wait_s=wait_s) as waiting_on, \
-                self.cube_guard.writing(cube_ids):
-            positions, tasks, large = await self._record_adds(request, user_id, cube_ids, waiting_on)
+        size = len(json.dumps(request.messages, ensure_ascii=False, default=str))  # what derivation will read
+        async with self.pending.admit(user_id, len(cube_ids), size=size * len(cube_ids),
+                                      wait_s=wait_s) as waiting_on, self.cube_guard.writing(cube_ids):
+            positions, tasks, large = await self._record_adds(request, user_id, cube_ids, waiting_on, size)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         try:
@@ -137,8 +139,8 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             ))
         return out
 
-    async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str], waiting_on: Record
-                           ) -> tuple[list[Position], list[tuple[str, str]], bool]:
+    async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str], waiting_on: Record,
+                           size: int = 0) -> tuple[list[Position], list[tuple[str, str]], bool]:
         """Check write access and the backlog, then put one add record per cube on the log: their positions,
         (cube, task id) pairs, and whether any went to the lane of large adds; ``waiting_on`` is told where
         they are, for derivation to pass."""
@@ -179,7 +181,7 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         positions = await self.rt.publish_records(outgoing)
         refined = request.mode == "fine" and request.async_mode == "async"
         waiting_on([Waiting(p.topic, p.partition, p.offset + 1,
-                            (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",))
+                            (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",), size)
                     for p, lane in zip(positions[::2], lanes, strict=True)])
         return positions, tasks, any(lanes)
 

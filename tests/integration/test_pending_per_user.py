@@ -62,6 +62,30 @@ async def test_a_users_waiting_adds_are_bounded_and_others_still_add(
         assert service.pending.count("alice") == 0  # every reading sweeps all users' passed records
 
 
+async def test_a_users_waiting_bytes_are_bounded_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adds of 60 KB cost derivation 60 times what adds of 1 KB do: a count alone let one user queue minutes of
+    work ahead of every other cube of the partition (found by a probe: 143 s for another tenant's sync add)."""
+    settings = AppSettings(home=tmp_path, door=DoorSettings(max_pending_per_user=100, max_pending_bytes_per_user=2000))
+    big = [{"role": "user", "content": "x" * 900}]
+    async with Runtime(settings) as rt:
+        service = MemoryService(rt)
+        service.pending.refresh_s = 0.0
+        async with held_derivation(rt, "flood", monkeypatch) as (entered, release):
+            await service.add("mallory", ["flood"], big, mode="fast", async_mode="async")
+            await asyncio.wait_for(entered.wait(), 60)
+            await service.add("mallory", ["flood"], big, mode="fast", async_mode="async")  # 2 x ~930 bytes fit
+            with pytest.raises(UserBacklogFull) as refused:
+                await service.add("mallory", ["flood"], big, mode="fast", async_mode="async")
+            assert "max_pending_bytes_per_user" in str(refused.value) and status_of(refused.value) == 429
+            assert service.pending.count("mallory") == 2 and 1800 < service.pending.held_bytes("mallory") <= 2000
+            added = await service.add("alice", ["diary"], big, mode="fast", async_mode="async")  # not hers
+            assert added[0]["status"] == "waiting"
+            release.set()
+        await derived_everything(rt)
+        await service.add("mallory", ["flood"], [{"role": "user", "content": "y" * 5000}], mode="fast",
+                          async_mode="async")  # larger than the bound, nothing waiting: admitted, never refused for good
+
+
 async def test_no_bound_when_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     async with Runtime(AppSettings(home=tmp_path, door=DoorSettings(max_pending_per_user=0))) as rt:
         service = MemoryService(rt)
