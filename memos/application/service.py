@@ -111,7 +111,11 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         # that a held-back add does not hold up a forget; the guard then keeps a forget of these cubes waiting
         # until the records are on the log.
         wait_s = None if request.origin == "remote" else self.limits.sync_timeout_s
+        from streams.pipeline.stages import is_large_messages
+
         size = len(json.dumps(request.messages, ensure_ascii=False, default=str))  # what derivation will read
+        if is_large_messages(request.messages, self.rt.settings.derivation.large_add_chars, chars=size):
+            size = 0  # bytes count in the small lane, read in partition order; the large lane overlaps cubes
         async with self.pending.admit(user_id, len(cube_ids), size=size * len(cube_ids),
                                       wait_s=wait_s) as waiting_on, self.cube_guard.writing(cube_ids):
             positions, tasks, large = await self._record_adds(request, user_id, cube_ids, waiting_on, size)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from streams.pipeline.derivation import Deriver, Phase, Progress
 
 __all__ = ["ControlStage", "DerivationStage", "DispatchStage", "LargeAddsBehind", "ProjectionStage", "TaskHandler",
-           "WaitFor", "any_large_add", "is_large_add"]
+           "WaitFor", "any_large_add", "is_large_add", "is_large_messages"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,20 @@ def _status(source: Event, *, task_id: str, cube_id: str, status: str, label: st
     )
 
 
-def is_large_add(event: ConversationRecorded, large_chars: int) -> bool:
-    """Whether an add goes to the lane of large adds: its messages are over ``large_chars`` JSON characters,
-    or it carries a file (fetched and parsed in the sandbox: seconds, where a text add takes milliseconds)."""
+def is_large_add(event: ConversationRecorded, large_chars: int, *, chars: int | None = None) -> bool:
+    """Whether an add goes to the lane of large adds: its messages are over ``large_chars`` JSON characters
+    (``chars``: their count, when the caller has it), or it carries a file (fetched and parsed in the sandbox:
+    seconds, where a text add takes milliseconds)."""
+    return is_large_messages(event.messages, large_chars, chars=chars)
+
+
+def is_large_messages(messages: object, large_chars: int, *, chars: int | None = None) -> bool:
+    """``is_large_add`` for an add's messages."""
     if large_chars <= 0:
         return False
-    if _carries_file(event.messages):
+    if _carries_file(messages):
         return True
-    return len(json.dumps(event.messages, ensure_ascii=False, default=str)) > large_chars
+    return (len(json.dumps(messages, ensure_ascii=False, default=str)) if chars is None else chars) > large_chars
 
 
 def _carries_file(messages: object) -> bool:
