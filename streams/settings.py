@@ -218,8 +218,9 @@ class DoorSettings(_Section):
                     "(429, Retry-After door.backlog_retry_after_s). Per API process; 0: no limit.")
     max_pending_bytes_per_user: int = Field(
         default=524_288, ge=0,
-        description="Bytes of messages one user's adds may have waiting for derivation (their cost: derivation "
-                    "reads a partition in order); more are refused like door.max_pending_per_user. 0: no limit.")
+        description="Bytes of messages one user's small-lane adds may have waiting for derivation (their cost: "
+                    "that lane reads a partition in order); more are refused like door.max_pending_per_user. "
+                    "0: no limit.")
     replays_per_user: int = Field(
         default=1, ge=0,
         description="Replays one user may have running or waiting at once; a request for a cube already being "
