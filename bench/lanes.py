@@ -1,6 +1,6 @@
 """Tenant isolation in the large lane: another tenant's sync add with a file while one tenant's files parse.
 
-    python -m bench.lanes [--adds 3] [--files 6] [--sheet-mb 63] [--batches 1,4]
+    python -m bench.lanes [--adds 3] [--files 6] [--sheet-mb 63] [--batches 1,4] [--flood 60]
 
 Alice queues ``--adds`` async adds, each carrying ``--files`` copies of a small (bzip2, a few KB) spreadsheet
 that inflates to ``--sheet-mb`` MB of empty cells: each parse runs until a budget stops it (the per-add and
@@ -10,6 +10,11 @@ file, which takes the same lane, and the clock runs until it returns with its me
 lane taking batches in turn (as before the setting), 4 the default. The baseline is bob's same add with nothing
 else queued, in the same directory. The last line printed is one JSON object: ``bob_alone_s_<batches>``,
 ``bob_during_s_<batches>`` and ``held_back_x_<batches>`` (during over alone).
+
+``--flood N``: the small lane. Mallory makes N async adds of 62,000 characters (just under ``large_add_chars``)
+into cubes on alice's log partition, then alice makes a sync add: with ``door.max_pending_bytes_per_user`` 0 (the
+count of adds alone bounds mallory) and with its default, each in a fresh directory (``alice_during_s_bytes_<b>``,
+``refused_bytes_<b>``: mallory's adds refused with 429).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import base64
 import io
 import json
 import logging
+import random
+import string
 import tempfile
 import time
 import zipfile
@@ -29,11 +36,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from memos.application.errors import BacklogFull
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
-from streams.settings import AppSettings
+from streams.log.base import partition_for
+from streams.settings import AppSettings, DoorSettings
 
-__all__ = ["main", "measure", "sheet"]
+__all__ = ["flood", "main", "measure", "sheet"]
 
 _NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 _PARTS = {
@@ -101,12 +110,46 @@ async def measure(batches: int, adds: int, files: int, sheet_mb: float) -> dict[
     return {"alone": alone, "during": during}
 
 
+async def flood(adds: int, bytes_bound: int) -> dict[str, float]:
+    """Mallory's ``adds`` async adds of 62,000 characters (the small lane, just under ``large_add_chars``) into
+    cubes on alice's partition, as a remote caller (refused past the bounds); then alice's sync add."""
+    with tempfile.TemporaryDirectory(prefix="memos-bench-lanes-") as home:
+        settings = AppSettings(home=Path(home))
+        settings.door.max_pending_bytes_per_user = bytes_bound
+        async with Runtime(settings) as rt:
+            service = MemoryService(rt)
+            turn = [{"role": "user", "content": "My dog Pixel likes the beach."}]
+            await service.add("alice", ["alice_cube"], turn, mode="fast")  # models loaded, alice's cube made
+            started = time.perf_counter()
+            await service.add("alice", ["alice_cube"], turn, mode="fast")
+            alone = time.perf_counter() - started
+            target = partition_for(b"alice_cube", settings.log.partitions)
+            cubes = [c for c in (f"m{i}" for i in range(4000)) if partition_for(c.encode(), settings.log.partitions)
+                     == target][:50]
+            rng = random.Random(1)
+            refused = 0
+            for n in range(adds):
+                words = (("".join(rng.choices(string.ascii_lowercase, k=rng.randint(3, 9)))) for _ in range(9000))
+                try:
+                    await service.add("mallory", [cubes[n % len(cubes)]], [
+                        {"role": "user", "content": " ".join(words)[:62_000]}], mode="fast", async_mode="async")
+                except BacklogFull:
+                    refused += 1
+            started = time.perf_counter()
+            await service.add("alice", ["alice_cube"], [{"role": "user", "content": "Pixel's vet is Dr. Lima."}],
+                              mode="fast")
+            return {"alone": alone, "during": time.perf_counter() - started, "refused": refused}
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(prog="python -m bench.lanes", description=__doc__.split("\n")[0])
     parser.add_argument("--adds", type=int, default=3, help="alice's async adds")
     parser.add_argument("--files", type=int, default=6, help="spreadsheets per add")
     parser.add_argument("--sheet-mb", type=float, default=63.0, help="inflated size of each sheet")
     parser.add_argument("--batches", default="1,4", help="derivation.large_lane_batches values to run")
+    parser.add_argument("--flood", type=int, default=0,
+                        help="also: alice's sync add after this many 62,000-character async adds of mallory's on her "
+                        "partition, with door.max_pending_bytes_per_user 0 (the count alone) and the default")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     out: dict[str, float] = {}
@@ -121,6 +164,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         table.add_row(str(batches), f"{got['alone']:.2f}", f"{got['during']:.2f}",
                       f"{got['during'] / got['alone']:.1f}x")
     Console().print(table)
+    if args.flood:
+        flooded = Table(title=f"alice's sync add after {args.flood} adds of 62,000 characters of mallory's (s)")
+        for column in ("max_pending_bytes_per_user", "alone", "during", "mallory's adds refused"):
+            flooded.add_column(column, justify="right")
+        for bound in (0, DoorSettings().max_pending_bytes_per_user):
+            got = asyncio.run(flood(args.flood, bound))
+            out[f"alice_alone_s_bytes_{bound}"] = round(got["alone"], 2)
+            out[f"alice_during_s_bytes_{bound}"] = round(got["during"], 2)
+            out[f"refused_bytes_{bound}"] = got["refused"]
+            flooded.add_row(str(bound), f"{got['alone']:.2f}", f"{got['during']:.2f}", str(int(got["refused"])))
+        Console().print(flooded)
     print(json.dumps(out))
     return out
 

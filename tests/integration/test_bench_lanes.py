@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from bench.lanes import main, sheet
+from bench.lanes import flood, main, sheet
 
 
 def test_the_sheet_inflates_to_its_size_from_a_few_kilobytes() -> None:
@@ -21,3 +21,10 @@ def test_the_bench_reports_bobs_add_alone_and_during_alices(capsys: pytest.Captu
     assert set(got) == {"bob_alone_s_4", "bob_during_s_4", "held_back_x_4"}
     assert got["bob_alone_s_4"] > 0 and got["bob_during_s_4"] > 0
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith('{"bob_alone_s_4"')
+
+
+async def test_the_flood_is_refused_past_the_bytes_bound_and_alice_is_answered() -> None:
+    bounded = await flood(3, 1000)  # mallory's first add is taken (nothing of hers waits), the next ones are not
+    assert bounded["refused"] == 2 and bounded["during"] > 0
+    unbounded = await flood(2, 0)  # the count alone (500) takes both
+    assert unbounded["refused"] == 0 and unbounded["during"] > 0
