@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal
 
@@ -168,6 +169,7 @@ class KeyGate:
         self.per_user = per_user
         self.idle_s = idle_s
         self._sessions: dict[str, tuple[str, str | None, float]] = {}  # session id -> (user, key id, last request)
+        self._open: Counter[str] = Counter()  # session id -> its requests in flight (a GET stream lasts hours)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -192,7 +194,7 @@ class KeyGate:
         scope["user"] = AuthenticatedUser(AccessToken(token="", client_id=user, scopes=[], subject=caller.key_id))
         session = headers.get(_SESSION_HEADER)
         now = time.monotonic()
-        self._sessions = {s: v for s, v in self._sessions.items() if now - v[2] < self.idle_s}
+        self._sessions = {s: v for s, v in self._sessions.items() if self._open[s] or now - v[2] < self.idle_s}
         if session is None:
             held = sum(1 for owner, _, _ in self._sessions.values() if owner == user)
             if self.per_user and held >= self.per_user:
@@ -214,7 +216,17 @@ class KeyGate:
                     self._sessions.pop(session, None)
             await send(message)
 
-        await self.app(scope, receive, watch)
+        if session:
+            self._open[session] += 1
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if session:  # idle from the end of its last request, however long that streamed
+                self._open[session] -= 1
+                if self._open[session] <= 0:
+                    del self._open[session]
+                if session in self._sessions:
+                    self._sessions[session] = (*self._sessions[session][:2], time.monotonic())
 
 
 _SESSION_HEADER: Final = "mcp-session-id"
