@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from memos.cli import CONFIG, PLAIN, app, console, fail, run, service
+from memos.cli import CONFIG, PLAIN, app, console, fail, run, service, settings
 
 if TYPE_CHECKING:
     from memos.application.service import MemoryService
@@ -203,6 +203,14 @@ def forget(user: str | None = typer.Option(None, "--user"), cube: str | None = t
     """Remove every trace of a user (and its cubes) or of a cube, from every projection and the log."""
     if bool(user) == bool(cube):
         raise fail("give exactly one of --user or --cube")
+    from memos.application.forgetting import check_forgettable
+    from memos.runtime import Runtime
+    from schemas.errors import MemorySystemError
+
+    try:  # before any stage starts here: no consumer group of a live deployment is joined for nothing
+        check_forgettable(Runtime(settings(config), run_stages=False))
+    except MemorySystemError as exc:
+        raise fail(str(exc)) from exc
     started = time.perf_counter()
     if cube:
         _call(config, lambda s: s.forget_cube(cube), stages=True)

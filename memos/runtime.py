@@ -61,6 +61,8 @@ __all__ = ["Runtime"]
 
 logger = logging.getLogger(__name__)
 
+STOP_DEADLINE_S = 20.0
+"""How long closing waits for the stages' batches in flight before cancelling them (uncommitted: redelivered)."""
 _CUBE_TOPICS = (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION)
 """Topics keyed by cube id (the registry is keyed by kind: ``user:<id>`` / ``cube:<id>``)."""
 _KINDS = (user_key(""), cube_key(""))
@@ -112,10 +114,9 @@ class Runtime:
         self._started = False
 
     def _log_options(self) -> dict[str, object]:
-        options: dict[str, object] = {"partitions": self.settings.log.partitions}
-        if self.settings.log_url().startswith(("sqlite:", "local:")):
-            options["synchronous"] = self.settings.log.synchronous
-        return options
+        embedded = self.settings.log_url().startswith(("sqlite:", "local:"))
+        return {"partitions": self.settings.log.partitions, **({"synchronous": self.settings.log.synchronous}
+                                                               if embedded else {})}
 
     @property
     def stores(self) -> list[Projection]:
@@ -273,7 +274,12 @@ class Runtime:
         """Stop the stages (finishing their batches and committing), then close stores and the log."""
         for runner in self._runners:
             runner.stop()
-        await asyncio.gather(*self._tasks, return_exceptions=True)  # a stage that failed logged why; close the rest
+        if self._tasks:  # batches in flight finish and commit; past the deadline they are redelivered after
+            _, late = await asyncio.wait(self._tasks, timeout=STOP_DEADLINE_S)
+            for task in late:
+                logger.warning("stage %s did not stop in %.0f s: cancelled", task.get_name(), STOP_DEADLINE_S)
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)  # a stage that failed logged why
         self._runners.clear()
         self._tasks.clear()
         self._hosted.clear()
@@ -485,9 +491,7 @@ class Runtime:
     def registry_version(self) -> int | None:
         """Bumped whenever this process's control stage applied registry records or the projection was
         rebuilt; None when no control stage runs here (another process applies them: nothing is cached)."""
-        if "control" not in self._hosted:
-            return None
-        return self.control_stage.registry_version + self._control_rebuilds
+        return self.control_stage.registry_version + self._control_rebuilds if "control" in self._hosted else None
 
     def now(self) -> datetime:
         """Current time for new events (the shell's clock; processors never read it)."""

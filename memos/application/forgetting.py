@@ -11,11 +11,22 @@ from memory_store.control.base import cube_key, user_key
 from memos.application.access import AccessUseCases
 from memos.application.errors import CubeBusy, ForgetUnsupported, ProjectorElsewhere
 from memos.application.ids import check_id
+from memos.application.ports import Platform
 from schemas.errors import NotFound
 from schemas.events import CubeForgotten, UserForgotten
 from streams.log.base import TopicPartition
 
-__all__ = ["ForgetUseCases"]
+__all__ = ["ForgetUseCases", "check_forgettable"]
+
+
+def check_forgettable(platform: Platform) -> None:
+    """ForgetUnsupported where the log cannot delete records (a front end may ask before it starts the platform,
+    so before joining the deployment's consumer groups): recording the forget would free the cube's id while
+    its records stayed readable to the id's next owner (replay, feed)."""
+    if not platform.log.forgets:
+        raise ForgetUnsupported(
+            "this deployment's log (Kafka) cannot delete records, so nothing was forgotten; delete the cube's "
+            "memories instead, or forget on the embedded log (topic retention or per-key encryption at scale)")
 
 
 class ForgetUseCases(AccessUseCases):
@@ -28,7 +39,7 @@ class ForgetUseCases(AccessUseCases):
             await self.authorize(requested_by, cube_id, "owner")
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
-        self._forgettable()
+        self._forgettable()  # (after the owner check: a caller learns nothing of another's cube)
         await self._projector_here("forget")
         async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
             await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
@@ -41,12 +52,7 @@ class ForgetUseCases(AccessUseCases):
         await self.rt.forget_records(cube_id)
 
     def _forgettable(self) -> None:
-        """ForgetUnsupported, before anything is recorded, where the log cannot delete records: recording the
-        forget would free the cube's id while its records stayed readable to the id's next owner (replay, feed)."""
-        if not self.rt.log.forgets:
-            raise ForgetUnsupported(
-                "this deployment's log (Kafka) cannot delete records, so nothing was forgotten; delete the cube's "
-                "memories instead, or forget on the embedded log (topic retention or per-key encryption at scale)")
+        check_forgettable(self.rt)
 
     async def _projector_here(self, what: str) -> None:
         """ProjectorElsewhere when another process has a live projector on this log (where the log knows its
@@ -80,9 +86,9 @@ class ForgetUseCases(AccessUseCases):
         """Forget a user: every cube it owns, and everything it wrote into cubes shared with it; returns the
         cubes forgotten."""
         user_id = check_id(user_id, "user_id")
+        self._forgettable()  # an operator's call: nothing to learn from the order
         if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
-        self._forgettable()
         await self._projector_here("forget")
         cubes = await self.control.cubes_of(user_id)
         owned = [c.cube_id for c in cubes if c.access == "owner"]

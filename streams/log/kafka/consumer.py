@@ -26,6 +26,8 @@ Transact = Callable[[str, Sequence[OutgoingRecord], Mapping[TopicPartition, int]
 """(group, records, offsets) -> positions: append and commit in one Kafka transaction."""
 
 INSTALL_HINT = 'the Kafka event log needs aiokafka: pip install "memos-stream[kafka]"'
+POSITION_DEADLINE_S = 30.0
+"""How long a poll waits for the start position of a newly assigned partition before the stage fails."""
 
 
 def load_aiokafka() -> ModuleType:
@@ -184,7 +186,12 @@ class KafkaConsumer(Consumer):
             # Pin the start position of new partitions now, so 'latest' means "latest when assigned".
             assigned = set(consumer.assignment())
             for tp in assigned - self._positioned:
-                await consumer.position(tp)
+                try:  # aiokafka waits for a position without an end (seen after a rebalance on noida-db)
+                    await asyncio.wait_for(consumer.position(tp), POSITION_DEADLINE_S)
+                except TimeoutError:
+                    raise BrokerUnavailable(
+                        f"the position of {tp.topic}/{tp.partition} was not known after {POSITION_DEADLINE_S:g}s "
+                        f"(group {self._group!r}); the stage stops rather than wait unseen") from None
             self._positioned = assigned
         out: list[Record] = []
         for tp, raws in batch.items():
