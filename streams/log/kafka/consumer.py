@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -164,8 +165,13 @@ class KafkaConsumer(Consumer):
             auto_offset_reset="latest" if self._start_from == "latest" else "earliest",
             **self._options,
         )
-        with map_kafka_errors("start consumer", self._servers):
-            await consumer.start()
+        try:
+            with map_kafka_errors("start consumer", self._servers):
+                await consumer.start()
+        except BaseException:  # failed, or cancelled while joining the group (a stop): it leaves the group now
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         pace_empty_fetches(consumer, self._empty_fetch_wait_s)
         self._consumer = consumer
         return consumer
