@@ -357,9 +357,11 @@ class Runtime:
                 waits = {asyncio.ensure_future(self.wait_for("deriver-large", conv, timeout_s=timeout_s))}
                 if tasks and "control" in self._hosted:  # sooner: the statuses it appends with the memories
                     waits.add(asyncio.ensure_future(self.control_stage.finished(tasks)))
-                done, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for waiting in rest:
-                    waiting.cancel()
+                try:
+                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when this caller is cancelled (a client gone): neither wait lives on
+                    for waiting in waits:
+                        waiting.cancel()
                 done.pop().result()
         pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
         if pending is None or pending.done():  # (done before it started: cancelled)

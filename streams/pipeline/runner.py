@@ -124,11 +124,14 @@ class Runner:
         while not self._stopping.is_set():
             polling = asyncio.ensure_future(consumer.poll(max_records=self.max_batch, timeout_s=self.poll_timeout_s))
             stopped = asyncio.ensure_future(self._stopping.wait())  # a poll that hangs (a broker's rebalance)
-            await asyncio.wait({polling, stopped}, return_when=asyncio.FIRST_COMPLETED)  # never holds up a stop
-            stopped.cancel()
-            if not polling.done():
-                polling.cancel()
-                await asyncio.gather(polling, return_exceptions=True)
+            try:
+                await asyncio.wait({polling, stopped}, return_when=asyncio.FIRST_COMPLETED)  # never holds up a stop
+            finally:
+                stopped.cancel()
+                if not polling.done():
+                    polling.cancel()
+                    await asyncio.gather(polling, return_exceptions=True)
+            if polling.cancelled():
                 return
             records = polling.result()
             if not records:
