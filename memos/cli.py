@@ -348,7 +348,7 @@ def worker(config: str | None = CONFIG,
             console().print(f"worker running on {loaded.log_url()} (Ctrl-C to stop)", highlight=False)
             failure = asyncio.ensure_future(svc.stage_failure())
             await asyncio.wait({failure, asyncio.ensure_future(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-            if failure.done():  # exit non-zero, for a supervisor (memos serve, systemd) to start it again
+            if failure.done() and failure.result():  # exit non-zero, for a supervisor (memos serve) to restart it
                 raise ProcessingError(f"stopped: {'; '.join(failure.result())}; the worker exits to be restarted")
             failure.cancel()
 

@@ -95,8 +95,9 @@ class PendingWork:
         if self.per_user <= 0 and self.bytes_per_user <= 0:
             yield _ignore
             return
-        if (self.count(user_id) + records > self.per_user // 2  # a user far below the bounds is not read for
-                or self.held_bytes(user_id) + size > self.bytes_per_user // 2):
+        near_count = self.per_user > 0 and self.count(user_id) + records > self.per_user // 2
+        near_bytes = self.bytes_per_user > 0 and self.held_bytes(user_id) + size > self.bytes_per_user // 2
+        if near_count or near_bytes:  # a user far below the bounds is not read for
             await self._prune(user_id)
             if self._over(user_id, records, size):
                 await self._make_room(user_id, records, size, wait_s)
