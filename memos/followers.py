@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import suppress
 
 from streams.log.base import EventLog, TopicPartition
 
-__all__ = ["CommittedFollower", "GroupProgress"]
+__all__ = ["CommittedFollower", "GroupProgress", "first_done"]
 
 logger = logging.getLogger(__name__)
 
@@ -136,3 +136,15 @@ class CommittedFollower:
         for task in pollers:
             with suppress(asyncio.CancelledError):
                 await task
+
+
+async def first_done(*waits: Awaitable[object]) -> None:
+    """Until the first of ``waits`` is done (its error raised); the others are cancelled, also when the caller
+    is (a client gone): none of them lives on."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        done, _ = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
+    done.pop().result()

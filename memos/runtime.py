@@ -24,7 +24,7 @@ from memory_store.registry import (
     vector_store_from_url,
 )
 from memos.application.limits import DoorLimits
-from memos.followers import CommittedFollower, GroupProgress
+from memos.followers import CommittedFollower, GroupProgress, first_done
 from schemas.envelope import Position
 from schemas.errors import ConfigError
 from schemas.events import Event
@@ -354,15 +354,9 @@ class Runtime:
             await self.wait_for("deriver", conv, timeout_s=timeout_s)
             if large if large is not None else await any_large_add(
                     self.log, positions, self.settings.derivation.large_add_chars):  # derived in that lane
-                waits = {asyncio.ensure_future(self.wait_for("deriver-large", conv, timeout_s=timeout_s))}
-                if tasks and "control" in self._hosted:  # sooner: the statuses it appends with the memories
-                    waits.add(asyncio.ensure_future(self.control_stage.finished(tasks)))
-                try:
-                    done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:  # also when this caller is cancelled (a client gone): neither wait lives on
-                    for waiting in waits:
-                        waiting.cancel()
-                done.pop().result()
+                sooner = [self.control_stage.finished(tasks)] if tasks and "control" in self._hosted else []
+                await first_done(self.wait_for("deriver-large", conv, timeout_s=timeout_s), *sooner)  # or the
+                # statuses the lane appends with the memories, before it commits in turn
         pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
         if pending is None or pending.done():  # (done before it started: cancelled)
             pending = self._ends_pending = asyncio.ensure_future(self._read_ends())
