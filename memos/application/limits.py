@@ -150,8 +150,8 @@ def check_strings(value: Any, field: str) -> None:
 
 def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
     """At most ``MAX_TAGS`` tags of at most ``MAX_TAG_CHARS`` characters each: an add's tags are copied into every
-    memory derived from it (1,000 tags of 1 KB made one add write 170 times its size, and a derived memory over
-    the log's record limit)."""
+    memory derived from it (200 tags of 1 KB made one add write 170 times its size; 1,046 made a derived memory
+    over the log's record limit)."""
     if len(tags) > MAX_TAGS:
         raise ValidationFailed(f"{field} has {len(tags)} tags; the limit is {MAX_TAGS}", field=field)
     for n, tag in enumerate(tags):
