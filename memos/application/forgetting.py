@@ -39,7 +39,7 @@ class ForgetUseCases(AccessUseCases):
             await self.authorize(requested_by, cube_id, "owner")
         elif not await self.control.cube_exists(cube_id):
             raise NotFound(f"cube {cube_id!r} does not exist", field="cube_id")
-        self._forgettable()  # (after the owner check: a caller learns nothing of another's cube)
+        check_forgettable(self.rt)  # (after the owner check: a caller learns nothing of another's cube)
         await self._projector_here("forget")
         async with self.cube_guard.closed([cube_id]):  # no write to the cube starts; those under way are on the log
             await self._fence(cube_id)  # nothing derived from what is on the log can land after the sweep
@@ -50,9 +50,6 @@ class ForgetUseCases(AccessUseCases):
         await self._registry([CubeForgotten(**self._event_base(cube_key(cube_id)), cube_id=cube_id,
                                             requested_by=requested_by)])
         await self.rt.forget_records(cube_id)
-
-    def _forgettable(self) -> None:
-        check_forgettable(self.rt)
 
     async def _projector_here(self, what: str) -> None:
         """ProjectorElsewhere when another process has a live projector on this log (where the log knows its
@@ -86,7 +83,7 @@ class ForgetUseCases(AccessUseCases):
         """Forget a user: every cube it owns, and everything it wrote into cubes shared with it; returns the
         cubes forgotten."""
         user_id = check_id(user_id, "user_id")
-        self._forgettable()  # an operator's call: nothing to learn from the order
+        check_forgettable(self.rt)  # an operator's call: nothing to learn from the order
         if not await self.control.user_exists(user_id):
             raise NotFound(f"user {user_id!r} does not exist", field="user_id")
         await self._projector_here("forget")

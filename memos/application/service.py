@@ -114,11 +114,12 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         from streams.pipeline.stages import is_large_messages
 
         size = len(json.dumps(request.messages, ensure_ascii=False, default=str))  # what derivation will read
-        if is_large_messages(request.messages, self.rt.settings.derivation.large_add_chars, chars=size):
-            size = 0  # bytes count in the small lane, read in partition order; the large lane overlaps cubes
+        # the lane every cube's add takes (the derivation stage decides the same from the recorded messages)
+        large = is_large_messages(request.messages, self.rt.settings.derivation.large_add_chars, chars=size)
+        size = 0 if large else size  # bytes count in the small lane, read in partition order; the large overlaps
         async with self.pending.admit(user_id, len(cube_ids), size=size * len(cube_ids),
                                       wait_s=wait_s) as waiting_on, self.cube_guard.writing(cube_ids):
-            positions, tasks, large = await self._record_adds(request, user_id, cube_ids, waiting_on, size)
+            positions, tasks = await self._record_adds(request, user_id, cube_ids, waiting_on, size, large)
         if request.async_mode == "async":
             return [CubeAdd(cube_id=c, task_id=t, status="waiting") for c, t in tasks]
         try:
@@ -144,10 +145,10 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         return out
 
     async def _record_adds(self, request: AddRequest, user_id: str, cube_ids: list[str], waiting_on: Record,
-                           size: int = 0) -> tuple[list[Position], list[tuple[str, str]], bool]:
-        """Check write access and the backlog, then put one add record per cube on the log: their positions,
-        (cube, task id) pairs, and whether any went to the lane of large adds; ``waiting_on`` is told where
-        they are, for derivation to pass."""
+                           size: int, large: bool) -> tuple[list[Position], list[tuple[str, str]]]:
+        """Check write access and the backlog, then put one add record per cube on the log: their positions and
+        (cube, task id) pairs; ``waiting_on`` is told where they are, for derivation (of the lane of large adds
+        where ``large``) to pass."""
         for cube_id in cube_ids:
             await self.check_write(user_id, cube_id, auto_create=request.auto_create)
         if request.async_mode == "sync":
@@ -159,9 +160,7 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                     retry_after=self.limits.backlog_retry_after_s,
                 )
         from streams.pipeline.runner import event_record
-        from streams.pipeline.stages import is_large_add
 
-        recorded_adds: list[ConversationRecorded] = []
         outgoing: list[OutgoingRecord] = []
         tasks: list[tuple[str, str]] = []
         for cube_id in cube_ids:
@@ -177,17 +176,15 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             check_add_size(len(record.value), self.limits.max_add_record_bytes, cube_id)
             waiting = TaskStatusChanged(**self._event_base(cube_id), task_id=tid, cube_id=cube_id,
                                         status="waiting", label="add", business_task_id=base)
-            recorded_adds.append(recorded)
             outgoing.extend([record, event_record(waiting)])
             tasks.append((cube_id, tid))
-        limit = self.rt.settings.derivation.large_add_chars  # the lane the adds took, for settle to wait on
-        lanes = ["-large" if is_large_add(e, limit) else "" for e in recorded_adds]
+        lane = "-large" if large else ""
         positions = await self.rt.publish_records(outgoing)
         refined = request.mode == "fine" and request.async_mode == "async"
         waiting_on([Waiting(p.topic, p.partition, p.offset + 1,
                             (f"deriver{lane}", f"refiner{lane}") if refined else (f"deriver{lane}",), size)
-                    for p, lane in zip(positions[::2], lanes, strict=True)])
-        return positions, tasks, any(lanes)
+                    for p in positions[::2]])
+        return positions, tasks
 
     # --- search and reads ---------------------------------------------------------------------------
 

@@ -141,6 +141,8 @@ class EventLog(ABC):
     forgets: bool = True
     """Whether ``forget_key`` and ``forget_positions`` can delete records (Kafka cannot: a forget is refused
     before anything is recorded)."""
+    max_record_bytes: int = 0
+    """The largest record the log takes, as ``record_size`` counts it (0: no limit; the adapters set theirs)."""
 
     @abstractmethod
     async def start(self) -> None:

@@ -194,8 +194,8 @@ class StageHost(Service):
             logger.warning("record was in flight when the worker stopped %s attempt=%d", where, attempts)
         delivered = await deliver(stage.handle, [record], group=group, max_retries=self.max_retries)
         produced = [event_record(event) for event in delivered.produced]
-        limit = int(getattr(self.runtime.log, "max_record_bytes", 0) or 0) if self.runtime is not None else 0
-        if limit and (sizes := [record_size(r) for r in produced if record_size(r) > limit]):
+        limit = self.runtime.log.max_record_bytes if self.runtime is not None else 0
+        if limit and (sizes := [size for r in produced if (size := record_size(r)) > limit]):
             produced = []  # never appendable: the record is dead-lettered, not retried until the worker dies
             delivered.dead.append(dead_letter_record(record, PayloadTooLarge(
                 f"an event derived from this record would be {max(sizes)} bytes, over the log's record limit "

@@ -234,21 +234,17 @@ class Runner:
     async def _deliver(self, consumer: Consumer, records: Sequence[Record]) -> None:
         delivered = await deliver(self.stage.handle, records, group=self.group, max_retries=self.max_retries)
         produced = [event_record(e) for e in delivered.produced]
-        limit = self._record_limit()
+        limit = self.log.max_record_bytes
         if limit and any(record_size(r) > limit for r in produced):  # found again record by record: dead-lettered
             delivered = await deliver(self._fitting, records, group=self.group, max_retries=self.max_retries)
             produced = [event_record(e) for e in delivered.produced]
         await self._finish(consumer, records, produced, delivered.dead)
 
-    def _record_limit(self) -> int:
-        """The log's largest record, in bytes (0: the log has no limit)."""
-        return int(getattr(self.log, "max_record_bytes", 0) or 0)
-
     async def _fitting(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
         """The stage's events for ``batch``; PayloadTooLarge (not retried: its input is dead-lettered) when one
         of them would be over the log's record limit, which would stop the stage at every try."""
         out = await self.stage.handle(batch)
-        limit = self._record_limit()
+        limit = self.log.max_record_bytes
         for event in out:
             if (size := record_size(event_record(event))) > limit:
                 raise PayloadTooLarge(f"{type(event).__name__} derived from this record would be {size} bytes, over "
@@ -262,7 +258,7 @@ class Runner:
         for record in records:
             tp = (record.position.topic, record.position.partition)
             offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
-        limit = self._record_limit()
+        limit = self.log.max_record_bytes
         out = [*produced, *(fitted(record, limit) for record in dead)]
         turn = _TURN.get()
         if self._transactional:
