@@ -1,6 +1,7 @@
-"""Tenant isolation in the large lane: another tenant's sync add with a file while one tenant's files parse.
+"""Tenant isolation in the derivation lanes: one tenant's sync add while another's expensive adds are derived.
 
-    python -m bench.lanes [--adds 3] [--files 6] [--sheet-mb 63] [--batches 1,4] [--flood 60]
+    python -m bench.lanes [--adds 3] [--files 6] [--sheet-mb 63] [--batches 1,4]
+                          [--flood 60] [--small-batches 1,4]
 
 Alice queues ``--adds`` async adds, each carrying ``--files`` copies of a small (bzip2, a few KB) spreadsheet
 that inflates to ``--sheet-mb`` MB of empty cells: each parse runs until a budget stops it (the per-add and
@@ -13,8 +14,9 @@ else queued, in the same directory. The last line printed is one JSON object: ``
 
 ``--flood N``: the small lane. Mallory makes N async adds of 62,000 characters (just under ``large_add_chars``)
 into cubes on alice's log partition, then alice makes a sync add: with ``door.max_pending_bytes_per_user`` 0 (the
-count of adds alone bounds mallory) and with its default, each in a fresh directory (``alice_during_s_bytes_<b>``,
-``refused_bytes_<b>``: mallory's adds refused with 429).
+count of adds alone bounds mallory) and with its default, and ``derivation.small_lane_batches`` 1 (the lane in
+turn) and its default, each in a fresh directory (``alice_during_s_bytes_<b>_small_<n>``,
+``refused_bytes_<b>_small_<n>``: mallory's adds refused with 429).
 """
 
 from __future__ import annotations
@@ -110,12 +112,13 @@ async def measure(batches: int, adds: int, files: int, sheet_mb: float) -> dict[
     return {"alone": alone, "during": during}
 
 
-async def flood(adds: int, bytes_bound: int) -> dict[str, float]:
+async def flood(adds: int, bytes_bound: int, small_batches: int = 4) -> dict[str, float]:
     """Mallory's ``adds`` async adds of 62,000 characters (the small lane, just under ``large_add_chars``) into
     cubes on alice's partition, as a remote caller (refused past the bounds); then alice's sync add."""
     with tempfile.TemporaryDirectory(prefix="memos-bench-lanes-") as home:
         settings = AppSettings(home=Path(home))
         settings.door.max_pending_bytes_per_user = bytes_bound
+        settings.derivation.small_lane_batches = small_batches
         async with Runtime(settings) as rt:
             service = MemoryService(rt)
             turn = [{"role": "user", "content": "My dog Pixel likes the beach."}]
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--flood", type=int, default=0,
                         help="also: alice's sync add after this many 62,000-character async adds of mallory's on her "
                         "partition, with door.max_pending_bytes_per_user 0 (the count alone) and the default")
+    parser.add_argument("--small-batches", default="1,4", help="derivation.small_lane_batches values of the flood")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     out: dict[str, float] = {}
@@ -166,14 +170,17 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     Console().print(table)
     if args.flood:
         flooded = Table(title=f"alice's sync add after {args.flood} adds of 62,000 characters of mallory's (s)")
-        for column in ("max_pending_bytes_per_user", "alone", "during", "mallory's adds refused"):
+        for column in ("max_pending_bytes_per_user", "small_lane_batches", "alone", "during", "mallory's refused"):
             flooded.add_column(column, justify="right")
         for bound in (0, DoorSettings().max_pending_bytes_per_user):
-            got = asyncio.run(flood(args.flood, bound))
-            out[f"alice_alone_s_bytes_{bound}"] = round(got["alone"], 2)
-            out[f"alice_during_s_bytes_{bound}"] = round(got["during"], 2)
-            out[f"refused_bytes_{bound}"] = got["refused"]
-            flooded.add_row(str(bound), f"{got['alone']:.2f}", f"{got['during']:.2f}", str(int(got["refused"])))
+            for small in (int(b) for b in args.small_batches.split(",")):
+                got = asyncio.run(flood(args.flood, bound, small))
+                name = f"bytes_{bound}_small_{small}"
+                out[f"alice_alone_s_{name}"] = round(got["alone"], 2)
+                out[f"alice_during_s_{name}"] = round(got["during"], 2)
+                out[f"refused_{name}"] = got["refused"]
+                flooded.add_row(str(bound), str(small), f"{got['alone']:.2f}", f"{got['during']:.2f}",
+                                str(int(got["refused"])))
         Console().print(flooded)
     print(json.dumps(out))
     return out

@@ -214,13 +214,13 @@ class Runtime:
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
-        large, overlap = self.settings.derivation.large_add_chars, self.settings.derivation.large_lane_batches
+        large, d = self.settings.derivation.large_add_chars, self.settings.derivation
         stages: list[Stage] = [
             self.control_stage,
             self.projection_stage,
             *(DerivationStage(self.deriver, phase=phase, emit=self.publish, lane=lane, wait_for=self._wait_long,
                               large_chars=large, pending_large=LargeAddsBehind(self.log, self.group, large),
-                              overlap=overlap)
+                              overlap=d.small_lane_batches if lane == "small" else d.large_lane_batches)
               for phase in ("first", "refine") for lane in ("small", "large")),
             DispatchStage(self.task_handlers, self.publish),
         ]
@@ -342,21 +342,14 @@ class Runtime:
 
     async def settle(self, positions: Sequence[Position], *, timeout_s: float = 300.0,
                      large: bool | None = None, tasks: Sequence[str] = ()) -> None:
-        """Read-your-writes: wait until the effects of ``positions`` are in every projection.
-
-        ``large``: whether any add among ``positions`` goes to the lane of large adds, when the caller knows
-        (the add use case does); None reads the adds back from the log to find out. ``tasks``: the adds' task
-        ids; where the control stage runs here, a large add is done once its final status is applied (its lane
-        appends it with the memories, and commits only after its earlier batches, which may be other tenants'),
-        or once the lane has committed past it (a dead-lettered add has no status), whichever comes first."""
-        conv = {(p.topic, p.partition): p.offset + 1 for p in positions if p.topic == CONVERSATIONS}
-        if conv:
-            await self.wait_for("deriver", conv, timeout_s=timeout_s)
-            if large if large is not None else await any_large_add(
-                    self.log, positions, self.settings.derivation.large_add_chars):  # derived in that lane
-                sooner = [self.control_stage.finished(tasks)] if tasks and "control" in self._hosted else []
-                await first_done(self.wait_for("deriver-large", conv, timeout_s=timeout_s), *sooner)  # or the
-                # statuses the lane appends with the memories, before it commits in turn
+        """Read-your-writes: wait until the effects of ``positions`` are in every projection. ``large``: whether
+        an add goes to the large lane, if the caller knows (None: read the log). ``tasks``: the adds' task ids;
+        with the control stage here, the adds are derived once their final statuses are applied (appended with
+        the memories when their batch is done; a lane commits only after earlier batches, maybe other tenants'),
+        or once the lanes commit past them, whichever is first."""
+        if any(p.topic == CONVERSATIONS for p in positions):
+            sooner = [self.control_stage.finished(tasks)] if tasks and "control" in self._hosted else []
+            await first_done(self._lanes_passed(positions, large, timeout_s), *sooner)
         pending = self._ends_pending  # a reading not started yet reads past this caller's derivation: share it
         if pending is None or pending.done():  # (done before it started: cancelled)
             pending = self._ends_pending = asyncio.ensure_future(self._read_ends())
@@ -364,6 +357,14 @@ class Runtime:
         for group, waited in (("projector", (MEMORIES, REGISTRY)), ("control", (REGISTRY, TASKS))):
             targets = {(t, partition): end for t in waited for partition, end in ends[t].items() if end > 0}
             await self.wait_for(group, targets, timeout_s=timeout_s)
+
+    async def _lanes_passed(self, positions: Sequence[Position], large: bool | None, timeout_s: float) -> None:
+        """Until the derivation lanes that take these adds have committed past them."""
+        conv = {(p.topic, p.partition): p.offset + 1 for p in positions if p.topic == CONVERSATIONS}
+        await self.wait_for("deriver", conv, timeout_s=timeout_s)
+        if large if large is not None else await any_large_add(
+                self.log, positions, self.settings.derivation.large_add_chars):
+            await self.wait_for("deriver-large", conv, timeout_s=timeout_s)
 
     async def _read_ends(self) -> dict[str, dict[int, int]]:
         """End offsets of the topics derivation writes to, for ``settle`` (the callers that arrived before this

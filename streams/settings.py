@@ -115,6 +115,11 @@ class DerivationSettings(_Section):
         description="Batches of the large lane derived at once: different cubes' adds with files overlap, and a "
         "batch's memories land as soon as it is done (order per cube holds, offsets commit in order); 1: in turn.",
     )
+    small_lane_batches: int = Field(
+        default=4, ge=1,
+        description="Batches of the small lane derived at once: one tenant's long adds do not hold back another's "
+        "short ones on the same partition (order per cube holds, offsets commit in order); 1: in turn.",
+    )
     slice_size: int = Field(
         default=256, ge=1, description="Memories of a large add embedded and deduplicated per step (its task shows progress per step)."
     )

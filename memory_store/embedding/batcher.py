@@ -8,7 +8,10 @@ while normal work waits, one small normal step (a quarter of ``max_items``) runs
 Normal work (passages from adds) is cut into steps of at most ``max_items`` items and ``max_cost``
 cost units (tokens), and waits ``linger_s`` after the first item arrives so that concurrent adds
 share a step; urgent work does not linger (queries that arrive while a step runs share the next).
-Items are prepared (tokenized) on the worker thread, lazily, one step ahead at most. With more than one
+Within a lane, items are taken round-robin across requests (``_FairLane``), so a small request queued behind a
+huge one shares the next step with it instead of waiting for all of it: one tenant's long add does not hold
+back another tenant's short one. Items are prepared (tokenized) on the worker thread, lazily, one step ahead
+at most. With more than one
 ``run`` (one model session each), as many workers take steps from the same lanes side by side: a
 single-threaded session per core wastes less than one session split over the cores (whose threads meet
 at every operator).
@@ -55,6 +58,52 @@ class _Slot(Generic[T, P, R]):
     cost: int = 0
 
 
+class _FairLane(Generic[T, P, R]):
+    """Queued slots, taken round-robin across their jobs (each job's own slots in order)."""
+
+    def __init__(self) -> None:
+        self._rotation: deque[deque[_Slot[T, P, R]]] = deque()
+        self._of: dict[_Job[T, P, R], deque[_Slot[T, P, R]]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def extend(self, slots: Sequence[_Slot[T, P, R]]) -> None:
+        """Queue ``slots`` behind the job's own queued ones; a job new to the lane joins the rotation last."""
+        for slot in slots:
+            queue = self._of.get(slot.job)
+            if queue is None:
+                queue = self._of[slot.job] = deque()
+                self._rotation.append(queue)
+            queue.append(slot)
+        self._count += len(slots)
+
+    def take(self, limit: int) -> list[_Slot[T, P, R]]:
+        """Up to ``limit`` slots, one job's next slot at a time in rotation (a lone job fills the step)."""
+        out: list[_Slot[T, P, R]] = []
+        while self._rotation and len(out) < limit:
+            queue = self._rotation.popleft()
+            slot = queue.popleft()
+            out.append(slot)
+            if queue:
+                self._rotation.append(queue)
+            else:
+                del self._of[slot.job]
+        self._count -= len(out)
+        return out
+
+    def put_back(self, slots: Sequence[_Slot[T, P, R]]) -> None:
+        """Return slots taken but not run (``take`` order) to the front of their jobs' queues."""
+        for slot in reversed(slots):
+            queue = self._of.get(slot.job)
+            if queue is None:
+                queue = self._of[slot.job] = deque()
+                self._rotation.appendleft(queue)
+            queue.appendleft(slot)
+        self._count += len(slots)
+
+
 class MicroBatcher(Generic[T, P, R]):
     """Runs ``run(prepared items) -> results`` on one thread (and each of ``more_runs`` on one more),
     batching submissions (see module doc).
@@ -82,8 +131,8 @@ class MicroBatcher(Generic[T, P, R]):
         self.max_urgent_streak = max(1, max_urgent_streak)
         self._streak = 0
         """Urgent steps in a row while normal work waited."""
-        self._urgent: deque[_Slot[T, P, R]] = deque()
-        self._normal: deque[_Slot[T, P, R]] = deque()
+        self._urgent: _FairLane[T, P, R] = _FairLane()
+        self._normal: _FairLane[T, P, R] = _FairLane()
         self._normal_since = 0.0
         self._cond = threading.Condition()
         self._closed = False
@@ -120,7 +169,7 @@ class MicroBatcher(Generic[T, P, R]):
             lane = self._urgent if urgent else self._normal
             if not urgent and not self._normal:
                 self._normal_since = time.monotonic()
-            lane.extend(_Slot(job, i) for i in range(len(items)))
+            lane.extend([_Slot(job, i) for i in range(len(items))])
             self._cond.notify()
         return future
 
@@ -159,16 +208,12 @@ class MicroBatcher(Generic[T, P, R]):
                     # several workers: cut what is queued into at least two steps per worker, so none idles
                     # while another runs the last big step
                     limit = min(limit, max(_MIN_SHARED_STEP, -(-len(lane) // (2 * len(self._threads)))))
-                candidates: list[_Slot[T, P, R]] = []
-                while lane and len(candidates) < limit:
-                    slot = lane.popleft()
-                    if not slot.job.failed:
-                        candidates.append(slot)
+                candidates = [slot for slot in lane.take(limit) if not slot.job.failed]
                 if self._urgent or self._normal:
                     self._cond.notify()  # work left: wake another worker, if any is idle
             slots, rest = self._fit(candidates)
             with self._cond:
-                lane.extendleft(reversed(rest))
+                lane.put_back(rest)
                 if lane is self._normal and self._normal:
                     self._normal_since = time.monotonic() - self.linger_s  # the rest does not linger again
                 if rest:

@@ -51,6 +51,10 @@ class Stage(ABC):
     async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
 
+    async def admit(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Called with every batch in log order, before it is handled: bookkeeping that must see each partition
+        in order goes here, since overlapped batches are handled out of that order."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release resources. Idempotent."""
 
@@ -183,6 +187,7 @@ class Runner:
                     records = get.result()
                 else:
                     records = self._queue.get_nowait()
+                await self.stage.admit(records)
                 if self.stage.overlap > 1:
                     await self._overlapped(consumer, records)
                     continue

@@ -12,7 +12,7 @@ from memory_store.base import Projection
 from memory_store.control.base import FINISHED, ControlStore
 from processors.projection import project
 from schemas.codec import decode
-from schemas.envelope import Envelope, Position
+from schemas.envelope import Envelope, Position, Record
 from schemas.errors import EventDecodeError
 from schemas.events import (
     AnyEvent,
@@ -168,8 +168,8 @@ class DerivationStage(Stage):
                  wait_for: WaitFor | None = None, pending_large: PendingLarge | None = None,
                  overlap: int = 1) -> None:
         self.deriver = deriver
-        self.overlap = overlap if lane == "large" else 1
-        """Large lane: batches derived at once (``Stage.overlap``), so one tenant's files hold no other back."""
+        self.overlap = overlap
+        """Batches derived at once (``Stage.overlap``): one tenant's files or long adds hold no other's back."""
         self.phase = phase
         base = "deriver" if phase == "first" else "refiner"
         self.name = f"{base}-large" if lane == "large" else base
@@ -183,6 +183,8 @@ class DerivationStage(Stage):
         self.pending_large = pending_large
         self._next: dict[TopicPartition, int] = {}
         """Small lane: the offset after the last record handled here, per partition."""
+        self._admitted = False
+        """Whether a runner admits batches in log order (``admit``); otherwise ``handle`` sees them in order."""
         self.emit = emit
         """Appends the progress of large adds to their task status (None: progress stays in the final status)."""
         self.progress_steps = progress_steps
@@ -214,13 +216,18 @@ class DerivationStage(Stage):
             await self.wait_for(self._large_lane, waiting)
         return True
 
-    async def _resume(self, batch: Sequence[Envelope[AnyEvent]]) -> None:
+    async def admit(self, records: Sequence[Record]) -> None:
+        self._admitted = True
+        if self.lane == "small":
+            await self._resume([record.position for record in records])
+
+    async def _resume(self, positions: Sequence[Position]) -> None:
         """Small lane: where a partition does not continue where this lane left off (a restart, a rebalance,
-        a redelivery), learn from the log the cubes' large adds skipped before that the large lane has not passed."""
+        a redelivery), learn from the log the cubes' large adds skipped before that the large lane has not passed.
+        Positions come in log order: from ``admit`` where a runner hosts the stage, from ``handle`` otherwise."""
         if self.large_chars <= 0 or self.pending_large is None:
             return
-        for envelope in batch:
-            position = envelope.position
+        for position in positions:
             tp = (position.topic, position.partition)
             if self._next.get(tp) != position.offset:
                 pending = await self.pending_large(self._large_lane, tp, position.offset)
@@ -230,8 +237,8 @@ class DerivationStage(Stage):
             self._next[tp] = position.offset + 1
 
     async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        if self.lane == "small":
-            await self._resume(batch)
+        if self.lane == "small" and not self._admitted:
+            await self._resume([envelope.position for envelope in batch])
         by_phase: dict[Phase, list[ConversationRecorded]] = {}
         for envelope in batch:
             event = envelope.event
