@@ -13,12 +13,14 @@ __all__ = ["FairSlots"]
 class FairSlots:
     """``slots`` places taken by owners (users): a freed place goes to the waiting owner who holds the fewest,
     and among those to the one served longest ago, so one owner's queue of work never holds another's back by
-    more than the places already taken. In order of arrival within one owner; a cancelled waiter leaves."""
+    more than the places already taken. ``per_owner``: the most one owner holds (default: all), so places stay
+    free for others who come later. In order of arrival within one owner; a cancelled waiter leaves."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, *, per_owner: int | None = None) -> None:
         if slots < 1:
             raise ValueError(f"slots must be at least 1, not {slots}")
         self.slots = slots
+        self.per_owner = min(slots, per_owner or slots)
         self.busy = 0
         self.holding: Counter[str] = Counter()
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
@@ -28,19 +30,17 @@ class FairSlots:
     @asynccontextmanager
     async def held(self, owner: str) -> AsyncIterator[None]:
         """Hold one place for ``owner`` for the duration of the block."""
-        if self.busy < self.slots and not self._waiting:
-            self._grant(owner)
-        else:
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiting.setdefault(owner, deque()).append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():  # granted just as it was cancelled: pass it on
-                    self._release(owner)
-                else:
-                    self._forget(owner, waiter)
-                raise
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(owner, deque()).append(waiter)
+        self._wake()  # a free place goes to this owner now unless another waiting one holds fewer
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():  # granted just as it was cancelled: pass it on
+                self._release(owner)
+            else:
+                self._forget(owner, waiter)
+            raise
         try:
             yield
         finally:
@@ -73,8 +73,11 @@ class FairSlots:
                 del self._waiting[owner]
 
     def _wake(self) -> None:
-        while self.busy < self.slots and self._waiting:
-            owner = min(self._waiting, key=lambda o: (self.holding.get(o, 0), self._served.get(o, 0)))
+        while self.busy < self.slots:
+            ready = [o for o in self._waiting if self.holding.get(o, 0) < self.per_owner]
+            if not ready:
+                return
+            owner = min(ready, key=lambda o: (self.holding.get(o, 0), self._served.get(o, 0)))
             queue = self._waiting[owner]
             waiter = queue.popleft()
             if not queue:

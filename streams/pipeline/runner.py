@@ -15,6 +15,7 @@ from schemas.errors import PayloadTooLarge
 from schemas.events import AnyEvent, Event
 from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, record_size
 from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_error
+from streams.pipeline.fairness import FairSlots
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record"]
 # dead_letter_record and event_record live in streams.pipeline.delivery; re-exported for callers.
@@ -23,6 +24,15 @@ logger = logging.getLogger(__name__)
 
 _TURN: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.ContextVar("memos_commit_turn", default=None)
 """The batch an overlapped batch commits after (its task), in that batch's own task."""
+_PART: contextvars.ContextVar[dict[TopicPartition, int] | None] = contextvars.ContextVar("memos_part", default=None)
+"""In a part of a split batch: {} for all parts but the last, which append their output and commit nothing; the
+whole batch's offsets for the last, which commits them when handled whole (record by record: its own)."""
+_OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("memos_slot_owner", default=None)
+"""Whose place an overlapped batch takes in the runner's fair slots while its stage handles it."""
+
+READ_AHEAD = 4
+"""Overlapped batches taken from the queue per ``Stage.overlap``: they wait for a place in their task, so one
+owner's queued batches never keep another's from a free place."""
 
 CommitListener = Callable[[str, dict[TopicPartition, int]], Awaitable[None]]
 """Called with (group, {(topic, partition): next offset}) after every commit."""
@@ -43,10 +53,11 @@ class Stage(ABC):
     """Append what a batch produced and commit its offsets in one transaction, where the log can
     (Kafka): a crash between the two can then neither lose the output nor write it twice."""
     overlap: int = 1
-    """Batches handled at once (1: one after another). A batch waits for the earlier ones that share a key
-    with it (order per key holds), appends its output as soon as it is done, and commits in turn, after
-    every earlier batch has: so one slow key does not hold back the others' output. Where the stage commits
-    exactly once, a batch done out of turn waits for its turn to append too (one transaction)."""
+    """Batches one owner (``split``) has handled at once (1: one batch after another, unsplit); as many again
+    stay for other owners. A batch waits for the earlier ones that share a key with it (order per key holds),
+    appends its output as soon as it is done, and commits in turn, after every earlier batch has: so one slow
+    key or owner does not hold back the others' output. Where the stage commits exactly once, a batch done out
+    of turn waits for its turn to append too (one transaction)."""
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
@@ -54,6 +65,11 @@ class Stage(ABC):
     async def admit(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook with a no-op default
         """Called with every batch in log order, before it is handled: bookkeeping that must see each partition
         in order goes here, since overlapped batches are handled out of that order."""
+
+    def split(self, records: Sequence[Record]) -> list[tuple[str, list[Record]]]:
+        """An overlapped batch as (owner, records) parts handled apart, each taking a fair place of its owner's
+        (``FairSlots``). Parts must share no key (order per key). Default: one part, owned by no one."""
+        return [("", list(records))]
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release resources. Idempotent."""
@@ -95,6 +111,9 @@ class Runner:
         """Batches handed to the queue and not yet committed (counted by the poller, so no race)."""
         self._flight: list[tuple[frozenset[bytes | None], asyncio.Task[None]]] = []
         """Overlapped batches not done yet: (their keys, their task), oldest first."""
+        self._slots = FairSlots(2 * stage.overlap, per_owner=stage.overlap)
+        """Places for overlapped batches while the stage handles them: ``overlap`` per owner, as many again kept
+        for others, a freed one going to the owner holding fewest."""
         self._transactional = False
         """Whether the consumer appends and commits in one transaction (found at start)."""
         self._last_idle_commit = 0.0
@@ -210,24 +229,47 @@ class Runner:
         self._flight = [(keys, task) for keys, task in self._flight if not task.done()]
 
     async def _overlapped(self, consumer: Consumer, records: list[Record]) -> None:
-        """Start ``records`` as one more overlapped batch once fewer than ``stage.overlap`` are in flight."""
-        while len(self._flight) >= self.stage.overlap:
-            await asyncio.wait([task for _, task in self._flight], return_when=asyncio.FIRST_COMPLETED)
-            self._check_flight()
-        keys = frozenset(record.key for record in records)
-        after = [task for held, task in self._flight if held & keys]
-        turn = self._flight[-1][1] if self._flight else None
-        self._flight.append((keys, asyncio.create_task(self._one_batch(consumer, records, after, turn))))
+        """Start ``records`` as overlapped batches (the stage's parts of it; one where the stage commits exactly
+        once, since each part would be a transaction of its own), once fewer than ``READ_AHEAD`` per place are
+        in flight. Only the last part commits: every part waits for its turn, so none commits past one not done."""
+        parts = self.stage.split(records) if not self._transactional else [("", records)]
+        self._pending += len(parts) - 1
+        whole: dict[TopicPartition, int] = {}
+        for record in records:
+            tp = (record.position.topic, record.position.partition)
+            whole[tp] = max(whole.get(tp, 0), record.position.offset + 1)
+        for n, (owner, part) in enumerate(parts):
+            while len(self._flight) >= READ_AHEAD * self.stage.overlap:
+                await asyncio.wait([task for _, task in self._flight], return_when=asyncio.FIRST_COMPLETED)
+                self._check_flight()
+            keys = frozenset(record.key for record in part)
+            after = [task for held, task in self._flight if held & keys]
+            turn = self._flight[-1][1] if self._flight else None
+            commits = None if len(parts) == 1 else whole if n == len(parts) - 1 else {}
+            task = asyncio.create_task(self._one_batch(consumer, part, after, turn, owner, commits))
+            self._flight.append((keys, task))
 
     async def _one_batch(self, consumer: Consumer, records: list[Record], after: list[asyncio.Task[None]],
-                         turn: asyncio.Task[None] | None) -> None:
-        """An overlapped batch: after the earlier batches of its keys, committed after ``turn``."""
+                         turn: asyncio.Task[None] | None, owner: str,
+                         commits: dict[TopicPartition, int] | None) -> None:
+        """An overlapped batch: after the earlier batches of its keys, in a fair place of ``owner``'s while the
+        stage handles it, committed after ``turn`` (``commits``: see ``_PART``)."""
         for task in after:
             await task  # an earlier batch of these keys failed: so does this one, uncommitted
         _TURN.set(turn)
+        _PART.set(commits)
+        _OWNER.set(owner)
         await self._handle_records(consumer, records)
         self._pending -= 1
         self.processed += len(records)
+
+    async def _handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+        """The stage's ``handle``, in a fair place of the batch's owner where batches overlap."""
+        owner = _OWNER.get()
+        if owner is None:
+            return await self.stage.handle(batch)
+        async with self._slots.held(owner):
+            return await self.stage.handle(batch)
 
     async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
         attempts = await self._suspect(consumer, records) if self.max_attempts else {}
@@ -236,19 +278,19 @@ class Runner:
             return
         await self._deliver(consumer, records)
 
-    async def _deliver(self, consumer: Consumer, records: Sequence[Record]) -> None:
-        delivered = await deliver(self.stage.handle, records, group=self.group, max_retries=self.max_retries)
+    async def _deliver(self, consumer: Consumer, records: Sequence[Record], *, whole: bool = True) -> None:
+        delivered = await deliver(self._handle, records, group=self.group, max_retries=self.max_retries)
         produced = [event_record(e) for e in delivered.produced]
         limit = self.log.max_record_bytes
         if limit and any(record_size(r) > limit for r in produced):  # found again record by record: dead-lettered
             delivered = await deliver(self._fitting, records, group=self.group, max_retries=self.max_retries)
             produced = [event_record(e) for e in delivered.produced]
-        await self._finish(consumer, records, produced, delivered.dead)
+        await self._finish(consumer, records, produced, delivered.dead, whole=whole)
 
     async def _fitting(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
         """The stage's events for ``batch``; PayloadTooLarge (not retried: its input is dead-lettered) when one
         of them would be over the log's record limit, which would stop the stage at every try."""
-        out = await self.stage.handle(batch)
+        out = await self._handle(batch)
         limit = self.log.max_record_bytes
         for event in out:
             if (size := record_size(event_record(event))) > limit:
@@ -257,8 +299,9 @@ class Runner:
         return out
 
     async def _finish(self, consumer: Consumer, records: Sequence[Record], produced: Sequence[OutgoingRecord],
-                      dead: Sequence[OutgoingRecord]) -> None:
-        """Append the output, then commit the input (in one transaction for exactly-once stages)."""
+                      dead: Sequence[OutgoingRecord], *, whole: bool = True) -> None:
+        """Append the output, then commit the input (in one transaction for exactly-once stages); ``whole``: the
+        records are a whole batch (or part), not one of them handled on its own."""
         offsets: dict[TopicPartition, int] = {}
         for record in records:
             tp = (record.position.topic, record.position.partition)
@@ -266,17 +309,22 @@ class Runner:
         limit = self.log.max_record_bytes
         out = [*produced, *(fitted(record, limit) for record in dead)]
         turn = _TURN.get()
+        part = _PART.get()
+        if part is not None and not part:  # a part of a split batch but its last: its output now, no offsets
+            offsets = {}
+        elif part and whole:  # the last part, handled whole: the batch's offsets (every other part is done)
+            offsets = dict(part)
         if self._transactional:
             if turn is not None:
                 await turn
             if await consumer.commit_with(out, offsets):
                 out = []
                 offsets = {}
-        if out or offsets:
-            if out:
-                await self.log.append_batch(out)
-            if turn is not None:
-                await turn  # an overlapped batch commits after every earlier one: never past one not done
+        if out:
+            await self.log.append_batch(out)
+        if turn is not None:
+            await turn  # an overlapped batch commits after every earlier one: never past one not done
+        if offsets:
             await consumer.commit(offsets)
         self.dead_lettered += len(dead)
         if self.on_commit is not None:
@@ -306,6 +354,7 @@ class Runner:
                 error = poison_error(record, attempts - 1)
                 logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.group, p,
                              attempts - 1)
-                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.group)])
+                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.group)],
+                                   whole=False)
             else:
-                await self._deliver(consumer, [record])
+                await self._deliver(consumer, [record], whole=False)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from schemas.codec import decode
-from schemas.envelope import Envelope, Position
+from schemas.envelope import Envelope, Position, Record
 from schemas.errors import StoreUnavailable
 from schemas.events import AnyEvent, Event, TaskStatusChanged, TaskSubmitted, derive_id
 from schemas.topics import DLQ, TASKS
@@ -176,3 +176,39 @@ async def test_the_faust_host_dead_letters_an_add_whose_output_cannot_be_appende
         assert host.dead_lettered == 1 and host.processed == 0
         dead = [r for p in (await rt.log.end_offsets(DLQ)) for r in await rt.log.read(DLQ, p, 0, limit=100)]
         assert len(dead) == 1 + dlq and b"record limit" in (dead[-1].header("memos.error") or b"")
+
+
+class SplitByUser(Gated):
+    """Gated, with each polled batch split into one part per user (in the order the users first appear)."""
+
+    def split(self, records: Sequence[Record]) -> list[tuple[str, list[Record]]]:
+        parts: dict[str, list[Record]] = {}
+        for record in records:
+            event = decode(record.value)
+            parts.setdefault(event.user_id if isinstance(event, TaskSubmitted) else "", []).append(record)
+        return sorted(parts.items(), key=lambda p: p[0] != "x")  # x's part first, whatever the log order
+
+
+async def test_a_split_batch_lands_each_users_part_when_done_and_commits_once_all_are(tmp_path: Path) -> None:
+    def task(task_id: str, cube: str, user: str) -> OutgoingRecord:
+        return event_record(TaskSubmitted(event_id=uuid.uuid4(), occurred_at=datetime.now(UTC), key=cube,
+                                          task_id=task_id, user_id=user, cube_id=cube, label="query"))
+
+    async with WatchedLog(tmp_path / "log.db", partitions=1) as log:
+        await log.create_topic(TASKS, partitions=1)
+        stage = SplitByUser()
+        stage.gates["a"] = asyncio.Event()
+        log.appended = {t: asyncio.Event() for t in ("m1", "x1", "m2")}
+        await log.append_batch([task("m1", "a", "m"), task("x1", "b", "x"), task("m2", "c", "m")])  # one poll
+        runner = Runner(log, stage, max_batch=10, poll_timeout_s=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            await asyncio.wait_for(log.appended["x1"].wait(), 30)  # x's part landed while m's waits
+            assert "m1" not in stage.handled and "m2" not in stage.handled  # m's records are one part
+            assert (await log.committed(GROUP, TASKS)).get(0, 0) == 0  # x's part commits nothing: m1 is not done
+            stage.gates["a"].set()
+            await asyncio.wait_for(log.appended["m2"].wait(), 30)
+        finally:
+            runner.stop()
+            await asyncio.wait_for(running, 30)
+        assert (await log.committed(GROUP, TASKS)).get(0, 0) >= 3  # the last part committed the whole batch

@@ -63,3 +63,21 @@ async def test_a_cancelled_waiter_leaves_and_a_place_is_never_lost() -> None:
 def test_slots_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         FairSlots(0)
+
+
+async def test_one_owner_holds_at_most_per_owner_places_and_a_newcomer_takes_a_free_one_at_once() -> None:
+    slots, order = FairSlots(3, per_owner=2), []
+    releases = {name: asyncio.Event() for name in ("m1", "m2", "m3", "a1")}
+    tasks = [asyncio.create_task(_hold(slots, "m", name, order, releases[name])) for name in ("m1", "m2", "m3")]
+    await _settled()
+    assert order == ["m1", "m2"] and slots.busy == 2 and slots.waiting() == 1  # m3 waits though a place is free
+    tasks.append(asyncio.create_task(_hold(slots, "a", "a1", order, releases["a1"])))
+    await _settled()
+    assert order == ["m1", "m2", "a1"]  # the free place, at once
+    releases["m1"].set()
+    await _settled()
+    assert order[3] == "m3"
+    for release in releases.values():
+        release.set()
+    await asyncio.gather(*tasks)
+    assert slots.busy == 0 and not slots.holding
