@@ -224,8 +224,15 @@ class DoorSettings(_Section):
     max_pending_bytes_per_user: int = Field(
         default=524_288, ge=0,
         description="Bytes of messages one user's small-lane adds may have waiting for derivation (their cost: "
-                    "that lane reads a partition in order); more are refused like door.max_pending_per_user. "
+                    "that lane commits a partition in order); more are refused like door.max_pending_per_user. "
                     "0: no limit.")
+    mcp_sessions_per_user: int = Field(
+        default=32, ge=0,
+        description="MCP sessions one user may hold open at once on the HTTP transport (more are refused with 429). "
+                    "0: no limit.")
+    mcp_session_idle_s: float = Field(
+        default=600.0, gt=0,
+        description="An MCP session with no request for this long is closed (a request streaming holds it open).")
     replays_per_user: int = Field(
         default=1, ge=0,
         description="Replays one user may have running or waiting at once; a request for a cube already being "

@@ -102,6 +102,10 @@ class DoorLimits:
     are refused with 429 and Retry-After (per process; 0: no limit)."""
     max_pending_bytes_per_user: int = 524_288
     """Bytes of messages one user's adds may have waiting for derivation (0: no limit)."""
+    mcp_sessions_per_user: int = 32
+    """MCP sessions one user may hold open at once on the HTTP transport (more: 429; 0: no limit)."""
+    mcp_session_idle_s: float = 600.0
+    """An MCP session with no request for this long is closed."""
     replays_per_user: int = 1
     """Replays one user may have running or waiting at once (a request for a cube already being replayed joins
     that replay); more are refused with 429 (0: no limit)."""

@@ -116,7 +116,7 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         size = len(json.dumps(request.messages, ensure_ascii=False, default=str))  # what derivation will read
         # the lane every cube's add takes (the derivation stage decides the same from the recorded messages)
         large = is_large_messages(request.messages, self.rt.settings.derivation.large_add_chars, chars=size)
-        size = 0 if large else size  # bytes count in the small lane, read in partition order; the large overlaps
+        size = 0 if large else size  # bytes count in the small lane; the large lane's parses have budgets
         async with self.pending.admit(user_id, len(cube_ids), size=size * len(cube_ids),
                                       wait_s=wait_s) as waiting_on, self.cube_guard.writing(cube_ids):
             positions, tasks = await self._record_adds(request, user_id, cube_ids, waiting_on, size, large)

@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from memos.application.errors import describe, retry_after, status_of
 from memos.application.ids import MAX_ID_CHARS
-from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K
+from memos.application.limits import MAX_QUERY_CHARS, MAX_TOP_K, DoorLimits
 from memos.application.models import AddRequest, SearchRequest, build
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
@@ -150,10 +150,11 @@ def build_mcp_server(
     return server
 
 
-SESSIONS_PER_USER: Final = 32
-"""MCP sessions one user may hold open at once on the HTTP transport (more are refused with 429)."""
-SESSION_IDLE_S: Final = 600.0
-"""An MCP session with no request for this long is closed (the SDK's idle timeout, and this count's)."""
+SESSIONS_PER_USER: Final = DoorLimits().mcp_sessions_per_user
+"""MCP sessions one user may hold open at once on the HTTP transport by default (``door.mcp_sessions_per_user``)."""
+SESSION_IDLE_S: Final = DoorLimits().mcp_session_idle_s
+"""An MCP session with no request for this long is closed by default (``door.mcp_session_idle_s``: the SDK's idle
+timeout, and this count's)."""
 
 
 class KeyGate:
@@ -266,8 +267,9 @@ async def serve_mcp(
         import uvicorn
 
         server = build_mcp_server(service, auth, default_user=default_user if local_only else None)
-        app = KeyGate(server.streamable_http_app(host=host, session_idle_timeout=SESSION_IDLE_S), auth,
-                      required=not local_only)
+        door = service.limits
+        app = KeyGate(server.streamable_http_app(host=host, session_idle_timeout=door.mcp_session_idle_s), auth,
+                      required=not local_only, per_user=door.mcp_sessions_per_user, idle_s=door.mcp_session_idle_s)
         logger.info("mcp server listening host=%s port=%d local_only=%s", host, port, local_only)
         await uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on", loop="asyncio")

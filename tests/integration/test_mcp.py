@@ -131,12 +131,16 @@ def _free_port() -> int:
         return port
 
 
+SESSIONS = 5
+"""``door.mcp_sessions_per_user`` of the HTTP server these tests start (the default is 32)."""
+
+
 @pytest.fixture
 def http_mcp(home: dict[str, Any]) -> Iterator[str]:
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, *CLI, "mcp", "--transport", "http", "--port", str(port)],
-        env=_env(home),
+        env={**_env(home), "MEMOS_DOOR__MCP_SESSIONS_PER_USER": str(SESSIONS)},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -188,8 +192,6 @@ def _initialize(url: str, key: str) -> httpx.Response:
 
 
 def test_mcp_sessions_belong_to_their_key_and_a_user_holds_only_so_many(home: dict[str, Any], http_mcp: str) -> None:
-    from memos.server.mcp import SESSIONS_PER_USER
-
     alice, bob = home["keys"]["alice"], home["keys"]["bob"]
     opened = _initialize(http_mcp, alice)
     assert opened.status_code == 200, opened.text
@@ -198,7 +200,7 @@ def test_mcp_sessions_belong_to_their_key_and_a_user_holds_only_so_many(home: di
     stolen = httpx.post(http_mcp, json=ping, headers={**_ACCEPT, "Authorization": f"Bearer {bob}",
                                                       "mcp-session-id": session}, timeout=60)
     assert stolen.status_code == 404  # another key cannot use alice's session, as if it did not exist
-    for _ in range(SESSIONS_PER_USER - 1):
+    for _ in range(SESSIONS - 1):  # the setting, not the default, bounds them
         assert _initialize(http_mcp, alice).status_code == 200
     full = _initialize(http_mcp, alice)
     assert full.status_code == 429 and int(full.headers["retry-after"]) > 0, full.text
