@@ -173,7 +173,8 @@ class Runtime:
                     # checkpoints (a new or deleted store), whatever the group has committed
                     await catch_up_control(self.log, self.control)
                 await self._load_progress(stage)
-                runner = Runner(self.log, stage, on_commit=self._on_commit, group_id=self.group(stage.name))
+                runner = Runner(self.log, stage, on_commit=self._on_commit, group_id=self.group(stage.name),
+                                stall_after_s=self.settings.derivation.stall_after_s)
                 self._runners.append(runner)
                 self._hosted.add(stage.name)
                 # every stage but control runs in the background lane: niced threads of its own, so serving
@@ -306,11 +307,9 @@ class Runtime:
     # --- publishing and watermarks --------------------------------------------------------------------
 
     async def publish(self, events: Sequence[Event]) -> list[Position]:
-        """Append events (durable on return); positions in input order.
-
-        Registry events are keyed by kind here, whatever key the caller gave (``user:<id>``, ``cube:<id>``:
-        ``memory_store.control.base.registry_key_of``), so a cube and a user of one id never share records.
-        """
+        """Append events (durable on return); positions in input order. Registry events are keyed by kind here,
+        whatever key the caller gave (``user:<id>``, ``cube:<id>``: ``memory_store.control.base.registry_key_of``),
+        so a cube and a user of one id never share records."""
         if not events:
             return []
         return await self.log.append_batch([event_record(_keyed(e)) for e in events])

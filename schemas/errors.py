@@ -20,6 +20,7 @@
     │   └── FetchFailed                  a file or image could not be downloaded or read
     │       └── OverBudget               an input is over a parsing budget (recorded as a memory that says so)
     └── ProcessingError                  a processor could not handle a decoded event (goes to the DLQ)
+        └── StageStalled                 a stage finished no batch for too long: it stops, its worker restarts
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "PermissionDenied",
     "ProcessingError",
     "SchemaError",
+    "StageStalled",
     "StoreBackpressure",
     "StoreError",
     "StoreUnavailable",
@@ -139,6 +141,11 @@ class OverBudget(FetchFailed):
 
 class ProcessingError(MemorySystemError):
     """A processor failed on a decoded event; the record goes to the DLQ."""
+
+
+class StageStalled(ProcessingError):
+    """A stage had batches in flight and finished none for too long (a hang raises nothing): the runner stops,
+    so its worker exits and is restarted, and the batch is taken record by record (poison detection)."""
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -115,6 +115,12 @@ class DerivationSettings(_Section):
         description="Batches of the large lane derived at once: different cubes' adds with files overlap, and a "
         "batch's memories land as soon as it is done (order per cube holds, offsets commit in order); 1: in turn.",
     )
+    stall_after_s: float = Field(
+        default=1800.0, ge=0,
+        description="A stage (any, not only derivation) with batches in flight that finishes none for this long "
+        "stops with StageStalled: `memos worker` exits and is restarted, and the batch is then taken record by record, "
+        "so a record that hangs is dead-lettered after 3 tries like one that kills the process. 0: never.",
+    )
     small_lane_batches: int = Field(
         default=4, ge=1,
         description="Batches of the small lane derived at once: one tenant's long adds do not hold back another's "

@@ -4,6 +4,7 @@ poison-record detection across crashes (``streams.pipeline.delivery``, shared wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import time
@@ -11,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
 from schemas.envelope import Envelope, Record
-from schemas.errors import PayloadTooLarge
+from schemas.errors import PayloadTooLarge, StageStalled
 from schemas.events import AnyEvent, Event
 from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, record_size
 from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_error
@@ -94,6 +95,7 @@ class Runner:
         max_attempts: int = 3,
         on_commit: CommitListener | None = None,
         group_id: str | None = None,
+        stall_after_s: float = 0.0,
     ) -> None:
         self.log = log
         self.stage = stage
@@ -120,6 +122,9 @@ class Runner:
         self.idle_commit_interval_s = 2.0
         self.processed = 0
         self.dead_lettered = 0
+        self.stall_after_s = stall_after_s
+        """With batches in flight, finishing none for this long fails the stage (``StageStalled``; 0: never)."""
+        self._progress_at = time.monotonic()
 
     def stop(self) -> None:
         """Ask the runner to finish the batch in flight, commit and return."""
@@ -135,6 +140,8 @@ class Runner:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._poll(consumer))
                 group.create_task(self._process(consumer))
+                if self.stall_after_s > 0:
+                    group.create_task(self._watch())
         except Exception as exc:  # the stage stops here: never silently (its host decides what follows)
             logger.critical("group=%s stopped on an error, nothing past its last commit was committed: %r",
                             self.group, exc, exc_info=exc)
@@ -160,6 +167,8 @@ class Runner:
             if not records:
                 await self._idle_commit(consumer)
                 continue
+            if not self._pending:  # work after a quiet spell: the stall clock starts now
+                self._progress_at = time.monotonic()
             self._pending += 1
             put = asyncio.ensure_future(self._queue.put(records))
             stop = asyncio.ensure_future(self._stopping.wait())
@@ -168,6 +177,17 @@ class Runner:
                 put.cancel()
                 self._pending -= 1
             stop.cancel()
+
+    async def _watch(self) -> None:
+        """Raise ``StageStalled`` once batches are in flight and none has finished for ``stall_after_s``."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):  # wakes on a stop at once
+                await asyncio.wait_for(self._stopping.wait(), min(5.0, self.stall_after_s / 4))
+            idle = time.monotonic() - self._progress_at
+            if self._pending and not self._stopping.is_set() and idle > self.stall_after_s:
+                raise StageStalled(f"group={self.group} finished no batch for {idle:.0f} s with {self._pending} in "
+                                   f"flight (derivation.stall_after_s={self.stall_after_s:g}): stopping, so that its "
+                                   "worker restarts and takes the batch record by record")
 
     async def _idle_commit(self, consumer: Consumer) -> None:
         """When nothing is queued or in flight, commit the consumer's positions.
@@ -327,6 +347,7 @@ class Runner:
         if offsets:
             await consumer.commit(offsets)
         self.dead_lettered += len(dead)
+        self._progress_at = time.monotonic()
         if self.on_commit is not None:
             await self.on_commit(self.group, offsets)
 
