@@ -28,7 +28,7 @@ from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from schemas.envelope import Position, Record
-from schemas.errors import ConfigError, PayloadTooLarge, ProcessingError
+from schemas.errors import ConfigError, PayloadTooLarge, ProcessingError, StageStalled
 from streams.log.base import EventLog, OutgoingRecord, record_size
 from streams.pipeline.delivery import (
     MAX_ATTEMPTS,
@@ -192,7 +192,13 @@ class StageHost(Service):
             return
         if attempts > 1:
             logger.warning("record was in flight when the worker stopped %s attempt=%d", where, attempts)
-        delivered = await deliver(stage.handle, [record], group=group, max_retries=self.max_retries)
+        stall_s = self.settings.derivation.stall_after_s
+        try:
+            delivered = await asyncio.wait_for(
+                deliver(stage.handle, [record], group=group, max_retries=self.max_retries), stall_s or None)
+        except TimeoutError:
+            raise StageStalled(f"{where} not done in {stall_s:g} s (derivation.stall_after_s): stopping, so that "
+                               "the restarted worker tries it again (dead-lettered after its tries)") from None
         produced = [event_record(event) for event in delivered.produced]
         limit = self.runtime.log.max_record_bytes if self.runtime is not None else 0
         if limit and (sizes := [size for r in produced if (size := record_size(r)) > limit]):
@@ -228,7 +234,8 @@ class StageHost(Service):
             exc,
             exc_info=exc,
         )
-        self.settle(stage_name, record)  # a failure the worker survived is not a death on the record
+        if not isinstance(exc, StageStalled):  # a failure the worker survived is not a death on the record;
+            self.settle(stage_name, record)  # a record that hangs is (it is counted towards the DLQ)
         if self.failure is None:
             self.failure = exc
             signal.raise_signal(signal.SIGTERM)  # the faust worker's own graceful shutdown

@@ -93,3 +93,21 @@ async def test_a_quiet_stage_is_not_stalled(tmp_path: Path) -> None:
             runner.stop()
             await asyncio.wait_for(running, 30)
         assert stage.handled == ["t0", "t1", "t2"]
+
+
+async def test_the_faust_host_stops_on_a_record_that_hangs(tmp_path: Path) -> None:
+    from memos.runtime import Runtime
+    from streams.pipeline.faust_app import StageHost
+    from streams.settings import AppSettings
+
+    settings = AppSettings(home=tmp_path)
+    settings.derivation.stall_after_s = 0.2
+    async with Runtime(settings, run_stages=False) as rt:
+        host = StageHost(settings, lambda: rt)
+        stage = Hanging()
+        host.runtime, host.stages = rt, {GROUP: stage}
+        [at] = await rt.log.append_batch([_task("hangs")])
+        [record] = await rt.log.read(TASKS, at.partition, at.offset, limit=1)
+        with pytest.raises(StageStalled, match="stall_after_s"):
+            await asyncio.wait_for(host.process(GROUP, record), 30)
+        assert host.processed == 0 and host.dead_lettered == 0  # not acked: the restarted worker tries it again
