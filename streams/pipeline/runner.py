@@ -31,9 +31,6 @@ whole batch's offsets for the last, which commits them when handled whole (recor
 _OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("memos_slot_owner", default=None)
 """Whose place an overlapped batch takes in the runner's fair slots while its stage handles it."""
 
-READ_AHEAD = 4
-"""Overlapped batches taken from the queue per ``Stage.overlap``: they wait for a place in their task, so one
-owner's queued batches never keep another's from a free place."""
 
 CommitListener = Callable[[str, dict[TopicPartition, int]], Awaitable[None]]
 """Called with (group, {(topic, partition): next offset}) after every commit."""
@@ -62,6 +59,11 @@ class Stage(ABC):
 
     async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Prepare resources. Idempotent."""
+
+    read_ahead: int = 1
+    """Overlapped batches in flight per ``overlap``: more than 1 lets batches wait for a place in their own task, so
+    one owner's queued batches never keep another owner's batch behind them from a free place (each holds its
+    records in memory meanwhile)."""
 
     async def admit(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook with a no-op default
         """Called with every batch in log order, before it is handled: bookkeeping that must see each partition
@@ -250,8 +252,8 @@ class Runner:
 
     async def _overlapped(self, consumer: Consumer, records: list[Record]) -> None:
         """Start ``records`` as overlapped batches (the stage's parts of it; one where the stage commits exactly
-        once, since each part would be a transaction of its own), once fewer than ``READ_AHEAD`` per place are
-        in flight. Only the last part commits: every part waits for its turn, so none commits past one not done."""
+        once, since each part would be a transaction of its own), while fewer than ``read_ahead`` x ``overlap``
+        are in flight. Only the last part commits: every part waits for its turn, so none commits past one not done."""
         parts = self.stage.split(records) if not self._transactional else [("", records)]
         self._pending += len(parts) - 1
         whole: dict[TopicPartition, int] = {}
@@ -259,7 +261,7 @@ class Runner:
             tp = (record.position.topic, record.position.partition)
             whole[tp] = max(whole.get(tp, 0), record.position.offset + 1)
         for n, (owner, part) in enumerate(parts):
-            while len(self._flight) >= READ_AHEAD * self.stage.overlap:
+            while len(self._flight) >= self.stage.read_ahead * self.stage.overlap:
                 await asyncio.wait([task for _, task in self._flight], return_when=asyncio.FIRST_COMPLETED)
                 self._check_flight()
             keys = frozenset(record.key for record in part)

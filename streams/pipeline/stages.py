@@ -174,6 +174,8 @@ class DerivationStage(Stage):
         self.deriver = deriver
         self.overlap = overlap
         """Batches derived at once (``Stage.overlap``): one tenant's files or long adds hold no other's back."""
+        self.read_ahead = 4 if lane == "small" else 1
+        """The small lane splits its batches by user: their parts wait for a fair place in their own tasks."""
         self.phase = phase
         base = "deriver" if phase == "first" else "refiner"
         self.name = f"{base}-large" if lane == "large" else base
