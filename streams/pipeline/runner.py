@@ -18,7 +18,7 @@ from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, Topi
 from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_error
 from streams.pipeline.fairness import FairSlots
 
-__all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record"]
+__all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record", "still_working"]
 # dead_letter_record and event_record live in streams.pipeline.delivery; re-exported for callers.
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,16 @@ _PART: contextvars.ContextVar[dict[TopicPartition, int] | None] = contextvars.Co
 whole batch's offsets for the last, which commits them when handled whole (record by record: its own)."""
 _OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("memos_slot_owner", default=None)
 """Whose place an overlapped batch takes in the runner's fair slots while its stage handles it."""
+_RUNNER: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("memos_runner", default=None)
+"""The runner whose tasks these are (``still_working``)."""
+
+
+def still_working() -> None:
+    """Called by a stage from within ``handle`` while a long batch makes progress (a step of a large add) or waits
+    on another stage that does: its runner's stall watch (``stall_after_s``) starts again. No-op elsewhere."""
+    runner = _RUNNER.get()
+    if runner is not None:
+        runner.progressed()
 
 
 CommitListener = Callable[[str, dict[TopicPartition, int]], Awaitable[None]]
@@ -57,13 +67,13 @@ class Stage(ABC):
     key or owner does not hold back the others' output. Where the stage commits exactly once, a batch done out
     of turn waits for its turn to append too (one transaction)."""
 
-    async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
-        """Prepare resources. Idempotent."""
-
     read_ahead: int = 1
     """Overlapped batches in flight per ``overlap``: more than 1 lets batches wait for a place in their own task, so
     one owner's queued batches never keep another owner's batch behind them from a free place (each holds its
     records in memory meanwhile)."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Prepare resources. Idempotent."""
 
     async def admit(self, records: Sequence[Record]) -> None:  # noqa: B027 - optional hook with a no-op default
         """Called with every batch in log order, before it is handled: bookkeeping that must see each partition
@@ -132,8 +142,13 @@ class Runner:
         """Ask the runner to finish the batch in flight, commit and return."""
         self._stopping.set()
 
+    def progressed(self) -> None:
+        """Restart the stall watch's clock (a batch finished, or a stage said it is ``still_working``)."""
+        self._progress_at = time.monotonic()
+
     async def run(self) -> None:
         """Run until ``stop()``; commits only what was fully processed."""
+        hosting = _RUNNER.set(self)  # the tasks below (and the batches' tasks they start) inherit it
         await self.stage.start()
         consumer = self.log.consumer(self.stage.topics, group_id=self.group, start_from=self.stage.start_from)
         try:
@@ -151,6 +166,7 @@ class Runner:
         finally:
             await consumer.aclose()
             await self.stage.aclose()
+            _RUNNER.reset(hosting)
 
     async def _poll(self, consumer: Consumer) -> None:
         while not self._stopping.is_set():
@@ -170,7 +186,7 @@ class Runner:
                 await self._idle_commit(consumer)
                 continue
             if not self._pending:  # work after a quiet spell: the stall clock starts now
-                self._progress_at = time.monotonic()
+                self.progressed()
             self._pending += 1
             put = asyncio.ensure_future(self._queue.put(records))
             stop = asyncio.ensure_future(self._stopping.wait())
@@ -349,7 +365,7 @@ class Runner:
         if offsets:
             await consumer.commit(offsets)
         self.dead_lettered += len(dead)
-        self._progress_at = time.monotonic()
+        self.progressed()
         if self.on_commit is not None:
             await self.on_commit(self.group, offsets)
 

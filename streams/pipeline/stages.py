@@ -29,7 +29,7 @@ from schemas.events import (
 from schemas.ops import AnyOp
 from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
 from streams.log.base import EventLog, TopicPartition
-from streams.pipeline.runner import Stage
+from streams.pipeline.runner import Stage, still_working
 
 if TYPE_CHECKING:
     from streams.pipeline.derivation import Deriver, Phase, Progress
@@ -146,6 +146,8 @@ class LargeAddsBehind:
         return out
 
 
+WAIT_BEAT_S = 60.0
+"""How often a small add waiting for its cube's large add tells its runner it is still working."""
 HEAVY_BYTES = 32_768
 """A user's adds in one small-lane batch from which they are handled apart (about a second of derivation here)."""
 
@@ -219,7 +221,14 @@ class DerivationStage(Stage):
         waiting = self._large_before.pop(event.cube_id, None)
         if waiting and self.wait_for is not None:
             logger.info("small add of cube=%s waits for the cube's large add (order per cube)", event.cube_id)
-            await self.wait_for(self._large_lane, waiting)
+            wait = asyncio.ensure_future(self.wait_for(self._large_lane, waiting))
+            try:
+                while not wait.done():  # waiting on a lane that works (its own watch sees it stall): not stalled
+                    still_working()
+                    await asyncio.wait({wait}, timeout=WAIT_BEAT_S)
+            finally:
+                wait.cancel()
+            wait.result()
         return True
 
     async def admit(self, records: Sequence[Record]) -> None:
@@ -290,6 +299,7 @@ class DerivationStage(Stage):
 
     async def _progress(self, event: ConversationRecorded, progress: Progress) -> None:
         """Publish a large add's progress as an 'in_progress' status (at most one per interval and step)."""
+        still_working()
         self._last[event.task_id] = progress
         if self.emit is None or progress.total <= self.deriver.settings.slice_size or progress.step == "done":
             return

@@ -111,3 +111,29 @@ async def test_the_faust_host_stops_on_a_record_that_hangs(tmp_path: Path) -> No
         with pytest.raises(StageStalled, match="stall_after_s"):
             await asyncio.wait_for(host.process(GROUP, record), 30)
         assert host.processed == 0 and host.dead_lettered == 0  # not acked: the restarted worker tries it again
+
+
+async def test_a_long_batch_that_says_it_is_still_working_is_not_stalled(tmp_path: Path) -> None:
+    from streams.pipeline.runner import still_working
+
+    class Slow(Hanging):
+        async def handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
+            for _ in range(8):  # the scenario: 0.8 s of work in steps, past stall_after_s
+                still_working()
+                await asyncio.sleep(0.1)
+            return await super().handle(batch)
+
+    async with LocalEventLog(tmp_path / "log.db", partitions=1) as log:
+        await log.create_topic(TASKS, partitions=1)
+        await log.append_batch([_task("slow")])
+        stage = Slow()
+        runner = Runner(log, stage, max_batch=10, poll_timeout_s=0.05, stall_after_s=0.3)
+        running = asyncio.create_task(runner.run())
+        try:
+            while (await log.committed(GROUP, TASKS)).get(0, 0) < 1:
+                assert not running.done(), running
+                await asyncio.sleep(0.02)
+        finally:
+            runner.stop()
+            await asyncio.wait_for(running, 30)
+        assert stage.handled == ["slow"]
