@@ -14,6 +14,7 @@ from memos.runtime import Runtime
 from schemas.events import ConversationRecorded
 from schemas.topics import CONVERSATIONS
 from streams.settings import AppSettings
+from tests.support.log_reading import adds_on_log
 
 
 def _file_turn(text: str, name: str) -> list[dict[str, Any]]:
@@ -46,7 +47,7 @@ async def test_a_sync_file_add_is_not_held_behind_another_tenants_slow_one(tmp_p
             assert any("tent" in m["memory"] for m in added[0]["memories"])  # derived, projected, returned
             found = await service.search("bob", ["bob_files"], "what is on the packing list")
             assert any("tent" in m["memory"] for m in found["text_mem"][0]["memories"])
-            alice_at = [p for p in await _adds(rt) if p[1] == "alice_files"][0][0]
+            alice_at = [p for p in await adds_on_log(rt) if p[1] == "alice_files"][0][0]
             committed = await rt.log.committed(rt.group("deriver-large"), CONVERSATIONS)
             assert committed.get(alice_at[0], 0) <= alice_at[1]  # bob's batch is done but commits after alice's
         finally:
@@ -54,15 +55,3 @@ async def test_a_sync_file_add_is_not_held_behind_another_tenants_slow_one(tmp_p
         status = await service.wait_tasks("alice", task_id=queued[0]["task_id"], timeout_s=60)
         assert status.done
 
-
-async def _adds(rt: Runtime) -> list[tuple[tuple[int, int], str]]:
-    """((partition, offset), cube) of every add on the log."""
-    from schemas.codec import decode
-
-    out = []
-    for partition in (await rt.log.end_offsets(CONVERSATIONS)):
-        for record in await rt.log.read(CONVERSATIONS, partition, 0, limit=100):
-            event = decode(record.value)
-            if isinstance(event, ConversationRecorded):
-                out.append(((partition, record.position.offset), event.cube_id))
-    return out

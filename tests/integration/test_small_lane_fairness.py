@@ -11,11 +11,11 @@ from typing import Any
 
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
-from schemas.codec import decode
 from schemas.events import ConversationRecorded
 from schemas.topics import CONVERSATIONS
 from streams.log.base import partition_for
 from streams.settings import AppSettings
+from tests.support.log_reading import adds_on_log
 
 
 async def test_a_sync_add_is_not_held_behind_another_tenants_slow_one_on_its_partition(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ async def test_a_sync_add_is_not_held_behind_another_tenants_slow_one_on_its_par
             found = await service.search("bob", [bob_cube], "where is the spare key")
             assert any("flowerpot" in m["memory"] for m in found["text_mem"][0]["memories"])
             assert ("start", "second") not in calls  # same cube: waits for the first
-            first_at = [p for p in await _adds(rt) if p[1] == "alice_chat"][0][0]
+            first_at = [p for p in await adds_on_log(rt) if p[1] == "alice_chat"][0][0]
             committed = await rt.log.committed(rt.group("deriver"), CONVERSATIONS)
             assert committed.get(first_at[0], 0) <= first_at[1]  # bob's batch is done but commits after alice's
         finally:
@@ -66,13 +66,3 @@ async def test_a_sync_add_is_not_held_behind_another_tenants_slow_one_on_its_par
             assert status.done
         assert calls.index(("end", "first")) < calls.index(("start", "second"))
 
-
-async def _adds(rt: Runtime) -> list[tuple[tuple[int, int], str]]:
-    """((partition, offset), cube) of every add on the log."""
-    out = []
-    for partition in (await rt.log.end_offsets(CONVERSATIONS)):
-        for record in await rt.log.read(CONVERSATIONS, partition, 0, limit=100):
-            event = decode(record.value)
-            if isinstance(event, ConversationRecorded):
-                out.append(((partition, record.position.offset), event.cube_id))
-    return out
