@@ -229,7 +229,7 @@ def test_task_status_goes_waiting_in_progress_completed_or_failed(
     try:
         [held] = scheduler.submit_messages([message(user, cube_id, "t_hold", "hold", task_id=business)])
         wait_status(scheduler, held, "in_progress")
-        assert started.is_set()
+        assert started.wait(60)  # its status is published just before the handler is called
         # The dispatch stage is busy with the held batch, so a new task stays waiting until it is released.
         [worked] = scheduler.submit_messages(message(user, cube_id, "t_work", "work it", task_id=business))
         assert scheduler.status(worked)[0]["status"] == "waiting"
