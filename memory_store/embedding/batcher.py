@@ -72,12 +72,19 @@ class _FairLane(Generic[T, P, R]):
     def extend(self, slots: Sequence[_Slot[T, P, R]]) -> None:
         """Queue ``slots`` behind the job's own queued ones; a job new to the lane joins the rotation last."""
         for slot in slots:
-            queue = self._of.get(slot.job)
-            if queue is None:
-                queue = self._of[slot.job] = deque()
-                self._rotation.append(queue)
-            queue.append(slot)
+            self._queue(slot.job, first=False).append(slot)
         self._count += len(slots)
+
+    def _queue(self, job: _Job[T, P, R], *, first: bool) -> deque[_Slot[T, P, R]]:
+        """The job's queue; a new one joins the rotation first or last."""
+        queue = self._of.get(job)
+        if queue is None:
+            queue = self._of[job] = deque()
+            if first:
+                self._rotation.appendleft(queue)
+            else:
+                self._rotation.append(queue)
+        return queue
 
     def take(self, limit: int) -> list[_Slot[T, P, R]]:
         """Up to ``limit`` slots, one job's next slot at a time in rotation (a lone job fills the step)."""
@@ -96,11 +103,7 @@ class _FairLane(Generic[T, P, R]):
     def put_back(self, slots: Sequence[_Slot[T, P, R]]) -> None:
         """Return slots taken but not run (``take`` order) to the front of their jobs' queues."""
         for slot in reversed(slots):
-            queue = self._of.get(slot.job)
-            if queue is None:
-                queue = self._of[slot.job] = deque()
-                self._rotation.appendleft(queue)
-            queue.appendleft(slot)
+            self._queue(slot.job, first=True).appendleft(slot)
         self._count += len(slots)
 
 
