@@ -28,8 +28,14 @@ _TURN: contextvars.ContextVar[asyncio.Task[None] | None] = contextvars.ContextVa
 _PART: contextvars.ContextVar[dict[TopicPartition, int] | None] = contextvars.ContextVar("memos_part", default=None)
 """In a part of a split batch: {} for all parts but the last, which append their output and commit nothing; the
 whole batch's offsets for the last, which commits them when handled whole (record by record: its own)."""
-_OWNER: contextvars.ContextVar[str | None] = contextvars.ContextVar("memos_slot_owner", default=None)
-"""Whose place an overlapped batch takes in the runner's fair slots while its stage handles it."""
+_RELEASE: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = contextvars.ContextVar(
+    "memos_place_release", default=None)
+"""Gives back an overlapped batch's fair place: before it waits for its turn, so no place waits on a batch."""
+
+
+class _Abandoned(Exception):  # noqa: N818 - not an error: a batch left at a stop
+    """An overlapped batch left unhandled at a stop (nothing counted or committed: redelivered after it); the
+    batches after it, waiting for their turn, commit nothing either."""
 _RUNNER: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("memos_runner", default=None)
 """The runner whose tasks these are (``still_working``)."""
 
@@ -231,9 +237,11 @@ class Runner:
             while True:
                 self._check_flight()
                 if self._queue.empty():
-                    if self._stopping.is_set():
-                        for _, task in self._flight:  # the overlapped batches in flight finish and commit
-                            await task
+                    if self._stopping.is_set():  # batches being handled finish and commit; waiting ones are left
+                        done = await asyncio.gather(*(task for _, task in self._flight), return_exceptions=True)
+                        for outcome in done:
+                            if isinstance(outcome, Exception) and not isinstance(outcome, _Abandoned):
+                                raise outcome
                         return
                     get = asyncio.ensure_future(self._queue.get())
                     flight = [task for _, task in self._flight]  # one failing wakes this up
@@ -263,6 +271,8 @@ class Runner:
         before anything past it is committed)."""
         for _, task in self._flight:
             if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                if isinstance(error, _Abandoned):
+                    continue  # stopping: the stop path above ends the loop
                 raise error
         self._flight = [(keys, task) for keys, task in self._flight if not task.done()]
 
@@ -296,18 +306,14 @@ class Runner:
             await task  # an earlier batch of these keys failed: so does this one, uncommitted
         _TURN.set(turn)
         _PART.set(commits)
-        _OWNER.set(owner)
-        await self._handle_records(consumer, records)
+        async with contextlib.AsyncExitStack() as place:
+            await place.enter_async_context(self._slots.held(owner))
+            if self._stopping.is_set():  # before any attempt is counted
+                raise _Abandoned(f"group={self.group}: a batch left at a stop")
+            _RELEASE.set(place.aclose)
+            await self._handle_records(consumer, records)
         self._pending -= 1
         self.processed += len(records)
-
-    async def _handle(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
-        """The stage's ``handle``, in a fair place of the batch's owner where batches overlap."""
-        owner = _OWNER.get()
-        if owner is None:
-            return await self.stage.handle(batch)
-        async with self._slots.held(owner):
-            return await self.stage.handle(batch)
 
     async def _handle_records(self, consumer: Consumer, records: Sequence[Record]) -> None:
         attempts = await self._suspect(consumer, records) if self.max_attempts else {}
@@ -317,7 +323,7 @@ class Runner:
         await self._deliver(consumer, records)
 
     async def _deliver(self, consumer: Consumer, records: Sequence[Record], *, whole: bool = True) -> None:
-        delivered = await deliver(self._handle, records, group=self.group, max_retries=self.max_retries)
+        delivered = await deliver(self.stage.handle, records, group=self.group, max_retries=self.max_retries)
         produced = [event_record(e) for e in delivered.produced]
         limit = self.log.max_record_bytes
         if limit and any(record_size(r) > limit for r in produced):  # found again record by record: dead-lettered
@@ -328,7 +334,7 @@ class Runner:
     async def _fitting(self, batch: Sequence[Envelope[AnyEvent]]) -> list[Event]:
         """The stage's events for ``batch``; PayloadTooLarge (not retried: its input is dead-lettered) when one
         of them would be over the log's record limit, which would stop the stage at every try."""
-        out = await self._handle(batch)
+        out = await self.stage.handle(batch)
         limit = self.log.max_record_bytes
         for event in out:
             if (size := record_size(event_record(event))) > limit:
@@ -346,6 +352,9 @@ class Runner:
             offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
         limit = self.log.max_record_bytes
         out = [*produced, *(fitted(record, limit) for record in dead)]
+        if (release := _RELEASE.get()) is not None:  # done with the stage: the place goes before any wait
+            _RELEASE.set(None)
+            await release()
         turn = _TURN.get()
         part = _PART.get()
         if part is not None and not part:  # a part of a split batch but its last: its output now, no offsets

@@ -212,3 +212,39 @@ async def test_a_split_batch_lands_each_users_part_when_done_and_commits_once_al
             runner.stop()
             await asyncio.wait_for(running, 30)
         assert (await log.committed(GROUP, TASKS)).get(0, 0) >= 3  # the last part committed the whole batch
+
+
+async def test_a_stop_finishes_the_batches_being_handled_and_leaves_those_waiting_for_a_place(tmp_path: Path) -> None:
+    class Placed(Gated):
+        overlap = 2  # two places for owner "" (the default split), read four batches ahead per place
+        read_ahead = 4
+
+    async with WatchedLog(tmp_path / "log.db", partitions=1) as log:
+        await log.create_topic(TASKS, partitions=1)
+        stage = Placed()
+        stage.gates = {"a": asyncio.Event(), "b": asyncio.Event()}
+        for task_id, cube in (("a1", "a"), ("b1", "b"), ("c1", "c"), ("d1", "d")):
+            await log.append_batch([_task(task_id, cube)])
+        runner = Runner(log, stage, max_batch=1, poll_timeout_s=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            while sorted(stage.started) != ["a1", "b1"] or len(runner._flight) < 4:
+                assert not running.done(), running
+                await asyncio.sleep(0.01)  # polling until c1 and d1 wait for a place
+        finally:
+            runner.stop()
+            stage.gates["a"].set()
+            stage.gates["b"].set()
+            await asyncio.wait_for(running, 30)  # no error: the waiting batches were left, not failed
+        assert sorted(stage.handled) == ["a1", "b1"]  # c1 and d1 never ran: a stop waits for no more work
+        assert (await log.committed(GROUP, TASKS)).get(0, 0) == 2  # the handled ones, nothing past them
+        rerun = Placed()
+        runner = Runner(log, rerun, max_batch=10, poll_timeout_s=0.05)
+        running = asyncio.create_task(runner.run())
+        try:
+            while sorted(rerun.handled) != ["c1", "d1"]:
+                assert not running.done(), running
+                await asyncio.sleep(0.01)
+        finally:
+            runner.stop()
+            await asyncio.wait_for(running, 30)
