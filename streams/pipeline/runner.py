@@ -40,6 +40,15 @@ _RUNNER: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("memos_r
 """The runner whose tasks these are (``still_working``)."""
 
 
+def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    """The offsets a consumer commits once ``records`` are done: past the last of them, per partition."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = (record.position.topic, record.position.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
+    return offsets
+
+
 def still_working() -> None:
     """Called by a stage from within ``handle`` while a long batch makes progress (a step of a large add) or waits
     on another stage that does: its runner's stall watch (``stall_after_s``) starts again. No-op elsewhere."""
@@ -282,10 +291,7 @@ class Runner:
         are in flight. Only the last part commits: every part waits for its turn, so none commits past one not done."""
         parts = self.stage.split(records) if not self._transactional else [("", records)]
         self._pending += len(parts) - 1
-        whole: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = (record.position.topic, record.position.partition)
-            whole[tp] = max(whole.get(tp, 0), record.position.offset + 1)
+        whole = _next_offsets(records)
         for n, (owner, part) in enumerate(parts):
             while len(self._flight) >= self.stage.read_ahead * self.stage.overlap:
                 await asyncio.wait([task for _, task in self._flight], return_when=asyncio.FIRST_COMPLETED)
@@ -346,10 +352,7 @@ class Runner:
                       dead: Sequence[OutgoingRecord], *, whole: bool = True) -> None:
         """Append the output, then commit the input (in one transaction for exactly-once stages); ``whole``: the
         records are a whole batch (or part), not one of them handled on its own."""
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = (record.position.topic, record.position.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.position.offset + 1)
+        offsets = _next_offsets(records)
         limit = self.log.max_record_bytes
         out = [*produced, *(fitted(record, limit) for record in dead)]
         if (release := _RELEASE.get()) is not None:  # done with the stage: the place goes before any wait

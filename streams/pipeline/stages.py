@@ -251,9 +251,10 @@ class DerivationStage(Stage):
             else:
                 user = event.user_id if isinstance(event, ConversationRecorded) else ""
             users.setdefault(user, []).append(record)
-        heavy = {u: rs for u, rs in users.items() if u and sum(len(r.value) for r in rs) >= HEAVY_BYTES}
+        size = {u: sum(len(r.value) for r in rs) for u, rs in users.items()}
+        heavy = {u: rs for u, rs in users.items() if u and size[u] >= HEAVY_BYTES}
         light = [r for u, rs in users.items() if u not in heavy for r in rs]
-        parts = ([("", light)] if light else []) + sorted(heavy.items(), key=lambda p: sum(len(r.value) for r in p[1]))
+        parts = ([("", light)] if light else []) + sorted(heavy.items(), key=lambda p: size[p[0]])
         keys = [{r.key for r in rs} for _, rs in parts]
         if len(parts) > 1 and sum(map(len, keys)) != len(set().union(*keys)):
             return [("", list(records))]
