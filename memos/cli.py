@@ -269,10 +269,14 @@ def status(config: str | None = CONFIG, as_json: bool = typer.Option(False, "--j
     lag.add_column("processor")
     lag.add_column("topic")
     lag.add_column("lag", justify="right")
+    lag.add_column("oldest waited", justify="right")
     for group, topics in report["lag"].items():
         for topic, value in topics.items():
-            lag.add_row(group, topic, str(value))
+            waited = report["waited_s"].get(group, {}).get(topic)
+            lag.add_row(group, topic, str(value), "" if waited is None else f"{waited:.1f} s")
     console().print(lag)
+    for line in report["behind"]:
+        console().print(f"behind: {line}", style="bold red", highlight=False)
     console().print(f"cubes: {report['cubes']}  tasks: {report['tasks']}  "
                     f"derivation backlog: {report['backlog']}", highlight=False)
 

@@ -179,6 +179,12 @@ class ServerSettings(_Section):
                     "than at 0; sync adds wait longer). The cost: the child preempted while it holds the "
                     "shared log's write lock makes a server append wait; such appends wait on the server's event "
                     "loop and commit together once the lock is free (streams/log/local/lock_wait.py).")
+    behind_after_s: float = Field(
+        default=1800.0, ge=0,
+        description="/healthz, `memos status` and /metrics report a stage (wherever it runs) as behind when the "
+                    "oldest record it has not committed has waited this long on the log: it hangs, or it cannot "
+                    "keep up. The server stays up (200): alert on /healthz's status or memos_processor_lag_seconds. "
+                    "0: /healthz does not check.")
 
 
 class DoorSettings(_Section):

@@ -1,4 +1,4 @@
-"""Operator use case ``status``: log end offsets, lag per stage, the derivation backlog, tasks and cubes."""
+"""Operator use case ``status``: end offsets, lag per stage (and stages behind), the derivation backlog, tasks, cubes."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from memos.application.behind import BehindWatch, behind_of
 from memos.application.operations import PROCESSOR_GROUPS, OperationsUseCases
+from memos.application.shared import shared
 from schemas.envelope import Position
 from schemas.topics import ALL_TOPICS, REGISTRY, TASKS
 
@@ -27,6 +29,10 @@ class SystemStatus:
     lag: dict[str, dict[str, int]]
     """Records not yet committed, per stage (its consumer group without ``log.group_prefix``) and topic;
     a stage that never committed on a topic is absent."""
+    waited: dict[str, dict[str, float]]
+    """Seconds the oldest of those records has waited on the log, per stage and topic it is behind on."""
+    behind: list[str]
+    """Stages whose oldest uncommitted record has waited over ``server.behind_after_s``, one line each."""
     backlog: int
     """Conversation records derivation has not passed yet (a sync add is refused at ``door.max_backlog``)."""
     tasks: dict[str, int]
@@ -40,6 +46,8 @@ class SystemStatus:
             "log": self.log,
             "topics": {t: {str(p): o for p, o in ends.items()} for t, ends in self.topics.items()},
             "lag": {g: dict(topics) for g, topics in self.lag.items()},
+            "waited_s": {g: dict(topics) for g, topics in self.waited.items()},
+            "behind": list(self.behind),
             "backlog": self.backlog,
             "tasks": dict(self.tasks),
             "cubes": self.cubes,
@@ -56,6 +64,22 @@ class StatusUseCases(OperationsUseCases):
     async def stage_failure(self) -> list[str]:
         """Until a stage hosted in this process stops on an error: ``failed_stages``."""
         return await self.rt.stage_failure()
+
+    def stages_behind(self) -> list[str]:
+        """Stages, wherever they run, whose oldest uncommitted record has waited over ``server.behind_after_s``:
+        hung, or not keeping up (/healthz). The answer of a read of the log started at most every 10 s and
+        shared by every caller: asking never waits for the log, and it is empty until the first read ends."""
+        if self.rt.settings.server.behind_after_s <= 0:
+            return []
+        return shared(self.rt, BehindWatch, BehindWatch).behind(self._behind_now)
+
+    def _deployed(self, stages: Sequence[str]) -> list[str]:
+        """``stages`` less the KV warmer where KV caches are off (its group may hold commits of an earlier run)."""
+        return [s for s in stages if s != "kv-warmer" or self.rt.settings.kv.enabled]
+
+    async def _behind_now(self) -> list[str]:
+        lag = await self.lag_of(self._deployed(PROCESSOR_GROUPS), ages=True)
+        return behind_of(lag, self.rt.settings.server.behind_after_s)
 
     async def _control_to(self, topics: dict[str, dict[int, int]]) -> None:
         """Bring the control projection up to these end offsets before counting tasks and cubes (a CLI process
@@ -75,12 +99,20 @@ class StatusUseCases(OperationsUseCases):
             topics[topic] = dict(sorted(ends.items()))
         await self._control_to(topics)
         lag: dict[str, dict[str, int]] = {}
-        for (group, topic), behind in (await self.processor_lag(stages)).items():
-            lag.setdefault(group, {})[topic] = behind
+        waited: dict[str, dict[str, float]] = {}
+        found = await self.lag_of(stages, ages=True)
+        for (group, topic), it in found.items():
+            lag.setdefault(group, {})[topic] = it.records
+            if it.waited_s is not None:
+                waited.setdefault(group, {})[topic] = round(it.waited_s, 3)
+        after = self.rt.settings.server.behind_after_s
+        behind = behind_of({k: v for k, v in found.items() if k[0] in self._deployed(stages)}, after) if after else []
         return SystemStatus(
             log=self.rt.settings.log_url(),
             topics=topics,
             lag=lag,
+            waited=waited,
+            behind=behind,
             backlog=await self.rt.derivation_backlog(),
             tasks=await self.rt.control.task_counts(),
             cubes=len(await self.rt.control.all_cubes()),

@@ -48,6 +48,12 @@ class Metrics:
             ["group", "topic"],
             registry=self.registry,
         )
+        self.waited = Gauge(
+            "memos_processor_lag_seconds",
+            "How long the oldest record a processor (consumer group) has not committed has waited on the log.",
+            ["group", "topic"],
+            registry=self.registry,
+        )
         self.tasks = Gauge(
             "memos_tasks", "Tasks by status (control projection).", ["status"], registry=self.registry
         )
@@ -64,8 +70,10 @@ class Metrics:
     async def render(self, service: MemoryService) -> bytes:
         """Refresh the gauges read from the log and the control store, then render the text format."""
         self.lag.clear()
-        for (group, topic), lag in (await service.processor_lag(PROCESSOR_GROUPS)).items():
-            self.lag.labels(group=group, topic=topic).set(lag)
+        self.waited.clear()
+        for (group, topic), lag in (await service.lag_of(PROCESSOR_GROUPS, ages=True)).items():
+            self.lag.labels(group=group, topic=topic).set(lag.records)
+            self.waited.labels(group=group, topic=topic).set(lag.waited_s or 0.0)
         self.tasks.clear()
         for status, count in (await service.task_counts()).items():
             self.tasks.labels(status=status).set(count)

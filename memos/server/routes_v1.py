@@ -35,14 +35,20 @@ def _service(request: Request) -> MemoryService:
 @router.get("/healthz", tags=["ops"], summary="Liveness (no authentication)")
 async def healthz(request: Request) -> Response:
     """200 once the runtime is up; 503 naming them once a stage this process hosts stopped on an error (its
-    log says why): restart the server."""
+    log says why): restart the server. A stage behind wherever it runs (its oldest uncommitted record waited
+    over ``server.behind_after_s``) is named under ``behind`` with status "behind" and 200: restarting this
+    server would not help it. That answer is read off the log in the background, at most every 10 s."""
     started = hasattr(request.app.state, "runtime")
-    failed = _service(request).failed_stages() if hasattr(request.app.state, "service") else []
+    service = _service(request) if hasattr(request.app.state, "service") else None
+    failed = service.failed_stages() if service is not None else []
+    behind = service.stages_behind() if service is not None and started else []
     status = 503 if failed else 200
+    word = "failing" if failed else "behind" if behind else "ok"
+    message = f"stopped: {'; '.join(failed)}" if failed else f"behind: {'; '.join(behind)}" if behind else "ok"
     return JSONResponse({
         "code": status,
-        "message": f"stopped: {'; '.join(failed)}" if failed else "ok",
-        "data": {"status": "failing" if failed else "ok", "started": started, "failed_stages": failed},
+        "message": message,
+        "data": {"status": word, "started": started, "failed_stages": failed, "behind": behind},
     }, status_code=status)
 
 
