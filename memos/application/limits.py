@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
+
+from pydantic import ConfigDict
 
 from memos.application.ids import check_list
 from schemas.errors import PayloadTooLarge, ValidationFailed
+from streams.settings import DoorSettings
 
 __all__ = [
     "MAX_ADD_RECORD_BYTES",
@@ -54,68 +56,18 @@ MAX_TAG_CHARS: Final = 256
 """Longest custom tag, in characters."""
 MAX_TASK_ID_CHARS: Final = 256
 """Longest caller task id."""
-MAX_ADD_RECORD_BYTES: Final = 1_048_576
+MAX_ADD_RECORD_BYTES: Final[int] = DoorSettings.model_fields["max_add_record_bytes"].default
 """Largest add, per cube, as the encoded log record: the log's record limit (Kafka's default 1 MiB).
 
 HTTP bodies are refused earlier above ``server.max_body_bytes``; the in-process API, HTTP and MCP all
 refuse an add whose record is over this limit with PayloadTooLarge (HTTP 413) before anything is written."""
 
 
-@dataclass(frozen=True, slots=True)
-class DoorLimits:
-    """Limits of the application layer that a deployment may tune."""
+class DoorLimits(DoorSettings):
+    """Limits of the application layer that a deployment may tune: the ``door`` settings section (each limit,
+    its default and its bounds are defined there, once), frozen, with what they resolve to here."""
 
-    max_add_record_bytes: int = MAX_ADD_RECORD_BYTES
-    max_backlog: int = 2000
-    """Conversation records waiting for derivation above which a sync add is refused (429)."""
-    backlog_retry_after_s: float = 5.0
-    """Retry-After of a refused sync add."""
-    sync_timeout_s: float = 300.0
-    """How long a sync add waits for its memories before answering that it will still complete."""
-    max_active_searches: int | None = None
-    """Searches that run at once in this process (None: one per two CPU cores, at least one; 0: no limit).
-
-    One search keeps about two cores busy (the query embedding on the embedder's threads, the event loop
-    and the store reads), so more at once only makes each slower."""
-    search_queue_ms: float = 50.0
-    """How long a search may wait for a slot before it is refused with 429 and Retry-After."""
-    searches_per_user: int = 4
-    """Searches one user may have running or waiting at once (more are refused at once; 0: no limit)."""
-    search_retry_after_s: float = 1.0
-    """Retry-After of a refused search."""
-    search_lifo_after_ms: float | None = 10.0
-    """Once the oldest waiter has waited this long, a freed slot goes to the newest (None: always FIFO)."""
-    search_overload_queue_ms: float | None = 10.0
-    """Under overload (LIFO mode), waiters this old are refused when a slot frees (None: none)."""
-    key_checks_at_once: int = 1
-    """API-key hash checks (scrypt, about 20 ms of one core each) running at once per process (0: no limit)."""
-    key_checks_waiting: int = 16
-    """Key checks that may wait for one of those slots; more are refused (429, Retry-After)."""
-    key_retry_s: float = 0.5
-    """After a failed check of a key id, checks of that key id within this time are refused (429) unhashed."""
-    max_cubes_per_user: int = 1000
-    """Cubes one user may own; creating another (explicitly or by writing to a new id) is refused. 0: no limit."""
-    forget_wait_s: float = 120.0
-    """How long forgetting a cube waits for its adds still being derived before refusing (409, nothing forgotten)."""
-    max_pending_per_user: int = 500
-    """Adds (one per cube named) one user may have on the log that derivation has not passed yet; more
-    are refused with 429 and Retry-After (per process; 0: no limit)."""
-    max_pending_bytes_per_user: int = 524_288
-    """Bytes of messages one user's adds may have waiting for derivation (0: no limit)."""
-    mcp_sessions_per_user: int = 32
-    """MCP sessions one user may hold open at once on the HTTP transport (more: 429; 0: no limit)."""
-    mcp_session_idle_s: float = 600.0
-    """An MCP session with no request for this long is closed."""
-    replays_per_user: int = 1
-    """Replays one user may have running or waiting at once (a request for a cube already being replayed joins
-    that replay); more are refused with 429 (0: no limit)."""
-    replays_at_once: int = 2
-    """Replays users may have running or waiting in this process at once: each pauses the live projection of
-    every cube while it runs (0: no limit)."""
-    replay_retry_after_s: float = 5.0
-    """Retry-After of a refused replay."""
-    feeds_per_user: int = 16
-    """Memory-change feeds one user may have open at once in this process (more are refused, 429; 0: no limit)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @property
     def active_searches(self) -> int:
