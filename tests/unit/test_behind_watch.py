@@ -22,7 +22,7 @@ async def test_asks_share_one_read_and_a_failed_read_keeps_the_last_answer() -> 
     watch = BehindWatch(read_every_s=10, clock=lambda: now[0])
     reads: list[int] = []
     gate = asyncio.Event()
-    answers: list[list[str] | Exception] = [["deriver behind"], BrokerUnavailable("broker down"), []]
+    answers: list[list[str] | Exception] = [["deriver behind"], BrokerUnavailable("broker down"), RuntimeError("bug"), []]
 
     async def read() -> list[str]:
         reads.append(len(reads))
@@ -44,7 +44,9 @@ async def test_asks_share_one_read_and_a_failed_read_keeps_the_last_answer() -> 
     assert watch.behind(read) == ["deriver behind"]
     await watch._reading
     assert reads == [0, 1] and watch.behind(read) == ["deriver behind"]  # the failure kept the last answer
-    now[0] = 20.0
-    watch.behind(read)
-    await watch._reading
-    assert reads == [0, 1, 2] and watch.behind(read) == []
+    for n, answer in ((20.0, ["deriver behind"]), (30.0, [])):  # any error keeps it; then a fresh answer
+        now[0] = n
+        watch.behind(read)
+        await watch._reading
+        assert watch.behind(read) == answer
+    assert reads == [0, 1, 2, 3]
