@@ -7,7 +7,6 @@ test's own stores too, and every assertion is scoped to this test's cube.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from memos.runtime import Runtime
 from schemas.topics import MEMORIES
 from streams.settings import AppSettings, LogSettings
 from tests.engines import engine_url
+from tests.support.log_reading import commit_as
 
 pytestmark = pytest.mark.engine("kafka")
 
@@ -45,21 +45,6 @@ async def _snapshot(rt: Runtime, cube: str) -> dict[str, Any]:
     }
 
 
-async def _reset_group(rt: Runtime, group: str, topic: str, offsets: dict[int, int]) -> None:
-    """Commit ``offsets`` for ``group`` through a member of that group (once it holds every partition)."""
-    consumer = rt.log.consumer([topic], group_id=group)
-    try:
-        deadline = time.monotonic() + 30
-        while consumer.assignment() != {(topic, p) for p in offsets}:
-            assert time.monotonic() < deadline, (
-                f"never got every partition of {topic!r}: {consumer.assignment()}"
-            )
-            await consumer.poll(timeout_s=0.2)
-        await consumer.commit({(topic, p): o for p, o in offsets.items()})
-    finally:
-        await consumer.aclose()
-
-
 async def test_redelivery_of_every_memory_event_leaves_projections_unchanged(
     tmp_path: Path, unique: str
 ) -> None:
@@ -69,7 +54,7 @@ async def test_redelivery_of_every_memory_event_leaves_projections_unchanged(
     # statistics, so the "before" store must hold the same other cubes as the store after redelivery.
     async with Runtime(settings, run_stages=False) as rt:
         partitions = await rt.log.partitions(MEMORIES)
-        await _reset_group(rt, "projector", MEMORIES, dict.fromkeys(range(partitions), 0))
+        await commit_as(rt, "projector", MEMORIES, dict.fromkeys(range(partitions), 0))
     async with Runtime(settings) as rt:
         service = MemoryService(rt)
         await service.add("ann", [cube], CONVERSATION, mode="fast", async_mode="sync")
@@ -89,7 +74,7 @@ async def test_redelivery_of_every_memory_event_leaves_projections_unchanged(
     assert records > 0
 
     async with Runtime(settings, run_stages=False) as rt:
-        await _reset_group(rt, "projector", MEMORIES, {p: 0 for p in ends})
+        await commit_as(rt, "projector", MEMORIES, {p: 0 for p in ends})
         assert await rt.log.committed("projector", MEMORIES) == {p: 0 for p in ends}
 
     async with Runtime(settings) as rt:

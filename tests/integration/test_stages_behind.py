@@ -20,7 +20,9 @@ from memos.server.metrics import Metrics
 from memos.server.routes_v1 import healthz
 from schemas.topics import CONVERSATIONS
 from streams.log.base import OutgoingRecord
-from streams.settings import AppSettings
+from streams.settings import AppSettings, LogSettings
+from tests.engines import engine_url
+from tests.support.log_reading import commit_as
 
 
 async def _waiting(rt: Runtime, group: str, *, records: int, committed: int) -> tuple[int, int]:
@@ -51,6 +53,23 @@ async def test_lag_tells_how_long_the_oldest_uncommitted_record_has_waited(tmp_p
         await consumer.aclose()
         caught_up = await service.lag_of(["deriver"], ages=True, now_ms=appended_ms + 5_000)
         assert caught_up == {("deriver", CONVERSATIONS): Lag(records=0)}
+
+
+@pytest.mark.engine("kafka")
+async def test_on_kafka_the_wait_is_read_off_the_broker(tmp_path: Path, unique: str) -> None:
+    prefix = f"behind-{unique}-"  # the broker is shared: groups of this test's own
+    settings = AppSettings(home=tmp_path, log=LogSettings(url=engine_url("kafka"), group_prefix=prefix))
+    async with Runtime(settings, run_stages=False) as rt:
+        service = MemoryService(rt)
+        positions = await rt.log.append_batch(
+            [OutgoingRecord(CONVERSATIONS, f"cube-{unique}".encode(), f"record {n}".encode(), ()) for n in range(2)])
+        mine = positions[0]
+        offsets = {**await rt.log.end_offsets(CONVERSATIONS), mine.partition: mine.offset}  # only mine wait
+        await commit_as(rt, f"{prefix}deriver", CONVERSATIONS, offsets)
+        [first] = await rt.log.read(CONVERSATIONS, mine.partition, mine.offset, limit=1)
+        lag = await service.lag_of(["deriver", "projector"], ages=True, now_ms=first.timestamp_ms + 7_000)
+        assert list(lag) == [("deriver", CONVERSATIONS)] and lag[("deriver", CONVERSATIONS)].waited_s == 7.0
+        assert lag[("deriver", CONVERSATIONS)].records >= 2  # a transaction's marker takes an offset too
 
 
 async def test_healthz_status_and_metrics_name_a_stage_that_is_behind(
