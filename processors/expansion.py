@@ -99,4 +99,6 @@ def graph_expansion(
                 if score > best.get(there, 0.0) or (score == best.get(there) and here < links[there][0]):
                     best[there] = score
                     links[there] = (here, min(factor, 1.0))
-    return Expansion(tuple(sorted(best, key=lambda i: (-best[i], i))), links)
+    # neighbours linked alike (a seed's windows before and after it) go by their own dense + keyword score:
+    # ids are random per add, so ordering them by id made fresh ingests of the same text rank differently
+    return Expansion(tuple(sorted(best, key=lambda i: (-best[i], -fused.get(i, 0.0), i))), links)

@@ -205,6 +205,14 @@ def test_graph_expansion_ranks_neighbours_of_seeds() -> None:
     )
 
 
+def test_neighbours_linked_alike_go_by_their_own_score_not_their_ids() -> None:
+    relations = [edge("before", "a", "FOLLOWS"), edge("a", "after", "FOLLOWS")]  # a seed's windows either side
+    for dense in (["a", "x", "after", "y", "before"], ["a", "x", "before", "y", "after"]):
+        ranking = graph_expansion({"dense": dense, "keyword": ["a"]}, relations, SETTINGS).ranking
+        linked = [i for i in ranking if i != "a"]  # (the seed itself is their neighbour too)
+        assert linked == [i for i in dense if i in ("before", "after")]  # ids would put "after" first always
+
+
 def test_entity_links_follow_only_the_best_seeds_and_weigh_rare_names_more() -> None:
     rankings = {"dense": ["a", "b"], "keyword": ["a"]}
 
