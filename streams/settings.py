@@ -181,10 +181,10 @@ class ServerSettings(_Section):
                     "loop and commit together once the lock is free (streams/log/local/lock_wait.py).")
     behind_after_s: float = Field(
         default=1800.0, ge=0,
-        description="/healthz, `memos status` and /metrics report a stage (wherever it runs) as behind when the "
-                    "oldest record it has not committed has waited this long on the log: it hangs, or it cannot "
-                    "keep up. The server stays up (200): alert on /healthz's status or memos_processor_lag_seconds. "
-                    "0: /healthz does not check.")
+        description="/healthz and `memos status` name a stage (wherever it runs) as behind when the oldest record "
+                    "it has not committed has waited this long on the log: it hangs, or it cannot keep up. /healthz "
+                    "stays 200 (restarting the server would not help); /metrics gives every stage's wait as "
+                    "memos_processor_lag_seconds. 0: no stage is named.")
 
 
 class DoorSettings(_Section):
