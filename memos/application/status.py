@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from memos.application.behind import BehindWatch, behind_of
-from memos.application.operations import PROCESSOR_GROUPS, OperationsUseCases
+from memos.application.operations import PROCESSOR_GROUPS, Lag, OperationsUseCases
 from memos.application.shared import shared
 from schemas.envelope import Position
 from schemas.topics import ALL_TOPICS, REGISTRY, TASKS
@@ -78,8 +78,13 @@ class StatusUseCases(OperationsUseCases):
         return [s for s in stages if s != "kv-warmer" or self.rt.settings.kv.enabled]
 
     async def _behind_now(self) -> list[str]:
-        lag = await self.lag_of(self._deployed(PROCESSOR_GROUPS), ages=True)
-        return behind_of(lag, self.rt.settings.server.behind_after_s)
+        return self._named_behind(await self.lag_of(self._deployed(PROCESSOR_GROUPS), ages=True))
+
+    def _named_behind(self, lag: Mapping[tuple[str, str], Lag]) -> list[str]:
+        """``behind_of`` the deployed stages in ``lag`` at ``server.behind_after_s`` (none where that is 0)."""
+        after = self.rt.settings.server.behind_after_s
+        deployed = set(self._deployed([group for group, _ in lag]))
+        return behind_of({k: v for k, v in lag.items() if k[0] in deployed}, after) if after > 0 else []
 
     async def _control_to(self, topics: dict[str, dict[int, int]]) -> None:
         """Bring the control projection up to these end offsets before counting tasks and cubes (a CLI process
@@ -105,8 +110,7 @@ class StatusUseCases(OperationsUseCases):
             lag.setdefault(group, {})[topic] = it.records
             if it.waited_s is not None:
                 waited.setdefault(group, {})[topic] = round(it.waited_s, 3)
-        after = self.rt.settings.server.behind_after_s
-        behind = behind_of({k: v for k, v in found.items() if k[0] in self._deployed(stages)}, after) if after else []
+        behind = self._named_behind(found)
         return SystemStatus(
             log=self.rt.settings.log_url(),
             topics=topics,

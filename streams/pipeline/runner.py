@@ -36,6 +36,8 @@ _RELEASE: contextvars.ContextVar[Callable[[], Awaitable[None]] | None] = context
 class _Abandoned(Exception):  # noqa: N818 - not an error: a batch left at a stop
     """An overlapped batch left unhandled at a stop (nothing counted or committed: redelivered after it); the
     batches after it, waiting for their turn, commit nothing either."""
+
+
 _RUNNER: contextvars.ContextVar[Runner | None] = contextvars.ContextVar("memos_runner", default=None)
 """The runner whose tasks these are (``still_working``)."""
 
