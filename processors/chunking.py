@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from processors.reader import Item
+from processors.timeparse import chat_time_label
 from schemas.events import SourceRef
+from schemas.text import times_in_words
 
 __all__ = [
     "Chunk",
@@ -131,13 +133,16 @@ class Window:
 
 
 def render_line(item: Item, *, with_time: bool = True) -> str:
-    """One conversation line: ``[chat_time] role (name): text`` (no time prefix when ``with_time`` is off)."""
+    """One conversation line: ``[chat_time] role (name): text`` (no time prefix when ``with_time`` is off).
+
+    The chat time is shown as :func:`~processors.timeparse.chat_time_label` gives it (ISO where it parses).
+    """
     who = item.role
     if item.kind == "tool_result" and item.name:
         who = f"tool ({item.name})"
     elif item.kind == "chat" and item.name:
         who = f"{item.role} ({item.name})"
-    prefix = f"[{item.source.chat_time}] " if with_time and item.source.chat_time else ""
+    prefix = f"[{chat_time_label(item.source.chat_time)}] " if with_time and item.source.chat_time else ""
     return f"{prefix}{who}: {item.text}"
 
 
@@ -155,7 +160,8 @@ def plan_windows(items: Sequence[Item], *, window_tokens: int = 160, overlap: in
         elif item.kind != "tool_schema":
             context.setdefault(item.message_index, []).append(item)
     order = sorted(by_message)
-    sizes = [sum(count_tokens(render_line(i)) for i in by_message[m]) for m in order]
+    # sized as embedded: with the time in words (schemas.text.times_in_words)
+    sizes = [sum(count_tokens(times_in_words(render_line(i))) for i in by_message[m]) for m in order]
     spans: list[tuple[int, int]] = []
     start = 0
     while start < len(order):

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from processors.fusion import TermPattern, calibrate, term_coverage
 from schemas.memory import MemoryRecord
+from schemas.text import times_in_words
 
 if TYPE_CHECKING:
     from processors.retrieval import SearchSettings
@@ -46,5 +47,5 @@ def dense_relativity(cos: float, settings: SearchSettings) -> float:
 
 
 def lexical_text(record: MemoryRecord) -> str:
-    """The text term coverage reads: the memory, its key and its tags."""
-    return " ".join((record.memory, record.key, " ".join(record.tags)))
+    """The text term coverage reads: the memory (times in words, as indexed), its key and its tags."""
+    return " ".join((times_in_words(record.memory), record.key, " ".join(record.tags)))

@@ -22,6 +22,7 @@ from schemas.memory import MemoryRecord
 __all__ = [
     "MONTHS",
     "QueryTime",
+    "chat_time_label",
     "Span",
     "parse_chat_time",
     "query_time",
@@ -86,6 +87,36 @@ def parse_chat_time(value: str | None) -> date | None:
         except ValueError:
             return None
     return None
+
+
+_CLOCK = re.compile(r"\b(\d{1,2}):(\d{2})\s*([ap])\.?\s?m\b\.?|\b(\d{1,2}):(\d{2})\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=4096)
+def chat_time_label(value: str) -> str:
+    """A chat time as a window shows it: written out ("1:56 pm on 8 May, 2023") as ISO with the time of day
+    where given ("2023-05-08 13:56"); ISO and unreadable forms as given.
+
+    Every window starts with its time, and on LoCoMo the written form is 6 of a window's 80 words: the ISO
+    form leaves more of a reader's budget to content. Windows are still embedded and indexed with the time in
+    words (``schemas.text.times_in_words``), the form questions name times in.
+    """
+    day = parse_chat_time(value)
+    if day is None or re.match(r"\s*\d{4}-\d{2}-\d{2}", value):
+        return value
+    clock = _CLOCK.search(value)
+    if clock is None:
+        return day.isoformat()
+    if clock.group(1):
+        hour = int(clock.group(1)) % 12 + (12 if clock.group(3).lower() == "p" else 0)
+        minute = int(clock.group(2))
+        valid = int(clock.group(1)) <= 12
+    else:
+        hour, minute = int(clock.group(4)), int(clock.group(5))
+        valid = True
+    if not valid or hour > 23 or minute > 59:
+        return day.isoformat()
+    return f"{day.isoformat()} {hour:02d}:{minute:02d}"
 
 
 def _month_span(year: int, month: int) -> Span:

@@ -11,12 +11,17 @@ memory whenever they share any two adjacent characters, whatever the segmenter w
 
 The functions are pure and cheap; :func:`index_text` is what a full-text engine (SQLite FTS5 with the
 ``unicode61`` tokenizer, which keeps a run of CJK characters as one token) indexes and queries with.
+
+A conversation window shows its chat time in ISO form ("[2023-05-08 13:56] user: ..."), short for a
+reader's budget, but is embedded and indexed with that time in words ("[1:56 pm on 8 May, 2023] user:
+..."), the form questions name times in ("in May 2023"): :func:`times_in_words` is that text.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from datetime import date
 
 __all__ = [
     "CJK_RANGES",
@@ -24,6 +29,7 @@ __all__ = [
     "index_text",
     "is_cjk",
     "query_tokens",
+    "times_in_words",
     "tokens",
 ]
 
@@ -89,5 +95,42 @@ def query_tokens(text: str, *, limit: int = 64) -> list[str]:
 
 
 def index_text(text: str) -> str:
-    """``text`` as a full-text engine should index it: its tokens joined by single spaces."""
-    return " ".join(tokens(text))
+    """``text`` as a full-text engine should index it: its tokens, times in words (:func:`times_in_words`),
+    joined by single spaces."""
+    return " ".join(tokens(times_in_words(text)))
+
+
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+_TIME_HEADER = re.compile(
+    r"^\[(\d{4})-(\d{2})-(\d{2})(?:[ T](\d{2}):(\d{2})(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?)?\] ",
+    re.MULTILINE,
+)
+
+
+def _in_words(match: re.Match[str]) -> str:
+    try:
+        day = date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return match.group(0)
+    when = f"{day.day} {_MONTHS[day.month - 1]}, {day.year}"
+    if match.group(4) is not None:
+        hour, minute = int(match.group(4)), int(match.group(5))
+        if hour > 23 or minute > 59:
+            return match.group(0)
+        when = f"{(hour - 1) % 12 + 1}:{minute:02d} {'am' if hour < 12 else 'pm'} on {when}"
+    return f"[{when}] "
+
+
+def times_in_words(text: str) -> str:
+    """``text`` with every line's leading ISO time header written in words, as it is embedded and indexed.
+
+    "[2023-05-08 13:56] user: hi" -> "[1:56 pm on 8 May, 2023] user: hi"; "[2024-07-20T10:00:00Z] ..." ->
+    "[10:00 am on 20 July, 2024] ..."; a date alone -> "[8 May, 2023] ". Other text, and headers that are
+    not a valid date and time, stay as they are.
+    """
+    if "[" not in text:
+        return text
+    return _TIME_HEADER.sub(_in_words, text)

@@ -30,6 +30,7 @@ from memory_store.vector.weaviate_schema import (
 from schemas.envelope import Position
 from schemas.errors import ConfigError, DimensionMismatch, StoreError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
+from schemas.text import times_in_words
 
 __all__ = ["WeaviateProjection", "WritePlan"]
 
@@ -288,7 +289,7 @@ class WritePlan:
                 else:
                     properties["memory"] = op.memory
                     properties["terms"] = " ".join(
-                        keyword_terms(f"{properties.get('key') or ''} {op.memory}")
+                        keyword_terms(f"{properties.get('key') or ''} {times_in_words(op.memory)}")
                     )
                     if op.tags:
                         properties["tags"] = list(op.tags)

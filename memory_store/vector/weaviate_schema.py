@@ -14,6 +14,7 @@ from typing import Any
 
 from schemas.errors import StoreBackpressure, StoreError, StoreUnavailable
 from schemas.memory import MemoryRecord
+from schemas.text import times_in_words
 
 __all__ = [
     "COLLECTION_NAME",
@@ -103,7 +104,7 @@ def object_properties(record: MemoryRecord, dim: int) -> dict[str, Any]:
     return {
         "memory_id": record.id, "cube_id": record.cube_id, "user_id": record.user_id,
         "memory_type": record.memory_type, "status": record.status, "key": record.key,
-        "memory": record.memory, "terms": " ".join(keyword_terms(f"{record.key} {record.memory}")),
+        "memory": record.memory, "terms": " ".join(keyword_terms(f"{record.key} {times_in_words(record.memory)}")),
         "tags": list(record.tags), "dim": dim, "created_at": record.created_at, "updated_at": record.updated_at,
     }  # fmt: skip
 

@@ -14,6 +14,7 @@ from memos.application.limits import check_memory_id
 from memos.application.ports import Platform
 from schemas.errors import ValidationFailed
 from schemas.events import MemoryAdded, derive_id
+from schemas.text import times_in_words
 
 __all__ = ["import_events"]
 
@@ -57,7 +58,8 @@ async def import_events(rt: Platform, event_base: Callable[[str, str], dict[str,
     dimension = getattr(rt.embedder, "dimension", 0)
     stale = [n for n, d in enumerate(fresh) if not _reusable(d, model_id, dimension)]
     if stale:
-        embedded = await rt.embedder.embed([str(fresh[n]["memory"]) for n in stale], kind="passage")
+        texts = [times_in_words(str(fresh[n]["memory"])) for n in stale]
+        embedded = await rt.embedder.embed(texts, kind="passage")
         for n, vector in zip(stale, embedded.vectors, strict=True):
             fresh[n] = {**fresh[n], "embedding": vector, "embedding_model": embedded.model_id}
     try:

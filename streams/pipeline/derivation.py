@@ -41,6 +41,7 @@ from schemas.events import (
     derived_header,
 )
 from schemas.memory import MemoryRecord
+from schemas.text import times_in_words
 from streams.pipeline.batch_view import add_batch_view
 from streams.pipeline.derivation_fine import FineExtraction
 from streams.pipeline.derivation_types import (
@@ -229,7 +230,7 @@ class Deriver(FineExtraction):
         drafts: list[MemoryDraft] = [d for plan in plans for d in plan.drafts]
         if not drafts:
             return Embeddings([], self.embedder.model_id, self.embedder.dimension)
-        texts = [d.memory for d in drafts]
+        texts = [times_in_words(d.memory) for d in drafts]  # times as questions name them
         step = max(1, self.settings.slice_size)
         parts: list[Embeddings] = []
         for lo in range(0, len(texts), step):

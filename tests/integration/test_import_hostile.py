@@ -55,3 +55,18 @@ async def test_hostile_import_drafts_change_nothing_of_other_cubes(tmp_path: Pat
         assert await service.replay("vdst", user_id="bob") > 0  # nothing poisoned the log
         again = {r.id for r in await rt.graph.get(copied, cube_id="vdst")}
         assert again == set(copied)
+
+
+async def test_an_imported_window_is_embedded_as_its_cube_embedded_it(tmp_path: Path) -> None:
+    async with Runtime(AppSettings(home=tmp_path)) as rt:
+        service = MemoryService(rt)
+        chat = [{"role": "user", "content": "Pixel is my dog.", "chat_time": "1:56 pm on 8 May, 2023"}]
+        await service.add("bob", ["wsrc"], chat, mode="fast")
+        await service.add("bob", ["wdst"], [{"role": "user", "content": "Hello."}], mode="fast")
+        [source] = await service.export_memories("bob", "wsrc")
+        assert source["memory"].startswith("[2023-05-08 13:56] ")
+        [copied] = await service.import_memories("bob", "wdst", [{"memory_id": "w", "memory": source["memory"]}])
+        [original] = await rt.graph.get([source["id"]], cube_id="wsrc")
+        [fresh] = await rt.graph.get([copied], cube_id="wdst")
+        # recomputed from the time in words, as derivation embeds it, not from the ISO text shown
+        assert sum(a * b for a, b in zip(original.embedding, fresh.embedding, strict=True)) > 0.999

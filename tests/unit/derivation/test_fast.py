@@ -54,10 +54,10 @@ def test_user_only_windows_are_user_memory_with_chat_time_and_names() -> None:
     ]
     [draft] = plan_fast(read_messages(messages).items, FastSettings())
     assert draft.memory_type == "UserMemory"
-    assert draft.memory == (  # the time is written where it changes, not repeated on every line
-        "[8 May 2023] user (Caroline): I went to a LGBTQ support group.\n"
+    assert draft.memory == (  # the time is written where it changes, not repeated on every line, in ISO
+        "[2023-05-08] user (Caroline): I went to a LGBTQ support group.\n"
         "user (Caroline): It was powerful.\n"
-        "[9 May 2023] user (Caroline): Then I slept."
+        "[2023-05-09] user (Caroline): Then I slept."
     )
     assert [s.chat_time for s in draft.sources] == ["8 May 2023", "8 May 2023", "9 May 2023"]
 

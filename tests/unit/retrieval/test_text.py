@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from schemas.text import has_cjk, index_text, is_cjk, query_tokens, tokens
+from schemas.text import has_cjk, index_text, is_cjk, query_tokens, times_in_words, tokens
 
 
 def test_latin_words_lower_cased_and_split_on_punctuation() -> None:
@@ -87,3 +87,30 @@ def test_bigrams_find_chinese_memories_better_than_single_characters() -> None:
     )
     bigram = _bm25_recall_at_3(index_text, query_tokens)
     assert bigram == 1.0 and unigram < bigram
+
+
+def test_time_headers_are_written_in_words_for_embedding_and_indexing() -> None:
+    window = "[2023-05-08 13:56] user: Hi!\nassistant: Hello.\n[2023-05-09 00:05] user: Bye."
+    assert times_in_words(window) == (
+        "[1:56 pm on 8 May, 2023] user: Hi!\nassistant: Hello.\n[12:05 am on 9 May, 2023] user: Bye."
+    )
+    assert times_in_words("[2024-07-20T10:00:00+08:00] user: x") == "[10:00 am on 20 July, 2024] user: x"
+    assert times_in_words("[2023-05-08] user: x") == "[8 May, 2023] user: x"
+    assert times_in_words("[2023-05-08 12:00] u: x") == "[12:00 pm on 8 May, 2023] u: x"
+    for kept in ("[2023-02-30] user: x", "[2023-05-08 24:10] u: x", "see [2023-05-08] u: x", "no time"):
+        assert times_in_words(kept) == kept  # not a valid date, or not a line's header
+    assert tokens(index_text("[2023-05-08 13:56] user: Hi")) == ["1", "56", "pm", "on", "8", "may", "2023", "user", "hi"]
+
+
+def test_chat_times_are_shown_in_iso_and_read_back_as_written() -> None:
+    from processors.timeparse import chat_time_label
+
+    for written in ("1:56 pm on 8 May, 2023", "10:37 am on 27 June, 2023", "12:30 am on 1 January, 2024"):
+        label = chat_time_label(written)
+        assert times_in_words(f"[{label}] x") == f"[{written}] x"  # embedded and indexed as LoCoMo writes it
+    assert chat_time_label("1:56 pm on 8 May, 2023") == "2023-05-08 13:56"
+    assert chat_time_label("13:45 on 8 May, 2023") == "2023-05-08 13:45"
+    assert chat_time_label("8 May 2023") == "2023-05-08"
+    assert chat_time_label("2024-07-20T10:00:00Z") == "2024-07-20T10:00:00Z"  # ISO stays as given
+    assert chat_time_label("last spring") == "last spring"  # unreadable: as given
+    assert chat_time_label("25:99 on 8 May, 2023") == "2023-05-08"  # a clock that is no time: the date
