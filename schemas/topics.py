@@ -1,4 +1,4 @@
-"""Topic names of the log and which topic each event type is written to."""
+"""Topic names of the log, which topic each event type is written to, and which topics each stage reads."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ __all__ = [
     "DLQ",
     "MEMORIES",
     "REGISTRY",
+    "STAGE_READS",
     "TASKS",
     "topic_for",
 ]
@@ -27,6 +28,19 @@ ACTIVATION: Final = "memos.activation.v1"
 REGISTRY: Final = "memos.registry.v1"
 DLQ: Final = "memos.dlq.v1"
 ALL_TOPICS: Final = (CONVERSATIONS, MEMORIES, TASKS, ACTIVATION, REGISTRY, DLQ)
+
+STAGE_READS: Final[dict[str, tuple[str, ...]]] = {
+    "deriver": (CONVERSATIONS,),
+    "deriver-large": (CONVERSATIONS,),
+    "refiner": (CONVERSATIONS,),
+    "refiner-large": (CONVERSATIONS,),
+    "projector": (MEMORIES, REGISTRY),
+    "control": (REGISTRY, TASKS),
+    "scheduler": (TASKS,),
+    "kv-warmer": (TASKS, MEMORIES, REGISTRY),
+}
+"""Stage name (its consumer group, without the deployment's prefix) -> the topics it reads. The stages take their
+``topics`` from here, and a stage that never committed on one of its topics has consumed nothing of it."""
 
 _TOPIC_OF: dict[str, str] = {cls.model_fields["event_type"].default: cls.topic for cls in EVENT_TYPES}
 

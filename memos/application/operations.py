@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from memos.application.ports import Platform
-from schemas.topics import ALL_TOPICS
+from schemas.topics import ALL_TOPICS, STAGE_READS
 
 __all__ = ["Lag", "OperationsUseCases", "PROCESSOR_GROUPS"]
 
@@ -35,6 +35,11 @@ class OperationsUseCases:
 
     rt: Platform
 
+    def runs(self, stage: str) -> bool:
+        """Whether this deployment runs ``stage``: the KV warmer only where KV caches are on (its group may still
+        hold commits of an earlier run)."""
+        return stage != "kv-warmer" or self.rt.settings.kv.enabled
+
     async def processor_lag(self, groups: Sequence[str] = PROCESSOR_GROUPS) -> dict[tuple[str, str], int]:
         """Records each group has not committed yet, per (group, topic) it consumes (groups are named
         without the deployment's ``log.group_prefix``, which is added to read their commits)."""
@@ -44,7 +49,9 @@ class OperationsUseCases:
                      now_ms: int | None = None) -> dict[tuple[str, str], Lag]:
         """``processor_lag`` with, where ``ages``, how long each group's oldest uncommitted record has waited:
         its append time read off the log (one record per partition that is behind) against ``now_ms`` (the
-        platform's clock). A stage that never committed on a topic does not consume it and is left out."""
+        platform's clock). A stage that never committed on a topic it reads (``schemas.topics.STAGE_READS``) has
+        consumed none of it: every record there waits for it, so a stage deployed but dead from its start shows
+        (a stage this deployment does not run, ``runs``, and a topic it does not read are left out)."""
         log: Any = self.rt.log
         prefix = self.rt.settings.log.group_prefix
         now = self.rt.now().timestamp() * 1000 if now_ms is None else now_ms
@@ -54,7 +61,7 @@ class OperationsUseCases:
             ends = await log.end_offsets(topic)
             for group in groups:
                 committed = await log.committed(f"{prefix}{group}", topic)
-                if not committed:
+                if not committed and (topic not in STAGE_READS.get(group, ()) or not self.runs(group)):
                     continue
                 behind = {p: committed.get(p, 0) for p, end in ends.items() if end > committed.get(p, 0)}
                 waited: float | None = None

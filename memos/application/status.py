@@ -74,8 +74,8 @@ class StatusUseCases(OperationsUseCases):
         return shared(self.rt, BehindWatch, BehindWatch).behind(self._behind_now)
 
     def _deployed(self, stages: Sequence[str]) -> list[str]:
-        """``stages`` less the KV warmer where KV caches are off (its group may hold commits of an earlier run)."""
-        return [s for s in stages if s != "kv-warmer" or self.rt.settings.kv.enabled]
+        """``stages`` less those this deployment does not run (``runs``)."""
+        return [s for s in stages if self.runs(s)]
 
     async def _behind_now(self) -> list[str]:
         return self._named_behind(await self.lag_of(self._deployed(PROCESSOR_GROUPS), ages=True))

@@ -60,7 +60,7 @@ from schemas.events import (
     MemoryRevised,
     TaskSubmitted,
 )
-from schemas.topics import MEMORIES, REGISTRY, TASKS
+from schemas.topics import MEMORIES, STAGE_READS
 from streams.kv.handoff import WarmHandle
 from streams.kv.keeper import WarmCacheKeeper
 from streams.kv.scoring import QueryMemory, top_matches
@@ -107,7 +107,7 @@ class KVWarmerStage(Stage):
     """Keeps a KV cache of each cube's most important memories warm (see the module doc)."""
 
     name = "kv-warmer"
-    topics = (TASKS, MEMORIES, REGISTRY)
+    topics = STAGE_READS[name]
 
     def __init__(
         self,

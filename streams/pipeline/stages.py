@@ -27,7 +27,7 @@ from schemas.events import (
     derive_id,
 )
 from schemas.ops import AnyOp
-from schemas.topics import CONVERSATIONS, MEMORIES, REGISTRY, TASKS
+from schemas.topics import CONVERSATIONS, REGISTRY, STAGE_READS
 from streams.log.base import EventLog, TopicPartition
 from streams.pipeline.runner import Stage, still_working
 
@@ -166,7 +166,7 @@ class DerivationStage(Stage):
     ``pending_large`` reads from the log the large adds it skipped before that the large lane has not passed.
     """
 
-    topics = (CONVERSATIONS,)
+    topics = STAGE_READS["deriver"]  # every lane and phase reads the same topic
     exactly_once = True  # over Kafka: derived events and the input offsets commit in one transaction
 
     def __init__(self, deriver: Deriver, *, phase: str = "first", emit: Emit | None = None,
@@ -340,7 +340,7 @@ class ProjectionStage(Stage):
     """Memory events -> ops (pure ``project``) -> every projection store, one transaction per batch."""
 
     name = "projector"
-    topics = (MEMORIES, REGISTRY)
+    topics = STAGE_READS[name]
 
     def __init__(self, stores: Sequence[Projection]) -> None:
         self.stores = list(stores)
@@ -394,7 +394,7 @@ class ControlStage(Stage):
     """Registry and task events -> the control store (access rules, task status): its one writer."""
 
     name = "control"
-    topics = (REGISTRY, TASKS)
+    topics = STAGE_READS[name]
 
     def __init__(self, control: ControlStore) -> None:
         self.control = control
@@ -426,7 +426,7 @@ class DispatchStage(Stage):
     """TaskSubmitted -> the handler registered for its label, bounded in parallel; emits its status."""
 
     name = "scheduler"
-    topics = (TASKS,)
+    topics = STAGE_READS[name]
 
     def __init__(self, handlers: dict[str, TaskHandler], emit: Emit, *, parallel: int = 4) -> None:
         self.handlers = handlers
