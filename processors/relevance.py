@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from processors.dedup import CACHED_CHARS
 from processors.fusion import TermPattern, calibrate, term_coverage
 from schemas.memory import MemoryRecord
 from schemas.text import times_in_words
@@ -48,4 +50,12 @@ def dense_relativity(cos: float, settings: SearchSettings) -> float:
 
 def lexical_text(record: MemoryRecord) -> str:
     """The text term coverage reads: the memory (times in words, as indexed), its key and its tags."""
-    return " ".join((times_in_words(record.memory), record.key, " ".join(record.tags)))
+    text = record.memory
+    spoken = _cached_words(text) if len(text) <= CACHED_CHARS else times_in_words(text)
+    return " ".join((spoken, record.key, " ".join(record.tags)))
+
+
+@lru_cache(maxsize=32_768)
+def _cached_words(text: str) -> str:
+    """``times_in_words`` memoized: every search reads its candidates' texts again."""
+    return times_in_words(text)
