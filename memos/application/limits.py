@@ -17,6 +17,7 @@ __all__ = [
     "MAX_ADD_RECORD_BYTES",
     "MAX_MEMORY_IDS",
     "MAX_MEMORY_ID_CHARS",
+    "MAX_MESSAGE_FIELD_CHARS",
     "MAX_MESSAGES",
     "MAX_PAGE",
     "MAX_QUERY_CHARS",
@@ -29,6 +30,7 @@ __all__ = [
     "check_count",
     "check_memory_id",
     "check_memory_ids",
+    "check_message_fields",
     "named_ids",
     "check_query",
     "check_strings",
@@ -56,6 +58,10 @@ MAX_TAG_CHARS: Final = 256
 """Longest custom tag, in characters."""
 MAX_TASK_ID_CHARS: Final = 256
 """Longest caller task id."""
+MAX_MESSAGE_FIELD_CHARS: Final = 256
+"""Longest ``chat_time``, ``name``, ``role_name``, ``role_id`` or ``message_id`` of a message."""
+MESSAGE_FIELDS: Final = ("chat_time", "name", "role_name", "role_id", "message_id")
+"""The per-message strings that ``MAX_MESSAGE_FIELD_CHARS`` bounds."""
 MAX_ADD_RECORD_BYTES: Final[int] = DoorSettings.model_fields["max_add_record_bytes"].default
 """Largest add, per cube, as the encoded log record: the log's record limit (Kafka's default 1 MiB).
 
@@ -114,6 +120,22 @@ def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
         if len(tag) > MAX_TAG_CHARS:
             raise ValidationFailed(f"{field}.{n} is {len(tag)} characters long; the limit is {MAX_TAG_CHARS}",
                                    field=f"{field}.{n}")
+
+
+def check_message_fields(messages: object, field: str = "messages") -> None:
+    """Each message's ``MESSAGE_FIELDS`` of at most ``MAX_MESSAGE_FIELD_CHARS`` characters: a window repeats a
+    message's chat time and name on its lines and every memory keeps its sources' ids (ten messages with a 60 KB
+    chat time derived a memory twice the add's size, over the log's record limit: dead-lettered, nothing kept)."""
+    if not isinstance(messages, list | tuple):
+        return
+    for n, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            continue
+        for key in MESSAGE_FIELDS:
+            value = message.get(key)
+            if isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
+                raise ValidationFailed(f"{field}.{n}.{key} is {len(value)} characters long; the limit is "
+                                       f"{MAX_MESSAGE_FIELD_CHARS}", field=f"{field}.{n}.{key}")
 
 
 def check_query(query: object, field: str = "query") -> str:

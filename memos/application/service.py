@@ -22,6 +22,7 @@ from memos.application.limits import (
     check_add_size,
     check_memory_id,
     check_memory_ids,
+    check_message_fields,
     check_query,
     check_strings,
     check_tags,
@@ -104,6 +105,7 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         check_strings(request.info, "info")
         check_strings(list(request.custom_tags), "custom_tags")
         check_tags(request.custom_tags)
+        check_message_fields(request.messages)
         check_text(request.session_id, "session_id")
         if request.task_id is not None:
             check_text(request.task_id, "task_id")

@@ -145,6 +145,10 @@ def test_numbers_text_and_sizes_are_bounded(server: BackgroundServer, alice: Ten
         surrogate_query = json.dumps({"user_id": "alice", "readable_cube_ids": [cube], "query": "tea\udc00"})
         r = c.post("/product/search", content=surrogate_query, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "query" in r.json()["message"], r.text
+        late = [{"role": "user", "content": "tea", "chat_time": "9 May, 2023"},
+                {"role": "user", "content": "more tea", "chat_time": "t" * 60_000}]  # repeated on every window line
+        r = c.post("/product/add", json={"user_id": alice.user_id, "writable_cube_ids": [cube], "messages": late})
+        assert r.status_code == 422 and "messages.1.chat_time" in r.json()["message"], r.text[:300]
         big = _add(c, cube, "x" * (MAX_ADD_RECORD_BYTES + 10))
         assert big.status_code == 413 and str(MAX_ADD_RECORD_BYTES) in big.json()["message"], big.text[:300]
 

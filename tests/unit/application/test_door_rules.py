@@ -20,6 +20,7 @@ from memos.application.ids import MAX_ID_CHARS, MAX_IDS_PER_REQUEST, check_id, c
 from memos.application.limits import (
     MAX_MEMORY_ID_CHARS,
     MAX_MEMORY_IDS,
+    MAX_MESSAGE_FIELD_CHARS,
     MAX_QUERY_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
@@ -27,6 +28,7 @@ from memos.application.limits import (
     check_add_size,
     check_count,
     check_memory_ids,
+    check_message_fields,
     check_query,
     check_strings,
     check_tags,
@@ -157,6 +159,12 @@ def test_text_and_counts_are_bounded() -> None:
         with pytest.raises(ValidationFailed) as info:
             check_tags(tags)  # every memory of the add carries them all: bounded, not only by the record size
         assert info.value.field == field and status_of(info.value) == 422
+    fine = [{"role": "user", "content": "x" * 10_000, "chat_time": "t" * MAX_MESSAGE_FIELD_CHARS}, "plain"]
+    check_message_fields(fine)  # content is bounded by the add's size; a bare string has no fields
+    for key in ("chat_time", "name", "role_name", "role_id", "message_id"):
+        with pytest.raises(ValidationFailed) as info:
+            check_message_fields([{"role": "user", "content": "hi"}, {key: "t" * (MAX_MESSAGE_FIELD_CHARS + 1)}])
+        assert info.value.field == f"messages.1.{key}" and status_of(info.value) == 422
 
 
 def test_typed_requests_refuse_out_of_range_numbers_naming_the_field() -> None:
