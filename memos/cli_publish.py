@@ -58,7 +58,7 @@ class PublishLine(BaseModel):
 
 def _line_problems(number: int, raw: bytes, limit: int) -> tuple[PublishLine | None, list[str]]:
     from memos.application.ids import check_id
-    from memos.application.limits import check_strings
+    from memos.application.limits import check_message_fields, check_strings, check_tags
     from schemas.errors import ValidationFailed
 
     where = f"line {number}"
@@ -97,6 +97,11 @@ def _line_problems(number: int, raw: bytes, limit: int) -> tuple[PublishLine | N
     for field in ("messages", "session_id", "info", "custom_tags", "task_id"):
         try:
             check_strings(getattr(line, field), field)
+        except ValidationFailed as exc:
+            problems.append(f"{where}: {exc}")
+    for check in (lambda: check_message_fields(line.message_list()), lambda: check_tags(line.custom_tags)):
+        try:  # the add's own bounds, so that no line is refused after others were published
+            check()
         except ValidationFailed as exc:
             problems.append(f"{where}: {exc}")
     return (None if problems else line), problems

@@ -50,9 +50,11 @@ def test_every_bad_line_is_named_with_its_problem(tmp_path: Path) -> None:
         _line(cube_id="ann cube"),
         b"[1, 2, 3]",
         _line(mode="slow"),
+        _line(messages=[{"role": "user", "content": "tea", "chat_time": "t" * 300}]),
+        _line(custom_tags=["x" * 300]),
     )
     text = "\n".join(problems)
-    assert "line 1" not in text
+    assert not any(p.startswith("line 1:") for p in problems), text
     assert any(p.startswith("line 2: not JSON") for p in problems), text
     assert any(p.startswith("line 3: field 'cube_id'") for p in problems), text
     assert any(p.startswith("line 4: not UTF-8 (byte 0xe9") for p in problems), text
@@ -60,6 +62,8 @@ def test_every_bad_line_is_named_with_its_problem(tmp_path: Path) -> None:
     assert any(p.startswith("line 6:") and "cube_id" in p for p in problems), text
     assert any(p.startswith("line 7: must be a JSON object") for p in problems), text
     assert any(p.startswith("line 8: field 'mode'") for p in problems), text
+    assert any(p.startswith("line 9: messages.0.chat_time is 300 characters long") for p in problems), text
+    assert any(p.startswith("line 10: custom_tags.0 is 300 characters long") for p in problems), text
 
 
 def test_a_line_over_the_add_limit_is_refused_naming_the_limit(tmp_path: Path) -> None:
