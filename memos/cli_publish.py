@@ -99,11 +99,11 @@ def _line_problems(number: int, raw: bytes, limit: int) -> tuple[PublishLine | N
             check_strings(getattr(line, field), field)
         except ValidationFailed as exc:
             problems.append(f"{where}: {exc}")
-    for check in (lambda: check_message_fields(line.message_list()), lambda: check_tags(line.custom_tags)):
-        try:  # the add's own bounds, so that no line is refused after others were published
-            check()
-        except ValidationFailed as exc:
-            problems.append(f"{where}: {exc}")
+    try:  # the add's own bounds, so that no line is refused after others were published
+        check_message_fields(line.message_list())
+        check_tags(line.custom_tags)
+    except ValidationFailed as exc:
+        problems.append(f"{where}: {exc}")
     return (None if problems else line), problems
 
 
