@@ -59,9 +59,12 @@ MAX_TAG_CHARS: Final = 256
 MAX_TASK_ID_CHARS: Final = 256
 """Longest caller task id."""
 MAX_MESSAGE_FIELD_CHARS: Final = 256
-"""Longest ``chat_time``, ``name``, ``role_name``, ``role_id`` or ``message_id`` of a message."""
-MESSAGE_FIELDS: Final = ("chat_time", "name", "role_name", "role_id", "message_id")
-"""The per-message strings that ``MAX_MESSAGE_FIELD_CHARS`` bounds."""
+"""Longest label in a message: its ``MESSAGE_FIELDS``, wherever they occur in it."""
+MESSAGE_FIELDS: Final = frozenset(
+    {"chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id", "tool_call_id"}
+)
+"""Labels of a message and of its parts (a file's name and id, a tool call's id and function name) that derived
+memories repeat: a window on each of its lines, a file on each of its chunks."""
 MAX_ADD_RECORD_BYTES: Final[int] = DoorSettings.model_fields["max_add_record_bytes"].default
 """Largest add, per cube, as the encoded log record: the log's record limit (Kafka's default 1 MiB).
 
@@ -123,19 +126,20 @@ def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
 
 
 def check_message_fields(messages: object, field: str = "messages") -> None:
-    """Each message's ``MESSAGE_FIELDS`` of at most ``MAX_MESSAGE_FIELD_CHARS`` characters: a window repeats a
-    message's chat time and name on its lines and every memory keeps its sources' ids (ten messages with a 60 KB
-    chat time derived a memory twice the add's size, over the log's record limit: dead-lettered, nothing kept)."""
-    if not isinstance(messages, list | tuple):
-        return
-    for n, message in enumerate(messages):
-        if not isinstance(message, Mapping):
-            continue
-        for key in MESSAGE_FIELDS:
-            value = message.get(key)
-            if isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
-                raise ValidationFailed(f"{field}.{n}.{key} is {len(value)} characters long; the limit is "
-                                       f"{MAX_MESSAGE_FIELD_CHARS}", field=f"{field}.{n}.{key}")
+    """Every ``MESSAGE_FIELDS`` label in the messages (their parts and tool calls too) of at most
+    ``MAX_MESSAGE_FIELD_CHARS`` characters. Derived memories repeat them: ten messages with a 60 KB chat time
+    derived a memory twice the add's size (over the log's record limit: dead-lettered, nothing kept), and a file
+    with a 20 KB name stored 9 times the add's size, its name in each of its 65 chunks."""
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            where = f"{field}.{key}"
+            if key in MESSAGE_FIELDS and isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
+                raise ValidationFailed(f"{where} is {len(value)} characters long; the limit is "
+                                       f"{MAX_MESSAGE_FIELD_CHARS}", field=where)
+            check_message_fields(value, where)
+    elif isinstance(messages, list | tuple):
+        for n, item in enumerate(messages):
+            check_message_fields(item, f"{field}.{n}")
 
 
 def check_query(query: object, field: str = "query") -> str:

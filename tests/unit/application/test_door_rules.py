@@ -161,10 +161,17 @@ def test_text_and_counts_are_bounded() -> None:
         assert info.value.field == field and status_of(info.value) == 422
     fine = [{"role": "user", "content": "x" * 10_000, "chat_time": "t" * MAX_MESSAGE_FIELD_CHARS}, "plain"]
     check_message_fields(fine)  # content is bounded by the add's size; a bare string has no fields
+    long = "t" * (MAX_MESSAGE_FIELD_CHARS + 1)
     for key in ("chat_time", "name", "role_name", "role_id", "message_id"):
         with pytest.raises(ValidationFailed) as info:
-            check_message_fields([{"role": "user", "content": "hi"}, {key: "t" * (MAX_MESSAGE_FIELD_CHARS + 1)}])
+            check_message_fields([{"role": "user", "content": "hi"}, {key: long}])
         assert info.value.field == f"messages.1.{key}" and status_of(info.value) == 422
+    file = {"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "file", "file": {"filename": long}}]}
+    call = {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": long}}]}
+    for message, where in ((file, "messages.0.content.1.file.filename"), (call, "messages.0.tool_calls.0.function.name")):
+        with pytest.raises(ValidationFailed) as info:
+            check_message_fields([message])  # a file's name is in each of its chunks, a tool's in its memories
+        assert info.value.field == where
 
 
 def test_typed_requests_refuse_out_of_range_numbers_naming_the_field() -> None:
