@@ -28,6 +28,7 @@ __all__ = [
     "ReadResult",
     "attach_fetched",
     "decode_data_url",
+    "names_a_reference",
     "read_messages",
 ]
 
@@ -125,6 +126,22 @@ def attach_fetched(
             data, mime = outcome
             items[request.item_index] = replace(item, data=data, mime=mime or item.mime)
     return tuple(items)
+
+
+def names_a_reference(text: str, purpose: str) -> bool:
+    """Whether a file (``purpose`` "file") or image part's text names it by URL or local path, as the reader reads
+    it, rather than being its content (a data URL, base64, or a file's own text)."""
+    ref = text[1:].strip() if text.startswith("@") else text
+    head = ref[:16].lower()
+    if head.startswith("data:"):
+        return False
+    if head.startswith(("http://", "https://")) or "://" in head:
+        return True
+    if purpose == "file":
+        compact = "".join(ref.split())
+        if len(compact) >= 16 and len(compact) % 4 == 0 and _B64.match(compact):
+            return False  # read as base64 content before any path
+    return bool(_PATH.match(ref))
 
 
 def decode_data_url(url: str) -> tuple[bytes, str | None]:

@@ -10,6 +10,7 @@ from typing import Any, Final
 from pydantic import ConfigDict
 
 from memos.application.ids import check_list
+from processors.reader import names_a_reference
 from schemas.errors import PayloadTooLarge, ValidationFailed
 from streams.settings import DoorSettings
 
@@ -61,10 +62,15 @@ MAX_TASK_ID_CHARS: Final = 256
 MAX_MESSAGE_FIELD_CHARS: Final = 256
 """Longest label in a message: its ``MESSAGE_FIELDS``, wherever they occur in it."""
 MESSAGE_FIELDS: Final = frozenset(
-    {"chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id", "tool_call_id"}
+    {"chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id", "tool_call_id",
+     "format", "detail"}
 )
-"""Labels of a message and of its parts (a file's name and id, a tool call's id and function name) that derived
-memories repeat: a window on each of its lines, a file on each of its chunks."""
+"""Labels of a message and of its parts (a file's name and id, a tool call's id and function name, an audio part's
+format, an image's detail) that derived memories repeat: a window on each of its lines, a file on each chunk."""
+MAX_LINK_CHARS: Final = 8192
+"""Longest URL (other than a ``data:`` URL, which is content) or local path a message part names."""
+LINK_FIELDS: Final = frozenset({"url", "image_url", "file_data"})
+"""Where a part names a file or image by URL or path (``file_data`` may also be the content itself)."""
 MAX_ADD_RECORD_BYTES: Final[int] = DoorSettings.model_fields["max_add_record_bytes"].default
 """Largest add, per cube, as the encoded log record: the log's record limit (Kafka's default 1 MiB).
 
@@ -129,13 +135,18 @@ def check_message_fields(messages: object, field: str = "messages") -> None:
     """Every ``MESSAGE_FIELDS`` label in the messages (their parts and tool calls too) of at most
     ``MAX_MESSAGE_FIELD_CHARS`` characters. Derived memories repeat them: ten messages with a 60 KB chat time
     derived a memory twice the add's size (over the log's record limit: dead-lettered, nothing kept), and a file
-    with a 20 KB name stored 9 times the add's size, its name in each of its 65 chunks."""
+    with a 20 KB name stored 9 times the add's size, its name in each of its 65 chunks. URLs and paths a part
+    names (``LINK_FIELDS``), at most ``MAX_LINK_CHARS``: a 100 KB image URL stored 5.7 times the add's size."""
     if isinstance(messages, Mapping):
         for key, value in messages.items():
             where = f"{field}.{key}"
             if key in MESSAGE_FIELDS and isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
                 raise ValidationFailed(f"{where} is {len(value)} characters long; the limit is "
                                        f"{MAX_MESSAGE_FIELD_CHARS}", field=where)
+            if (key in LINK_FIELDS and isinstance(value, str) and len(value) > MAX_LINK_CHARS
+                    and names_a_reference(value, "file" if key == "file_data" else "image")):
+                raise ValidationFailed(f"{where} names a link of {len(value)} characters; the limit is "
+                                       f"{MAX_LINK_CHARS}", field=where)
             check_message_fields(value, where)
     elif isinstance(messages, list | tuple):
         for n, item in enumerate(messages):

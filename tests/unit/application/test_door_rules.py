@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import unicodedata
 
 import pytest
@@ -18,6 +19,7 @@ from memos.application.errors import (
 )
 from memos.application.ids import MAX_ID_CHARS, MAX_IDS_PER_REQUEST, check_id, check_ids, is_valid_id
 from memos.application.limits import (
+    MAX_LINK_CHARS,
     MAX_MEMORY_ID_CHARS,
     MAX_MEMORY_IDS,
     MAX_MESSAGE_FIELD_CHARS,
@@ -172,6 +174,15 @@ def test_text_and_counts_are_bounded() -> None:
         with pytest.raises(ValidationFailed) as info:
             check_message_fields([message])  # a file's name is in each of its chunks, a tool's in its memories
         assert info.value.field == where
+    url = "https://example.com/" + "a" * MAX_LINK_CHARS
+    image = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+    with pytest.raises(ValidationFailed) as info:
+        check_message_fields([image])  # kept in the sources, the name shown and the reason it was not read
+    assert info.value.field == "messages.0.content.0.image_url.url" and "link" in str(info.value)
+    inline = "data:text/plain;base64," + base64.b64encode(b"x" * MAX_LINK_CHARS).decode()
+    text = "plain words " * MAX_LINK_CHARS
+    for data in (inline, text, base64.b64encode(b"\xff\xd8" * MAX_LINK_CHARS).decode()):  # content, not a link
+        check_message_fields([{"role": "user", "content": [{"type": "file", "file": {"file_data": data}}]}])
 
 
 def test_typed_requests_refuse_out_of_range_numbers_naming_the_field() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from processors.reader import attach_fetched, decode_data_url, read_messages
+from processors.reader import attach_fetched, decode_data_url, names_a_reference, read_messages
 from schemas.errors import FetchFailed
 from tests.support.examples import EXAMPLE_1, IMAGE_PATH, REPORT_PATH, example_2
 
@@ -214,3 +214,19 @@ def test_attach_fetched_fills_bytes_or_marks_unfetched() -> None:
 def test_decode_data_url_plain_and_base64() -> None:
     assert decode_data_url("data:,hello%20world") == (b"hello world", "text/plain")
     assert decode_data_url("data:image/png;base64,AAEC") == (b"\x00\x01\x02", "image/png")
+
+
+def test_names_a_reference_says_what_the_reader_fetches_or_refuses_as_a_link() -> None:
+    jpeg = base64.b64encode(b"\xff\xd8\xff" + bytes(60)).decode()  # starts with "/9j/": base64, not a path
+    refs = ["https://example.com/a.png", "ftp://host/a", "@/tmp/a.txt", "/etc/passwd", "~/notes.txt", "./a.md",
+            "C:\\x.txt", "file:///etc/hosts", "data:text/plain,hi", jpeg, "/* a css file */ body {}", "plain words"]
+    for purpose in ("file", "image"):
+        for ref in refs:
+            part = ({"type": "file", "file": {"file_data": ref}} if purpose == "file"
+                    else {"type": "image_url", "image_url": {"url": ref}})
+            read = read_messages([{"role": "user", "content": [part]}])
+            item = next(i for i in read.items if i.kind == purpose)
+            as_link = bool(read.fetches) or "URL scheme" in item.text
+            assert names_a_reference(ref, purpose) == as_link, (purpose, ref)
+    assert names_a_reference("/etc/passwd", "file") and not names_a_reference(jpeg, "file")
+    assert names_a_reference(jpeg, "image")  # an image part's bare text is no content: read as a path, refused
