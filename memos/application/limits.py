@@ -62,10 +62,10 @@ MAX_TASK_ID_CHARS: Final = 256
 MAX_MESSAGE_FIELD_CHARS: Final = 256
 """Longest label in a message: its ``MESSAGE_FIELDS``, wherever they occur in it."""
 MESSAGE_FIELDS: Final = frozenset(
-    {"chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id", "tool_call_id",
-     "format", "detail"}
+    {"role", "type", "chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id",
+     "tool_call_id", "format", "detail"}
 )
-"""Labels of a message and of its parts (a file's name and id, a tool call's id and function name, an audio part's
+"""Labels of a message and of its parts (a role or part type, which no valid one is near; a file's name and id, a tool call's id and function name, an audio part's
 format, an image's detail) that derived memories repeat: a window on each of its lines, a file on each chunk."""
 MAX_LINK_CHARS: Final = 8192
 """Longest URL (other than a ``data:`` URL, which is content) or local path a message part names."""

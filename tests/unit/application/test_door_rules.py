@@ -164,7 +164,7 @@ def test_text_and_counts_are_bounded() -> None:
     fine = [{"role": "user", "content": "x" * 10_000, "chat_time": "t" * MAX_MESSAGE_FIELD_CHARS}, "plain"]
     check_message_fields(fine)  # content is bounded by the add's size; a bare string has no fields
     long = "t" * (MAX_MESSAGE_FIELD_CHARS + 1)
-    for key in ("chat_time", "name", "role_name", "role_id", "message_id"):
+    for key in ("role", "chat_time", "name", "role_name", "role_id", "message_id"):
         with pytest.raises(ValidationFailed) as info:
             check_message_fields([{"role": "user", "content": "hi"}, {key: long}])
         assert info.value.field == f"messages.1.{key}" and status_of(info.value) == 422
