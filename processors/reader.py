@@ -45,6 +45,11 @@ _B64 = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 _ROLES = {"system", "user", "assistant", "tool"}
 _PATH = re.compile(r"^(?:/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)\S")
 """An explicit local path: absolute, home-relative, ./ or ../, a Windows drive or UNC path."""
+
+
+def _is_path(ref: str) -> bool:
+    """``_PATH`` on one line that does not open a comment: "/* a stylesheet */..." or "// code" is content."""
+    return "\n" not in ref and "\r" not in ref and not ref.startswith(("/*", "//")) and bool(_PATH.match(ref))
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 
 
@@ -141,7 +146,7 @@ def names_a_reference(text: str, purpose: str) -> bool:
         compact = "".join(ref.split())
         if len(compact) >= 16 and len(compact) % 4 == 0 and _B64.match(compact):
             return False  # read as base64 content before any path
-    return bool(_PATH.match(ref))
+    return _is_path(ref)
 
 
 def decode_data_url(url: str) -> tuple[bytes, str | None]:
@@ -388,7 +393,7 @@ class _Reader:
                 shown = filename or "inline file"
                 self.add(Item(kind, index, role, "", source, shown, data=data, payload=payload))
                 return shown
-        if lowered.startswith("file://") or _PATH.match(ref):
+        if lowered.startswith("file://") or _is_path(ref):
             path = (
                 urllib.parse.unquote(urllib.parse.urlsplit(ref).path)
                 if lowered.startswith("file://")

@@ -116,7 +116,8 @@ def test_bare_base64_file_data_is_decoded_and_a_path_is_fetched() -> None:
 
 def test_only_explicit_paths_become_path_fetches_other_text_is_content() -> None:
     refs = ["/etc/passwd", "@/proc/self/environ", "../../etc/shadow", "./notes.md", "~/x.txt", "C:\\x.txt"]
-    texts = ["etc/passwd", "notes about my day", "report.md"]
+    texts = ["etc/passwd", "notes about my day", "report.md", "/* theme */\nbody { color: red }", "// main.js",
+             "/home/ann/notes.txt\nwas where I kept them"]  # code opening with a comment, and text on lines
     parts = [{"type": "file", "file": {"file_data": r}} for r in [*refs, *texts]]
     read = read_messages([{"role": "user", "content": parts}])
     assert [f.ref for f in read.fetches] == [r.lstrip("@") for r in refs]
@@ -219,7 +220,8 @@ def test_decode_data_url_plain_and_base64() -> None:
 def test_names_a_reference_says_what_the_reader_fetches_or_refuses_as_a_link() -> None:
     jpeg = base64.b64encode(b"\xff\xd8\xff" + bytes(60)).decode()  # starts with "/9j/": base64, not a path
     refs = ["https://example.com/a.png", "ftp://host/a", "@/tmp/a.txt", "/etc/passwd", "~/notes.txt", "./a.md",
-            "C:\\x.txt", "file:///etc/hosts", "data:text/plain,hi", jpeg, "/* a css file */ body {}", "plain words"]
+            "C:\\x.txt", "file:///etc/hosts", "data:text/plain,hi", jpeg, "/* a css file */ body {}", "plain words",
+            "// app.js", "/tmp/a.txt\nsecond line"]
     for purpose in ("file", "image"):
         for ref in refs:
             part = ({"type": "file", "file": {"file_data": ref}} if purpose == "file"
