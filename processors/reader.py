@@ -45,11 +45,6 @@ _B64 = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 _ROLES = {"system", "user", "assistant", "tool"}
 _PATH = re.compile(r"^(?:/|~|\.{1,2}[/\\]|[A-Za-z]:[/\\]|\\\\)\S")
 """An explicit local path: absolute, home-relative, ./ or ../, a Windows drive or UNC path."""
-
-
-def _is_path(ref: str) -> bool:
-    """``_PATH`` on one line that does not open a comment: "/* a stylesheet */..." or "// code" is content."""
-    return "\n" not in ref and "\r" not in ref and not ref.startswith(("/*", "//")) and bool(_PATH.match(ref))
 _TEXT_PARTS = {"text", "input_text", "output_text"}
 
 
@@ -131,6 +126,11 @@ def attach_fetched(
             data, mime = outcome
             items[request.item_index] = replace(item, data=data, mime=mime or item.mime)
     return tuple(items)
+
+
+def _is_path(ref: str) -> bool:
+    """``_PATH`` on one line that does not open a comment: "/* a stylesheet */..." or "// code" is content."""
+    return "\n" not in ref and "\r" not in ref and not ref.startswith(("/*", "//")) and bool(_PATH.match(ref))
 
 
 def names_a_reference(text: str, purpose: str) -> bool:

@@ -22,8 +22,8 @@ from schemas.memory import MemoryRecord
 __all__ = [
     "MONTHS",
     "QueryTime",
-    "chat_time_label",
     "Span",
+    "chat_time_label",
     "parse_chat_time",
     "query_time",
     "record_spans",

@@ -65,8 +65,9 @@ MESSAGE_FIELDS: Final = frozenset(
     {"role", "type", "chat_time", "name", "role_name", "role_id", "message_id", "filename", "file_id", "id",
      "tool_call_id", "format", "detail"}
 )
-"""Labels of a message and of its parts (a role or part type, which no valid one is near; a file's name and id, a tool call's id and function name, an audio part's
-format, an image's detail) that derived memories repeat: a window on each of its lines, a file on each chunk."""
+"""Labels of a message and of its parts that derived memories repeat, a window on each of its lines and a file on
+each of its chunks: a role or part type (no valid one comes near), a file's name and id, a tool call's id and
+function name, an audio part's format, an image's detail."""
 MAX_LINK_CHARS: Final = 8192
 """Longest URL (other than a ``data:`` URL, which is content) or local path a message part names."""
 LINK_FIELDS: Final = frozenset({"url", "image_url", "file_data"})
