@@ -14,8 +14,7 @@ __all__ = ["Lag", "OperationsUseCases", "PROCESSOR_GROUPS"]
 
 logger = logging.getLogger(__name__)
 
-PROCESSOR_GROUPS = ("deriver", "deriver-large", "refiner", "refiner-large", "projector", "control", "scheduler",
-                    "kv-warmer")
+PROCESSOR_GROUPS = tuple(STAGE_READS)
 """Consumer groups of the stages."""
 
 
