@@ -26,6 +26,7 @@ from memos.application.limits import (
     MAX_QUERY_CHARS,
     MAX_TAG_CHARS,
     MAX_TAGS,
+    MAX_TAGS_TOTAL_CHARS,
     MAX_TOP_K,
     check_add_size,
     check_count,
@@ -156,8 +157,10 @@ def test_text_and_counts_are_bounded() -> None:
     with pytest.raises(PayloadTooLarge) as too_big:
         check_add_size(1_048_577, 1_048_576, "c1")
     assert "1048576" in str(too_big.value) and status_of(too_big.value) == 413
-    check_tags(["t" * MAX_TAG_CHARS] * MAX_TAGS)
-    for tags, field in ((["t"] * (MAX_TAGS + 1), "custom_tags"), (["ok", "t" * (MAX_TAG_CHARS + 1)], "custom_tags.1")):
+    check_tags(["t" * (MAX_TAGS_TOTAL_CHARS // MAX_TAGS)] * MAX_TAGS)
+    check_tags(["t" * MAX_TAG_CHARS] * (MAX_TAGS_TOTAL_CHARS // MAX_TAG_CHARS))
+    for tags, field in ((["t"] * (MAX_TAGS + 1), "custom_tags"), (["ok", "t" * (MAX_TAG_CHARS + 1)], "custom_tags.1"),
+                        (["t" * MAX_TAG_CHARS] * (MAX_TAGS_TOTAL_CHARS // MAX_TAG_CHARS) + ["t"], "custom_tags")):
         with pytest.raises(ValidationFailed) as info:
             check_tags(tags)  # every memory of the add carries them all: bounded, not only by the record size
         assert info.value.field == field and status_of(info.value) == 422
