@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from processors.timeparse import chat_time_label
 from schemas.text import has_cjk, index_text, is_cjk, query_tokens, times_in_words, tokens
 
 
@@ -103,8 +104,6 @@ def test_time_headers_are_written_in_words_for_embedding_and_indexing() -> None:
 
 
 def test_chat_times_are_shown_in_iso_and_read_back_as_written() -> None:
-    from processors.timeparse import chat_time_label
-
     for written in ("1:56 pm on 8 May, 2023", "10:37 am on 27 June, 2023", "12:30 am on 1 January, 2024"):
         label = chat_time_label(written)
         assert times_in_words(f"[{label}] x") == f"[{written}] x"  # embedded and indexed as LoCoMo writes it
