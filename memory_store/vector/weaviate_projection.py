@@ -21,7 +21,7 @@ from memory_store.vector.weaviate_schema import (
     VECTOR_NAME,
     ensure_collections,
     import_weaviate,
-    keyword_terms,
+    indexed_terms,
     map_weaviate_errors,
     object_properties,
     object_uuid,
@@ -30,7 +30,6 @@ from memory_store.vector.weaviate_schema import (
 from schemas.envelope import Position
 from schemas.errors import ConfigError, DimensionMismatch, StoreError
 from schemas.ops import AnyOp, DropCube, RetireMemory, ReviseMemory, UpsertMemory, UpsertRelation
-from schemas.text import times_in_words
 
 __all__ = ["WeaviateProjection", "WritePlan"]
 
@@ -288,9 +287,7 @@ class WritePlan:
                     properties["status"] = "retired"
                 else:
                     properties["memory"] = op.memory
-                    properties["terms"] = " ".join(
-                        keyword_terms(f"{properties.get('key') or ''} {times_in_words(op.memory)}")
-                    )
+                    properties["terms"] = indexed_terms(str(properties.get("key") or ""), op.memory)
                     if op.tags:
                         properties["tags"] = list(op.tags)
                     new_vector = await self._vector(tenant, op.embedding)

@@ -22,6 +22,7 @@ __all__ = [
     "VECTOR_NAME",
     "ensure_collections",
     "import_weaviate",
+    "indexed_terms",
     "keyword_terms",
     "map_weaviate_errors",
     "object_properties",
@@ -46,6 +47,11 @@ def tenant_name(cube_id: str) -> str:
     if _TENANT.match(cube_id):
         return cube_id
     return "c_" + hashlib.sha1(cube_id.encode()).hexdigest()
+
+
+def indexed_terms(key: str, memory: str) -> str:
+    """The ``terms`` property BM25 searches: the key and the memory with its times in words, as terms."""
+    return " ".join(keyword_terms(f"{key} {times_in_words(memory)}"))
 
 
 def keyword_terms(text: str) -> list[str]:
@@ -104,7 +110,7 @@ def object_properties(record: MemoryRecord, dim: int) -> dict[str, Any]:
     return {
         "memory_id": record.id, "cube_id": record.cube_id, "user_id": record.user_id,
         "memory_type": record.memory_type, "status": record.status, "key": record.key,
-        "memory": record.memory, "terms": " ".join(keyword_terms(f"{record.key} {times_in_words(record.memory)}")),
+        "memory": record.memory, "terms": indexed_terms(record.key, record.memory),
         "tags": list(record.tags), "dim": dim, "created_at": record.created_at, "updated_at": record.updated_at,
     }  # fmt: skip
 

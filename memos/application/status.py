@@ -28,7 +28,7 @@ class SystemStatus:
     """End offset per partition, per topic (every topic of the system, in ``ALL_TOPICS`` order)."""
     lag: dict[str, dict[str, int]]
     """Records not yet committed, per stage (its consumer group without ``log.group_prefix``) and topic;
-    a stage that never committed on a topic is absent."""
+    a stage that never committed on a topic it reads counts every record there (``lag_of``)."""
     waited: dict[str, dict[str, float]]
     """Seconds the oldest of those records has waited on the log, per stage and topic it is behind on."""
     behind: list[str]
