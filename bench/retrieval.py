@@ -46,6 +46,7 @@ from bench.retrieval_loo import (
     Candidates,
     EmbeddingCache,
     collect,
+    interval,
     leave_one_out,
     mean,
     ranked,
@@ -372,8 +373,10 @@ def _loo(
         "in_sample_recall": round(mean(result.in_sample), 4),
         "base_recall": round(mean(result.base), 4),
     }
+    out["loo_interval"] = [round(x, 4) for x in interval(result.loo)]
     for category, name in CATEGORIES.items():
         out[f"loo_{name}"] = round(mean(result.loo, category), 4)
+        out[f"loo_{name}_interval"] = [round(x, 4) for x in interval(result.loo, category)]
         out[f"in_sample_{name}"] = round(mean(result.in_sample, category), 4)
     out["settings_scored"] = len(settings)
     return out

@@ -38,7 +38,16 @@ from processors.search_response import select_hits
 from processors.speakers import speaker_free_query
 from schemas.memory import MemoryRecord, RelationRecord
 
-__all__ = ["Candidates", "EmbeddingCache", "LooResult", "collect", "leave_one_out", "ranked", "settings_grid"]
+__all__ = [
+    "Candidates",
+    "EmbeddingCache",
+    "LooResult",
+    "collect",
+    "interval",
+    "leave_one_out",
+    "ranked",
+    "settings_grid",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +220,8 @@ class LooResult:
     base: dict[int, list[float]] = field(default_factory=dict)
     chosen: dict[str, dict[str, Any]] = field(default_factory=dict)
     best: dict[str, Any] = field(default_factory=dict)
+    held_out: dict[str, float] = field(default_factory=dict)
+    """Mean recall of each conversation's questions under the setting chosen without it."""
 
 
 def _diff(setting: SearchSettings, base: SearchSettings) -> dict[str, Any]:
@@ -234,12 +245,34 @@ def leave_one_out(
         train = cube_arr != cube
         pick = int(np.argmax(scores[:, train].mean(axis=1)))
         out.chosen[cube] = _diff(settings[pick], settings[0])
+        out.held_out[cube] = float(scores[pick, ~train].mean())
         for q in np.flatnonzero(~train):
             out.loo.setdefault(int(cats[q]), []).append(float(scores[pick, q]))
     for n in range(scores.shape[1]):
         out.in_sample.setdefault(int(cats[n]), []).append(float(scores[best, n]))
         out.base.setdefault(int(cats[n]), []).append(float(scores[0, n]))
     return out
+
+
+def interval(
+    values: Mapping[int, Sequence[float]],
+    category: int | None = None,
+    *,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean recall: questions resampled with replacement (fixed seed).
+
+    It says how far the figure could move on other questions like these; the fold choices are taken as
+    fixed, so it is a little narrow for leave-one-out.
+    """
+    pooled = np.asarray([v for c, vs in values.items() if category in (None, c) for v in vs], dtype=float)
+    if pooled.size == 0:
+        return 0.0, 0.0
+    draws = np.random.default_rng(seed).integers(0, pooled.size, size=(resamples, pooled.size))
+    lo, hi = np.quantile(pooled[draws].mean(axis=1), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def mean(values: Mapping[int, Sequence[float]], category: int | None = None) -> float:

@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench.retrieval_loo import LooResult, mean
+from bench.retrieval_loo import LooResult, interval, mean
 
 __all__ = ["CATEGORIES", "Run", "figures_of", "pct", "print_loo", "print_table"]
 
@@ -48,24 +48,31 @@ def print_loo(result: LooResult, n_settings: int, elapsed: float) -> None:
     table = Table(title=f"Leave-one-conversation-out over {n_settings} settings ({elapsed:.0f} s to score)")
     table.add_column("category")
     table.add_column("questions", justify="right")
-    for name in ("leave-one-out", "in-sample best", "base (defaults)"):
+    for name in ("leave-one-out", "95% interval", "in-sample best", "base (defaults)"):
         table.add_column(name, justify="right")
     for category, name in CATEGORIES.items():
+        lo, hi = interval(result.loo, category)
         table.add_row(
             f"{category} {name}",
             str(len(result.base.get(category, []))),
-            *(f"{mean(v, category):.3f}" for v in (result.loo, result.in_sample, result.base)),
+            f"{mean(result.loo, category):.3f}",
+            f"{lo:.3f}-{hi:.3f}",
+            *(f"{mean(v, category):.3f}" for v in (result.in_sample, result.base)),
         )
+    lo, hi = interval(result.loo)
     table.add_row(
         "all",
         str(sum(len(v) for v in result.base.values())),
-        *(f"{mean(v):.3f}" for v in (result.loo, result.in_sample, result.base)),
+        f"{mean(result.loo):.3f}",
+        f"{lo:.3f}-{hi:.3f}",
+        *(f"{mean(v):.3f}" for v in (result.in_sample, result.base)),
     )
     console = Console(width=120)
     console.print(table)
     console.print(f"in-sample best differs from the defaults in: {result.best or 'nothing'}")
+    console.print("95% interval: bootstrap over the questions, the folds' choices fixed")
     for cube, diff in result.chosen.items():
-        console.print(f"  held out {cube}: chose {diff or 'the defaults'}")
+        console.print(f"  held out {cube} ({result.held_out[cube]:.3f}): chose {diff or 'the defaults'}")
 
 
 def print_table(
