@@ -140,13 +140,18 @@ def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
 
 
 def check_message_fields(messages: object, field: str = "messages") -> None:
-    """Every ``MESSAGE_FIELDS`` label in the messages (their parts and tool calls too) of at most
-    ``MAX_MESSAGE_FIELD_CHARS`` characters. Derived memories repeat them: ten messages with a 60 KB chat time
-    derived a memory twice the add's size (over the log's record limit: dead-lettered, nothing kept), and a file
-    with a 20 KB name stored 9 times the add's size, its name in each of its 65 chunks. URLs and paths a part
-    names (``LINK_FIELDS``), at most ``MAX_LINK_CHARS``: a 100 KB image URL stored 5.7 times the add's size."""
-    if isinstance(messages, Mapping):
+    """``check_strings`` on the messages and, in the same walk, every ``MESSAGE_FIELDS`` label in them (their parts
+    and tool calls too) of at most ``MAX_MESSAGE_FIELD_CHARS`` characters. Derived memories repeat them: ten
+    messages with a 60 KB chat time derived a memory twice the add's size (over the log's record limit:
+    dead-lettered, nothing kept), and a file with a 20 KB name stored 9 times the add's size, its name in each of
+    its 65 chunks. URLs and paths a part names (``LINK_FIELDS``), at most ``MAX_LINK_CHARS``: a 100 KB image URL
+    stored 5.7 times the add's size."""
+    if isinstance(messages, str):
+        check_text(messages, field)
+    elif isinstance(messages, Mapping):
         for key, value in messages.items():
+            if isinstance(key, str):
+                check_text(key, f"{field}.{key!r}" if key else field)
             where = f"{field}.{key}"
             if key in MESSAGE_FIELDS and isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
                 raise ValidationFailed(f"{where} is {len(value)} characters long; the limit is "

@@ -101,11 +101,10 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         """The add use case: check, record on the log (one record per cube), and for sync wait."""
         user_id = await self.ensure_user(request.user_id)
         cube_ids = check_ids(list(request.cube_ids), "writable_cube_ids") if request.cube_ids else [user_id]
-        check_strings(request.messages, "messages")
+        check_message_fields(request.messages)  # check_strings and the labels' bounds in one walk
         check_strings(request.info, "info")
         check_strings(list(request.custom_tags), "custom_tags")
         check_tags(request.custom_tags)
-        check_message_fields(request.messages)
         check_text(request.session_id, "session_id")
         if request.task_id is not None:
             check_text(request.task_id, "task_id")

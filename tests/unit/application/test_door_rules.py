@@ -186,6 +186,13 @@ def test_text_and_counts_are_bounded() -> None:
     text = "plain words " * MAX_LINK_CHARS
     for data in (inline, text, base64.b64encode(b"\xff\xd8" * MAX_LINK_CHARS).decode()):  # content, not a link
         check_message_fields([{"role": "user", "content": [{"type": "file", "file": {"file_data": data}}]}])
+    # the same walk checks every string and key of the messages as check_strings does (the add's only walk)
+    for bad, where in (([{"role": "user", "content": [{"type": "text", "text": "a\x00b"}]}], "messages.0.content.0.text"),
+                       ([{"role": "user", "content": "ok"}, {"role": "user", "content": "\ud83d"}], "messages.1.content"),
+                       ([{"role": "user", "content": "ok", "x\udc00": 1}], "messages.0.'x\\udc00'")):
+        with pytest.raises(ValidationFailed) as info:
+            check_message_fields(bad)
+        assert info.value.field == where and status_of(info.value) == 422
 
 
 def test_typed_requests_refuse_out_of_range_numbers_naming_the_field() -> None:
