@@ -3,6 +3,9 @@
     python -m bench.retrieval ../shared/data/locomo-dev.json [--limit-conversations N] [--limit-questions N]
         [--top-k 50] [--relativity default,0] [--roles pair|user] [--details out.jsonl] [--home DIR]
 
+``--reranker URL`` configures a reranker (``derivation.reranker_url``) for every search and adds its weight to
+the leave-one-out grid (0: off), so a cross-encoder served elsewhere is measured in one command.
+
 ``--home DIR`` keeps the data directory: a second run with the same DIR and roles skips the adds (the
 cubes are there) and only searches, so trying search constants costs no re-ingest.
 
@@ -73,6 +76,7 @@ logger = logging.getLogger(__name__)
 
 _SESSION = re.compile(r"session_(\d+)")
 DEFAULT_GRID = "speaker_share=0,0.3;weight_time=1,1.5;mmr_lambda=0.7,0.8;relation_weights.RELATES=0,0.8"
+RERANK_GRID = "rerank_weight=0,0.25,0.5,0.75"
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
 
 
@@ -417,6 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scores", default="", help="save the setting x question recall matrix here (.npz)")
     parser.add_argument("--grid", default=DEFAULT_GRID, help="settings tried: 'name=v1,v2;name2=v3'")
     parser.add_argument(
+        "--reranker", default="",
+        help="a reranker URL (lexical://, http(s)://host/rerank?model=NAME; key: MEMOS_DERIVATION__RERANKER_API_KEY)"
+        f": every search reranked, and {RERANK_GRID} added to the grid unless it names rerank_weight",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-cache", dest="cache", action="store_false", help="do not cache embeddings under /tmp"
     )
     parser.add_argument(
@@ -425,16 +434,25 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.reranker:
+        os.environ["MEMOS_DERIVATION__RERANKER_URL"] = args.reranker
+        if "rerank_weight" not in _parse_grid(args.grid):
+            args.grid = f"{args.grid};{RERANK_GRID}"
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
         os.environ["MEMOS_HOME"] = args.home or tmp
         reset_default_client()
         try:
             client = default_client()
+            if args.reranker:  # the MemOS API's searches are fast-mode ones
+                search = client.runtime.search_service
+                search.settings = search.settings.model_copy(update={"rerank_in_fast_mode": True})
             if args.cache:
                 EmbeddingCache(client.runtime.embedder).install()
             figures = evaluate(args)
         finally:
             reset_default_client()
+    if args.reranker:
+        figures["reranker"] = args.reranker
     if args.chart and "loo_recall" in figures:
         retrieval_chart(figures, list(CATEGORIES.values()), Path(args.chart))
     print(json.dumps(figures))

@@ -31,6 +31,7 @@ from processors.retrieval import (
     BUCKET_TYPES,
     SearchQuery,
     SearchSettings,
+    apply_rerank,
     graph_expansion,
     score_hits,
 )
@@ -52,6 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CACHE_DIR = Path(os.environ.get("MEMOS_BENCH_CACHE", "/tmp/memos-bench-cache"))
+RERANK_BATCH = 32
+"""Documents per reranker request while collecting (TEI's default client batch limit)."""
 
 
 class EmbeddingCache:
@@ -121,6 +124,8 @@ class Candidates:
     """The query without the speakers it names, embedded (``processors.speakers``); None: names none."""
     speaker_free_dense: list[str] = field(default_factory=list)
     """The dense ranking of ``speaker_free_vector``."""
+    rerank: dict[str, float] | None = None
+    """The configured reranker's score of every text record (None: no reranker configured)."""
 
 
 async def collect(
@@ -153,6 +158,13 @@ async def collect(
         cand.relations = list({e.id: e for e in [*edges, *alt_edges]}.values())
         extra = [*more, *(e.source_id for e in alt_edges), *(e.target_id for e in alt_edges)]
         records.update((r.id, r) for r in await runtime.graph.get(list(dict.fromkeys(extra)), cube_id=cube))
+    if (reranker := runtime.search_service.reranker) is not None:  # every record a setting may put in its head
+        scored = [r for r in records.values() if r.memory_type in types]
+        cand.rerank = {}
+        for at in range(0, len(scored), RERANK_BATCH):
+            batch = scored[at : at + RERANK_BATCH]
+            scores = await reranker.rerank(question, [r.memory for r in batch])
+            cand.rerank.update(zip((r.id for r in batch), scores, strict=True))
     return cand
 
 
@@ -180,6 +192,9 @@ def ranked(
         links=expansion.links,
         query_model=query_model,
     )
+    if cand.rerank is not None:  # as SearchService._rerank does with the reranker's answers
+        head = [cand.rerank.get(h.record.id, 0.0) for h in hits[: settings.rerank_pool]]
+        hits = apply_rerank(hits, head, settings)
     chosen = select_hits({cand.cube: hits}, limit=top_k, dedup="mmr", min_relativity=0.0, settings=settings)
     out = []
     for hit in chosen[cand.cube]:

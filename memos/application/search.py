@@ -39,7 +39,7 @@ from processors.retrieval import (
 )
 from processors.search_response import build_response, select_hits
 from processors.speakers import query_without_speakers, speaker_names
-from schemas.errors import DimensionMismatch, ModelOutputInvalid, ValidationFailed
+from schemas.errors import DimensionMismatch, ModelError, ModelOutputInvalid, ValidationFailed
 from schemas.memory import MemoryRecord, RelationRecord, ScoredMemory
 
 __all__ = ["SearchService"]
@@ -244,9 +244,13 @@ class SearchService:
         if self.reranker is None or not hits:
             return hits
         head = hits[: self.settings.rerank_pool]
-        scores = await self.reranker.rerank(query.query, [h.record.memory for h in head])
-        if len(scores) != len(head):
-            raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
+        try:
+            scores = await self.reranker.rerank(query.query, [h.record.memory for h in head])
+            if len(scores) != len(head):
+                raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
+        except ModelError as exc:  # a refinement, not a retriever: search answers in the retrievers' order
+            logger.warning("%s; search answers without reranking", exc)
+            return hits
         return apply_rerank(hits, scores, self.settings)
 
     async def _records(

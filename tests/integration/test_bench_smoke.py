@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench.retrieval import budget_coverage, evidence_of, turns_of
+from tests.support.http_server import Route, serve
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -131,6 +132,33 @@ def test_retrieval_benchmark_reuses_an_ingested_home(tmp_path: Path) -> None:
     assert second["turns"] == 0 and second["memories"] == 0  # nothing added again: only searched
     assert second["recall_at_1000w"] == first["recall_at_1000w"] == 1.0
     assert second["questions"] == first["questions"] == 5
+
+
+def test_retrieval_benchmark_measures_a_reranker_served_on_loopback(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        request = json.loads(body)
+        seen.append(request)
+        scores = [{"index": i, "relevance_score": 0.5} for i in range(len(request["documents"]))]
+        return 200, "application/json", json.dumps({"results": scores}).encode()
+
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    with serve() as server:
+        server.routes["/rerank"] = Route(handler=handle)
+        url = f"http://127.0.0.1:{server.server_address[1]}/rerank?model=cross"
+        figures = _run(["bench.retrieval", str(path), "--relativity", "0", "--chart", "", "--reranker", url,
+                        "--grid", "rerank_weight=0,1"], tmp_path / "home")
+    assert figures["reranker"] == url
+    assert figures["settings_scored"] == 3  # the default weight 0.5, then 0 (off) and 1
+    assert figures["loo_recall"] == figures["recall_at_1000w"] == 1.0  # one conversation fits the budget
+    questions = {q["question"] for q in _conversation()["qa"]}
+    asked = {r["query"] for r in seen}
+    assert asked == questions - {"Which question has no valid evidence?"}  # that one is skipped, not searched
+    assert {r["model"] for r in seen} == {"cross"}
+    # every scored question was asked twice at least: once by its API search, once while collecting candidates
+    assert all(sum(r["query"] == q for r in seen) >= 2 for q in asked)
 
 
 def test_ingest_benchmark_on_a_few_dozen_turns(tmp_path: Path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.retrieval_loo import interval, leave_one_out, mean
+from bench.retrieval_loo import Candidates, interval, leave_one_out, mean, ranked
 from processors.retrieval import SearchSettings
+from tests.unit.retrieval.records import record
 
 
 def test_each_fold_chooses_on_the_other_conversations_only() -> None:
@@ -37,3 +38,17 @@ def test_interval_brackets_the_mean_narrows_with_more_questions_and_repeats() ->
     assert interval({1: [1.0, 0.0]}, category=2) == (0.0, 0.0)  # no questions in the category
     wide = interval(few, level=0.99)
     assert wide[0] <= lo and wide[1] >= hi
+
+
+def test_ranked_blends_the_collected_reranker_scores_as_search_does() -> None:
+    texts = {"a": "alpha words here", "b": "beta words here", "c": "gamma words here"}
+    vectors = {"a": (1.0, 0.0), "b": (0.9, 0.436), "c": (0.8, 0.6)}
+    records = {i: record(i, t, embedding=vectors[i], embedding_model="m") for i, t in texts.items()}
+    cand = Candidates("which words?", 1, ("x",), "cube-a", [1.0, 0.0], {"dense": ["a", "b", "c"]}, records, [])
+    order = [m["memory"] for m in ranked(cand, SearchSettings(), top_k=3, query_model="m")]
+    assert order[0] == texts["a"]  # the retrievers' order without a reranker
+    cand.rerank = {"a": 0.0, "b": 0.1, "c": 1.0}
+    heavy = SearchSettings(rerank_weight=1.0)
+    assert ranked(cand, heavy, top_k=3, query_model="m")[0]["memory"] == texts["c"]
+    off = SearchSettings(rerank_weight=0.0)  # weight 0: the reranker's scores change nothing
+    assert [m["memory"] for m in ranked(cand, off, top_k=3, query_model="m")] == order
