@@ -92,7 +92,7 @@ class HttpReranker(Reranker):
     """A remote reranker behind ``POST {url}`` (Jina/Cohere/TEI ``/rerank`` shape), via httpx."""
 
     def __init__(
-        self, url: str, *, model: str = "", api_key: str | None = None, timeout_s: float = 10.0
+        self, url: str, *, model: str = "", api_key: str | None = None, timeout_s: float = 5.0
     ) -> None:
         try:
             import httpx
@@ -137,16 +137,24 @@ class HttpReranker(Reranker):
 
 
 def reranker_from_url(url: str | None, *, api_key: str | None = None) -> Reranker | None:
-    """The reranker a URL names: None or "" (off), ``lexical://``, or ``http(s)://.../rerank?model=NAME``."""
+    """The reranker a URL names: None or "" (off), ``lexical://``, or ``http(s)://.../rerank?model=NAME[&timeout=S]``
+    (S seconds per request, default 5: a search waits that long at most before answering unreranked)."""
     if not url:
         return None
     parts = urlsplit(url)
     if parts.scheme == "lexical":
         return LexicalReranker()
     if parts.scheme in ("http", "https"):
-        model = parse_qs(parts.query).get("model", [""])[0]
+        options = parse_qs(parts.query)
+        model = options.get("model", [""])[0]
+        try:
+            timeout_s = float(options.get("timeout", ["5"])[0])
+        except ValueError:
+            timeout_s = -1.0
+        if not 0 < timeout_s <= 300:
+            raise ConfigError(f"invalid timeout in reranker URL {url!r}: seconds in (0, 300]")
         plain = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return HttpReranker(plain, model=model, api_key=api_key)
+        return HttpReranker(plain, model=model, api_key=api_key, timeout_s=timeout_s)
     raise ConfigError(
         f"unknown reranker URL scheme {parts.scheme!r} in {url!r}: use lexical:// or http(s)://"
     )

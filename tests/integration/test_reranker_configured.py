@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from memos.application.service import MemoryService
+from memory_store.rerank import reranker_from_url
 from memos.runtime import Runtime
 from schemas.errors import ConfigError
 from streams.settings import AppSettings, load_settings
@@ -58,10 +59,11 @@ async def test_a_configured_reranker_reorders_fine_searches_and_its_outage_degra
             fast = _memories(await service.search("ann", ["trips"], query, mode="fast"))
             assert seen == []  # fast mode is not reranked by default: no call
             assert "kayak" not in fast[0]["memory"]
-            assert all("rerank" not in m["metadata"].get("score_parts", {}) for m in fast)
+            assert all("rerank" not in m["metadata"]["score_parts"] for m in fast)
 
             fine = _memories(await service.search("ann", ["trips"], query, mode="fine"))
             assert "kayak" in fine[0]["memory"]  # the reranker's 0.9 outweighs the retrievers' order
+            assert fine[0]["metadata"]["score_parts"]["rerank"] == 0.9
             assert seen[-1]["model"] == "bge-reranker" and seen[-1]["query"] == query
             assert len(seen[-1]["documents"]) == len(TEXTS)
 
@@ -69,6 +71,7 @@ async def test_a_configured_reranker_reorders_fine_searches_and_its_outage_degra
             with caplog.at_level(logging.WARNING, logger="memos.application.search"):
                 degraded = _memories(await service.search("ann", ["trips"], query, mode="fine"))
             assert [m["id"] for m in degraded] == [m["id"] for m in fast]  # the retrievers' own order
+            assert all("rerank" not in m["metadata"]["score_parts"] for m in degraded)
             assert any("reranker" in r.getMessage() and "503" in r.getMessage() for r in caplog.records)
 
 
@@ -76,7 +79,25 @@ async def test_a_reranker_url_with_an_unknown_scheme_or_a_key_in_a_file_is_refus
     with pytest.raises(ConfigError, match="reranker URL scheme 'ftp'"):
         async with Runtime(AppSettings(home=tmp_path, derivation={"reranker_url": "ftp://host/rerank"})):
             pass
+    for bad in ("0", "-1", "soon", "301"):
+        with pytest.raises(ConfigError, match="invalid timeout in reranker URL"):
+            reranker_from_url(f"http://127.0.0.1:9/rerank?model=m&timeout={bad}")
     config = tmp_path / "leaky.yaml"
     config.write_text("derivation:\n  reranker_api_key: sk-secret\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="reranker_api_key, a secret"):
         load_settings(config)
+
+
+async def test_a_reranker_slower_than_its_timeout_leaves_the_search_unreranked(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serve() as server:
+        server.routes["/rerank"] = Route(body=b"[]", content_type="application/json", delay_s=3.0)
+        url = f"http://127.0.0.1:{server.server_address[1]}/rerank?model=m&timeout=0.3"
+        async with Runtime(AppSettings(home=tmp_path, derivation={"reranker_url": url})) as rt:
+            service = MemoryService(rt)
+            await service.add("ann", ["trips"], [{"role": "user", "content": TEXTS[2]}], mode="fast")
+            with caplog.at_level(logging.WARNING, logger="memos.application.search"):
+                found = _memories(await service.search("ann", ["trips"], "kayak", mode="fine"))
+    assert "kayak" in found[0]["memory"] and "rerank" not in found[0]["metadata"]["score_parts"]
+    assert any("did not answer" in r.getMessage() for r in caplog.records)
