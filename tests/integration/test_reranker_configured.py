@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from memos.application.service import MemoryService
 from memory_store.rerank import reranker_from_url
+from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from schemas.errors import ConfigError
 from streams.settings import AppSettings, load_settings
