@@ -290,10 +290,11 @@ def test_settings_calibrate_per_embedder() -> None:
     assert unknown.mmr_sim_floor == SETTINGS.mmr_sim_floor == e5.mmr_sim_floor  # e5's are the defaults
     nomic = SETTINGS.for_model("nomic-embed-text:latest")  # as Ollama names it
     assert (nomic.dense_floor, nomic.dense_ceiling) == SETTINGS.dense_calibration["nomic-embed-text"]
-    assert (nomic.mmr_sim_floor, nomic.sim_dedup_threshold, nomic.duplicate_threshold) == (
-        SETTINGS.similarity_calibration["nomic-embed-text"]
-    )
+    profile = SETTINGS.embedder_profiles["nomic-embed-text"]
+    assert {name: getattr(nomic, name) for name in profile} == profile
     assert nomic.mmr_sim_floor < SETTINGS.mmr_sim_floor  # its memory-memory cosines lie lower than e5's
+    with pytest.raises(ValueError):  # a profile is validated like any setting
+        SETTINGS.model_copy(update={"embedder_profiles": {"m": {"mmr_lambda": 2.0}}}).for_model("m")
 
 
 def test_relativity_threshold_and_per_cube_caps() -> None:
