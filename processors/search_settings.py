@@ -171,6 +171,9 @@ class SearchSettings(BaseModel):
                 # chosen leave-one-conversation-out with this embedder (docs/bench/HISTORY.md)
                 "mmr_lambda": 0.9, "weight_time": 1.5,
             },
+            "sentence-transformers/all-MiniLM": {  # dedup at the same percentiles; every fold kept the MMR floor
+                "sim_dedup_threshold": 0.658, "duplicate_threshold": 0.887,
+            },
         },
         description="Settings per embedder model-id prefix that differ from the defaults (tuned on e5): "
         "memory-memory thresholds where its cosines lie elsewhere, and constants chosen with it.",
