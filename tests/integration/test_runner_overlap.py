@@ -32,9 +32,10 @@ class WatchedLog(LocalEventLog):
         positions = await super().append_batch(records)
         for record in records:
             if b"TaskStatusChanged" in bytes(record.value):
-                for task_id, event in self.appended.items():
-                    if task_id.encode() in bytes(record.value):
-                        event.set()
+                event = decode(bytes(record.value))  # the task id read, not searched for in the bytes: "a2" can
+                done = self.appended.get(getattr(event, "task_id", ""))  # occur in another task's uuid bytes
+                if done is not None:
+                    done.set()
         return positions
 
 
