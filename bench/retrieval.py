@@ -76,8 +76,9 @@ logger = logging.getLogger(__name__)
 
 _SESSION = re.compile(r"session_(\d+)")
 DEFAULT_GRID = "speaker_share=0,0.3;weight_time=1,1.5;mmr_lambda=0.7,0.8;relation_weights.RELATES=0,0.8"
-RERANK_GRID = "rerank_weight=0,0.25,0.5,0.75"
 """Search-time constants tried by the leave-one-out tuning (every combination)."""
+RERANK_GRID = "rerank_weight=0,0.25,0.5,0.75"
+"""Added to the grid with ``--reranker`` (0: the reranker's scores change nothing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,8 +435,9 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.reranker:
+    if args.reranker:  # on the MemOS API's searches, which are fast-mode ones
         os.environ["MEMOS_DERIVATION__RERANKER_URL"] = args.reranker
+        os.environ["MEMOS_DERIVATION__RERANKER_IN_FAST_MODE"] = "true"
         if "rerank_weight" not in _parse_grid(args.grid):
             args.grid = f"{args.grid};{RERANK_GRID}"
     with tempfile.TemporaryDirectory(prefix="bench-retrieval-") as tmp:
@@ -443,9 +445,6 @@ def main(argv: list[str] | None = None) -> None:
         reset_default_client()
         try:
             client = default_client()
-            if args.reranker:  # the MemOS API's searches are fast-mode ones
-                search = client.runtime.search_service
-                search.settings = search.settings.model_copy(update={"rerank_in_fast_mode": True})
             if args.cache:
                 EmbeddingCache(client.runtime.embedder).install()
             figures = evaluate(args)

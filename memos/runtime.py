@@ -198,6 +198,7 @@ class Runtime:
         from memory_store.fetch import HttpxFetcher
         from memory_store.rerank import reranker_from_url
         from memos.application.search import SearchService
+        from processors.search_settings import SearchSettings
         from streams.pipeline.derivation import DeriverSettings
 
         d = self.settings.derivation
@@ -212,9 +213,10 @@ class Runtime:
             self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
             similar=similar_in(self.vector, self.graph) if d.dedup else None,
         )
-        key = d.reranker_api_key.get_secret_value() or None
+        key, fast = d.reranker_api_key.get_secret_value() or None, d.reranker_in_fast_mode
         self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder,
-                                     reranker=reranker_from_url(d.reranker_url, api_key=key))
+                                     reranker=reranker_from_url(d.reranker_url, api_key=key),
+                                     settings=SearchSettings(rerank_in_fast_mode=fast))
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
@@ -287,7 +289,7 @@ class Runtime:
         self._runners.clear()
         self._tasks.clear()
         self._hosted.clear()
-        models: list[Any] = [self._embedder, self._llm, self._search and self._search.reranker]
+        models: list[Any] = [self._embedder, self._llm, self._search.reranker if self._search else None]
         for model in filter(None, models):
             await model.aclose()
         if self.replay_helper is not None:

@@ -78,7 +78,8 @@ class DerivationSettings(_Section):
     llm_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the LLM endpoint (env only).")
     reranker_url: str = Field(
         default="", description="lexical://, or http(s)://host/rerank?model=NAME (TEI, vLLM, LocalAI, Jina, Cohere): "
-        "reorders the best hits of fine-mode searches (search.rerank_in_fast_mode: fast ones too); empty: none.")
+        "reorders the best hits of fine-mode searches; empty: none.")
+    reranker_in_fast_mode: bool = Field(default=False, description="Rerank fast-mode searches too (MemOS's default).")
     reranker_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the reranker (env only).")
     window_tokens: int = Field(default=160, ge=16, description="Fast-mode window size in tokens.")
     window_overlap: int = Field(

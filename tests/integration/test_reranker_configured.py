@@ -101,3 +101,17 @@ async def test_a_reranker_slower_than_its_timeout_leaves_the_search_unreranked(
                 found = _memories(await service.search("ann", ["trips"], "kayak", mode="fine"))
     assert "kayak" in found[0]["memory"] and "rerank" not in found[0]["metadata"]["score_parts"]
     assert any("did not answer" in r.getMessage() for r in caplog.records)
+
+
+async def test_reranker_in_fast_mode_reorders_the_searches_memos_clients_make_by_default(tmp_path: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    with serve() as server:
+        server.routes["/rerank"] = _route(seen, {"status": 200})
+        url = f"http://127.0.0.1:{server.server_address[1]}/rerank?model=m"
+        settings = AppSettings(home=tmp_path, derivation={"reranker_url": url, "reranker_in_fast_mode": True})
+        async with Runtime(settings) as rt:
+            service = MemoryService(rt)
+            for text in TEXTS:
+                await service.add("ann", ["trips"], [{"role": "user", "content": text}], mode="fast")
+            fast = _memories(await service.search("ann", ["trips"], "Which hotel did we book?", mode="fast"))
+    assert len(seen) == 1 and "kayak" in fast[0]["memory"]
