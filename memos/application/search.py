@@ -46,6 +46,9 @@ __all__ = ["SearchService"]
 
 logger = logging.getLogger(__name__)
 
+RERANKER_PAUSE_S = 30.0
+"""After a reranker fails, searches skip it this long."""
+
 _BUCKETS: tuple[Bucket, ...] = ("text", "pref", "tool", "skill")
 
 
@@ -97,6 +100,8 @@ class SearchService:
         self.keyword = keyword
         self.embedder = embedder
         self.reranker = reranker
+        self._reranker_back_at = 0.0
+        """Monotonic time before which a failed reranker is not asked again (RERANKER_PAUSE_S after a failure)."""
         self.settings = (settings or SearchSettings()).for_model(embedder.model_id)
         self._speakers: dict[str, frozenset[str]] = {}
         """Per cube, the speakers its last search's keyword hits named (bounded; oldest forgotten first): the
@@ -241,15 +246,17 @@ class SearchService:
 
     async def _rerank(self, query: SearchQuery, hits: list[Hit]) -> list[Hit]:
         """``hits`` with the reranker's scores on the best ``rerank_pool`` of them."""
-        if self.reranker is None or not hits:
+        if self.reranker is None or not hits or time.monotonic() < self._reranker_back_at:
             return hits
         head = hits[: self.settings.rerank_pool]
         try:
             scores = await self.reranker.rerank(query.query, [h.record.memory for h in head])
             if len(scores) != len(head):
                 raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
-        except ModelError as exc:  # a refinement, not a retriever: search answers in the retrievers' order
-            logger.warning("%s; search answers without reranking", exc)
+        except ModelError as exc:  # a refinement, not a retriever: search answers in the retrievers' order, and
+            # the searches of the next RERANKER_PAUSE_S do not wait for it again (an outage costs one timeout)
+            self._reranker_back_at = time.monotonic() + RERANKER_PAUSE_S
+            logger.warning("%s; searches answer without reranking for %.0f s", exc, RERANKER_PAUSE_S)
             return hits
         return apply_rerank(hits, scores, self.settings)
 

@@ -73,6 +73,13 @@ async def test_a_configured_reranker_reorders_fine_searches_and_its_outage_degra
             assert [m["id"] for m in degraded] == [m["id"] for m in fast]  # the retrievers' own order
             assert all("rerank" not in m["metadata"]["score_parts"] for m in degraded)
             assert any("reranker" in r.getMessage() and "503" in r.getMessage() for r in caplog.records)
+            asked = len(seen)
+            state["status"] = 200
+            paused = _memories(await service.search("ann", ["trips"], query, mode="fine"))
+            assert len(seen) == asked and "kayak" not in paused[0]["memory"]  # not asked again for a while
+            rt.search_service._reranker_back_at = 0.0  # as if RERANKER_PAUSE_S had passed
+            back = _memories(await service.search("ann", ["trips"], query, mode="fine"))
+            assert len(seen) == asked + 1 and "kayak" in back[0]["memory"]
 
 
 async def test_a_reranker_url_with_an_unknown_scheme_or_a_key_in_a_file_is_refused(tmp_path: Path) -> None:
