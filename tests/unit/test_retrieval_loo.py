@@ -13,7 +13,8 @@ from tests.unit.retrieval.records import record
 def test_each_fold_chooses_on_the_other_conversations_only() -> None:
     base = SearchSettings()
     other = base.model_copy(update={"mmr_lambda": 0.5})
-    # setting 1 wins on conversation a, setting 0 on b and c: b and c together outvote a
+    # setting 1 wins on conversation a, setting 0 on b and c. Holding out a, b and c choose setting 0; holding
+    # out b (or c), a's margin tips a and the other to setting 1
     scores = np.array([[0.0, 0.0, 1.0, 1.0, 0.8, 0.8], [1.0, 1.0, 0.5, 0.5, 0.4, 0.4]])
     result = leave_one_out(scores, ["a", "a", "b", "b", "c", "c"], [1, 1, 1, 2, 2, 2], [base, other])
     assert result.chosen["a"] == {}  # a held out: b and c choose the base, which scores 0 on a
