@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from pydantic import ConfigDict
@@ -109,18 +109,21 @@ def check_text(value: str, field: str) -> None:
         ) from None
 
 
-def check_strings(value: Any, field: str) -> None:
-    """``check_text`` on every string (keys too) of a JSON-like structure; the field names the path."""
+def check_strings(value: Any, field: str, visit: Callable[[object, object, str], None] | None = None) -> None:
+    """``check_text`` on every string (keys too) of a JSON-like structure; the field names the path.
+    ``visit(key, item, path)``, if given, sees every mapping entry in the same walk, before its item is walked."""
     if isinstance(value, str):
         check_text(value, field)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if isinstance(key, str):
                 check_text(key, f"{field}.{key!r}" if key else field)
-            check_strings(item, f"{field}.{key}")
+            if visit is not None:
+                visit(key, item, f"{field}.{key}")
+            check_strings(item, f"{field}.{key}", visit)
     elif isinstance(value, list | tuple):
         for n, item in enumerate(value):
-            check_strings(item, f"{field}.{n}")
+            check_strings(item, f"{field}.{n}", visit)
 
 
 def check_tags(tags: Sequence[str], field: str = "custom_tags") -> None:
@@ -146,24 +149,20 @@ def check_message_fields(messages: object, field: str = "messages") -> None:
     dead-lettered, nothing kept), and a file with a 20 KB name stored 9 times the add's size, its name in each of
     its 65 chunks. URLs and paths a part names (``LINK_FIELDS``), at most ``MAX_LINK_CHARS``: a 100 KB image URL
     stored 5.7 times the add's size."""
-    if isinstance(messages, str):
-        check_text(messages, field)
-    elif isinstance(messages, Mapping):
-        for key, value in messages.items():
-            if isinstance(key, str):
-                check_text(key, f"{field}.{key!r}" if key else field)
-            where = f"{field}.{key}"
-            if key in MESSAGE_FIELDS and isinstance(value, str) and len(value) > MAX_MESSAGE_FIELD_CHARS:
-                raise ValidationFailed(f"{where} is {len(value)} characters long; the limit is "
-                                       f"{MAX_MESSAGE_FIELD_CHARS}", field=where)
-            if (key in LINK_FIELDS and isinstance(value, str) and len(value) > MAX_LINK_CHARS
-                    and names_a_reference(value, "file" if key == "file_data" else "image")):
-                raise ValidationFailed(f"{where} names a link of {len(value)} characters; the limit is "
-                                       f"{MAX_LINK_CHARS}", field=where)
-            check_message_fields(value, where)
-    elif isinstance(messages, list | tuple):
-        for n, item in enumerate(messages):
-            check_message_fields(item, f"{field}.{n}")
+    check_strings(messages, field, _check_message_field)
+
+
+def _check_message_field(key: object, value: object, where: str) -> None:
+    """The bounds of one entry of a message (or of a part or tool call in it): labels and links."""
+    if not isinstance(value, str):
+        return
+    if key in MESSAGE_FIELDS and len(value) > MAX_MESSAGE_FIELD_CHARS:
+        raise ValidationFailed(f"{where} is {len(value)} characters long; the limit is {MAX_MESSAGE_FIELD_CHARS}",
+                               field=where)
+    if (key in LINK_FIELDS and len(value) > MAX_LINK_CHARS
+            and names_a_reference(value, "file" if key == "file_data" else "image")):
+        raise ValidationFailed(f"{where} names a link of {len(value)} characters; the limit is {MAX_LINK_CHARS}",
+                               field=where)
 
 
 def check_query(query: object, field: str = "query") -> str:
