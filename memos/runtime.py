@@ -25,6 +25,7 @@ from memory_store.registry import (
 )
 from memos.application.limits import DoorLimits
 from memos.followers import CommittedFollower, GroupProgress, first_done
+from memos.runtime_models import Models, build_models
 from schemas.envelope import Position
 from schemas.errors import ConfigError
 from schemas.events import Event
@@ -33,7 +34,6 @@ from schemas.topics import ACTIVATION, ALL_TOPICS, CONVERSATIONS, MEMORIES, REGI
 from streams.log.base import EventLog, OutgoingRecord, TopicPartition
 from streams.log.registry import event_log_from_url
 from streams.pipeline.derivation import Deriver
-from streams.pipeline.derivation_types import similar_in
 from streams.pipeline.lanes import background_context, install_lanes
 from streams.pipeline.runner import Runner, Stage, event_record
 from streams.pipeline.stages import (
@@ -97,10 +97,7 @@ class Runtime:
         self._control_rebuilds = 0
         self.kv_warmer: KVWarmerStage | None = None
         """The KV warmer stage when this runtime hosts it."""
-        self._embedder: Embedder | None = None
-        self._llm: ChatModel | None = None
-        self._deriver: Deriver | None = None
-        self._search: SearchService | None = None
+        self._models: Models | None = None
         self._runners: list[Runner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._hosted: set[str] = set()
@@ -131,22 +128,22 @@ class Runtime:
     @property
     def embedder(self) -> Embedder:
         """The embedding model (after ``start``)."""
-        return cast(Embedder, self._built(self._embedder, "embedder"))
+        return cast(Models, self._built(self._models, "embedder")).embedder
 
     @property
     def llm(self) -> ChatModel | None:
         """The chat model of fine extraction and chat, or None when none is configured."""
-        return self._llm
+        return self._models.llm if self._models is not None else None
 
     @property
     def deriver(self) -> Deriver:
         """The derivation shell the derivation stages run (after ``start``)."""
-        return cast(Deriver, self._built(self._deriver, "deriver"))
+        return cast(Models, self._built(self._models, "deriver")).deriver
 
     @property
     def search_service(self) -> SearchService:
         """Multi-cube search over the projections (after ``start``)."""
-        return cast("SearchService", self._built(self._search, "search service"))
+        return cast(Models, self._built(self._models, "search service")).search
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -161,7 +158,7 @@ class Runtime:
         for store in self.stores:
             await store.start()
         await self.control.start()
-        await self._build_models()
+        self._models = build_models(self.settings.derivation, self.graph, self.vector, self.keyword)
         self._started = True
         if self.run_stages:
             install_lanes(asyncio.get_running_loop())
@@ -192,31 +189,6 @@ class Runtime:
         await asyncio.wait(self._tasks or [asyncio.ensure_future(asyncio.Event().wait())],
                            return_when=asyncio.FIRST_EXCEPTION)
         return self.failed_stages()
-
-    async def _build_models(self) -> None:
-        from memory_store.embedding import embedder_from_url
-        from memory_store.fetch import HttpxFetcher
-        from memory_store.rerank import reranker_from_url
-        from memos.application.search import SearchService
-        from processors.search_settings import SearchSettings
-        from streams.pipeline.derivation import DeriverSettings
-
-        d = self.settings.derivation
-        self._embedder = embedder_from_url(d.embedder_url)
-        if d.llm_url:
-            from memory_store.llm import chat_model_from_url
-
-            self._llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
-        fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s,
-                               allow_hosts=d.fetch_allow_hosts, local_roots=d.fetch_local_roots)
-        self._deriver = Deriver(
-            self._embedder, chat_model=self._llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
-            similar=similar_in(self.vector, self.graph) if d.dedup else None,
-        )
-        key, fast = d.reranker_api_key.get_secret_value() or None, d.reranker_in_fast_mode
-        self._search = SearchService(self.graph, self.vector, self.keyword, self._embedder,
-                                     reranker=reranker_from_url(d.reranker_url, api_key=key),
-                                     settings=SearchSettings(rerank_in_fast_mode=fast))
 
     def stages(self) -> list[Stage]:
         """The stages this runtime can host (each with typed dependencies), in start order."""
@@ -289,9 +261,8 @@ class Runtime:
         self._runners.clear()
         self._tasks.clear()
         self._hosted.clear()
-        models: list[Any] = [self._embedder, self._llm, self._search.reranker if self._search else None]
-        for model in filter(None, models):
-            await model.aclose()
+        if self._models is not None:
+            await self._models.aclose()
         if self.replay_helper is not None:
             await self.replay_helper.aclose()
         for store in self.stores:
