@@ -53,7 +53,8 @@ def build_models(d: DerivationSettings, graph: GraphStore, vector: VectorStore, 
         llm = chat_model_from_url(d.llm_url, api_key=d.llm_api_key.get_secret_value() or None)
     fetcher = HttpxFetcher(max_bytes=d.fetch_max_bytes, timeout_s=d.fetch_timeout_s,
                            allow_hosts=d.fetch_allow_hosts, local_roots=d.fetch_local_roots)
-    deriver = Deriver(embedder, chat_model=llm, fetcher=fetcher, settings=DeriverSettings.from_config(d),
+    deriver = Deriver(embedder, chat_model=llm, fetcher=fetcher,
+                      settings=DeriverSettings.from_config(d, model_id=embedder.model_id),
                       similar=similar_in(vector, graph) if d.dedup else None)
     reranker = reranker_from_url(d.reranker_url, api_key=d.reranker_api_key.get_secret_value() or None)
     search = SearchService(graph, vector, keyword, embedder, reranker=reranker,

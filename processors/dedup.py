@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -28,7 +29,8 @@ from schemas.events import (
 )
 from schemas.memory import MemoryRecord, capped_sources
 
-__all__ = ["DedupResult", "DedupSettings", "conflict_key", "cosine", "resolve_candidates", "token_overlap"]
+__all__ = ["DedupResult", "DedupSettings", "conflict_key", "cosine", "resolve_candidates", "says_nothing_new",
+           "token_overlap"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +40,8 @@ _NOT_ATTRIBUTES = ("question:", "statement:", "request:", "assistant:", "tool us
 
 @dataclass(frozen=True, slots=True)
 class DedupSettings:
-    """Thresholds: a duplicate needs both a high cosine and a high token overlap (Jaccard)."""
+    """Thresholds: a duplicate needs a high cosine and a high token overlap (Jaccard), and says nothing new
+    (``says_nothing_new``): dedup never drops words the stored memory lacks."""
 
     duplicate_cosine: float = 0.92
     duplicate_overlap: float = 0.6
@@ -70,20 +73,45 @@ CACHED_CHARS = 2000
 many new ones. Longer ones (file chunks) are not kept, so the caches stay within a few tens of MB."""
 
 
-def _token_set(text: str) -> frozenset[str]:
-    return frozenset(text[s:e].casefold() for s, e in token_spans(text) if text[s:e].strip(".,;:!?\"'()[]"))
+_TIME_LABEL = re.compile(r"^\[(?=[^\]\n]*\d)[^\]\n]{1,40}\] ", re.MULTILINE)
+"""A line's chat-time label ("[2023-05-08 13:56] user: ..."): when a message was said, not what was said."""
 
 
-_cached_tokens = lru_cache(maxsize=4096)(_token_set)
+def _words(text: str) -> tuple[str, ...]:
+    """``text``'s tokens in order, case-folded, without punctuation and chat-time labels."""
+    text = _TIME_LABEL.sub("", text)
+    return tuple(text[s:e].casefold() for s, e in token_spans(text) if text[s:e].strip(".,;:!?\"'()[]"))
+
+
+_cached_words = lru_cache(maxsize=4096)(_words)
+
+
+def _word_list(text: str) -> tuple[str, ...]:
+    """``_words`` (cached up to ``CACHED_CHARS``)."""
+    return _cached_words(text) if len(text) <= CACHED_CHARS else _words(text)
+
+
+@lru_cache(maxsize=4096)
+def _cached_tokens(text: str) -> frozenset[str]:
+    return frozenset(_word_list(text))
 
 
 def _tokens(text: str) -> frozenset[str]:
     """The token set ``token_overlap`` compares (cached up to ``CACHED_CHARS``)."""
-    return _cached_tokens(text) if len(text) <= CACHED_CHARS else _token_set(text)
+    return _cached_tokens(text) if len(text) <= CACHED_CHARS else frozenset(_words(text))
+
+
+def says_nothing_new(candidate: str, stored: str) -> bool:
+    """Whether every word of ``candidate`` occurs in ``stored`` in the same order (a subsequence of its words,
+    punctuation, case and chat-time labels aside), so that keeping only ``stored`` loses nothing: "I went
+    swimming" says something "I went hiking" does not, and "Bob paid Alice" something "Alice paid Bob" does not,
+    however close their embeddings."""
+    words = iter(_word_list(stored))
+    return all(word in words for word in _word_list(candidate))
 
 
 def token_overlap(a: str, b: str) -> float:
-    """Jaccard overlap of the two texts' token sets (case-folded, punctuation ignored)."""
+    """Jaccard overlap of the two texts' token sets (case-folded, punctuation and chat-time labels ignored)."""
     ta, tb = _tokens(a), _tokens(b)
     if not ta and not tb:
         return 1.0
@@ -113,6 +141,7 @@ def _is_duplicate(candidate: MemoryAdded, text: str, similarity: float, settings
     return (
         similarity >= settings.duplicate_cosine
         and token_overlap(candidate.memory, text) >= settings.duplicate_overlap
+        and says_nothing_new(candidate.memory, text)
     )
 
 
@@ -232,7 +261,9 @@ class _BatchTwins:
                 mine, theirs = self._tokens(row), self._tokens(other_row)
                 union = len(mine | theirs)
                 overlap = len(mine & theirs) / union if union else 1.0
-                if overlap >= self.settings.duplicate_overlap:
+                if overlap >= self.settings.duplicate_overlap and says_nothing_new(
+                    candidate.memory, self.candidates[other_row].memory
+                ):
                     found.append(index)
                     break
         return min(found) if found else None

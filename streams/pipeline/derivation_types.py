@@ -11,6 +11,7 @@ from memory_store.base import GraphStore, VectorStore
 from processors.dedup import DedupSettings
 from processors.documents import DocumentBudget
 from processors.fast import FastSettings, MemoryDraft
+from processors.search_settings import SearchSettings
 from schemas.events import ConversationRecorded, DerivationFailed, ModelUsage, derived_header
 from schemas.memory import MemoryRecord
 from streams.pipeline.sandbox import SandboxLimits
@@ -79,10 +80,13 @@ class DeriverSettings:
     """Most tokens of one add sent to extraction; windows past it stay fast chunks (a 1 MB add: minutes)."""
 
     @classmethod
-    def from_config(cls, config: DerivationSettings) -> DeriverSettings:
-        """Settings from the ``derivation`` section of the app config."""
+    def from_config(cls, config: DerivationSettings, *, model_id: str = "") -> DeriverSettings:
+        """Settings from the ``derivation`` section of the app config, for the embedder ``model_id``: write-time
+        dedup's cosine is search's ``sim_dedup_threshold`` for that embedder (both MemOS's 0.92 for e5, moved
+        to the same percentile of the embedder's cosines by ``SearchSettings.embedder_profiles``)."""
         return cls(
             fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap),
+            dedup=DedupSettings(duplicate_cosine=SearchSettings().for_model(model_id).sim_dedup_threshold),
             slice_size=config.slice_size,
             sandbox=SandboxLimits(
                 memory_bytes=config.parse_memory_mb * 1024 * 1024,

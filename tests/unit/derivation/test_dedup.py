@@ -106,7 +106,38 @@ def test_similar_but_different_text_is_not_a_duplicate() -> None:
     result = resolve_candidates(EVENT, [new], {"n1": [(old, 0.95)]})
     assert result.events == [new]
     loose = DedupSettings(duplicate_cosine=0.9, duplicate_overlap=0.1)
-    assert isinstance(resolve_candidates(EVENT, [new], {"n1": [(old, 0.95)]}, loose).events[0], MemoryRevised)
+    assert resolve_candidates(EVENT, [new], {"n1": [(old, 0.95)]}, loose).events == [new]  # new words: kept
+    part = candidate("n2", "A red bicycle.")
+    whole = record("o2", "The user bought a red bicycle for commuting.")
+    assert resolve_candidates(EVENT, [part], {"n2": [(whole, 0.95)]}).events == [part]  # overlap 3/8 < 0.6
+    assert isinstance(resolve_candidates(EVENT, [part], {"n2": [(whole, 0.95)]}, loose).events[0], MemoryRevised)
+
+
+def test_a_duplicate_says_nothing_the_stored_memory_does_not() -> None:
+    """Close embeddings and a high overlap are not enough: e5 gives 0.946 to hiking / swimming and 0.939 to
+    these two siblings, so dedup by cosine and Jaccard dropped the second of each from search."""
+    pairs = [
+        ("user: I went hiking with my kids last weekend.", "user: I went swimming with my kids last weekend."),
+        ("user: My sister lives in Boston and works as a nurse.", "user: My brother lives in Denver and works as a nurse."),
+        ("user: Alice paid Bob back.", "user: Bob paid Alice back."),
+        ("user: I like spicy food.", "user: I don't like spicy food."),
+        ("user: 我喜欢猫。", "user: 我喜欢狗。"),
+    ]
+    for stored, new_text in pairs:
+        new = candidate("n1", new_text, vector=[1.0, 0.0])
+        old = record("o1", stored)
+        assert resolve_candidates(EVENT, [new], {"n1": [(old, 0.99)]}).events == [new], new_text
+        twin = candidate("n0", stored, vector=[1.0, 0.0])
+        within = resolve_candidates(EVENT, [twin, new], {})
+        assert [e.memory_id for e in within.events] == ["n0", "n1"], new_text  # type: ignore[attr-defined]
+    # the same words again, at another chat time, in other case and punctuation, or fewer of them: a duplicate
+    stored = "[2023-05-08 13:56] user: I went hiking with my kids last weekend, in the Alps!"
+    for again in ("[2023-06-01 09:00] user: I went hiking with my kids last weekend, in the Alps!",
+                  "user: i went hiking with my kids last weekend in the alps",
+                  "user: I went hiking with my kids last weekend."):
+        new = candidate("n1", again, vector=[1.0, 0.0])
+        [revised] = resolve_candidates(EVENT, [new], {"n1": [(record("o1", stored), 0.99)]}).events
+        assert isinstance(revised, MemoryRevised) and revised.memory == stored, again
 
 
 def test_conflicting_fact_supersedes_the_old_one() -> None:
@@ -198,10 +229,15 @@ def test_token_sets_and_names_are_cached_only_for_texts_of_a_memorys_usual_size(
     short = "Caroline: I went to the LGBTQ support group in Boston yesterday. " * 3
     long = "Melanie: we painted the lake at sunrise with the kids in Ontario. " * 60  # a file chunk's size
     assert len(short) <= dedup.CACHED_CHARS < len(long)
-    before = (dedup._cached_tokens.cache_info().currsize, entities._cached_names.cache_info().currsize)
+    def sizes() -> tuple[int, int, int]:
+        return (dedup._cached_tokens.cache_info().currsize, dedup._cached_words.cache_info().currsize,
+                entities._cached_names.cache_info().currsize)
+
+    before = sizes()
     for _ in range(2):
         assert dedup.token_overlap(short, long) == dedup.token_overlap(long, short)
+        assert dedup.says_nothing_new(short, long) is False and dedup.says_nothing_new(short, short)
         assert entities.entity_names(short) == {"lgbtq", "boston"} and "ontario" in entities.entity_names(long)
-    after = (dedup._cached_tokens.cache_info().currsize, entities._cached_names.cache_info().currsize)
-    assert after[0] - before[0] <= 1 and after[1] - before[1] <= 1  # the short text at most, never the long one
-    assert dedup._tokens(long) == dedup._token_set(long) and isinstance(dedup._tokens(short), frozenset)
+    after = sizes()
+    assert all(a - b <= 1 for a, b in zip(after, before, strict=True))  # the short text at most, never the long one
+    assert dedup._tokens(long) == frozenset(dedup._words(long)) and isinstance(dedup._tokens(short), frozenset)
