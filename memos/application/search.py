@@ -94,14 +94,17 @@ class SearchService:
         *,
         reranker: Reranker | None = None,
         settings: SearchSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.graph = graph
         self.vector = vector
         self.keyword = keyword
         self.embedder = embedder
         self.reranker = reranker
+        self.clock = clock
+        """Seconds on a monotonic clock: what the pause after a reranker's failure is measured on."""
         self._reranker_back_at = 0.0
-        """Monotonic time before which a failed reranker is not asked again (RERANKER_PAUSE_S after a failure)."""
+        """``clock`` time before which a failed reranker is not asked again (RERANKER_PAUSE_S after a failure)."""
         self.settings = (settings or SearchSettings()).for_model(embedder.model_id)
         self._speakers: dict[str, frozenset[str]] = {}
         """Per cube, the speakers its last search's keyword hits named (bounded; oldest forgotten first): the
@@ -246,7 +249,7 @@ class SearchService:
 
     async def _rerank(self, query: SearchQuery, hits: list[Hit]) -> list[Hit]:
         """``hits`` with the reranker's scores on the best ``rerank_pool`` of them."""
-        if self.reranker is None or not hits or time.monotonic() < self._reranker_back_at:
+        if self.reranker is None or not hits or self.clock() < self._reranker_back_at:
             return hits
         head = hits[: self.settings.rerank_pool]
         try:
@@ -255,7 +258,7 @@ class SearchService:
                 raise ModelOutputInvalid(f"reranker gave {len(scores)!r} scores for {len(head)!r} memories")
         except ModelError as exc:  # a refinement, not a retriever: search answers in the retrievers' order, and
             # the searches of the next RERANKER_PAUSE_S do not wait for it again (an outage costs one timeout)
-            self._reranker_back_at = time.monotonic() + RERANKER_PAUSE_S
+            self._reranker_back_at = self.clock() + RERANKER_PAUSE_S
             logger.warning("%s; searches answer without reranking for %.0f s", exc, RERANKER_PAUSE_S)
             return hits
         return apply_rerank(hits, scores, self.settings)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from memory_store.rerank import reranker_from_url
+from memos.application.search import RERANKER_PAUSE_S
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from schemas.errors import ConfigError
@@ -77,7 +78,8 @@ async def test_a_configured_reranker_reorders_fine_searches_and_its_outage_degra
             state["status"] = 200
             paused = _memories(await service.search("ann", ["trips"], query, mode="fine"))
             assert len(seen) == asked and "kayak" not in paused[0]["memory"]  # not asked again for a while
-            rt.search_service._reranker_back_at = 0.0  # as if RERANKER_PAUSE_S had passed
+            real = rt.search_service.clock
+            rt.search_service.clock = lambda: real() + RERANKER_PAUSE_S  # the pause has passed
             back = _memories(await service.search("ann", ["trips"], query, mode="fine"))
             assert len(seen) == asked + 1 and "kayak" in back[0]["memory"]
 
