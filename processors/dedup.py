@@ -158,8 +158,10 @@ def resolve_candidates(
     where a fact and a preference share their words) becomes a ``MemoryRevised``
     (reason "duplicate", sources appended); a conflicting fact or preference (same key, different text)
     is added with ``valid_from`` and the old one is retired as superseded, with a SUPERSEDES edge;
-    anything else is added as is. Existing memories of this very event (a redelivery) are ignored, so
-    deriving an event twice gives the same events.
+    anything else is added as is. Only memories of the candidate's own user and cube are compared: in a
+    shared cube, one user's "I live in Paris" never supersedes another's "I live in Berlin", and one user's
+    words never become a revision of another's memory. Existing memories of this very event (a redelivery)
+    are ignored, so deriving an event twice gives the same events.
     """
     settings = settings or DedupSettings()
     origin = str(event.event_id)
@@ -183,6 +185,7 @@ def resolve_candidates(
             for record, similarity in views.get(candidate.memory_id, ())
             if record.status == "activated"
             and record.cube_id == candidate.cube_id
+            and record.user_id == candidate.user_id  # in a shared cube, "the user" of each is another person
             and record.id != candidate.memory_id
             and record.origin_event_id != origin
             and record.id not in retired

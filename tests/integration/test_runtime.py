@@ -199,6 +199,33 @@ async def test_forgetting_a_user_removes_its_writes_in_shared_cubes_and_nothing_
         assert await rt.control.cube_exists("team") and await rt.control.cube_exists("bobs_notes")
 
 
+async def test_in_a_shared_cube_one_users_facts_never_revise_or_supersede_anothers(tmp_path: Path) -> None:
+    """Dedup and conflicts compare a new memory with its own user's only: "the user" of each is another person.
+    Before, bob's "I live in Paris" retired ann's "I live in Berlin", and bob's words became a revision of ann's
+    memory (so forgetting ann would have taken them)."""
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        await service.create_user("ann")
+        await service.create_user("bob")
+        await service.create_cube("team", owner_id="ann")
+        await service.share_cube("team", owner_id="ann", user_id="bob", access="write")
+        for user, text in [("ann", "I live in Berlin."), ("bob", "I live in Paris."),
+                           ("ann", "I went hiking with my kids last weekend."),
+                           ("bob", "I went hiking with my kids last weekend.")]:
+            await service.add(user, ["team"], [{"role": "user", "content": text}], mode="fine")
+        memories = await service.get_all("ann", "team", include_retired=True)
+        lives = {(m["metadata"]["user_id"], m["metadata"]["status"]) for m in memories if "lives in" in m["memory"]}
+        assert lives == {("ann", "activated"), ("bob", "activated")}
+        hiking = [m for m in memories if "hiking" in m["memory"]]
+        assert sorted(m["metadata"]["user_id"] for m in hiking) == ["ann", "bob"]
+        assert all(m["metadata"].get("duplicate_count") is None for m in hiking)
+        await service.add("bob", ["team"], [{"role": "user", "content": "I live in Lisbon now."}], mode="fine")
+        after = await service.get_all("ann", "team", include_retired=True)
+        status = {(m["metadata"]["user_id"], m["memory"]): m["metadata"]["status"] for m in after}
+        assert status[("bob", "The user lives in Paris.")] == "retired"  # bob's own fact: superseded
+        assert status[("ann", "The user lives in Berlin.")] == "activated"
+
+
 async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:
     """A cube id may read "user:bob" or "cube:bobs" (the grammar allows ':'): forgetting such a cube deletes
     its own records only, never bob's user, key or cube ownership; the log alone still says so."""

@@ -50,11 +50,12 @@ def record(
     revision: int = 0,
     status: str = "activated",
     origin: str | None = None,
+    user: str = "u",
 ) -> MemoryRecord:
     return MemoryRecord(
         id=memory_id,
         cube_id="cube_test",
-        user_id="u",
+        user_id=user,
         memory=text,
         memory_type=mtype,
         key=key,  # type: ignore[arg-type]
@@ -175,6 +176,10 @@ def test_own_retired_and_foreign_records_are_ignored() -> None:
     gone = record("o2", "The user lives in Paris.", key="lives in", status="retired")
     result = resolve_candidates(EVENT, [new], {"n1": [(own, 1.0), (gone, 1.0)]})
     assert result.events == [new]
+    # another user's memories in a shared cube: "the user" there is someone else
+    theirs = record("o3", "The user lives in Paris.", key="lives in", user="v")
+    elsewhere = record("o4", "The user lives in Berlin.", key="lives in", user="v")
+    assert resolve_candidates(EVENT, [new], {"n1": [(theirs, 1.0), (elsewhere, 0.95)]}).events == [new]
 
 
 def test_duplicates_within_one_add_are_merged() -> None:
