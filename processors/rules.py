@@ -32,6 +32,19 @@ _CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)")
 _FILLER = re.compile(
     r"^(ok(ay)?|sure|thanks?|thank you|you're welcome|glad|no problem|feel free|great|cool)\b", re.I
 )
+_INTERJECTION = re.compile(
+    r"^(?:(?:ok(?:ay)?|sure|thanks?(?: a lot| so much)?|thank you(?: so much)?|great|cool|alright|all right|yes|"
+    r"yeah|yep|no problem|of course|got it|perfect|awesome|wow|oh|hi|hello|hey)\s*[,!.:;\u2026\u2013\u2014-]+\s*)+",
+    re.I,
+)
+"""Interjections set off by punctuation before what a sentence says ("Sure, I booked ...", "Thanks, I'm ...")."""
+
+
+def _is_filler(text: str) -> bool:
+    """Whether ``text`` says nothing beyond courtesy: "Okay, feel free to ask" is filler, "Sure, I booked a table
+    at Luigi" is not (the interjection is passed over before the filler test)."""
+    rest = _INTERJECTION.sub("", text.replace("\u2019", "'"), count=1)
+    return not rest.strip() or _FILLER.match(rest) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +315,8 @@ def _user_drafts(item: Item, window: Window, asked: Sequence[str]) -> tuple[list
     questions: list[str] = []
     chat_time = item.source.chat_time
     for sentence in _sentences(_MARKER.sub("", item.text)):
-        if count_tokens(sentence) < 3 or _FILLER.match(sentence):
+        sentence = _INTERJECTION.sub("", sentence, count=1)
+        if count_tokens(sentence) < 3 or _is_filler(sentence):
             continue
         source = item.source.model_copy(update={"content": sentence})
         pref = _preference(sentence)
@@ -404,7 +418,7 @@ def _context(window: Window, item: Item) -> str:
 
 def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) -> list[MemoryDraft]:
     text = item.text.strip()
-    if count_tokens(text) < 8 or _FILLER.match(text.replace("’", "'")):
+    if count_tokens(text) < 8 or _is_filler(text):
         return []
     body = truncate_tokens(text, settings.max_memory_tokens)
     source = item.source

@@ -55,6 +55,22 @@ def test_a_question_is_context_of_its_answer_not_a_memory() -> None:
     assert prefers == [("PreferenceMemory", "preference: quiet rooms", "The user prefers quiet rooms.")]
 
 
+def test_an_interjection_never_hides_what_follows_it() -> None:
+    """A sentence opening with "Sure," or "Thanks," was dropped whole as filler: "Sure, I booked a table at Luigi"
+    left no memory of the booking. Courtesy alone is still dropped (Example 1's last reply)."""
+    got = rules([
+        {"role": "user", "content": "Thanks, I am allergic to peanuts. Great, I will take the 7 pm slot."},
+        {"role": "assistant", "content": "Sure, I booked a table at Luigi for 7 pm on Friday."},
+        {"role": "user", "content": "Okay! Thank you so much."},
+        {"role": "assistant", "content": "Okay, feel free to ask me if you have any other questions."},
+    ])
+    texts = [text for _, _, text in got]
+    assert "The user is allergic to peanuts." in texts
+    assert "The user will choose the 7 pm slot." in texts
+    assert "The assistant said: Sure, I booked a table at Luigi for 7 pm on Friday." in texts
+    assert not any("feel free" in t or "Thank" in t or "Okay" in t for t in texts), texts
+
+
 def test_example_1_preference_metadata() -> None:
     items = read_messages(EXAMPLE_1).items
     drafts = extract_rules(plan_windows(items), FastSettings())
