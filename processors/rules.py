@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from processors.chunking import Window, count_tokens, render_line, truncate_tokens
@@ -30,8 +30,13 @@ _SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 _MARKER = re.compile(r"\[(?:file|image|audio)(?::[^\]\n]*)?\]")
 _CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)")
 _FILLER = re.compile(
-    r"^(ok(ay)?|sure|thanks?|thank you|you're welcome|glad|no problem|feel free|great|cool)\b", re.I
+    r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
+    r"(?:that )?sounds (?:good|great|perfect))[\s!.,]*$"
+    r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know)\b)",
+    re.I,
 )
+"""Courtesy: a sentence that is only "Okay." or "Great!", or opens with thanks or an offer of more help ("Feel
+free to ask ..."). "Great Wall tickets are booked" is not."""
 _INTERJECTION = re.compile(
     r"^(?:(?:ok(?:ay)?|sure|thanks?(?: a lot| so much)?|thank you(?: so much)?|great|cool|alright|all right|yes|"
     r"yeah|yep|no problem|of course|got it|perfect|awesome|wow|oh|hi|hello|hey)\s*[,!.:;\u2026\u2013\u2014-]+\s*)+",
@@ -263,7 +268,9 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
     A user's question is not a memory of its own: it becomes the context (``background``) of what
     answers it: the assistant's reply and the user's next choices. A choice ("I'll choose X") is both a
     fact (UserMemory, so a search for it finds it among the text memories) and a preference; other
-    preferences ("I prefer Y") are preference memories. A message shared by two overlapping windows is
+    preferences ("I prefer Y") are preference memories. A reply to the assistant's question keeps the
+    question: "Peanuts." after "Do you have any food allergies?" is a memory of the answer, not a fragment too
+    short to keep. A message shared by two overlapping windows is
     read only in the first, so nothing is extracted twice. Drafts are keyed ``rules:<window>:<n>`` and
     refine the fast draft of their window.
     """
@@ -274,13 +281,16 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
         seen.update(i.message_index for i in window.items)
         drafts: list[MemoryDraft] = []
         asked: list[str] = []
+        prompt: str | None = None  # the question the assistant's last message ended with
         for item in owned:
             if item.role == "user":
-                made, questions = _user_drafts(item, window, asked)
+                made, questions = _user_drafts(item, window, asked, prompt)
                 drafts += made
                 asked = questions or asked
+                prompt = None
             elif item.role == "assistant":
                 drafts += _assistant_drafts(item, settings, asked)
+                prompt = _question_of(item.text)
         out += [
             MemoryDraft(
                 key=f"rules:{window.index}:{n}",
@@ -309,14 +319,28 @@ def _sentences(text: str) -> list[str]:
     return out
 
 
-def _user_drafts(item: Item, window: Window, asked: Sequence[str]) -> tuple[list[MemoryDraft], list[str]]:
-    """Drafts of one user message, and the questions it asks (kept as context, not as memories)."""
+def _question_of(text: str) -> str | None:
+    """The question an assistant's message ends with ("... Do you have any food allergies?"), or None."""
+    last = next((p.strip() for p in reversed(_SENTENCE.split(_MARKER.sub("", text))) if p.strip()), "")
+    return last if last.endswith(("?", "？")) and count_tokens(last) >= 3 else None
+
+
+def _user_drafts(
+    item: Item, window: Window, asked: Sequence[str], prompt: str | None = None
+) -> tuple[list[MemoryDraft], list[str]]:
+    """Drafts of one user message, and the questions it asks (kept as context, not as memories); ``prompt``:
+    the assistant's question that the message answers."""
     drafts: list[MemoryDraft] = []
     questions: list[str] = []
     chat_time = item.source.chat_time
-    for sentence in _sentences(_MARKER.sub("", item.text)):
-        sentence = _INTERJECTION.sub("", sentence, count=1)
-        if count_tokens(sentence) < 3 or _is_filler(sentence):
+    for n, raw in enumerate(_sentences(_MARKER.sub("", item.text))):
+        sentence = _INTERJECTION.sub("", raw, count=1)
+        short = count_tokens(sentence) < 3 or _is_filler(sentence)
+        if prompt is not None and n == 0 and (short or third_person(sentence)[1].startswith("statement:")):
+            if not _is_filler(raw) or _YES_NO.match(raw):  # "Peanuts.", "Yes.", "About 80 euros"; not "Thanks."
+                drafts.append(_answer(item, raw, prompt))
+                continue
+        if short:
             continue
         source = item.source.model_copy(update={"content": sentence})
         pref = _preference(sentence)
@@ -376,6 +400,19 @@ def _user_drafts(item: Item, window: Window, asked: Sequence[str]) -> tuple[list
 
 
 _CHOICES = frozenset({"will choose", "chooses"})
+_YES_NO = re.compile(r"^(yes|yeah|yep|no|nope|not really|never)\b", re.I)
+
+
+def _answer(item: Item, reply: str, prompt: str) -> MemoryDraft:
+    """The memory of a user's reply to the assistant's question, the question kept with it."""
+    chat_time = item.source.chat_time
+    reply = reply.strip().rstrip(".!")
+    text = resolve_relative_times(f'The user answered "{reply}" when the assistant asked: "{prompt}"', chat_time)
+    meta: JsonDict = {"extractor": "rules", "type": "answer", "sentence": reply, "question": prompt,
+                      "message_index": item.message_index, **_times(reply, chat_time)}
+    source = item.source.model_copy(update={"content": reply})
+    draft = _draft(text, "UserMemory", "answer: " + _key_words(prompt, limit=6), source, meta, 0.6)
+    return replace(draft, background=f"The assistant asked: {prompt}")
 
 
 def _asked(questions: Sequence[str]) -> str:
@@ -420,6 +457,8 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
     text = item.text.strip()
     if count_tokens(text) < 8 or _is_filler(text):
         return []
+    if all(p.strip().endswith(("?", "？")) or _is_filler(p) for p in _SENTENCE.split(text) if p.strip()):
+        return []  # only asks: the user's reply keeps the question (``_answer``)
     body = truncate_tokens(text, settings.max_memory_tokens)
     source = item.source
     meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(text, source.chat_time)}

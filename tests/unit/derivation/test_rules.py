@@ -71,6 +71,40 @@ def test_an_interjection_never_hides_what_follows_it() -> None:
     assert not any("feel free" in t or "Thank" in t or "Okay" in t for t in texts), texts
 
 
+def test_a_reply_to_the_assistants_question_keeps_the_question() -> None:
+    """"Peanuts." alone was too short to keep and "About 80 euros" said nothing without its question; a
+    question-only assistant message is not a memory of its own (the answer carries it)."""
+    got = rules([
+        {"role": "assistant", "content": "Do you have any food allergies?"},
+        {"role": "user", "content": "Peanuts."},
+        {"role": "assistant", "content": "Noted. What is your budget per night?"},
+        {"role": "user", "content": "About 80 euros"},
+        {"role": "assistant", "content": "Do you have kids?"},
+        {"role": "user", "content": "Yes. Two daughters."},
+        {"role": "assistant", "content": "Is there anything else I can help you with?"},
+        {"role": "user", "content": "Thanks."},
+    ])
+    assert got[:3] == [
+        ("UserMemory", "answer: do you have any food allergies",
+         'The user answered "Peanuts" when the assistant asked: "Do you have any food allergies?"'),
+        ("UserMemory", "answer: what is your budget per night",
+         'The user answered "About 80 euros" when the assistant asked: "What is your budget per night?"'),
+        ("UserMemory", "answer: do you have kids", 'The user answered "Yes" when the assistant asked: "Do you have kids?"'),
+    ]
+    assert [text for _, _, text in got[3:]] == ["The user said: Two daughters."]  # "Thanks." answers nothing
+    items = read_messages([{"role": "assistant", "content": "Do you have any food allergies?"},
+                           {"role": "user", "content": "Peanuts."}]).items
+    [answer] = extract_rules(plan_windows(items), FastSettings())
+    assert answer.background == "The assistant asked: Do you have any food allergies?"
+    assert answer.metadata["question"] == "Do you have any food allergies?" and answer.metadata["type"] == "answer"
+
+
+def test_courtesy_is_a_whole_sentence_not_a_first_word() -> None:
+    got = [text for _, _, text in rules([{"role": "user", "content": "Great Wall tickets are booked for May 3. "
+                                                                      "Cool jazz is what I play. Okay. Sounds good!"}])]
+    assert got == ["The user said: Great Wall tickets are booked for May 3.", "The user said: Cool jazz is what the user plays."]
+
+
 def test_example_1_preference_metadata() -> None:
     items = read_messages(EXAMPLE_1).items
     drafts = extract_rules(plan_windows(items), FastSettings())
