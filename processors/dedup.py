@@ -35,7 +35,7 @@ __all__ = ["DedupResult", "DedupSettings", "conflict_key", "cosine", "resolve_ca
 logger = logging.getLogger(__name__)
 
 _FACTS = {"UserMemory", "LongTermMemory", "WorkingMemory"}
-_NOT_ATTRIBUTES = ("question:", "statement:", "request:", "assistant:", "tool use:", "image:")
+_NOT_ATTRIBUTES = ("question:", "statement:", "request:", "answer:", "assistant:", "tool use:", "image:")
 
 
 @dataclass(frozen=True, slots=True)

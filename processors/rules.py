@@ -9,12 +9,26 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import date
 
 from processors.chunking import Window, count_tokens, render_line, truncate_tokens
 from processors.fast import FastSettings, MemoryDraft
 from processors.reader import Item
+from processors.rules_en import INTERJECTION, key_words, preference, pronouns
+from processors.rules_en import is_filler as is_filler_en
+from processors.rules_en import third_person as third_person_en
+from processors.rules_zh import (
+    answer_zh,
+    asked_zh,
+    assistant_zh,
+    is_chinese,
+    is_filler_zh,
+    preference_zh,
+    pronouns_zh,
+    strip_interjection_zh,
+    third_person_zh,
+)
 from processors.timeparse import MONTHS as _MONTHS
 from processors.timeparse import Span, parse_chat_time, relative_spans
 from schemas.events import JsonDict, MemoryType, ModelUsage, SourceRef
@@ -26,199 +40,9 @@ logger = logging.getLogger(__name__)
 RULES_MODEL = "rules/v1"
 """Pseudo model id recorded in the usage of every rule-based memory."""
 
-_SENTENCE = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 _MARKER = re.compile(r"\[(?:file|image|audio)(?::[^\]\n]*)?\]")
-_CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)")
-_FILLER = re.compile(
-    r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
-    r"(?:that )?sounds (?:good|great|perfect))[\s!.,]*$"
-    r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know)\b)",
-    re.I,
-)
-"""Courtesy: a sentence that is only "Okay." or "Great!", or opens with thanks or an offer of more help ("Feel
-free to ask ..."). "Great Wall tickets are booked" is not."""
-_INTERJECTION = re.compile(
-    r"^(?:(?:ok(?:ay)?|sure|thanks?(?: a lot| so much)?|thank you(?: so much)?|great|cool|alright|all right|yes|"
-    r"yeah|yep|no problem|of course|got it|perfect|awesome|wow|oh|hi|hello|hey)\s*[,!.:;\u2026\u2013\u2014-]+\s*)+",
-    re.I,
-)
-"""Interjections set off by punctuation before what a sentence says ("Sure, I booked ...", "Thanks, I'm ...")."""
-
-
-def _is_filler(text: str) -> bool:
-    """Whether ``text`` says nothing beyond courtesy: "Okay, feel free to ask" is filler, "Sure, I booked a table
-    at Luigi" is not (the interjection is passed over before the filler test)."""
-    rest = _INTERJECTION.sub("", text.replace("\u2019", "'"), count=1)
-    return not rest.strip() or _FILLER.match(rest) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class _Pref:
-    pattern: re.Pattern[str]
-    verb: str
-    polarity: str
-
-
-_PREFS = (
-    _Pref(
-        re.compile(r"\bI (?:do not|don't|never) (?:really )?(like|enjoy|love)\s+(?P<obj>.+)", re.I),
-        "does not like",
-        "negative",
-    ),
-    _Pref(re.compile(r"\bI (?:do not|don't) want\s+(?P<obj>.+)", re.I), "does not want", "negative"),
-    _Pref(
-        re.compile(r"\bI (?:really |also )?(?:hate|dislike|can't stand|cannot stand)\s+(?P<obj>.+)", re.I),
-        "dislikes",
-        "negative",
-    ),
-    _Pref(
-        re.compile(r"\bI(?:'d| would)? (?:really |also |much )?prefer\s+(?P<obj>.+)", re.I),
-        "prefers",
-        "positive",
-    ),
-    _Pref(
-        re.compile(
-            r"\bI(?:'ll| will|'m going to| am going to) (?:choose|pick|go with|take)\s+(?P<obj>.+)", re.I
-        ),
-        "will choose",
-        "positive",
-    ),
-    _Pref(re.compile(r"\bI (?:choose|chose|pick|picked)\s+(?P<obj>.+)", re.I), "chooses", "positive"),
-    _Pref(re.compile(r"\bI (?:really |also |do )?love\s+(?P<obj>.+)", re.I), "loves", "positive"),
-    _Pref(re.compile(r"\bI (?:really |also |do )?(?:like|enjoy)\s+(?P<obj>.+)", re.I), "likes", "positive"),
-)
-
-_LEAD = (
-    (re.compile(r"^I(?:'ve| have)? planned to\b", re.I), "The user plans to"),
-    (re.compile(r"^I(?:'m| am) planning to\b", re.I), "The user plans to"),
-    (re.compile(r"^I(?:'m| am)\b", re.I), "The user is"),
-    (re.compile(r"^I was\b", re.I), "The user was"),
-    (re.compile(r"^I(?:'ve| have)\b", re.I), "The user has"),
-    (re.compile(r"^I(?:'ll| will)\b", re.I), "The user will"),
-    (re.compile(r"^I(?:'d| would)\b", re.I), "The user would"),
-    (re.compile(r"^I (?:don't|do not)\b", re.I), "The user does not"),
-    (re.compile(r"^I (?:didn't|did not)\b", re.I), "The user did not"),
-    (re.compile(r"^I (?:can't|cannot)\b", re.I), "The user cannot"),
-    (re.compile(r"^I (can|could|should|must|might|may|had|did|need to|want to)\b", re.I), r"The user \1"),
-)
-_ASK = re.compile(r"^(?:please\s+|(?:can|could|would|will) you (?:please\s+)?)(?P<rest>.+)", re.I)
-_WORDS = (
-    (re.compile(r"\bmy\b", re.I), "the user's"),
-    (re.compile(r"\bmine\b", re.I), "the user's"),
-    (re.compile(r"\bmyself\b", re.I), "the user"),
-    (re.compile(r"\bme\b", re.I), "the user"),
-    (re.compile(r"\byour\b", re.I), "the assistant's"),
-    (re.compile(r"\byou\b", re.I), "the assistant"),
-)
-
-
-def third_person(sentence: str) -> tuple[str, str]:
-    """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
-    text = sentence.strip().replace("’", "'").replace("‘", "'")
-    asked = _ASK.match(text)
-    if asked:
-        rest = _pronouns(asked.group("rest").rstrip("?.! "))
-        return f"The user asked the assistant to {rest}.", "request: " + _key_words(rest)
-    for pattern, repl in _LEAD:
-        if pattern.search(text):
-            body = _strip_subject(pattern.sub(repl, text, count=1))
-            return _finish("The user " + _pronouns(body)), _key_words(body)
-    verb = re.match(r"^I (\w+)\b(.*)$", text, re.I | re.S)
-    if verb:
-        body = f"The user {_conjugate(verb.group(1))}{_pronouns(verb.group(2))}"
-        return _finish(body), _key_words(_strip_subject(body))
-    if text.endswith("?"):
-        return f"The user asked: {_pronouns(text)}", "question: " + _key_words(text)
-    return f"The user said: {_finish(_pronouns(text))}", "statement: " + _key_words(text)
-
-
-def _finish(text: str) -> str:
-    text = re.sub(r"\s+", " ", text).strip()
-    return text if text[-1:] in ".!?" else text + "."
-
-
-def _pronouns(text: str) -> str:
-    for pattern, repl in _WORDS:
-        text = pattern.sub(repl, text)
-    return re.sub(r"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>[A-Za-z]+)\b|(?=\W|$))", _inner_i, text)
-
-
-_CONTRACTIONS = {"m": "is", "ve": "has", "ll": "will", "d": "would"}
-_KEEP_AFTER_I = {
-    "can",
-    "could",
-    "will",
-    "would",
-    "should",
-    "must",
-    "might",
-    "may",
-    "had",
-    "did",
-    "was",
-    "also",
-    "really",
-    "never",
-    "always",
-    "just",
-    "still",
-    "often",
-    "usually",
-    "sometimes",
-    "and",
-    "or",
-}
-
-
-def _inner_i(match: re.Match[str]) -> str:
-    """ "I" inside a sentence as "the user", with the verb that follows in the third person."""
-    if match.group("c"):
-        return f"the user {_CONTRACTIONS[match.group('c').lower()]}"
-    verb = match.group("v")
-    if verb is None:
-        return "the user"
-    lowered = verb.lower()
-    if lowered == "am":
-        return "the user is"
-    if lowered in _KEEP_AFTER_I:
-        return f"the user {verb}"
-    return f"the user {_conjugate(verb)}"
-
-
-def _strip_subject(text: str) -> str:
-    return re.sub(r"^The user\s+", "", text)
-
-
-def _key_words(text: str, limit: int = 4) -> str:
-    """The predicate without its object: words up to the first name or number, at most ``limit``."""
-    out: list[str] = []
-    for word in re.findall(r"[\w'-]+", text):
-        if out and (word[:1].isupper() or word[:1].isdigit()):
-            break
-        out.append(word.lower())
-        if len(out) >= limit:
-            break
-    return " ".join(out)
-
-
-def _conjugate(verb: str) -> str:
-    lowered = verb.lower()
-    past = lowered.endswith("ed") and not (lowered.endswith("eed") and lowered not in {"agreed", "freed"})
-    if past or lowered in {"went", "saw", "got", "made", "took", "met", "bought", "ran", "ate"}:
-        return verb
-    if lowered == "have":
-        return "has"
-    if lowered == "do":
-        return "does"
-    if lowered == "go":
-        return "goes"
-    if re.search(r"[^aeiou]y$", lowered):
-        return verb[:-1] + "ies"
-    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
-        return verb + "es"
-    return verb + "s"
-
-
+_CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)|[，；](?=我(?!们))")
 def _fmt(day: date) -> str:
     return f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
 
@@ -260,6 +84,16 @@ def resolve_relative_times(text: str, chat_time: str | None) -> str:
         out = f"{out[: where + len(expr)]} ({_span_words(span)}){out[where + len(expr) :]}"
         at = where
     return out
+
+
+def third_person(sentence: str) -> tuple[str, str]:
+    """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
+    return third_person_zh(sentence) if is_chinese(sentence) else third_person_en(sentence)
+
+
+def _is_filler(text: str) -> bool:
+    """Whether ``text`` says nothing beyond courtesy ("Okay, feel free to ask", "好的，谢谢！")."""
+    return is_filler_zh(text) if is_chinese(text) else is_filler_en(text)
 
 
 def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[MemoryDraft]:
@@ -334,7 +168,8 @@ def _user_drafts(
     questions: list[str] = []
     chat_time = item.source.chat_time
     for n, raw in enumerate(_sentences(_MARKER.sub("", item.text))):
-        sentence = _INTERJECTION.sub("", raw, count=1)
+        zh = is_chinese(raw)
+        sentence = strip_interjection_zh(raw) if zh else INTERJECTION.sub("", raw, count=1)
         short = count_tokens(sentence) < 3 or _is_filler(sentence)
         if prompt is not None and n == 0 and (short or third_person(sentence)[1].startswith("statement:")):
             if not _is_filler(raw) or _YES_NO.match(raw):  # "Peanuts.", "Yes.", "About 80 euros"; not "Thanks."
@@ -343,11 +178,11 @@ def _user_drafts(
         if short:
             continue
         source = item.source.model_copy(update={"content": sentence})
-        pref = _preference(sentence)
+        pref = preference_zh(sentence) if zh else preference(sentence)
         if pref is not None:
             verb, obj, polarity = pref
-            obj_3p = _pronouns(obj)
-            context = _asked(asked) if verb in _CHOICES else ""
+            obj_3p = pronouns_zh(obj) if zh else pronouns(obj)
+            context = (asked_zh(asked) if zh else _asked(asked)) if verb in _CHOICES else ""
             meta: JsonDict = {
                 "extractor": "rules",
                 "preference_type": "explicit",
@@ -359,7 +194,8 @@ def _user_drafts(
                 "message_index": item.message_index,
                 **_times(sentence, chat_time),
             }
-            text = resolve_relative_times(f"The user {verb} {obj_3p}{context}.", chat_time)
+            said = f"{pronouns_zh(sentence).rstrip('。！!.')}{context}。" if zh else f"The user {verb} {obj_3p}{context}."
+            text = resolve_relative_times(said, chat_time)
             if verb in _CHOICES:
                 fact_meta: JsonDict = {
                     "extractor": "rules",
@@ -407,11 +243,13 @@ def _answer(item: Item, reply: str, prompt: str) -> MemoryDraft:
     """The memory of a user's reply to the assistant's question, the question kept with it."""
     chat_time = item.source.chat_time
     reply = reply.strip().rstrip(".!")
-    text = resolve_relative_times(f'The user answered "{reply}" when the assistant asked: "{prompt}"', chat_time)
+    said = (answer_zh(reply, prompt) if is_chinese(reply + prompt)
+            else f'The user answered "{reply}" when the assistant asked: "{prompt}"')
+    text = resolve_relative_times(said, chat_time)
     meta: JsonDict = {"extractor": "rules", "type": "answer", "sentence": reply, "question": prompt,
                       "message_index": item.message_index, **_times(reply, chat_time)}
     source = item.source.model_copy(update={"content": reply})
-    draft = _draft(text, "UserMemory", "answer: " + _key_words(prompt, limit=6), source, meta, 0.6)
+    draft = _draft(text, "UserMemory", "answer: " + key_words(prompt, limit=6), source, meta, 0.6)
     return replace(draft, background=f"The assistant asked: {prompt}")
 
 
@@ -419,7 +257,7 @@ def _asked(questions: Sequence[str]) -> str:
     """' (asked: "...")' naming the question a choice answers, or ''."""
     if not questions:
         return ""
-    return f' (asked: "{_pronouns(questions[-1]).rstrip("?. ")}?")'
+    return f' (asked: "{pronouns(questions[-1]).rstrip("?. ")}?")'
 
 
 def _times(sentence: str, chat_time: str | None) -> JsonDict:
@@ -433,17 +271,6 @@ def _times(sentence: str, chat_time: str | None) -> JsonDict:
         out["times"] = list(dict.fromkeys(span.iso() for _, span in spans))
         out["time_expressions"] = list(dict.fromkeys(expr.lower() for expr, _ in spans))
     return out
-
-
-def _preference(sentence: str) -> tuple[str, str, str] | None:
-    text = sentence.replace("’", "'")
-    for pref in _PREFS:
-        match = pref.pattern.search(text)
-        if match:
-            obj = re.split(r"[,;]| because | but ", match.group("obj"), maxsplit=1)[0].strip().rstrip(".!?")
-            if obj:
-                return pref.verb, obj, pref.polarity
-    return None
 
 
 def _context(window: Window, item: Item) -> str:
@@ -462,8 +289,9 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
     body = truncate_tokens(text, settings.max_memory_tokens)
     source = item.source
     meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(text, source.chat_time)}
-    memory = resolve_relative_times(f"The assistant said: {body}", item.source.chat_time)
-    title = "assistant: " + _key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
+    said = assistant_zh(body) if is_chinese(text) else f"The assistant said: {body}"
+    memory = resolve_relative_times(said, item.source.chat_time)
+    title = "assistant: " + key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
     return [_draft(memory, "LongTermMemory", title, source, meta, 0.6, asked)]
 
 
@@ -487,5 +315,5 @@ def _draft(
         tags=tags,
         metadata=meta,
         confidence=confidence,
-        background=" ".join(f"The user asked: {q}" for q in asked),
+        background=" ".join(f"用户问：{q}" if is_chinese(q) else f"The user asked: {q}" for q in asked),
     )

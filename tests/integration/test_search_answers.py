@@ -107,6 +107,20 @@ def test_a_chinese_query_finds_the_chinese_memory_first(home: Path) -> None:
     assert "打印机" in top["memory"] and top["metadata"]["score_parts"]["keyword"] > 0  # found by BM25 too
 
 
+def test_the_chinese_example_1_in_fine_mode_answers_in_chinese(home: Path) -> None:
+    """The seed's own Chinese, as MemOS's Example 1 adds it (fine): the choice answers first, in Chinese, comes
+    back as a preference, and no question or courtesy became a memory of its own."""
+    add("zh", "cube_zh", EXAMPLE_1_ZH + EXAMPLE_3_ZH)
+    data = search("zh", ["cube_zh"], "我选了哪家酒店？")
+    found = texts(data, "text_mem", "cube_zh")
+    assert found and found[0].startswith("用户选七天"), found
+    assert any(t.startswith("用户选七天") for t in texts(data, "pref_mem", "cube_zh"))
+    every = texts(search("zh", ["cube_zh"], "酒店 问题 旅游", relativity=0, top_k=20), "text_mem", "cube_zh")
+    assert not any(t.startswith(("The user", "用户问", "用户说：我")) or "有其他问题再问我" in t for t in every), every
+    recommend = search("zh", ["cube_zh"], "请推荐一家我没住过的酒店")
+    assert any("七天" in t for t in texts(recommend, "pref_mem", "cube_zh"))
+
+
 def test_a_mixed_query_finds_both_languages(home: Path) -> None:
     add("mx", "cube_mx", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
     add("mx", "cube_mx", EXAMPLE_1, mode="fast")

@@ -80,6 +80,7 @@ def test_helpers() -> None:
     assert conflict_key("PreferenceMemory", "preference: Tea", "rules") == "preference|preference: tea"
     assert conflict_key("UserMemory", "lives in", "fast") is None
     assert conflict_key("UserMemory", "question: what", "rules") is None
+    assert conflict_key("UserMemory", "answer: do you have any food allergies", "rules") is None  # answers add up
     assert conflict_key("ToolSchemaMemory", "search", "rules") is None
 
 

@@ -105,6 +105,43 @@ def test_courtesy_is_a_whole_sentence_not_a_first_word() -> None:
     assert got == ["The user said: Great Wall tickets are booked for May 3.", "The user said: Cool jazz is what the user plays."]
 
 
+EXAMPLE_1_ZH = [  # the seed's Chinese original of Example 1
+    {"role": "user", "content": "我暑假定好去广州旅游，住宿的话有哪些连锁酒店可选？"},
+    {"role": "assistant", "content": "您可以考虑【七天、全季、希尔顿】等等"},
+    {"role": "user", "content": "我选七天"},
+    {"role": "assistant", "content": "好的，有其他问题再问我。"},
+]
+
+
+def test_chinese_is_extracted_in_chinese() -> None:
+    """Chinese sentences end without a space, so a message was one "sentence" with its question in it, written
+    as 'The user said: 我暑假……可以住？.'; now the question is context, the choice a preference, courtesy dropped."""
+    choice = "用户选七天（问：用户暑假定好去广州旅游，住宿的话有哪些连锁酒店可选？）。"
+    assert rules(EXAMPLE_1_ZH) == [
+        ("LongTermMemory", "assistant: 您可以考虑 七天 全季 希尔顿 等等", "助手说：您可以考虑【七天、全季、希尔顿】等等"),
+        ("UserMemory", "choice: 七天", choice),
+        ("PreferenceMemory", "preference: 七天", choice),
+    ]
+    got = rules([
+        {"role": "user", "content": "我爱你，我需要你。我对花生过敏。好的，谢谢！我不喜欢坐飞机。"},
+        {"role": "user", "content": "请帮我订一张去北京的火车票。你能推荐一家餐厅吗？"},
+        {"role": "assistant", "content": "你有什么饮食禁忌吗？"},
+        {"role": "user", "content": "不吃辣。"},
+    ])
+    assert [(kind, text) for kind, _, text in got] == [
+        ("PreferenceMemory", "用户爱助手。"),
+        ("UserMemory", "用户需要助手。"),
+        ("UserMemory", "用户对花生过敏。"),
+        ("PreferenceMemory", "用户不喜欢坐飞机。"),
+        ("UserMemory", "用户请助手订一张去北京的火车票。"),
+        ("UserMemory", "用户请助手推荐一家餐厅。"),
+        ("UserMemory", "助手问：“你有什么饮食禁忌吗？”用户答：“不吃辣”。"),
+    ]
+    assert third_person("我们下周去杭州。") == ("用户说：我们下周去杭州。", "statement: 我们下周去杭州")
+    assert third_person("请问酒店几点退房？")[1].startswith("question:")  # 请问 asks, it requests nothing
+    assert third_person("私は東京に住んでいます。")[0].startswith("The user said:")  # Japanese: not Chinese rules
+
+
 def test_example_1_preference_metadata() -> None:
     items = read_messages(EXAMPLE_1).items
     drafts = extract_rules(plan_windows(items), FastSettings())

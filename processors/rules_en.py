@@ -1,0 +1,209 @@
+"""Offline rules for English sentences (pure): the user's words in the third person ("I'm" -> "The user is"),
+requests, choices, preferences and courtesy; ``processors.rules`` extracts with them (Chinese: ``rules_zh``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["INTERJECTION", "is_filler", "key_words", "preference", "pronouns", "third_person"]
+
+_FILLER = re.compile(
+    r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
+    r"(?:that )?sounds (?:good|great|perfect))[\s!.,]*$"
+    r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know)\b)",
+    re.I,
+)
+"""Courtesy: a sentence that is only "Okay." or "Great!", or opens with thanks or an offer of more help ("Feel
+free to ask ..."). "Great Wall tickets are booked" is not."""
+INTERJECTION = re.compile(
+    r"^(?:(?:ok(?:ay)?|sure|thanks?(?: a lot| so much)?|thank you(?: so much)?|great|cool|alright|all right|yes|"
+    r"yeah|yep|no problem|of course|got it|perfect|awesome|wow|oh|hi|hello|hey)\s*[,!.:;\u2026\u2013\u2014-]+\s*)+",
+    re.I,
+)
+"""Interjections set off by punctuation before what a sentence says ("Sure, I booked ...", "Thanks, I'm ...")."""
+
+
+def is_filler(text: str) -> bool:
+    """Whether ``text`` says nothing beyond courtesy: "Okay, feel free to ask" is filler, "Sure, I booked a table
+    at Luigi" is not (the interjection is passed over before the filler test)."""
+    rest = INTERJECTION.sub("", text.replace("\u2019", "'"), count=1)
+    return not rest.strip() or _FILLER.match(rest) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class _Pref:
+    pattern: re.Pattern[str]
+    verb: str
+    polarity: str
+
+
+_PREFS = (
+    _Pref(
+        re.compile(r"\bI (?:do not|don't|never) (?:really )?(like|enjoy|love)\s+(?P<obj>.+)", re.I),
+        "does not like",
+        "negative",
+    ),
+    _Pref(re.compile(r"\bI (?:do not|don't) want\s+(?P<obj>.+)", re.I), "does not want", "negative"),
+    _Pref(
+        re.compile(r"\bI (?:really |also )?(?:hate|dislike|can't stand|cannot stand)\s+(?P<obj>.+)", re.I),
+        "dislikes",
+        "negative",
+    ),
+    _Pref(
+        re.compile(r"\bI(?:'d| would)? (?:really |also |much )?prefer\s+(?P<obj>.+)", re.I),
+        "prefers",
+        "positive",
+    ),
+    _Pref(
+        re.compile(
+            r"\bI(?:'ll| will|'m going to| am going to) (?:choose|pick|go with|take)\s+(?P<obj>.+)", re.I
+        ),
+        "will choose",
+        "positive",
+    ),
+    _Pref(re.compile(r"\bI (?:choose|chose|pick|picked)\s+(?P<obj>.+)", re.I), "chooses", "positive"),
+    _Pref(re.compile(r"\bI (?:really |also |do )?love\s+(?P<obj>.+)", re.I), "loves", "positive"),
+    _Pref(re.compile(r"\bI (?:really |also |do )?(?:like|enjoy)\s+(?P<obj>.+)", re.I), "likes", "positive"),
+)
+
+_LEAD = (
+    (re.compile(r"^I(?:'ve| have)? planned to\b", re.I), "The user plans to"),
+    (re.compile(r"^I(?:'m| am) planning to\b", re.I), "The user plans to"),
+    (re.compile(r"^I(?:'m| am)\b", re.I), "The user is"),
+    (re.compile(r"^I was\b", re.I), "The user was"),
+    (re.compile(r"^I(?:'ve| have)\b", re.I), "The user has"),
+    (re.compile(r"^I(?:'ll| will)\b", re.I), "The user will"),
+    (re.compile(r"^I(?:'d| would)\b", re.I), "The user would"),
+    (re.compile(r"^I (?:don't|do not)\b", re.I), "The user does not"),
+    (re.compile(r"^I (?:didn't|did not)\b", re.I), "The user did not"),
+    (re.compile(r"^I (?:can't|cannot)\b", re.I), "The user cannot"),
+    (re.compile(r"^I (can|could|should|must|might|may|had|did|need to|want to)\b", re.I), r"The user \1"),
+)
+_ASK = re.compile(r"^(?:please\s+|(?:can|could|would|will) you (?:please\s+)?)(?P<rest>.+)", re.I)
+_WORDS = (
+    (re.compile(r"\bmy\b", re.I), "the user's"),
+    (re.compile(r"\bmine\b", re.I), "the user's"),
+    (re.compile(r"\bmyself\b", re.I), "the user"),
+    (re.compile(r"\bme\b", re.I), "the user"),
+    (re.compile(r"\byour\b", re.I), "the assistant's"),
+    (re.compile(r"\byou\b", re.I), "the assistant"),
+)
+
+
+def third_person(sentence: str) -> tuple[str, str]:
+    """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
+    text = sentence.strip().replace("’", "'").replace("‘", "'")
+    asked = _ASK.match(text)
+    if asked:
+        rest = pronouns(asked.group("rest").rstrip("?.! "))
+        return f"The user asked the assistant to {rest}.", "request: " + key_words(rest)
+    for pattern, repl in _LEAD:
+        if pattern.search(text):
+            body = _strip_subject(pattern.sub(repl, text, count=1))
+            return _finish("The user " + pronouns(body)), key_words(body)
+    verb = re.match(r"^I (\w+)\b(.*)$", text, re.I | re.S)
+    if verb:
+        body = f"The user {_conjugate(verb.group(1))}{pronouns(verb.group(2))}"
+        return _finish(body), key_words(_strip_subject(body))
+    if text.endswith("?"):
+        return f"The user asked: {pronouns(text)}", "question: " + key_words(text)
+    return f"The user said: {_finish(pronouns(text))}", "statement: " + key_words(text)
+
+
+def _finish(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if text[-1:] in ".!?" else text + "."
+
+
+def pronouns(text: str) -> str:
+    for pattern, repl in _WORDS:
+        text = pattern.sub(repl, text)
+    return re.sub(r"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>[A-Za-z]+)\b|(?=\W|$))", _inner_i, text)
+
+
+_CONTRACTIONS = {"m": "is", "ve": "has", "ll": "will", "d": "would"}
+_KEEP_AFTER_I = {
+    "can",
+    "could",
+    "will",
+    "would",
+    "should",
+    "must",
+    "might",
+    "may",
+    "had",
+    "did",
+    "was",
+    "also",
+    "really",
+    "never",
+    "always",
+    "just",
+    "still",
+    "often",
+    "usually",
+    "sometimes",
+    "and",
+    "or",
+}
+
+
+def _inner_i(match: re.Match[str]) -> str:
+    """ "I" inside a sentence as "the user", with the verb that follows in the third person."""
+    if match.group("c"):
+        return f"the user {_CONTRACTIONS[match.group('c').lower()]}"
+    verb = match.group("v")
+    if verb is None:
+        return "the user"
+    lowered = verb.lower()
+    if lowered == "am":
+        return "the user is"
+    if lowered in _KEEP_AFTER_I:
+        return f"the user {verb}"
+    return f"the user {_conjugate(verb)}"
+
+
+def _strip_subject(text: str) -> str:
+    return re.sub(r"^The user\s+", "", text)
+
+
+def key_words(text: str, limit: int = 4) -> str:
+    """The predicate without its object: words up to the first name or number, at most ``limit``."""
+    out: list[str] = []
+    for word in re.findall(r"[\w'-]+", text):
+        if out and (word[:1].isupper() or word[:1].isdigit()):
+            break
+        out.append(word.lower())
+        if len(out) >= limit:
+            break
+    return " ".join(out)
+
+
+def _conjugate(verb: str) -> str:
+    lowered = verb.lower()
+    past = lowered.endswith("ed") and not (lowered.endswith("eed") and lowered not in {"agreed", "freed"})
+    if past or lowered in {"went", "saw", "got", "made", "took", "met", "bought", "ran", "ate"}:
+        return verb
+    if lowered == "have":
+        return "has"
+    if lowered == "do":
+        return "does"
+    if lowered == "go":
+        return "goes"
+    if re.search(r"[^aeiou]y$", lowered):
+        return verb[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
+        return verb + "es"
+    return verb + "s"
+
+
+def preference(sentence: str) -> tuple[str, str, str] | None:
+    text = sentence.replace("’", "'")
+    for pref in _PREFS:
+        match = pref.pattern.search(text)
+        if match:
+            obj = re.split(r"[,;]| because | but ", match.group("obj"), maxsplit=1)[0].strip().rstrip(".!?")
+            if obj:
+                return pref.verb, obj, pref.polarity
+    return None
