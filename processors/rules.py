@@ -43,19 +43,20 @@ RULES_MODEL = "rules/v1"
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 _MARKER = re.compile(r"\[(?:file|image|audio)(?::[^\]\n]*)?\]")
 _CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)|[，；](?=我(?!们))")
-def _fmt(day: date) -> str:
-    return f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
+def _fmt(day: date, zh: bool = False) -> str:
+    return f"{day.year}年{day.month}月{day.day}日" if zh else f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
 
 
-def _span_words(span: Span) -> str:
+def _span_words(span: Span, zh: bool = False) -> str:
+    """The days of ``span`` in words ("8 May 2023", "May 2023", "2023"; in Chinese "2023年5月8日", ...)."""
     start, end = span.start, span.end
     if start == end:
-        return _fmt(start)
+        return _fmt(start, zh)
     if start.day == 1 and start.month == 1 and (end.month, end.day) == (12, 31) and start.year == end.year:
-        return str(start.year)
+        return f"{start.year}年" if zh else str(start.year)
     if start.day == 1 and start.month == end.month and start.year == end.year and end.day >= 28:
-        return f"{_MONTHS[start.month - 1].capitalize()} {start.year}"
-    return f"{_fmt(start)} to {_fmt(end)}"
+        return f"{start.year}年{start.month}月" if zh else f"{_MONTHS[start.month - 1].capitalize()} {start.year}"
+    return f"{_fmt(start, zh)}至{_fmt(end, zh)}" if zh else f"{_fmt(start)} to {_fmt(end)}"
 
 
 def resolve_relative_times(text: str, chat_time: str | None) -> str:
@@ -81,7 +82,8 @@ def resolve_relative_times(text: str, chat_time: str | None) -> str:
     for where, expr, span in sorted(positions, reverse=True):
         if where + len(expr) > at:
             continue
-        out = f"{out[: where + len(expr)]} ({_span_words(span)}){out[where + len(expr) :]}"
+        words = f"（{_span_words(span, True)}）" if is_chinese(expr) else f" ({_span_words(span)})"
+        out = f"{out[: where + len(expr)]}{words}{out[where + len(expr) :]}"
         at = where
     return out
 

@@ -20,6 +20,8 @@ _FILLER = re.compile(
 _INTERJECTION = re.compile(
     r"^(?:(?:好的?|好吧|嗯+|哦+|噢+|谢谢(?:你|您)?|多谢|没问题|收到|明白了?|知道了|对|是的?|行)[，,！!。\s]+)+"
 )
+_LEAD = re.compile(r"^[^我你您，,。！？!?]{0,8}?我(?!们)")
+"""A sentence about the user: 我 first, or after a short time or place ("两周前我……", "在公司我……")."""
 _QUESTION = re.compile(r"(?:[？?]|[吗呢吧嘛][。]?)$")
 _REQUEST = re.compile(r"^(?:请(?!问)(?:你|您)?(?:帮我)?|帮我|麻烦(?:你|您)?|(?:你|您)(?:能|可以|能不能)(?:帮我)?)(?P<rest>.+)$")
 _PREFS = (
@@ -70,9 +72,9 @@ def third_person_zh(sentence: str) -> tuple[str, str]:
         return f"用户请助手{rest}。", "request: " + _key(rest)
     if _QUESTION.search(text):
         return f"用户问：{pronouns_zh(text)}", "question: " + _key(text)
-    if text.startswith("我") and not text.startswith("我们"):
-        body = pronouns_zh(text)
-        return _finish(body), _key(body[2:])
+    lead = _LEAD.match(text)
+    if lead:  # "我搬到了上海", "两周前我搬到了上海"
+        return _finish(pronouns_zh(text)), _key(text[lead.end():])
     return f"用户说：{_finish(pronouns_zh(text))}", "statement: " + _key(text)
 
 

@@ -145,6 +145,61 @@ _NAMED = re.compile(
     re.I,
 )
 _SIMPLE = re.compile(r"\b(today|tonight|this morning|this afternoon|yesterday|last night|tomorrow)\b", re.I)
+_SIMPLE_ZH = {"大前天": -3, "前天": -2, "昨天": -1, "昨晚": -1, "今天": 0, "今晚": 0, "今早": 0, "明天": 1, "后天": 2,
+              "大后天": 3}
+_SIMPLE_ZH_RE = re.compile("|".join(sorted(_SIMPLE_ZH, key=len, reverse=True)))
+_ZH_DIGITS = {"一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9, "十": 10, "几": 3}
+_NAMED_ZH = re.compile(r"(?P<which>上|这|本|下)个?(?:(?P<week>周|星期|礼拜)(?P<day>[一二三四五六日天末])?|(?P<month>月))")
+_YEAR_ZH = re.compile(r"(?P<which>前|去|今|明)年")
+_AGO_ZH = re.compile(r"(?P<n>\d+|[一二两三四五六七八九十几]+)个?(?P<unit>天|周|星期|礼拜|月|年)(?:以前|之前|前)")
+
+
+def _zh_number(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    if text.startswith("十"):
+        return 10 + _ZH_DIGITS.get(text[1:], 0)
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        return _ZH_DIGITS.get(tens, 1) * 10 + _ZH_DIGITS.get(ones, 0)
+    return _ZH_DIGITS.get(text, 1)
+
+
+def _relative_zh(text: str, anchor: date) -> list[tuple[int, str, Span]]:
+    """Chinese relative times: 昨天, 前天, 明天, 上周六, 这周末, 下个月, 去年, 两周前, 三个月前 (weeks start on Monday,
+    so 上周六 is the Saturday of last week, as Chinese means it)."""
+    found: list[tuple[int, str, Span]] = []
+    for m in _SIMPLE_ZH_RE.finditer(text):
+        found.append((m.start(), m.group(0), Span.day(anchor + timedelta(days=_SIMPLE_ZH[m.group(0)]))))
+    for m in _NAMED_ZH.finditer(text):
+        step = {"上": -1, "这": 0, "本": 0, "下": 1}[m.group("which")]
+        if m.group("month"):
+            found.append((m.start(), m.group(0), _month_span(*_shift_month(anchor, step))))
+            continue
+        week = _week_of(anchor + timedelta(weeks=step))
+        day = m.group("day")
+        if day is None:
+            span = week
+        elif day == "末":
+            span = Span(week.start + timedelta(days=5), week.end)
+        else:
+            span = Span.day(week.start + timedelta(days=6 if day in "日天" else _ZH_DIGITS[day] - 1))
+        found.append((m.start(), m.group(0), span))
+    for m in _YEAR_ZH.finditer(text):
+        year = anchor.year + {"前": -2, "去": -1, "今": 0, "明": 1}[m.group("which")]
+        found.append((m.start(), m.group(0), Span(date(year, 1, 1), date(year, 12, 31))))
+    for m in _AGO_ZH.finditer(text):
+        n, unit = _zh_number(m.group("n")), m.group("unit")
+        if unit == "天":
+            span = Span.day(anchor - timedelta(days=n))
+        elif unit == "月":
+            span = _month_span(*_shift_month(anchor, -n))
+        elif unit == "年":
+            span = Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
+        else:
+            span = _week_of(anchor - timedelta(weeks=n))
+        found.append((m.start(), m.group(0), span))
+    return found
 
 
 def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
@@ -152,11 +207,12 @@ def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
 
     Understood: today, tonight, this morning/afternoon, yesterday, last night, tomorrow; last/this/next
     week, weekend, month, year; last/this/next <weekday>; "<n> days/weeks/months/years ago" (n a number,
-    a word up to ten, "a", "a few", "a couple of", "several"). Without an anchor nothing resolves.
+    a word up to ten, "a", "a few", "a couple of", "several"); and their Chinese (``_relative_zh``). Without an
+    anchor nothing resolves.
     """
     if anchor is None:
         return []
-    found: list[tuple[int, str, Span]] = []
+    found: list[tuple[int, str, Span]] = _relative_zh(text, anchor) if _HAN.search(text) else []
     for m in _SIMPLE.finditer(text):
         word = m.group(1).lower()
         shift = {"yesterday": -1, "last night": -1, "tomorrow": 1}.get(word, 0)
@@ -218,6 +274,7 @@ _MONTH_DAY_YEAR = re.compile(r"\b([A-Za-z]{3,9})\.?\s+(\d{1,2})(?:st|nd|rd|th)?,
 _MONTH_YEAR = re.compile(r"\b([A-Za-z]{3,9})\.?,?\s+(\d{4})\b")
 _ISO_DAY = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
 _YEAR = re.compile(r"\b(19\d{2}|20\d{2})\b")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
 _CJK_DATE = re.compile(r"(\d{4})年(?:(\d{1,2})月(?:(\d{1,2})[日号])?)?")
 
 

@@ -142,6 +142,16 @@ def test_chinese_is_extracted_in_chinese() -> None:
     assert third_person("私は東京に住んでいます。")[0].startswith("The user said:")  # Japanese: not Chinese rules
 
 
+def test_chinese_relative_times_are_written_as_chinese_dates() -> None:
+    items = read_messages([{"role": "user", "content": "我昨天去了长城。两周前我搬到了上海。",
+                            "chat_time": "2023-05-10T10:00"}]).items
+    drafts = extract_rules(plan_windows(items), FastSettings())
+    assert [d.memory for d in drafts] == ["用户昨天（2023年5月9日）去了长城。",
+                                          "两周前（2023年4月24日至2023年4月30日）用户搬到了上海。"]
+    assert drafts[0].metadata["times"] == ["2023-05-09"] and drafts[1].metadata["times"] == ["2023-04-24/2023-04-30"]
+    assert resolve_relative_times("下个月去杭州，去年在北京", "2023-05-10") == "下个月（2023年6月）去杭州，去年（2022年）在北京"
+
+
 def test_example_1_preference_metadata() -> None:
     items = read_messages(EXAMPLE_1).items
     drafts = extract_rules(plan_windows(items), FastSettings())

@@ -39,6 +39,21 @@ def test_relative_expressions_resolve_against_the_session_date() -> None:
     assert parse_chat_time("1:56 pm on 8 May, 2023") == ANCHOR and parse_chat_time("31 Feb, 2023") is None
 
 
+def test_chinese_relative_expressions_resolve_too() -> None:
+    """ANCHOR is Monday 8 May 2023; Chinese weeks start on Monday, so 上周六 is the Saturday of last week."""
+    text = "昨天、前天、大前天、明天、上周六、这周末、下周一、上个月、下个月、去年、两周前、三个月前、十二天前和上周"
+    found = {e: s.iso() for e, s in relative_spans(text, ANCHOR)}
+    assert found == {
+        "昨天": "2023-05-07", "前天": "2023-05-06", "大前天": "2023-05-05", "明天": "2023-05-09",
+        "上周六": "2023-05-06", "这周末": "2023-05-13/2023-05-14", "下周一": "2023-05-15",
+        "上个月": "2023-04-01/2023-04-30", "下个月": "2023-06-01/2023-06-30", "去年": "2022-01-01/2022-12-31",
+        "两周前": "2023-04-24/2023-04-30", "三个月前": "2023-02-01/2023-02-28", "十二天前": "2023-04-26",
+        "上周": "2023-05-01/2023-05-07",
+    }  # fmt: skip
+    assert [e for e, _ in relative_spans(text, ANCHOR)][:3] == ["昨天", "前天", "大前天"]  # in text order
+    assert relative_spans("昨天", None) == [] and relative_spans("今年的计划", ANCHOR)[0][1].iso() == "2023-01-01/2023-12-31"
+
+
 def test_query_time_names_days_months_years_and_asks_when() -> None:
     assert query_time("When did Caroline go to the support group?") == (query_time("x").__class__(True, ()))
     named = query_time("What did Mel do on 7 May 2023, in July 2023, on 2023-08-01 or in 2022? 2021年3月")
