@@ -88,28 +88,38 @@ def memory_item(hit: Hit, *, include_embedding: bool = False) -> dict[str, Any]:
     return {"id": record.id, "memory": record.memory, "ref_id": ref_id, "metadata": metadata}
 
 
-def preference_strings(items: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+def preference_strings(items: Sequence[Mapping[str, Any]], user_id: str = "") -> tuple[str, str]:
     """``(pref_string, pref_note)`` for preference items: numbered explicit then implicit preferences.
 
     A preference's text is ``metadata["preference"]`` when set, else the memory text; its kind is
     ``metadata["preference_type"]`` (``explicit_preference`` unless it says ``implicit_preference``).
-    No preferences give ``("", "")``.
+    Preferences another user wrote into a shared cube (``metadata["user_id"]`` not ``user_id``) are listed apart,
+    under their writer's id: the note tells a model to respect "the user's" preferences, and "The user prefers
+    quiet rooms" in a team cube is its writer's, not the asker's. No preferences give ``("", "")``.
     """
     explicit: list[str] = []
     implicit: list[str] = []
+    others: list[str] = []
     for item in items:
         meta = item.get("metadata", {})
         text = str(meta.get("preference") or item.get("memory") or "").strip()
         if not text:
             continue
+        writer = str(meta.get("user_id") or "")
+        if user_id and writer and writer != user_id:
+            others.append(f"{writer}: {text}")
+            continue
         (implicit if meta.get("preference_type") == "implicit_preference" else explicit).append(text)
-    if not explicit and not implicit:
+    if not explicit and not implicit and not others:
         return "", ""
     parts = []
     if explicit:
         parts.append("Explicit Preference:\n" + "\n".join(f"{n}. {p}" for n, p in enumerate(explicit, 1)))
     if implicit:
         parts.append("Implicit Preference:\n" + "\n".join(f"{n}. {p}" for n, p in enumerate(implicit, 1)))
+    if others:
+        parts.append("Preferences of other users (shared cubes; not this user's):\n"
+                     + "\n".join(f"{n}. {p}" for n, p in enumerate(others, 1)))
     return "\n".join(parts) + "\n" + PREF_NOTE, PREF_NOTE
 
 
@@ -138,7 +148,7 @@ def build_response(
             ]
             data[key].append({"cube_id": cube, "memories": memories, "total_nodes": len(memories)})
     prefs = [m for b in data["pref_mem"] for m in b["memories"]]
-    data["pref_string"], data["pref_note"] = preference_strings(prefs)
+    data["pref_string"], data["pref_note"] = preference_strings(prefs, query.user_id)
     return data
 
 

@@ -46,7 +46,7 @@ class ChatUseCases:
         request = build(SearchRequest, user_id=user_id, cube_ids=tuple(cube_ids), query=query,
                         options={k: v for k, v in options.items() if v is not None}, **counts)
         data: dict[str, Any] = await self.search_memories(request)  # type: ignore[attr-defined]
-        return [m["memory"] for bucket in _CONTEXT_BUCKETS for entry in data.get(bucket, [])
+        return [_attributed(m, user_id) for bucket in _CONTEXT_BUCKETS for entry in data.get(bucket, [])
                 for m in entry.get("memories", [])]
 
     async def record_turn(self, user_id: str, cube_ids: Sequence[str], query: str, answer: str, *,
@@ -60,3 +60,11 @@ class ChatUseCases:
                         mode="fine", async_mode="async", origin=origin)
         added = await self.add_memories(request)  # type: ignore[attr-defined]
         return [a.task_id for a in added]
+
+
+def _attributed(memory: dict[str, Any], user_id: str) -> str:
+    """A memory's text for a chat prompt, marked with its writer when another user wrote it into a shared cube
+    ("The user prefers quiet rooms" there is about its writer, not about the one chatting)."""
+    writer = str(memory.get("metadata", {}).get("user_id") or "")
+    text = str(memory["memory"])
+    return f"[memory of user {writer}, not of this user] {text}" if writer and writer != user_id else text

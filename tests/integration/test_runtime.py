@@ -224,6 +224,10 @@ async def test_in_a_shared_cube_one_users_facts_never_revise_or_supersede_anothe
         status = {(m["metadata"]["user_id"], m["memory"]): m["metadata"]["status"] for m in after}
         assert status[("bob", "The user lives in Paris.")] == "retired"  # bob's own fact: superseded
         assert status[("ann", "The user lives in Berlin.")] == "activated"
+        # and bob's chat prompt says whose each memory is: "The user" of ann's memories is not bob
+        context = await service.chat_context("bob", ["team"], "Where do I live?", relativity=0.0)
+        assert "[memory of user ann, not of this user] The user lives in Berlin." in context
+        assert "The user lives in Lisbon now." in context
 
 
 async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:

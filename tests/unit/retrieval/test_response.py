@@ -61,6 +61,20 @@ def test_preference_strings() -> None:
     assert text.endswith(PREF_NOTE)
 
 
+def test_another_users_preferences_are_listed_apart_under_their_writer() -> None:
+    """In a shared cube "The user prefers quiet rooms" is its writer's: the asker's pref_string must not tell a
+    model to respect it as the asker's own."""
+    items = [
+        {"memory": "The user prefers quiet rooms.", "metadata": {"user_id": "ann", "preference": "prefers quiet rooms"}},
+        {"memory": "The user prefers hotels with a gym.", "metadata": {"user_id": "bob"}},
+    ]
+    text, _ = preference_strings(items, "bob")
+    assert text.startswith("Explicit Preference:\n1. The user prefers hotels with a gym.\n"
+                           "Preferences of other users (shared cubes; not this user's):\n1. ann: prefers quiet rooms\n")
+    assert preference_strings(items)[0].startswith("Explicit Preference:\n1. prefers quiet rooms\n2. The user")
+    assert "other users" in preference_strings(items[:1], "bob")[0]  # only others' preferences: still listed apart
+
+
 def test_build_response_has_one_bucket_per_cube_even_when_empty() -> None:
     q = SearchQuery(query="x", readable_cube_ids=("c1", "c2"))
     text_hit = Hit(record("t1", cube_id="c1"), 0.1, 0.5)
