@@ -37,7 +37,7 @@ from memos.application.status import StatusUseCases
 from memos.application.tasks import TaskUseCases
 from memos.application.views import memory_view
 from schemas.envelope import Position
-from schemas.errors import NotFound, ValidationFailed
+from schemas.errors import NotFound, PermissionDenied, ValidationFailed
 from schemas.events import (
     ConversationRecorded,
     MemoryRetired,
@@ -275,7 +275,23 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         missing = [m for m in wanted if m not in found]
         if missing:
             raise NotFound(f"memories {named_ids(missing)} not found in cube {cube_id!r}", field="memory_ids")
+        await self._check_own(user_id, cube_id, [found[m] for m in wanted])
         return await self._retire(user_id, cube_id, [found[m] for m in wanted])
+
+    async def _check_own(self, user_id: str, cube_id: str, records: Sequence[MemoryRecord]) -> None:
+        """PermissionDenied when a user who does not own the cube names memories another user wrote: write access
+        to a shared cube lets a user add memories and delete its own, never another user's."""
+        foreign = [r.id for r in records if r.user_id != user_id]
+        if foreign and await self.access_of(user_id, cube_id) != "owner":
+            raise PermissionDenied(f"user {user_id!r} may delete only the memories it wrote in cube {cube_id!r}, "
+                                   f"which it does not own; {named_ids(foreign)} were written by others",
+                                   field="memory_ids")
+
+    async def _deletable(self, user_id: str, cube_id: str, records: Sequence[MemoryRecord]) -> list[MemoryRecord]:
+        """``records`` that ``user_id`` may delete: all for the cube's owner, else only those it wrote."""
+        if await self.access_of(user_id, cube_id) == "owner":
+            return list(records)
+        return [r for r in records if r.user_id == user_id]
 
     async def _retire(self, user_id: str, cube_id: str, records: Sequence[MemoryRecord]) -> list[str]:
         events = [MemoryRetired(**self._event_base(cube_id), memory_id=r.id, cube_id=cube_id, reason="deleted",
@@ -307,6 +323,8 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             missing = [m for m in wanted if m not in seen]
             if missing:
                 raise NotFound(f"memories {named_ids(missing)} not found in cubes {cubes!r}", field="memory_ids")
+            for cube in cubes:
+                await self._check_own(user_id, cube, list(plan[cube].values()))
         selectors: list[dict[str, Any]] = []
         if request.file_ids:
             selectors.append({"file_ids": {"in": check_memory_ids(list(request.file_ids), "file_ids")}})
@@ -315,7 +333,8 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         if selectors:
             flt = compile_filter(selectors[0] if len(selectors) == 1 else {"and": selectors})
             for cube in cubes:
-                for record in await asyncio.to_thread(_passing, flt, await self.rt.graph.list_memories(cube)):
+                passing = await asyncio.to_thread(_passing, flt, await self.rt.graph.list_memories(cube))
+                for record in await self._deletable(user_id, cube, passing):  # a writer's filter: its own
                     plan[cube][record.id] = record
         deleted: list[str] = []
         for cube, records in plan.items():
@@ -324,9 +343,10 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
         return deleted
 
     async def delete_all(self, user_id: str, cube_id: str) -> list[str]:
-        """Retire every current memory of a cube."""
+        """Retire every current memory of a cube (a user who was only given write access: every one it wrote)."""
         await self.check_write(user_id, cube_id, auto_create=False)
-        return await self._retire(user_id, cube_id, await self.rt.graph.list_memories(cube_id))
+        records = await self.rt.graph.list_memories(cube_id)
+        return await self._retire(user_id, cube_id, await self._deletable(user_id, cube_id, records))
 
     # --- export, import, feed, replay ---------------------------------------------------------------
 

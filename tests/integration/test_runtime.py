@@ -8,9 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from memory_store.control import hash_api_key
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
+from schemas.errors import PermissionDenied
 from schemas.events import (
     ApiKeyIssued,
     ApiKeyRevoked,
@@ -228,6 +231,14 @@ async def test_in_a_shared_cube_one_users_facts_never_revise_or_supersede_anothe
         context = await service.chat_context("bob", ["team"], "Where do I live?", relativity=0.0)
         assert "[memory of user ann, not of this user] The user lives in Berlin." in context
         assert "The user lives in Lisbon now." in context
+        # write access deletes the writer's own memories only; the owner's delete_all takes every one
+        berlin = next(m["id"] for m in after if m["memory"] == "The user lives in Berlin.")
+        with pytest.raises(PermissionDenied, match="written by others"):
+            await service.delete("bob", "team", [berlin])
+        retired = await service.delete_all("bob", "team")
+        left = {m["id"]: m["metadata"]["user_id"] for m in await service.get_all("ann", "team")}
+        assert retired and set(left.values()) == {"ann"} and berlin in left
+        assert set(await service.delete_all("ann", "team")) == set(left)
 
 
 async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:

@@ -213,7 +213,14 @@ def test_sharing_grants_exactly_read_or_write(
             == 200
         )
         assert bob_can() == {"read": 200, "get": 200, "feed": 200, "add": 200, "share": 403}
-        deleted = b.post(
+        # write access adds memories and deletes the writer's own, never another user's (only the owner's may)
+        foreign = b.post("/product/delete_memory", json={"writable_cube_ids": [cube], "memory_ids": [memory_id]})
+        assert foreign.status_code == 403 and "written by others" in foreign.text
+        own = add_fast(b, cube, "Bob brings the projector to Porto.")[0]["memory_id"]
+        by_filter = b.post("/product/delete_memory",  # a filter matching both: bob's own only
+                           json={"writable_cube_ids": [cube], "filter": {"memory": {"like": "Porto"}}})
+        assert by_filter.status_code == 200 and by_filter.json()["data"]["deleted_ids"] == [own], by_filter.text
+        deleted = a.post(
             "/product/delete_memory", json={"writable_cube_ids": [cube], "memory_ids": [memory_id]}
         )
         assert deleted.status_code == 200 and deleted.json()["data"]["deleted_ids"] == [memory_id]
