@@ -24,24 +24,43 @@ CATEGORY_KEYS = (
     "recall_single_hop",
     "recall_adversarial",
 )
-LINES = [
-    ("Ada", "I adopted a grey kitten called Pixel from the shelter yesterday."),
-    ("Ben", "Congratulations! I started learning the cello last week."),
-    ("Ada", "Pixel already sleeps on my keyboard every afternoon."),
-    ("Ben", "My teacher says my bowing improved a lot."),
-    ("Ada", "I am running the Oslo half marathon in September."),
-    ("Ben", "Good luck, I will cheer for you from the finish line."),
+SESSIONS = [
+    [
+        ("Ada", "I adopted a grey kitten called Pixel from the shelter yesterday."),
+        ("Ben", "Congratulations! I started learning the cello last week."),
+        ("Ada", "Pixel already sleeps on my keyboard every afternoon."),
+        ("Ben", "My teacher says my bowing improved a lot."),
+        ("Ada", "I am running the Oslo half marathon in September."),
+        ("Ben", "Good luck, I will cheer for you from the finish line."),
+    ],
+    [
+        ("Ada", "Pixel knocked my coffee over this morning."),
+        ("Ben", "I bought a new cello bow from a shop in Bergen."),
+        ("Ada", "I ran twenty kilometres on Sunday to train."),
+        ("Ben", "My sister is visiting from Tromso next week."),
+        ("Ada", "I painted the kitchen a pale green."),
+        ("Ben", "The orchestra rehearsal moved to Thursdays."),
+    ],
+    [
+        ("Ada", "The vet said Pixel is healthy and growing."),
+        ("Ben", "I played my first concert with the orchestra."),
+        ("Ada", "I finished the Oslo half marathon in two hours."),
+        ("Ben", "My sister loved the northern lights."),
+        ("Ada", "The kitchen looks brighter now."),
+        ("Ben", "Next I want to learn a Bach suite."),
+    ],
 ]
+"""Three sessions that say different things (the same lines in each were merged by write-time dedup once,
+which made the benchmark's recall depend on it)."""
 
 
 def _conversation() -> dict[str, Any]:
     """Three sessions of six short turns; one image turn; questions with bad and missing evidence."""
     conversation: dict[str, Any] = {"speaker_a": "Ada", "speaker_b": "Ben"}
-    for s in (1, 2, 3):
+    for s, lines in enumerate(SESSIONS, 1):
         conversation[f"session_{s}_date_time"] = f"10:0{s} am on {s} May, 2023"
         conversation[f"session_{s}"] = [
-            {"speaker": who, "dia_id": f"D{s}:{t}", "text": f"{text} (session {s})"}
-            for t, (who, text) in enumerate(LINES, 1)
+            {"speaker": who, "dia_id": f"D{s}:{t}", "text": text} for t, (who, text) in enumerate(lines, 1)
         ]
     conversation["session_2"][0]["blip_caption"] = "a photo of a grey kitten on a laptop"
     conversation["session_4_date_time"] = "9:00 am on 9 May, 2023"  # a date without a body, as in conv-26
@@ -55,7 +74,7 @@ def _conversation() -> dict[str, Any]:
         {
             "question": "When is Ada's half marathon?",
             "answer": "September",
-            "evidence": ["D3:5"],
+            "evidence": ["D1:5"],
             "category": 2,
         },
         {
@@ -67,7 +86,7 @@ def _conversation() -> dict[str, Any]:
         {
             "question": "What does Ben think of the marathon?",
             "answer": "cheer",
-            "evidence": ["D2:6"],
+            "evidence": ["D1:6"],
             "category": 3,
         },
         {
