@@ -267,7 +267,7 @@ def score_hits(
         boost = length.get(memory_id, 1.0)
         if query.session_id and record.session_id == query.session_id:
             boost *= 1.0 + settings.session_boost
-        if speaks_as_user and own_words(record):
+        if speaks_as_user and own_words(record) and _asked_by_writer(record, query):
             boost *= 1.0 + settings.own_words_boost
         if is_source_error(record):
             boost *= settings.source_error_factor
@@ -288,6 +288,11 @@ def score_hits(
         hits.append(Hit(record, score, rel[memory_id], tuple(found_by.get(memory_id, ())), parts))
     hits.sort(key=lambda h: (-h.score, h.record.id))
     return spread_sessions(hits, settings.session_spread) if bucket == "text" else hits
+
+
+def _asked_by_writer(record: MemoryRecord, query: SearchQuery) -> bool:
+    """Whether the asker wrote ``record`` (in a shared cube another user's own words are not the asker's)."""
+    return not query.user_id or not record.user_id or record.user_id == query.user_id
 
 
 @lru_cache(maxsize=32_768)

@@ -171,3 +171,11 @@ def test_a_failed_fetch_never_outranks_content_and_first_person_prefers_own_word
         )  # fmt: skip
         assert ranked[0].record.id == first
         assert ranked[0].parts["boost"] == (1.2 if first == "chose" else 1.0)
+    # in a shared cube, another user's own words are not the asker's: "Which hotel did I pick?" asked by u2
+    theirs = {"said": said, "chose": chose.model_copy(update={"user_id": "u2"})}
+    for asker, boost in (("u1", 1.0), ("u2", 1.2), ("", 1.2)):
+        ranked = score_hits(
+            "text", {"dense": ["said", "chose"]}, theirs, query=SearchQuery(query="Which hotel did I pick?", user_id=asker),
+            query_vector=[], terms=[], flt=None, settings=SearchSettings(),
+        )  # fmt: skip
+        assert next(h for h in ranked if h.record.id == "chose").parts["boost"] == boost, asker
