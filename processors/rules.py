@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 
-from processors.chunking import Window, count_tokens, render_line, truncate_tokens
+from processors.chunking import Window, chunk_text, count_tokens, render_line
 from processors.fast import FastSettings, MemoryDraft
 from processors.reader import Item
 from processors.rules_en import INTERJECTION, key_words, preference, pronouns
@@ -288,13 +288,21 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
         return []
     if all(p.strip().endswith(("?", "？")) or _is_filler(p) for p in _SENTENCE.split(text) if p.strip()):
         return []  # only asks: the user's reply keeps the question (``_answer``)
-    body = truncate_tokens(text, settings.max_memory_tokens)
     source = item.source
-    meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(text, source.chat_time)}
-    said = assistant_zh(body) if is_chinese(text) else f"The assistant said: {body}"
-    memory = resolve_relative_times(said, item.source.chat_time)
     title = "assistant: " + key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
-    return [_draft(memory, "LongTermMemory", title, source, meta, 0.6, asked)]
+    parts = [text]
+    if count_tokens(text) > settings.max_memory_tokens:  # a long reply: every part kept, none cut off
+        parts = [c.text for c in chunk_text(text, size=settings.max_memory_tokens, overlap=settings.chunk_overlap)]
+    drafts = []
+    for n, body in enumerate(parts):
+        meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(body, source.chat_time)}
+        if len(parts) > 1:
+            meta.update(part=n, parts=len(parts))
+        said = assistant_zh(body) if is_chinese(text) else f"The assistant said: {body}"
+        memory = resolve_relative_times(said, source.chat_time)
+        named = f"{title} (part {n + 1} of {len(parts)})" if len(parts) > 1 else title
+        drafts.append(_draft(memory, "LongTermMemory", named, source, meta, 0.6, asked))
+    return drafts
 
 
 def _draft(

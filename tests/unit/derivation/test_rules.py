@@ -152,6 +152,20 @@ def test_chinese_relative_times_are_written_as_chinese_dates() -> None:
     assert resolve_relative_times("下个月去杭州，去年在北京", "2023-05-10") == "下个月（2023年6月）去杭州，去年（2022年）在北京"
 
 
+def test_a_long_reply_is_kept_whole_in_parts() -> None:
+    """A reply past ``max_memory_tokens`` was cut there, and the fast window it refines is retired: days 18-40 of
+    a forty-day plan were in no memory."""
+    days = " ".join(f"Day {i}: museum {i}, then lunch at restaurant {i}." for i in range(1, 81))
+    items = read_messages([{"role": "assistant", "content": "Here is your plan. " + days}]).items
+    drafts = extract_rules(plan_windows(items), FastSettings())
+    assert len(drafts) > 1 and all(d.metadata["parts"] == len(drafts) for d in drafts)
+    assert [d.metadata["part"] for d in drafts] == list(range(len(drafts)))
+    assert drafts[1].title.endswith(f"(part 2 of {len(drafts)})")
+    assert all(d.memory.startswith("The assistant said: ") for d in drafts)
+    joined = " ".join(d.memory for d in drafts)
+    assert all(f"restaurant {i}." in joined for i in range(1, 81))
+
+
 def test_example_1_preference_metadata() -> None:
     items = read_messages(EXAMPLE_1).items
     drafts = extract_rules(plan_windows(items), FastSettings())
