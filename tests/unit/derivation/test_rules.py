@@ -137,6 +137,8 @@ def test_chinese_is_extracted_in_chinese() -> None:
         ("UserMemory", "用户请助手推荐一家餐厅。"),
         ("UserMemory", "助手问：“你有什么饮食禁忌吗？”用户答：“不吃辣”。"),
     ]
+    greeting = rules([{"role": "user", "content": "你好，我是小王。我不要辣的。"}])
+    assert greeting == [("UserMemory", "是小王", "用户是小王。"), ("PreferenceMemory", "preference: 辣的", "用户不要辣的。")]
     assert third_person("我们下周去杭州。") == ("用户说：我们下周去杭州。", "statement: 我们下周去杭州")
     assert third_person("请问酒店几点退房？")[1].startswith("question:")  # 请问 asks, it requests nothing
     assert third_person("私は東京に住んでいます。")[0].startswith("The user said:")  # Japanese: not Chinese rules
