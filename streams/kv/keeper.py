@@ -136,8 +136,10 @@ class WarmCacheKeeper:
         model_id = self.model.model_id
         live = {r.id for r in records}
         state.retrievals = Counter({k: v for k, v in state.retrievals.items() if k in live})
+        shared = len({r.user_id for r in records}) > 1  # "The user ..." means each memory's writer: say whose
+        texts = {r.id: f"[memory of user {r.user_id}] {r.memory}" if shared else r.memory for r in records}
         candidates = [
-            MemoryCandidate(r.id, r.memory, r.created_at, self._token_count(r.memory)) for r in records
+            MemoryCandidate(r.id, texts[r.id], r.created_at, self._token_count(texts[r.id])) for r in records
         ]
         current = state.composition
         if current is not None and CacheKey(model_id, current.prefix_hash) not in self.store:

@@ -137,6 +137,25 @@ async def test_mem_update_warms_the_selected_memories(memos_home: Path, tiny_mod
         assert (cache_dir(memos_home, "c1", warmed.cache_key) / "manifest.json").is_file()
 
 
+async def test_a_shared_cubes_warm_cache_says_whose_each_memory_is(memos_home: Path, tiny_model: str) -> None:
+    """A warm cache of a cube two users write: its header says "Memories of this user", and "The user ..." in
+    each memory means its writer, so every line names the writer."""
+    async with Runtime(_settings(memos_home, tiny_model, prefix_tokens=512)) as rt:
+        await _ready(rt)
+        service = MemoryService(rt)
+        await service.create_user("bob")
+        ids = await _cube_with(service, "team", FACTS)
+        await service.share_cube("team", owner_id="ann", user_id="bob", access="write")
+        await service.import_memories("bob", "team", [{"memory_id": "team-bob", "memory": "The user owns a cat."}])
+        await _mem_update(service, "team")
+        (warmed,) = await _warmed(rt, "team")
+        handle = rt.warm_cache("team", tiny_model)
+        assert handle is not None and "team-bob" in handle.memory_ids and ids["dog"] in handle.memory_ids
+        texts = dict(zip(handle.memory_ids, handle.texts, strict=True))
+        assert texts["team-bob"] == "[memory of user bob] The user owns a cat."
+        assert texts[ids["dog"]] == f"[memory of user ann] {FACTS['dog']}"
+
+
 async def test_the_same_composition_again_builds_nothing(memos_home: Path, tiny_model: str) -> None:
     async with Runtime(_settings(memos_home, tiny_model)) as rt:  # every memory fits: any query, same cache
         stage = await _ready(rt)
