@@ -113,7 +113,7 @@ def third_person(sentence: str) -> tuple[str, str]:
 
 def _finish(text: str) -> str:
     text = re.sub(r"\s+", " ", text).strip()
-    return text if text[-1:] in ".!?" else text + "."
+    return text if text[-1:] in ".!?。！？…" else text + "."
 
 
 def pronouns(text: str) -> str:
