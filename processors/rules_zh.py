@@ -23,6 +23,8 @@ _INTERJECTION = re.compile(
 )
 _LEAD = re.compile(r"^[^我你您，,。！？!?]{0,8}?我(?!们)")
 """A sentence about the user: 我 first, or after a short time or place ("两周前我……", "在公司我……")."""
+_SINGLE = re.compile(r"^(?:现在|目前)?(住在|叫|名字是|来自|今年|的生日是|的邮箱是|的电话是|的手机号是)")
+"""Attributes with one value at a time: their key is the attribute, so "我住在上海" supersedes "我住在北京"."""
 _QUESTION = re.compile(r"(?:[？?]|[吗呢吧嘛][。]?)$")
 _REQUEST = re.compile(r"^(?:请(?!问)(?:你|您)?(?:帮我)?|帮我|麻烦(?:你|您)?|(?:你|您)(?:能|可以|能不能)(?:帮我)?)(?P<rest>.+)$")
 _PREFS = (
@@ -76,7 +78,9 @@ def third_person_zh(sentence: str) -> tuple[str, str]:
         return f"用户问：{pronouns_zh(text)}", "question: " + _key(text)
     lead = _LEAD.match(text)
     if lead:  # "我搬到了上海", "两周前我搬到了上海"
-        return _finish(pronouns_zh(text)), _key(text[lead.end():])
+        rest = text[lead.end():]
+        single = _SINGLE.match(rest)  # one value at a time: a new one supersedes the old, as "lives in" does
+        return _finish(pronouns_zh(text)), single.group(1) if single else _key(rest)
     return f"用户说：{_finish(pronouns_zh(text))}", "statement: " + _key(text)
 
 

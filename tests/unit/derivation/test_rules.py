@@ -139,6 +139,9 @@ def test_chinese_is_extracted_in_chinese() -> None:
     ]
     greeting = rules([{"role": "user", "content": "你好，我是小王。我不要辣的。"}])
     assert greeting == [("UserMemory", "是小王", "用户是小王。"), ("PreferenceMemory", "preference: 辣的", "用户不要辣的。")]
+    # one value at a time (a new one supersedes the old, as "lives in" does); other facts keep their own keys
+    assert third_person("我住在北京。")[1] == third_person("我现在住在上海了。")[1] == "住在"
+    assert third_person("我有一只猫。")[1] != third_person("我有一个妹妹。")[1]
     assert third_person("我们下周去杭州。") == ("用户说：我们下周去杭州。", "statement: 我们下周去杭州")
     assert third_person("请问酒店几点退房？")[1].startswith("question:")  # 请问 asks, it requests nothing
     assert third_person("私は東京に住んでいます。")[0] == "The user said: 私は東京に住んでいます。"  # Japanese: not Chinese rules
