@@ -121,6 +121,14 @@ def test_the_chinese_example_1_in_fine_mode_answers_in_chinese(home: Path) -> No
     assert any("七天" in t for t in texts(recommend, "pref_mem", "cube_zh"))
 
 
+def test_a_chinese_fact_with_one_value_is_superseded_by_the_new_one(home: Path) -> None:
+    add("zh", "cube_zh", [{"role": "user", "content": "我住在北京。我有一只猫。"}])
+    add("zh", "cube_zh", [{"role": "user", "content": "我现在住在上海了。我有一个妹妹。"}])
+    found = texts(search("zh", ["cube_zh"], "我住在哪里？", relativity=0, top_k=10), "text_mem", "cube_zh")
+    assert found[0] == "用户现在住在上海了。" and "用户住在北京。" not in found  # retired (kept in history)
+    assert {"用户有一只猫。", "用户有一个妹妹。"} <= set(found)
+
+
 def test_a_mixed_query_finds_both_languages(home: Path) -> None:
     add("mx", "cube_mx", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
     add("mx", "cube_mx", EXAMPLE_1, mode="fast")
