@@ -326,6 +326,26 @@ async def test_close_sentences_that_say_different_things_are_both_kept(phase: st
         assert [type(e).__name__ for e in again] == ["MemoryRevised"], second  # said again: a duplicate
 
 
+async def test_a_resent_history_with_a_new_message_keeps_the_new_message() -> None:
+    """Clients often send the whole conversation again with one new message. Its window shares most words and
+    an e5 cosine over 0.92 with the stored one, and dedup made it a revision of that window: the new message
+    ("my wife is allergic to shellfish") was in no memory."""
+    view = MemoryView()
+    deriver = Deriver(EMBEDDER, similar=view.similar)
+    history = [
+        {"role": "user", "content": "I'm planning a trip to Guangzhou this summer with my two kids and my wife."},
+        {"role": "assistant", "content": "Great! Guangzhou is lovely in summer, though it can be hot and humid."},
+    ]
+    view.apply(await deriver.derive(conversation(history, event_id=derive_id("h", 1)), phase="fast"))
+    again = conversation([*history, {"role": "user", "content": "Also my wife is allergic to shellfish."}],
+                         event_id=derive_id("h", 2))
+    events = await deriver.derive(again, phase="fast")
+    assert any(isinstance(e, MemoryAdded) and "shellfish" in e.memory for e in events), events
+    view.apply(events)
+    same = await deriver.derive(conversation(history, event_id=derive_id("h", 3)), phase="fast")
+    assert [type(e).__name__ for e in same] == ["MemoryRevised"]  # the same history again: a duplicate
+
+
 async def test_example_3_second_cube() -> None:
     events = await Deriver(EMBEDDER).derive(
         conversation(EXAMPLE_3_LOVE, cube_id="cube_test_user_3_2"), phase="fine"
