@@ -102,12 +102,16 @@ def _tokens(text: str) -> frozenset[str]:
 
 
 def says_nothing_new(candidate: str, stored: str) -> bool:
-    """Whether every word of ``candidate`` occurs in ``stored`` in the same order (a subsequence of its words,
-    punctuation, case and chat-time labels aside), so that keeping only ``stored`` loses nothing: "I went
-    swimming" says something "I went hiking" does not, and "Bob paid Alice" something "Alice paid Bob" does not,
-    however close their embeddings."""
-    words = iter(_word_list(stored))
-    return all(word in words for word in _word_list(candidate))
+    """Whether ``candidate``'s words run unbroken inside ``stored``'s (punctuation, case and chat-time labels
+    aside), so that keeping only ``stored`` loses nothing: the same message again, or a part of the stored
+    window. "I went swimming" says something "I went hiking" does not, "Bob paid Alice" something "Alice paid
+    Bob" does not, and "I like spicy food" something "I don't like spicy food" does not (its words are there,
+    but not in one run), however close their embeddings."""
+    words, within = _word_list(candidate), _word_list(stored)
+    if len(words) > len(within):
+        return False
+    sep = "\x00"  # no word holds it: a match is a run of whole words
+    return f"{sep}{sep.join(words)}{sep}" in f"{sep}{sep.join(within)}{sep}"
 
 
 def token_overlap(a: str, b: str) -> float:
@@ -136,12 +140,17 @@ def conflict_key(memory_type: str, title: str, extractor: str) -> str | None:
 
 
 def _is_duplicate(candidate: MemoryAdded, text: str, similarity: float, settings: DedupSettings) -> bool:
-    if _normalized(candidate.memory) == _normalized(text):
-        return True
+    return _normalized(candidate.memory) == _normalized(text) or _is_duplicate_text(
+        candidate.memory, text, similarity, settings
+    )
+
+
+def _is_duplicate_text(new: str, stored: str, similarity: float, settings: DedupSettings) -> bool:
+    """Whether ``new`` duplicates ``stored``: close, mostly the same words, and nothing ``stored`` lacks."""
     return (
         similarity >= settings.duplicate_cosine
-        and token_overlap(candidate.memory, text) >= settings.duplicate_overlap
-        and says_nothing_new(candidate.memory, text)
+        and token_overlap(new, stored) >= settings.duplicate_overlap
+        and says_nothing_new(new, stored)
     )
 
 
@@ -156,7 +165,9 @@ def resolve_candidates(
     For each candidate (in order): a duplicate of an earlier candidate of the same add is dropped and
     its sources merged into that one; a duplicate of an existing memory (one of the same type first,
     where a fact and a preference share their words) becomes a ``MemoryRevised``
-    (reason "duplicate", sources appended); a conflicting fact or preference (same key, different text)
+    (reason "duplicate", sources appended); a stored memory whose words run unbroken inside the candidate's
+    (a conversation sent again with a new message) is retired as refined by it, the candidate taking its
+    sources; a conflicting fact or preference (same key, different text)
     is added with ``valid_from`` and the old one is retired as superseded, with a SUPERSEDES edge;
     anything else is added as is. Only memories of the candidate's own user and cube are compared: in a
     shared cube, one user's "I live in Paris" never supersedes another's "I live in Berlin", and one user's
@@ -208,6 +219,15 @@ def resolve_candidates(
         old = None
         if key is not None:
             old = next((r for r, _ in view if conflict_key(r.memory_type, r.key, r.extractor) == key), None)
+        # stored memories this one contains (a conversation sent again with a new message): this one takes
+        # their place and their sources, so the cube holds one memory of the exchange, not one per sending
+        subsumed = [r for r, sim in view if r is not old and r.memory_type == candidate.memory_type
+                    and _is_duplicate_text(r.memory, candidate.memory, sim, settings)]
+        if subsumed:
+            retired.update(r.id for r in subsumed)
+            sources = [*candidate.sources, *(x for r in subsumed for x in r.sources if x not in candidate.sources)]
+            candidate = candidate.model_copy(update={"sources": capped_sources(sources)})
+            tail += [_subsumed(event, candidate, r) for r in subsumed]
         if old is not None:
             retired.add(old.id)
             kept.append(
@@ -318,6 +338,17 @@ def _revision(
         reason="duplicate",
         origin_event_id=event.event_id,
         usage=list(candidate.usage),
+    )
+
+
+def _subsumed(event: ConversationRecorded, new: MemoryAdded, old: MemoryRecord) -> MemoryRetired:
+    """``old`` retired for ``new``, which says all it says and more (its sources are ``new``'s now)."""
+    return MemoryRetired(
+        **derived_header(event, f"{new.memory_id}:subsumes:{old.id}"),
+        memory_id=old.id,
+        cube_id=old.cube_id,
+        reason="refined",
+        successor_ids=[new.memory_id],
     )
 
 

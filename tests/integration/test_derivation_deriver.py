@@ -339,8 +339,12 @@ async def test_a_resent_history_with_a_new_message_keeps_the_new_message() -> No
     view.apply(await deriver.derive(conversation(history, event_id=derive_id("h", 1)), phase="fast"))
     again = conversation([*history, {"role": "user", "content": "Also my wife is allergic to shellfish."}],
                          event_id=derive_id("h", 2))
+    first = next(iter(view.records))
     events = await deriver.derive(again, phase="fast")
-    assert any(isinstance(e, MemoryAdded) and "shellfish" in e.memory for e in events), events
+    [window] = [e for e in events if isinstance(e, MemoryAdded)]
+    assert "shellfish" in window.memory and "Guangzhou" in window.memory
+    [retired] = [e for e in events if isinstance(e, MemoryRetired)]  # the stored window: this one holds it all
+    assert (retired.memory_id, retired.reason, retired.successor_ids) == (first, "refined", [window.memory_id])
     view.apply(events)
     same = await deriver.derive(conversation(history, event_id=derive_id("h", 3)), phase="fast")
     assert [type(e).__name__ for e in same] == ["MemoryRevised"]  # the same history again: a duplicate

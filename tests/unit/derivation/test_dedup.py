@@ -123,6 +123,7 @@ def test_a_duplicate_says_nothing_the_stored_memory_does_not() -> None:
         ("user: My sister lives in Boston and works as a nurse.", "user: My brother lives in Denver and works as a nurse."),
         ("user: Alice paid Bob back.", "user: Bob paid Alice back."),
         ("user: I like spicy food.", "user: I don't like spicy food."),
+        ("user: I don't like spicy food.", "user: I like spicy food."),  # its words are there, not in one run
         ("user: 我喜欢猫。", "user: 我喜欢狗。"),
     ]
     for stored, new_text in pairs:
@@ -140,6 +141,24 @@ def test_a_duplicate_says_nothing_the_stored_memory_does_not() -> None:
         new = candidate("n1", again, vector=[1.0, 0.0])
         [revised] = resolve_candidates(EVENT, [new], {"n1": [(record("o1", stored), 0.99)]}).events
         assert isinstance(revised, MemoryRevised) and revised.memory == stored, again
+
+
+def test_a_memory_that_contains_a_stored_one_takes_its_place() -> None:
+    """A conversation sent again with a new message: its window holds the stored window's words in one run and
+    more; it is added with the stored one's sources and the stored one is retired as refined by it."""
+    stored = record("o1", "[2024-01-01 10:00] user: I plan a trip to Guangzhou.\nassistant: Great, it is hot in summer.")
+    stored = stored.model_copy(update={"sources": (SourceRef(content="I plan a trip to Guangzhou."),)})
+    text = "[2024-01-02 09:00] user: I plan a trip to Guangzhou.\nassistant: Great, it is hot in summer.\nuser: Also"
+    new = candidate("n1", text + " my wife is allergic to shellfish.")
+    added, retired = resolve_candidates(EVENT, [new], {"n1": [(stored, 0.97)]}).events
+    assert isinstance(added, MemoryAdded) and added.memory == new.memory
+    assert [s.content for s in added.sources] == [new.memory, "I plan a trip to Guangzhou."]
+    assert isinstance(retired, MemoryRetired) and retired.memory_id == "o1" and retired.reason == "refined"
+    assert retired.successor_ids == ["n1"]
+    negated = candidate("n2", "user: I don't like spicy food.")  # the stored words, but not in one run
+    assert resolve_candidates(EVENT, [negated], {"n2": [(record("o2", "user: I like spicy food."), 0.97)]}).events == [
+        negated
+    ]
 
 
 def test_conflicting_fact_supersedes_the_old_one() -> None:
