@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 EXTRACTION_SYSTEM = """You extract long-term memories from a conversation between a user and an assistant.
 Rules:
 - Write every memory as a complete sentence in the third person ("The user ...", "The assistant ..."); never "I" or "you".
+- Write memories, preferences and summaries in the language of the conversation: a Chinese conversation gives
+  Chinese memories ("用户选了七天酒店。"), an English one English memories; "key" and "topic" may stay in English.
 - Resolve relative times ("yesterday", "next week", "last year") into absolute dates using the reference time.
 - "key" is a short title naming the attribute or topic, not its value ("travel destination", not "Guangzhou").
 - "memory_type" is "UserMemory" for facts about the user, "LongTermMemory" for other facts, events and knowledge.

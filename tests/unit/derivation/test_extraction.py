@@ -144,6 +144,7 @@ def test_prompt_carries_reference_time_and_conversation() -> None:
     assert reference_time(w, "fallback") == "2024-07-20"
     messages = extraction_messages(w, reference_time="2024-07-20", user_id="u1")
     assert messages[0]["role"] == "system" and "third person" in messages[0]["content"]
+    assert "in the language of the conversation" in messages[0]["content"]  # Chinese in, Chinese memories out
     assert (
         "Reference time: 2024-07-20" in messages[1]["content"]
         and "[2024-07-20] user: hi there" in messages[1]["content"]
