@@ -47,6 +47,7 @@ import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -108,6 +109,9 @@ class SearchQuery(BaseModel):
 
     query: str = Field(description="User search query.")
     user_id: str = Field(default="", description="User asking.")
+    today: date | None = Field(
+        default=None, description="The asker's date (UTC): relative times in the query resolve against it."
+    )
     readable_cube_ids: tuple[str, ...] = Field(default=(), description="Cubes to search, in response order.")
     mem_cube_id: str | None = Field(
         default=None, description="(Deprecated) one cube; becomes readable_cube_ids."
@@ -228,7 +232,7 @@ def score_hits(
         return []
     if settings.weight_time > 0 and "time" not in kept:
         ordered = sorted(fused, key=lambda i: (-fused[i], i))
-        kept["time"] = time_ranking(query_time(query.query), ordered, records)
+        kept["time"] = time_ranking(query_time(query.query, query.today), ordered, records)
         if kept["time"]:
             fused = reciprocal_rank_fusion(kept, weights=weights, k=settings.rrf_k)
     contributions: dict[str, dict[str, float]] = {}

@@ -293,10 +293,11 @@ def _safe(make: object, *args: int) -> Span | None:
 
 
 @lru_cache(maxsize=16_384)
-def query_time(text: str) -> QueryTime:
-    """Whether ``text`` asks when, and the absolute days, months or years it names (memoized: pure, and
-    search asks it of the same memory texts again and again)."""
-    spans: list[Span] = []
+def query_time(text: str, today: date | None = None) -> QueryTime:
+    """Whether ``text`` asks when, and the absolute days, months or years it names, and with ``today`` (the
+    asker's date) its relative ones too: "yesterday", "last Saturday", 上周六 (memoized: pure, and search asks
+    it of the same memory texts again and again)."""
+    spans: list[Span] = [span for _, span in relative_spans(text, today)] if today is not None else []
     taken: list[tuple[int, int]] = []
 
     def free(m: re.Match[str]) -> bool:
@@ -370,9 +371,12 @@ def _states_time(record: MemoryRecord) -> bool:
 
 def time_ranking(asked: QueryTime, ordered: Sequence[str], records: Mapping[str, MemoryRecord]) -> list[str]:
     """Candidates (``ordered`` best first) that answer the query's time: those whose times overlap a time
-    the query names, else, when it asks when, those that state a time; [] when the query is about neither."""
+    the query names, else (none does, or it names none), when it asks when, those that state a time; [] when
+    the query is about neither."""
     if asked.spans:
-        return [i for i in ordered if spans_match(asked.spans, record_spans(records[i]))]
+        matched = [i for i in ordered if spans_match(asked.spans, record_spans(records[i]))]
+        if matched or not asked.asks_when:
+            return matched
     if asked.asks_when:
         return [i for i in ordered if _states_time(records[i])]
     return []

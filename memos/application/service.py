@@ -210,13 +210,13 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
             check_strings(value, name)
         for cube_id in cube_ids:
             await self.authorize(user_id, cube_id, "read")
-        known = set(SearchQuery.model_fields) - {"query", "readable_cube_ids", "user_id", "mem_cube_id"}
+        known = set(SearchQuery.model_fields) - {"query", "readable_cube_ids", "user_id", "mem_cube_id", "today"}
         unknown = sorted(set(request.options) - known)
         if unknown:
             raise ValidationFailed(f"unknown search option {unknown[0]!r}", field=unknown[0])
         counts = request.model_dump(include={"top_k", "pref_top_k", "tool_mem_top_k", "skill_mem_top_k"})
         search_query = build(SearchQuery, query=query, readable_cube_ids=tuple(cube_ids), user_id=user_id,
-                             **counts, **request.options)
+                             today=self.rt.now().date(), **counts, **request.options)
         async with self.search_gate.enter(user_id):
             result: dict[str, Any] = await self.rt.search_service.search(search_query)
         return result

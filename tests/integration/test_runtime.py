@@ -241,6 +241,23 @@ async def test_in_a_shared_cube_one_users_facts_never_revise_or_supersede_anothe
         assert set(await service.delete_all("ann", "team")) == set(left)
 
 
+async def test_relative_times_in_a_query_resolve_against_the_day_it_is_asked(tmp_path: Path) -> None:
+    """"What did I do yesterday?" means the day before the search: the memory of that day comes first."""
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        for day, text in (("2023-05-08T18:00", "I went hiking with my kids."),
+                          ("2023-05-01T18:00", "I went swimming with my kids.")):
+            await service.add("ann", ["ann"], [{"role": "user", "content": text, "chat_time": day}], mode="fast")
+        query = "What did I do with my kids yesterday?"
+        for today, first in ((datetime(2023, 5, 9, 12, tzinfo=UTC), "hiking"),
+                             (datetime(2023, 5, 2, 12, tzinfo=UTC), "swimming")):
+            rt.now = lambda today=today: today  # type: ignore[method-assign]  # the day the search is asked
+            data = await service.search("ann", ["ann"], query, relativity=0.0)
+            found = [m["memory"] for m in data["text_mem"][0]["memories"]]
+            assert first in found[0], (today, found)
+            assert data["text_mem"][0]["memories"][0]["metadata"]["score_parts"]["time"] > 0
+
+
 async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:
     """A cube id may read "user:bob" or "cube:bobs" (the grammar allows ':'): forgetting such a cube deletes
     its own records only, never bob's user, key or cube ownership; the log alone still says so."""

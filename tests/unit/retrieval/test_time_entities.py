@@ -54,6 +54,21 @@ def test_chinese_relative_expressions_resolve_too() -> None:
     assert relative_spans("昨天", None) == [] and relative_spans("今年的计划", ANCHOR)[0][1].iso() == "2023-01-01/2023-12-31"
 
 
+def test_a_querys_relative_times_resolve_against_the_askers_day() -> None:
+    today = date(2023, 5, 9)
+    assert query_time("What did I do yesterday?", today).spans == (Span.day(date(2023, 5, 8)),)
+    assert query_time("我上周六做了什么？", today).spans == (Span.day(date(2023, 5, 6)),)
+    assert query_time("What did I do yesterday?").spans == ()  # no day to resolve against
+    hiking = record("h", "hiking", metadata={"dates": ["2023-05-08"]})
+    dated = record("d", "on 1 May 2023", metadata={"dates": ["2023-05-01"]})
+    plain = record("p", "no time at all")
+    records = {"h": hiking, "d": dated, "p": plain}
+    assert time_ranking(query_time("What did I do yesterday?", today), ["p", "d", "h"], records) == ["h"]
+    # a time that no memory has: a "when" question still ranks the memories that state a time
+    later = query_time("When did I go out yesterday?", date(2024, 1, 1))
+    assert time_ranking(later, ["p", "d", "h"], records) == ["d"]
+
+
 def test_query_time_names_days_months_years_and_asks_when() -> None:
     assert query_time("When did Caroline go to the support group?") == (query_time("x").__class__(True, ()))
     named = query_time("What did Mel do on 7 May 2023, in July 2023, on 2023-08-01 or in 2022? 2021年3月")
