@@ -91,9 +91,28 @@ _WORDS = (
 )
 
 
+_DISCOURSE = re.compile(
+    r"^(?:actually|btw|by the way|also|anyway|fyi|just so you know|for the record|remember that|note that|"
+    r"oh and|and|so)[,:]?\s+(?=(?:I|my)\b)",
+    re.I,
+)
+"""Words that lead into what the user says about itself ("Actually, I live in Paris now")."""
+_MY_ATTRIBUTE = re.compile(
+    r"^my (?P<what>(?:first |last |full |nick)?name|e-?mail(?: address)?|(?:phone|mobile|cell)(?: number)?|"
+    r"birthday|date of birth|(?:home )?address|age|job(?: title)?|(?:wifi |wi-fi )?password|"
+    r"favou?rite \w+(?: \w+)?) (?P<verb>is|are) (?P<value>.+)$",
+    re.I,
+)
+"""An attribute with one value at a time: "My name is Anna" is superseded by "My name is Annie"."""
+
+
 def third_person(sentence: str) -> tuple[str, str]:
     """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
-    text = sentence.strip().replace("’", "'").replace("‘", "'")
+    text = _DISCOURSE.sub("", sentence.strip().replace("’", "'").replace("‘", "'"), count=1)
+    attribute = _MY_ATTRIBUTE.match(text)
+    if attribute:
+        what, verb = attribute.group("what").lower(), attribute.group("verb").lower()
+        return _finish(f"The user's {what} {verb} {pronouns(attribute.group('value'))}"), f"{what} {verb}"
     asked = _ASK.match(text)
     if asked:
         rest = pronouns(asked.group("rest").rstrip("?.! "))

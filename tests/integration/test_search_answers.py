@@ -129,6 +129,15 @@ def test_a_chinese_fact_with_one_value_is_superseded_by_the_new_one(home: Path) 
     assert {"用户有一只猫。", "用户有一个妹妹。"} <= set(found)
 
 
+def test_a_new_name_or_home_supersedes_the_old_one(home: Path) -> None:
+    add("en", "cube_en", [{"role": "user", "content": "My name is Anna. I live in Berlin."}])
+    add("en", "cube_en", [{"role": "user", "content": "Actually, I live in Paris now. My name is Annie, by the way."}])
+    found = texts(search("en", ["cube_en"], "What is my name and where do I live?", relativity=0, top_k=10),
+                  "text_mem", "cube_en")
+    assert "The user lives in Paris now." in found and "The user lives in Berlin." not in found, found
+    assert "The user's name is Annie, by the way." in found and "The user's name is Anna." not in found, found
+
+
 def test_a_mixed_query_finds_both_languages(home: Path) -> None:
     add("mx", "cube_mx", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
     add("mx", "cube_mx", EXAMPLE_1, mode="fast")

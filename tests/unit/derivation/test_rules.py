@@ -225,6 +225,14 @@ def test_third_person_forms() -> None:
     assert third_person("Yesterday I went to Paris and I think I'm happy.")[0] == (
         "The user said: Yesterday the user went to Paris and the user thinks the user is happy."
     )
+    # a lead-in word no longer hides what follows ("statement: actually" never superseded "lives in")
+    assert third_person("Actually, I live in Paris now.") == ("The user lives in Paris now.", "lives in")
+    assert third_person("Btw I started a new job.") == ("The user started a new job.", "started a new job")
+    assert third_person("Also the hotel was nice.")[1] == "statement: also the hotel was"  # not about the user
+    # attributes with one value at a time are keyed by the attribute, so a new value supersedes the old
+    assert third_person("My name is Anna.") == ("The user's name is Anna.", "name is")
+    assert third_person("my favourite colour is blue")[1] == third_person("My favourite colour is green.")[1]
+    assert third_person("My sister is a nurse.")[1].startswith("statement:")  # a sister is no attribute
 
 
 def test_relative_times_resolve_against_chat_time() -> None:
