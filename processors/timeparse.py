@@ -12,7 +12,7 @@ from __future__ import annotations
 import calendar
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
@@ -165,41 +165,83 @@ def _zh_number(text: str) -> int:
     return _ZH_DIGITS.get(text, 1)
 
 
-def _relative_zh(text: str, anchor: date) -> list[tuple[int, str, Span]]:
-    """Chinese relative times: 昨天, 前天, 明天, 上周六, 这周末, 下个月, 去年, 两周前, 三个月前 (weeks start on Monday,
-    so 上周六 is the Saturday of last week, as Chinese means it)."""
-    found: list[tuple[int, str, Span]] = []
-    for m in _SIMPLE_ZH_RE.finditer(text):
-        found.append((m.start(), m.group(0), Span.day(anchor + timedelta(days=_SIMPLE_ZH[m.group(0)]))))
-    for m in _NAMED_ZH.finditer(text):
-        step = {"上": -1, "这": 0, "本": 0, "下": 1}[m.group("which")]
-        if m.group("month"):
-            found.append((m.start(), m.group(0), _month_span(*_shift_month(anchor, step))))
-            continue
-        week = _week_of(anchor + timedelta(weeks=step))
-        day = m.group("day")
-        if day is None:
-            span = week
-        elif day == "末":
-            span = Span(week.start + timedelta(days=5), week.end)
-        else:
-            span = Span.day(week.start + timedelta(days=6 if day in "日天" else _ZH_DIGITS[day] - 1))
-        found.append((m.start(), m.group(0), span))
-    for m in _YEAR_ZH.finditer(text):
-        year = anchor.year + {"前": -2, "去": -1, "今": 0, "明": 1}[m.group("which")]
-        found.append((m.start(), m.group(0), Span(date(year, 1, 1), date(year, 12, 31))))
-    for m in _AGO_ZH.finditer(text):
-        n, unit = _zh_number(m.group("n")), m.group("unit")
-        if unit == "天":
-            span = Span.day(anchor - timedelta(days=n))
-        elif unit == "月":
-            span = _month_span(*_shift_month(anchor, -n))
-        elif unit == "年":
-            span = Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
-        else:
-            span = _week_of(anchor - timedelta(weeks=n))
-        found.append((m.start(), m.group(0), span))
-    return found
+def _simple_zh(m: re.Match[str], anchor: date) -> Span:
+    return Span.day(anchor + timedelta(days=_SIMPLE_ZH[m.group(0)]))
+
+
+def _named_zh(m: re.Match[str], anchor: date) -> Span:
+    """上周六, 这周末, 下周, 上个月: weeks start on Monday, so 上周六 is the Saturday of last week, as Chinese means it."""
+    step = {"上": -1, "这": 0, "本": 0, "下": 1}[m.group("which")]
+    if m.group("month"):
+        return _month_span(*_shift_month(anchor, step))
+    week = _week_of(anchor + timedelta(weeks=step))
+    day = m.group("day")
+    if day is None:
+        return week
+    if day == "末":
+        return Span(week.start + timedelta(days=5), week.end)
+    return Span.day(week.start + timedelta(days=6 if day in "日天" else _ZH_DIGITS[day] - 1))
+
+
+def _year_zh(m: re.Match[str], anchor: date) -> Span:
+    year = anchor.year + {"前": -2, "去": -1, "今": 0, "明": 1}[m.group("which")]
+    return Span(date(year, 1, 1), date(year, 12, 31))
+
+
+def _ago_zh(m: re.Match[str], anchor: date) -> Span:
+    n, unit = _zh_number(m.group("n")), m.group("unit")
+    if unit == "天":
+        return Span.day(anchor - timedelta(days=n))
+    if unit == "月":
+        return _month_span(*_shift_month(anchor, -n))
+    if unit == "年":
+        return Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
+    return _week_of(anchor - timedelta(weeks=n))
+
+
+def _simple(m: re.Match[str], anchor: date) -> Span:
+    shift = {"yesterday": -1, "last night": -1, "tomorrow": 1}.get(m.group(1).lower(), 0)
+    return Span.day(anchor + timedelta(days=shift))
+
+
+def _named(m: re.Match[str], anchor: date) -> Span:
+    which, what = m.group("which").lower(), m.group("what").lower()
+    step = {"last": -1, "past": -1, "this": 0, "next": 1}[which]
+    if what == "week":
+        return _week_of(anchor + timedelta(weeks=step))
+    if what == "weekend":
+        saturday = _week_of(anchor + timedelta(weeks=step)).start + timedelta(days=5)
+        return Span(saturday, saturday + timedelta(days=1))
+    if what == "month":
+        return _month_span(*_shift_month(anchor, step))
+    if what == "year":
+        return Span(date(anchor.year + step, 1, 1), date(anchor.year + step, 12, 31))
+    delta = _WEEKDAYS.index(what) - anchor.weekday()
+    if step < 0:
+        delta = delta - 7 if delta >= 0 else delta
+    elif step > 0:
+        delta = delta + 7 if delta <= 0 else delta
+    return Span.day(anchor + timedelta(days=delta))
+
+
+def _ago(m: re.Match[str], anchor: date) -> Span:
+    raw = m.group("n").lower()
+    n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
+    unit = m.group("unit").lower()
+    if unit == "day":
+        return Span.day(anchor - timedelta(days=n))
+    if unit == "week":
+        return _week_of(anchor - timedelta(weeks=n))
+    if unit == "month":
+        return _month_span(*_shift_month(anchor, -n))
+    return Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
+
+
+_Resolver = Callable[[re.Match[str], date], Span]
+_RESOLVERS: tuple[tuple[re.Pattern[str], _Resolver], ...] = ((_SIMPLE, _simple), (_NAMED, _named), (_AGO, _ago))
+_RESOLVERS_ZH: tuple[tuple[re.Pattern[str], _Resolver], ...] = (
+    (_SIMPLE_ZH_RE, _simple_zh), (_NAMED_ZH, _named_zh), (_YEAR_ZH, _year_zh), (_AGO_ZH, _ago_zh)
+)
 
 
 def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
@@ -207,51 +249,20 @@ def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
 
     Understood: today, tonight, this morning/afternoon, yesterday, last night, tomorrow; last/this/next
     week, weekend, month, year; last/this/next <weekday>; "<n> days/weeks/months/years ago" (n a number,
-    a word up to ten, "a", "a few", "a couple of", "several"); and their Chinese (``_relative_zh``). Without an
-    anchor nothing resolves.
+    a word up to ten, "a", "a few", "a couple of", "several"); and in Chinese 昨天, 前天, 明天, 上周六, 这周末,
+    下个月, 去年, 两周前, 三个月前. Without an anchor nothing resolves, and an expression whose days fall outside
+    the calendar (years 1 to 9999: "3000 years ago") is passed over, never an error.
     """
     if anchor is None:
         return []
-    found: list[tuple[int, str, Span]] = _relative_zh(text, anchor) if _HAN.search(text) else []
-    for m in _SIMPLE.finditer(text):
-        word = m.group(1).lower()
-        shift = {"yesterday": -1, "last night": -1, "tomorrow": 1}.get(word, 0)
-        found.append((m.start(), m.group(0), Span.day(anchor + timedelta(days=shift))))
-    for m in _NAMED.finditer(text):
-        which, what = m.group("which").lower(), m.group("what").lower()
-        step = {"last": -1, "past": -1, "this": 0, "next": 1}[which]
-        span: Span
-        if what == "week":
-            span = _week_of(anchor + timedelta(weeks=step))
-        elif what == "weekend":
-            saturday = _week_of(anchor + timedelta(weeks=step)).start + timedelta(days=5)
-            span = Span(saturday, saturday + timedelta(days=1))
-        elif what == "month":
-            span = _month_span(*_shift_month(anchor, step))
-        elif what == "year":
-            span = Span(date(anchor.year + step, 1, 1), date(anchor.year + step, 12, 31))
-        else:
-            target = _WEEKDAYS.index(what)
-            delta = target - anchor.weekday()
-            if step < 0:
-                delta = delta - 7 if delta >= 0 else delta
-            elif step > 0:
-                delta = delta + 7 if delta <= 0 else delta
-            span = Span.day(anchor + timedelta(days=delta))
-        found.append((m.start(), m.group(0), span))
-    for m in _AGO.finditer(text):
-        raw = m.group("n").lower()
-        n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
-        unit = m.group("unit").lower()
-        if unit == "day":
-            span = Span.day(anchor - timedelta(days=n))
-        elif unit == "week":
-            span = _week_of(anchor - timedelta(weeks=n))
-        elif unit == "month":
-            span = _month_span(*_shift_month(anchor, -n))
-        else:
-            span = Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
-        found.append((m.start(), m.group(0), span))
+    found: list[tuple[int, str, Span]] = []
+    for pattern, resolve in _RESOLVERS + (_RESOLVERS_ZH if _HAN.search(text) else ()):
+        for m in pattern.finditer(text):
+            try:
+                span = resolve(m, anchor)
+            except (ValueError, OverflowError):  # before year 1 or after 9999, or a number past any calendar
+                continue
+            found.append((m.start(), m.group(0), span))
     found.sort(key=lambda f: f[0])
     return [(expr, span) for _, expr, span in found]
 
@@ -320,8 +331,8 @@ def query_time(text: str, today: date | None = None) -> QueryTime:
                 taken.append(m.span())
     for m in _MONTH_YEAR.finditer(text):
         month = _month(m.group(1))
-        if month is not None and free(m):
-            spans.append(_month_span(int(m.group(2)), month))
+        if month is not None and free(m) and (span := _safe(_month_span, int(m.group(2)), month)):
+            spans.append(span)
             taken.append(m.span())
     for m in _CJK_DATE.finditer(text):
         year, month_text, day_text = int(m[1]), m[2], m[3]
@@ -330,7 +341,7 @@ def query_time(text: str, today: date | None = None) -> QueryTime:
         elif month_text:
             span = _safe(_month_span, year, int(month_text))
         else:
-            span = Span(date(year, 1, 1), date(year, 12, 31))
+            span = _safe(lambda y: Span(date(y, 1, 1), date(y, 12, 31)), year)
         if span:
             spans.append(span)
             taken.append(m.span())

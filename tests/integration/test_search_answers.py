@@ -138,6 +138,17 @@ def test_a_new_name_or_home_supersedes_the_old_one(home: Path) -> None:
     assert "The user's name is Annie, by the way." in found and "The user's name is Anna." not in found, found
 
 
+def test_a_time_before_the_calendar_is_remembered_not_dead_lettered(home: Path) -> None:
+    message = {"role": "user", "content": "I read the pyramids were built 3000 years ago.", "chat_time": "2023-05-08"}
+    for mode in ("fast", "fine"):
+        added = add_memories(APIADDRequest(user_id="t", writable_cube_ids=[f"cube_{mode}"], messages=[message],
+                                           async_mode="sync", mode=mode))
+        assert added.code == 200 and added.data and "3000 years ago" in added.data[0]["memory"], added
+    found = texts(search("t", ["cube_fast"], "When were the pyramids built, in May 0000?", relativity=0), "text_mem",
+                  "cube_fast")
+    assert found and "pyramids" in found[0]
+
+
 def test_a_mixed_query_finds_both_languages(home: Path) -> None:
     add("mx", "cube_mx", EXAMPLE_1_ZH + OTHER_ZH, mode="fast")
     add("mx", "cube_mx", EXAMPLE_1, mode="fast")

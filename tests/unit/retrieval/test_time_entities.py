@@ -69,6 +69,16 @@ def test_a_querys_relative_times_resolve_against_the_askers_day() -> None:
     assert time_ranking(later, ["p", "d", "h"], records) == ["d"]
 
 
+def test_times_outside_the_calendar_are_passed_over_never_an_error() -> None:
+    """"3000 years ago" is before year 1: it raised ValueError, and the add that said it went to the dead-letter
+    topic (its memories lost); "May 0000" in a memory or query raised in search."""
+    text = "The pyramids were built 3000 years ago, 99999年前, 1000000000000000000000 days ago; yesterday"
+    assert [e for e, _ in relative_spans(text, ANCHOR)] == ["yesterday"]
+    assert relative_spans("9" * 5000 + " days ago", ANCHOR) == [] and relative_spans("tomorrow", date.max) == []
+    assert query_time("What happened in May 0000 or 0000年?").spans == ()
+    assert query_time("May 0000 and June 2021").spans == (Span(date(2021, 6, 1), date(2021, 6, 30)),)
+
+
 def test_query_time_names_days_months_years_and_asks_when() -> None:
     assert query_time("When did Caroline go to the support group?") == (query_time("x").__class__(True, ()))
     named = query_time("What did Mel do on 7 May 2023, in July 2023, on 2023-08-01 or in 2022? 2021年3月")
