@@ -20,7 +20,7 @@ from schemas.errors import (
     ValidationFailed,
 )
 
-__all__ = ["AddTimedOut", "BacklogFull", "CubeBusy", "FeedsBusy", "ForgetUnsupported", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
+__all__ = ["AddFailed", "AddTimedOut", "BacklogFull", "CubeBusy", "FeedsBusy", "ForgetUnsupported", "KeyChecksBusy", "ProjectorElsewhere", "ReplaysBusy", "SearchesBusy",
            "describe", "retry_after", "status_of"]
 
 logger = logging.getLogger(__name__)
@@ -76,6 +76,21 @@ class AddTimedOut(MemorySystemError):
     def data(self) -> dict[str, Any]:
         """What a front end reports beside the message."""
         return {"task_ids": self.task_ids, "will_complete": self.will_complete}
+
+
+class AddFailed(MemorySystemError):
+    """A sync add was recorded on the log but deriving its memories failed for good (HTTP 500): the record is on
+    the dead-letter topic with the reason, its tasks (``task_ids``) say ``failed``, and a replay after a fix
+    derives it again."""
+
+    def __init__(self, message: str, *, task_ids: list[str]) -> None:
+        super().__init__(message)
+        self.task_ids = task_ids
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """What a front end reports beside the message."""
+        return {"task_ids": self.task_ids, "will_complete": False}
 
 
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (

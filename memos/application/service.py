@@ -13,7 +13,7 @@ from memos.application.admission import SearchGate, gate_for
 from memos.application.buckets import BUCKET_KEYS, bucket_of, types_for
 from memos.application.chat import ChatUseCases
 from memos.application.cube_guard import CubeGuard, cube_guard_for
-from memos.application.errors import AddTimedOut, BacklogFull
+from memos.application.errors import AddFailed, AddTimedOut, BacklogFull
 from memos.application.feeds import changes_for, feed_slots_for
 from memos.application.forgetting import ForgetUseCases
 from memos.application.ids import check_id, check_ids
@@ -133,8 +133,13 @@ class MemoryService(ForgetUseCases, TaskUseCases, StatusUseCases, ChatUseCases):
                 f"it will still complete: follow tasks {ids!r}", task_ids=ids,
             ) from None
         out = []
+        infos = {tid: await self.rt.control.task(tid) for _, tid in tasks}
+        failed = {tid: info.error for tid, info in infos.items() if info is not None and info.status == "failed"}
+        if failed:
+            why = "; ".join(f"task {tid}: {error}" for tid, error in failed.items())
+            raise AddFailed(f"the add is on the log but deriving its memories failed: {why}", task_ids=list(failed))
         for cube_id, tid in tasks:
-            info = await self.rt.control.task(tid)
+            info = infos[tid]
             ids = [*info.result.get("memory_ids", []), *info.result.get("revised_ids", [])] if info else []
             records = await self.rt.graph.get(ids, cube_id=cube_id)
             out.append(CubeAdd(

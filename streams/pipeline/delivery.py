@@ -23,7 +23,7 @@ from typing import TypeVar
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope, Header, Position, Record
 from schemas.errors import EventDecodeError, ProcessingError, is_retryable
-from schemas.events import AnyEvent, Event
+from schemas.events import AnyEvent, ConversationRecorded, Event, TaskStatusChanged, derive_id
 from schemas.topics import DLQ
 from streams.log.base import OutgoingRecord, record_size
 
@@ -34,6 +34,7 @@ __all__ = [
     "Handler",
     "dead_letter_record",
     "deliver",
+    "failed_task",
     "event_record",
     "fitted",
     "poison_error",
@@ -68,6 +69,19 @@ def dead_letter_record(record: Record, error: BaseException, *, group: str) -> O
         ("memos.group", group.encode()),
     )
     return OutgoingRecord(topic=DLQ, key=record.key, value=record.value, headers=headers)
+
+
+def failed_task(event: AnyEvent, error: BaseException, *, group: str) -> list[Event]:
+    """The task of a dead-lettered add, failed with the reason: left waiting, a sync add answered "added" with no
+    memories and a client following the task waited for ever. Other events carry no task: []."""
+    if not isinstance(event, ConversationRecorded) or not event.task_id:
+        return []
+    return [TaskStatusChanged(
+        event_id=derive_id(event.event_id, f"status:failed:{group}"), occurred_at=event.occurred_at, key=event.key,
+        producer=group, trace_id=event.trace_id, task_id=event.task_id, cube_id=event.cube_id, status="failed",
+        label="add", error=f"deriving the add failed ({type(error).__name__}: {error})"[:2000],
+        result={"dead_lettered": True, "group": group},
+    )]
 
 
 def fitted(record: OutgoingRecord, max_record_bytes: int) -> OutgoingRecord:
@@ -210,4 +224,5 @@ async def deliver(handle: Handler, records: Sequence[Record], *, group: str, max
                 error = exc
         logger.warning("record sent to DLQ group=%s position=%s error=%r", group, envelope.position, error)
         out.dead.append(dead_letter_record(by_position[envelope.position], error, group=group))
+        out.produced.extend(failed_task(envelope.event, error, group=group))
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from memory_store.control import hash_api_key
+from memos.application.errors import AddFailed
 from memos.application.service import MemoryService
 from memos.runtime import Runtime
 from schemas.errors import PermissionDenied
@@ -81,6 +82,34 @@ async def test_poison_record_is_dead_lettered_and_processing_continues(tmp_path:
             assert record.header("origin") == b"test"
             assert b"Avro" in (record.header("memos.error") or b"")
             assert (record.header("memos.origin") or b"").startswith(CONVERSATIONS.encode())
+
+
+async def test_an_add_whose_derivation_fails_for_good_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A processor that raises on an add (as '3000 years ago' once did) dead-letters it. Its task was left
+    "waiting" and a sync add answered success with no memories; now the task fails with the reason and the sync
+    add raises AddFailed naming it, while other adds go on."""
+    import processors.fast as fast
+
+    plain = fast.window_times
+
+    def broken(window: Any) -> Any:
+        if any("POISON" in item.text for item in window.items):
+            raise ValueError("a bug in a processor")
+        return plain(window)
+
+    monkeypatch.setattr(fast, "window_times", broken)
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        with pytest.raises(AddFailed, match="a bug in a processor") as failed:
+            await service.add("ann", ["ann"], [{"role": "user", "content": "POISON in this message"}], mode="fast")
+        [task_id] = failed.value.task_ids
+        info = await rt.control.task(task_id)
+        assert info is not None and info.status == "failed" and "a bug in a processor" in (info.error or "")
+        dead = [r for p in range(await rt.log.partitions(DLQ)) for r in await rt.log.read(DLQ, p, 0)]
+        assert [r.header("memos.group") for r in dead] == [b"deriver"]
+        ok = await service.add("ann", ["ann"], [{"role": "user", "content": "A message that derives well."}],
+                               mode="fast")
+        assert ok[0]["status"] == "completed" and ok[0]["memories"]
 
 
 async def test_redelivery_of_every_memory_event_leaves_projections_unchanged(tmp_path: Path) -> None:
