@@ -23,7 +23,7 @@ from typing import TypeVar
 from schemas.codec import decode, encode
 from schemas.envelope import Envelope, Header, Position, Record
 from schemas.errors import EventDecodeError, ProcessingError, is_retryable
-from schemas.events import AnyEvent, ConversationRecorded, Event, TaskStatusChanged, derive_id
+from schemas.events import AnyEvent, ConversationRecorded, Event, TaskStatusChanged, TaskSubmitted, derive_id
 from schemas.topics import DLQ
 from streams.log.base import OutgoingRecord, record_size
 
@@ -35,6 +35,7 @@ __all__ = [
     "dead_letter_record",
     "deliver",
     "failed_task",
+    "failed_task_of",
     "event_record",
     "fitted",
     "poison_error",
@@ -72,16 +73,29 @@ def dead_letter_record(record: Record, error: BaseException, *, group: str) -> O
 
 
 def failed_task(event: AnyEvent, error: BaseException, *, group: str) -> list[Event]:
-    """The task of a dead-lettered add, failed with the reason: left waiting, a sync add answered "added" with no
-    memories and a client following the task waited for ever. Other events carry no task: []."""
-    if not isinstance(event, ConversationRecorded) or not event.task_id:
+    """The task of a dead-lettered add or submitted task, failed with the reason: left waiting, a sync add
+    answered "added" with no memories and a client following the task waited for ever. Other events: []."""
+    if isinstance(event, ConversationRecorded) and event.task_id:
+        label, what = "add", "deriving the add"
+    elif isinstance(event, TaskSubmitted):
+        label, what = event.label, f"the {event.label} task"
+    else:
         return []
     return [TaskStatusChanged(
         event_id=derive_id(event.event_id, f"status:failed:{group}"), occurred_at=event.occurred_at, key=event.key,
         producer=group, trace_id=event.trace_id, task_id=event.task_id, cube_id=event.cube_id, status="failed",
-        label="add", error=f"deriving the add failed ({type(error).__name__}: {error})"[:2000],
+        label=label, error=f"{what} failed ({type(error).__name__}: {error})"[:2000],
         result={"dead_lettered": True, "group": group},
     )]
+
+
+def failed_task_of(record: Record, error: BaseException, *, group: str) -> list[OutgoingRecord]:
+    """``failed_task`` of a record dead-lettered undecoded (one that killed the worker), as records to append."""
+    try:
+        event = decode(record.value)
+    except EventDecodeError:
+        return []
+    return [event_record(e) for e in failed_task(event, error, group=group)]
 
 
 def fitted(record: OutgoingRecord, max_record_bytes: int) -> OutgoingRecord:

@@ -36,6 +36,7 @@ from streams.pipeline.delivery import (
     dead_letter_record,
     deliver,
     event_record,
+    failed_task_of,
     fitted,
     poison_error,
     retrying,
@@ -187,7 +188,9 @@ class StageHost(Service):
         attempts = self.attempts.begin(group, record.position) if self.attempts is not None else 1
         if self.max_attempts and attempts > self.max_attempts:
             logger.error("poison record sent to DLQ %s attempts=%d", where, attempts - 1)
-            await self._append([dead_letter_record(record, poison_error(record, attempts - 1), group=group)], where)
+            error = poison_error(record, attempts - 1)
+            await self._append([dead_letter_record(record, error, group=group),
+                                *failed_task_of(record, error, group=group)], where)
             self.dead_lettered += 1
             return
         if attempts > 1:

@@ -15,7 +15,14 @@ from schemas.envelope import Envelope, Record
 from schemas.errors import PayloadTooLarge, StageStalled
 from schemas.events import AnyEvent, Event
 from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, record_size
-from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_error
+from streams.pipeline.delivery import (
+    dead_letter_record,
+    deliver,
+    event_record,
+    failed_task_of,
+    fitted,
+    poison_error,
+)
 from streams.pipeline.fairness import FairSlots
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record", "still_working"]
@@ -407,7 +414,7 @@ class Runner:
                 error = poison_error(record, attempts - 1)
                 logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.group, p,
                              attempts - 1)
-                await self._finish(consumer, [record], [], [dead_letter_record(record, error, group=self.group)],
-                                   whole=False)
+                await self._finish(consumer, [record], failed_task_of(record, error, group=self.group),
+                                   [dead_letter_record(record, error, group=self.group)], whole=False)
             else:
                 await self._deliver(consumer, [record], whole=False)

@@ -43,9 +43,13 @@ async def _read_all(db: Path, topic: str) -> list:
         return out
 
 
-def _state(db: Path) -> tuple[set[str], list]:
+def _statuses(db: Path) -> dict[str, str]:
     records = asyncio.run(_read_all(db, TASKS))
-    done = {e.task_id for e in (decode(r.value) for r in records) if isinstance(e, TaskStatusChanged)}
+    return {e.task_id: e.status for e in (decode(r.value) for r in records) if isinstance(e, TaskStatusChanged)}
+
+
+def _state(db: Path) -> tuple[set[str], list]:
+    done = {task for task, status in _statuses(db).items() if status != "failed"}
     return done, asyncio.run(_read_all(db, DLQ))
 
 
@@ -92,3 +96,4 @@ def test_a_record_that_kills_the_worker_is_dead_lettered_and_the_rest_processed(
     assert letter.header("memos.group") == GROUP.encode()
     assert letter.header("memos.error_type") == b"ProcessingError"
     assert b"when the worker died, 3 times" in (letter.header("memos.error") or b"")
+    assert _statuses(db)[f"t{POISON_AT:03d}"] == "failed"  # its task says so, not "waiting" for ever
