@@ -152,7 +152,11 @@ async def test_an_output_over_the_record_limit_dead_letters_its_input_and_the_st
             await asyncio.wait_for(running, 30)
         assert runner.dead_lettered == 1
         done = [decode(r.value) for r in await log.read(TASKS, 0, 3, limit=10)]
-        assert sorted(e.task_id for e in done if isinstance(e, TaskStatusChanged)) == ["after", "before"]
+        statuses = {e.task_id: (e.status, e.error or "") for e in done if isinstance(e, TaskStatusChanged)}
+        assert {task: status for task, (status, _) in statuses.items()} == {
+            "before": "completed", "after": "completed", "big": "failed"  # the big one's task says why
+        }
+        assert "record limit" in statuses["big"][1]
         [dead] = await log.read(DLQ, 0, 0, limit=10)
         assert dead.value == b"" and dead.header("memos.value_left_out") == str(len(event_record(big).value)).encode()
         assert b"record limit" in (dead.header("memos.error") or b"") and dead.header("memos.origin") is not None
