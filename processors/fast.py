@@ -36,6 +36,7 @@ __all__ = [
     "MemoryDraft",
     "build_memory_events",
     "follows_relations",
+    "memory_parts",
     "file_drafts",
     "placeholder_drafts",
     "plan_fast",
@@ -126,17 +127,19 @@ def plan_fast(
     return out
 
 
+def memory_parts(text: str, settings: FastSettings) -> list[str]:
+    """``text`` whole, or in overlapping parts of at most ``max_memory_tokens`` when longer: none of it cut off."""
+    if count_tokens(text) <= settings.max_memory_tokens:
+        return [text]
+    return [c.text for c in chunk_text(text, size=settings.max_memory_tokens, overlap=settings.chunk_overlap)]
+
+
 def _window_parts(window: Window, settings: FastSettings) -> list[MemoryDraft]:
     roles = {i.role for i in window.items}
     memory_type: MemoryType = "UserMemory" if roles == {"user"} else "LongTermMemory"
     user_lines = [i.text for i in window.items if i.role == "user" and i.kind == "chat"]
     title = short_title(user_lines[0] if user_lines else window.items[0].text)
-    text = window.text
-    parts = [text]
-    if count_tokens(text) > settings.max_memory_tokens:
-        parts = [
-            c.text for c in chunk_text(text, size=settings.max_memory_tokens, overlap=settings.chunk_overlap)
-        ]
+    parts = memory_parts(window.text, settings)
     tags = ("mode:fast",) + (("tool",) if any(i.kind != "chat" for i in window.items) else ())
     drafts = []
     for n, part in enumerate(parts):

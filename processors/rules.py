@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 
-from processors.chunking import Window, chunk_text, count_tokens, render_line
-from processors.fast import FastSettings, MemoryDraft
+from processors.chunking import Window, count_tokens, render_line
+from processors.fast import FastSettings, MemoryDraft, memory_parts
 from processors.reader import Item
 from processors.rules_en import INTERJECTION, key_words, preference, pronouns
 from processors.rules_en import is_filler as is_filler_en
@@ -290,9 +290,7 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
         return []  # only asks: the user's reply keeps the question (``_answer``)
     source = item.source
     title = "assistant: " + key_words(re.sub(r"^[\w ]{0,20}:\s*", "", text), limit=6)
-    parts = [text]
-    if count_tokens(text) > settings.max_memory_tokens:  # a long reply: every part kept, none cut off
-        parts = [c.text for c in chunk_text(text, size=settings.max_memory_tokens, overlap=settings.chunk_overlap)]
+    parts = memory_parts(text, settings)  # a long reply: every part kept, none cut off
     drafts = []
     for n, body in enumerate(parts):
         meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(body, source.chat_time)}
