@@ -347,10 +347,7 @@ def _trajectory(items: Sequence[Item], extractor: str) -> MemoryDraft | None:
             )
     names = sorted({str(r["tool_name"]) for r in records if r["tool_name"]})
     success = all(bool(r["success"]) for r in records)
-    experience = (
-        f"{', '.join(names) or 'The tool'} {'worked' if success else 'did not work'} for this task"
-        f"{'' if success else ': check the failed calls before reusing them'}."
-    )
+    experience = _experience(records)
     lines.append(f"Experience: {experience}")
     sources = tuple(i.source for i in (*calls, *results))
     return MemoryDraft(
@@ -370,6 +367,27 @@ def _trajectory(items: Sequence[Item], extractor: str) -> MemoryDraft | None:
         },
         group="tool_trajectory",
     )
+
+
+def _experience(records: Sequence[JsonDict]) -> str:
+    """What the calls teach, per tool: which worked, which worked after failing, which failed and why."""
+    outcomes: dict[str, list[JsonDict]] = {}
+    for record in records:
+        outcomes.setdefault(str(record["tool_name"] or "The tool"), []).append(record)
+    worked = [n for n, rs in outcomes.items() if all(r["success"] for r in rs)]
+    recovered = [n for n, rs in outcomes.items() if rs[-1]["success"] and not all(r["success"] for r in rs)]
+    failed = [n for n, rs in outcomes.items() if not rs[-1]["success"]]
+    parts: list[str] = []
+    for name in sorted(failed):
+        reason = next((str(r["result"]) for r in reversed(outcomes[name]) if r["result"]), "")
+        parts.append(f"{name} did not work for this task" + (f" ({reason[:120]})" if reason else ""))
+    for name in sorted(recovered):
+        tries = sum(1 for r in outcomes[name] if not r["success"])
+        parts.append(f"{name} worked after {tries} failed call{'s' if tries > 1 else ''}")
+    if worked:
+        parts.append(f"{', '.join(sorted(worked))} worked" + ("" if failed or recovered else " for this task"))
+    advice = " Check the failed calls before reusing them." if failed else ""
+    return "; ".join(parts) + "." + advice
 
 
 def _looks_failed(text: str) -> bool:

@@ -176,6 +176,33 @@ def test_failed_tool_results_and_bad_files() -> None:
     assert "could not be read: invalid JSON in <tool_schema>" in bad_schema.memory
 
 
+def _call(call_id: str, name: str) -> dict[str, object]:
+    return {
+        "role": "assistant",
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}],
+    }
+
+
+def test_tool_experience_names_what_worked_and_what_failed() -> None:
+    messages = [
+        {"role": "user", "content": "Check the weather, then book the Hilton."},
+        _call("w1", "get_weather"),
+        {"role": "tool", "tool_call_id": "w1", "content": '{"forecast": "sunny"}'},
+        _call("b1", "book_hotel"),
+        {"role": "tool", "tool_call_id": "b1", "content": "ERROR 503: booking service unavailable"},
+        _call("p1", "pay"),
+        {"role": "tool", "tool_call_id": "p1", "content": "ERROR 500: card declined"},
+        _call("p2", "pay"),
+        {"role": "tool", "tool_call_id": "p2", "content": '{"paid": true}'},
+    ]
+    drafts = plan_fast(read_messages(messages).items, FastSettings())
+    experience = next(d for d in drafts if d.memory_type == "ToolTrajectoryMemory").metadata["experience"]
+    assert "book_hotel did not work for this task (ERROR 503: booking service unavailable)" in experience
+    assert "pay worked after 1 failed call" in experience
+    assert "get_weather worked" in experience and "get_weather did not work" not in experience
+    assert experience.endswith("Check the failed calls before reusing them.")
+
+
 def test_skipped_parts_ride_in_the_window_sources() -> None:
     messages = [
         {"role": "user", "content": [{"type": "text", "text": "hello there"}, {"type": "video", "url": "v"}]},
