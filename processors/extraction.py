@@ -176,8 +176,9 @@ def retry_messages(messages: Sequence[JsonDict], answer: str, error: str) -> lis
 
 
 def reference_time(window: Window, fallback: str) -> str:
-    """The chat time of the window's last message that has one, else ``fallback``."""
-    times = [i.source.chat_time for i in window.items if i.source.chat_time]
+    """The time of the window's last message that has one (its chat time, else when its add was recorded),
+    else ``fallback``."""
+    times = [t for i in window.items if (t := i.anchor_time)]
     return times[-1] if times else fallback
 
 

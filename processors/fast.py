@@ -173,7 +173,7 @@ def window_times(window: Window) -> JsonDict:
     times: list[str] = []
     exprs: list[str] = []
     for item in window.items:
-        anchor = parse_chat_time(item.source.chat_time)
+        anchor = parse_chat_time(item.anchor_time)
         if anchor is None:
             continue
         dates.append(anchor.isoformat())

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from processors.documents import ParsedDocument
+from processors.timeparse import parse_chat_time
 from schemas.events import JsonDict, SourceRef
 
 __all__ = [
@@ -70,6 +71,14 @@ class Item:
     payload: JsonDict = field(default_factory=dict)
     document: ParsedDocument | None = None
     """The file's parsed text when the shell parsed it already (in the parsing sandbox)."""
+    recorded_at: str | None = None
+    """When the log recorded the add (ISO, UTC): the date of a message that gives no chat time."""
+
+    @property
+    def anchor_time(self) -> str | None:
+        """What its relative times resolve against: its chat time if that is a date, else ``recorded_at``."""
+        given = self.source.chat_time
+        return given if parse_chat_time(given) is not None or not self.recorded_at else self.recorded_at
 
     @property
     def ok(self) -> bool:
@@ -96,14 +105,17 @@ class ReadResult:
     fetches: tuple[FetchRequest, ...]
 
 
-def read_messages(messages: str | Sequence[Any]) -> ReadResult:
-    """Normalize a plain string or a list of OpenAI chat messages. Never raises on malformed input."""
+def read_messages(messages: str | Sequence[Any], *, recorded_at: str | None = None) -> ReadResult:
+    """Normalize a plain string or a list of OpenAI messages (never raises); ``recorded_at`` goes on each item."""
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     reader = _Reader()
     for index, message in enumerate(messages):
         reader.message(index, message)
-    return ReadResult(tuple(reader.items), tuple(reader.fetches))
+    items = tuple(reader.items)
+    if recorded_at is not None:
+        items = tuple(replace(item, recorded_at=recorded_at) for item in items)
+    return ReadResult(items, tuple(reader.fetches))
 
 
 def attach_fetched(

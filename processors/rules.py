@@ -168,7 +168,7 @@ def _user_drafts(
     the assistant's question that the message answers."""
     drafts: list[MemoryDraft] = []
     questions: list[str] = []
-    chat_time = item.source.chat_time
+    chat_time = item.anchor_time
     for n, raw in enumerate(_sentences(_MARKER.sub("", item.text))):
         zh = is_chinese(raw)
         sentence = strip_interjection_zh(raw) if zh else INTERJECTION.sub("", raw, count=1)
@@ -243,7 +243,7 @@ _YES_NO = re.compile(r"^(yes|yeah|yep|no|nope|not really|never)\b", re.I)
 
 def _answer(item: Item, reply: str, prompt: str) -> MemoryDraft:
     """The memory of a user's reply to the assistant's question, the question kept with it."""
-    chat_time = item.source.chat_time
+    chat_time = item.anchor_time
     reply = reply.strip().rstrip(".!")
     said = (answer_zh(reply, prompt) if is_chinese(reply + prompt)
             else f'The user answered "{reply}" when the assistant asked: "{prompt}"')
@@ -293,11 +293,11 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
     parts = memory_parts(text, settings)  # a long reply: every part kept, none cut off
     drafts = []
     for n, body in enumerate(parts):
-        meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(body, source.chat_time)}
+        meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(body, item.anchor_time)}
         if len(parts) > 1:
             meta.update(part=n, parts=len(parts))
         said = assistant_zh(body) if is_chinese(text) else f"The assistant said: {body}"
-        memory = resolve_relative_times(said, source.chat_time)
+        memory = resolve_relative_times(said, item.anchor_time)
         named = f"{title} (part {n + 1} of {len(parts)})" if len(parts) > 1 else title
         drafts.append(_draft(memory, "LongTermMemory", named, source, meta, 0.6, asked))
     return drafts

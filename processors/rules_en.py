@@ -121,9 +121,9 @@ def third_person(sentence: str) -> tuple[str, str]:
         if pattern.search(text):
             body = _strip_subject(pattern.sub(repl, text, count=1))
             return _finish("The user " + pronouns(body)), key_words(body)
-    verb = re.match(r"^I (\w+)\b(.*)$", text, re.I | re.S)
+    verb = re.match(r"^I\s+(?=\w)(.*)$", text, re.S)
     if verb:
-        body = f"The user {_conjugate(verb.group(1))}{pronouns(verb.group(2))}"
+        body = "The user " + pronouns(_predicate(verb.group(1), bool(_PAST_CONTEXT.search(text))))
         return _finish(body), key_words(_strip_subject(body))
     if text.endswith("?"):
         return f"The user asked: {pronouns(text)}", "question: " + key_words(text)
@@ -138,49 +138,79 @@ def _finish(text: str) -> str:
 def pronouns(text: str) -> str:
     for pattern, repl in _WORDS:
         text = pattern.sub(repl, text)
-    return re.sub(r"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>[A-Za-z]+)\b|(?=\W|$))", _inner_i, text)
+    past = bool(_PAST_CONTEXT.search(text))
+    return _INNER_I.sub(lambda match: _inner_i(match, past), text)
 
 
 _CONTRACTIONS = {"m": "is", "ve": "has", "ll": "will", "d": "would"}
-_KEEP_AFTER_I = {
-    "can",
-    "could",
-    "will",
-    "would",
-    "should",
-    "must",
-    "might",
-    "may",
-    "had",
-    "did",
-    "was",
-    "also",
-    "really",
-    "never",
-    "always",
-    "just",
-    "still",
-    "often",
-    "usually",
-    "sometimes",
-    "and",
-    "or",
-}
+_ADVERBS = ("also|really|never|always|just|still|often|usually|sometimes|actually|finally|recently|already|even|"
+            "only|totally|definitely|probably|rarely|seldom|mostly|normally|generally|barely|hardly|truly|honestly|"
+            "currently|now|soon|then|absolutely|personally|especially|sort of|kind of")
+_LEAD_ADVERBS = re.compile(rf"^((?:(?:{_ADVERBS})\s+){{1,3}})(?=\w)", re.I)
+_INNER_I = re.compile(rf"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>(?:(?:{_ADVERBS})\s+){{0,3}}[A-Za-z']+)\b|(?=\W|$))")
+_AS_GIVEN = {"can", "could", "will", "would", "should", "shall", "must", "might", "may", "ought", "cannot", "and", "or"}
+_SPECIAL = {"am": "is", "be": "is", "have": "has", "do": "does", "go": "goes", "dont": "does not",
+            "don't": "does not", "doesnt": "does not", "cant": "cannot", "can't": "cannot", "didnt": "did not",
+            "didn't": "did not", "wont": "will not", "won't": "will not", "havent": "has not", "haven't": "has not",
+            "wasnt": "was not", "wasn't": "was not", "im": "is", "ive": "has"}
+_PAST_CONTEXT = re.compile(r"\b(?:yesterday|ago|last|earlier|once|when|(?:19|20)\d\d)\b", re.I)
+"""Words that put a sentence in the past: "I read it yesterday" keeps "read", "I read novels" gets "reads"."""
 
 
-def _inner_i(match: re.Match[str]) -> str:
+def _inner_i(match: re.Match[str], past: bool) -> str:
     """ "I" inside a sentence as "the user", with the verb that follows in the third person."""
     if match.group("c"):
         return f"the user {_CONTRACTIONS[match.group('c').lower()]}"
     verb = match.group("v")
+    return "the user" if verb is None else f"the user {_predicate(verb, past)}"
+
+
+def _predicate(words: str, past: bool) -> str:
+    """The words after "I" in the third person: adverbs kept, the verb conjugated ("never smoke" -> "never
+    smokes", "swam" -> "swam", "read" -> "reads" unless ``past``)."""
+    lead = _LEAD_ADVERBS.match(words)
+    adverbs = lead.group(1) if lead else ""
+    rest = words[len(adverbs):]
+    verb = re.match(r"[A-Za-z']+", rest)
     if verb is None:
-        return "the user"
+        return words
+    return adverbs + _conjugate(verb.group(0), past) + rest[verb.end():]
+
+
+def _conjugate(verb: str, past: bool = False) -> str:
+    """One verb after "I" in the third person, by lemminflect's English lexicon: past forms kept ("swam",
+    "felt"), modals kept, present forms inflected ("study" -> "studies"); a word it does not know gets the
+    regular ending, a word it knows only as another part of speech ("I and my wife") stays."""
     lowered = verb.lower()
-    if lowered == "am":
-        return "the user is"
-    if lowered in _KEEP_AFTER_I:
-        return f"the user {verb}"
-    return f"the user {_conjugate(verb)}"
+    if lowered in _SPECIAL:
+        return _SPECIAL[lowered]
+    if lowered in _AS_GIVEN:
+        return verb
+    from lemminflect import getAllLemmas, getInflection
+
+    known = getAllLemmas(lowered)
+    lemmas = known.get("VERB", ())
+    if not known:
+        return _regular(verb)
+    if lowered not in lemmas:
+        return verb  # an inflected form (swam, moved, left) or not a verb at all
+    if any(lowered in getInflection(lemma, "VBD") for lemma in lemmas if lemma != lowered):
+        return verb  # "saw" is also the verb "to saw": as a past of "see" it stays
+    if past and lowered in getInflection(lowered, "VBD"):
+        return verb  # read, put, quit: the same in the past
+    third = getInflection(lowered, "VBZ")
+    return third[0] if third else _regular(verb)
+
+
+def _regular(verb: str) -> str:
+    lowered = verb.lower()
+    if lowered.endswith("ed"):
+        return verb
+    if re.search(r"[^aeiou]y$", lowered):
+        return verb[:-1] + "ies"
+    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
+        return verb + "es"
+    return verb + "s"
 
 
 def _strip_subject(text: str) -> str:
@@ -197,24 +227,6 @@ def key_words(text: str, limit: int = 4) -> str:
         if len(out) >= limit:
             break
     return " ".join(out)
-
-
-def _conjugate(verb: str) -> str:
-    lowered = verb.lower()
-    past = lowered.endswith("ed") and not (lowered.endswith("eed") and lowered not in {"agreed", "freed"})
-    if past or lowered in {"went", "saw", "got", "made", "took", "met", "bought", "ran", "ate"}:
-        return verb
-    if lowered == "have":
-        return "has"
-    if lowered == "do":
-        return "does"
-    if lowered == "go":
-        return "goes"
-    if re.search(r"[^aeiou]y$", lowered):
-        return verb[:-1] + "ies"
-    if re.search(r"(s|sh|ch|x|z|o)$", lowered):
-        return verb + "es"
-    return verb + "s"
 
 
 def preference(sentence: str) -> tuple[str, str, str] | None:

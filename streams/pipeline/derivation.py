@@ -264,7 +264,9 @@ class Deriver(FineExtraction):
 
     async def _read(self, event: ConversationRecorded) -> tuple[Item, ...]:
         """Read the messages, fetch their references under the event's origin, parse files in the sandbox."""
-        read: ReadResult = await asyncio.to_thread(read_messages, event.messages)
+        read: ReadResult = await asyncio.to_thread(
+            read_messages, event.messages, recorded_at=event.occurred_at.isoformat()
+        )
         requests = [r for r in read.fetches if r.purpose == "file" or self.settings.fetch_images]
         gate = asyncio.Semaphore(self.settings.fetch_concurrency)
 

@@ -287,6 +287,24 @@ async def test_relative_times_in_a_query_resolve_against_the_day_it_is_asked(tmp
             assert data["text_mem"][0]["memories"][0]["metadata"]["score_parts"]["time"] > 0
 
 
+async def test_a_message_without_chat_time_is_dated_by_its_add(tmp_path: Path) -> None:
+    """Most clients send no ``chat_time``: "yesterday" then means the day before the add was recorded, in
+    the fine memory's text and in both modes' times, so a later search for that day finds it."""
+    async with Runtime(_settings(tmp_path)) as rt:
+        service = MemoryService(rt)
+        rt.now = lambda: datetime(2023, 5, 9, 12, tzinfo=UTC)  # type: ignore[method-assign]  # the add's day
+        said = [{"role": "user", "content": "I went hiking with my kids yesterday."}]
+        [fine] = (await service.add("ann", ["ann"], said, mode="fine"))[0]["memories"]
+        [fast] = (await service.add("ann", ["ann"], said, mode="fast"))[0]["memories"]
+        assert fine["memory"] == "The user went hiking with the user's kids yesterday (8 May 2023)."
+        rt.now = lambda: datetime(2023, 5, 20, 12, tzinfo=UTC)  # type: ignore[method-assign]
+        data = await service.search("ann", ["ann"], "What did I do on 8 May 2023?", relativity=0.0)
+        found = {m["id"]: m["metadata"] for m in data["text_mem"][0]["memories"]}
+        for added in (fine, fast):
+            assert found[added["memory_id"]]["times"] == ["2023-05-08"], (added, found)
+            assert found[added["memory_id"]]["score_parts"]["time"] > 0
+
+
 async def test_forgetting_a_cube_named_like_a_typed_key_never_touches_that_tenants_records(tmp_path: Path) -> None:
     """A cube id may read "user:bob" or "cube:bobs" (the grammar allows ':'): forgetting such a cube deletes
     its own records only, never bob's user, key or cube ownership; the log alone still says so."""

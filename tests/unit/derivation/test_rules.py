@@ -235,6 +235,26 @@ def test_third_person_forms() -> None:
     assert third_person("My sister is a nurse.")[1].startswith("statement:")  # a sister is no attribute
 
 
+def test_the_users_verbs_in_the_third_person() -> None:
+    """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
+    cases = {
+        "I swam in the lake.": "The user swam in the lake.",
+        "I flew to Rome and I taught piano.": "The user flew to Rome and the user taught piano.",
+        "I never smoke.": "The user never smokes.",
+        "I also like tea.": "The user also likes tea.",
+        "I just bought a car.": "The user just bought a car.",
+        "I saw a movie.": "The user saw a movie.",
+        "I read novels.": "The user reads novels.",
+        "I read a novel yesterday.": "The user read a novel yesterday.",
+        "I dont eat meat.": "The user does not eat meat.",
+        "I study French.": "The user studies French.",
+        "I and my wife went to Rome.": "The user and the user's wife went to Rome.",
+        "I think I never really liked it.": "The user thinks the user never really liked it.",
+        "I vlog every day.": "The user vlogs every day.",
+    }
+    assert {said: third_person(said)[0] for said in cases} == cases
+
+
 def test_relative_times_resolve_against_chat_time() -> None:
     assert parse_chat_time("1:56 pm on 8 May, 2023").isoformat() == "2023-05-08"  # type: ignore[union-attr]
     assert parse_chat_time("2024-07-20T10:00:00Z").isoformat() == "2024-07-20"  # type: ignore[union-attr]
@@ -245,6 +265,17 @@ def test_relative_times_resolve_against_chat_time() -> None:
     assert found[0][2] == "The user visited the user's mom yesterday (28 February 2023)."
     text = resolve_relative_times("Last Saturday I ran; two weeks ago I swam.", "1:56 pm on 8 May, 2023")
     assert text == "Last Saturday (6 May 2023) I ran; two weeks ago (24 April 2023 to 30 April 2023) I swam."
+
+
+def test_without_a_readable_chat_time_relative_times_resolve_against_the_recorded_add() -> None:
+    messages = [{"role": "user", "content": "I visited my mom yesterday."},
+                {"role": "user", "content": "I swam last Saturday.", "chat_time": "sometime"},
+                {"role": "user", "content": "I ran yesterday.", "chat_time": "2023-01-10"}]
+    items = read_messages(messages, recorded_at="2023-03-01T09:00:00+00:00").items
+    texts = [d.memory for d in extract_rules(plan_windows(items), FastSettings())]
+    assert texts == ["The user visited the user's mom yesterday (28 February 2023).",
+                     "The user swam last Saturday (25 February 2023).", "The user ran yesterday (9 January 2023)."]
+    assert [i.source.chat_time for i in items] == [None, "sometime", "2023-01-10"]  # the sources say what was given
 
 
 def test_memories_carry_their_absolute_times() -> None:
