@@ -173,7 +173,7 @@ def _user_drafts(
         zh = is_chinese(raw)
         sentence = strip_interjection_zh(raw) if zh else INTERJECTION.sub("", raw, count=1)
         short = count_tokens(sentence) < 3 or _is_filler(sentence)
-        if prompt is not None and n == 0 and (short or third_person(sentence)[1].startswith("statement:")):
+        if prompt is not None and n == 0 and (short or _fragment(sentence)):
             if not _is_filler(raw) or _YES_NO.match(raw):  # "Peanuts.", "Yes.", "About 80 euros"; not "Thanks."
                 drafts.append(_answer(item, raw, prompt))
                 continue
@@ -239,6 +239,17 @@ def _user_drafts(
 
 _CHOICES = frozenset({"will choose", "chooses"})
 _YES_NO = re.compile(r"^(yes|yeah|yep|no|nope|not really|never)\b", re.I)
+_SUBJECT = re.compile(r"^(?:we|he|she|they|it|this|that|there|my|our|his|her|their|you)\b", re.I)
+
+
+def _fragment(sentence: str) -> bool:
+    """A reply that means little without the question it answers: "Around 15k euros", "Yes, twice", "两个";
+    not a sentence of its own ("We're planning our wedding for next June" answers "How can I help?" alone)."""
+    if is_chinese(sentence):
+        return count_tokens(sentence) <= 6
+    if not third_person(sentence)[1].startswith("statement:"):
+        return False
+    return bool(_YES_NO.match(sentence)) or (len(sentence.split()) <= 6 and not _SUBJECT.match(sentence))
 
 
 def _answer(item: Item, reply: str, prompt: str) -> MemoryDraft:

@@ -10,8 +10,10 @@ __all__ = ["INTERJECTION", "is_filler", "key_words", "preference", "pronouns", "
 
 _FILLER = re.compile(
     r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
-    r"(?:that )?sounds (?:good|great|perfect))[\s!.,]*$"
-    r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know)\b)",
+    r"(?:that )?sounds (?:good|great|perfect|like a plan)|(?:that's a |what a )?(?:good|great|nice) idea|"
+    r"(?:that )?makes sense|nice|(?:that's|that is) (?:great|helpful|perfect|good|fine))[\s!.,]*$"
+    r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know|"
+    r"(?:it's )?(?:nice|good|great) to (?:meet|see|hear from) you)\b)",
     re.I,
 )
 """Courtesy: a sentence that is only "Okay." or "Great!", or opens with thanks or an offer of more help ("Feel
@@ -57,12 +59,14 @@ _PREFS = (
     ),
     _Pref(
         re.compile(
-            r"\bI(?:'ll| will|'m going to| am going to) (?:choose|pick|go with|take)\s+(?P<obj>.+)", re.I
+            r"\b(?:I(?:'ll| will|'m going to| am going to)|we(?:'ll| will|'re going to| are going to)|let's|let us) "
+            r"(?:choose|pick|go with|take|book)\s+(?P<obj>.+)", re.I
         ),
         "will choose",
         "positive",
     ),
-    _Pref(re.compile(r"\bI (?:choose|chose|pick|picked)\s+(?P<obj>.+)", re.I), "chooses", "positive"),
+    _Pref(re.compile(r"\b(?:I|we) (?:choose|chose|pick|picked|went with)\s+(?P<obj>.+)", re.I), "chooses",
+          "positive"),
     _Pref(re.compile(r"\bI (?:really |also |do )?love\s+(?P<obj>.+)", re.I), "loves", "positive"),
     _Pref(re.compile(r"\bI (?:really |also |do )?(?:like|enjoy)\s+(?P<obj>.+)", re.I), "likes", "positive"),
 )

@@ -235,6 +235,29 @@ def test_third_person_forms() -> None:
     assert third_person("My sister is a nurse.")[1].startswith("statement:")  # a sister is no attribute
 
 
+def test_greetings_and_assent_are_not_memories_and_a_plan_we_settle_on_is_a_choice() -> None:
+    found = rules([
+        {"role": "user", "content": "Hi! I'm Sam."},
+        {"role": "assistant", "content": "Nice to meet you, Sam! How can I help today?"},
+        {"role": "user", "content": "We're planning our wedding for next June."},
+        {"role": "assistant", "content": "Congratulations! Salthill is lovely in June. Do you have a budget in mind?"},
+        {"role": "user", "content": "Around 15k euros."},
+        {"role": "assistant", "content": "Then Salthill fits your budget well, with venues by the sea."},
+        {"role": "user", "content": "Good idea. Let's go with Salthill."},
+    ])
+    texts = [text for _, _, text in found]
+    assert texts == [
+        "The user is Sam.",
+        "The user said: We're planning our wedding for next June.",  # a sentence of its own, not an answer
+        "The assistant said: Congratulations! Salthill is lovely in June. Do you have a budget in mind?",
+        'The user answered "Around 15k euros" when the assistant asked: "Do you have a budget in mind?"',
+        "The assistant said: Then Salthill fits your budget well, with venues by the sea.",
+        "The user will choose Salthill.",
+        "The user will choose Salthill.",
+    ]
+    assert [kind for kind, _, _ in found][-2:] == ["UserMemory", "PreferenceMemory"]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
