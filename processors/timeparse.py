@@ -144,7 +144,16 @@ _NAMED = re.compile(
     + r")\b",
     re.I,
 )
-_SIMPLE = re.compile(r"\b(today|tonight|this morning|this afternoon|yesterday|last night|tomorrow)\b", re.I)
+_SIMPLE = re.compile(r"\b(the day before yesterday|the day after tomorrow|today|tonight|this morning|"
+                     r"this afternoon|yesterday|last night|tomorrow)\b", re.I)
+_AHEAD = re.compile(
+    r"\b(?:in\s+(?P<n>\d+|a couple of|a few|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\s+(?P<unit>day|week|month|year)s?\b(?!\s+ago)"
+    r"|(?P<n2>\d+|a couple of|a few|an?|one|two|three|four|five|six|seven|eight|nine|ten)"
+    r"\s+(?P<unit2>day|week|month|year)s?\s+from\s+(?:now|today))",
+    re.I,
+)
+_NAMED_MONTH = re.compile(r"\b(?P<which>last|this|next|past)\s+(?P<month>" + "|".join(MONTHS) + r")\b", re.I)
 _SIMPLE_ZH = {"大前天": -3, "前天": -2, "昨天": -1, "昨晚": -1, "今天": 0, "今晚": 0, "今早": 0, "明天": 1, "后天": 2,
               "大后天": 3}
 _SIMPLE_ZH_RE = re.compile("|".join(sorted(_SIMPLE_ZH, key=len, reverse=True)))
@@ -200,8 +209,35 @@ def _ago_zh(m: re.Match[str], anchor: date) -> Span:
 
 
 def _simple(m: re.Match[str], anchor: date) -> Span:
-    shift = {"yesterday": -1, "last night": -1, "tomorrow": 1}.get(m.group(1).lower(), 0)
+    shift = {"yesterday": -1, "last night": -1, "tomorrow": 1, "the day before yesterday": -2,
+             "the day after tomorrow": 2}.get(m.group(1).lower(), 0)
     return Span.day(anchor + timedelta(days=shift))
+
+
+def _ahead(m: re.Match[str], anchor: date) -> Span:
+    """"in two weeks", "3 days from now": the day, week, month or year that far ahead."""
+    raw = (m.group("n") or m.group("n2")).lower()
+    n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
+    unit = (m.group("unit") or m.group("unit2")).lower()
+    if unit == "day":
+        return Span.day(anchor + timedelta(days=n))
+    if unit == "week":
+        return _week_of(anchor + timedelta(weeks=n))
+    if unit == "month":
+        return _month_span(*_shift_month(anchor, n))
+    return Span(date(anchor.year + n, 1, 1), date(anchor.year + n, 12, 31))
+
+
+def _named_month(m: re.Match[str], anchor: date) -> Span:
+    """"last June" is the latest June before this month, "next June" the first after it, "this June" this year's."""
+    month = MONTHS.index(m.group("month").lower()) + 1
+    which = m.group("which").lower()
+    year = anchor.year
+    if which in ("last", "past") and month >= anchor.month:
+        year -= 1
+    elif which == "next" and month <= anchor.month:
+        year += 1
+    return _month_span(year, month)
 
 
 def _named(m: re.Match[str], anchor: date) -> Span:
@@ -238,7 +274,9 @@ def _ago(m: re.Match[str], anchor: date) -> Span:
 
 
 _Resolver = Callable[[re.Match[str], date], Span]
-_RESOLVERS: tuple[tuple[re.Pattern[str], _Resolver], ...] = ((_SIMPLE, _simple), (_NAMED, _named), (_AGO, _ago))
+_RESOLVERS: tuple[tuple[re.Pattern[str], _Resolver], ...] = (
+    (_SIMPLE, _simple), (_NAMED, _named), (_AGO, _ago), (_AHEAD, _ahead), (_NAMED_MONTH, _named_month)
+)
 _RESOLVERS_ZH: tuple[tuple[re.Pattern[str], _Resolver], ...] = (
     (_SIMPLE_ZH_RE, _simple_zh), (_NAMED_ZH, _named_zh), (_YEAR_ZH, _year_zh), (_AGO_ZH, _ago_zh)
 )
@@ -248,8 +286,9 @@ def relative_spans(text: str, anchor: date | None) -> list[tuple[str, Span]]:
     """Relative time expressions in ``text`` with the days they mean on ``anchor``, in text order.
 
     Understood: today, tonight, this morning/afternoon, yesterday, last night, tomorrow; last/this/next
-    week, weekend, month, year; last/this/next <weekday>; "<n> days/weeks/months/years ago" (n a number,
-    a word up to ten, "a", "a few", "a couple of", "several"); and in Chinese 昨天, 前天, 明天, 上周六, 这周末,
+    week, weekend, month, year; last/this/next <weekday> and <month>; the day before yesterday, the day after
+    tomorrow; "<n> days/weeks/months/years ago" (n a number, a word up to ten, "a", "a few", "a couple of",
+    "several"), "in <n> days", "<n> weeks from now"; and in Chinese 昨天, 前天, 明天, 上周六, 这周末,
     下个月, 去年, 两周前, 三个月前. Without an anchor nothing resolves, and an expression whose days fall outside
     the calendar (years 1 to 9999: "3000 years ago") is passed over, never an error.
     """

@@ -39,6 +39,29 @@ def test_relative_expressions_resolve_against_the_session_date() -> None:
     assert parse_chat_time("1:56 pm on 8 May, 2023") == ANCHOR and parse_chat_time("31 Feb, 2023") is None
 
 
+def test_days_ahead_and_named_months_resolve() -> None:
+    found = {
+        e.lower(): s.iso()
+        for e, s in relative_spans(
+            "the day after tomorrow, the day before yesterday, in two weeks, 3 days from now, in a month, "
+            "last May, next May, this June, last June",
+            ANCHOR,
+        )
+    }
+    assert found == {
+        "the day after tomorrow": "2023-05-10",  # not "tomorrow" inside it
+        "the day before yesterday": "2023-05-06",
+        "in two weeks": "2023-05-22/2023-05-28",
+        "3 days from now": "2023-05-11",
+        "in a month": "2023-06-01/2023-06-30",
+        "last may": "2022-05-01/2022-05-31",  # asked in May: the May before
+        "next may": "2024-05-01/2024-05-31",
+        "this june": "2023-06-01/2023-06-30",
+        "last june": "2022-06-01/2022-06-30",
+    }
+    assert relative_spans("I was in 2 weeks ago", ANCHOR)[0][0] == "2 weeks ago"  # not "in 2 weeks"
+
+
 def test_chinese_relative_expressions_resolve_too() -> None:
     """ANCHOR is Monday 8 May 2023; Chinese weeks start on Monday, so 上周六 is the Saturday of last week."""
     text = "昨天、前天、大前天、明天、上周六、这周末、下周一、上个月、下个月、去年、两周前、三个月前、十二天前和上周"
