@@ -185,10 +185,12 @@ def _user_drafts(
             verb, obj, polarity = pref
             obj_3p = pronouns_zh(obj) if zh else pronouns(obj)
             context = (asked_zh(asked) if zh else _asked(asked)) if verb in _CHOICES else ""
+            topic = verb.removeprefix("'s ").removesuffix(" is") if verb.startswith("'s ") else obj_3p.lower()
             meta: JsonDict = {
                 "extractor": "rules",
                 "preference_type": "explicit",
-                "preference": f"{verb} {obj_3p}",
+                "preference": f"favorite {topic.removeprefix('favorite ')}: {obj_3p}" if verb.startswith("'s ")
+                else f"{verb} {obj_3p}",
                 "polarity": polarity,
                 "topic": obj_3p.lower(),
                 "context_summary": _context(window, item),
@@ -196,9 +198,11 @@ def _user_drafts(
                 "message_index": item.message_index,
                 **_times(sentence, chat_time),
             }
-            said = f"{pronouns_zh(sentence).rstrip('。！!.')}{context}。" if zh else f"The user {verb} {obj_3p}{context}."
+            sep = "" if verb.startswith("'") else " "
+            said = (f"{pronouns_zh(sentence).rstrip('。！!.')}{context}。" if zh
+                    else f"The user{sep}{verb} {obj_3p}{context}.")
             text = resolve_relative_times(said, chat_time)
-            if verb in _CHOICES:
+            if verb in _CHOICES or verb == "is" or verb.startswith("'s "):  # a choice, a diet, a favourite: facts too
                 fact_meta: JsonDict = {
                     "extractor": "rules",
                     "type": "choice",
@@ -206,14 +210,13 @@ def _user_drafts(
                     "message_index": item.message_index,
                     **_times(sentence, chat_time),
                 }
-                drafts.append(
-                    _draft(text, "UserMemory", f"choice: {obj_3p.lower()}", source, fact_meta, 0.8, asked)
-                )
+                fact_key = f"choice: {obj_3p.lower()}" if verb in _CHOICES else third_person(sentence)[1]
+                drafts.append(_draft(text, "UserMemory", fact_key, source, fact_meta, 0.8, asked))
             drafts.append(
                 _draft(
                     text,
                     "PreferenceMemory",
-                    f"preference: {obj_3p.lower()}",
+                    f"preference: {topic}",
                     source,
                     meta,
                     0.8,

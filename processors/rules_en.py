@@ -41,6 +41,16 @@ class _Pref:
 
 
 _PREFS = (
+    _Pref(re.compile(r"\bmy (?:favou?rite|fave) (?P<what>[\w -]{1,30}?) (?:is|are)\s+(?P<obj>.+)", re.I),
+          "'s favorite {what} is", "positive"),
+    _Pref(re.compile(r"\bI(?:'m| am) (?:an? )?(?:strict )?(?P<obj>vegetarian|vegan|pescatarian|gluten[- ]free|"
+                     r"lactose[- ]intolerant|teetotal|kosher|halal|allergic to .+)", re.I), "is", "positive"),
+    _Pref(re.compile(r"\bI (?:can't|cannot|don't|do not|never) (?P<v>eat|drink)\s+(?P<obj>.+)", re.I),
+          "does not {v}", "negative"),
+    _Pref(re.compile(r"\bI(?:'m| am) not (?:an? (?:big |huge )?fan of|into|keen on|big on)\s+(?P<obj>.+)", re.I),
+          "does not like", "negative"),
+    _Pref(re.compile(r"^(?:no|without)\s+(?P<obj>[\w -]{2,40}?),?\s+(?:please|for me)\b", re.I),
+          "does not want", "negative"),
     _Pref(
         re.compile(r"\bI (?:do not|don't|never) (?:really )?(like|enjoy|love)\s+(?P<obj>.+)", re.I),
         "does not like",
@@ -67,6 +77,11 @@ _PREFS = (
     ),
     _Pref(re.compile(r"\b(?:I|we) (?:choose|chose|pick|picked|went with)\s+(?P<obj>.+)", re.I), "chooses",
           "positive"),
+    _Pref(re.compile(r"\bI(?:'d| would) (?:much )?rather\s+(?P<obj>.+)", re.I), "would rather", "positive"),
+    _Pref(re.compile(r"\bI (?:always|usually) (?:want|ask for|book|order)\s+(?P<obj>.+)", re.I), "usually wants",
+          "positive"),
+    _Pref(re.compile(r"\bI(?:'m| am) (?:an? (?:big |huge )?fan of|really into|into|keen on)\s+(?P<obj>.+)", re.I),
+          "likes", "positive"),
     _Pref(re.compile(r"\bI (?:really |also |do )?love\s+(?P<obj>.+)", re.I), "loves", "positive"),
     _Pref(re.compile(r"\bI (?:really |also |do )?(?:like|enjoy)\s+(?P<obj>.+)", re.I), "likes", "positive"),
 )
@@ -115,7 +130,7 @@ def third_person(sentence: str) -> tuple[str, str]:
     text = _DISCOURSE.sub("", sentence.strip().replace("’", "'").replace("‘", "'"), count=1)
     attribute = _MY_ATTRIBUTE.match(text)
     if attribute:
-        what, verb = attribute.group("what").lower(), attribute.group("verb").lower()
+        what, verb = attribute.group("what").lower().replace("favourite", "favorite"), attribute.group("verb").lower()
         return _finish(f"The user's {what} {verb} {pronouns(attribute.group('value'))}"), f"{what} {verb}"
     asked = _ASK.match(text)
     if asked:
@@ -233,12 +248,17 @@ def key_words(text: str, limit: int = 4) -> str:
     return " ".join(out)
 
 
+_AFTERWORDS = re.compile(r"(?:\s+(?:any ?more|now|these days|nowadays|lately|either|too|as well|at all|"
+                         r"anyway|a lot|very much|so much))+$", re.I)
+
+
 def preference(sentence: str) -> tuple[str, str, str] | None:
     text = sentence.replace("’", "'")
     for pref in _PREFS:
         match = pref.pattern.search(text)
         if match:
             obj = re.split(r"[,;]| because | but ", match.group("obj"), maxsplit=1)[0].strip().rstrip(".!?")
+            obj = _AFTERWORDS.sub("", obj)  # "sushi anymore" is what "sushi" was: one preference, one key
             if obj:
-                return pref.verb, obj, pref.polarity
+                return pref.verb.format(**{k: v.lower() for k, v in match.groupdict().items() if v}), obj, pref.polarity
     return None

@@ -138,6 +138,22 @@ def test_a_new_name_or_home_supersedes_the_old_one(home: Path) -> None:
     assert "The user's name is Annie, by the way." in found and "The user's name is Anna." not in found, found
 
 
+def test_tastes_and_diets_are_preferences_and_a_changed_taste_replaces_the_old(home: Path) -> None:
+    for said in ("My favorite cuisine is Japanese. I'm vegetarian.", "I like sushi. No spicy food please.",
+                 "I'm not a fan of loud bars. I'd rather take the train than fly.",
+                 "My favourite cuisine is Thai now.", "I don't like sushi anymore."):
+        add("en", "cube_en", [{"role": "user", "content": said}])
+    result = search("en", ["cube_en"], "Recommend a restaurant for dinner", relativity=0, top_k=10)
+    prefs = set(texts(result, "pref_mem", "cube_en"))
+    assert prefs == {"The user's favorite cuisine is Thai.", "The user is vegetarian.", "The user does not like sushi.",
+                     "The user does not want spicy food.", "The user does not like loud bars.",
+                     "The user would rather take the train than fly."}, prefs
+    facts = texts(result, "text_mem", "cube_en")  # a favourite and a diet are facts too; the old favourite retired
+    assert {"The user's favorite cuisine is Thai.", "The user is vegetarian."} <= set(facts), facts
+    assert "The user's favorite cuisine is Japanese." not in facts
+    assert "favorite cuisine: Thai" in result["pref_string"]
+
+
 def test_a_time_before_the_calendar_is_remembered_not_dead_lettered(home: Path) -> None:
     message = {"role": "user", "content": "I read the pyramids were built 3000 years ago.", "chat_time": "2023-05-08"}
     for mode in ("fast", "fine"):
