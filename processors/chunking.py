@@ -94,21 +94,46 @@ def chunk_text(text: str, *, size: int = 256, overlap: int = 32) -> list[Chunk]:
         chunks.append(Chunk(len(chunks), text[first:last], start, end, first, last))
         if end >= n:
             break
-        start = max(end - overlap, start + 1)
+        start = _next_start(text, spans, start, end, overlap)
     return chunks
 
 
+_SENTENCE_END = frozenset(".!?…")
+_SENTENCE_END_CJK = frozenset("。！？")
+
+
+def _starts_sentence(text: str, spans: list[tuple[int, int]], i: int) -> bool:
+    """Whether token ``i`` opens a line or a sentence: the token before it ends one (". " and "。", not "4.5")."""
+    gap = text[spans[i - 1][1] : spans[i][0]]
+    mark = text[spans[i - 1][0] : spans[i - 1][1]]
+    return "\n" in gap or mark in _SENTENCE_END_CJK or (mark in _SENTENCE_END and gap != "")
+
+
 def _break_point(text: str, spans: list[tuple[int, int]], start: int, end: int, size: int) -> int:
-    """Latest token boundary in the window's last quarter that is followed by a line break, else ``end``."""
+    """Latest token boundary in the window's last quarter at a paragraph break, else a line break, else a
+    sentence's end, else ``end``."""
     lower = max(start + 1, end - max(1, size // 4))
-    best_line = 0
+    best_line = best_sentence = 0
     for i in range(end - 1, lower - 1, -1):
         gap = text[spans[i - 1][1] : spans[i][0]]
         if "\n\n" in gap:
             return i
         if best_line == 0 and "\n" in gap:
             best_line = i
-    return best_line or end
+        if best_sentence == 0 and _starts_sentence(text, spans, i):
+            best_sentence = i
+    return best_line or best_sentence or end
+
+
+def _next_start(text: str, spans: list[tuple[int, int]], start: int, end: int, overlap: int) -> int:
+    """Where the next chunk starts: ``overlap`` tokens back, moved to the sentence start nearest to it within
+    half an overlap either way (still before ``end``), so a chunk opens on a sentence, not inside one."""
+    target = max(end - overlap, start + 1)
+    if overlap == 0:
+        return target
+    lo, hi = max(start + 1, target - overlap // 2), min(end - 1, target + overlap // 2)
+    found = [i for i in range(lo, hi + 1) if _starts_sentence(text, spans, i)]
+    return min(found, key=lambda i: (abs(i - target), -i)) if found else target
 
 
 @dataclass(frozen=True, slots=True)

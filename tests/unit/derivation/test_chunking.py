@@ -35,6 +35,21 @@ def test_chunks_prefer_paragraph_breaks() -> None:
     assert chunks[0].text.endswith("alpha") and chunks[1].text.startswith("beta")
 
 
+def test_chunks_of_running_text_open_and_close_on_sentences() -> None:
+    """A long message without line breaks is cut at sentence ends, and each chunk opens on a sentence."""
+    text = " ".join(f"Sentence {i} has tyre pressure {i}.5 bar and some more words here." for i in range(60))
+    chunks = chunk_text(text, size=100, overlap=20)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        assert chunk.text.startswith("Sentence "), chunk.text[:40]
+        assert chunk.text.endswith("here."), chunk.text[-40:]
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert a.start_token < b.start_token < a.end_token  # they still overlap
+    zh = "".join(f"第{i}句话说广州的天气很热。" for i in range(40))
+    for chunk in chunk_text(zh, size=50, overlap=10):
+        assert chunk.text.startswith("第") and chunk.text.endswith("。"), chunk.text
+
+
 def test_bad_chunk_arguments() -> None:
     with pytest.raises(ValueError, match="overlap"):
         chunk_text("a b c", size=3, overlap=3)
