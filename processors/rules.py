@@ -148,11 +148,38 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
 
 
 def _sentences(text: str) -> list[str]:
-    """Sentences, with first-person clauses joined by a comma, semicolon or "and" taken apart."""
+    """Sentences, with first-person clauses joined by a comma, semicolon or "and" taken apart, and a question's
+    premise ("Since I'm allergic to peanuts, what can I bring?") a sentence of its own."""
     out: list[str] = []
     for sentence in _SENTENCE.split(text):
-        out += [c.strip() for c in _CLAUSE.split(sentence or "") if c and c.strip()]
+        for clause in _CLAUSE.split(sentence or ""):
+            out += _premise(clause.strip()) if clause and clause.strip() else []
     return out
+
+
+_PREMISE = re.compile(
+    r"^(?:(?:since|because|given that|now that)\s+)?(?P<fact>(?:I|I'm|I've|my|as an?)\b[^?]{4,}?),\s*"
+    r"(?P<ask>(?:so\s+)?(?:what|which|where|when|how|who|why|any|can|could|should|would|do|does|is|are)\b[^?]*\?)$",
+    re.I,
+)
+
+
+_LEAD_IN = re.compile(r"^(?:I(?:'m| am| was)? (?:just |really )?(?:wonder(?:ing)?|curious|mean|guess|think|"
+                      r"want to know|need to know|would like to know|'d like to know|have a question)|"
+                      r"my (?:question|problem|issue) is)\W*$", re.I)
+"""A premise that only opens the question ("I wonder, ...", "My question is, ...")."""
+
+
+def _premise(sentence: str) -> list[str]:
+    """``[premise, question]`` for a question that states a fact about the user first, else ``[sentence]``:
+    "As a vegan, what should I order?" -> "I'm a vegan." and the question (kept as context)."""
+    found = _PREMISE.match(sentence.replace("\u2019", "'"))
+    if found is None:
+        return [sentence]
+    if _LEAD_IN.match(found.group("fact")):
+        return [sentence]
+    fact = re.sub(r"^as (an?) ", r"I'm \1 ", found.group("fact"), flags=re.I)
+    return [fact.rstrip(" ,;") + ".", found.group("ask")[0].upper() + found.group("ask")[1:]]
 
 
 def _question_of(text: str) -> str | None:
@@ -178,6 +205,10 @@ def _user_drafts(
                 drafts.append(_answer(item, raw, prompt))
                 continue
         if short:
+            continue
+        if sentence.rstrip().endswith(("?", "？")) and not third_person(sentence)[1].startswith("request:"):
+            # "I wonder, what is ...?" asks too: context, not a fact ("Can you book a table?" is a request)
+            questions.append(sentence)
             continue
         source = item.source.model_copy(update={"content": sentence})
         pref = preference_zh(sentence) if zh else preference(sentence)

@@ -258,6 +258,22 @@ def test_greetings_and_assent_are_not_memories_and_a_plan_we_settle_on_is_a_choi
     assert [kind for kind, _, _ in found][-2:] == ["UserMemory", "PreferenceMemory"]
 
 
+def test_a_questions_premise_is_kept_and_a_question_is_never_a_fact() -> None:
+    """"As a vegan, what should I order?" says the user is vegan; "I wonder, what is ...?" says nothing."""
+    found = rules([
+        {"role": "user", "content": "As a vegan, what should I order at a steakhouse?"},
+        {"role": "user", "content": "My daughter Mia turns 5 in two weeks, any party ideas?"},
+        {"role": "user", "content": "I wonder, what is the capital of France? My question is, how do I reset it?"},
+        {"role": "user", "content": "Can you book a table for two?"},
+    ])
+    assert [(kind, text) for kind, _, text in found] == [
+        ("UserMemory", "The user is vegan."),
+        ("PreferenceMemory", "The user is vegan."),
+        ("UserMemory", "The user said: the user's daughter Mia turns 5 in two weeks."),
+        ("UserMemory", "The user asked the assistant to book a table for two."),
+    ]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
