@@ -157,6 +157,7 @@ def _sentences(text: str) -> list[str]:
     return out
 
 
+_PREMISE_ZH = re.compile(r"^(?P<fact>(?:我|作为)[^，,？?]{2,})[，,](?P<ask>[^，,]*[？?])$")
 _PREMISE = re.compile(
     r"^(?:(?:since|because|given that|now that)\s+)?(?P<fact>(?:I|I'm|I've|my|as an?)\b[^?]{4,}?),\s*"
     r"(?P<ask>(?:so\s+)?(?:what|which|where|when|how|who|why|any|can|could|should|would|do|does|is|are)\b[^?]*\?)$",
@@ -173,6 +174,13 @@ _LEAD_IN = re.compile(r"^(?:I(?:'m| am| was)? (?:just |really )?(?:wonder(?:ing)
 def _premise(sentence: str) -> list[str]:
     """``[premise, question]`` for a question that states a fact about the user first, else ``[sentence]``:
     "As a vegan, what should I order?" -> "I'm a vegan." and the question (kept as context)."""
+    if is_chinese(sentence):
+        if re.fullmatch(r"作为[^，,。？?！!]{1,12}", sentence):  # "作为素食者，我……" split at "，我" already
+            return ["我是" + sentence[2:] + "。"]
+        zh = _PREMISE_ZH.match(sentence)
+        if zh is None:
+            return [sentence]
+        return [re.sub(r"^作为", "我是", zh.group("fact")) + "。", zh.group("ask")]
     found = _PREMISE.match(sentence.replace("\u2019", "'"))
     if found is None:
         return [sentence]

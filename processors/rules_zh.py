@@ -23,11 +23,15 @@ _INTERJECTION = re.compile(
 )
 _LEAD = re.compile(r"^[^我你您，,。！？!?]{0,8}?我(?!们)")
 """A sentence about the user: 我 first, or after a short time or place ("两周前我……", "在公司我……")."""
-_SINGLE = re.compile(r"^(?:现在|目前)?(住在|叫|名字是|来自|今年|的生日是|的邮箱是|的电话是|的手机号是)")
+_SINGLE = re.compile(r"^(?:现在|目前)?(住在|叫|名字是|来自|今年|的生日是|的邮箱是|的电话是|的手机号是|最喜欢的[^是]{1,8}是)")
 """Attributes with one value at a time: their key is the attribute, so "我住在上海" supersedes "我住在北京"."""
 _QUESTION = re.compile(r"(?:[？?]|[吗呢吧嘛][。]?)$")
 _REQUEST = re.compile(r"^(?:请(?!问)(?:你|您)?(?:帮我)?|帮我|麻烦(?:你|您)?|(?:你|您)(?:能|可以|能不能)(?:帮我)?)(?P<rest>.+)$")
 _PREFS = (
+    (re.compile(r"^我(?:现在|目前)?最喜欢的(?P<what>[^是]{1,8})是(?P<obj>.+)$"), "'s favorite {what} is", "positive"),
+    (re.compile(r"^我(?:是|吃)(?P<obj>(?:纯|全)?素(?:食者|食主义者)?)$"), "is", "positive"),
+    (re.compile(r"^我(?P<obj>对.+过敏)"), "is", "positive"),
+    (re.compile(r"^我(?:不吃|不能吃|不喝|不能喝|忌口)(?P<obj>.+)$"), "does not eat", "negative"),
     (re.compile(r"^我(?:真的|也|还是)?(?:不(?:太|怎么)?喜欢|讨厌|不爱|受不了|不想要?|不要)(?P<obj>.+)$"), "dislikes",
      "negative"),
     (re.compile(r"^我(?:就|还是|最后|决定|打算)?(?:选择|选|挑|订)(?:了)?(?P<obj>.+)$"), "will choose", "positive"),
@@ -92,7 +96,7 @@ def preference_zh(sentence: str) -> tuple[str, str, str] | None:
         if match:
             obj = re.split(r"[，,；;]|因为|但是", match.group("obj"), maxsplit=1)[0].strip()
             if obj:
-                return verb, obj, polarity
+                return verb.format(**{k: v for k, v in match.groupdict().items() if v}), obj, polarity
     return None
 
 

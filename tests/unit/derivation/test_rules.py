@@ -116,8 +116,9 @@ EXAMPLE_1_ZH = [  # the seed's Chinese original of Example 1
 def test_chinese_is_extracted_in_chinese() -> None:
     """Chinese sentences end without a space, so a message was one "sentence" with its question in it, written
     as 'The user said: 我暑假……可以住？.'; now the question is context, the choice a preference, courtesy dropped."""
-    choice = "用户选七天（问：用户暑假定好去广州旅游，住宿的话有哪些连锁酒店可选？）。"
+    choice = "用户选七天（问：住宿的话有哪些连锁酒店可选？）。"
     assert rules(EXAMPLE_1_ZH) == [
+        ("UserMemory", "暑假定好去广州旅", "用户暑假定好去广州旅游。"),  # the question's premise, a fact of its own
         ("LongTermMemory", "assistant: 您可以考虑 七天 全季 希尔顿 等等", "助手说：您可以考虑【七天、全季、希尔顿】等等"),
         ("UserMemory", "choice: 七天", choice),
         ("PreferenceMemory", "preference: 七天", choice),
@@ -132,6 +133,7 @@ def test_chinese_is_extracted_in_chinese() -> None:
         ("PreferenceMemory", "用户爱助手。"),
         ("UserMemory", "用户需要助手。"),
         ("UserMemory", "用户对花生过敏。"),
+        ("PreferenceMemory", "用户对花生过敏。"),  # a diet or an allergy is a preference too
         ("PreferenceMemory", "用户不喜欢坐飞机。"),
         ("UserMemory", "用户请助手订一张去北京的火车票。"),
         ("UserMemory", "用户请助手推荐一家餐厅。"),
@@ -145,6 +147,25 @@ def test_chinese_is_extracted_in_chinese() -> None:
     assert third_person("我们下周去杭州。") == ("用户说：我们下周去杭州。", "statement: 我们下周去杭州")
     assert third_person("请问酒店几点退房？")[1].startswith("question:")  # 请问 asks, it requests nothing
     assert third_person("私は東京に住んでいます。")[0] == "The user said: 私は東京に住んでいます。"  # Japanese: not Chinese rules
+
+
+def test_chinese_premises_diets_and_favourites() -> None:
+    got = rules([
+        {"role": "user", "content": "作为素食者，我在牛排馆应该点什么？"},
+        {"role": "user", "content": "我女儿下周满五岁，有什么派对的点子吗？"},
+        {"role": "user", "content": "我不吃辣。我最喜欢的菜是日本料理。"},
+    ])
+    assert [(kind, text) for kind, _, text in got] == [
+        ("UserMemory", "用户是素食者。"),
+        ("PreferenceMemory", "用户是素食者。"),
+        ("UserMemory", "用户女儿下周满五岁。"),
+        ("PreferenceMemory", "用户不吃辣。"),
+        ("UserMemory", "用户最喜欢的菜是日本料理。"),
+        ("PreferenceMemory", "用户最喜欢的菜是日本料理。"),
+    ]
+    # a new favourite supersedes the old one: fact and preference share their keys
+    later = rules([{"role": "user", "content": "我现在最喜欢的菜是川菜。"}])
+    assert [title for _, title, _ in later] == [title for _, title, _ in got[-2:]]
 
 
 def test_chinese_relative_times_are_written_as_chinese_dates() -> None:
