@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 EXTRACTION_SYSTEM = """You extract long-term memories from a conversation between a user and an assistant.
 Rules:
 - Write every memory as a complete sentence in the third person ("The user ...", "The assistant ..."); never "I" or "you".
+  When a line names its speaker ("user (Alice): ..."), write the name ("Alice moved to Seattle.") instead of "The user".
 - Write memories, preferences and summaries in the language of the conversation: a Chinese conversation gives
   Chinese memories ("用户选了七天酒店。"), an English one English memories; "key" and "topic" may stay in English.
 - Resolve relative times ("yesterday", "next week", "last year") into absolute dates using the reference time.

@@ -121,6 +121,7 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
         for item in owned:
             if item.role == "user":
                 made, questions = _user_drafts(item, window, asked, prompt)
+                made = [_spoken_by(d, item.name) for d in made] if item.name.strip() else made
                 drafts += made
                 asked = questions or asked
                 prompt = None
@@ -354,6 +355,23 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
         named = f"{title} (part {n + 1} of {len(parts)})" if len(parts) > 1 else title
         drafts.append(_draft(memory, "LongTermMemory", named, source, meta, 0.6, asked))
     return drafts
+
+
+def _spoken_by(draft: MemoryDraft, name: str) -> MemoryDraft:
+    """A named speaker's memory says who ("Alice moved to Seattle", not "The user": a group chat's speakers
+    share one user id), and its key names them, so Alice's facts never supersede Bob's."""
+    name = " ".join(name.split())[:64]
+
+    def who(text: str) -> str:
+        text = text.replace("用户", name)
+        text = re.sub(r"\b[Tt]he user's\b", lambda _: f"{name}'s", text)  # a function: the name is never a pattern
+        return re.sub(r"\b[Tt]he user\b", lambda _: name, text)
+
+    meta = {**draft.metadata, "speaker": name}
+    if isinstance(meta.get("preference"), str):
+        meta["preference"] = f"{name}: {meta['preference']}"
+    return replace(draft, memory=who(draft.memory), background=who(draft.background),
+                   title=f"{draft.title} [{name}]", metadata=meta)
 
 
 def _draft(

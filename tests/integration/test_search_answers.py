@@ -154,6 +154,13 @@ def test_tastes_and_diets_are_preferences_and_a_changed_taste_replaces_the_old(h
     assert "favorite cuisine: Thai" in result["pref_string"]
 
 
+def test_speakers_of_a_group_chat_keep_their_own_facts(home: Path) -> None:
+    add("g", "cube_g", [{"role": "user", "name": "Alice", "content": "I live in Boston."}])
+    add("g", "cube_g", [{"role": "user", "name": "Bob", "content": "I live in Seattle."}])
+    found = texts(search("g", ["cube_g"], "Where does Alice live?", relativity=0, top_k=5), "text_mem", "cube_g")
+    assert found[0] == "Alice lives in Boston." and "Bob lives in Seattle." in found, found  # not superseded
+
+
 def test_a_time_before_the_calendar_is_remembered_not_dead_lettered(home: Path) -> None:
     message = {"role": "user", "content": "I read the pyramids were built 3000 years ago.", "chat_time": "2023-05-08"}
     for mode in ("fast", "fine"):

@@ -295,6 +295,23 @@ def test_a_questions_premise_is_kept_and_a_question_is_never_a_fact() -> None:
     ]
 
 
+def test_a_named_speaker_is_named_and_keyed_apart() -> None:
+    """A group chat's speakers share one user id: "Alice lives in Boston", not "The user", and Bob's home never
+    shares a key with Alice's; a name is text, never a pattern ("A\\1")."""
+    found = rules([
+        {"role": "user", "name": "Alice", "content": "I live in Boston. I love jazz."},
+        {"role": "user", "name": "Bob", "content": "I live in Seattle."},
+        {"role": "user", "name": "小王", "content": "我对花生过敏。"},
+        {"role": "user", "name": "A\\1", "content": "My dog is old."},
+    ])
+    assert [text for _, _, text in found] == [
+        "Alice lives in Boston.", "Alice loves jazz.", "Bob lives in Seattle.", "小王对花生过敏。", "小王对花生过敏。",
+        "A\\1 said: A\\1's dog is old.",
+    ]
+    keys = [title for _, title, _ in found]
+    assert keys[0] == "lives in [Alice]" and keys[2] == "lives in [Bob]"
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
