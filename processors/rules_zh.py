@@ -21,6 +21,7 @@ _INTERJECTION = re.compile(
     r"^(?:(?:好的?|好吧|嗯+|哦+|噢+|谢谢(?:你|您)?|多谢|没问题|收到|明白了?|知道了|对|是的?|行|你好|您好|嗨|哈喽|早上好|晚上好)"
     r"[，,！!。\s]+)+"
 )
+_LATIN = re.compile(r"[A-Za-z]+")
 _LEAD = re.compile(r"^[^我你您，,。！？!?]{0,8}?我(?!们)")
 """A sentence about the user: 我 first, or after a short time or place ("两周前我……", "在公司我……")."""
 _SINGLE = re.compile(r"^(?:现在|目前)?(住在|叫|名字是|来自|今年|的生日是|的邮箱是|的电话是|的手机号是|最喜欢的[^是]{1,8}是)")
@@ -40,8 +41,16 @@ _PREFS = (
 
 
 def is_chinese(text: str) -> bool:
-    """Whether ``text`` is written in Chinese: Han characters, and no kana or Hangul (Japanese, Korean)."""
-    return _HAN.search(text) is not None and _KANA_HANGUL.search(text) is None
+    """Whether ``text`` is written in Chinese: Han characters and no kana or Hangul (Japanese, Korean), and
+    either a Han character before any Latin letter ("我叫David") or Han characters more than twice the Latin
+    words ("I prefer 川菜 over 粤菜" is English with Chinese names in it)."""
+    han = _HAN.search(text)
+    if han is None or _KANA_HANGUL.search(text) is not None:
+        return False
+    latin = _LATIN.search(text)
+    if latin is None or han.start() < latin.start():
+        return True
+    return len(_HAN.findall(text)) > 2 * len(_LATIN.findall(text))
 
 
 def strip_interjection_zh(sentence: str) -> str:

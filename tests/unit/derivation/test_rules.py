@@ -168,6 +168,16 @@ def test_chinese_premises_diets_and_favourites() -> None:
     assert [title for _, title, _ in later] == [title for _, title, _ in got[-2:]]
 
 
+def test_mixed_sentences_follow_their_grammar() -> None:
+    """An English sentence naming Chinese dishes is English; a Chinese one naming English words is Chinese."""
+    found = rules([{"role": "user", "content": "I prefer 川菜 over 粤菜. My favorite food is 火锅."},
+                   {"role": "user", "content": "OK，我选七天。我叫David。"}])
+    assert [text for _, _, text in found] == [
+        "The user prefers 川菜 over 粤菜.", "The user's favorite food is 火锅.", "The user's favorite food is 火锅.",
+        "用户选七天。", "用户选七天。", "用户叫David。",
+    ]
+
+
 def test_chinese_relative_times_are_written_as_chinese_dates() -> None:
     items = read_messages([{"role": "user", "content": "我昨天去了长城。两周前我搬到了上海。",
                             "chat_time": "2023-05-10T10:00"}]).items
