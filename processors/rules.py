@@ -126,7 +126,8 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
                 asked = questions or asked
                 prompt = None
             elif item.role == "assistant":
-                drafts += _assistant_drafts(item, settings, asked)
+                said = _assistant_drafts(item, settings, asked)
+                drafts += [_spoken_by(d, item.name, "assistant") for d in said] if item.name.strip() else said
                 prompt = _question_of(item.text)
         out += [
             MemoryDraft(
@@ -357,15 +358,17 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
     return drafts
 
 
-def _spoken_by(draft: MemoryDraft, name: str) -> MemoryDraft:
+def _spoken_by(draft: MemoryDraft, name: str, role: str = "user") -> MemoryDraft:
     """A named speaker's memory says who ("Alice moved to Seattle", not "The user": a group chat's speakers
-    share one user id), and its key names them, so Alice's facts never supersede Bob's."""
+    share one user id; "Gina said: ...", not "The assistant said"), and its key names them, so Alice's facts
+    never supersede Bob's."""
     name = " ".join(name.split())[:64]
+    zh, en = ("用户", "user") if role == "user" else ("助手", "assistant")
 
     def who(text: str) -> str:
-        text = text.replace("用户", name)
-        text = re.sub(r"\b[Tt]he user's\b", lambda _: f"{name}'s", text)  # a function: the name is never a pattern
-        return re.sub(r"\b[Tt]he user\b", lambda _: name, text)
+        text = text.replace(zh, name)
+        text = re.sub(rf"\b[Tt]he {en}'s\b", lambda _: f"{name}'s", text)  # a function: the name is never a pattern
+        return re.sub(rf"\b[Tt]he {en}\b", lambda _: name, text)
 
     meta = {**draft.metadata, "speaker": name}
     if isinstance(meta.get("preference"), str):

@@ -11,13 +11,20 @@ __all__ = ["INTERJECTION", "is_filler", "key_words", "preference", "pronouns", "
 _FILLER = re.compile(
     r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
     r"(?:that )?sounds (?:good|great|perfect|like a plan)|(?:that's a |what a )?(?:good|great|nice) idea|"
-    r"(?:that )?makes sense|nice|(?:that's|that is) (?:great|helpful|perfect|good|fine))[\s!.,]*$"
+    r"(?:that )?makes sense|nice|(?:that's|that is) (?:great|helpful|perfect|good|fine)|"
+    r"(?:hey|hi|hello|howdy)(?: there)?(?: [A-Z]\w*)?|"
+    r"(?:(?:yeah|yes|yep|oh|wow|aw+|ha(?:ha)+)[\s!,.]+)?(?:definitely|absolutely|totally|for sure|exactly|indeed|"
+    r"same here|me too|me neither|(?:I )?can't wait|sorry to hear (?:that|about that)|(?:that's|that is|this is) "
+    r"(?:so |really )?(?:cool|awesome|amazing|great|nice|wonderful|fantastic|sweet|too bad)|"
+    r"(?:that|it) must(?:'ve| have) been (?:so |really )?\w+|how (?:cool|awesome|nice|fun|exciting)|"
+    r"congrat(?:s|ulations)(?: [A-Z]\w*)?|good luck(?: [A-Z]\w*)?|wow|haha+|lol))[\s!.,]*$"
     r"|(?:thanks?|thank you|you're welcome|glad|no problem|feel free|happy to help|let me know|"
     r"(?:it's )?(?:nice|good|great) to (?:meet|see|hear from) you)\b)",
     re.I,
 )
-"""Courtesy: a sentence that is only "Okay." or "Great!", or opens with thanks or an offer of more help ("Feel
-free to ask ..."). "Great Wall tickets are booked" is not."""
+"""Courtesy: a sentence that is only "Okay.", "Great!", a greeting ("Hey Gina!") or a reaction ("Yeah
+definitely!", "Sorry to hear that!", "That must've been great!"), or opens with thanks or an offer of more help
+("Feel free to ask ..."). "Great Wall tickets are booked" is not."""
 INTERJECTION = re.compile(
     r"^(?:(?:ok(?:ay)?|sure|thanks?(?: a lot| so much)?|thank you(?: so much)?|great|cool|alright|all right|yes|"
     r"yeah|yep|no problem|of course|got it|perfect|awesome|wow|oh|hi|hello|hey)\s*[,!.:;\u2026\u2013\u2014-]+\s*)+",
@@ -168,7 +175,7 @@ _ADVERBS = ("also|really|never|always|just|still|often|usually|sometimes|actuall
 _LEAD_ADVERBS = re.compile(rf"^((?:(?:{_ADVERBS})\s+){{1,3}})(?=\w)", re.I)
 _INNER_I = re.compile(rf"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>(?:(?:{_ADVERBS})\s+){{0,3}}[A-Za-z']+)\b|(?=\W|$))")
 _AS_GIVEN = {"can", "could", "will", "would", "should", "shall", "must", "might", "may", "ought", "cannot", "and", "or"}
-_SPECIAL = {"am": "is", "be": "is", "have": "has", "do": "does", "go": "goes", "dont": "does not",
+_SPECIAL = {"wanna": "wants to", "gonna": "is going to", "gotta": "has to", "am": "is", "be": "is", "have": "has", "do": "does", "go": "goes", "dont": "does not",
             "don't": "does not", "doesnt": "does not", "cant": "cannot", "can't": "cannot", "didnt": "did not",
             "didn't": "did not", "wont": "will not", "won't": "will not", "havent": "has not", "haven't": "has not",
             "wasnt": "was not", "wasn't": "was not", "im": "is", "ive": "has"}

@@ -322,6 +322,20 @@ def test_a_named_speaker_is_named_and_keyed_apart() -> None:
     assert keys[0] == "lives in [Alice]" and keys[2] == "lives in [Bob]"
 
 
+def test_two_named_people_chatting_give_their_facts_not_their_reactions() -> None:
+    """LoCoMo-like chats: both sides named; greetings and reactions ("Sorry to hear that!") are not memories."""
+    found = rules([
+        {"role": "assistant", "name": "Gina", "content": "Hey Jon! Good to see you. What's up?"},
+        {"role": "user", "name": "Jon", "content": "Hey Gina! I wanna start a dance studio."},
+        {"role": "assistant", "name": "Gina", "content": "I also lost my job at Door Dash this month, sadly."},
+        {"role": "user", "name": "Jon", "content": "Sorry to hear that! Yeah, definitely! That must've been hard."},
+    ])
+    assert [text for _, _, text in found] == [
+        "Jon wants to start a dance studio.",
+        "Gina said: I also lost my job at Door Dash this month, sadly.",
+    ]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
