@@ -135,6 +135,8 @@ _MY_ATTRIBUTE = re.compile(
 def third_person(sentence: str) -> tuple[str, str]:
     """``sentence`` (a user's words) in the third person, and a short key naming what it is about."""
     text = _DISCOURSE.sub("", sentence.strip().replace("’", "'").replace("‘", "'"), count=1)
+    if _subjectless(text):  # "Lost my job yesterday" is the user's "I lost my job yesterday"
+        text = "I " + text[0].lower() + text[1:]
     attribute = _MY_ATTRIBUTE.match(text)
     if attribute:
         what, verb = attribute.group("what").lower().replace("favourite", "favorite"), attribute.group("verb").lower()
@@ -154,6 +156,21 @@ def third_person(sentence: str) -> tuple[str, str]:
     if text.endswith("?"):
         return f"The user asked: {pronouns(text)}", "question: " + key_words(text)
     return f"The user said: {_finish(pronouns(text))}", "statement: " + key_words(text)
+
+
+def _subjectless(text: str) -> bool:
+    """Whether ``text`` opens with a verb in the past and no subject ("Went hiking", "Just bought a car"): a
+    word lemminflect knows only as a verb, in a past form ("Used cars are cheap" and "Left is right" stay)."""
+    first = re.match(r"(?:(?:just|finally|recently|already|also)\s+)?([A-Za-z]+)\b", text, re.I)
+    if first is None or not text[:1].isupper():
+        return False
+    word = first.group(1).lower()
+    from lemminflect import getAllLemmas, getInflection
+
+    lemmas = getAllLemmas(word)
+    verbs = lemmas.get("VERB", ())
+    only_verb = bool(verbs) and set(lemmas) <= {"VERB", "AUX"} and word not in verbs
+    return only_verb and any(word in getInflection(lemma, "VBD") for lemma in verbs)
 
 
 def _finish(text: str) -> str:

@@ -352,6 +352,9 @@ def test_the_users_verbs_in_the_third_person() -> None:
         "I and my wife went to Rome.": "The user and the user's wife went to Rome.",
         "I think I never really liked it.": "The user thinks the user never really liked it.",
         "I vlog every day.": "The user vlogs every day.",
+        "Lost my job yesterday.": "The user lost the user's job yesterday.",  # chat drops the "I"
+        "Just bought a new car!": "The user just bought a new car!",
+        "Used cars are cheap.": "The user said: Used cars are cheap.",  # "used" is an adjective too
     }
     assert {said: third_person(said)[0] for said in cases} == cases
 
