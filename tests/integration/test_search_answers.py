@@ -159,6 +159,8 @@ def test_speakers_of_a_group_chat_keep_their_own_facts(home: Path) -> None:
     add("g", "cube_g", [{"role": "user", "name": "Bob", "content": "I live in Seattle."}])
     found = texts(search("g", ["cube_g"], "Where does Alice live?", relativity=0, top_k=5), "text_mem", "cube_g")
     assert found[0] == "Alice lives in Boston." and "Bob lives in Seattle." in found, found  # not superseded
+    bobs = search("g", ["cube_g"], "Where does Alice live?", relativity=0, filter={"speaker": "Bob"})
+    assert texts(bobs, "text_mem", "cube_g") == ["Bob lives in Seattle."]
 
 
 def test_a_time_before_the_calendar_is_remembered_not_dead_lettered(home: Path) -> None:
