@@ -152,10 +152,18 @@ def third_person(sentence: str) -> tuple[str, str]:
     verb = re.match(r"^I\s+(?=\w)(.*)$", text, re.S)
     if verb:
         body = "The user " + pronouns(_predicate(verb.group(1), bool(_PAST_CONTEXT.search(text))))
-        return _finish(body), key_words(_strip_subject(body))
+        return _finish(body), _home(key_words(_strip_subject(body)))
     if text.endswith("?"):
         return f"The user asked: {pronouns(text)}", "question: " + key_words(text)
     return f"The user said: {_finish(pronouns(text))}", "statement: " + key_words(text)
+
+
+_MOVED = re.compile(r"^(?:(?:just|finally|recently|now) )?(?:moved|relocated|moves|is moving|is relocating) to$")
+
+
+def _home(key: str) -> str:
+    """"moved to Paris" is where the user lives now: keyed as "lives in", so it supersedes "lives in Berlin"."""
+    return "lives in" if _MOVED.match(key) else key
 
 
 def _subjectless(text: str) -> bool:

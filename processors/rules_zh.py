@@ -22,6 +22,7 @@ _INTERJECTION = re.compile(
     r"[，,！!。\s]+)+"
 )
 _LATIN = re.compile(r"[A-Za-z]+")
+_MOVED_ZH = re.compile(r"^(?:刚|已经|最近)?(?:搬到|搬去|搬家到)了?")
 _LEAD = re.compile(r"^[^我你您，,。！？!?]{0,8}?我(?!们)")
 """A sentence about the user: 我 first, or after a short time or place ("两周前我……", "在公司我……")."""
 _SINGLE = re.compile(r"^(?:现在|目前)?(住在|叫|名字是|来自|今年|的生日是|的邮箱是|的电话是|的手机号是|最喜欢的[^是]{1,8}是)")
@@ -93,6 +94,8 @@ def third_person_zh(sentence: str) -> tuple[str, str]:
     if lead:  # "我搬到了上海", "两周前我搬到了上海"
         rest = text[lead.end():]
         single = _SINGLE.match(rest)  # one value at a time: a new one supersedes the old, as "lives in" does
+        if _MOVED_ZH.match(rest):  # "我搬到了上海" is where the user lives now
+            return _finish(pronouns_zh(text)), "住在"
         return _finish(pronouns_zh(text)), single.group(1) if single else _key(rest)
     return f"用户说：{_finish(pronouns_zh(text))}", "statement: " + _key(text)
 

@@ -336,6 +336,13 @@ def test_two_named_people_chatting_give_their_facts_not_their_reactions() -> Non
     ]
 
 
+def test_moving_somewhere_is_where_the_user_lives_now() -> None:
+    """"I moved to Paris" supersedes "I live in Berlin" (one key), "I moved to a new desk" does not."""
+    assert third_person("I just moved to Paris.")[1] == third_person("I live in Berlin.")[1] == "lives in"
+    assert third_person("I moved to a new desk.")[1] != "lives in"
+    assert third_person("两周前我搬到了上海。")[1] == third_person("我住在北京。")[1] == "住在"
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
