@@ -120,7 +120,7 @@ def extract_rules(windows: Sequence[Window], settings: FastSettings) -> list[Mem
         prompt: str | None = None  # the question the assistant's last message ended with
         for item in owned:
             if item.role == "user":
-                made, questions = _user_drafts(item, window, asked, prompt)
+                made, questions = _user_drafts(item, window, asked, prompt, settings)
                 made = [_spoken_by(d, item.name) for d in made] if item.name.strip() else made
                 drafts += made
                 asked = questions or asked
@@ -154,11 +154,12 @@ def _sentences(text: str) -> list[str]:
     premise ("Since I'm allergic to peanuts, what can I bring?") a sentence of its own."""
     out: list[str] = []
     for sentence in _SENTENCE.split(text):
-        for clause in _CLAUSE.split(sentence or ""):
+        for clause in _CLAUSE.split(_BULLET.sub("", sentence or "")):
             out += _premise(clause.strip()) if clause and clause.strip() else []
     return out
 
 
+_BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _PREMISE_ZH = re.compile(r"^(?P<fact>(?:我|作为)[^，,？?]{2,})[，,](?P<ask>[^，,]*[？?])$")
 _PREMISE = re.compile(
     r"^(?:(?:since|because|given that|now that)\s+)?(?P<fact>(?:I|I'm|I've|my|as an?)\b[^?]{4,}?),\s*"
@@ -198,15 +199,54 @@ def _question_of(text: str) -> str | None:
     return last if last.endswith(("?", "？")) and count_tokens(last) >= 3 else None
 
 
+_FENCE = re.compile(r"```[ \t]*(?P<lang>[\w+#.-]{0,20})[^\n]*\n(?P<body>.*?)(?:```|\Z)", re.S)
+
+
+def _code_blocks(text: str) -> tuple[str, list[tuple[str, str, str]]]:
+    """``text`` without its fenced code blocks, and the blocks as (lead-in, language, code): the line before a
+    block that ends with ":" ("Here is my config:") is its lead-in."""
+    prose: list[str] = []
+    blocks: list[tuple[str, str, str]] = []
+    at = 0
+    for block in _FENCE.finditer(text):
+        before = text[at:block.start()].rstrip()
+        last = _SENTENCE.split(before)[-1].strip()
+        lead = last if last.endswith((":", "：")) else ""
+        prose.append(before[: len(before) - len(last)] if lead else before)
+        blocks.append((lead.rstrip(":： "), block.group("lang"), block.group("body").rstrip()))
+        at = block.end()
+    prose.append(text[at:])
+    return "\n".join(prose), blocks
+
+
+def _code_drafts(item: Item, blocks: Sequence[tuple[str, str, str]], settings: FastSettings) -> list[MemoryDraft]:
+    """Each code block kept whole and verbatim (in parts when long), never split into "sentences"."""
+    drafts = []
+    for lead, lang, code in blocks:
+        zh = is_chinese(lead)
+        said = (f"用户分享了{lang or '代码'}" + (f"（{lead}）" if lead else "") + "：" if zh
+                else f"The user shared {lang or 'code'}" + (f' ("{lead}")' if lead else "") + ":")
+        parts = memory_parts(code, settings)
+        for n, part in enumerate(parts):
+            meta: JsonDict = {"extractor": "rules", "type": "code", "language": lang, "message_index": item.message_index}
+            if len(parts) > 1:
+                meta.update(part=n, parts=len(parts))
+            source = item.source.model_copy(update={"content": part[:200]})
+            text = f"{said}\n```{lang}\n{part}\n```"
+            drafts.append(_draft(text, "UserMemory", f"statement: code {lang}".strip(), source, meta, 0.5))
+    return drafts
+
+
 def _user_drafts(
-    item: Item, window: Window, asked: Sequence[str], prompt: str | None = None
+    item: Item, window: Window, asked: Sequence[str], prompt: str | None, settings: FastSettings
 ) -> tuple[list[MemoryDraft], list[str]]:
     """Drafts of one user message, and the questions it asks (kept as context, not as memories); ``prompt``:
     the assistant's question that the message answers."""
-    drafts: list[MemoryDraft] = []
     questions: list[str] = []
     chat_time = item.anchor_time
-    for n, raw in enumerate(_sentences(_MARKER.sub("", item.text))):
+    prose, blocks = _code_blocks(_MARKER.sub("", item.text))
+    drafts: list[MemoryDraft] = _code_drafts(item, blocks, settings)
+    for n, raw in enumerate(_sentences(prose)):
         zh = is_chinese(raw)
         sentence = strip_interjection_zh(raw) if zh else INTERJECTION.sub("", raw, count=1)
         short = count_tokens(sentence) < 3 or _is_filler(sentence)

@@ -343,6 +343,20 @@ def test_moving_somewhere_is_where_the_user_lives_now() -> None:
     assert third_person("两周前我搬到了上海。")[1] == third_person("我住在北京。")[1] == "住在"
 
 
+def test_code_is_kept_whole_and_list_items_read_as_sentences() -> None:
+    """A fenced block was one "sentence" per line ("The user said: port: 8080.") and its words were put in
+    the third person; now it is one memory, verbatim, with the sentence that introduced it."""
+    text = ("My project uses Postgres 15. Here is my config:\n```yaml\nserver:\n  port: 8080  # my port\n```\n"
+            "- I prefer tabs over spaces\n- My team has 5 engineers")
+    found = [text for _, _, text in rules([{"role": "user", "content": text}])]
+    assert found == [
+        'The user shared yaml ("Here is my config"):\n```yaml\nserver:\n  port: 8080  # my port\n```',
+        "The user said: the user's project uses Postgres 15.",
+        "The user prefers tabs over spaces.",
+        "The user said: the user's team has 5 engineers.",
+    ]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
