@@ -155,6 +155,8 @@ def third_person(sentence: str) -> tuple[str, str]:
         return _finish(body), _home(key_words(_strip_subject(body)))
     if text.endswith("?"):
         return f"The user asked: {pronouns(text)}", "question: " + key_words(text)
+    if re.match(r"my\s+\w", text, re.I):  # "My sister lives in Boston": the user's sister, no "The user said:"
+        return _finish("The user's " + pronouns(text[2:].lstrip())), "statement: " + key_words(text)
     return f"The user said: {_finish(pronouns(text))}", "statement: " + key_words(text)
 
 

@@ -300,7 +300,7 @@ def test_a_questions_premise_is_kept_and_a_question_is_never_a_fact() -> None:
     assert [(kind, text) for kind, _, text in found] == [
         ("UserMemory", "The user is vegan."),
         ("PreferenceMemory", "The user is vegan."),
-        ("UserMemory", "The user said: the user's daughter Mia turns 5 in two weeks."),
+        ("UserMemory", "The user's daughter Mia turns 5 in two weeks."),
         ("UserMemory", "The user asked the assistant to book a table for two."),
     ]
 
@@ -316,7 +316,7 @@ def test_a_named_speaker_is_named_and_keyed_apart() -> None:
     ])
     assert [text for _, _, text in found] == [
         "Alice lives in Boston.", "Alice loves jazz.", "Bob lives in Seattle.", "小王对花生过敏。", "小王对花生过敏。",
-        "A\\1 said: A\\1's dog is old.",
+        "A\\1's dog is old.",
     ]
     keys = [title for _, title, _ in found]
     assert keys[0] == "lives in [Alice]" and keys[2] == "lives in [Bob]"
@@ -351,9 +351,9 @@ def test_code_is_kept_whole_and_list_items_read_as_sentences() -> None:
     found = [text for _, _, text in rules([{"role": "user", "content": text}])]
     assert found == [
         'The user shared yaml ("Here is my config"):\n```yaml\nserver:\n  port: 8080  # my port\n```',
-        "The user said: the user's project uses Postgres 15.",
+        "The user's project uses Postgres 15.",
         "The user prefers tabs over spaces.",
-        "The user said: the user's team has 5 engineers.",
+        "The user's team has 5 engineers.",
     ]
 
 
