@@ -286,7 +286,7 @@ def _user_drafts(
             if verb in _CHOICES or verb == "is" or verb.startswith("'s "):  # a choice, a diet, a favourite: facts too
                 fact_meta: JsonDict = {
                     "extractor": "rules",
-                    "type": "choice",
+                    "type": "choice" if verb in _CHOICES else "preference",
                     "sentence": sentence,
                     "message_index": item.message_index,
                     **_times(sentence, chat_time),
@@ -413,7 +413,8 @@ def _spoken_by(draft: MemoryDraft, name: str, role: str = "user") -> MemoryDraft
     meta = {**draft.metadata, "speaker": name}
     if isinstance(meta.get("preference"), str):
         meta["preference"] = f"{name}: {meta['preference']}"
-    return replace(draft, memory=who(draft.memory), background=who(draft.background),
+    head, newline, code = draft.memory.partition("\n") if meta.get("type") == "code" else (draft.memory, "", "")
+    return replace(draft, memory=who(head) + newline + code, background=who(draft.background),  # code verbatim
                    title=f"{draft.title} [{name}]", metadata=meta)
 
 

@@ -313,10 +313,11 @@ def test_a_named_speaker_is_named_and_keyed_apart() -> None:
         {"role": "user", "name": "Bob", "content": "I live in Seattle."},
         {"role": "user", "name": "小王", "content": "我对花生过敏。"},
         {"role": "user", "name": "A\\1", "content": "My dog is old."},
+        {"role": "user", "name": "Bob", "content": "Mine:\n```\nprint('the user 用户')\n```"},
     ])
     assert [text for _, _, text in found] == [
         "Alice lives in Boston.", "Alice loves jazz.", "Bob lives in Seattle.", "小王对花生过敏。", "小王对花生过敏。",
-        "A\\1's dog is old.",
+        "A\\1's dog is old.", 'Bob shared code ("Mine"):\n```\nprint(\'the user 用户\')\n```',  # code verbatim
     ]
     keys = [title for _, title, _ in found]
     assert keys[0] == "lives in [Alice]" and keys[2] == "lives in [Bob]"
