@@ -163,7 +163,8 @@ _BULLET = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+")
 _PREMISE_ZH = re.compile(r"^(?P<fact>(?:我|作为)[^，,？?]{2,})[，,](?P<ask>[^，,]*[？?])$")
 _PREMISE = re.compile(
     r"^(?:(?:since|because|given that|now that)\s+)?(?P<fact>(?:I|I'm|I've|my|as an?)\b[^?]{4,}?),\s*"
-    r"(?P<ask>(?:so\s+)?(?:what|which|where|when|how|who|why|any|can|could|should|would|do|does|is|are)\b[^?]*\?)$",
+    r"(?P<ask>(?:so\s+)?(?:what|which|where|when|how|who|why|any|can|could|should|would|do|does|is|are)\b"
+    r"[^?]*\?)$",
     re.I,
 )
 
@@ -219,7 +220,9 @@ def _code_blocks(text: str) -> tuple[str, list[tuple[str, str, str]]]:
     return "\n".join(prose), blocks
 
 
-def _code_drafts(item: Item, blocks: Sequence[tuple[str, str, str]], settings: FastSettings) -> list[MemoryDraft]:
+def _code_drafts(
+    item: Item, blocks: Sequence[tuple[str, str, str]], settings: FastSettings
+) -> list[MemoryDraft]:
     """Each code block kept whole and verbatim (in parts when long), never split into "sentences"."""
     drafts = []
     for lead, lang, code in blocks:
@@ -228,7 +231,8 @@ def _code_drafts(item: Item, blocks: Sequence[tuple[str, str, str]], settings: F
                 else f"The user shared {lang or 'code'}" + (f' ("{lead}")' if lead else "") + ":")
         parts = memory_parts(code, settings)
         for n, part in enumerate(parts):
-            meta: JsonDict = {"extractor": "rules", "type": "code", "language": lang, "message_index": item.message_index}
+            meta: JsonDict = {"extractor": "rules", "type": "code", "language": lang,
+                              "message_index": item.message_index}
             if len(parts) > 1:
                 meta.update(part=n, parts=len(parts))
             source = item.source.model_copy(update={"content": part[:200]})
@@ -283,7 +287,7 @@ def _user_drafts(
             said = (f"{pronouns_zh(sentence).rstrip('。！!.')}{context}。" if zh
                     else f"The user{sep}{verb} {obj_3p}{context}.")
             text = resolve_relative_times(said, chat_time)
-            if verb in _CHOICES or verb == "is" or verb.startswith("'s "):  # a choice, a diet, a favourite: facts too
+            if verb in _CHOICES or verb == "is" or verb.startswith("'s "):  # a choice, diet or favourite: a fact too
                 fact_meta: JsonDict = {
                     "extractor": "rules",
                     "type": "choice" if verb in _CHOICES else "preference",
@@ -388,7 +392,8 @@ def _assistant_drafts(item: Item, settings: FastSettings, asked: Sequence[str]) 
     parts = memory_parts(text, settings)  # a long reply: every part kept, none cut off
     drafts = []
     for n, body in enumerate(parts):
-        meta: JsonDict = {"extractor": "rules", "message_index": item.message_index, **_times(body, item.anchor_time)}
+        meta: JsonDict = {"extractor": "rules", "message_index": item.message_index,
+                          **_times(body, item.anchor_time)}
         if len(parts) > 1:
             meta.update(part=n, parts=len(parts))
         said = assistant_zh(body) if is_chinese(text) else f"The assistant said: {body}"

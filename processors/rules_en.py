@@ -139,7 +139,8 @@ def third_person(sentence: str) -> tuple[str, str]:
         text = "I " + text[0].lower() + text[1:]
     attribute = _MY_ATTRIBUTE.match(text)
     if attribute:
-        what, verb = attribute.group("what").lower().replace("favourite", "favorite"), attribute.group("verb").lower()
+        what = attribute.group("what").lower().replace("favourite", "favorite")
+        verb = attribute.group("verb").lower()
         return _finish(f"The user's {what} {verb} {pronouns(attribute.group('value'))}"), f"{what} {verb}"
     asked = _ASK.match(text)
     if asked:
@@ -202,8 +203,8 @@ _ADVERBS = ("also|really|never|always|just|still|often|usually|sometimes|actuall
 _LEAD_ADVERBS = re.compile(rf"^((?:(?:{_ADVERBS})\s+){{1,3}})(?=\w)", re.I)
 _INNER_I = re.compile(rf"(?<![\w'])I(?:'(?P<c>m|ve|ll|d)\b|\s+(?P<v>(?:(?:{_ADVERBS})\s+){{0,3}}[A-Za-z']+)\b|(?=\W|$))")
 _AS_GIVEN = {"can", "could", "will", "would", "should", "shall", "must", "might", "may", "ought", "cannot", "and", "or"}
-_SPECIAL = {"wanna": "wants to", "gonna": "is going to", "gotta": "has to", "am": "is", "be": "is", "have": "has", "do": "does", "go": "goes", "dont": "does not",
-            "don't": "does not", "doesnt": "does not", "cant": "cannot", "can't": "cannot", "didnt": "did not",
+_SPECIAL = {"wanna": "wants to", "gonna": "is going to", "gotta": "has to", "am": "is", "be": "is", "have": "has",
+            "do": "does", "go": "goes", "dont": "does not", "don't": "does not", "doesnt": "does not", "cant": "cannot", "can't": "cannot", "didnt": "did not",
             "didn't": "did not", "wont": "will not", "won't": "will not", "havent": "has not", "haven't": "has not",
             "wasnt": "was not", "wasn't": "was not", "im": "is", "ive": "has"}
 _PAST_CONTEXT = re.compile(r"\b(?:yesterday|ago|last|earlier|once|when|(?:19|20)\d\d)\b", re.I)
