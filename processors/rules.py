@@ -284,7 +284,8 @@ def _user_drafts(
                 **_times(sentence, chat_time),
             }
             sep = "" if verb.startswith("'") else " "
-            said = (f"{pronouns_zh(sentence).rstrip('。！!.')}{context}。" if zh
+            spoken = pronouns_zh(sentence) if sentence.startswith("我") else f"用户决定{obj}"  # "那就去京都吧"
+            said = (f"{spoken.rstrip('。！!.')}{context}。" if zh
                     else f"The user{sep}{verb} {obj_3p}{context}.")
             text = resolve_relative_times(said, chat_time)
             if verb in _CHOICES or verb == "is" or verb.startswith("'s "):  # a choice, diet or favourite: a fact too

@@ -178,6 +178,15 @@ def test_mixed_sentences_follow_their_grammar() -> None:
     ]
 
 
+def test_a_chinese_decision_is_a_choice() -> None:
+    """"那就去京都吧" ended in 吧 and read as a question, and "好主意，" hid it: it is the user's decision."""
+    found = rules([{"role": "user", "content": "好主意，那就去京都吧。不错，我选全季。"}])
+    assert [(kind, text) for kind, _, text in found] == [
+        ("UserMemory", "用户决定去京都。"), ("PreferenceMemory", "用户决定去京都。"),
+        ("UserMemory", "用户选全季。"), ("PreferenceMemory", "用户选全季。"),
+    ]
+
+
 def test_chinese_relative_times_are_written_as_chinese_dates() -> None:
     items = read_messages([{"role": "user", "content": "我昨天去了长城。两周前我搬到了上海。",
                             "chat_time": "2023-05-10T10:00"}]).items
