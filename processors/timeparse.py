@@ -230,6 +230,8 @@ def _ahead(m: re.Match[str], anchor: date) -> Span:
 
 def _named_month(m: re.Match[str], anchor: date) -> Span:
     """"last June" is the latest June before this month, "next June" the first after it, "this June" this year's."""
+    if m.group("month") in ("may", "march"):  # "this may take a while" names no month: the verbs stay lower-case
+        raise ValueError("not a month")
     month = MONTHS.index(m.group("month").lower()) + 1
     which = m.group("which").lower()
     year = anchor.year

@@ -60,6 +60,7 @@ def test_days_ahead_and_named_months_resolve() -> None:
         "last june": "2022-06-01/2022-06-30",
     }
     assert relative_spans("I was in 2 weeks ago", ANCHOR)[0][0] == "2 weeks ago"  # not "in 2 weeks"
+    assert relative_spans("This may take a while; next march we walk.", ANCHOR) == []  # verbs, not months
 
 
 def test_chinese_relative_expressions_resolve_too() -> None:
