@@ -12,6 +12,7 @@ _FILLER = re.compile(
     r"^(?:(?:ok(?:ay)?|sure|great|cool|noted|got it|understood|alright|all right|perfect|of course|"
     r"(?:that )?sounds (?:good|great|perfect|like a plan)|(?:that's a |what a )?(?:good|great|nice) idea|"
     r"(?:that )?makes sense|nice|(?:that's|that is) (?:great|helpful|perfect|good|fine)|"
+    r"(?:(?:that's|that is|what) an? )?(?:great|good|nice|excellent|awesome|fair) (?:goal|question|choice|plan|point)|"
     r"(?:hey|hi|hello|howdy)(?: there)?(?: [A-Z]\w*)?|"
     r"(?:(?:yeah|yes|yep|oh|wow|aw+|ha(?:ha)+)[\s!,.]+)?(?:definitely|absolutely|totally|for sure|exactly|indeed|"
     r"same here|me too|me neither|(?:I )?can't wait|sorry to hear (?:that|about that)|(?:that's|that is|this is) "
@@ -119,7 +120,8 @@ _WORDS = (
 
 _DISCOURSE = re.compile(
     r"^(?:actually|btw|by the way|also|anyway|fyi|just so you know|for the record|remember that|note that|"
-    r"oh and|and|so)[,:]?\s+(?=(?:I|my)\b)",
+    r"oh and|and|so|(?:quick|one more|another) (?:one|thing|question|update|note)|update|note|p\.?s\.?)[,:]?\s+"
+    r"(?=(?:I|my)\b)",
     re.I,
 )
 """Words that lead into what the user says about itself ("Actually, I live in Paris now")."""
@@ -287,6 +289,9 @@ _AFTERWORDS = re.compile(r"(?:\s+(?:any ?more|now|these days|nowadays|lately|eit
                          r"anyway|a lot|very much|so much))+$", re.I)
 
 
+_PRONOUNS = frozenset({"it", "this", "that", "them", "him", "her", "these", "those", "it all", "that one"})
+
+
 def preference(sentence: str) -> tuple[str, str, str] | None:
     text = sentence.replace("’", "'")
     for pref in _PREFS:
@@ -294,6 +299,8 @@ def preference(sentence: str) -> tuple[str, str, str] | None:
         if match:
             obj = re.split(r"[,;]| because | but ", match.group("obj"), maxsplit=1)[0].strip().rstrip(".!?")
             obj = _AFTERWORDS.sub("", obj)  # "sushi anymore" is what "sushi" was: one preference, one key
+            if obj.lower() in _PRONOUNS:  # "I love it" names nothing to prefer
+                return None
             if obj:
                 return pref.verb.format(**{k: v.lower() for k, v in match.groupdict().items() if v}), obj, pref.polarity
     return None

@@ -367,6 +367,18 @@ def test_code_is_kept_whole_and_list_items_read_as_sentences() -> None:
     ]
 
 
+def test_lead_in_labels_praise_and_pronoun_objects() -> None:
+    """"Quick one: I'm ..." is the user's sentence; "Great goal!" is courtesy; "I love it" prefers nothing."""
+    found = rules([
+        {"role": "user", "content": "Quick one: I'm training for the Berlin marathon. PS: I love it."},
+        {"role": "assistant", "content": "Great goal! How many weeks until race day?"},
+    ])
+    assert [(kind, text) for kind, _, text in found] == [
+        ("UserMemory", "The user is training for the Berlin marathon."),
+        ("UserMemory", "The user loves it."),
+    ]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
