@@ -42,7 +42,10 @@ RULES_MODEL = "rules/v1"
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])\s*|\n+")
 _MARKER = re.compile(r"\[(?:file|image|audio)(?::[^\]\n]*)?\]")
-_CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b)|[，；](?=我(?!们))")
+_CLAUSE = re.compile(r"(?:,|;|,? and)\s+(?=I\b|(?:also |really )?(?:prefer|like|love|hate|enjoy|dislike)\b)"
+                     r"|[，；](?=我(?!们))")
+_BARE_LIKING = re.compile(r"^(?:also |really )?(?:prefer|like|love|hate|enjoy|dislike)\b")
+"""A clause that took its "I" from the one before ("I use Python and prefer type hints")."""
 def _fmt(day: date, zh: bool = False) -> str:
     return f"{day.year}年{day.month}月{day.day}日" if zh else f"{day.day} {_MONTHS[day.month - 1].capitalize()} {day.year}"
 
@@ -154,8 +157,11 @@ def _sentences(text: str) -> list[str]:
     premise ("Since I'm allergic to peanuts, what can I bring?") a sentence of its own."""
     out: list[str] = []
     for sentence in _SENTENCE.split(text):
-        for clause in _CLAUSE.split(_BULLET.sub("", sentence or "")):
-            out += _premise(clause.strip()) if clause and clause.strip() else []
+        for n, clause in enumerate(_CLAUSE.split(_BULLET.sub("", sentence or ""))):
+            clause = (clause or "").strip()
+            if n and _BARE_LIKING.match(clause):
+                clause = "I " + clause
+            out += _premise(clause) if clause else []
     return out
 
 

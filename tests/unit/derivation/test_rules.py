@@ -379,6 +379,20 @@ def test_lead_in_labels_praise_and_pronoun_objects() -> None:
     ]
 
 
+def test_standing_instructions_and_shared_subjects_are_preferences() -> None:
+    """"Don't use pandas" and "Always write tests" are how the user wants the assistant to work; "I use Python
+    and prefer type hints" prefers type hints (the second verb took its "I" from the first)."""
+    found = rules([{"role": "user", "content": "I use Python 3.11 and prefer type hints. Don't use pandas, we use "
+                                               "polars. Always write tests with pytest. Please keep answers short."}])
+    assert [(kind, text) for kind, _, text in found] == [
+        ("UserMemory", "The user uses Python 3.11."),
+        ("PreferenceMemory", "The user prefers type hints."),
+        ("PreferenceMemory", "The user does not want the assistant to use pandas."),
+        ("PreferenceMemory", "The user wants the assistant to always write tests with pytest."),
+        ("UserMemory", "The user asked the assistant to keep answers short."),
+    ]
+
+
 def test_the_users_verbs_in_the_third_person() -> None:
     """Irregular pasts stay past, adverbs keep their verb conjugated, contractions without an apostrophe read."""
     cases = {
