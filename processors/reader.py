@@ -71,8 +71,7 @@ class Item:
     payload: JsonDict = field(default_factory=dict)
     document: ParsedDocument | None = None
     """The file's parsed text when the shell parsed it already (in the parsing sandbox)."""
-    recorded_at: str | None = None
-    """When the log recorded the add (ISO, UTC): the date of a message that gives no chat time."""
+    recorded_at: str | None = None  # when the log recorded the add (ISO, UTC): dates a message without chat time
 
     @property
     def anchor_time(self) -> str | None:
