@@ -106,14 +106,18 @@ def turns_of(conversation: Mapping[str, Any]) -> list[Turn]:
     return out
 
 
-def session_messages(turns: Sequence[Turn], speaker_a: str, *, roles: str = "pair") -> list[dict[str, Any]]:
-    """OpenAI-style messages of some turns: speaker_a is ``user``, the other ``assistant`` (roles "pair")."""
+def session_messages(
+    turns: Sequence[Turn], speaker_a: str, *, roles: str = "pair", named: bool = False
+) -> list[dict[str, Any]]:
+    """OpenAI-style messages of some turns: speaker_a is ``user``, the other ``assistant`` (roles "pair");
+    ``named``: the speaker as the message's ``name``, not as a "Speaker: " prefix of its text (fine mode)."""
     return [
         {
             "role": "user" if roles == "user" or t.speaker == speaker_a else "assistant",
-            "content": t.content,
+            "content": t.content.removeprefix(f"{t.speaker}: ") if named else t.content,
             "chat_time": t.chat_time,
             "message_id": t.dia_id,
+            **({"name": t.speaker} if named else {}),
         }
         for t in turns
     ]
@@ -175,9 +179,9 @@ def _ranks(memories: Sequence[Mapping[str, Any]], evidence: Sequence[str]) -> di
 
 
 def _ingest(
-    sample: Mapping[str, Any], turns: Sequence[Turn], *, user_id: str, cube_id: str, roles: str
+    sample: Mapping[str, Any], turns: Sequence[Turn], *, user_id: str, cube_id: str, roles: str, mode: str
 ) -> int:
-    """Add every session with ``add_memories`` (fast, sync); returns the number of memories reported."""
+    """Add every session with ``add_memories`` (sync, in ``mode``); returns the number of memories reported."""
     speaker_a = str(sample["conversation"]["speaker_a"])
     added = 0
     for session in sorted({t.session for t in turns}):
@@ -188,8 +192,8 @@ def _ingest(
                 writable_cube_ids=[cube_id],
                 session_id=f"{cube_id}:session_{session}",
                 async_mode="sync",
-                mode="fast",
-                messages=session_messages(part, speaker_a, roles=roles),
+                mode="fine" if mode == "fine" else "fast",
+                messages=session_messages(part, speaker_a, roles=roles, named=mode == "fine"),
             )
         )
         if response.code != 200:
@@ -258,19 +262,21 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     runtime = default_client().runtime
     cands: list[Candidates] = []
     contents_of: dict[str, dict[str, str]] = {}
-    done = _ingested(args.roles)
+    marked = args.roles if args.mode == "fast" else f"{args.roles}/{args.mode}"  # what --home reuse checks
+    done = _ingested(marked)
     try:
         for number, sample in enumerate(samples):
             conversation = sample["conversation"]
-            cube_id = str(sample.get("sample_id") or f"conv-{number}")
+            cube_id = str(sample.get("sample_id") or f"conv-{number}") + ("" if args.mode == "fast" else "-fine")
             turns = turns_of(conversation)
             contents = {t.dia_id: t.content for t in turns}
             started = time.perf_counter()
             if cube_id in done:
                 logger.warning("cube %s already ingested under --home: searches only", cube_id)
             else:
-                n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles)
-                _mark_ingested(cube_id, args.roles)
+                n_memories += _ingest(sample, turns, user_id=user_id, cube_id=cube_id, roles=args.roles,
+                                      mode=args.mode)
+                _mark_ingested(cube_id, marked)
                 ingest_s += time.perf_counter() - started
                 n_turns += len(turns)  # turns added by this run (the ingest figures)
             contents_of[cube_id] = contents
@@ -330,6 +336,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             details.close()
     print_table(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped, args=args)
     figures = figures_of(runs, ingest_s=ingest_s, turns=n_turns, memories=n_memories, skipped=skipped)
+    figures["mode"] = args.mode
     if cands:
         figures.update(_loo(cands, contents_of, runtime, args))
     return figures
@@ -408,6 +415,11 @@ def main(argv: list[str] | None = None) -> None:
         default="pair",
         help="pair: speaker_a user, speaker_b assistant; user: both user",
     )
+    parser.add_argument(
+        "--mode", choices=("fast", "fine"), default="fast",
+        help="add mode: fast (windows, the default) or fine (the configured extractor; offline, the rules), "
+        "speakers as message names",
+    )  # fmt: skip
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
     parser.add_argument(
         "--home",

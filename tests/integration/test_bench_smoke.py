@@ -153,6 +153,20 @@ def test_retrieval_benchmark_reuses_an_ingested_home(tmp_path: Path) -> None:
     assert second["questions"] == first["questions"] == 5
 
 
+def test_retrieval_benchmark_in_fine_mode_keeps_its_own_cubes(tmp_path: Path) -> None:
+    """``--mode fine`` adds through the extractor (the rules, offline) with speakers as names, into cubes of
+    its own, so a fast run on the same home adds its windows again instead of searching fine memories."""
+    path = tmp_path / "locomo-smoke.json"
+    path.write_text(json.dumps([_conversation()]), encoding="utf-8")
+    home = ["--relativity", "0", "--no-loo", "--home", str(tmp_path / "kept")]
+    fine = _run(["bench.retrieval", str(path), "--mode", "fine", *home], tmp_path / "home")
+    fast = _run(["bench.retrieval", str(path), *home], tmp_path / "home")
+    assert fine["mode"] == "fine" and fast["mode"] == "fast"
+    assert fine["turns"] == fast["turns"] == 18 and fine["memories"] > 0 and fast["memories"] > 0
+    assert fine["memories"] != fast["memories"]  # sentences, not windows
+    assert 0.0 < fine["recall_at_1000w"] <= 1.0
+
+
 def test_retrieval_benchmark_measures_a_reranker_served_on_loopback(tmp_path: Path) -> None:
     seen: list[dict[str, Any]] = []
 
