@@ -192,8 +192,8 @@ def _ingest(
                 writable_cube_ids=[cube_id],
                 session_id=f"{cube_id}:session_{session}",
                 async_mode="sync",
-                mode="fine" if mode == "fine" else "fast",
-                messages=session_messages(part, speaker_a, roles=roles, named=mode == "fine"),
+                mode="fast" if mode == "fast" else "fine",
+                messages=session_messages(part, speaker_a, roles=roles, named=mode != "fast"),
             )
         )
         if response.code != 200:
@@ -267,7 +267,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for number, sample in enumerate(samples):
             conversation = sample["conversation"]
-            cube_id = str(sample.get("sample_id") or f"conv-{number}") + ("" if args.mode == "fast" else "-fine")
+            cube_id = str(sample.get("sample_id") or f"conv-{number}") + ("" if args.mode == "fast" else f"-{args.mode}")
             turns = turns_of(conversation)
             contents = {t.dia_id: t.content for t in turns}
             started = time.perf_counter()
@@ -416,9 +416,9 @@ def main(argv: list[str] | None = None) -> None:
         help="pair: speaker_a user, speaker_b assistant; user: both user",
     )
     parser.add_argument(
-        "--mode", choices=("fast", "fine"), default="fast",
-        help="add mode: fast (windows, the default) or fine (the configured extractor; offline, the rules), "
-        "speakers as message names",
+        "--mode", choices=("fast", "fine", "hybrid"), default="fast",
+        help="add mode: fast (windows, the default), fine (the configured extractor; offline, the rules; speakers "
+        "as message names), or hybrid (fine, keeping the windows: derivation.keep_windows)",
     )  # fmt: skip
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
     parser.add_argument(
@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.mode == "hybrid":  # before the runtime reads its settings
+        os.environ["MEMOS_DERIVATION__KEEP_WINDOWS"] = "true"
     if args.reranker:  # on the MemOS API's searches, which are fast-mode ones
         os.environ["MEMOS_DERIVATION__RERANKER_URL"] = args.reranker
         os.environ["MEMOS_DERIVATION__RERANKER_IN_FAST_MODE"] = "true"

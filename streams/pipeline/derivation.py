@@ -222,6 +222,9 @@ class Deriver(FineExtraction):
         drafts, retire = await asyncio.to_thread(merge_phases, fast, fine, after_fast=after)
         if phase == "both":
             drafts = fast + drafts
+        elif self.settings.keep_windows:  # the windows stay, searched beside what was extracted from them
+            retire = {}
+            drafts = drafts if after else fast + [d for d in drafts if d not in fast]
         return Plan(event, drafts, retire, failures, nothing)
 
     async def _embed(self, plans: Sequence[Plan], sink: ProgressSink | None) -> Embeddings:

@@ -69,6 +69,8 @@ class DeriverSettings:
     fetch_images: bool = True
     describe_images: bool = True
     slice_size: int = 256
+    keep_windows: bool = False
+    """Fine mode keeps the fast windows beside what it extracts from them (nothing retired as refined)."""
     """Memories embedded and looked up per step of a large add (progress is reported per step)."""
     batch_view: int = 256
     """Memories of earlier events of the same batch compared with each candidate (the most recent ones)."""
@@ -88,6 +90,7 @@ class DeriverSettings:
             fast=FastSettings(window_tokens=config.window_tokens, window_overlap=config.window_overlap),
             dedup=DedupSettings(duplicate_cosine=SearchSettings().for_model(model_id).sim_dedup_threshold),
             slice_size=config.slice_size,
+            keep_windows=config.keep_windows,
             sandbox=SandboxLimits(
                 memory_bytes=config.parse_memory_mb * 1024 * 1024,
                 cpu_s=max(1, int(config.parse_timeout_s)),

@@ -25,6 +25,7 @@ from schemas.events import (
 )
 from schemas.memory import MemoryRecord
 from streams.pipeline.derivation import Deriver
+from streams.pipeline.derivation_types import DeriverSettings
 from tests.support.examples import (
     EXAMPLE_1,
     EXAMPLE_2_SUMMARY,
@@ -70,6 +71,19 @@ async def test_example_1_rules_fine_mode() -> None:
     assert all(m.extractor == "rules" and m.metadata["extractor"] == "rules" for m in memories)
     assert [u.kind for u in memories[0].usage] == ["rules", "embedding"]
     assert [m.memory_type for m in memories[2:]] == ["UserMemory", "PreferenceMemory"] and len(events) == 4
+
+
+async def test_fine_mode_keeping_windows_keeps_them_beside_the_extracted_memories() -> None:
+    """``keep_windows``: the window stays (sync: written; async: not retired) and the rules' memories come too."""
+    keep = Deriver(EMBEDDER, settings=DeriverSettings(keep_windows=True))
+    sync = added(await keep.derive(conversation(EXAMPLE_1), phase="fine"))
+    assert [m.extractor for m in sync].count("fast") == 1 and [m.extractor for m in sync].count("rules") == 4
+    window = next(m for m in sync if m.extractor == "fast")
+    assert window.memory.startswith("user: I’ve planned to travel to Guangzhou")
+    later = await keep.derive(conversation(EXAMPLE_1, async_mode="async"), phase="fine")
+    assert not [e for e in later if isinstance(e, MemoryRetired)] and len(added(later)) == 4
+    plain = await Deriver(EMBEDDER).derive(conversation(EXAMPLE_1, async_mode="async"), phase="fine")
+    assert [e.reason for e in plain if isinstance(e, MemoryRetired)] == ["refined"]  # the default retires it
 
 
 async def test_example_2_fast_mode_with_local_files(server: LocalHTTPServer, fetcher: HttpxFetcher) -> None:
