@@ -6,6 +6,10 @@
 ``--reranker URL`` configures a reranker (``derivation.reranker_url``) for every search and adds its weight to
 the leave-one-out grid (0: off), so a cross-encoder served elsewhere is measured in one command.
 
+``--mode`` is how LoCoMo is added: ``fine`` (the default, as the API's adds: the configured extractor, offline
+the rules, its fast windows kept beside; speakers as message names), ``fast`` (windows only) or ``fine-only``
+(``derivation.keep_windows`` off: the windows retired as refined, as MemOS does). Each mode has cubes of its own.
+
 ``--home DIR`` keeps the data directory: a second run with the same DIR and roles skips the adds (the
 cubes are there) and only searches, so trying search constants costs no re-ingest.
 
@@ -416,9 +420,10 @@ def main(argv: list[str] | None = None) -> None:
         help="pair: speaker_a user, speaker_b assistant; user: both user",
     )
     parser.add_argument(
-        "--mode", choices=("fast", "fine", "hybrid"), default="fast",
-        help="add mode: fast (windows, the default), fine (the configured extractor; offline, the rules; speakers "
-        "as message names), or hybrid (fine, keeping the windows: derivation.keep_windows)",
+        "--mode", choices=("fine", "fast", "fine-only"), default="fine",
+        help="add mode: fine (the API's default: the configured extractor, offline the rules, with speakers as "
+        "message names, its windows kept beside), fast (windows only), or fine-only (derivation.keep_windows "
+        "off: the windows retired as refined, MemOS's behaviour)",
     )  # fmt: skip
     parser.add_argument("--details", default="", help="write one JSON line per question here (for analysis)")
     parser.add_argument(
@@ -447,8 +452,8 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    if args.mode == "hybrid":  # before the runtime reads its settings
-        os.environ["MEMOS_DERIVATION__KEEP_WINDOWS"] = "true"
+    if args.mode == "fine-only":  # before the runtime reads its settings
+        os.environ["MEMOS_DERIVATION__KEEP_WINDOWS"] = "false"
     if args.reranker:  # on the MemOS API's searches, which are fast-mode ones
         os.environ["MEMOS_DERIVATION__RERANKER_URL"] = args.reranker
         os.environ["MEMOS_DERIVATION__RERANKER_IN_FAST_MODE"] = "true"

@@ -83,9 +83,10 @@ class DerivationSettings(_Section):
     reranker_api_key: SecretStr = Field(default=SecretStr(""), description="Key for the reranker (env only).")
     window_tokens: int = Field(default=160, ge=16, description="Fast-mode window size in tokens.")
     keep_windows: bool = Field(
-        default=False,
-        description="Fine mode keeps the fast windows it extracts from, searched beside the extracted memories, "
-        "instead of retiring them as refined.",
+        default=True,
+        description="Fine mode keeps the fast windows it extracts from, searched beside the extracted memories "
+        "(nothing the extractor leaves out is lost; LoCoMo leave-one-out 0.912 against 0.822 without them); "
+        "false: MemOS's behaviour, the windows retired as refined.",
     )
     window_overlap: int = Field(
         default=0, ge=0, description="Messages shared by adjacent windows (0: each turn embedded once; LoCoMo recall 0.884 vs 0.877 at 1)."

@@ -70,7 +70,8 @@ class DeriverSettings:
     describe_images: bool = True
     slice_size: int = 256
     keep_windows: bool = False
-    """Fine mode keeps the fast windows beside what it extracts from them (nothing retired as refined)."""
+    """Fine mode keeps the fast windows beside what it extracts from them, instead of retiring them as refined
+    (the app's ``derivation.keep_windows``, true by default, sets it; a bare Deriver does as MemOS does)."""
     """Memories embedded and looked up per step of a large add (progress is reported per step)."""
     batch_view: int = 256
     """Memories of earlier events of the same batch compared with each candidate (the most recent ones)."""

@@ -101,6 +101,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
     home = tmp_path_factory.mktemp("console_home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MEMOS_HOME", str(home))
+        mp.setenv("MEMOS_DERIVATION__KEEP_WINDOWS", "false")  # fine adds refine their windows: lineage to show
         server = BackgroundServer(create_app(load_settings("default"))).start()
     try:
         ann = _tenant(server, "ann", "ann_trips")

@@ -154,16 +154,18 @@ def test_retrieval_benchmark_reuses_an_ingested_home(tmp_path: Path) -> None:
 
 
 def test_retrieval_benchmark_in_fine_mode_keeps_its_own_cubes(tmp_path: Path) -> None:
-    """``--mode fine`` adds through the extractor (the rules, offline) with speakers as names, into cubes of
-    its own, so a fast run on the same home adds its windows again instead of searching fine memories."""
+    """``--mode fine`` (the default) adds through the extractor (the rules, offline) with speakers as names,
+    its windows kept; ``fast`` has cubes of its own, so it adds its windows again on the same home, and
+    ``fine-only`` retires the windows (fewer memories than fine)."""
     path = tmp_path / "locomo-smoke.json"
     path.write_text(json.dumps([_conversation()]), encoding="utf-8")
     home = ["--relativity", "0", "--no-loo", "--home", str(tmp_path / "kept")]
-    fine = _run(["bench.retrieval", str(path), "--mode", "fine", *home], tmp_path / "home")
-    fast = _run(["bench.retrieval", str(path), *home], tmp_path / "home")
-    assert fine["mode"] == "fine" and fast["mode"] == "fast"
-    assert fine["turns"] == fast["turns"] == 18 and fine["memories"] > 0 and fast["memories"] > 0
-    assert fine["memories"] != fast["memories"]  # sentences, not windows
+    fine = _run(["bench.retrieval", str(path), *home], tmp_path / "home")
+    fast = _run(["bench.retrieval", str(path), "--mode", "fast", *home], tmp_path / "home")
+    only = _run(["bench.retrieval", str(path), "--mode", "fine-only", *home], tmp_path / "home")
+    assert (fine["mode"], fast["mode"], only["mode"]) == ("fine", "fast", "fine-only")
+    assert fine["turns"] == fast["turns"] == only["turns"] == 18
+    assert fine["memories"] > only["memories"] and fine["memories"] > fast["memories"]  # windows beside sentences
     assert 0.0 < fine["recall_at_1000w"] <= 1.0
 
 
