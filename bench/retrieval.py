@@ -271,7 +271,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for number, sample in enumerate(samples):
             conversation = sample["conversation"]
-            cube_id = str(sample.get("sample_id") or f"conv-{number}") + ("" if args.mode == "fast" else f"-{args.mode}")
+            suffix = "" if args.mode == "fast" else f"-{args.mode}"  # each mode's cubes apart
+            cube_id = str(sample.get("sample_id") or f"conv-{number}") + suffix
             turns = turns_of(conversation)
             contents = {t.dia_id: t.content for t in turns}
             started = time.perf_counter()
