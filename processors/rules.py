@@ -260,13 +260,14 @@ def _user_drafts(
         zh = is_chinese(raw)
         sentence = strip_interjection_zh(raw) if zh else INTERJECTION.sub("", raw, count=1)
         short = count_tokens(sentence) < 3 or _is_filler(sentence)
-        if prompt is not None and n == 0 and (short or _fragment(sentence)):
+        spoken, key = third_person(sentence)  # once: each test below reads its key
+        if prompt is not None and n == 0 and (short or _fragment(sentence, key)):
             if not _is_filler(raw) or _YES_NO.match(raw):  # "Peanuts.", "Yes.", "About 80 euros"; not "Thanks."
                 drafts.append(_answer(item, raw, prompt))
                 continue
         if short:
             continue
-        if sentence.rstrip().endswith(("?", "？")) and not third_person(sentence)[1].startswith("request:"):
+        if sentence.rstrip().endswith(("?", "？")) and not key.startswith("request:"):
             # "I wonder, what is ...?" asks too: context, not a fact ("Can you book a table?" is a request)
             questions.append(sentence)
             continue
@@ -302,7 +303,7 @@ def _user_drafts(
                     "message_index": item.message_index,
                     **_times(sentence, chat_time),
                 }
-                fact_key = f"choice: {obj_3p.lower()}" if verb in _CHOICES else third_person(sentence)[1]
+                fact_key = f"choice: {obj_3p.lower()}" if verb in _CHOICES else key
                 drafts.append(_draft(text, "UserMemory", fact_key, source, fact_meta, 0.8, asked))
             drafts.append(
                 _draft(
@@ -316,11 +317,10 @@ def _user_drafts(
                 )
             )
             continue
-        text, key = third_person(sentence)
         if key.startswith("question:"):
             questions.append(sentence)
             continue
-        text = resolve_relative_times(text, chat_time)
+        text = resolve_relative_times(spoken, chat_time)
         meta = {
             "extractor": "rules",
             "sentence": sentence,
@@ -337,12 +337,13 @@ _YES_NO = re.compile(r"^(yes|yeah|yep|no|nope|not really|never)\b", re.I)
 _SUBJECT = re.compile(r"^(?:we|he|she|they|it|this|that|there|my|our|his|her|their|you)\b", re.I)
 
 
-def _fragment(sentence: str) -> bool:
+def _fragment(sentence: str, key: str) -> bool:
     """A reply that means little without the question it answers: "Around 15k euros", "Yes, twice", "两个";
-    not a sentence of its own ("We're planning our wedding for next June" answers "How can I help?" alone)."""
+    not a sentence of its own ("We're planning our wedding for next June" answers "How can I help?" alone).
+    ``key``: the sentence's key from ``third_person``."""
     if is_chinese(sentence):
         return count_tokens(sentence) <= 6
-    if not third_person(sentence)[1].startswith("statement:"):
+    if not key.startswith("statement:"):
         return False
     return bool(_YES_NO.match(sentence)) or (len(sentence.split()) <= 6 and not _SUBJECT.match(sentence))
 
