@@ -35,10 +35,10 @@ __all__ = [
     "dead_letter_record",
     "deliver",
     "failed_task",
-    "failed_task_of",
     "event_record",
     "fitted",
     "poison_error",
+    "poison_records",
     "retrying",
 ]
 
@@ -89,13 +89,15 @@ def failed_task(event: AnyEvent, error: BaseException, *, group: str) -> list[Ev
     )]
 
 
-def failed_task_of(record: Record, error: BaseException, *, group: str) -> list[OutgoingRecord]:
-    """``failed_task`` of a record dead-lettered undecoded (one that killed the worker), as records to append."""
+def poison_records(record: Record, attempts: int, *, group: str) -> tuple[OutgoingRecord, list[OutgoingRecord]]:
+    """A record that was being processed whenever the worker died, ``attempts`` times: its DLQ copy (with
+    ``poison_error``), and its task failed (``failed_task``) as records to append; both hosts dead-letter so."""
+    error = poison_error(record, attempts)
     try:
-        event = decode(record.value)
+        failed = failed_task(decode(record.value), error, group=group)
     except EventDecodeError:
-        return []
-    return [event_record(e) for e in failed_task(event, error, group=group)]
+        failed = []
+    return dead_letter_record(record, error, group=group), [event_record(e) for e in failed]
 
 
 def fitted(record: OutgoingRecord, max_record_bytes: int) -> OutgoingRecord:

@@ -36,9 +36,8 @@ from streams.pipeline.delivery import (
     dead_letter_record,
     deliver,
     event_record,
-    failed_task_of,
     fitted,
-    poison_error,
+    poison_records,
     retrying,
 )
 from streams.pipeline.runner import Stage
@@ -188,9 +187,8 @@ class StageHost(Service):
         attempts = self.attempts.begin(group, record.position) if self.attempts is not None else 1
         if self.max_attempts and attempts > self.max_attempts:
             logger.error("poison record sent to DLQ %s attempts=%d", where, attempts - 1)
-            error = poison_error(record, attempts - 1)
-            await self._append([dead_letter_record(record, error, group=group),
-                                *failed_task_of(record, error, group=group)], where)
+            dead, failed = poison_records(record, attempts - 1, group=group)
+            await self._append([dead, *failed], where)
             self.dead_lettered += 1
             return
         if attempts > 1:

@@ -15,14 +15,7 @@ from schemas.envelope import Envelope, Record
 from schemas.errors import PayloadTooLarge, StageStalled
 from schemas.events import AnyEvent, Event
 from streams.log.base import Consumer, EventLog, OutgoingRecord, StartFrom, TopicPartition, record_size
-from streams.pipeline.delivery import (
-    dead_letter_record,
-    deliver,
-    event_record,
-    failed_task_of,
-    fitted,
-    poison_error,
-)
+from streams.pipeline.delivery import dead_letter_record, deliver, event_record, fitted, poison_records
 from streams.pipeline.fairness import FairSlots
 
 __all__ = ["CommitListener", "Runner", "Stage", "dead_letter_record", "event_record", "still_working"]
@@ -411,10 +404,9 @@ class Runner:
             if attempts is None:
                 attempts = await consumer.record_attempt(p.topic, p.partition, p.offset)
             if attempts > self.max_attempts:
-                error = poison_error(record, attempts - 1)
+                dead, failed = poison_records(record, attempts - 1, group=self.group)
                 logger.error("poison record sent to DLQ group=%s position=%s attempts=%d", self.group, p,
                              attempts - 1)
-                await self._finish(consumer, [record], failed_task_of(record, error, group=self.group),
-                                   [dead_letter_record(record, error, group=self.group)], whole=False)
+                await self._finish(consumer, [record], failed, [dead], whole=False)
             else:
                 await self._deliver(consumer, [record], whole=False)
