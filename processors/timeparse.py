@@ -197,15 +197,27 @@ def _year_zh(m: re.Match[str], anchor: date) -> Span:
     return Span(date(year, 1, 1), date(year, 12, 31))
 
 
+_UNITS_ZH = {"天": "day", "月": "month", "年": "year"}  # 周, 星期, 礼拜: week
+
+
 def _ago_zh(m: re.Match[str], anchor: date) -> Span:
-    n, unit = _zh_number(m.group("n")), m.group("unit")
-    if unit == "天":
-        return Span.day(anchor - timedelta(days=n))
-    if unit == "月":
-        return _month_span(*_shift_month(anchor, -n))
-    if unit == "年":
-        return Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
-    return _week_of(anchor - timedelta(weeks=n))
+    return _shifted(anchor, -_zh_number(m.group("n")), _UNITS_ZH.get(m.group("unit"), "week"))
+
+
+def _shifted(anchor: date, n: int, unit: str) -> Span:
+    """The day, week (Monday to Sunday), month or year ``n`` of ``unit`` away from ``anchor`` (n < 0: before)."""
+    if unit == "day":
+        return Span.day(anchor + timedelta(days=n))
+    if unit == "week":
+        return _week_of(anchor + timedelta(weeks=n))
+    if unit == "month":
+        return _month_span(*_shift_month(anchor, n))
+    return Span(date(anchor.year + n, 1, 1), date(anchor.year + n, 12, 31))
+
+
+def _count(raw: str) -> int:
+    """"3", "three", "a few" as a number (an unknown word: 1)."""
+    return int(raw) if raw.isdigit() else _NUMBERS.get(raw.lower(), 1)
 
 
 def _simple(m: re.Match[str], anchor: date) -> Span:
@@ -216,16 +228,7 @@ def _simple(m: re.Match[str], anchor: date) -> Span:
 
 def _ahead(m: re.Match[str], anchor: date) -> Span:
     """"in two weeks", "3 days from now": the day, week, month or year that far ahead."""
-    raw = (m.group("n") or m.group("n2")).lower()
-    n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
-    unit = (m.group("unit") or m.group("unit2")).lower()
-    if unit == "day":
-        return Span.day(anchor + timedelta(days=n))
-    if unit == "week":
-        return _week_of(anchor + timedelta(weeks=n))
-    if unit == "month":
-        return _month_span(*_shift_month(anchor, n))
-    return Span(date(anchor.year + n, 1, 1), date(anchor.year + n, 12, 31))
+    return _shifted(anchor, _count(m.group("n") or m.group("n2")), (m.group("unit") or m.group("unit2")).lower())
 
 
 def _named_month(m: re.Match[str], anchor: date) -> Span:
@@ -263,16 +266,7 @@ def _named(m: re.Match[str], anchor: date) -> Span:
 
 
 def _ago(m: re.Match[str], anchor: date) -> Span:
-    raw = m.group("n").lower()
-    n = int(raw) if raw.isdigit() else _NUMBERS.get(raw, 1)
-    unit = m.group("unit").lower()
-    if unit == "day":
-        return Span.day(anchor - timedelta(days=n))
-    if unit == "week":
-        return _week_of(anchor - timedelta(weeks=n))
-    if unit == "month":
-        return _month_span(*_shift_month(anchor, -n))
-    return Span(date(anchor.year - n, 1, 1), date(anchor.year - n, 12, 31))
+    return _shifted(anchor, -_count(m.group("n")), m.group("unit").lower())
 
 
 _Resolver = Callable[[re.Match[str], date], Span]
