@@ -48,12 +48,13 @@ class _Pref:
     polarity: str
 
 
+_TASKS = "use|write|add|include|suggest|recommend|call|give|send|mention|make|book|schedule|remind|put|show"
+"""What a standing instruction tells the assistant to do, or never to do ("Don't use pandas")."""
 _PREFS = (
-    _Pref(re.compile(r"^(?:please\s+)?(?:don't|do not|never)\s+(?P<obj>(?:use|write|add|include|suggest|recommend|"
-                     r"call|give|send|mention|make|book|schedule|remind|put|show)\b.+)", re.I),
+    _Pref(re.compile(rf"^(?:please\s+)?(?:don't|do not|never)\s+(?P<obj>(?:{_TASKS})\b.+)", re.I),
           "does not want the assistant to", "negative"),
-    _Pref(re.compile(r"^(?:please\s+)?always\s+(?P<obj>(?:use|write|add|include|suggest|recommend|call|give|send|"
-                     r"mention|make|book|schedule|remind|put|show|answer|reply|respond|explain|ask|check)\b.+)", re.I),
+    _Pref(re.compile(rf"^(?:please\s+)?always\s+(?P<obj>(?:{_TASKS}|answer|reply|respond|explain|ask|check)\b.+)",
+                     re.I),
           "wants the assistant to always", "positive"),
     _Pref(re.compile(r"\bmy (?:favou?rite|fave) (?P<what>[\w -]{1,30}?) (?:is|are)\s+(?P<obj>.+)", re.I),
           "'s favorite {what} is", "positive"),
